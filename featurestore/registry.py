@@ -1,0 +1,429 @@
+"""The feature registry: typed definitions read from dbt's ``target/manifest.json``.
+
+This module owns the registry contract. Feature views are dbt models carrying a
+``meta.featurestore`` block (see ``models/features/_features__models.yml``); entities are
+declared once under ``meta.featurestore_entities`` in ``dbt_project.yml``. The loader, the
+sidecar and the training-data SDK all read features through :func:`load_registry`.
+
+Rules checked on load (each failure names the model and the field):
+
+* every view names a declared entity, and its ``keys`` equal the entity's keys;
+* key, ``timestamp`` and ``available_at`` columns exist and have a ``data_type``;
+* ``owner`` is a non-empty string, ``online`` a boolean, ``ttl`` and ``freshness_sla``
+  durations (:mod:`featurestore.durations`);
+* every feature column has a ``data_type`` of a supported type, a description, and a
+  ``default`` key whose value matches the type (``null`` means no default);
+* feature names are unique across the project (the online API addresses them by bare name).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from featurestore.durations import DurationError, parse_duration
+
+__all__ = [
+    "DEFAULT_MANIFEST",
+    "Entity",
+    "Feature",
+    "FeatureView",
+    "Registry",
+    "RegistryError",
+    "ValueType",
+    "load_registry",
+    "value_type_of",
+]
+
+DEFAULT_MANIFEST = Path("target/manifest.json")
+
+ValueType = Literal["int", "float", "bool", "string", "timestamp"]
+
+_TYPE_NAMES: dict[str, ValueType] = {
+    "bigint": "int", "int": "int", "integer": "int", "int64": "int", "smallint": "int",
+    "tinyint": "int", "hugeint": "int", "number": "int",
+    "double": "float", "float": "float", "float8": "float", "float64": "float", "real": "float",
+    "double precision": "float",
+    "boolean": "bool", "bool": "bool",
+    "varchar": "string", "string": "string", "text": "string",
+    "timestamp": "timestamp", "timestamp_ntz": "timestamp", "datetime": "timestamp",
+}  # fmt: skip
+
+
+class RegistryError(ValueError):
+    """The dbt manifest holds invalid feature metadata (the message names model and field)."""
+
+
+def value_type_of(data_type: str) -> ValueType | None:
+    """The registry value type of a dbt contract ``data_type`` (``None`` if unsupported)."""
+    base = data_type.strip().lower().split("(")[0].strip()
+    return _TYPE_NAMES.get(base)
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A kind of thing features describe, identified by one or more key columns."""
+
+    name: str
+    keys: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature: a column of a feature view."""
+
+    name: str
+    view: str
+    data_type: str
+    value_type: ValueType
+    description: str
+    default: object | None
+    range_min: float | None = None
+    range_max: float | None = None
+    accepted_values: tuple[object, ...] | None = None
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """A dbt model with one row per entity key and feature timestamp."""
+
+    name: str
+    relation: str
+    entity: Entity
+    keys: tuple[str, ...]
+    key_types: Mapping[str, ValueType]
+    timestamp: str
+    available_at: str | None
+    owner: str
+    ttl: str
+    ttl_seconds: int
+    freshness_sla: str
+    freshness_sla_seconds: int
+    online: bool
+    description: str
+    features: tuple[Feature, ...]
+
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """All entities, feature views and features of a dbt project."""
+
+    entities: Mapping[str, Entity]
+    views: Mapping[str, FeatureView]
+    features: Mapping[str, Feature] = field(default_factory=dict)
+
+    def feature(self, name: str) -> Feature:
+        try:
+            return self.features[name]
+        except KeyError:
+            raise RegistryError(f"unknown feature {name!r}{_suggest(name, self.features)}") from None
+
+    def view(self, name: str) -> FeatureView:
+        try:
+            return self.views[name]
+        except KeyError:
+            raise RegistryError(f"unknown feature view {name!r}") from None
+
+    def view_of(self, feature: str) -> FeatureView:
+        return self.views[self.feature(feature).view]
+
+    def group_by_view(self, features: Iterable[str]) -> dict[str, list[str]]:
+        """Feature names grouped by view, views and features in first-seen order."""
+        grouped: dict[str, list[str]] = {}
+        for name in features:
+            grouped.setdefault(self.feature(name).view, []).append(name)
+        return grouped
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (what ``featurestore registry --json`` prints)."""
+        return {
+            "entities": {
+                e.name: {"keys": list(e.keys), "description": e.description}
+                for e in self.entities.values()
+            },
+            "feature_views": {
+                v.name: {
+                    "relation": v.relation,
+                    "entity": v.entity.name,
+                    "keys": list(v.keys),
+                    "timestamp": v.timestamp,
+                    "available_at": v.available_at,
+                    "owner": v.owner,
+                    "ttl": v.ttl,
+                    "ttl_seconds": v.ttl_seconds,
+                    "freshness_sla": v.freshness_sla,
+                    "freshness_sla_seconds": v.freshness_sla_seconds,
+                    "online": v.online,
+                    "features": list(v.feature_names()),
+                }
+                for v in self.views.values()
+            },
+            "features": {
+                f.name: {
+                    "view": f.view,
+                    "entity": self.views[f.view].entity.name,
+                    "type": f.value_type,
+                    "data_type": f.data_type,
+                    "default": f.default,
+                    "description": f.description,
+                }
+                for f in self.features.values()
+            },
+        }
+
+
+def load_registry(manifest_path: Path | str = DEFAULT_MANIFEST) -> Registry:
+    """Read the registry from a dbt manifest (run ``dbt parse`` or ``dbt build`` first)."""
+    path = Path(manifest_path)
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RegistryError(
+            f"{path} not found: run `dbt parse` (or `dbt build`) in the project first"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise RegistryError(f"{path} is not valid JSON: {exc}") from None
+    return registry_from_manifest(manifest)
+
+
+def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
+    """Build and validate a :class:`Registry` from a parsed manifest."""
+    models = [
+        node
+        for node in manifest.get("nodes", {}).values()
+        if node.get("resource_type") == "model"
+    ]
+    models.sort(key=lambda node: str(node.get("original_file_path", node.get("name"))))
+    problems: list[str] = []
+    entities = _read_entities(models, problems)
+    views: dict[str, FeatureView] = {}
+    features: dict[str, Feature] = {}
+    for node in models:
+        meta = node.get("config", {}).get("meta", {}).get("featurestore")
+        if meta is None:
+            continue
+        view = _read_view(node, meta, entities, problems)
+        if view is None:
+            continue
+        views[view.name] = view
+        for feature in view.features:
+            if feature.name in features:
+                problems.append(
+                    f"model {view.name}: feature {feature.name!r} is already defined by model "
+                    f"{features[feature.name].view} (feature names must be unique)"
+                )
+            else:
+                features[feature.name] = feature
+    if problems:
+        raise RegistryError("invalid feature registry:\n  - " + "\n  - ".join(problems))
+    return Registry(entities=entities, views=views, features=features)
+
+
+def _read_entities(models: list[Mapping[str, Any]], problems: list[str]) -> dict[str, Entity]:
+    entities: dict[str, Entity] = {}
+    for node in models:
+        declared = node.get("config", {}).get("meta", {}).get("featurestore_entities")
+        if not declared:
+            continue
+        if not isinstance(declared, Mapping):
+            problems.append(f"model {node['name']}: meta.featurestore_entities must be a mapping")
+            continue
+        for name, spec in declared.items():
+            keys = spec.get("keys") if isinstance(spec, Mapping) else None
+            if not _is_str_list(keys):
+                problems.append(
+                    f"model {node['name']}: meta.featurestore_entities.{name}.keys must be a "
+                    "non-empty list of column names"
+                )
+                continue
+            entity = Entity(str(name), tuple(keys), str(spec.get("description", "")))
+            if name in entities and entities[name] != entity:
+                problems.append(f"entity {name!r} is declared twice with different keys")
+            entities[str(name)] = entity
+    return entities
+
+
+def _read_view(
+    node: Mapping[str, Any],
+    meta: Any,
+    entities: Mapping[str, Entity],
+    problems: list[str],
+) -> FeatureView | None:
+    name = str(node["name"])
+    where = f"model {name}"
+    if not isinstance(meta, Mapping):
+        problems.append(f"{where}: meta.featurestore must be a mapping")
+        return None
+    before = len(problems)
+    columns: Mapping[str, Any] = node.get("columns", {})
+
+    def column_type(column: str, field_name: str) -> ValueType | None:
+        spec = columns.get(column)
+        if spec is None:
+            problems.append(
+                f"{where}: meta.featurestore.{field_name} names column {column!r}, "
+                "which is not declared in the model's columns"
+            )
+            return None
+        data_type = spec.get("data_type")
+        value_type = value_type_of(data_type) if isinstance(data_type, str) else None
+        if value_type is None:
+            problems.append(
+                f"{where}: column {column!r} ({field_name}) needs a supported data_type, "
+                f"got {data_type!r}"
+            )
+        return value_type
+
+    entity_name = meta.get("entity")
+    entity = entities.get(entity_name) if isinstance(entity_name, str) else None
+    if entity is None:
+        known = ", ".join(sorted(entities)) or "none declared"
+        problems.append(
+            f"{where}: meta.featurestore.entity {entity_name!r} is not a declared entity "
+            f"(declared: {known})"
+        )
+    keys = meta.get("keys")
+    key_types: dict[str, ValueType] = {}
+    if not _is_str_list(keys):
+        problems.append(f"{where}: meta.featurestore.keys must be a non-empty list of columns")
+        keys = []
+    else:
+        if entity is not None and tuple(keys) != entity.keys:
+            problems.append(
+                f"{where}: meta.featurestore.keys {keys} differ from entity "
+                f"{entity.name!r} keys {list(entity.keys)}"
+            )
+        for key in keys:
+            key_type = column_type(key, "keys")
+            if key_type is not None:
+                key_types[key] = key_type
+    timestamp = meta.get("timestamp")
+    if not isinstance(timestamp, str):
+        problems.append(f"{where}: meta.featurestore.timestamp must name a column")
+    elif column_type(timestamp, "timestamp") not in (None, "timestamp"):
+        problems.append(f"{where}: meta.featurestore.timestamp column {timestamp!r} is not a timestamp")
+    available_at = meta.get("available_at")
+    if available_at is not None:
+        if not isinstance(available_at, str):
+            problems.append(f"{where}: meta.featurestore.available_at must name a column")
+        elif column_type(available_at, "available_at") not in (None, "timestamp"):
+            problems.append(
+                f"{where}: meta.featurestore.available_at column {available_at!r} is not a timestamp"
+            )
+    owner = meta.get("owner")
+    if not isinstance(owner, str) or not owner.strip():
+        problems.append(f"{where}: meta.featurestore.owner must be a non-empty string")
+    online = meta.get("online", False)
+    if not isinstance(online, bool):
+        problems.append(f"{where}: meta.featurestore.online must be true or false, got {online!r}")
+    durations: dict[str, int] = {}
+    for field_name in ("ttl", "freshness_sla"):
+        try:
+            durations[field_name] = parse_duration(meta.get(field_name))
+        except DurationError as exc:
+            problems.append(f"{where}: meta.featurestore.{field_name}: {exc}")
+
+    features = []
+    for column_name, spec in columns.items():
+        column_meta = (spec.get("meta") or {}).get("featurestore") or {}
+        if not column_meta.get("feature"):
+            continue
+        feature = _read_feature(name, column_name, spec, column_meta, problems)
+        if feature is not None:
+            features.append(feature)
+    if not features:
+        problems.append(f"{where}: no column is marked meta.featurestore.feature: true")
+    if len(problems) > before or entity is None:
+        return None
+    return FeatureView(
+        name=name,
+        relation=str(node.get("relation_name") or name),
+        entity=entity,
+        keys=tuple(keys),
+        key_types=key_types,
+        timestamp=str(timestamp),
+        available_at=available_at,
+        owner=str(owner),
+        ttl=str(meta["ttl"]).strip().lower(),
+        ttl_seconds=durations["ttl"],
+        freshness_sla=str(meta["freshness_sla"]).strip().lower(),
+        freshness_sla_seconds=durations["freshness_sla"],
+        online=bool(online),
+        description=str(node.get("description", "")).strip(),
+        features=tuple(features),
+    )
+
+
+def _read_feature(
+    view: str,
+    column: str,
+    spec: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    problems: list[str],
+) -> Feature | None:
+    where = f"model {view}: column {column}"
+    data_type = spec.get("data_type")
+    value_type = value_type_of(data_type) if isinstance(data_type, str) else None
+    if value_type is None:
+        problems.append(f"{where}: data_type {data_type!r} is missing or not supported")
+        return None
+    description = str(spec.get("description") or "").strip()
+    if not description:
+        problems.append(f"{where}: a feature needs a description")
+    if "default" not in meta:
+        problems.append(f"{where}: meta.featurestore.default is required (null for no default)")
+        return None
+    default = meta["default"]
+    if default is not None and not _matches(default, value_type):
+        problems.append(
+            f"{where}: meta.featurestore.default {default!r} is not a {value_type} "
+            f"(data_type {data_type})"
+        )
+        return None
+    value_range = meta.get("range") or {}
+    accepted = meta.get("accepted_values")
+    return Feature(
+        name=column,
+        view=view,
+        data_type=str(data_type),
+        value_type=value_type,
+        description=description,
+        default=float(default) if value_type == "float" and default is not None else default,
+        range_min=value_range.get("min"),
+        range_max=value_range.get("max"),
+        accepted_values=tuple(accepted) if accepted is not None else None,
+    )
+
+
+def _matches(value: object, value_type: ValueType) -> bool:
+    if value_type == "bool":
+        return isinstance(value, bool)
+    if value_type == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if value_type == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if value_type == "string":
+        return isinstance(value, str)
+    return isinstance(value, str)  # timestamp defaults are ISO 8601 strings
+
+
+def _is_str_list(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(item, str) and item for item in value)
+    )
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,49 @@
+{#-
+    The as_of_join description of a feature view, read from its yml meta (the registry):
+    featurestore.feature_view('user_transaction_features') ->
+      {name, relation, join_keys, timestamp, available_at, ttl_seconds, features}.
+    `features` narrows the feature columns (default: all columns whose meta marks them as a
+    feature); `join_keys` maps spine columns to the view's key columns (default: same names).
+-#}
+{% macro feature_view(model_name, features=none, join_keys=none) %}
+    {%- set relation = ref(model_name) -%}
+    {%- if not execute -%}
+        {{ return({'name': model_name, 'relation': relation, 'join_keys': {}, 'timestamp': 'feature_at',
+                   'available_at': none, 'ttl_seconds': none, 'features': []}) }}
+    {%- endif -%}
+    {%- set nodes = graph.nodes.values() | selectattr('resource_type', 'equalto', 'model')
+                    | selectattr('name', 'equalto', model_name) | list -%}
+    {%- if nodes | length != 1 -%}
+        {{ exceptions.raise_compiler_error("feature_view: no model named " ~ model_name) }}
+    {%- endif -%}
+    {%- set node = nodes[0] -%}
+    {%- set meta = node.config.meta.get('featurestore') -%}
+    {%- if not meta -%}
+        {{ exceptions.raise_compiler_error("feature_view: model " ~ model_name ~ " has no meta.featurestore block") }}
+    {%- endif -%}
+    {%- set all_features = [] -%}
+    {%- for column in node.columns.values() -%}
+        {%- if column.meta.get('featurestore', {}).get('feature') -%}
+            {%- do all_features.append(column.name) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- set chosen = all_features if features is none else features -%}
+    {%- for feature in chosen if feature not in all_features -%}
+        {{ exceptions.raise_compiler_error("feature_view: " ~ feature ~ " is not a feature of " ~ model_name) }}
+    {%- endfor -%}
+    {%- set keys = {} -%}
+    {%- if join_keys is none -%}
+        {%- for key in meta['keys'] -%}{%- do keys.update({key: key}) -%}{%- endfor -%}
+    {%- else -%}
+        {%- do keys.update(join_keys) -%}
+    {%- endif -%}
+    {{ return({
+        'name': model_name,
+        'relation': relation,
+        'join_keys': keys,
+        'timestamp': meta['timestamp'],
+        'available_at': meta.get('available_at'),
+        'ttl_seconds': featurestore.parse_duration(meta['ttl'], model_name, 'ttl') if meta.get('ttl') else none,
+        'features': chosen,
+    }) }}
+{% endmacro %}

@@ -1,0 +1,17 @@
+{#-
+    Parse a registry duration (TTL, freshness SLA) such as '90d', '36h', '15m', '30s', '2w'
+    into whole seconds. The Python registry (featurestore/durations.py) implements the same
+    grammar; tests/test_durations.py checks both agree.
+-#}
+{% macro parse_duration(text, model_name='?', field='ttl') %}
+    {%- set units = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800} -%}
+    {%- set raw = (text | string) | trim | lower -%}
+    {%- set number = raw[:-1] -%}
+    {%- set unit = raw[-1:] -%}
+    {%- if unit not in units or not number or not number.isdigit() or (number | int) <= 0 -%}
+        {{ exceptions.raise_compiler_error(
+            "model " ~ model_name ~ ": meta.featurestore." ~ field ~ " = '" ~ text
+            ~ "' is not a duration (a positive integer followed by s, m, h, d or w, e.g. '90d')") }}
+    {%- endif -%}
+    {{ return((number | int) * units[unit]) }}
+{% endmacro %}

@@ -1,0 +1,41 @@
+{#-
+    One row per chargeback_id (first ingested copy wins), same incremental rules as
+    int_transactions_deduplicated.
+-#}
+{{ config(materialized='incremental', incremental_strategy='append') }}
+
+with candidates as (
+    select *
+    from {{ ref('stg_raw__chargebacks') }}
+    where chargeback_id is not null
+        and transaction_id is not null
+        and charged_back_at is not null
+        and ingested_at is not null
+    {% if is_incremental() %}
+        and ingested_at > {{ featurestore.ingestion_watermark('ingested_at') }}
+    {% endif %}
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by chargeback_id
+            order by ingested_at, charged_back_at, transaction_id, reason nulls last
+        ) as copy_rank
+    from candidates
+)
+
+select
+    chargeback_id,
+    transaction_id,
+    charged_back_at,
+    ingested_at,
+    reason
+from ranked
+where copy_rank = 1
+{% if is_incremental() %}
+    and not exists (
+        select 1 from {{ this }} as stored where stored.chargeback_id = ranked.chargeback_id
+    )
+{% endif %}

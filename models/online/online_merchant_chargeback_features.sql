@@ -1,0 +1,1 @@
+{{ featurestore.latest_feature_values('merchant_chargeback_features') }}

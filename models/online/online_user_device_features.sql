@@ -1,0 +1,1 @@
+{{ featurestore.latest_feature_values('user_device_features') }}
