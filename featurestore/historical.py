@@ -1,0 +1,282 @@
+"""Point-in-time training data from Python: :func:`get_historical_features`.
+
+The join is not re-implemented here: the spine is handed to the warehouse and joined by the
+dbt macro ``featurestore.as_of_join`` (``macros/as_of_join.sql``), compiled by dbt for the
+current target and cached under ``target/featurestore/`` (keyed by the manifest, the request
+shape and the ``FEATURESTORE_*`` environment). Semantics are the macro's: see its docstring
+or the README section "Point-in-time joins".
+
+Timestamps: the warehouse stores UTC without a time zone. A naive spine timestamp is read as
+UTC; a time-zone-aware one is converted to UTC for the join. A column mixing naive and aware
+values, or holding non-timestamps, is refused. The returned frame keeps the caller's own
+columns exactly as given (same values, dtypes, order, index reset) and appends one column per
+requested feature, named as the feature.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from featurestore.project import DbtError, Project
+from featurestore.registry import FeatureView, Registry, RegistryError, ValueType, load_registry
+
+__all__ = ["SPINE_RELATION", "HistoricalFeaturesError", "get_historical_features"]
+
+SPINE_RELATION = "__featurestore_spine"
+_ROW = "__fs_row"
+_TS = "__fs_spine_ts"
+# Integer and boolean features keep their type when some values are null.
+_NULLABLE: dict[pa.DataType, Any] = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+_TARGET_LINE = re.compile(r"--\s*featurestore-target:\s*(\S*)\|(.*)")
+
+
+class HistoricalFeaturesError(ValueError):
+    """The request cannot be answered (unknown feature, bad spine, ...)."""
+
+
+def get_historical_features(
+    entity_df: pd.DataFrame | pa.Table,
+    features: Sequence[str],
+    *,
+    timestamp_column: str = "event_timestamp",
+    project_dir: Path | str | None = None,
+    target: str | None = None,
+    include_feature_timestamps: bool = False,
+) -> pd.DataFrame:
+    """Join each spine row to the requested features as of its timestamp.
+
+    ``entity_df`` holds the entity key columns of every requested feature's view and
+    ``timestamp_column`` (UTC). Returns ``entity_df`` (as pandas, index reset) with one column
+    per feature; with ``include_feature_timestamps`` also ``<view>__feature_at`` and
+    ``<view>__as_of_at`` per view. Runs in the project's DuckDB warehouse.
+    """
+    project = Project.at(project_dir, target)
+    try:
+        registry = load_registry(project.manifest_path)
+    except RegistryError as exc:
+        raise HistoricalFeaturesError(str(exc)) from None
+    frame = _to_pandas(entity_df)
+    names = _check_features(registry, features)
+    views = [(registry.view(view), chosen) for view, chosen in registry.group_by_view(names).items()]
+    spine = _spine_table(frame, views, timestamp_column, names, include_feature_timestamps)
+
+    sql, target_type, warehouse = _compiled_join(project, views, include_feature_timestamps)
+    if target_type != "duckdb":
+        raise HistoricalFeaturesError(
+            f"get_historical_features runs on the duckdb target; the current target is "
+            f"{target_type!r} (build training sets there with the fraud_training_set model)"
+        )
+    joined = _run_duckdb(warehouse, sql, spine, names, views, include_feature_timestamps)
+    result = frame.reset_index(drop=True).copy()
+    for column in joined.column_names:
+        if column != _ROW:
+            result[column] = joined.column(column).to_pandas(types_mapper=_NULLABLE.get)
+    return result
+
+
+def _to_pandas(entity_df: pd.DataFrame | pa.Table) -> pd.DataFrame:
+    if isinstance(entity_df, pa.Table):
+        return entity_df.to_pandas()
+    if isinstance(entity_df, pd.DataFrame):
+        return entity_df
+    raise HistoricalFeaturesError(
+        f"entity_df must be a pandas DataFrame or a pyarrow Table, got {type(entity_df).__name__}"
+    )
+
+
+def _check_features(registry: Registry, features: Sequence[str]) -> list[str]:
+    if isinstance(features, str) or not isinstance(features, Sequence):
+        raise HistoricalFeaturesError("features must be a list of feature names")
+    if not features:
+        raise HistoricalFeaturesError("features is empty: name at least one feature")
+    names: list[str] = []
+    for name in features:
+        if not isinstance(name, str):
+            raise HistoricalFeaturesError(f"feature names must be strings, got {name!r}")
+        if name in names:
+            raise HistoricalFeaturesError(f"feature {name!r} is requested twice")
+        try:
+            registry.feature(name)
+        except RegistryError as exc:
+            raise HistoricalFeaturesError(str(exc)) from None
+        names.append(name)
+    return names
+
+
+_KEY_TYPES: dict[ValueType, tuple[str, Any]] = {
+    "string": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+    "int": ("integer", pa.types.is_integer),
+    "float": ("floating point", pa.types.is_floating),
+    "bool": ("boolean", pa.types.is_boolean),
+    "timestamp": ("timestamp", pa.types.is_timestamp),
+}
+
+
+def _spine_table(
+    frame: pd.DataFrame,
+    views: list[tuple[FeatureView, list[str]]],
+    timestamp_column: str,
+    names: list[str],
+    include_timestamps: bool,
+) -> pa.Table:
+    """The minimal spine handed to the warehouse: keys, UTC timestamp, row number."""
+    columns = [str(c) for c in frame.columns]
+    if len(set(columns)) != len(columns):
+        raise HistoricalFeaturesError("entity_df has duplicate column names")
+    if timestamp_column not in columns:
+        raise HistoricalFeaturesError(
+            f"entity_df has no timestamp column {timestamp_column!r} "
+            f"(columns: {', '.join(columns)}); pass timestamp_column="
+        )
+    outputs = list(names)
+    if include_timestamps:
+        for view, _ in views:
+            outputs += [f"{view.name}__feature_at", f"{view.name}__as_of_at"]
+    clash = sorted(set(outputs) & set(columns))
+    if clash:
+        raise HistoricalFeaturesError(
+            f"entity_df already has column(s) {', '.join(clash)}, which the result would add"
+        )
+    arrays: dict[str, pa.Array] = {}
+    for view, _ in views:
+        for key in view.keys:
+            if key not in columns:
+                raise HistoricalFeaturesError(
+                    f"entity_df lacks key column {key!r} of entity {view.entity.name!r} "
+                    f"(needed by feature view {view.name})"
+                )
+            if key in arrays:
+                continue
+            try:
+                array = pa.array(frame[key], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise HistoricalFeaturesError(f"key column {key!r}: {exc}") from None
+            label, accepts = _KEY_TYPES[view.key_types[key]]
+            if not (accepts(array.type) or pa.types.is_null(array.type)):
+                raise HistoricalFeaturesError(
+                    f"key column {key!r} must hold {label} values (registry type "
+                    f"{view.key_types[key]}), got {array.type}"
+                )
+            arrays[key] = array
+    arrays[_TS] = _utc_timestamps(frame[timestamp_column], timestamp_column)
+    arrays[_ROW] = pa.array(range(len(frame)), type=pa.int64())
+    return pa.table(arrays)
+
+
+def _utc_timestamps(series: pd.Series, name: str) -> pa.Array:
+    """A naive-UTC timestamp[us] array from a spine timestamp column."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif series.dtype == object:
+        values = series.dropna()
+        kinds = {type(v) for v in values}
+        if not kinds <= {dt.datetime, pd.Timestamp}:
+            bad = next(v for v in values if not isinstance(v, dt.datetime))
+            raise HistoricalFeaturesError(
+                f"timestamp column {name!r} must hold timestamps, found {bad!r} "
+                f"({type(bad).__name__})"
+            )
+        aware = {v.tzinfo is not None for v in values}
+        if len(aware) > 1:
+            raise HistoricalFeaturesError(
+                f"timestamp column {name!r} mixes time-zone-aware and naive timestamps; "
+                "convert them all to UTC (naive timestamps are read as UTC)"
+            )
+        series = pd.to_datetime(series, utc=True).dt.tz_localize(None) if aware == {True} else (
+            pd.to_datetime(series)
+        )
+    elif not pd.api.types.is_datetime64_any_dtype(series.dtype):
+        raise HistoricalFeaturesError(
+            f"timestamp column {name!r} must be a timestamp column, got dtype {series.dtype}"
+        )
+    return pa.array(series, from_pandas=True).cast(pa.timestamp("us"))
+
+
+def _macro_call(views: list[tuple[FeatureView, list[str]]], include_timestamps: bool) -> str:
+    specs = []
+    for view, chosen in views:
+        specs.append(
+            "featurestore.feature_view("
+            + f"{_jinja(view.name)}, features={_jinja(chosen)}, "
+            + f"join_keys={_jinja({key: key for key in view.keys})})"
+        )
+    return (
+        "-- featurestore-target: {{ target.type }}|{{ target.get('path', '') }}\n"
+        + "{{ featurestore.as_of_join("
+        + f"{_jinja(SPINE_RELATION)}, {_jinja(_TS)}, [{', '.join(specs)}], "
+        + f"include_timestamps={'true' if include_timestamps else 'false'}) }}}}"
+    )
+
+
+def _jinja(value: object) -> str:
+    """A Jinja literal for strings, lists and dicts of strings (JSON is valid Jinja here)."""
+    return json.dumps(value)
+
+
+def _compiled_join(
+    project: Project, views: list[tuple[FeatureView, list[str]]], include_timestamps: bool
+) -> tuple[str, str, Path]:
+    """The compiled SQL of the macro call, its target type and the DuckDB path."""
+    call = _macro_call(views, include_timestamps)
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("FEATURESTORE_", "DBT_")))
+    key = hashlib.sha256()
+    key.update(project.manifest_path.read_bytes())
+    key.update(json.dumps([call, project.target, env]).encode())
+    cache = project.target_path / "featurestore" / f"as_of_join-{key.hexdigest()[:24]}.sql"
+    if cache.is_file():
+        sql = cache.read_text()
+    else:
+        try:
+            result = project.invoke(
+                "--log-level", "none", "compile", "--inline", call, "--no-introspect", "--no-populate-cache"
+            )
+        except DbtError as exc:
+            raise HistoricalFeaturesError(str(exc)) from None
+        sql = str(result.result.results[0].node.compiled_code)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(sql)
+    match = _TARGET_LINE.search(sql)
+    if match is None:
+        raise HistoricalFeaturesError("could not read the target from the compiled SQL")
+    warehouse = Path(match.group(2).strip())
+    if not warehouse.is_absolute():
+        warehouse = project.root / warehouse
+    return sql, match.group(1), warehouse
+
+
+def _run_duckdb(
+    warehouse: Path,
+    sql: str,
+    spine: pa.Table,
+    names: list[str],
+    views: list[tuple[FeatureView, list[str]]],
+    include_timestamps: bool,
+) -> pa.Table:
+    import duckdb
+
+    if not warehouse.is_file():
+        raise HistoricalFeaturesError(
+            f"warehouse {warehouse} does not exist: run `dbt build` first"
+        )
+    outputs = list(names)
+    if include_timestamps:
+        for view, _ in views:
+            outputs += [f"{view.name}__feature_at", f"{view.name}__as_of_at"]
+    selected = ", ".join([_ROW, *outputs])
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            con.register(SPINE_RELATION, spine)
+            return con.sql(f"select {selected} from ({sql}) as joined order by {_ROW}").to_arrow_table()
+    except duckdb.Error as exc:
+        message = str(exc).splitlines()[0]
+        raise HistoricalFeaturesError(f"the warehouse could not run the join: {message}") from None

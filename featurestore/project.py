@@ -1,0 +1,73 @@
+"""Where the dbt project lives and how to run dbt in it (in-process, via ``dbtRunner``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DbtError", "Project"]
+
+
+class DbtError(RuntimeError):
+    """A dbt invocation failed; the message carries dbt's own error."""
+
+
+@dataclass(frozen=True)
+class Project:
+    """A dbt project directory (``dbt_project.yml``) and its profiles directory.
+
+    ``profiles_dir`` defaults to ``$DBT_PROFILES_DIR`` or the project directory (the repo
+    ships ``profiles.yml``); ``target`` defaults to the profile's (``$FEATURESTORE_TARGET``).
+    """
+
+    root: Path
+    profiles_dir: Path
+    target: str | None = None
+
+    @classmethod
+    def at(cls, root: Path | str | None = None, target: str | None = None) -> Project:
+        path = Path(root) if root is not None else Path.cwd()
+        path = path.resolve()
+        if not (path / "dbt_project.yml").is_file():
+            raise DbtError(f"{path} is not a dbt project (no dbt_project.yml); pass project_dir")
+        profiles = Path(os.environ.get("DBT_PROFILES_DIR", path)).resolve()
+        return cls(root=path, profiles_dir=profiles, target=target)
+
+    @property
+    def target_path(self) -> Path:
+        """dbt's target folder: ``$DBT_TARGET_PATH`` or ``<project>/target``."""
+        configured = os.environ.get("DBT_TARGET_PATH")
+        return Path(configured).resolve() if configured else self.root / "target"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.target_path / "manifest.json"
+
+    def dbt_args(self, *args: str) -> list[str]:
+        """``args`` plus the project, profiles and target flags."""
+        full = [*args, "--project-dir", str(self.root), "--profiles-dir", str(self.profiles_dir)]
+        if self.target:
+            full += ["--target", self.target]
+        return full
+
+    def invoke(self, *args: str) -> Any:
+        """Run one dbt command in-process; return its ``dbtRunnerResult`` or raise DbtError."""
+        from dbt.cli.main import dbtRunner
+
+        (self.root / ".warehouse").mkdir(exist_ok=True)
+        result = dbtRunner().invoke(self.dbt_args(*args))
+        if not result.success:
+            detail = str(result.exception) if result.exception else _failures(result.result)
+            raise DbtError(f"dbt {' '.join(args[:1])} failed: {detail}")
+        return result
+
+
+def _failures(results: Any) -> str:
+    messages = []
+    for item in getattr(results, "results", None) or []:
+        status = str(getattr(item, "status", ""))
+        if status.lower() in {"error", "fail"}:
+            messages.append(f"{item.node.name}: {item.message}")
+    return "; ".join(messages) or "see dbt's log output above"
