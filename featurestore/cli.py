@@ -1,11 +1,55 @@
-"""The `featurestore` command line."""
+"""The `featurestore` command line.
+
+Exit codes: 0 success; 1 a clear error (bad input, failed dbt run, invalid registry);
+2 command-line usage error (click).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEMO_AS_OF = "2026-05-01 00:00:00"
+DEMO_FEATURES = (
+    "user_7d_transaction_count",
+    "avg_order_value_90d",
+    "merchant_chargeback_rate_30d",
+    "device_seen_before",
+)
+
+project_dir_option = click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The dbt project (default: the current directory).",
+)
+
+
+def clean_errors(command: F) -> F:
+    """Turn the package's own errors into a one-line message and exit code 1."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from featurestore.historical import HistoricalFeaturesError
+        from featurestore.project import DbtError
+        from featurestore.registry import RegistryError
+        from featurestore.training_files import TrainingFileError
+
+        try:
+            return command(*args, **kwargs)
+        except (HistoricalFeaturesError, DbtError, RegistryError, TrainingFileError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 @click.group()
@@ -28,7 +72,10 @@ def main() -> None:
               show_default=True, help="Transactions per Parquet file (bounds memory).")
 def generate(out_dir: Path, users: int, merchants: int, transactions: int, days: int,
              start: dt.datetime, seed: int, rows_per_file: int) -> None:
-    """Write the deterministic synthetic fraud / e-commerce dataset as Parquet."""
+    """Write the deterministic synthetic fraud / e-commerce dataset as Parquet.
+
+    Point dbt at it with FEATURESTORE_RAW_PATH=OUT (no model changes needed).
+    """
     from featurestore.synthetic import generate as run
 
     summary = run(out_dir, users=users, merchants=merchants, transactions=transactions,
@@ -36,3 +83,75 @@ def generate(out_dir: Path, users: int, merchants: int, transactions: int, days:
     for table, rows in summary.rows.items():
         click.echo(f"{table:<14}{rows:>12,} rows")
     click.echo(f"written to {out_dir}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@project_dir_option
+@clean_errors
+def registry(as_json: bool, project_dir: Path | None) -> None:
+    """Print the feature registry (read from target/manifest.json; run `dbt parse` first)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from featurestore.project import Project
+    from featurestore.registry import load_registry
+
+    project = Project.at(project_dir)
+    reg = load_registry(project.manifest_path)
+    if as_json:
+        click.echo(json.dumps(reg.to_dict(), indent=2, sort_keys=False))
+        return
+    table = Table(title="Feature registry")
+    for column in ("feature", "type", "entity", "keys", "view", "owner", "ttl", "sla",
+                   "online", "default"):
+        table.add_column(column)
+    for feature in reg.features.values():
+        view = reg.views[feature.view]
+        table.add_row(
+            feature.name, feature.value_type, view.entity.name, ",".join(view.keys), view.name,
+            view.owner, view.ttl, view.freshness_sla, "yes" if view.online else "no",
+            json.dumps(feature.default),
+        )
+    Console(width=200).print(table)
+
+
+@main.command("training-set")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Spine: Parquet or CSV with entity keys and a timestamp.")
+@click.option("--features", "feature_list", required=True,
+              help="Comma-separated feature names, e.g. user_7d_transaction_count,avg_order_value_90d")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Output file, .parquet or .csv.")
+@click.option("--timestamp-column", default="event_timestamp", show_default=True)
+@click.option("--include-feature-timestamps", is_flag=True,
+              help="Also write <view>__feature_at and <view>__as_of_at columns.")
+@project_dir_option
+@clean_errors
+def training_set(labels_path: Path, feature_list: str, out_path: Path, timestamp_column: str,
+                 include_feature_timestamps: bool, project_dir: Path | None) -> None:
+    """Join a label file to features as of each row's timestamp; write Parquet or CSV."""
+    from featurestore.historical import get_historical_features
+    from featurestore.training_files import read_spine, write_frame
+
+    features = [name.strip() for name in feature_list.split(",") if name.strip()]
+    started = time.perf_counter()
+    spine = read_spine(labels_path, timestamp_column)
+    result = get_historical_features(
+        spine, features, timestamp_column=timestamp_column, project_dir=project_dir,
+        include_feature_timestamps=include_feature_timestamps,
+    )
+    write_frame(result, out_path)
+    seconds = time.perf_counter() - started
+    click.echo(f"wrote {len(result):,} rows x {len(result.columns)} columns to {out_path} "
+               f"in {seconds:.2f} s")
+
+
+@main.command()
+@project_dir_option
+@clean_errors
+def demo(project_dir: Path | None) -> None:
+    """Run the whole offline path on the demo data: dbt build, a training set, a summary."""
+    from featurestore.demo import run_demo
+
+    run_demo(project_dir, as_of=DEMO_AS_OF, features=DEMO_FEATURES, echo=click.echo)

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from featurestore.project import DbtError, Project
+from featurestore.project import DbtError, Project, compile_inline
 from featurestore.registry import FeatureView, Registry, RegistryError, ValueType, load_registry
 
 __all__ = ["SPINE_RELATION", "HistoricalFeaturesError", "get_historical_features"]
@@ -237,12 +237,9 @@ def _compiled_join(
         sql = cache.read_text()
     else:
         try:
-            result = project.invoke(
-                "--log-level", "none", "compile", "--inline", call, "--no-introspect", "--no-populate-cache"
-            )
+            sql = compile_inline(project, call)
         except DbtError as exc:
             raise HistoricalFeaturesError(str(exc)) from None
-        sql = str(result.result.results[0].node.compiled_code)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(sql)
     match = _TARGET_LINE.search(sql)

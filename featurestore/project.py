@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DbtError", "Project"]
+__all__ = ["DbtError", "Project", "compile_inline", "duckdb_path"]
 
 
 class DbtError(RuntimeError):
@@ -57,11 +57,27 @@ class Project:
         from dbt.cli.main import dbtRunner
 
         (self.root / ".warehouse").mkdir(exist_ok=True)
-        result = dbtRunner().invoke(self.dbt_args(*args))
+        try:
+            result = dbtRunner().invoke(self.dbt_args(*args))
+        finally:
+            _release_duckdb()
         if not result.success:
             detail = str(result.exception) if result.exception else _failures(result.result)
             raise DbtError(f"dbt {' '.join(args[:1])} failed: {detail}")
         return result
+
+
+def _release_duckdb() -> None:
+    """Close the DuckDB file dbt-duckdb keeps open in-process after a run, so that this
+    process can open it again (read-only) afterwards."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # pragma: no cover - dbt-duckdb is a dependency
+        return
+    environment = DuckDBConnectionManager._ENV
+    if environment is not None:
+        environment.close()
+    DuckDBConnectionManager.close_all_connections()
 
 
 def _failures(results: Any) -> str:
@@ -71,3 +87,21 @@ def _failures(results: Any) -> str:
         if status.lower() in {"error", "fail"}:
             messages.append(f"{item.node.name}: {item.message}")
     return "; ".join(messages) or "see dbt's log output above"
+
+
+def compile_inline(project: Project, sql: str) -> str:
+    """Compile one Jinja/SQL snippet in the project (no warehouse introspection)."""
+    result = project.invoke(
+        "--log-level", "none", "compile", "--inline", sql, "--no-introspect", "--no-populate-cache"
+    )
+    return str(result.result.results[0].node.compiled_code)
+
+
+def duckdb_path(project: Project) -> Path:
+    """The DuckDB file of the current target, as the profile resolves it."""
+    compiled = compile_inline(project, "{{ target.type }}|{{ target.get('path', '') }}").strip()
+    target_type, _, path = compiled.partition("|")
+    if target_type != "duckdb":
+        raise DbtError(f"the current target is {target_type!r}, not duckdb")
+    resolved = Path(path)
+    return resolved if resolved.is_absolute() else project.root / resolved

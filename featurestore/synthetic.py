@@ -101,7 +101,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 MINUTE, HOUR, DAY = 60, 3600, 86_400
 COUNTRIES = ("US", "GB", "DE", "FR", "BR", "IN", "CA", "ES")
 COUNTRY_P = (0.40, 0.12, 0.10, 0.08, 0.12, 0.10, 0.05, 0.03)
-CATEGORY_RISK = {
+CATEGORY_RISK = {  # relative fraud risk by merchant category
     "grocery": 0.3,
     "electronics": 2.5,
     "travel": 1.5,
@@ -111,6 +111,7 @@ CATEGORY_RISK = {
     "restaurants": 0.5,
     "digital_goods": 2.0,
 }
+CATEGORIES = tuple(CATEGORY_RISK)
 DEVICE_TYPES = ("ios", "android", "web")
 REASONS = (
     "fraudulent",
@@ -304,17 +305,16 @@ def _merchants(
     writer: _Writer, seed: int, merchants: int, start: int, chunk_rows: int
 ) -> tuple[F64, F64]:
     weights, risk = np.empty(merchants), np.empty(merchants)
-    categories = tuple(CATEGORY_RISK)
     category_risk = np.array(list(CATEGORY_RISK.values()))
     for chunk, lo in enumerate(range(0, merchants, chunk_rows)):
         rng = _rng(seed, "merchants", chunk)
         index = np.arange(lo, min(lo + chunk_rows, merchants), dtype=np.int64)
         n = len(index)
-        category = rng.integers(0, len(categories), n)
+        category = rng.integers(0, len(CATEGORIES), n)
         onboarded = start - rng.integers(30 * DAY, 5 * 365 * DAY, n)
         weights[index] = rng.lognormal(0.0, 1.5, n) * (rng.random(n) >= P_INACTIVE_MERCHANT)
         risk[index] = category_risk[category] * rng.lognormal(0.0, 0.4, n)
-        columns = [_ids("mer_", index, 6), _pick(categories, category), _ts(onboarded)]
+        columns = [_ids("mer_", index, 6), _pick(CATEGORIES, category), _ts(onboarded)]
         writer.write("merchants", pa.Table.from_arrays(columns, schema=SCHEMAS["merchants"]))
     if merchants > 1 and weights.all():  # guarantee a merchant without history
         weights[np.argmin(weights)] = 0.0
@@ -430,7 +430,7 @@ def generate(
 ) -> GenerationSummary:
     """Write the dataset under `out_dir` (replacing earlier part files) and count the rows."""
     if users < 1 or merchants < 1 or days < 1 or rows_per_file < 1 or transactions < 0:
-        raise ValueError("users, merchants, days and rows_per_file must be >= 1")
+        raise ValueError("need users, merchants, days, rows_per_file >= 1 and transactions >= 0")
     writer = _Writer(Path(out_dir))
     start_s = _epoch_seconds(start)
     user_weights, user_devices = _users(writer, seed, users, start_s, rows_per_file)
