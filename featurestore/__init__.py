@@ -3,4 +3,23 @@ point-in-time training sets, and the contracts the loader and the sidecar share.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from featurestore.historical import HistoricalFeaturesError, get_historical_features
+from featurestore.registry import (
+    Entity,
+    Feature,
+    FeatureView,
+    Registry,
+    RegistryError,
+    load_registry,
+)
+
+__all__ = [
+    "Entity",
+    "Feature",
+    "FeatureView",
+    "HistoricalFeaturesError",
+    "Registry",
+    "RegistryError",
+    "get_historical_features",
+    "load_registry",
+]

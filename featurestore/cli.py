@@ -58,28 +58,64 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder to write (one sub-folder of Parquet files per raw table).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write (one sub-folder of Parquet files per raw table).",
+)
 @click.option("--users", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--merchants", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--transactions", type=click.IntRange(min=0), default=20000, show_default=True)
-@click.option("--days", type=click.IntRange(min=1), default=120, show_default=True,
-              help="Length of the event-time range in days.")
-@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), default="2026-01-01",
-              show_default=True, help="First day of the event-time range (UTC).")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=120,
+    show_default=True,
+    help="Length of the event-time range in days.",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default="2026-01-01",
+    show_default=True,
+    help="First day of the event-time range (UTC).",
+)
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--rows-per-file", type=click.IntRange(min=1000), default=1_000_000,
-              show_default=True, help="Transactions per Parquet file (bounds memory).")
-def generate(out_dir: Path, users: int, merchants: int, transactions: int, days: int,
-             start: dt.datetime, seed: int, rows_per_file: int) -> None:
+@click.option(
+    "--rows-per-file",
+    type=click.IntRange(min=1000),
+    default=1_000_000,
+    show_default=True,
+    help="Transactions per Parquet file (bounds memory).",
+)
+def generate(
+    out_dir: Path,
+    users: int,
+    merchants: int,
+    transactions: int,
+    days: int,
+    start: dt.datetime,
+    seed: int,
+    rows_per_file: int,
+) -> None:
     """Write the deterministic synthetic fraud / e-commerce dataset as Parquet.
 
     Point dbt at it with FEATURESTORE_RAW_PATH=OUT (no model changes needed).
     """
     from featurestore.synthetic import generate as run
 
-    summary = run(out_dir, users=users, merchants=merchants, transactions=transactions,
-                  days=days, start=start, seed=seed, rows_per_file=rows_per_file)
+    summary = run(
+        out_dir,
+        users=users,
+        merchants=merchants,
+        transactions=transactions,
+        days=days,
+        start=start,
+        seed=seed,
+        rows_per_file=rows_per_file,
+    )
     for table, rows in summary.rows.items():
         click.echo(f"{table:<14}{rows:>12,} rows")
     click.echo(f"written to {out_dir}")
@@ -103,33 +139,73 @@ def registry(as_json: bool, project_dir: Path | None) -> None:
         click.echo(json.dumps(reg.to_dict(), indent=2, sort_keys=False))
         return
     table = Table(title="Feature registry")
-    for column in ("feature", "type", "entity", "keys", "view", "owner", "ttl", "sla",
-                   "online", "default"):
+    for column in (
+        "feature",
+        "type",
+        "entity",
+        "keys",
+        "view",
+        "owner",
+        "ttl",
+        "sla",
+        "online",
+        "default",
+    ):
         table.add_column(column)
     for feature in reg.features.values():
         view = reg.views[feature.view]
         table.add_row(
-            feature.name, feature.value_type, view.entity.name, ",".join(view.keys), view.name,
-            view.owner, view.ttl, view.freshness_sla, "yes" if view.online else "no",
+            feature.name,
+            feature.value_type,
+            view.entity.name,
+            ",".join(view.keys),
+            view.name,
+            view.owner,
+            view.ttl,
+            view.freshness_sla,
+            "yes" if view.online else "no",
             json.dumps(feature.default),
         )
     Console(width=200).print(table)
 
 
 @main.command("training-set")
-@click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="Spine: Parquet or CSV with entity keys and a timestamp.")
-@click.option("--features", "feature_list", required=True,
-              help="Comma-separated feature names, e.g. user_7d_transaction_count,avg_order_value_90d")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="Output file, .parquet or .csv.")
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Spine: Parquet or CSV with entity keys and a timestamp.",
+)
+@click.option(
+    "--features",
+    "feature_list",
+    required=True,
+    help="Comma-separated feature names, e.g. user_7d_transaction_count,avg_order_value_90d",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output file, .parquet or .csv.",
+)
 @click.option("--timestamp-column", default="event_timestamp", show_default=True)
-@click.option("--include-feature-timestamps", is_flag=True,
-              help="Also write <view>__feature_at and <view>__as_of_at columns.")
+@click.option(
+    "--include-feature-timestamps",
+    is_flag=True,
+    help="Also write <view>__feature_at and <view>__as_of_at columns.",
+)
 @project_dir_option
 @clean_errors
-def training_set(labels_path: Path, feature_list: str, out_path: Path, timestamp_column: str,
-                 include_feature_timestamps: bool, project_dir: Path | None) -> None:
+def training_set(
+    labels_path: Path,
+    feature_list: str,
+    out_path: Path,
+    timestamp_column: str,
+    include_feature_timestamps: bool,
+    project_dir: Path | None,
+) -> None:
     """Join a label file to features as of each row's timestamp; write Parquet or CSV."""
     from featurestore.historical import get_historical_features
     from featurestore.training_files import read_spine, write_frame
@@ -138,13 +214,18 @@ def training_set(labels_path: Path, feature_list: str, out_path: Path, timestamp
     started = time.perf_counter()
     spine = read_spine(labels_path, timestamp_column)
     result = get_historical_features(
-        spine, features, timestamp_column=timestamp_column, project_dir=project_dir,
+        spine,
+        features,
+        timestamp_column=timestamp_column,
+        project_dir=project_dir,
         include_feature_timestamps=include_feature_timestamps,
     )
     write_frame(result, out_path)
     seconds = time.perf_counter() - started
-    click.echo(f"wrote {len(result):,} rows x {len(result.columns)} columns to {out_path} "
-               f"in {seconds:.2f} s")
+    click.echo(
+        f"wrote {len(result):,} rows x {len(result.columns)} columns to {out_path} "
+        f"in {seconds:.2f} s"
+    )
 
 
 @main.command()

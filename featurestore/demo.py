@@ -65,13 +65,17 @@ def run_demo(
         raise DbtError("the SDK training set differs from the fraud_training_set model")
 
     echo("")
-    echo(f"Built in {build_seconds:.1f} s: {len(registry.views)} feature views, "
-         f"{len(registry.features)} features in the registry")
+    echo(
+        f"Built in {build_seconds:.1f} s: {len(registry.views)} feature views, "
+        f"{len(registry.features)} features in the registry"
+    )
     for name, (rows, entities) in view_rows.items():
         echo(f"  {name:<32}{rows:>9,} rows  {entities:>7,} entities")
     fraud_rate = float(training["is_fraud"].mean()) if len(training) else 0.0
-    echo(f"Training set: {len(training):,} labelled transactions ({fraud_rate:.1%} fraud), "
-         f"{sdk_seconds:.2f} s, written to {out}")
+    echo(
+        f"Training set: {len(training):,} labelled transactions ({fraud_rate:.1%} fraud), "
+        f"{sdk_seconds:.2f} s, written to {out}"
+    )
     for feature in features:
         column = training[feature]
         filled = int(column.notna().sum())

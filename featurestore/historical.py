@@ -67,7 +67,9 @@ def get_historical_features(
         raise HistoricalFeaturesError(str(exc)) from None
     frame = _to_pandas(entity_df)
     names = _check_features(registry, features)
-    views = [(registry.view(view), chosen) for view, chosen in registry.group_by_view(names).items()]
+    views = [
+        (registry.view(view), chosen) for view, chosen in registry.group_by_view(names).items()
+    ]
     spine = _spine_table(frame, views, timestamp_column, names, include_feature_timestamps)
 
     sql, target_type, warehouse = _compiled_join(project, views, include_feature_timestamps)
@@ -86,7 +88,8 @@ def get_historical_features(
 
 def _to_pandas(entity_df: pd.DataFrame | pa.Table) -> pd.DataFrame:
     if isinstance(entity_df, pa.Table):
-        return entity_df.to_pandas()
+        frame: pd.DataFrame = entity_df.to_pandas()
+        return frame
     if isinstance(entity_df, pd.DataFrame):
         return entity_df
     raise HistoricalFeaturesError(
@@ -192,8 +195,10 @@ def _utc_timestamps(series: pd.Series, name: str) -> pa.Array:
                 f"timestamp column {name!r} mixes time-zone-aware and naive timestamps; "
                 "convert them all to UTC (naive timestamps are read as UTC)"
             )
-        series = pd.to_datetime(series, utc=True).dt.tz_localize(None) if aware == {True} else (
-            pd.to_datetime(series)
+        series = (
+            pd.to_datetime(series, utc=True).dt.tz_localize(None)
+            if aware == {True}
+            else (pd.to_datetime(series))
         )
     elif not pd.api.types.is_datetime64_any_dtype(series.dtype):
         raise HistoricalFeaturesError(
@@ -273,7 +278,9 @@ def _run_duckdb(
     try:
         with duckdb.connect(str(warehouse), read_only=True) as con:
             con.register(SPINE_RELATION, spine)
-            return con.sql(f"select {selected} from ({sql}) as joined order by {_ROW}").to_arrow_table()
+            return con.sql(
+                f"select {selected} from ({sql}) as joined order by {_ROW}"
+            ).to_arrow_table()
     except duckdb.Error as exc:
         message = str(exc).splitlines()[0]
         raise HistoricalFeaturesError(f"the warehouse could not run the join: {message}") from None

@@ -77,7 +77,7 @@ def _release_duckdb() -> None:
     environment = DuckDBConnectionManager._ENV
     if environment is not None:
         environment.close()
-    DuckDBConnectionManager.close_all_connections()
+    DuckDBConnectionManager.close_all_connections()  # type: ignore[no-untyped-call]
 
 
 def _failures(results: Any) -> str:

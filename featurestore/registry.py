@@ -22,7 +22,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from featurestore.durations import DurationError, parse_duration
 
@@ -123,7 +123,9 @@ class Registry:
         try:
             return self.features[name]
         except KeyError:
-            raise RegistryError(f"unknown feature {name!r}{_suggest(name, self.features)}") from None
+            raise RegistryError(
+                f"unknown feature {name!r}{_suggest(name, self.features)}"
+            ) from None
 
     def view(self, name: str) -> FeatureView:
         try:
@@ -196,9 +198,7 @@ def load_registry(manifest_path: Path | str = DEFAULT_MANIFEST) -> Registry:
 def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
     """Build and validate a :class:`Registry` from a parsed manifest."""
     models = [
-        node
-        for node in manifest.get("nodes", {}).values()
-        if node.get("resource_type") == "model"
+        node for node in manifest.get("nodes", {}).values() if node.get("resource_type") == "model"
     ]
     models.sort(key=lambda node: str(node.get("original_file_path", node.get("name"))))
     problems: list[str] = []
@@ -308,14 +308,17 @@ def _read_view(
     if not isinstance(timestamp, str):
         problems.append(f"{where}: meta.featurestore.timestamp must name a column")
     elif column_type(timestamp, "timestamp") not in (None, "timestamp"):
-        problems.append(f"{where}: meta.featurestore.timestamp column {timestamp!r} is not a timestamp")
+        problems.append(
+            f"{where}: meta.featurestore.timestamp column {timestamp!r} is not a timestamp"
+        )
     available_at = meta.get("available_at")
     if available_at is not None:
         if not isinstance(available_at, str):
             problems.append(f"{where}: meta.featurestore.available_at must name a column")
         elif column_type(available_at, "available_at") not in (None, "timestamp"):
             problems.append(
-                f"{where}: meta.featurestore.available_at column {available_at!r} is not a timestamp"
+                f"{where}: meta.featurestore.available_at column {available_at!r} "
+                "is not a timestamp"
             )
     owner = meta.get("owner")
     if not isinstance(owner, str) or not owner.strip():
@@ -414,7 +417,7 @@ def _matches(value: object, value_type: ValueType) -> bool:
     return isinstance(value, str)  # timestamp defaults are ISO 8601 strings
 
 
-def _is_str_list(value: object) -> bool:
+def _is_str_list(value: object) -> TypeGuard[list[str]]:
     return (
         isinstance(value, list)
         and len(value) > 0

@@ -36,13 +36,15 @@ def read_spine(path: Path, timestamp_column: str) -> pd.DataFrame:
         raise TrainingFileError(f"{path}: no such file")
     try:
         if kind == "parquet":
-            return pq.read_table(path).to_pandas()
+            frame: pd.DataFrame = pq.read_table(path).to_pandas()
+            return frame
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (OSError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise TrainingFileError(f"{path}: cannot read {kind}: {exc}") from None
     if timestamp_column in frame.columns:
-        frame[timestamp_column] = _parse_csv_timestamps(frame[timestamp_column], path,
-                                                        timestamp_column)
+        frame[timestamp_column] = _parse_csv_timestamps(
+            frame[timestamp_column], path, timestamp_column
+        )
     return frame
 
 
@@ -56,8 +58,9 @@ def _parse_csv_timestamps(values: pd.Series, path: Path, column: str) -> pd.Seri
     try:
         parsed = pd.to_datetime(values, format="ISO8601", utc=bool(with_zone.any()))
     except (ValueError, TypeError) as exc:
-        raise TrainingFileError(f"{path}: column {column!r} is not ISO 8601 timestamps: {exc}"
-                                ) from None
+        raise TrainingFileError(
+            f"{path}: column {column!r} is not ISO 8601 timestamps: {exc}"
+        ) from None
     return parsed
 
 
