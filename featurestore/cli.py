@@ -208,10 +208,11 @@ def training_set(
 ) -> None:
     """Join a label file to features as of each row's timestamp; write Parquet or CSV."""
     from featurestore.historical import get_historical_features
-    from featurestore.training_files import read_spine, write_frame
+    from featurestore.training_files import file_kind, read_spine, write_frame
 
     features = [name.strip() for name in feature_list.split(",") if name.strip()]
     started = time.perf_counter()
+    file_kind(out_path)  # refuse an unsupported output type before the join, not after
     spine = read_spine(labels_path, timestamp_column)
     result = get_historical_features(
         spine,

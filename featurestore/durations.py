@@ -34,6 +34,8 @@ def parse_duration(text: object) -> int:
 
 def format_duration(seconds: int) -> str:
     """The shortest exact ``<n><unit>`` spelling of ``seconds`` (e.g. 129600 -> ``"36h"``)."""
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
+        raise DurationError(f"{seconds!r} is not a positive whole number of seconds")
     for unit in ("w", "d", "h", "m"):
         size = UNIT_SECONDS[unit]
         if seconds % size == 0:

@@ -90,10 +90,10 @@ def _failures(results: Any) -> str:
 
 
 def compile_inline(project: Project, sql: str) -> str:
-    """Compile one Jinja/SQL snippet in the project (no warehouse introspection)."""
-    result = project.invoke(
-        "--log-level", "none", "compile", "--inline", sql, "--no-introspect", "--no-populate-cache"
-    )
+    """Compile one Jinja/SQL snippet in the project (no warehouse introspection). The target's
+    manifest.json is left as it is: it is the registry, and the key of compile caches."""
+    flags = ("--no-introspect", "--no-populate-cache", "--no-write-json")
+    result = project.invoke("--log-level", "none", "compile", "--inline", sql, *flags)
     return str(result.result.results[0].node.compiled_code)
 
 

@@ -12,7 +12,8 @@ Rules checked on load (each failure names the model and the field):
 * ``owner`` is a non-empty string, ``online`` a boolean, ``ttl`` and ``freshness_sla``
   durations (:mod:`featurestore.durations`);
 * every feature column has a ``data_type`` of a supported type, a description, and a
-  ``default`` key whose value matches the type (``null`` means no default);
+  ``default`` key whose value matches the type (``null`` means no default); an optional
+  ``range`` is a mapping with numeric ``min``/``max``, ``accepted_values`` a list;
 * feature names are unique across the project (the online API addresses them by bare name).
 """
 
@@ -334,14 +335,20 @@ def _read_view(
             problems.append(f"{where}: meta.featurestore.{field_name}: {exc}")
 
     features = []
+    marked = 0  # feature columns, valid or not (an invalid one is reported by _read_feature)
     for column_name, spec in columns.items():
         column_meta = (spec.get("meta") or {}).get("featurestore") or {}
+        if not isinstance(column_meta, Mapping):
+            problems.append(f"{where}: column {column_name}: meta.featurestore must be a mapping")
+            marked += 1  # meant as a feature, most likely: do not also report "no column"
+            continue
         if not column_meta.get("feature"):
             continue
+        marked += 1
         feature = _read_feature(name, column_name, spec, column_meta, problems)
         if feature is not None:
             features.append(feature)
-    if not features:
+    if not marked:
         problems.append(f"{where}: no column is marked meta.featurestore.feature: true")
     if len(problems) > before or entity is None:
         return None
@@ -391,7 +398,20 @@ def _read_feature(
         )
         return None
     value_range = meta.get("range") or {}
+    if not isinstance(value_range, Mapping) or not all(
+        _matches(value_range[bound], "float") for bound in ("min", "max") if bound in value_range
+    ):
+        problems.append(
+            f"{where}: meta.featurestore.range must be a mapping with numeric min and/or max, "
+            f"got {value_range!r}"
+        )
+        return None
     accepted = meta.get("accepted_values")
+    if accepted is not None and not isinstance(accepted, list):
+        problems.append(
+            f"{where}: meta.featurestore.accepted_values must be a list, got {accepted!r}"
+        )
+        return None
     return Feature(
         name=column,
         view=view,

@@ -148,24 +148,35 @@
 
 
 {#- Snowflake: ASOF JOIN ... MATCH_CONDITION keeps unmatched left rows (null-padded).
-    https://docs.snowflake.com/en/sql-reference/constructs/asof-join -#}
+    https://docs.snowflake.com/en/sql-reference/constructs/asof-join
+    Each view gets its own ASOF JOIN against the numbered spine (no chained ASOF JOINs, whose
+    support the documentation does not state); the matches are stitched back by row number. -#}
 {% macro snowflake__as_of_join(spine, spine_timestamp, feature_views, include_timestamps, spine_columns) %}
-    with
-    {%- for fv in feature_views %}
-    __fs_fv{{ loop.index }} as (
-        {{ featurestore._as_of_view_rows(fv) }}
-    ){% if not loop.last %},{% endif %}
-    {%- endfor %}
-    select
-        spine.*
-        {%- for fv in feature_views %}
-        {{- featurestore._as_of_output_columns(fv, '__fs_fv' ~ loop.index, 'spine.' ~ spine_timestamp, include_timestamps) }}
-        {%- endfor %}
-    from {{ spine }} as spine
+    with __fs_spine as (
+        select *, row_number() over (order by {{ spine_timestamp }}) as __fs_row
+        from {{ spine }}
+    )
     {%- for fv in feature_views %}
     {%- set alias = '__fs_fv' ~ loop.index %}
-    asof join {{ alias }}
-        match_condition (spine.{{ spine_timestamp }} >= {{ alias }}.__fs_asof)
-        on {% for spine_key in fv.join_keys %}spine.{{ spine_key }} = {{ alias }}.__fs_k{{ loop.index }}{% if not loop.last %} and {% endif %}{% endfor %}
+    , {{ alias }} as (
+        {{ featurestore._as_of_view_rows(fv) }}
+    )
+    , __fs_match{{ loop.index }} as (
+        select spine.__fs_row, {{ alias }}.*
+        from __fs_spine as spine
+        asof join {{ alias }}
+            match_condition (spine.{{ spine_timestamp }} >= {{ alias }}.__fs_asof)
+            on {% for spine_key in fv.join_keys %}spine.{{ spine_key }} = {{ alias }}.__fs_k{{ loop.index }}{% if not loop.last %} and {% endif %}{% endfor %}
+    )
+    {%- endfor %}
+    select
+        spine.* exclude (__fs_row)
+        {%- for fv in feature_views %}
+        {{- featurestore._as_of_output_columns(fv, '__fs_m' ~ loop.index, 'spine.' ~ spine_timestamp, include_timestamps) }}
+        {%- endfor %}
+    from __fs_spine as spine
+    {%- for fv in feature_views %}
+    left join __fs_match{{ loop.index }} as __fs_m{{ loop.index }}
+        on __fs_m{{ loop.index }}.__fs_row = spine.__fs_row
     {%- endfor %}
 {% endmacro %}

@@ -8,7 +8,8 @@
     {%- set raw = (text | string) | trim | lower -%}
     {%- set number = raw[:-1] -%}
     {%- set unit = raw[-1:] -%}
-    {%- if unit not in units or not number or not number.isdigit() or (number | int) <= 0 -%}
+    {#- ASCII digits only, as in Python's [0-9]+ (str.isdigit() also accepts other scripts). -#}
+    {%- if unit not in units or not number or number.strip('0123456789') or (number | int) <= 0 -%}
         {{ exceptions.raise_compiler_error(
             "model " ~ model_name ~ ": meta.featurestore." ~ field ~ " = '" ~ text
             ~ "' is not a duration (a positive integer followed by s, m, h, d or w, e.g. '90d')") }}
