@@ -12,6 +12,8 @@
                          available_at the view's availability column, or none
                          ttl_seconds  maximum age of a value, or none (never expires)
                          features     feature columns to bring back (named as in the view)
+                         tie_breakers all feature columns of the view in declared order
+                                      (optional; default: features)
       include_timestamps  also return <name>__feature_at and <name>__as_of_at per view
       spine_columns    the spine's columns, required by the portable default__ only
 
@@ -21,8 +23,9 @@
         timestamp). A row matches a spine row when the keys are equal and as-of key <= spine
         timestamp; the match is the row with the greatest as-of key.
       * Ties: view rows sharing (keys, as-of key) are reduced to one first: the greatest
-        feature timestamp wins, then the greatest feature values in the order listed (nulls
-        last). Ties therefore never duplicate output rows and are resolved deterministically.
+        feature timestamp wins, then the greatest values of tie_breakers (all the view's
+        features in declared order, nulls last), so the winner does not depend on which
+        features a request asks for. Ties never duplicate output rows.
       * TTL: a matched value whose feature timestamp is older than spine timestamp - ttl is
         null (age == ttl is still served). No match gives null.
       * Every spine row comes back exactly once (duplicates included) with its own columns
@@ -45,6 +48,7 @@
         {%- endif -%}
     {%- endset -%}
     {%- set keys = fv.join_keys.values() | list -%}
+    {%- set tie_breakers = fv.get('tie_breakers') or fv.features -%}
     select {% for key in keys %}__fs_k{{ loop.index }}, {% endfor %}__fs_ts, __fs_asof
         {%- for feature in fv.features %}, {{ feature }}{% endfor %}
     from (
@@ -58,7 +62,7 @@
             row_number() over (
                 partition by {% for key in keys %}{{ key }}, {% endfor %}{{ asof }}
                 order by {{ fv.timestamp }} desc
-                    {%- for feature in fv.features %}, {{ feature }} desc nulls last{% endfor %}
+                    {%- for column in tie_breakers %}, {{ column }} desc nulls last{% endfor %}
             ) as __fs_tie_rank
         from {{ fv.relation }}
         where {{ fv.timestamp }} is not null

@@ -58,5 +58,6 @@
         'available_at': meta.get('available_at'),
         'ttl_seconds': featurestore.parse_duration(meta['ttl'], model_name, 'ttl') if meta.get('ttl') else none,
         'features': chosen,
+        'tie_breakers': all_features,
     }) }}
 {% endmacro %}

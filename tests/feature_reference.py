@@ -152,10 +152,14 @@ class UserHistory:
 
     def value(self, at: dt.datetime) -> tuple[int, float | None]:
         """(user_7d_transaction_count, avg_order_value_90d) at `at`."""
-        count = sum(1 for t in self.times if at - SHORT_WINDOW < t <= at)
+        # (the list is sorted by time: only the 90 days before `at` can be in a window)
+        recent = self.transactions[
+            bisect.bisect_right(self.times, at - LONG_WINDOW) : bisect.bisect_right(self.times, at)
+        ]
+        count = sum(1 for tx in recent if at - SHORT_WINDOW < tx.transacted_at <= at)
         amounts = [
             tx.amount
-            for tx in self.transactions
+            for tx in recent
             if at - LONG_WINDOW < tx.transacted_at <= at and tx.amount is not None
         ]
         avg = float(sum(amounts, Decimal(0))) / len(amounts) if amounts else None
@@ -249,11 +253,10 @@ class MerchantHistory:
 
     def uses_late(self, feature_at: dt.datetime, known_at: dt.datetime) -> list[object]:
         """Events a row at feature_at depends on that were not ingested by known_at."""
-        late: list[object] = [
-            tx
-            for tx in self.transactions
-            if tx.transacted_at <= feature_at and tx.ingested_at > known_at
-        ]
+        n = bisect.bisect_right(self.times, feature_at)
+        late: list[object] = []
+        if n and self._ingested_max[n - 1] > known_at:  # else none of them is late
+            late += [tx for tx in self.transactions[:n] if tx.ingested_at > known_at]
         late += [cb for cb in self.counted_chargebacks(feature_at) if cb.ingested_at > known_at]
         return late
 

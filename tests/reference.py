@@ -40,6 +40,8 @@ class ViewSpec:
     ttl_seconds: int | None
     timestamp: str = "feature_at"
     available_at: str | None = "available_at"
+    # Every feature of the view in declared order: the tie order, whatever is requested.
+    tie_breakers: tuple[str, ...] | None = None
 
     def output_columns(self, include_timestamps: bool) -> list[str]:
         columns = list(self.features)
@@ -73,7 +75,8 @@ def tie_winner(view: ViewSpec, rows: Sequence[Row]) -> Row:
 
 
 def _tie_order(view: ViewSpec, row: Row) -> tuple[object, ...]:
-    return (row[view.timestamp], *(_value_rank(row[f]) for f in view.features))
+    columns = view.tie_breakers if view.tie_breakers is not None else view.features
+    return (row[view.timestamp], *(_value_rank(row[f]) for f in columns))
 
 
 class ViewIndex:

@@ -2,17 +2,30 @@
 full refresh.
 
 1. Every row of every feature view built from the demo data equals the reference computed in
-   plain Python from the raw Parquet events (tests/feature_reference.py), the views have a row
-   exactly at the documented instants, and the value read from a view at any instant T (its
-   latest row at or before T) equals the reference at T: at every window edge, just before
-   it, and at random instants.
-2. The demo data is split into cumulative batches by ingestion time (late transactions and
-   chargebacks, redeliveries and replayed exact duplicates straddle the cutoffs, and
+   plain Python from the raw Parquet events (tests/feature_reference.py, which states the
+   definitions tested, available_at included), the views have a row exactly at the documented
+   instants, and the value read from a view at an instant T (its latest row at or before T)
+   equals the reference at T: at every window edge, just before it, and at random instants.
+2. The demo data is split into four cumulative batches by ingestion time: late transactions
+   and chargebacks, redeliveries and replayed exact duplicates straddle the cutoffs, and
    transactions land 30 minutes after chargebacks so the merchant view's watermark is ahead
-   of rows still to come); building them one after the other incrementally gives exactly
-   the tables of one full refresh, with the default ingestion lookback and with a 1-hour one.
+   of rows still to come. Hand-made edge cases on entities of their own (prefix x_) are
+   added. Building the batches one after the other incrementally gives exactly the tables of
+   one full refresh, with the default ingestion lookback and with a 1-hour one; without a
+   lookback it does not; a run without new data changes nothing.
 3. The mess reaches the training set without leaking: its feature values are the ones knowable
    at the spine time under the as-of rules, and never depend on an event ingested later.
+
+KNOWN_INCREMENTAL_BUGS: two hand-made cases differ between incremental runs and a full
+refresh, so test_incremental_runs_equal_full_refresh ends in xfail listing them:
+* merchant_chargeback_features: when a transaction's earliest chargeback changes (a second
+  chargeback id with an earlier charged_back_at arrives later), the stored row at the old
+  chargeback's time is not deleted (delete+insert only replaces the keys it re-emits) and keeps
+  a stale rate (FIRST_CHARGEBACK_REPLACED).
+* int_transactions_deduplicated: when a redelivered copy lands in an earlier run than the
+  first-ingested copy (within the lookback), the stored later copy is kept ("ids already
+  stored are skipped"), so ingested_at and every available_at derived from it differ
+  (REDELIVERY_LANDS_FIRST; int_chargebacks_deduplicated has the same rule).
 """
 
 from __future__ import annotations
@@ -810,8 +823,10 @@ def test_incremental_runs_equal_full_refresh(tmp_path: Path, batches: Batches) -
         others[hours].workdir.mkdir()
         shutil.copyfile(first.duckdb_path, others[hours].duckdb_path)
     known: list[str] = []
+    known_rows: list[str] = []
     for warehouse, lookback_hours in ((first, None), (others[1], 1)):
         lookback = dt.timedelta(hours=72 if lookback_hours is None else lookback_hours)
+        variant = f"lookback {lookback / HOUR:g}h"
         held_back_behind_watermark = 0
         for k, folder in enumerate(batches.folders[1:]):
             # transactions held back by the landing delay were ingested before the merchant
@@ -828,26 +843,33 @@ def test_incremental_runs_equal_full_refresh(tmp_path: Path, batches: Batches) -
                 # the same run without any lookback misses some of them
                 others[0].raw_path = folder
                 others[0].dbt("run", *SELECT, "--vars", _vars(0))
-                one_hour, no_lookback = _tables(warehouse), _tables(others[0])
                 table = "main_features.merchant_chargeback_features"
-                assert one_hour[table] != no_lookback[table], "the lookback made no difference"
-        assert held_back_behind_watermark > 0
+                one_hour, no_lookback = _tables(warehouse)[table], _tables(others[0])[table]
+                assert one_hour != no_lookback, "the lookback made no difference"
+        assert held_back_behind_watermark > 0, variant
         incremental = _tables(warehouse)
-        what = f"lookback {lookback}: full refresh (expected) vs incremental"
+        what = f"{variant}: full refresh (expected) vs incremental"
         problems += _differences(
             what, expected, incremental, lambda t, row: not _known_bug_row(t, row)
         )
-        problems += _crafted_problems(warehouse, final_reference, bugs=False)
-        known += _differences(what, expected, incremental, _known_bug_row)
-        known += _crafted_problems(warehouse, final_reference, bugs=True)
+        problems += [
+            f"{variant}: {line}"
+            for line in _crafted_problems(warehouse, final_reference, bugs=False)
+        ]
+        known += [
+            f"{variant}: {line}"
+            for line in _crafted_problems(warehouse, final_reference, bugs=True)
+        ]
+        known_rows += _differences(what, expected, incremental, _known_bug_row)
         if lookback_hours is None:
             warehouse.dbt("run", *SELECT, "--vars", _vars(lookback_hours))
             problems += _differences(
-                f"lookback {lookback}: before (expected) vs after a run without new data",
+                f"{variant}: before (expected) vs after a run without new data",
                 incremental,
                 _tables(warehouse),
             )
     _report(problems, "differences (incremental runs vs a full refresh, or the reference)")
-    if known:
-        # KNOWN_INCREMENTAL_BUGS: remove this once the models handle these cases
-        pytest.xfail("known incremental bugs:\n" + "\n".join(known[: 4 * MAX_REPORTED]))
+    if known or known_rows:
+        # KNOWN_INCREMENTAL_BUGS (see the module docstring): remove this once the models
+        # handle these cases; the test then passes
+        pytest.xfail("known incremental bugs:\n" + "\n".join([*known, *known_rows][:40]))

@@ -119,7 +119,8 @@ def _report(problems: list[str], what: str) -> None:
 
 
 def _specs(registry: Registry, features: Sequence[str]) -> list[ViewSpec]:
-    """One ViewSpec per view, views and features in first-requested order (the tie order)."""
+    """One ViewSpec per view, views and features in first-requested order; ties are broken by
+    all the view's features in declared order, whatever is requested."""
     chosen: dict[str, list[str]] = {}
     for name in features:
         chosen.setdefault(registry.feature(name).view, []).append(name)
@@ -134,6 +135,7 @@ def _specs(registry: Registry, features: Sequence[str]) -> list[ViewSpec]:
                 ttl_seconds=view.ttl_seconds,
                 timestamp=view.timestamp,
                 available_at=view.available_at,
+                tie_breakers=view.feature_names(),
             )
         )
     return specs
@@ -621,7 +623,7 @@ def test_randomized_history(scenario: Scenario, registry: Registry, historical: 
 def test_feature_order_and_no_timestamps(
     scenario: Scenario, registry: Registry, historical: Call
 ) -> None:
-    """Features listed in another order (the tie order follows it), no audit columns."""
+    """Features listed in another order (the tie order does not follow it), no audit columns."""
     features = [SEEN, AVG, RATE, COUNT]
     spine = _spine_frame(scenario.crafted)
     result = historical(spine, features, include_feature_timestamps=False)
@@ -629,8 +631,9 @@ def test_feature_order_and_no_timestamps(
     expected = _reference(scenario, registry, scenario.crafted, features, stamps=False)
     _compare(result, expected, features, "reordered features")
     tie = [i for i, r in enumerate(scenario.crafted) if r["case"] == "tie: identical feature_at"]
-    # (u_tie_val rows: counts 2, 7, 7, null with averages 5.0, 1.0, 3.0, 900.0)
-    assert [(_norm(result[AVG][i]), _norm(result[COUNT][i])) for i in tie] == [(900.0, None)]
+    # (u_tie_val rows: counts 2, 7, 7, null with averages 5.0, 1.0, 3.0, 900.0; declared
+    # order count, avg: greatest count first (nulls last), then greatest average)
+    assert [(_norm(result[AVG][i]), _norm(result[COUNT][i])) for i in tie] == [(3.0, 7)]
 
 
 def test_time_zone_aware_spine(scenario: Scenario, registry: Registry, historical: Call) -> None:
