@@ -1,0 +1,216 @@
+"""The online layout: how feature values are keyed and encoded in every online store.
+
+This module owns the contract. The loader, the sidecar and (later) the stream worker build
+keys and encode values only through it. Layout version 1:
+
+Record
+    One *record* per (entity key, feature view): the view's feature values for that entity,
+    its feature timestamp ``ts`` (the value's ``feature_at``, what the API reports), its
+    version ``ver`` (the as-of time: when the value became knowable, >= ``ts``) and its
+    expiry ``exp`` (``ts + ttl``: the value is not served after it).
+
+Ordering (newer wins)
+    A write replaces a stored record only if ``(ts, ver)`` is greater, compared as a pair:
+    a newer feature timestamp wins; at an equal feature timestamp a later version (a late
+    event corrected the value) wins; an equal pair changes nothing, so writing the same batch
+    twice is a no-op and a nightly batch never overwrites a fresher streamed value.
+
+Timestamps
+    Integers: microseconds since the Unix epoch, UTC (``ts``, ``ver``); ``exp`` in whole
+    seconds since the epoch (what Redis PEXPIREAT/1000 and DynamoDB TTL use).
+
+Entity keys
+    An entity key is the tuple of the entity's key column values, in the entity's declared
+    order. Its *token* is the parts joined by ``:``, each part percent-escaping ``%``, ``:``,
+    ``{``, ``}`` and ``#`` (so ``usr_1`` stays ``usr_1``).
+
+Redis
+    One hash per entity instance: ``<ns>:<entity>:{<first key part>}[:<other parts>]``, e.g.
+    ``fs:user:{usr_00000001}`` and ``fs:user_device:{usr_00000001}:dev_3f9a``. The hash tag
+    is the first key part, so every key of one user (its user hash and its user x device
+    hashes) lands in one Redis Cluster slot and one request reads them in one round trip.
+    Fields: ``<feature>`` -> encoded value (absent when the value is null), and per view
+    ``_ts:<view>``, ``_ver:<view>``, ``_exp:<view>``. The key expires (PEXPIREAT) at the
+    latest ``_exp`` of its views; readers also check each view's ``_exp``.
+
+DynamoDB
+    One table per project (default ``featurestore_online``), on-demand billing, key schema
+    ``pk`` (S) = ``<entity>#<token>`` and ``sk`` (S) = ``<view>``; attributes ``ts``, ``ver``
+    (N), ``exp`` (N, the table's TTL attribute) and ``f`` (M: feature -> value; numbers as
+    exact decimals, booleans as BOOL, strings as S, nulls omitted).
+
+SQLite (embedded, WAL)
+    Table ``online_records(entity, entity_key, view, ts, ver, exp, payload)`` keyed by
+    (entity, entity_key, view); ``payload`` is the JSON object of non-null encoded values.
+
+Values
+    Encoded as text by :func:`encode_value`: int -> decimal digits, float -> ``repr`` (exact
+    round trip; NaN and infinities are refused), bool -> ``1``/``0``, string as is, timestamp
+    -> microseconds since the epoch. :func:`decode_value` reads them back as the registry
+    type. (DynamoDB stores numbers as numbers, see :mod:`featurestore.online.dynamodb_store`.)
+
+Streaming aggregates (reserved, not yet written)
+    Partial aggregates per entity and time bucket will live beside records: Redis keys
+    ``<ns>:agg:<view>:{<first key part>}[:<parts>]:<bucket start seconds>`` (hashes of
+    aggregate fields, expiring one window after the bucket ends, same slot as the entity);
+    DynamoDB items with ``sk`` = ``agg#<view>#<bucket start>``; SQLite table
+    ``online_aggregates``. Records stay the read path: the stream worker folds buckets into
+    a record and writes it with the same newer-wins rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from featurestore.registry import ValueType
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "OnlineLayoutError",
+    "Record",
+    "decode_value",
+    "dynamodb_pk",
+    "encode_value",
+    "entity_token",
+    "exp_field",
+    "micros",
+    "parse_entity_token",
+    "redis_key",
+    "ts_field",
+    "ver_field",
+]
+
+LAYOUT_VERSION: Final = 1
+DEFAULT_NAMESPACE: Final = "fs"
+_EPOCH = dt.datetime(1970, 1, 1)
+_ESCAPES = {"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D", "#": "%23"}
+_SPECIAL = frozenset(_ESCAPES)
+
+
+class OnlineLayoutError(ValueError):
+    """A value or key cannot be represented in the online layout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One feature view's values for one entity key (null values are ``None``)."""
+
+    entity: str
+    key: tuple[str, ...]
+    view: str
+    ts: int
+    ver: int
+    exp: int
+    values: dict[str, object]
+
+    def newer_than(self, ts: int, ver: int) -> bool:
+        return (self.ts, self.ver) > (ts, ver)
+
+
+def micros(value: dt.datetime) -> int:
+    """Microseconds since the epoch of a naive-UTC or aware datetime."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _escape(part: str) -> str:
+    if _SPECIAL.isdisjoint(part):
+        return part
+    return "".join(_ESCAPES.get(ch, ch) for ch in part)
+
+
+def _unescape(part: str) -> str:
+    if "%" not in part:
+        return part
+    for raw, escaped in _ESCAPES.items():
+        if raw != "%":
+            part = part.replace(escaped, raw)
+    return part.replace("%25", "%")
+
+
+def entity_token(key: Sequence[str]) -> str:
+    """The entity key parts joined by ``:`` with separators escaped."""
+    if not key:
+        raise OnlineLayoutError("an entity key needs at least one part")
+    for part in key:
+        if not isinstance(part, str) or part == "":
+            raise OnlineLayoutError(f"entity key parts must be non-empty strings, got {part!r}")
+    return ":".join(_escape(part) for part in key)
+
+
+def parse_entity_token(token: str) -> tuple[str, ...]:
+    return tuple(_unescape(part) for part in token.split(":"))
+
+
+def redis_key(entity: str, key: Sequence[str], namespace: str = DEFAULT_NAMESPACE) -> str:
+    """``<ns>:<entity>:{<first part>}[:<other parts>]`` (hash tag = first key part)."""
+    token = entity_token(key)
+    first, _, rest = token.partition(":")
+    return f"{namespace}:{entity}:{{{first}}}" + (f":{rest}" if rest else "")
+
+
+def dynamodb_pk(entity: str, key: Sequence[str]) -> str:
+    return f"{entity}#{entity_token(key)}"
+
+
+def ts_field(view: str) -> str:
+    return f"_ts:{view}"
+
+
+def ver_field(view: str) -> str:
+    return f"_ver:{view}"
+
+
+def exp_field(view: str) -> str:
+    return f"_exp:{view}"
+
+
+def encode_value(value: object, value_type: ValueType) -> str | None:
+    """Text encoding of a feature value (``None`` for null)."""
+    if value is None:
+        return None
+    if value_type == "bool":
+        if not isinstance(value, bool):
+            raise OnlineLayoutError(f"expected a boolean, got {value!r}")
+        return "1" if value else "0"
+    if value_type == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OnlineLayoutError(f"expected an integer, got {value!r}")
+        return str(value)
+    if value_type == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise OnlineLayoutError(f"expected a number, got {value!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise OnlineLayoutError(f"{number!r} cannot be stored online (not finite)")
+        return repr(number)
+    if value_type == "string":
+        if not isinstance(value, str):
+            raise OnlineLayoutError(f"expected a string, got {value!r}")
+        return value
+    if isinstance(value, dt.datetime):
+        return str(micros(value))
+    raise OnlineLayoutError(f"expected a timestamp, got {value!r}")
+
+
+def decode_value(text: str | bytes | None, value_type: ValueType) -> object:
+    """The registry-typed value of an encoded value (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    if isinstance(text, bytes):
+        text = text.decode()
+    if value_type == "bool":
+        return text == "1"
+    if value_type == "int":
+        return int(text)
+    if value_type == "float":
+        return float(text)
+    if value_type == "string":
+        return text
+    return _EPOCH + dt.timedelta(microseconds=int(text))

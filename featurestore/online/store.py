@@ -1,0 +1,148 @@
+"""The online store interface, shared by the loader, the sidecar and the stream worker.
+
+Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
+:mod:`featurestore.online.layout` and these rules:
+
+* :meth:`OnlineStore.write` is atomic per record (one entity x one view: all of the view's
+  values or none) and applies newer-wins on ``(ts, ver)``; records already expired at write
+  time are not written. It returns how many records were written and how many were skipped
+  because the stored record was as new or newer.
+* :meth:`OnlineStore.read` reads any set of views for many keys of one entity in one round
+  trip (one pipeline, one BatchGetItem sequence, one query), returning records that have
+  not expired (``exp`` > now) with values decoded as the registry types.
+* Loader bookkeeping (per-view watermark, load log) is kept in the store itself, so it
+  always describes the data that is actually there.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from featurestore.online.layout import Record
+from featurestore.registry import ValueType
+
+__all__ = [
+    "LoadRecord",
+    "OnlineStore",
+    "StoreError",
+    "StoreNotInitialized",
+    "StoreUnavailable",
+    "StoredRecord",
+    "ViewRead",
+    "WriteResult",
+]
+
+
+class StoreError(RuntimeError):
+    """An online store operation failed (message says which store and why)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached, or refused the credentials."""
+
+
+class StoreNotInitialized(StoreError):
+    """The store is reachable but its table/schema does not exist (run `featurestore init`)."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    written: int = 0
+    skipped_older: int = 0
+
+    def __add__(self, other: WriteResult) -> WriteResult:
+        return WriteResult(self.written + other.written, self.skipped_older + other.skipped_older)
+
+
+@dataclass(frozen=True)
+class ViewRead:
+    """Which features of a view to read, with their registry types."""
+
+    view: str
+    features: Mapping[str, ValueType]
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as read back: ``ts``/``ver`` in microseconds, ``exp`` in seconds (UTC)."""
+
+    ts: int
+    ver: int
+    exp: int
+    values: dict[str, object]
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """One loader run of one view into one store."""
+
+    load_id: str
+    view: str
+    store: str
+    outcome: str  # "success" | "failed" | "rejected"
+    started_at: str  # ISO 8601 UTC
+    finished_at: str
+    watermark_before: int | None
+    watermark_after: int | None
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_skipped: int = 0
+    rows_rejected: int = 0
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class OnlineStore(abc.ABC):
+    """A key/value store holding feature records (see module docstring for the rules)."""
+
+    #: the store's URL with any secret removed, for logs and load records
+    description: str
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise StoreUnavailable / StoreNotInitialized unless the store is usable."""
+
+    def initialize(self) -> None:  # noqa: B027 - optional hook
+        """Create the table/schema if the store needs one (idempotent)."""
+
+    @abc.abstractmethod
+    def write(self, records: Sequence[Record], *, now: dt.datetime | None = None) -> WriteResult:
+        """Write records with the newer-wins rule, atomically per record."""
+
+    @abc.abstractmethod
+    def read(
+        self,
+        entity: str,
+        keys: Sequence[tuple[str, ...]],
+        views: Sequence[ViewRead],
+        *,
+        now: dt.datetime | None = None,
+    ) -> list[dict[str, StoredRecord | None]]:
+        """For each key (in order), view name -> its unexpired record or None."""
+
+    @abc.abstractmethod
+    def get_watermark(self, view: str) -> int | None:
+        """The loader's watermark for a view (microseconds), None before the first load."""
+
+    @abc.abstractmethod
+    def set_watermark(self, view: str, watermark: int) -> None: ...
+
+    @abc.abstractmethod
+    def record_load(self, load: LoadRecord) -> None: ...
+
+    @abc.abstractmethod
+    def list_loads(self, limit: int = 50) -> list[LoadRecord]:
+        """The most recent loads first."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> OnlineStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
