@@ -54,7 +54,11 @@ CUT_COLUMNS: dict[str, str | None] = {
     "chargebacks": "ingested_at",
     "fraud_labels": "labeled_at",
 }
-FEATURE_VIEWS = ("user_transaction_features", "merchant_chargeback_features", "user_device_features")
+FEATURE_VIEWS = (
+    "user_transaction_features",
+    "merchant_chargeback_features",
+    "user_device_features",
+)
 KINDS = {
     "before": "full refresh, data before the last day",
     "incremental": "incremental, + the last day",
@@ -281,7 +285,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="full refreshes on all data (default: --runs)")  # fmt: skip
     parser.add_argument("--top", type=int, default=5, help="slowest nodes listed per run")
     parser.add_argument("--reuse-data", action="store_true",
-                        help="keep WORKDIR/raw-full if it was generated with the same sizes")  # fmt: skip
+                        help="keep WORKDIR/raw-full if generated with the same sizes")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work")
     return parser
 

@@ -137,13 +137,14 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def summary(values: Sequence[float]) -> str:
-    """``median (min-max)`` of a few measurements."""
+def summary(values: Sequence[float], digits: int = 2) -> str:
+    """``median (min-max)`` of a few measurements (``-`` for none)."""
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+        return f"{values[0]:.{digits}f}"
+    low, middle, high = min(values), statistics.median(values), max(values)
+    return f"{middle:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -32,13 +32,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from featurestore.registry import FeatureView
 
 # The bench's shared module, and the repo's own featurestore package whatever the install.
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
@@ -187,32 +190,98 @@ def generate_spine(
 
 
 # --------------------------------------------------------------------------- SQL
+# Both alternatives below keep as_of_join's documented semantics: as-of key
+# max(feature_at, available_at) (null availability: feature_at), the greatest as-of key at or
+# before the spine time wins, ties by feature_at then the feature values (desc, nulls last),
+# values older than the TTL are null (age == TTL is served), null keys or times match nothing.
 
 
-def lateral_sql(relation: str, ttl_seconds: int, spine: str, spine_ts: str) -> str:
-    """The design document's LEFT JOIN LATERAL form with as_of_join's semantics: as-of key
-    max(feature_at, available_at), ties by feature_at then feature values (desc, nulls
-    last), values older than the TTL are null."""
-    as_of = "case when f.available_at > f.feature_at then f.available_at else f.feature_at end"
-    order = ", ".join(["f.feature_at desc", *(f"f.{c} desc nulls last" for c in FEATURES)])
-    fresh = f"m.feature_at >= s.{spine_ts} - to_seconds({ttl_seconds})"
+def _as_of_key(alias: str, view: FeatureView) -> str:
+    ts = f"{alias}.{view.timestamp}"
+    if view.available_at is None:
+        return ts
+    available = f"{alias}.{view.available_at}"
+    return f"case when {available} > {ts} then {available} else {ts} end"
+
+
+def _tie_order(alias: str, view: FeatureView) -> str:
+    return ", ".join(
+        [f"{alias}.{view.timestamp} desc", *(f"{alias}.{c} desc nulls last" for c in FEATURES)]
+    )
+
+
+def lateral_sql(view: FeatureView, spine: str, spine_ts: str) -> str:
+    """(c) The design document's form: one LEFT JOIN LATERAL (... ORDER BY ... LIMIT 1)."""
+    fresh = f"m.{view.timestamp} >= s.{spine_ts} - to_seconds({view.ttl_seconds})"
     outputs = ",\n    ".join(f"case when {fresh} then m.{c} end as {c}" for c in FEATURES)
+    keys = " and ".join(f"f.{key} = s.{key}" for key in view.keys)
     return f"""select
     s.*,
     {outputs}
 from {spine} as s
 left join lateral (
-    select f.feature_at, {", ".join(f"f.{c}" for c in FEATURES)}
-    from {relation} as f
-    where f.user_id = s.user_id
-        and f.feature_at is not null
-        and {as_of} <= s.{spine_ts}
-    order by {as_of} desc, {order}
+    select f.{view.timestamp}, {", ".join(f"f.{c}" for c in FEATURES)}
+    from {view.relation} as f
+    where {keys}
+        and f.{view.timestamp} is not null
+        and {_as_of_key("f", view)} <= s.{spine_ts}
+    order by {_as_of_key("f", view)} desc, {_tie_order("f", view)}
     limit 1
 ) as m on true"""
 
 
+def ties_only_sql(view: FeatureView, spine: str, spine_ts: str) -> str:
+    """(d) as_of_join's DuckDB form (one ASOF LEFT JOIN) with a cheaper tie reduction: only
+    the rows of (keys, as-of key) groups holding more than one row are ranked by the window;
+    every other row passes through. Rows with a null key are dropped first (they can never
+    match). A proposal for macros/as_of_join.sql (_as_of_view_rows); see bench/README.md."""
+    keys = [f"r.{key} as __fs_k{i}" for i, key in enumerate(view.keys, 1)]
+    on_keys = " and ".join(f"t.__fs_k{i} = r.__fs_k{i}" for i in range(1, len(view.keys) + 1))
+    group = ", ".join(f"__fs_k{i}" for i in range(1, len(view.keys) + 1))
+    partition = ", ".join(f"r.__fs_k{i}" for i in range(1, len(view.keys) + 1))
+    columns = f"{group}, __fs_ts, __fs_asof, {', '.join(FEATURES)}"
+    order = ", ".join(["r.__fs_ts desc", *(f"r.{c} desc nulls last" for c in FEATURES)])
+    fresh = f"v.__fs_ts >= spine.{spine_ts} - to_seconds({view.ttl_seconds})"
+    outputs = ",\n    ".join(f"case when {fresh} then v.{c} end as {c}" for c in FEATURES)
+    join = " and ".join(f"spine.{key} = v.__fs_k{i}" for i, key in enumerate(view.keys, 1))
+    return f"""with
+__fs_rows as (
+    select {", ".join(keys)}, r.{view.timestamp} as __fs_ts, {_as_of_key("r", view)} as __fs_asof,
+        {", ".join(f"r.{c}" for c in FEATURES)}
+    from {view.relation} as r
+    where r.{view.timestamp} is not null
+        and {" and ".join(f"r.{key} is not null" for key in view.keys)}
+),
+__fs_tied as (
+    select {group}, __fs_asof from __fs_rows group by {group}, __fs_asof having count(*) > 1
+),
+__fs_fv1 as (
+    select {columns} from __fs_rows as r
+    where not exists (
+        select 1 from __fs_tied as t where {on_keys} and t.__fs_asof = r.__fs_asof
+    )
+    union all
+    select {columns} from (
+        select r.*, row_number() over (
+            partition by {partition}, r.__fs_asof order by {order}
+        ) as __fs_tie_rank
+        from __fs_rows as r
+        inner join __fs_tied as t on {on_keys} and t.__fs_asof = r.__fs_asof
+    ) as ranked
+    where __fs_tie_rank = 1
+)
+select
+    spine.*,
+    {outputs}
+from {spine} as spine
+asof left join __fs_fv1 as v
+    on {join} and spine.{spine_ts} >= v.__fs_asof"""
+
+
 # --------------------------------------------------------------------------- children
+# Each measured step runs in a fresh process started by run_child (bench/measure.py).
+
+SQL_VARIANTS = {"a": "compiled.sql", "c": "lateral.sql", "d": "ties_only.sql"}
 
 
 def _sdk_spine() -> tuple[str, str, str]:
@@ -239,36 +308,38 @@ def _warehouse(workdir: Path, threads: int) -> Any:
     return con
 
 
-def _child_sql(workdir: Path, threads: int, sql_file: str) -> None:
-    sql = (workdir / sql_file).read_text()
+def _child_sql(workdir: Path, threads: int, variant: str) -> None:
+    """Run one SQL variant against the spine (a temp table), materializing the result."""
+    sql = (workdir / SQL_VARIANTS[variant]).read_text()
     with _warehouse(workdir, threads) as con:
         _load_spine(con, workdir)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         con.execute(f"create temp table __bench_result as\n{sql}")
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         rows = con.sql("select count(*) from __bench_result").fetchall()[0][0]
-    child_report(seconds=seconds, rows=rows)
+    child_report(seconds=seconds, cpu_seconds=cpu, rows=rows)
 
 
 def _child_sdk(workdir: Path) -> None:
+    """One get_historical_features call from a pandas DataFrame (spine read beforehand)."""
     import pandas as pd
 
     from featurestore import get_historical_features
 
     spine = pd.read_parquet(workdir / "spine.parquet")
     _pass_bench_var_to_dbt()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = get_historical_features(
         spine, FEATURES, timestamp_column="event_timestamp", project_dir=REPO
     )
-    seconds = time.perf_counter() - started
-    child_report(seconds=seconds, rows=len(result))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    child_report(seconds=seconds, cpu_seconds=cpu, rows=len(result))
 
 
 def _pass_bench_var_to_dbt() -> None:
-    """get_historical_features compiles its join with ``dbt compile`` and no ``--vars``; the
-    bench view is only enabled with ``featurestore_bench: true``, so add that var here
-    (the SDK has no way to pass dbt vars; see bench/README.md)."""
+    """get_historical_features compiles its join with ``dbt compile`` and no ``--vars``, but
+    the bench view is only enabled with ``featurestore_bench: true``: add that var to the
+    SDK's dbt invocations (the SDK has no way to pass dbt vars; see bench/README.md)."""
     from featurestore.project import Project
 
     plain = Project.dbt_args
@@ -280,7 +351,8 @@ def _pass_bench_var_to_dbt() -> None:
 
 
 def _child_verify(workdir: Path, threads: int, sample: int, seed: int) -> None:
-    """Compare (a), (c) and get_historical_features with a plain-Python reference."""
+    """Compare every SQL variant and get_historical_features on a sample of spine rows with
+    a plain-Python reference of the documented semantics."""
     import pandas as pd
 
     from featurestore import get_historical_features
@@ -296,91 +368,99 @@ def _child_verify(workdir: Path, threads: int, sample: int, seed: int) -> None:
     results: dict[str, dict[int, tuple[Any, ...]]] = {}
     with _warehouse(workdir, threads) as con:
         _load_spine(con, workdir, f"where spine_id in ({ids})")
-        for name in ("compiled.sql", "lateral.sql"):
+        for variant, name in SQL_VARIANTS.items():
             sql = (workdir / name).read_text()
             rows = con.sql(f"select {row}, {', '.join(FEATURES)} from ({sql}) as j").fetchall()
-            results[name] = {int(r[0]): tuple(r[1:]) for r in rows}
+            results[variant] = {int(r[0]): tuple(r[1:]) for r in rows}
         history = con.sql(
-            f"select user_id, feature_at, available_at, {', '.join(FEATURES)} "
+            f"select user_id, {view.timestamp}, {view.available_at}, {', '.join(FEATURES)} "
             f"from {view.relation} where user_id in (select user_id from {relation})"
         ).fetchall()
     _pass_bench_var_to_dbt()
     sdk = get_historical_features(
         spine, FEATURES, timestamp_column="event_timestamp", project_dir=REPO
     )
-    results["sdk"] = {
-        int(i): tuple(None if pd.isna(v) else v for v in row)
-        for i, row in zip(sdk["spine_id"], sdk[FEATURES].itertuples(index=False), strict=True)
+    results["b"] = {
+        int(i): tuple(None if pd.isna(v) else v for v in values)
+        for i, values in zip(sdk["spine_id"], sdk[FEATURES].itertuples(index=False), strict=True)
     }
     by_user: dict[str, list[tuple[Any, ...]]] = {}
-    for row in history:
-        by_user.setdefault(row[0], []).append(row[1:])
+    for user, *rest in history:
+        by_user.setdefault(user, []).append(tuple(rest))
     expected: dict[int, tuple[Any, ...]] = {}
-    stats = dict.fromkeys(("matched", "expired", "tie_resolved", "at_as_of_key"), 0)
+    cases = dict.fromkeys(("matched", "expired", "tie_resolved", "at_as_of_key"), 0)
     for spine_id, user, ts in zip(
         spine["spine_id"], spine["user_id"], spine["event_timestamp"], strict=True
     ):
         when = None if pd.isna(ts) else ts.to_pydatetime()
-        value, flags = _reference(
-            by_user, None if pd.isna(user) else str(user), when, view.ttl_seconds
+        values, flags = reference_values(
+            by_user.get(str(user), []) if not pd.isna(user) else [], when, view.ttl_seconds
         )
-        expected[int(spine_id)] = value
+        expected[int(spine_id)] = values
         for flag in flags:
-            stats[flag] += 1
+            cases[flag] += 1
     mismatches = {
-        name: sum(got.get(k) != v for k, v in expected.items()) for name, got in results.items()
+        variant: sum(got.get(k) != v for k, v in expected.items())
+        for variant, got in sorted(results.items())
     }
-    child_report(rows=len(expected), mismatches=mismatches, **stats)
+    child_report(rows=len(expected), mismatches=mismatches, cases=cases)
 
 
-def _reference(
-    by_user: dict[str, list[tuple[Any, ...]]],
-    user: str | None,
-    when: dt.datetime | None,
-    ttl_seconds: int,
+def reference_values(
+    history: list[tuple[Any, ...]], when: dt.datetime | None, ttl_seconds: int
 ) -> tuple[tuple[Any, ...], list[str]]:
-    """The documented as_of_join semantics, by brute force over the user's rows (UTC, naive)."""
+    """as_of_join's documented semantics by brute force, for one spine row: ``history`` holds
+    the key's rows (feature_at, available_at, *features), ``when`` the spine time (UTC,
+    naive; None: no value). Returns the feature values and which cases the row exercised."""
     nothing = (None,) * len(FEATURES)
-    if user is None or when is None:
+    if when is None:
         return nothing, []
     candidates = []
-    for feature_at, available_at, *values in by_user.get(user, []):
+    for feature_at, available_at, *values in history:
         if feature_at is None:
             continue
-        as_of = (
-            available_at if available_at is not None and available_at > feature_at else feature_at
-        )
+        as_of = feature_at
+        if available_at is not None and available_at > feature_at:
+            as_of = available_at
         if as_of <= when:
-            # descending order, nulls last: a present value beats a missing one
+            # descending, nulls last: a present value beats a missing one
             rank = tuple((v is not None, v if v is not None else 0) for v in values)
             candidates.append(((as_of, feature_at, *rank), as_of, feature_at, tuple(values)))
     if not candidates:
         return nothing, []
-    best = max(candidates, key=lambda c: c[0])
+    best = max(candidates, key=lambda candidate: candidate[0])
     flags = ["matched"]
-    if sum(c[1] == best[1] for c in candidates) > 1:
+    if sum(candidate[1] == best[1] for candidate in candidates) > 1:
         flags.append("tie_resolved")
     if best[1] == when:
         flags.append("at_as_of_key")
     if best[2] < when - dt.timedelta(seconds=ttl_seconds):
-        flags.append("expired")
-        return nothing, flags
+        return nothing, [*flags, "expired"]
     return best[3], flags
 
 
 # --------------------------------------------------------------------------- driver
 
-
-def _variant_runs(results: Sequence[ChildResult]) -> tuple[list[float], list[float]]:
-    done = [r.report for r in results if r.report is not None]
-    return [d["seconds"] for d in done], [d["peak_rss_mib"] for d in done]
+LABELS = {
+    "a": "(a) as_of_join SQL (ASOF LEFT JOIN), materialized",
+    "b": "(b) get_historical_features, warm compile cache",
+    "b_cold": "(b) get_historical_features, cold (first call)",
+    "c": "(c) LEFT JOIN LATERAL ... LIMIT 1 (design doc)",
+    "d": "(d) proposal: rank only tied rows, then ASOF",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.child:
-        return _run_child(args)
     workdir: Path = args.workdir.resolve()
+    if args.child:
+        if args.child == "sdk":
+            _child_sdk(workdir)
+        elif args.child == "verify":
+            _child_verify(workdir, args.threads, args.sample, args.seed)
+        else:
+            _child_sql(workdir, args.threads, args.child)
+        return 0
     workdir.mkdir(parents=True, exist_ok=True)
     facts_before = machine_facts()
     print(f"machine: {json.dumps(facts_before)}", flush=True)
@@ -390,59 +470,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"generated {args.rows:,} feature rows in {time.perf_counter() - started:.1f} s")
     env = dbt_env(workdir, FEATURESTORE_BENCH_DATA=str(workdir / "features"))
     (workdir / "warehouse.duckdb").unlink(missing_ok=True)
-    build_seconds = run_command(
-        [str(BIN / "dbt"), "build", "--vars", "{featurestore_bench: true}",
-         "--select", VIEW],
-        env,
-    )  # fmt: skip
-    print(f"dbt build --select {VIEW}: {build_seconds:.1f} s")
+    build = [str(BIN / "dbt"), "build", "--vars", "{featurestore_bench: true}", "--select", VIEW]
+    build_seconds = run_command(build, env)
+    print(f"dbt build --select {VIEW}: {build_seconds:.1f} s", flush=True)
 
     from featurestore.registry import load_registry
 
     view = load_registry(workdir / "target" / "manifest.json").view(VIEW)
-    generate_spine(
-        workdir / "spine.parquet", data, args.users, args.spine, view.ttl_seconds, args.seed
-    )
+    spine_path = workdir / "spine.parquet"
+    generate_spine(spine_path, data, args.users, args.spine, view.ttl_seconds, args.seed)
     del data
     relation, spine_ts, _ = _sdk_spine()
-    (workdir / "lateral.sql").write_text(
-        lateral_sql(view.relation, view.ttl_seconds, relation, spine_ts)
-    )
+    (workdir / "lateral.sql").write_text(lateral_sql(view, relation, spine_ts))
+    (workdir / "ties_only.sql").write_text(ties_only_sql(view, relation, spine_ts))
 
-    child = [str(Path(__file__).resolve()), "--child"]
-    common = ["--workdir", str(workdir), "--threads", str(args.threads)]
-    cache = workdir / "target" / "featurestore"
-    fresh_dir(cache)
-    cold = run_child([*child, "sdk", *common], env)
+    child = [str(Path(__file__).resolve()), "--workdir", str(workdir), "--threads",
+             str(args.threads), "--child"]  # fmt: skip
+    cache = fresh_dir(workdir / "target" / "featurestore")
+    cold = run_child([*child, "sdk"], env)
     compiled = sorted(cache.glob("as_of_join-*.sql"))
     if len(compiled) != 1:
         raise RuntimeError(f"expected one compiled join in {cache}, found {len(compiled)}")
     (workdir / "compiled.sql").write_text(compiled[0].read_text())
 
-    runs: dict[str, list[ChildResult]] = {"a": [], "b": [], "c": []}
-    lateral_timed_out = False
+    runs: dict[str, list[ChildResult]] = {"a": [], "b": [], "c": [], "d": []}
     for round_ in range(args.runs):
-        runs["a"].append(run_child([*child, "sql", *common, "--sql", "compiled.sql"], env))
-        runs["b"].append(run_child([*child, "sdk", *common], env))
-        if not lateral_timed_out:
-            result = run_child(
-                [*child, "sql", *common, "--sql", "lateral.sql"], env, args.lateral_timeout
-            )
-            runs["c"].append(result)
-            lateral_timed_out = result.timed_out
+        for variant, results in runs.items():
+            if results and results[-1].timed_out:
+                continue  # (c) timed out once: not again
+            timeout = args.lateral_timeout if variant == "c" else None
+            results.append(run_child([*child, "sdk" if variant == "b" else variant], env, timeout))
         print(f"round {round_ + 1}/{args.runs}: " + ", ".join(
-            f"{k} {v[-1].report['seconds']:.2f} s" if v and v[-1].report else f"{k} timed out"
+            f"{k} {v[-1].report['seconds']:.2f} s" if v[-1].report else f"{k} timed out"
             for k, v in runs.items()
         ), flush=True)  # fmt: skip
+    cache_hits = len(list(cache.glob("as_of_join-*.sql"))) == 1
 
-    verify = run_child([*child, "verify", *common, "--sample", str(args.sample)], env)
+    verify = run_child([*child, "verify", "--sample", str(args.sample)], env)
     facts_after = machine_facts()
-    report = _report(args, facts_before, facts_after, build_seconds, cold, runs, verify)
-    (workdir / "results.json").write_text(json.dumps(report["json"], indent=2, default=str))
+    text = _report(args, facts_before, facts_after, build_seconds, cold, runs, verify, cache_hits)
+    results_json = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "machine_before": facts_before,
+        "machine_after": facts_after,
+        "dbt_build_seconds": build_seconds,
+        "cold": cold.report,
+        "runs": {k: [r.report for r in v] for k, v in runs.items()},
+        "warm_calls_hit_compile_cache": cache_hits,
+        "verify": verify.report,
+    }
+    (workdir / "results.json").write_text(json.dumps(results_json, indent=2))
     print()
-    print(report["text"])
-    ok = verify.report is not None and not any(verify.report["mismatches"].values())
-    return 0 if ok else 1
+    print(text)
+    assert verify.report is not None
+    return 0 if not any(verify.report["mismatches"].values()) else 1
 
 
 def _report(
@@ -453,100 +534,69 @@ def _report(
     cold: ChildResult,
     runs: dict[str, list[ChildResult]],
     verify: ChildResult,
-) -> dict[str, Any]:
-    seconds = {k: _variant_runs(v)[0] for k, v in runs.items()}
-    rss = {k: _variant_runs(v)[1] for k, v in runs.items()}
-    median_a = statistics.median(seconds["a"]) if seconds["a"] else math.nan
+    cache_hits: bool,
+) -> str:
+    done = {k: [r.report for r in v if r.report is not None] for k, v in runs.items()}
+    done["b_cold"] = [cold.report] if cold.report is not None else []
+    median_a = statistics.median(r["seconds"] for r in done["a"]) if done["a"] else math.nan
     timeout_note = f"timed out after {args.lateral_timeout:.0f} s"
-
-    def row(label: str, key: str, target: str) -> list[object]:
-        times = seconds[key]
-        if not times:
-            return [label, 0, timeout_note, "-", "-", target]
-        ratio = statistics.median(times) / median_a
-        all_runs = ", ".join(f"{t:.2f}" for t in times)
-        if key == "c" and any(r.timed_out for r in runs["c"]):
-            all_runs += f", then {timeout_note}"
-        return [label, len(times), summary(times), all_runs, summary(rss[key]) + " MiB",
-                f"{target}; x{ratio:.1f} of (a)"]  # fmt: skip
-
-    cold_report = cold.report or {}
+    targets = {"a": f"< {TARGETS['a']} s", "b": f"< {TARGETS['b']} s"}
+    rows = []
+    for key, label in LABELS.items():
+        reports = done[key]
+        seconds = [r["seconds"] for r in reports]
+        all_runs = ", ".join(f"{s:.2f}" for s in seconds)
+        if key in runs and any(r.timed_out for r in runs[key]):
+            all_runs += f"{', then ' if all_runs else ''}{timeout_note}"
+        ratio = f"x{statistics.median(seconds) / median_a:.2f}" if seconds else "-"
+        rows.append([
+            label, len(seconds), summary(seconds) if seconds else timeout_note, all_runs or "-",
+            summary([r["cpu_seconds"] for r in reports]),
+            summary([r["peak_rss_mib"] for r in reports], 0), ratio, targets.get(key, "-"),
+        ])  # fmt: skip
     table = markdown_table(
-        ["variant", "runs", "wall s: median (min-max)", "all runs (s)", "peak RSS", "target / ratio"],
-        [
-            row("(a) as_of_join SQL in DuckDB, materialized", "a", f"< {TARGETS['a']} s"),
-            row("(b) get_historical_features, warm cache", "b", f"< {TARGETS['b']} s"),
-            ["(b) get_historical_features, cold (first call)", 1,
-             f"{cold_report.get('seconds', math.nan):.2f}", "-",
-             f"{cold_report.get('peak_rss_mib', math.nan):.1f} MiB", "compiles via dbt"],
-            row("(c) LEFT JOIN LATERAL ... LIMIT 1 (design doc)", "c", "-"),
-        ],
+        ["variant", "runs", "wall s median (min-max)", "all runs, wall s", "CPU s median",
+         "peak RSS MiB median", "median / (a)", "target"],
+        rows,
     )  # fmt: skip
-    peak = max([v for values in rss.values() for v in values] or [math.nan])
+    peak = max((r["peak_rss_mib"] for reports in done.values() for r in reports), default=0.0)
+    outcome = {}
+    for key in ("a", "b"):
+        seconds = [r["seconds"] for r in done[key]]
+        outcome[key] = "met" if seconds and statistics.median(seconds) < TARGETS[key] else "MISSED"
     check = verify.report or {}
-    lines = [
-        f"pit_join: {args.rows:,} feature rows, {args.users:,} users, {args.spine:,} spine rows, "
-        f"10 features, DuckDB threads={args.threads}",
-        f"dbt build of {VIEW}: {build_seconds:.1f} s",
+    return "\n".join([
+        f"pit_join: {args.rows:,} feature rows, {args.users:,} users, {args.spine:,} spine rows,"
+        f" 10 features; DuckDB threads {args.threads} in (a), (c), (d); dbt build of {VIEW} "
+        f"{build_seconds:.1f} s",
         "",
         table,
         "",
-        f"targets: (a) < {TARGETS['a']} s: {_met(seconds['a'], TARGETS['a'])}; "
-        f"(b) < {TARGETS['b']} s: {_met(seconds['b'], TARGETS['b'])}; "
-        f"peak RSS < {TARGETS['rss_mib']:.0f} MiB: {'met' if peak < TARGETS['rss_mib'] else 'MISSED'}"
-        f" (highest {peak:.0f} MiB)",
-        f"verification on {check.get('rows', 0):,} sampled spine rows vs a Python reference: "
-        f"mismatches {check.get('mismatches')}; rows matched {check.get('matched')}, "
-        f"expired by TTL {check.get('expired')}, tie resolved {check.get('tie_resolved')}, "
-        f"spine time == as-of key {check.get('at_as_of_key')}",
+        f"targets: (a) {targets['a']}: {outcome['a']}; (b) {targets['b']}: {outcome['b']}; "
+        f"peak RSS < {TARGETS['rss_mib']:.0f} MiB: "
+        f"{'met' if peak < TARGETS['rss_mib'] else 'MISSED'} (highest {peak:.0f} MiB)",
+        f"warm calls hit the compile cache: {'yes' if cache_hits else 'NO'}",
+        f"verified {check.get('rows', 0):,} sampled spine rows against a Python reference: "
+        f"mismatches per variant {check.get('mismatches')}; cases {check.get('cases')}",
         f"load average before {facts_before['load_avg_1_5_15']}, after "
         f"{facts_after['load_avg_1_5_15']} (nproc {facts_before['nproc']})",
-    ]
-    return {
-        "text": "\n".join(lines),
-        "json": {
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "machine_before": facts_before,
-            "machine_after": facts_after,
-            "dbt_build_seconds": build_seconds,
-            "cold": cold.report,
-            "runs": {k: [r.report for r in v] for k, v in runs.items()},
-            "verify": verify.report,
-        },
-    }
-
-
-def _met(times: list[float], target: float) -> str:
-    if not times:
-        return "no run"
-    return "met" if statistics.median(times) < target else "MISSED"
-
-
-def _run_child(args: argparse.Namespace) -> int:
-    workdir = args.workdir.resolve()
-    if args.child == "sql":
-        _child_sql(workdir, args.threads, args.sql)
-    elif args.child == "sdk":
-        _child_sdk(workdir)
-    else:
-        _child_verify(workdir, args.threads, args.sample, args.seed)
-    return 0
+    ])  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000, help="users with features")
     parser.add_argument("--rows", type=int, default=5_000_000, help="feature view rows")
     parser.add_argument("--spine", type=int, default=1_000_000, help="spine rows")
     parser.add_argument("--runs", type=int, default=3, help="measured runs per variant")
-    parser.add_argument("--threads", type=int, default=2, help="DuckDB threads for (a), (c)")
+    parser.add_argument("--threads", type=int, default=2, help="DuckDB threads, SQL variants")
     parser.add_argument("--lateral-timeout", type=float, default=300.0,
-                        help="seconds before a run of (c) is stopped")  # fmt: skip
+                        help="seconds before a run of (c) is stopped, then not rerun")  # fmt: skip
     parser.add_argument("--sample", type=int, default=5000, help="spine rows verified")
     parser.add_argument("--seed", type=int, default=20260501)
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work" / "pit_join")
-    parser.add_argument("--child", choices=["sql", "sdk", "verify"], help=argparse.SUPPRESS)
-    parser.add_argument("--sql", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["sdk", "verify", *SQL_VARIANTS],
+                        help=argparse.SUPPRESS)  # fmt: skip
     return parser
 
 

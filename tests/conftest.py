@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pytest
+from servers import MotoServer, RedisServer, moto_server, redis_server
+
+from featurestore.online.store import OnlineStore
+from featurestore.online.urls import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 DBT = str(Path(sys.executable).parent / "dbt")
@@ -45,14 +50,18 @@ class Warehouse:
             **self.extra_env,
         }
 
-    def dbt(self, *args: str, check: bool = True, extra_env: Mapping[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def dbt(
+        self, *args: str, check: bool = True, extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the dbt CLI in the repo against this warehouse."""
         env = {**os.environ, **self.env, **(extra_env or {})}
-        proc = subprocess.run([DBT, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run(
+            [DBT, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"dbt {' '.join(args)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+            raise AssertionError(
+                f"dbt {' '.join(args)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+            )
         return proc
 
     def build(self, *extra: str) -> None:
@@ -76,3 +85,53 @@ def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehou
     warehouse = Warehouse(tmp_path_factory.mktemp("demo-warehouse"))
     warehouse.build()
     yield warehouse
+
+
+# --- online stores: the same contract suite runs against SQLite, Redis and DynamoDB ---
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto(monkeypatch_session: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            patch.setenv(key, value)
+        yield patch
+
+
+def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store of the given kind for one test."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'online.db'}"
+    if kind == "redis":
+        server: RedisServer = request.getfixturevalue("redis")
+        namespace = f"t{uuid.uuid4().hex[:10]}"
+        return f"{server.url}?namespace={namespace}"
+    server_d: MotoServer = request.getfixturevalue("moto")
+    return server_d.url(table=f"fs_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
+    """An initialized, empty store of each kind."""
+    online = open_store(store_url(request.param, request, tmp_path))
+    online.initialize()
+    try:
+        yield online
+    finally:
+        online.close()

@@ -44,8 +44,11 @@ MERCHANT_WINDOW = 30 * DAY
 
 def read_rows(raw_path: Path, table: str) -> list[dict[str, Any]]:
     """Every row of `<raw_path>/<table>/*.parquet`, as dicts (the dbt source reads the same)."""
+    paths = sorted((raw_path / table).glob("*.parquet"))
+    if not paths:
+        raise FileNotFoundError(f"no Parquet file in {raw_path / table}")
     rows: list[dict[str, Any]] = []
-    for path in sorted((raw_path / table).glob("*.parquet")):
+    for path in paths:
         rows.extend(pq.read_table(path).to_pylist())
     return rows
 

@@ -74,6 +74,7 @@ __all__ = [
     "Record",
     "decode_value",
     "dynamodb_pk",
+    "encode_python_value",
     "encode_value",
     "entity_token",
     "exp_field",
@@ -197,6 +198,24 @@ def encode_value(value: object, value_type: ValueType) -> str | None:
     if isinstance(value, dt.datetime):
         return str(micros(value))
     raise OnlineLayoutError(f"expected a timestamp, got {value!r}")
+
+
+def encode_python_value(value: object) -> str | None:
+    """:func:`encode_value` with the type taken from the Python value (bool, int, float,
+    str, datetime): what stores use on write; readers decode with the registry type."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return encode_value(value, "bool")
+    if isinstance(value, int):
+        return encode_value(value, "int")
+    if isinstance(value, float):
+        return encode_value(value, "float")
+    if isinstance(value, str):
+        return encode_value(value, "string")
+    if isinstance(value, dt.datetime):
+        return encode_value(value, "timestamp")
+    raise OnlineLayoutError(f"cannot store a {type(value).__name__} value online: {value!r}")
 
 
 def decode_value(text: str | bytes | None, value_type: ValueType) -> object:

@@ -1,0 +1,69 @@
+"""Open an online store from a URL.
+
+* ``sqlite:///path/online.db`` (relative path) or ``sqlite:////abs/path/online.db``
+* ``redis://[user:password@]host:port/db`` and ``rediss://`` (TLS); a password may also come
+  from ``$FEATURESTORE_REDIS_PASSWORD``. Query options: ``namespace`` (key prefix, default fs).
+* ``dynamodb://<region>[?endpoint_url=http://127.0.0.1:8000&table=featurestore_online]``;
+  credentials from the standard AWS chain (``AWS_ACCESS_KEY_ID``..., profiles, roles).
+
+Secrets never appear in :attr:`OnlineStore.description` (used in logs and load records).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from featurestore.online.store import OnlineStore, StoreError
+
+__all__ = ["UnsupportedStoreURL", "open_store"]
+
+
+class UnsupportedStoreURL(StoreError):
+    """The URL names no supported store or is malformed."""
+
+
+def open_store(url: str) -> OnlineStore:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise UnsupportedStoreURL(
+                f"{url!r}: expected sqlite:///relative/path.db or sqlite:////abs/path.db"
+            )
+        from featurestore.online.sqlite_store import SQLiteStore
+
+        return SQLiteStore(Path(path.split("?")[0]))
+    if scheme in {"redis", "rediss"}:
+        from featurestore.online.redis_store import RedisStore
+
+        password = parts.password or os.environ.get("FEATURESTORE_REDIS_PASSWORD") or None
+        db = parts.path.strip("/") or "0"
+        if not db.isdigit():
+            raise UnsupportedStoreURL(f"redis URL database must be a number, got {db!r}")
+        return RedisStore(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(db),
+            username=parts.username or None,
+            password=password,
+            ssl=scheme == "rediss",
+            namespace=query.get("namespace", "fs"),
+        )
+    if scheme == "dynamodb":
+        from featurestore.online.dynamodb_store import DynamoDBStore
+
+        region = parts.hostname
+        if not region:
+            raise UnsupportedStoreURL(f"{url!r}: expected dynamodb://<region>[?endpoint_url=...]")
+        return DynamoDBStore(
+            region=region,
+            endpoint_url=query.get("endpoint_url"),
+            table=query.get("table", "featurestore_online"),
+        )
+    raise UnsupportedStoreURL(
+        f"unsupported online store URL {url!r} (use sqlite:///..., redis://..., dynamodb://...)"
+    )
