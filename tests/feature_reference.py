@@ -4,7 +4,7 @@ Plain Python over rows read with pyarrow (no SQL), following the definitions in
 models/features/_features__models.yml and the model headers:
 
 * transactions: one row per transaction_id, the copy ingested first (ties broken by
-  transacted_at, user_id, merchant_id, device_id, amount, nulls last: the order of
+  transacted_at, user_id, merchant_id, device_id, amount, currency, nulls last: the order of
   models/intermediate/int_transactions_deduplicated.sql); rows missing the id, the user or a
   timestamp are dropped.
 * chargebacks: one row per chargeback_id, the copy ingested first (ties by charged_back_at,
@@ -93,6 +93,7 @@ def dedupe_transactions(rows: Iterable[dict[str, Any]]) -> dict[str, Transaction
             _nulls_last(tx.merchant_id),
             _nulls_last(tx.device_id),
             _nulls_last(tx.amount),
+            _nulls_last(tx.currency),
         )
         kept = best.get(tx.transaction_id)
         if kept is None or key < kept[0]:
@@ -196,6 +197,8 @@ class MerchantHistory:
 
     transactions: list[Transaction]
     chargeback_of: dict[str, Chargeback]
+    # every chargeback (first or not) per transaction id: each marks an instant
+    all_chargebacks: dict[str, list[Chargeback]] = field(default_factory=dict)
     times: list[dt.datetime] = field(init=False)
     charged: list[tuple[Transaction, Chargeback]] = field(init=False)
     _ingested_max: list[dt.datetime] = field(init=False)
@@ -245,13 +248,18 @@ class MerchantHistory:
         return max(events, default=None)
 
     def row_instants(self) -> set[dt.datetime]:
-        """A transaction enters or leaves the window, or its chargeback arrives inside it."""
+        """A transaction enters or leaves the window, or one of its chargebacks (its first or
+        any other: the model marks every one, so that stored rows are re-emitted when the
+        first chargeback changes) arrives inside it."""
         out: set[dt.datetime] = set()
         for tx in self.transactions:
             out.update((tx.transacted_at, tx.transacted_at + MERCHANT_WINDOW))
-        for tx, cb in self.charged:
-            if tx.transacted_at <= cb.charged_back_at < tx.transacted_at + MERCHANT_WINDOW:
-                out.add(cb.charged_back_at)
+            chargebacks = self.all_chargebacks.get(tx.transaction_id, [])
+            if tx.transaction_id in self.chargeback_of:
+                chargebacks = [*chargebacks, self.chargeback_of[tx.transaction_id]]
+            for cb in chargebacks:
+                if tx.transacted_at <= cb.charged_back_at < tx.transacted_at + MERCHANT_WINDOW:
+                    out.add(cb.charged_back_at)
         return out
 
     def uses_late(self, feature_at: dt.datetime, known_at: dt.datetime) -> list[object]:
@@ -285,6 +293,9 @@ def build_reference(raw_path: Path) -> Reference:
     transactions = dedupe_transactions(read_rows(raw_path, "transactions"))
     chargebacks = dedupe_chargebacks(read_rows(raw_path, "chargebacks"))
     first = first_chargebacks(chargebacks.values())
+    all_by_transaction: dict[str, list[Chargeback]] = defaultdict(list)
+    for cb in chargebacks.values():
+        all_by_transaction[cb.transaction_id].append(cb)
     by_user: dict[str, list[Transaction]] = defaultdict(list)
     by_merchant: dict[str, list[Transaction]] = defaultdict(list)
     by_pair: dict[tuple[str, str], list[Transaction]] = defaultdict(list)
@@ -306,7 +317,9 @@ def build_reference(raw_path: Path) -> Reference:
         transactions=transactions,
         chargebacks=chargebacks,
         users={user: UserHistory(txs) for user, txs in by_user.items()},
-        merchants={m: MerchantHistory(txs, first) for m, txs in by_merchant.items()},
+        merchants={
+            m: MerchantHistory(txs, first, all_by_transaction) for m, txs in by_merchant.items()
+        },
         devices=devices,
         pair_transactions=dict(by_pair),
     )

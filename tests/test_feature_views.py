@@ -16,16 +16,12 @@ full refresh.
 3. The mess reaches the training set without leaking: its feature values are the ones knowable
    at the spine time under the as-of rules, and never depend on an event ingested later.
 
-KNOWN_INCREMENTAL_BUGS: two hand-made cases differ between incremental runs and a full
-refresh, so test_incremental_runs_equal_full_refresh ends in xfail listing them:
-* merchant_chargeback_features: when a transaction's earliest chargeback changes (a second
-  chargeback id with an earlier charged_back_at arrives later), the stored row at the old
-  chargeback's time is not deleted (delete+insert only replaces the keys it re-emits) and keeps
-  a stale rate (FIRST_CHARGEBACK_REPLACED).
-* int_transactions_deduplicated: when a redelivered copy lands in an earlier run than the
-  first-ingested copy (within the lookback), the stored later copy is kept ("ids already
-  stored are skipped"), so ingested_at and every available_at derived from it differ
-  (REDELIVERY_LANDS_FIRST; int_chargebacks_deduplicated has the same rule).
+Two hand-made cases once differed between incremental runs and a full refresh, and now
+guard the fixes: a transaction whose earliest chargeback changes when a second chargeback id
+with an earlier time arrives later (FIRST_CHARGEBACK_REPLACED: every chargeback marks an
+instant, so the stored row is re-emitted), and a redelivered copy landing in an earlier run
+than the first-ingested copy (REDELIVERY_LANDS_FIRST: the stored copy competes with new
+copies of its id). Should they regress, test_incremental_runs_equal_full_refresh fails.
 """
 
 from __future__ import annotations
@@ -50,6 +46,7 @@ from conftest import DEMO_AS_OF, REPO, Warehouse
 from feature_reference import (
     DAY,
     SHORT_WINDOW,
+    MerchantHistory,
     Reference,
     build_reference,
     read_rows,
@@ -169,7 +166,7 @@ def _user_problems(
     users = set(reference.users) if only is None else set(only)
     problems: list[str] = []
     if set(view) & users != set(reference.users) & users:
-        problems.append(f"users {sorted(set(view) ^ set(reference.users))[:5]}... differ")
+        problems.append(f"users {sorted((set(view) ^ set(reference.users)) & users)[:5]} differ")
     rng = random.Random(7)
     checked = 0
 
@@ -223,7 +220,8 @@ def _merchant_problems(
     merchants = set(reference.merchants) if only is None else set(only)
     problems: list[str] = []
     if set(view) & merchants != set(reference.merchants) & merchants:
-        problems.append(f"merchants {sorted(set(view) ^ set(reference.merchants))[:5]} differ")
+        wrong = sorted((set(view) ^ set(reference.merchants)) & merchants)
+        problems.append(f"merchants {wrong[:5]} differ")
     rng = random.Random(11)
     checked = 0
     for merchant in sorted(merchants & set(reference.merchants)):
@@ -422,7 +420,7 @@ def test_training_set_is_point_in_time_correct(
             for tx in user_history.transactions
         )
 
-        instants, merchant_history = merchants[merchant]
+        instants, merchant_history = merchants.get(merchant, ([], MerchantHistory([], {})))
         served = _served(
             instants, merchant_history.available_at, at, ttl["merchant_chargeback_features"]
         )
@@ -472,7 +470,7 @@ def test_demo_data_has_the_mess(demo_reference: Reference) -> None:
     exact = [rows for rows in copies.values() if len(rows) > 1 and rows[0] == rows[1]]
     redelivered = [rows for rows in copies.values() if len({r["ingested_at"] for r in rows}) > 1]
     assert exact and redelivered
-    for rows in redelivered:  # the first-ingested copy wins
+    for rows in redelivered:  # the first-ingested copy wins (the models are compared above)
         kept = demo_reference.transactions[rows[0]["transaction_id"]]
         assert kept.ingested_at == min(r["ingested_at"] for r in rows)
     assert sum(r["ingested_at"] - r["transacted_at"] >= DAY for r in transactions) > 50
@@ -792,6 +790,7 @@ def _crafted_problems(warehouse: Warehouse, reference: Reference, bugs: bool) ->
     bug_merchants = {FIRST_CHARGEBACK_REPLACED, redelivered_merchant}
     users = bug_users if bugs else set(CRAFTED_USERS) - bug_users
     merchants = bug_merchants if bugs else set(CRAFTED_MERCHANTS) - bug_merchants
+    assert users <= reference.users.keys() and merchants <= reference.merchants.keys()
     problems = [
         line for line in _event_problems(warehouse, reference) if (redelivered_tx in line) == bugs
     ]
@@ -870,7 +869,6 @@ def test_incremental_runs_equal_full_refresh(tmp_path: Path, batches: Batches) -
                 _tables(warehouse),
             )
     _report(problems, "differences (incremental runs vs a full refresh, or the reference)")
-    if known:
-        # KNOWN_INCREMENTAL_BUGS (see the module docstring): once the models handle these
-        # cases the test passes
-        pytest.xfail("known incremental bugs:\n" + "\n".join(list(known)[: 2 * MAX_REPORTED]))
+    assert not known, "incremental bugs (see the module docstring):\n" + "\n".join(
+        list(known)[: 2 * MAX_REPORTED]
+    )

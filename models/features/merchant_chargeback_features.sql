@@ -73,6 +73,7 @@ prior_state as (
 
 transactions as (
     select
+        tx.transaction_id,
         tx.merchant_id,
         tx.transacted_at,
         tx.ingested_at,
@@ -115,6 +116,19 @@ deltas as (
         0 as transactions_delta, -1 as chargebacks_delta, cast(null as timestamp) as ingested_at
     from transactions
     where charged_back_at >= transacted_at and charged_back_at < leaves_window_at
+
+    union all
+
+    -- every other in-window chargeback of a transaction marks an instant too (no change):
+    -- the set of change points then only grows as data arrives, so an incremental run
+    -- re-emits (and so replaces) a stored row even after a later-arriving chargeback with an
+    -- earlier time became the transaction's first one
+    select tx.merchant_id, cb.charged_back_at as feature_at,
+        0 as transactions_delta, 0 as chargebacks_delta, cast(null as timestamp) as ingested_at
+    from transactions as tx
+    inner join {{ ref('int_chargebacks_deduplicated') }} as cb
+        on tx.transaction_id = cb.transaction_id
+    where cb.charged_back_at >= tx.transacted_at and cb.charged_back_at < tx.leaves_window_at
 ),
 
 change_points as (
