@@ -42,6 +42,8 @@ class RedisServer:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: when set, the server requires it (``--requirepass``); not part of :attr:`url`
+    password: str | None = None
 
     @property
     def url(self) -> str:
@@ -67,6 +69,7 @@ class RedisServer:
                 str(self.workdir),
                 "--protected-mode",
                 "yes",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -89,8 +92,8 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=workdir)
+def redis_server(workdir: Path, password: str | None = None) -> Iterator[RedisServer]:
+    server = RedisServer(port=free_port(), workdir=workdir, password=password)
     server.start()
     try:
         yield server

@@ -4,7 +4,8 @@ This module owns the contract. The loader, the sidecar and (later) the stream wo
 keys and encode values only through it. Layout version 1:
 
 Record
-    One *record* per (entity key, feature view): the view's feature values for that entity,
+    One *record* per (entity key, feature view): ALL of the view's feature values for that
+    entity (a null value is ``None``, never left out: a record replaces the whole view),
     its feature timestamp ``ts`` (the value's ``feature_at``, what the API reports), its
     version ``ver`` (the as-of time: when the value became knowable, >= ``ts``) and its
     expiry ``exp`` (``ts + ttl``: the value is not served after it).
@@ -31,7 +32,11 @@ Redis
     hashes) lands in one Redis Cluster slot and one request reads them in one round trip.
     Fields: ``<feature>`` -> encoded value (absent when the value is null), and per view
     ``_ts:<view>``, ``_ver:<view>``, ``_exp:<view>``. The key expires (PEXPIREAT) at the
-    latest ``_exp`` of its views; readers also check each view's ``_exp``.
+    latest ``_exp`` of its views; readers also check each view's ``_exp``. Needs Redis >= 7.0.
+    When a writer replays time (``now`` given, e.g. FEATURESTORE_NOW for demos), Redis' own
+    clock would delete the keys at once, so the key's expiry is shifted by (real now - given
+    now); the ``_exp`` fields always hold the true value. The namespace and entity names must
+    not contain ``{`` or ``}`` (they would change the hash tag).
 
 DynamoDB
     One table per project (default ``featurestore_online``), on-demand billing, key schema
@@ -151,6 +156,10 @@ def parse_entity_token(token: str) -> tuple[str, ...]:
 
 def redis_key(entity: str, key: Sequence[str], namespace: str = DEFAULT_NAMESPACE) -> str:
     """``<ns>:<entity>:{<first part>}[:<other parts>]`` (hash tag = first key part)."""
+    if "{" in namespace or "}" in namespace or "{" in entity or "}" in entity:
+        raise OnlineLayoutError(
+            f"namespace/entity must not contain braces: {namespace!r} {entity!r}"
+        )
     token = entity_token(key)
     first, _, rest = token.partition(":")
     return f"{namespace}:{entity}:{{{first}}}" + (f":{rest}" if rest else "")

@@ -1,0 +1,433 @@
+"""The Redis online store (redis-py with hiredis), keeping :mod:`featurestore.online.layout`.
+
+Records
+    One hash per entity instance (:func:`~featurestore.online.layout.redis_key`), holding
+    every view of that entity: ``<feature>`` -> encoded value, and per view ``_ts:<view>``,
+    ``_ver:<view>``, ``_exp:<view>``.
+
+Writes (newer wins, atomic per record)
+    One Lua script (:data:`WRITE_SCRIPT`), loaded once and called with EVALSHA for each
+    record, compares the stored ``(_ts, _ver)`` pair of the record's view with the new one.
+    If the new pair is greater it sets the view's non-null features, deletes its null
+    features, sets ``_ts/_ver/_exp:<view>`` and moves the key's expiry to the latest
+    ``_exp`` of all views in the hash (it never shortens another view's life), returning 1;
+    otherwise it changes nothing and returns 0. The script touches only its one key
+    (``KEYS[1]``), so it runs unchanged on Redis Cluster. Records are sent in pipelines of
+    :attr:`RedisStore.batch_size` calls, each one packed write and its replies (one round
+    trip, no MULTI); records already expired at ``now`` are not sent. If the server lost
+    the script (restart, SCRIPT FLUSH, failover) the failed calls get NOSCRIPT: the script
+    is loaded again (SCRIPT LOAD, its sha kept in a redis-py
+    :class:`~redis.commands.core.Script`) and only those records are sent again. (Calling
+    the Script object inside a redis-py Pipeline would add a SCRIPT EXISTS round trip to
+    every pipeline.) A dropped connection retries the whole pipeline (``retries``
+    times; safe, every write being newer-wins). Needs Redis 7.0 or newer (PEXPIRETIME).
+
+Key expiry and ``now``
+    Without ``now`` (production) the key expires at exactly ``max(_exp) * 1000`` ms
+    (PEXPIREAT). Redis expires keys by its own clock, so a caller replaying another time
+    (``now`` given, e.g. ``FEATURESTORE_NOW`` for the demo data of 2026-01..05) would see
+    its keys deleted on arrival; the key's expiry is therefore shifted by the whole seconds
+    between the wall clock and ``now``: the key lives ``max(_exp) - now`` seconds from the
+    write, as it would in the replayed timeline. ``_exp`` fields always hold the true
+    expiry, and readers compare them with their ``now``.
+
+Reads
+    One non-transactional pipeline of HMGET (the requested features plus
+    ``_ts/_ver/_exp`` of each requested view) per call, one command per distinct key: one
+    round trip. A view whose ``_ts`` is absent or whose ``_exp`` <= now is ``None``; values
+    are decoded as the registry type (:func:`~featurestore.online.layout.decode_value`).
+
+Loader bookkeeping (beside the records, under the same namespace)
+    * ``<ns>:_meta:watermarks``: a hash, field ``<view>`` -> watermark (microseconds).
+    * ``<ns>:_meta:loads``: a list of JSON load records (:class:`LoadRecord` fields), newest
+      first (LPUSH), trimmed to the latest :data:`MAX_LOADS` entries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import hiredis
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from featurestore.online.layout import (
+    DEFAULT_NAMESPACE,
+    Record,
+    decode_value,
+    encode_python_value,
+    exp_field,
+    redis_key,
+    ts_field,
+    ver_field,
+)
+from featurestore.online.store import (
+    LoadRecord,
+    OnlineStore,
+    StoredRecord,
+    StoreError,
+    StoreUnavailable,
+    ViewRead,
+    WriteResult,
+)
+
+__all__ = ["MAX_LOADS", "WRITE_SCRIPT", "RedisStore"]
+
+MAX_LOADS: Final = 1000
+
+#: KEYS[1] = the entity hash. ARGV: [1] view, [2] ts, [3] ver, [4] exp (s), [5] expiry shift
+#: (s, see "Key expiry and now"), [6] n = count of the field/value items that follow,
+#: [7 .. 6+n] field/value pairs to HSET (the view's non-null features and its
+#: _ts/_ver/_exp fields), [7+n ..] the view's null features to HDEL.
+#: Returns 1 if written, 0 if the stored (ts, ver) was as new or newer.
+#: Timestamps are compared as Lua numbers (doubles): exact for microseconds < 2^53
+#: (until the year 2255).
+WRITE_SCRIPT: Final = """
+local key = KEYS[1]
+local view = ARGV[1]
+local stored = redis.call('HMGET', key, '_ts:' .. view, '_ver:' .. view, '_exp:' .. view)
+if stored[1] then
+  local ts, sts = tonumber(ARGV[2]), tonumber(stored[1])
+  if sts > ts or (sts == ts and tonumber(stored[2]) >= tonumber(ARGV[3])) then
+    return 0
+  end
+end
+local n = tonumber(ARGV[6])
+redis.call('HSET', key, unpack(ARGV, 7, 6 + n))
+if #ARGV > 6 + n then
+  redis.call('HDEL', key, unpack(ARGV, 7 + n, #ARGV))
+end
+local exp, shift = tonumber(ARGV[4]), tonumber(ARGV[5])
+if stored[3] and exp < tonumber(stored[3]) then
+  -- this view's expiry moved earlier: the key lives until the latest _exp of all views
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 5) == '_exp:' then
+      local other = tonumber(fields[i + 1])
+      if other > exp then exp = other end
+    end
+  end
+  redis.call('PEXPIREAT', key, string.format('%.0f', (exp + shift) * 1000))
+else
+  local want = (exp + shift) * 1000
+  local current = redis.call('PEXPIRETIME', key)
+  if current < 0 or want > current then
+    redis.call('PEXPIREAT', key, string.format('%.0f', want))
+  end
+end
+return 1
+"""
+
+
+class RedisStore(OnlineStore):
+    """Feature records in Redis hashes (see the module docstring for the layout)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        connect_timeout: float = 2.0,
+        timeout: float = 5.0,
+        retries: int = 1,
+        batch_size: int = 2000,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        self.host = host
+        self.port = port
+        self.db = db
+        self.namespace = namespace
+        self.batch_size = batch_size
+        self._password = password
+        self._retries = retries
+        scheme = "rediss" if ssl else "redis"
+        user = f"{username}@" if username else ""
+        self.description = f"{scheme}://{user}{host}:{port}/{db}?namespace={namespace}"
+        self._client = redis.Redis(
+            host=host,
+            port=port,
+            db=db,
+            username=username,
+            password=password,
+            ssl=ssl,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
+            decode_responses=False,
+        )
+        # registered once; calls go out as EVALSHA with its sha (see _write_batch)
+        self._script = self._client.register_script(WRITE_SCRIPT)
+        self._watermarks_key = f"{namespace}:_meta:watermarks"
+        self._loads_key = f"{namespace}:_meta:loads"
+
+    @property
+    def client(self) -> redis.Redis:
+        """The underlying redis-py client (for tests and tools)."""
+        return self._client
+
+    # --- errors ---------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except AuthenticationError:
+            raise StoreUnavailable(
+                f"{self.description}: authentication failed (check the user name and "
+                "password, e.g. $FEATURESTORE_REDIS_PASSWORD)"
+            ) from None
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(
+                f"{self.description}: cannot reach Redis at {self.host}:{self.port}: "
+                f"{self._redact(str(exc))}"
+            ) from None
+        except NoPermissionError as exc:
+            raise StoreUnavailable(
+                f"{self.description}: permission denied: {self._redact(str(exc))}"
+            ) from None
+        except RedisError as exc:
+            raise StoreError(f"{self.description}: {self._redact(str(exc))}") from None
+
+    def _redact(self, message: str) -> str:
+        if self._password:
+            message = message.replace(self._password, "***")
+        return message
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def check(self) -> None:
+        with self._errors():
+            self._client.ping()
+
+    def initialize(self) -> None:
+        """Redis needs no schema: check the connection and load the write script."""
+        with self._errors():
+            self._client.ping()
+            self._script.sha = self._client.script_load(WRITE_SCRIPT)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- records ----------------------------------------------------------------------
+
+    def write(self, records: Sequence[Record], *, now: dt.datetime | None = None) -> WriteResult:
+        now_s, shift = _clock(now)
+        shift_arg = str(shift)
+        view_fields: dict[str, tuple[str, str, str]] = {}
+        calls: list[tuple[str, ...]] = []
+        sent = written = 0
+        with self._errors():
+            for record in records:
+                if record.exp <= now_s:
+                    continue
+                view = record.view
+                fields = view_fields.get(view)
+                if fields is None:
+                    fields = view_fields[view] = (ts_field(view), ver_field(view), exp_field(view))
+                ts, ver, exp = str(record.ts), str(record.ver), str(record.exp)
+                pairs = [fields[0], ts, fields[1], ver, fields[2], exp]
+                nulls = []
+                for name, value in record.values.items():
+                    encoded = _encode(value)
+                    if encoded is None:
+                        nulls.append(name)
+                    else:
+                        pairs += (name, encoded)
+                key = redis_key(record.entity, record.key, self.namespace)
+                calls.append((key, view, ts, ver, exp, shift_arg, str(len(pairs)), *pairs, *nulls))
+                if len(calls) == self.batch_size:
+                    written += self._write_batch(calls)
+                    sent += len(calls)
+                    calls = []
+            if calls:
+                written += self._write_batch(calls)
+                sent += len(calls)
+        return WriteResult(written=written, skipped_older=sent - written)
+
+    def _write_batch(self, calls: list[tuple[str, ...]]) -> int:
+        """EVALSHA of the write script for each call, pipelined in one round trip; records
+        that met NOSCRIPT are sent once more after the script is loaded again. Returns how
+        many records were written."""
+        written = 0
+        for attempt in range(2):
+            sha = self._script.sha
+            replies = self._pipeline([("EVALSHA", sha, "1", *call) for call in calls])
+            missing = []
+            for call, reply in zip(calls, replies, strict=True):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    missing.append(call)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    written += int(reply)  # type: ignore[call-overload]
+            if not missing:
+                break
+            self._script.sha = self._client.script_load(WRITE_SCRIPT)
+            calls = missing
+        return written
+
+    def _pipeline(self, commands: list[tuple[str, ...]]) -> list[object]:
+        """Send commands as one packed write on one pooled connection and read every
+        reply (an error reply is returned in its place): one round trip.
+
+        redis-py's Pipeline does the same but spends more client time per command than
+        the server spends running the write script; packing with hiredis directly about
+        doubles the write rate. A connection error or timeout retries the whole batch up
+        to ``retries`` times, which is safe because every write is newer-wins (records
+        applied by the failed attempt are then counted as skipped)."""
+        pack: Any = hiredis.pack_command  # its stub types a 1-tuple
+        payload = b"".join(map(pack, commands))
+        pool = self._client.connection_pool
+        for attempt in range(self._retries + 1):
+            connection: Any = None
+            try:
+                connection = pool.get_connection()
+                connection.send_packed_command([payload])
+                replies: list[object] = []
+                for _ in commands:
+                    try:
+                        replies.append(connection.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except AuthenticationError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError):
+                if connection is not None:
+                    connection.disconnect()
+                if attempt == self._retries:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+            except BaseException:
+                if connection is not None:
+                    connection.disconnect()
+                raise
+            finally:
+                if connection is not None:
+                    pool.release(connection)
+        raise AssertionError("unreachable")
+
+    def read(
+        self,
+        entity: str,
+        keys: Sequence[tuple[str, ...]],
+        views: Sequence[ViewRead],
+        *,
+        now: dt.datetime | None = None,
+    ) -> list[dict[str, StoredRecord | None]]:
+        now_s, _ = _clock(now)
+        results: list[dict[str, StoredRecord | None]] = [
+            {view.view: None for view in views} for _ in keys
+        ]
+        if not keys or not views:
+            return results
+        fields: list[str] = []
+        slices: list[tuple[ViewRead, int, int]] = []  # view, first feature index, its _ts index
+        for view in views:
+            first = len(fields)
+            fields += view.features
+            slices.append((view, first, len(fields)))
+            fields += (ts_field(view.view), ver_field(view.view), exp_field(view.view))
+        redis_keys = [redis_key(entity, key, self.namespace) for key in keys]
+        unique = list(dict.fromkeys(redis_keys))
+        with self._errors():
+            pipe = self._client.pipeline(transaction=False)
+            for key in unique:
+                pipe.hmget(key, fields)
+            replies: list[list[bytes | None]] = pipe.execute()
+        decoded: dict[str, dict[str, StoredRecord | None]] = {}
+        for key, reply in zip(unique, replies, strict=True):
+            per_view: dict[str, StoredRecord | None] = {}
+            for view, first, meta in slices:
+                ts, ver, exp = reply[meta], reply[meta + 1], reply[meta + 2]
+                if ts is None or ver is None or exp is None or int(exp) <= now_s:
+                    per_view[view.view] = None
+                    continue
+                values = {
+                    name: decode_value(reply[first + offset], value_type)
+                    for offset, (name, value_type) in enumerate(view.features.items())
+                }
+                per_view[view.view] = StoredRecord(
+                    ts=int(ts), ver=int(ver), exp=int(exp), values=values
+                )
+            decoded[key] = per_view
+        for index, key in enumerate(redis_keys):
+            results[index] = dict(decoded[key])
+        return results
+
+    # --- loader bookkeeping -----------------------------------------------------------
+
+    def get_watermark(self, view: str) -> int | None:
+        with self._errors():
+            value = self._client.hget(self._watermarks_key, view)
+        return None if value is None else int(value)
+
+    def set_watermark(self, view: str, watermark: int) -> None:
+        with self._errors():
+            self._client.hset(self._watermarks_key, view, str(int(watermark)))
+
+    def record_load(self, load: LoadRecord) -> None:
+        payload = json.dumps(dataclasses.asdict(load), separators=(",", ":"))
+        with self._errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.lpush(self._loads_key, payload)
+            pipe.ltrim(self._loads_key, 0, MAX_LOADS - 1)
+            pipe.execute()
+
+    def list_loads(self, limit: int = 50) -> list[LoadRecord]:
+        if limit <= 0:
+            return []
+        with self._errors():
+            rows = self._client.lrange(self._loads_key, 0, limit - 1)
+        return [LoadRecord(**json.loads(row)) for row in rows]
+
+
+_NOT_FINITE: Final = frozenset({"nan", "inf", "-inf"})
+
+
+def _encode(value: object) -> str | None:
+    """:func:`~featurestore.online.layout.encode_python_value` with a fast path for the
+    exact built-in types (same text; the layout function handles and refuses the rest)."""
+    kind = type(value)
+    if kind is float:
+        text = repr(value)
+        if text not in _NOT_FINITE:
+            return text
+    elif kind is str:
+        return value  # type: ignore[return-value]
+    elif kind is int:
+        return str(value)
+    return encode_python_value(value)
+
+
+def _clock(now: dt.datetime | None) -> tuple[int, int]:
+    """(now in epoch seconds, whole seconds from ``now`` to the wall clock)."""
+    wall = time.time()
+    if now is None:
+        return int(wall), 0
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    moment = now.timestamp()
+    return int(moment), round(wall - moment)
