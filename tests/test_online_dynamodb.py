@@ -246,7 +246,8 @@ def test_refused_and_missing_credentials_raise_store_unavailable(
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
         with DynamoDBStore("us-east-1", endpoint, new_table()) as store:
-            for action in (store.check, lambda: store.get_watermark("stats")):
+            probes: list[Callable[[], object]] = [store.check, lambda: store.get_watermark("v")]
+            for action in probes:
                 with pytest.raises(StoreUnavailable) as caught:
                     action()
                 assert "credentials were refused" in str(caught.value)
@@ -286,7 +287,7 @@ def test_reads_and_writes_stay_within_dynamodb_request_limits(ddb: DynamoDBStore
     keys = [(f"u{i}",) for i in range(130)] + [("u5",), ("u7",), ("nobody",), ("u5",)]
     other = ViewRead("other", {"n": "int"})
     rows = ddb.read("user", keys, [STATS, other], now=NOW)
-    unique_pairs = len({key for key in keys}) * 2
+    unique_pairs = len(set(keys)) * 2
     assert unique_pairs == 262
     sizes = wire.counts("BatchGetItem")
     assert max(sizes) <= 100 and sum(sizes) == unique_pairs
@@ -389,7 +390,7 @@ def test_unprocessed_keys_past_the_deadline_raise(ddb: DynamoDBStore) -> None:
     with pytest.raises(StoreUnavailable, match=r"unprocessed after retrying .* 0.3 s"):
         ddb.read("user", [("u1",), ("u2",)], [STATS], now=NOW, deadline_s=0.3)
     elapsed = time.monotonic() - started
-    assert 0.3 <= elapsed < 1.5
+    assert 0.3 <= elapsed < 3
 
 
 # --- throttling ----------------------------------------------------------------------------
@@ -574,7 +575,7 @@ def test_items_over_400_kb_are_refused_naming_the_record(ddb: DynamoDBStore) -> 
     ts, exp = NOW_US, NOW_S + 30 * DAY
     base: dict[str, str | int | bool] = {"n": 12345678901, "ok": True, "s": "ü✓"}
     filler = MAX_ITEM_BYTES - size_by_hand("big", ts, exp, {**base, "blob": ""})
-    exact = rec("big", ts, exp=exp, **base)
+    exact = _with(rec("big", ts, exp=exp), **base)
     at_limit = _with(exact, blob="x" * filler)
     assert item_size(encode_record(at_limit)) == MAX_ITEM_BYTES
     over = _with(exact, blob="x" * (filler + 1))
@@ -617,7 +618,7 @@ def test_newer_wins_under_concurrent_writers(moto: MotoServer, ddb: DynamoDBStor
     def payload(key: str, ts: int, ver: int) -> dict[str, object]:
         return {"n": ts - base, "x": float(ver - base) / 7, "s": f"{key}|{ts}|{ver}"}
 
-    records = [rec(k, ts, ver, **payload(k, ts, ver)) for k in keys for ts, ver in versions]
+    records = [_with(rec(k, ts, ver), **payload(k, ts, ver)) for k in keys for ts, ver in versions]
     results: list[WriteResult] = []
     errors: list[BaseException] = []
     lock = threading.Lock()

@@ -72,7 +72,19 @@ Retries
     PutItem (the item is in a concurrent transaction) and ``UnprocessedKeys`` of BatchGetItem
     (retried only within the read's deadline, ``read_deadline_s`` or the ``deadline_s`` of
     :meth:`DynamoDBStore.read`; keys still unprocessed then raise StoreUnavailable rather than
-    being answered as missing). Timeouts: connect 2 s, read 5 s.
+    being answered as missing). Timeouts: connect 2 s, read 5 s; attempts per request: 6 for
+    writes (``write_max_attempts``: up to ~30 s of backoff, for a nightly job riding out a
+    blip), 3 for reads and table management, 2 for :meth:`DynamoDBStore.check` (so an
+    unreachable endpoint is reported within ~5 s). One caveat of any retried conditional
+    write: if DynamoDB applied a PutItem whose response was lost, the retry finds the equal
+    ``(ts, ver)`` and is counted as skipped, not written (the data is right, the count is off
+    by one).
+
+Reads
+    BatchGetItem of the unique ``(pk, view)`` pairs in chunks of at most 100 (chunks fetched in
+    parallel), projecting ``pk, sk, ts, ver, exp, f``; eventually consistent unless
+    ``consistent_reads=True``; records with ``exp <= now`` are answered as ``None``, and a
+    key asked for twice is answered at each position.
 
 Errors
     A missing table raises :class:`StoreNotInitialized` (naming the table and the init
@@ -96,7 +108,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
@@ -491,6 +503,9 @@ class DynamoDBStore(OnlineStore):
         self._probe = client("standard", 2)
         self._pool: cf.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    def __enter__(self) -> Self:
+        return self
 
     @property
     def clients(self) -> tuple[Any, ...]:

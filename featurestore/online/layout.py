@@ -42,7 +42,10 @@ DynamoDB
     One table per project (default ``featurestore_online``), on-demand billing, key schema
     ``pk`` (S) = ``<entity>#<token>`` and ``sk`` (S) = ``<view>``; attributes ``ts``, ``ver``
     (N), ``exp`` (N, the table's TTL attribute) and ``f`` (M: feature -> value; numbers as
-    exact decimals, booleans as BOOL, strings as S, nulls omitted).
+    exact decimals, booleans as BOOL, strings as S, nulls omitted). Numbers DynamoDB cannot
+    hold (outside 1e-130..1e126, -0.0, over 38 digits) are stored as their text encoding (S)
+    and read back exactly with the registry type. Keys starting with ``_meta#`` are reserved
+    for the loader's bookkeeping (no entity may be named ``_meta``).
 
 SQLite (embedded, WAL)
     Table ``online_records(entity, entity_key, view, ts, ver, exp, payload)`` keyed by
