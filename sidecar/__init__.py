@@ -1,0 +1,58 @@
+"""The sidecar: online feature retrieval over HTTP (issue 4).
+
+Run it with ``featurestore serve --online URL [--host --port --workers]`` (uvicorn with
+uvloop and httptools; configuration in :mod:`sidecar.settings`, keys in :mod:`sidecar.auth`).
+
+Endpoints
+    ``POST /api/v1/features/retrieve``  feature values (key required)
+    ``GET /api/v1/registry``            entities, views, features the key may read (key
+                                        required)
+    ``GET /health``                     alive (open by default)
+    ``GET /ready``                      registry loaded and store reachable, else 503 (open by
+                                        default)
+    ``GET /metrics``                    Prometheus (:mod:`sidecar.metrics`)
+    ``GET /openapi.json``               the OpenAPI 3.1 document of all of it
+
+Retrieve request and response (the design document's contract, section 2)::
+
+    POST /api/v1/features/retrieve
+    X-API-Key: ...
+    {"entity_name": "user",
+     "entity_keys": ["usr_00000001", "usr_98234812"],
+     "features": ["user_7d_transaction_count", "avg_order_value_90d"]}
+
+    {"entity_name": "user",
+     "results": [
+       {"entity_key": "usr_00000001",
+        "features": {
+          "user_7d_transaction_count":
+              {"value": 2, "timestamp": "2026-04-30T17:40:19Z", "status": "PRESENT"},
+          "avg_order_value_90d":
+              {"value": 37.045, "timestamp": "2026-04-30T17:40:19Z", "status": "PRESENT"}}},
+       {"entity_key": "usr_98234812",
+        "features": {
+          "user_7d_transaction_count":
+              {"value": 0, "timestamp": null, "status": "DEFAULT", "reason": "NOT_FOUND"},
+          ...}}]}
+
+* ``results`` follow ``entity_keys`` in order; a key sent twice is answered twice.
+* ``features`` may mix features of several feature views of the entity: one store read.
+* ``value`` has the registry type (integer, number, boolean, string; timestamps as ISO
+  8601 strings); ``timestamp`` is the feature timestamp (ISO 8601 UTC, ``Z``) of the record
+  the answer comes from, null if there is none.
+* ``status``: ``PRESENT`` a value within its view's TTL; ``DEFAULT`` the registered default
+  was served; ``MISSING`` no value and no default. ``reason`` (only when not PRESENT, an
+  added field so that clients of the design document's contract keep working): ``NULL``
+  (the record holds a null value), ``NOT_FOUND`` (no record within the TTL: never loaded,
+  or expired), ``STORE_UNAVAILABLE`` (the store did not answer within the time budget,
+  failed, or its circuit breaker is open; the response then carries
+  ``X-Featurestore-Degraded: 1``).
+* Composite entities (``user_device``) are addressed by the layout token
+  ``"<user_id>:<device_id>"`` or by an object ``{"user_id": ..., "device_id": ...}``
+  (:mod:`sidecar.catalog`).
+
+Errors are JSON ``{"error": {"code", "message", "field"}}``: 400 not JSON, 401 no or an
+unknown key, 403 outside the key's scope, 404/405, 413 body too large, 422 a field is invalid
+(unknown entity or feature, a feature of another entity or not online, an empty or too long
+list, a wrong JSON type, a malformed key). A store outage never produces a 5xx.
+"""

@@ -1,0 +1,209 @@
+"""API-key authentication (``X-API-Key``) with optional scopes.
+
+Keys are configured as SHA-256 digests only: ``FEATURESTORE_API_KEY_SHA256`` (hex digests,
+unscoped), ``FEATURESTORE_API_KEYS`` (raw keys, hashed as soon as they are read and then
+dropped; ``featurestore serve`` passes only the digests to its workers) or a file named by
+``FEATURESTORE_AUTH_CONFIG`` (YAML or JSON)::
+
+    api_keys:
+      - name: fraud-scoring               # what logs and metrics show, never the key
+        sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+        entities: [user, user_device]     # optional: only these entities
+        features: [user_7d_transaction_count, device_seen_before]   # optional
+    open_endpoints: [health, ready, metrics]   # optional, default [health, ready]
+
+Make a digest with ``printf %s "$KEY" | sha256sum``. Keys must be high-entropy random
+tokens (at least 128 bits, e.g. ``python -c "import secrets; print(secrets.token_urlsafe())"``)
+made of printable ASCII: an unsalted SHA-256 is fine for such tokens, not for passwords.
+
+A request's key is hashed and compared with *every* configured digest by
+:func:`hmac.compare_digest` (constant time, no early exit). No key or an unknown key is
+answered 401; a key whose scope does not cover the requested entity or a requested feature
+is answered 403. A scope of ``entities`` allows every feature of those entities, a scope of
+``features`` only those features; with both, a feature must pass both. The registry
+endpoint shows a scoped key only what it may read. ``health``, ``ready``, ``metrics`` and
+``openapi`` can be opened (served without a key); the retrieve and registry endpoints never.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "OPENABLE_ENDPOINTS",
+    "ApiKey",
+    "AuthConfig",
+    "AuthConfigError",
+    "Authenticator",
+    "hash_key",
+    "load_auth_config",
+    "parse_open_endpoints",
+    "unscoped_key",
+    "unscoped_key_from_digest",
+]
+
+OPENABLE_ENDPOINTS: Final = frozenset({"health", "ready", "metrics", "openapi"})
+_HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+
+
+class AuthConfigError(ValueError):
+    """The key configuration is invalid (the message never contains a key)."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A configured key: its name, the SHA-256 digest of the key, and its scope."""
+
+    name: str
+    digest: bytes
+    entities: frozenset[str] | None = None
+    features: frozenset[str] | None = None
+
+    @property
+    def scoped(self) -> bool:
+        return self.entities is not None or self.features is not None
+
+    def allows_entity(self, entity: str) -> bool:
+        return self.entities is None or entity in self.entities
+
+    def allows_feature(self, entity: str, feature: str) -> bool:
+        return (self.entities is None or entity in self.entities) and (
+            self.features is None or feature in self.features
+        )
+
+    def __repr__(self) -> str:  # the digest is not a secret, but keep logs short
+        return f"ApiKey({self.name!r})"
+
+
+def hash_key(raw: str) -> bytes:
+    """The SHA-256 digest of a key (its ASCII bytes)."""
+    return hashlib.sha256(raw.encode("latin-1")).digest()
+
+
+def unscoped_key(name: str, raw: str) -> ApiKey:
+    if not _PRINTABLE.match(raw):
+        raise AuthConfigError(f"API key {name}: keys must be printable ASCII without spaces")
+    return ApiKey(name=name, digest=hash_key(raw))
+
+
+def unscoped_key_from_digest(name: str, hex_digest: str) -> ApiKey:
+    if not _HEX_DIGEST.match(hex_digest):
+        raise AuthConfigError(f"API key {name}: sha256 must be 64 hexadecimal digits")
+    return ApiKey(name=name, digest=bytes.fromhex(hex_digest))
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    keys: tuple[ApiKey, ...]
+    open_endpoints: frozenset[str] | None
+
+
+def parse_open_endpoints(value: str | Iterable[object]) -> frozenset[str]:
+    items: list[object] = list(value.split(",") if isinstance(value, str) else value)
+    names = {str(item).strip().lower() for item in items if str(item).strip()}
+    if names == {"none"}:
+        return frozenset()
+    unknown = names - OPENABLE_ENDPOINTS
+    if unknown:
+        raise AuthConfigError(
+            f"open endpoints {sorted(unknown)} are not allowed (choose from "
+            f"{sorted(OPENABLE_ENDPOINTS)}; retrieve and registry always need a key)"
+        )
+    return frozenset(names)
+
+
+def load_auth_config(path: Path) -> AuthConfig:
+    """Read a key file (YAML or JSON, see the module docstring)."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise AuthConfigError(f"cannot read auth config {path}: {exc.strerror}") from None
+    try:
+        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError):
+        raise AuthConfigError(f"auth config {path} is not valid YAML/JSON") from None
+    if not isinstance(document, Mapping):
+        raise AuthConfigError(f"auth config {path}: expected a mapping with api_keys")
+    unknown = set(document) - {"api_keys", "open_endpoints"}
+    if unknown:
+        raise AuthConfigError(f"auth config {path}: unknown fields {sorted(unknown)}")
+    entries = document.get("api_keys") or []
+    if not isinstance(entries, list):
+        raise AuthConfigError(f"auth config {path}: api_keys must be a list")
+    keys = [_read_key(path, index, entry) for index, entry in enumerate(entries)]
+    names = [key.name for key in keys]
+    if len(set(names)) != len(names):
+        raise AuthConfigError(f"auth config {path}: key names must be unique")
+    opened = document.get("open_endpoints")
+    if opened is not None and not isinstance(opened, list):
+        raise AuthConfigError(f"auth config {path}: open_endpoints must be a list")
+    return AuthConfig(
+        keys=tuple(keys),
+        open_endpoints=None if opened is None else parse_open_endpoints(opened),
+    )
+
+
+def _read_key(path: Path, index: int, entry: Any) -> ApiKey:
+    where = f"auth config {path}: api_keys[{index}]"
+    if not isinstance(entry, Mapping):
+        raise AuthConfigError(f"{where} must be a mapping")
+    if "key" in entry:
+        raise AuthConfigError(f"{where}: store the key's sha256, never the key itself")
+    unknown = set(entry) - {"name", "sha256", "entities", "features"}
+    if unknown:
+        raise AuthConfigError(f"{where}: unknown fields {sorted(unknown)}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise AuthConfigError(f"{where}: name must be a non-empty string")
+    digest = entry.get("sha256")
+    if not isinstance(digest, str) or not _HEX_DIGEST.match(digest):
+        raise AuthConfigError(f"{where} ({name}): sha256 must be 64 hexadecimal digits")
+    scopes: dict[str, frozenset[str] | None] = {}
+    for scope in ("entities", "features"):
+        value = entry.get(scope)
+        if value is None:
+            scopes[scope] = None
+        elif isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+            scopes[scope] = frozenset(value)
+        else:
+            raise AuthConfigError(f"{where} ({name}): {scope} must be a list of names")
+    return ApiKey(
+        name=name.strip(),
+        digest=bytes.fromhex(digest),
+        entities=scopes["entities"],
+        features=scopes["features"],
+    )
+
+
+class Authenticator:
+    """Finds the configured key matching a presented ``X-API-Key`` value."""
+
+    def __init__(self, keys: Iterable[ApiKey]) -> None:
+        self._keys = tuple(keys)
+
+    @property
+    def keys(self) -> tuple[ApiKey, ...]:
+        return self._keys
+
+    def authenticate(self, presented: str | None) -> ApiKey | None:
+        """The matching key or None. Every digest is compared (no early exit), each with
+        :func:`hmac.compare_digest`, so the time taken does not depend on which digest (or
+        how much of one) matched."""
+        if not presented:
+            return None
+        digest = hash_key(presented)
+        found: ApiKey | None = None
+        for key in self._keys:
+            if hmac.compare_digest(digest, key.digest):
+                found = key
+        return found

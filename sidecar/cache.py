@@ -1,0 +1,225 @@
+"""A bounded in-process cache: least-frequently-used eviction and a time-to-live per entry.
+
+Why not cachetools: its ``LFUCache`` has no expiry and its ``TTLCache``/``TLRUCache`` evict
+by recency, not frequency; composing one with the other means two structures to keep in
+step under one lock and still no frequency order. The structure here is small and every
+operation is O(1) (expiry O(1) amortized):
+
+* ``_entries``: key -> node (value, expiry, TTL, its frequency bucket);
+* frequency buckets: one per frequency in use, each holding its keys in order of their last
+  touch (an insertion-ordered dict), linked in increasing frequency (the O(1) LFU of Shah,
+  Mitra and Matani, 2010): a touch moves a key to the next bucket, eviction pops the oldest
+  key of the first bucket;
+* ``_queues``: TTL -> the keys with that TTL in order of expiry. Entries of one TTL expire
+  in the order they were written (the clock is monotonic), so dead entries are found at the
+  front of their queue, and the sidecar has one TTL per feature view, so a handful of queues.
+
+Semantics (what ``tests/test_sidecar_cache.py`` checks against a brute-force model):
+
+* ``get(key)``: a live entry (``now < expires_at``) is a hit and its frequency goes up by
+  one; an expired entry is removed and is a miss.
+* ``put(key, value, ttl)``: ``ttl <= 0`` (or a cache of size 0) stores nothing (an
+  existing entry of the key is removed). An existing key (live or expired) gets the new
+  value, expires ``ttl`` from now and its frequency goes up by one. A new key first removes
+  every expired entry; then, if the cache is full, the entry with the lowest frequency is
+  evicted, the least recently touched one (written or read) among equals; the new entry
+  starts at frequency 1.
+
+An entry is never returned at or after ``put time + ttl``, so a cached value is never older
+than its TTL. All methods take one lock (``get_many``/``put_many`` take it once for a whole
+request), so the cache is safe to share between threads and the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Final, Generic, TypeVar
+
+__all__ = ["MISS", "LFUCache"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Miss:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISS"
+
+
+#: returned by :meth:`LFUCache.get` for an absent or expired key
+MISS: Final = _Miss()
+
+
+class _Bucket:
+    """The keys of one frequency, oldest touch first; buckets form a circular doubly linked
+    list in increasing frequency after a sentinel (frequency 0), so the lowest frequency is
+    always ``sentinel.next``."""
+
+    __slots__ = ("freq", "keys", "next", "prev")
+
+    def __init__(self, freq: int) -> None:
+        self.freq = freq
+        self.keys: dict[Any, None] = {}
+        self.prev: _Bucket = self
+        self.next: _Bucket = self
+
+    def insert_after(self, freq: int) -> _Bucket:
+        bucket = _Bucket(freq)
+        bucket.prev, bucket.next = self, self.next
+        self.next.prev = bucket
+        self.next = bucket
+        return bucket
+
+    def unlink(self) -> None:
+        self.prev.next = self.next
+        self.next.prev = self.prev
+
+
+class _Node:
+    __slots__ = ("bucket", "expires_at", "key", "ttl", "value")
+
+    def __init__(self, key: Any, value: Any, expires_at: float, ttl: float, bucket: _Bucket):
+        self.key = key
+        self.value = value
+        self.expires_at = expires_at
+        self.ttl = ttl
+        self.bucket = bucket
+
+
+class LFUCache(Generic[K, V]):
+    def __init__(self, maxsize: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if maxsize < 0:
+            raise ValueError("maxsize must not be negative")
+        self.maxsize = maxsize
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[K, _Node] = {}
+        self._sentinel = _Bucket(0)
+        self._queues: dict[float, dict[K, None]] = {}
+        self.evictions = 0
+        self.expirations = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether the key has an entry (live or not yet removed); no frequency change."""
+        return key in self._entries
+
+    # --- public API ---------------------------------------------------------------------
+
+    def get(self, key: K) -> V | _Miss:
+        with self._lock:
+            return self._get(key, self._clock())
+
+    def get_many(self, keys: Iterable[K]) -> list[V | _Miss]:
+        with self._lock:
+            now = self._clock()
+            return [self._get(key, now) for key in keys]
+
+    def put(self, key: K, value: V, ttl: float) -> None:
+        with self._lock:
+            self._put(key, value, ttl, self._clock())
+
+    def put_many(self, items: Iterable[tuple[K, V, float]]) -> None:
+        with self._lock:
+            now = self._clock()
+            for key, value, ttl in items:
+                self._put(key, value, ttl, now)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._sentinel = _Bucket(0)
+            self._queues.clear()
+
+    def frequency(self, key: K) -> int | None:
+        """The key's access frequency (None if absent); for tests and introspection."""
+        with self._lock:
+            node = self._entries.get(key)
+            return None if node is None else node.bucket.freq
+
+    # --- internals (lock held) ----------------------------------------------------------
+
+    def _get(self, key: K, now: float) -> V | _Miss:
+        node = self._entries.get(key)
+        if node is None:
+            return MISS
+        if node.expires_at <= now:
+            self._remove(node)
+            self.expirations += 1
+            return MISS
+        self._touch(node)
+        value: V = node.value
+        return value
+
+    def _put(self, key: K, value: V, ttl: float, now: float) -> None:
+        node = self._entries.get(key)
+        if ttl <= 0 or self.maxsize == 0:
+            if node is not None:
+                self._remove(node)
+            return
+        if node is not None:
+            node.value = value
+            node.expires_at = now + ttl
+            queue = self._queues[node.ttl]
+            del queue[key]
+            if not queue:
+                del self._queues[node.ttl]
+            node.ttl = ttl
+            self._queues.setdefault(ttl, {})[key] = None
+            self._touch(node)
+            return
+        self._purge(now)
+        if len(self._entries) >= self.maxsize:
+            self._evict()
+        first = self._sentinel.next
+        if first.freq != 1:  # also when the list is empty (first is the sentinel, freq 0)
+            first = self._sentinel.insert_after(1)
+        first.keys[key] = None
+        self._entries[key] = _Node(key, value, now + ttl, ttl, first)
+        self._queues.setdefault(ttl, {})[key] = None
+
+    def _touch(self, node: _Node) -> None:
+        bucket = node.bucket
+        after = bucket.next
+        if after.freq != bucket.freq + 1:  # the sentinel (freq 0) never matches
+            after = bucket.insert_after(bucket.freq + 1)
+        del bucket.keys[node.key]
+        after.keys[node.key] = None
+        node.bucket = after
+        if not bucket.keys:
+            bucket.unlink()
+
+    def _remove(self, node: _Node) -> None:
+        key = node.key
+        del self._entries[key]
+        bucket = node.bucket
+        del bucket.keys[key]
+        if not bucket.keys:
+            bucket.unlink()
+        queue = self._queues[node.ttl]
+        del queue[key]
+        if not queue:
+            del self._queues[node.ttl]
+
+    def _purge(self, now: float) -> None:
+        for ttl in list(self._queues):
+            queue = self._queues[ttl]
+            while queue:
+                node = self._entries[next(iter(queue))]
+                if node.expires_at > now:
+                    break
+                self._remove(node)
+                self.expirations += 1
+
+    def _evict(self) -> None:
+        lowest = self._sentinel.next
+        if lowest is self._sentinel:
+            return
+        self._remove(self._entries[next(iter(lowest.keys))])
+        self.evictions += 1

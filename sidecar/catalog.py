@@ -1,0 +1,516 @@
+"""What the sidecar computes once from the registry, and request validation against it.
+
+At startup every online feature view gets its :class:`~featurestore.online.store.ViewRead`
+(all of its features, so one cached record serves any subset of them later), every feature
+its constant answers (default or missing, for each reason), and every entity its key parser.
+A request then costs dictionary lookups.
+
+Entity keys (``entity_keys`` items)
+    * a string: for a one-column entity the key value itself (``"usr_00000001"``); for a
+      composite entity the online layout's token (:func:`featurestore.online.layout.
+      entity_token`): the key values in the entity's declared order joined by ``:``, each
+      value percent-escaping ``%`` ``:`` ``{`` ``}`` ``#`` (``%25 %3A %7B %7D %23``), e.g.
+      ``"usr_00000001:dev_3f9a"`` for ``user_device`` (``user_id``, ``device_id``);
+    * an object naming every key column, for any entity:
+      ``{"user_id": "usr_00000001", "device_id": "dev_3f9a"}``.
+
+    Values are non-empty strings (integers too for integer key columns) of at most 256
+    characters (in a token: as sent, escapes included). The response echoes each key as
+    sent.
+
+Limits (422 past them): 1000 keys (``FEATURESTORE_MAX_KEYS``), 1000 features and 100,000
+key x feature values per request; the body at most 1 MiB (413).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from featurestore.online.layout import parse_entity_token
+from featurestore.online.store import StoredRecord, ViewRead
+from featurestore.registry import Registry, ValueType
+from sidecar.auth import ApiKey
+from sidecar.errors import ApiError
+from sidecar.settings import Settings
+
+__all__ = [
+    "ABSENT",
+    "KIND_LABELS",
+    "Answers",
+    "CachedRecord",
+    "Catalog",
+    "EntityPlan",
+    "FeaturePlan",
+    "RetrieveRequest",
+    "iso_micros",
+]
+
+_EPOCH: Final = dt.datetime(1970, 1, 1)
+_FIELDS: Final = frozenset({"entity_name", "entity_keys", "features"})
+
+#: answer kinds: index -> (status, reason), counted per response for the metrics
+KIND_LABELS: Final = (
+    ("PRESENT", ""),
+    ("DEFAULT", "NULL"),
+    ("MISSING", "NULL"),
+    ("DEFAULT", "NOT_FOUND"),
+    ("MISSING", "NOT_FOUND"),
+    ("DEFAULT", "STORE_UNAVAILABLE"),
+    ("MISSING", "STORE_UNAVAILABLE"),
+)
+PRESENT: Final = 0
+_REASON_KINDS: Final = {"NULL": 1, "NOT_FOUND": 3, "STORE_UNAVAILABLE": 5}
+
+Answer = tuple[dict[str, Any], int]
+#: feature name -> (its JSON answer, its kind index)
+Answers = dict[str, Answer]
+
+
+def iso_micros(micros: int) -> str:
+    """ISO 8601 UTC with ``Z`` of microseconds since the epoch (fraction only if non-zero)."""
+    return (_EPOCH + dt.timedelta(microseconds=micros)).isoformat() + "Z"
+
+
+def _json_value(value: object, value_type: ValueType) -> object:
+    if value_type == "timestamp" and isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.isoformat() + "Z"
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturePlan:
+    name: str
+    view: str
+    entity: str
+    value_type: ValueType
+    #: the registered default as JSON (None: no default)
+    default: object | None
+
+    def fallback(self, reason: str, timestamp: str | None) -> Answer:
+        """The answer when there is no value: the default (DEFAULT) or nothing (MISSING)."""
+        kind = _REASON_KINDS[reason]
+        if self.default is not None:
+            answer = {"value": self.default, "timestamp": timestamp, "status": "DEFAULT"}
+        else:
+            answer = {"value": None, "timestamp": timestamp, "status": "MISSING"}
+            kind += 1
+        answer["reason"] = reason
+        return answer, kind
+
+
+class _Absent:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+#: what the cache holds for a (key, view) the store had no unexpired record of
+ABSENT: Final = _Absent()
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRecord:
+    """A stored record turned into answers once, when it is read from the store."""
+
+    exp: int
+    answers: Answers
+
+
+@dataclass(frozen=True)
+class EntityPlan:
+    name: str
+    key_columns: tuple[str, ...]
+    key_types: tuple[ValueType, ...]
+    #: online features of the entity
+    features: Mapping[str, FeaturePlan]
+    #: online view -> what to read (every feature of the view)
+    view_reads: Mapping[str, ViewRead]
+    #: online view -> its features
+    view_features: Mapping[str, tuple[FeaturePlan, ...]]
+    #: online view -> answers when the store has no record / is unavailable
+    not_found: Mapping[str, Answers]
+    unavailable: Mapping[str, Answers]
+
+    def record(self, view: str, stored: StoredRecord) -> CachedRecord:
+        """Answers for every feature of ``view`` from a stored record."""
+        timestamp = iso_micros(stored.ts)
+        answers: Answers = {}
+        values = stored.values
+        for feature in self.view_features[view]:
+            value = values.get(feature.name)
+            if value is None:
+                answers[feature.name] = feature.fallback("NULL", timestamp)
+            else:
+                answers[feature.name] = (
+                    {
+                        "value": _json_value(value, feature.value_type),
+                        "timestamp": timestamp,
+                        "status": "PRESENT",
+                    },
+                    PRESENT,
+                )
+        return CachedRecord(exp=stored.exp, answers=answers)
+
+
+@dataclass(frozen=True)
+class RetrieveRequest:
+    entity: EntityPlan
+    #: the keys as sent (echoed in the response) and parsed
+    raw_keys: list[object]
+    keys: list[tuple[str, ...]]
+    #: requested features, duplicates dropped, in request order
+    features: list[FeaturePlan]
+
+
+class Catalog:
+    """The registry, precomputed for serving."""
+
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.entities: dict[str, EntityPlan] = {}
+        #: every feature of the registry -> (entity, view, online)
+        self.all_features: dict[str, tuple[str, str, bool]] = {}
+        for view in registry.views.values():
+            for feature in view.features:
+                self.all_features[feature.name] = (view.entity.name, view.name, view.online)
+        for entity in registry.entities.values():
+            self.entities[entity.name] = self._plan_entity(entity.name)
+        self._key_parsers: dict[str, Callable[[object, int], tuple[str, ...]]] = {
+            name: self._key_parser(plan) for name, plan in self.entities.items()
+        }
+
+    def _plan_entity(self, name: str) -> EntityPlan:
+        entity = self.registry.entities[name]
+        views = [v for v in self.registry.views.values() if v.entity.name == name and v.online]
+        key_types: list[ValueType] = ["string"] * len(entity.keys)
+        for view in self.registry.views.values():
+            if view.entity.name == name:
+                key_types = [view.key_types.get(k, "string") for k in entity.keys]
+                break
+        features: dict[str, FeaturePlan] = {}
+        view_reads: dict[str, ViewRead] = {}
+        view_features: dict[str, tuple[FeaturePlan, ...]] = {}
+        for view in views:
+            plans = []
+            for feature in view.features:
+                default = feature.default
+                if isinstance(default, dt.datetime):  # pragma: no cover - defaults are JSON
+                    default = _json_value(default, "timestamp")
+                plan = FeaturePlan(feature.name, view.name, name, feature.value_type, default)
+                features[feature.name] = plan
+                plans.append(plan)
+            view_features[view.name] = tuple(plans)
+            view_reads[view.name] = ViewRead(
+                view.name, {f.name: f.value_type for f in view.features}
+            )
+        return EntityPlan(
+            name=name,
+            key_columns=tuple(entity.keys),
+            key_types=tuple(key_types),
+            features=features,
+            view_reads=view_reads,
+            view_features=view_features,
+            not_found={
+                v: {f.name: f.fallback("NOT_FOUND", None) for f in fs}
+                for v, fs in view_features.items()
+            },
+            unavailable={
+                v: {f.name: f.fallback("STORE_UNAVAILABLE", None) for f in fs}
+                for v, fs in view_features.items()
+            },
+        )
+
+    # --- entity keys ------------------------------------------------------------------------
+
+    def _key_parser(self, plan: EntityPlan) -> Callable[[object, int], tuple[str, ...]]:
+        columns = plan.key_columns
+        types = plan.key_types
+        column_set = frozenset(columns)
+        max_part = self.settings.max_key_part_chars
+        composite = len(columns) > 1
+        spelled = ":".join(columns)
+
+        def part(value: object, value_type: ValueType, where: str) -> str:
+            if isinstance(value, str):
+                if not value:
+                    raise _key_error(where, "must not be empty")
+                if len(value) > max_part:
+                    raise _key_error(where, f"is longer than {max_part} characters")
+                return value
+            if value_type == "int" and isinstance(value, int) and not isinstance(value, bool):
+                return str(value)
+            expected = "a string or an integer" if value_type == "int" else "a string"
+            raise _key_error(where, f"must be {expected}, got {_json_type(value)}")
+
+        def parse(raw: object, index: int) -> tuple[str, ...]:
+            where = f"entity_keys[{index}]"
+            if isinstance(raw, str):
+                if not composite:
+                    return (part(raw, "string", where),)
+                escaped = raw.split(":")
+                if len(escaped) != len(columns):
+                    raise _key_error(
+                        where,
+                        f"must name {len(columns)} key values as '{spelled}' (':' inside a "
+                        f"value escaped as %3A), or be an object with {list(columns)}",
+                    )
+                for value, column in zip(escaped, columns, strict=True):
+                    part(value, "string", f"{where}.{column}")  # as sent: 1 to 256 chars
+                return parse_entity_token(raw)
+            if isinstance(raw, dict):
+                if raw.keys() != column_set:
+                    missing = [c for c in columns if c not in raw]
+                    extra = sorted(k for k in raw if k not in column_set)
+                    detail = f"lacks {missing}" if missing else f"has unknown key columns {extra}"
+                    raise _key_error(
+                        where, f"{detail} (entity {plan.name!r} keys: {list(columns)})"
+                    )
+                return tuple(
+                    part(raw[column], value_type, f"{where}.{column}")
+                    for column, value_type in zip(columns, types, strict=True)
+                )
+            raise _key_error(
+                where,
+                f"must be a string or an object of {list(columns)}, got {_json_type(raw)}",
+            )
+
+        return parse
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def parse(self, body: bytes, principal: ApiKey) -> RetrieveRequest:
+        """Validate a retrieve request body (see the module docstring); raises ApiError."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            message = f"the body is not valid JSON: {exc}"
+            raise ApiError(400, "INVALID_JSON", message, "body") from None
+        if not isinstance(document, dict):
+            raise ApiError(
+                422,
+                "INVALID_BODY",
+                "the body must be a JSON object with entity_name, entity_keys and features",
+                "body",
+            )
+        for name in document:
+            if name not in _FIELDS:
+                raise ApiError(422, "UNKNOWN_FIELD", f"unknown field {name!r}", name)
+        for name in ("entity_name", "entity_keys", "features"):
+            if name not in document:
+                raise ApiError(422, "MISSING_FIELD", f"{name} is required", name)
+        entity_name = document["entity_name"]
+        raw_keys = document["entity_keys"]
+        names = document["features"]
+        settings = self.settings
+        if not isinstance(entity_name, str) or not entity_name:
+            raise _type_error("entity_name", "a non-empty string", entity_name)
+        if not isinstance(raw_keys, list):
+            raise _type_error("entity_keys", "a list", raw_keys)
+        if not raw_keys:
+            raise ApiError(422, "EMPTY_LIST", "entity_keys must not be empty", "entity_keys")
+        if len(raw_keys) > settings.max_keys:
+            raise ApiError(
+                422,
+                "TOO_MANY_KEYS",
+                f"{len(raw_keys)} entity keys: at most {settings.max_keys} per request",
+                "entity_keys",
+            )
+        if not isinstance(names, list):
+            raise _type_error("features", "a list", names)
+        if not names:
+            raise ApiError(422, "EMPTY_LIST", "features must not be empty", "features")
+        if len(names) > settings.max_features:
+            raise ApiError(
+                422,
+                "TOO_MANY_FEATURES",
+                f"{len(names)} features: at most {settings.max_features} per request",
+                "features",
+            )
+        for index, name in enumerate(names):
+            if not isinstance(name, str) or not name:
+                raise _type_error(f"features[{index}]", "a non-empty string", name)
+        positions: dict[str, int] = {}
+        for index, name in enumerate(names):
+            positions.setdefault(name, index)
+        unique = list(positions)
+        if len(raw_keys) * len(unique) > settings.max_values:
+            raise ApiError(
+                422,
+                "TOO_MANY_VALUES",
+                f"{len(raw_keys)} keys x {len(unique)} features is over the "
+                f"{settings.max_values} values a request may ask for",
+                "entity_keys",
+            )
+
+        # scope before existence, so that a scoped key learns nothing outside its scope
+        if not principal.allows_entity(entity_name):
+            raise ApiError(
+                403, "FORBIDDEN", f"this API key may not read entity {entity_name!r}",
+                "entity_name",
+            )  # fmt: skip
+        for name in unique:
+            known = self.all_features.get(name)
+            owner = known[0] if known is not None else entity_name
+            if not principal.allows_feature(owner, name):
+                raise ApiError(
+                    403,
+                    "FORBIDDEN",
+                    f"this API key may not read feature {name!r}",
+                    f"features[{positions[name]}]",
+                )
+        plan = self.entities.get(entity_name)
+        if plan is None:
+            raise ApiError(
+                422,
+                "UNKNOWN_ENTITY",
+                f"unknown entity {entity_name!r}{self._suggest(entity_name, principal)}",
+                "entity_name",
+            )
+        features: list[FeaturePlan] = []
+        for name in unique:
+            where = f"features[{positions[name]}]"
+            feature = plan.features.get(name)
+            if feature is not None:
+                features.append(feature)
+                continue
+            known = self.all_features.get(name)
+            if known is None:
+                visible = [f for f in plan.features if principal.allows_feature(entity_name, f)]
+                suggestion = _suggest(name, visible)
+                raise ApiError(
+                    422, "UNKNOWN_FEATURE", f"unknown feature {name!r}{suggestion}", where
+                )
+            owner, view, _online = known
+            if owner != entity_name:
+                raise ApiError(
+                    422,
+                    "WRONG_ENTITY",
+                    f"feature {name!r} belongs to entity {owner!r}, not {entity_name!r}",
+                    where,
+                )
+            raise ApiError(  # known, this entity, not online
+                422,
+                "NOT_ONLINE",
+                f"feature {name!r} is not served online (feature view {view!r} is not online)",
+                where,
+            )
+        parse_key = self._key_parsers[entity_name]
+        keys = [parse_key(raw, index) for index, raw in enumerate(raw_keys)]
+        return RetrieveRequest(entity=plan, raw_keys=raw_keys, keys=keys, features=features)
+
+    def _suggest(self, name: str, principal: ApiKey) -> str:
+        return _suggest(name, [e for e in self.entities if principal.allows_entity(e)])
+
+    # --- the registry endpoint --------------------------------------------------------------
+
+    def describe(self, principal: ApiKey | None) -> dict[str, Any]:
+        """The registry as JSON: entities (keys, how to address them), feature views (owner,
+        TTL, freshness SLA, online) and features (type, default, view), limited to what
+        ``principal`` may read."""
+
+        def entity_ok(name: str) -> bool:
+            return principal is None or principal.allows_entity(name)
+
+        def feature_ok(entity: str, name: str) -> bool:
+            return principal is None or principal.allows_feature(entity, name)
+
+        entities = {}
+        for declared in self.registry.entities.values():
+            if not entity_ok(declared.name):
+                continue
+            plan = self.entities[declared.name]
+            entities[declared.name] = {
+                "keys": list(declared.keys),
+                "key_types": list(plan.key_types),
+                "description": declared.description,
+                "key_format": (
+                    "a string: the key value"
+                    if len(declared.keys) == 1
+                    else "a string '" + ":".join(declared.keys) + "' (values percent-escape "
+                    "% : { } #), or an object naming every key column"
+                ),
+            }
+        views = {}
+        features = {}
+        for view in self.registry.views.values():
+            entity = view.entity.name
+            visible = [f for f in view.features if feature_ok(entity, f.name)]
+            if not entity_ok(entity) or not visible:
+                continue
+            views[view.name] = {
+                "entity": entity,
+                "keys": list(view.keys),
+                "owner": view.owner,
+                "ttl": view.ttl,
+                "ttl_seconds": view.ttl_seconds,
+                "freshness_sla": view.freshness_sla,
+                "freshness_sla_seconds": view.freshness_sla_seconds,
+                "online": view.online,
+                "cache_ttl_seconds": self.settings.cache_ttl(view.name) if view.online else None,
+                "description": view.description,
+                "features": [f.name for f in visible],
+            }
+            for feature in visible:
+                features[feature.name] = {
+                    "entity": entity,
+                    "view": view.name,
+                    "type": feature.value_type,
+                    "data_type": feature.data_type,
+                    "default": _json_value(feature.default, feature.value_type),
+                    "description": feature.description,
+                    "owner": view.owner,
+                    "ttl_seconds": view.ttl_seconds,
+                    "freshness_sla_seconds": view.freshness_sla_seconds,
+                    "online": view.online,
+                }
+        return {
+            "entities": entities,
+            "feature_views": views,
+            "features": features,
+            "limits": {
+                "max_keys": self.settings.max_keys,
+                "max_features": self.settings.max_features,
+                "max_values": self.settings.max_values,
+                "max_body_bytes": self.settings.max_body_bytes,
+                "max_key_part_chars": self.settings.max_key_part_chars,
+            },
+        }
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _type_error(field: str, expected: str, value: object) -> ApiError:
+    return ApiError(
+        422, "INVALID_TYPE", f"{field} must be {expected}, got {_json_type(value)}", field
+    )
+
+
+def _key_error(where: str, problem: str) -> ApiError:
+    return ApiError(422, "INVALID_KEY", f"{where} {problem}", where)
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,176 @@
+"""``featurestore serve``: run the sidecar with uvicorn (uvloop, httptools).
+
+Register it on the main group in ``featurestore/cli.py``::
+
+    from sidecar.cli import serve_command
+
+    main.add_command(serve_command)
+
+It is also runnable on its own: ``python -m sidecar --online URL ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+__all__ = ["serve_command"]
+
+
+@click.command("serve")
+@click.option(
+    "--online",
+    "online_url",
+    required=True,
+    envvar="FEATURESTORE_ONLINE_URL",
+    show_envvar=True,
+    help="Online store URL: sqlite:///path.db, redis://host:port/db, dynamodb://region?...",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="FEATURESTORE_MANIFEST",
+    show_envvar=True,
+    help="dbt's manifest.json [default: $DBT_TARGET_PATH/manifest.json, else "
+    "target/manifest.json].",
+)
+@click.option(
+    "--auth-config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    envvar="FEATURESTORE_AUTH_CONFIG",
+    show_envvar=True,
+    help="YAML/JSON file of hashed (optionally scoped) API keys (see sidecar/auth.py). "
+    "Unscoped keys may also come from $FEATURESTORE_API_KEYS / $FEATURESTORE_API_KEY_SHA256.",
+)
+@click.option(
+    "--now",
+    "now_text",
+    default=None,
+    envvar="FEATURESTORE_NOW",
+    show_envvar=True,
+    help="Pin the clock, ISO 8601 UTC (TTL checks of past demo data).",
+)
+@click.option(
+    "--store-timeout-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    envvar="FEATURESTORE_STORE_TIMEOUT_MS",
+    show_envvar=True,
+    help="Time budget of the store read per request [default: 10].",
+)
+@click.option(
+    "--cache-size",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="FEATURESTORE_CACHE_SIZE",
+    show_envvar=True,
+    help="Records in the local cache at most, 0 = no cache [default: 100000].",
+)
+@click.option(
+    "--cache-ttl",
+    default=None,
+    envvar="FEATURESTORE_CACHE_TTL",
+    show_envvar=True,
+    help="Cache TTL, default and per view: '5s' or '2s,merchant_chargeback_features=30s'.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option(
+    "--graceful-timeout",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Seconds in-flight requests get to finish on shutdown.",
+)
+def serve_command(
+    online_url: str,
+    host: str,
+    port: int,
+    workers: int,
+    manifest: Path | None,
+    auth_config: Path | None,
+    now_text: str | None,
+    store_timeout_ms: float | None,
+    cache_size: int | None,
+    cache_ttl: str | None,
+    log_level: str,
+    access_log: bool,
+    graceful_timeout: int,
+) -> None:
+    """Serve online features over HTTP (POST /api/v1/features/retrieve; see sidecar/)."""
+    import uvicorn
+
+    from featurestore.online.store import StoreError
+    from featurestore.registry import RegistryError, load_registry
+    from sidecar.app import check_settings
+    from sidecar.auth import hash_key
+    from sidecar.settings import Settings, SettingsError
+
+    overrides = {
+        "FEATURESTORE_ONLINE_URL": online_url,
+        "FEATURESTORE_MANIFEST": str(manifest.resolve()) if manifest else None,
+        "FEATURESTORE_AUTH_CONFIG": str(auth_config.resolve()) if auth_config else None,
+        "FEATURESTORE_NOW": now_text,
+        "FEATURESTORE_STORE_TIMEOUT_MS": None
+        if store_timeout_ms is None
+        else repr(store_timeout_ms),
+        "FEATURESTORE_CACHE_SIZE": None if cache_size is None else str(cache_size),
+        "FEATURESTORE_CACHE_TTL": cache_ttl,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[name] = value
+    # fail here, with one clear message, rather than in every worker
+    try:
+        settings = Settings.from_env()
+        registry = load_registry(settings.manifest_path)
+        check_settings(settings, registry)
+        from featurestore.online.urls import open_store
+
+        open_store(settings.online_url).close()
+    except (SettingsError, RegistryError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from None
+    # workers get the keys' digests only, never the keys
+    raw_keys = [k.strip() for k in os.environ.pop("FEATURESTORE_API_KEYS", "").split(",")]
+    digests = [hash_key(key).hex() for key in raw_keys if key]
+    if digests:
+        existing = os.environ.get("FEATURESTORE_API_KEY_SHA256", "")
+        os.environ["FEATURESTORE_API_KEY_SHA256"] = ",".join(filter(None, [existing, *digests]))
+    os.environ["FEATURESTORE_MANIFEST"] = str(settings.manifest_path.resolve())
+
+    made_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        made_dir = tempfile.mkdtemp(prefix="featurestore-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_dir
+    try:
+        uvicorn.run(
+            "sidecar.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            log_level=log_level,
+            access_log=access_log,
+            timeout_graceful_shutdown=graceful_timeout,
+            server_header=False,
+        )
+    finally:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)

@@ -1,0 +1,39 @@
+"""API errors: every 4xx is a JSON body ``{"error": {"code", "message", "field"}}``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from starlette.responses import Response
+
+__all__ = ["ApiError", "error_response"]
+
+
+class ApiError(Exception):
+    """A client error answered with ``status`` and a JSON body naming the offending field
+    (``field`` is a path into the request such as ``entity_keys[3].device_id``, ``body``
+    for the body as a whole, or ``X-API-Key``)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def response(self, headers: dict[str, str] | None = None) -> Response:
+        return error_response(self.status, self.code, self.message, self.field, headers)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )

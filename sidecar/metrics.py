@@ -1,0 +1,219 @@
+"""Prometheus metrics of the sidecar (``GET /metrics``), one registry per app.
+
+==========================================================  ===================================
+``featurestore_sidecar_request_duration_seconds``           histogram by ``route``, ``method``
+``featurestore_sidecar_responses_total``                    counter by ``route``, ``status``
+``featurestore_sidecar_feature_values_total``               counter by ``status`` (PRESENT,
+                                                            DEFAULT, MISSING) and ``reason``
+``featurestore_sidecar_cache_lookups_total``                counter by ``result`` (hit, miss)
+``featurestore_sidecar_cache_entries``                      gauge
+``featurestore_sidecar_store_reads_total``                  counter by ``outcome`` (ok, timeout,
+                                                            unavailable, error, circuit_open,
+                                                            saturated)
+``featurestore_sidecar_store_errors_total``                 counter by ``kind`` (the non-ok
+                                                            outcomes above)
+``featurestore_sidecar_store_read_duration_seconds``        histogram (reads that answered)
+``featurestore_sidecar_degraded_responses_total``           counter
+``featurestore_sidecar_degraded``                           gauge: 1 while the circuit is not
+                                                            closed
+``featurestore_sidecar_circuit_state``                      gauge: 0 closed, 1 open,
+                                                            2 half-open
+==========================================================  ===================================
+
+Routes are labelled by their path template; any other path is ``other``, so label
+cardinality stays bounded. With several workers (``featurestore serve --workers N``) the
+CLI sets ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` aggregates every worker's values
+(prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ROUTE_LABELS", "Metrics", "MetricsMiddleware"]
+
+#: path -> route label (the templates of the routes in :mod:`sidecar.routes`)
+ROUTE_LABELS: Final = {
+    "/api/v1/features/retrieve": "/api/v1/features/retrieve",
+    "/api/v1/registry": "/api/v1/registry",
+    "/health": "/health",
+    "/ready": "/ready",
+    "/metrics": "/metrics",
+    "/openapi.json": "/openapi.json",
+}
+STORE_OUTCOMES: Final = ("ok", "timeout", "unavailable", "error", "circuit_open", "saturated")
+CIRCUIT_VALUES: Final = {"closed": 0, "open": 1, "half_open": 2}
+_LATENCY_BUCKETS: Final = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        registry = self.registry = CollectorRegistry(auto_describe=True)
+        prefix = "featurestore_sidecar"
+        self.request_seconds = Histogram(
+            f"{prefix}_request_duration_seconds",
+            "Time from request start to the end of the response, by route.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.responses = Counter(
+            f"{prefix}_responses", "Responses by route and status code.", ["route", "status"],
+            registry=registry,
+        )  # fmt: skip
+        self.feature_values = Counter(
+            f"{prefix}_feature_values",
+            "Feature values served, by status and reason.",
+            ["status", "reason"],
+            registry=registry,
+        )
+        self.cache_lookups = Counter(
+            f"{prefix}_cache_lookups",
+            "Cache lookups of (entity key, feature view) records.",
+            ["result"],
+            registry=registry,
+        )
+        self.cache_hits = self.cache_lookups.labels("hit")
+        self.cache_misses = self.cache_lookups.labels("miss")
+        self.cache_entries = Gauge(
+            f"{prefix}_cache_entries",
+            "Records in the local cache.",
+            registry=registry,
+            multiprocess_mode="sum",
+        )
+        self.store_reads = Counter(
+            f"{prefix}_store_reads",
+            "Store reads by outcome (ok, or why no answer was used).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            f"{prefix}_store_errors",
+            "Store reads that gave no answer, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.store_read_seconds = Histogram(
+            f"{prefix}_store_read_duration_seconds",
+            "Duration of store reads that answered within the budget.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.degraded_responses = Counter(
+            f"{prefix}_degraded_responses",
+            "Retrieve responses answered (partly) without the store.",
+            registry=registry,
+        )
+        self.degraded = Gauge(
+            f"{prefix}_degraded",
+            "1 while the store circuit is open or half-open.",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.circuit_state = Gauge(
+            f"{prefix}_circuit_state",
+            "Store circuit breaker: 0 closed, 1 open, 2 half-open.",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self._store_outcomes = {name: self.store_reads.labels(name) for name in STORE_OUTCOMES}
+        self._store_errors = {
+            name: self.store_errors.labels(name) for name in STORE_OUTCOMES if name != "ok"
+        }
+        for child in self._store_errors.values():  # export zeros from the start
+            child.inc(0)
+        self.cache_hits.inc(0)
+        self.cache_misses.inc(0)
+        self.degraded.set(0)
+        self.circuit_state.set(0)
+        self._latency = {
+            (route, method): self.request_seconds.labels(route, method)
+            for route in {*ROUTE_LABELS.values(), "other"}
+            for method in ("GET", "POST", "HEAD")
+        }
+        self._responses: dict[tuple[str, int], Counter] = {}
+
+    # --- recording ----------------------------------------------------------------------
+
+    def store_read(self, outcome: str, seconds: float | None = None) -> None:
+        self._store_outcomes[outcome].inc()
+        if outcome == "ok":
+            if seconds is not None:
+                self.store_read_seconds.observe(seconds)
+        else:
+            self._store_errors[outcome].inc()
+
+    def circuit(self, state: str) -> None:
+        self.circuit_state.set(CIRCUIT_VALUES[state])
+        self.degraded.set(0 if state == "closed" else 1)
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        latency = self._latency.get((route, method))
+        if latency is None:
+            latency = self._latency[(route, method)] = self.request_seconds.labels(route, method)
+        latency.observe(seconds)
+        counter = self._responses.get((route, status))
+        if counter is None:
+            counter = self._responses[(route, status)] = self.responses.labels(route, str(status))
+        counter.inc()
+
+    def feature_statuses(self, counts: Iterable[tuple[tuple[str, str], int]]) -> None:
+        for (status, reason), count in counts:
+            if count:
+                self.feature_values.labels(status, reason).inc(count)
+
+    # --- exposition ---------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware timing every HTTP request and counting responses by status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = ROUTE_LABELS.get(scope["path"], "other")
+            method = scope["method"] if scope["method"] in ("GET", "POST", "HEAD") else "OTHER"
+            self.metrics.request(route, method, status, time.perf_counter() - started)

@@ -1,0 +1,285 @@
+"""The OpenAPI 3.1 document of the sidecar (``GET /openapi.json``), built once at startup.
+
+The request schema lists the registry's entities and online features as enums and states
+the limits the validation enforces (nothing more: every schema-valid request is answered
+200 or a 4xx naming the field, e.g. a feature of another entity; every schema-invalid one
+a 4xx).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar.catalog import Catalog
+
+__all__ = ["build_openapi"]
+
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ERROR_REF, description)
+
+
+def build_openapi(catalog: Catalog, open_endpoints: frozenset[str]) -> dict[str, Any]:
+    settings = catalog.settings
+    max_part = settings.max_key_part_chars
+    requests = []
+    for plan in sorted(catalog.entities.values(), key=lambda p: p.name):
+        if not plan.features:
+            continue
+        text: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_part}
+        number: dict[str, Any] = {"oneOf": [text, {"type": "integer"}]}
+        parts = {
+            column: number if value_type == "int" else text
+            for column, value_type in zip(plan.key_columns, plan.key_types, strict=True)
+        }
+        if len(plan.key_columns) == 1:
+            as_string: dict[str, Any] = {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": max_part,
+                "description": f"The {plan.key_columns[0]} value.",
+            }
+        else:
+            value = f"[^:]{{1,{max_part}}}"
+            as_string = {
+                "type": "string",
+                "pattern": f"^{value}" + f"(:{value})" * (len(plan.key_columns) - 1) + "$",
+                "description": "The key values joined by ':' in the order "
+                + ":".join(plan.key_columns)
+                + " (a value escapes % : { } # as %25 %3A %7B %7D %23), e.g. "
+                + "'usr_00000001:dev_3f9a'.",
+            }
+        as_object = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(plan.key_columns),
+            "properties": parts,
+        }
+        requests.append(
+            {
+                "title": f"{plan.name} request",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["entity_name", "entity_keys", "features"],
+                "properties": {
+                    "entity_name": {"type": "string", "const": plan.name},
+                    "entity_keys": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": settings.max_keys,
+                        "items": {"oneOf": [as_string, as_object]},
+                    },
+                    "features": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": settings.max_features,
+                        "items": {"type": "string", "enum": sorted(plan.features)},
+                        "description": "Features of the entity (of one or several feature "
+                        "views); a repeated name is answered once.",
+                    },
+                },
+            }
+        )
+    value_schema = {"type": ["number", "integer", "boolean", "string", "null"]}
+    feature_value = {
+        "type": "object",
+        "required": ["value", "timestamp", "status"],
+        "properties": {
+            "value": value_schema,
+            "timestamp": {
+                "type": ["string", "null"],
+                "description": "ISO 8601 UTC feature timestamp of the record the answer comes "
+                "from (null when no record was found).",
+            },
+            "status": {"type": "string", "enum": ["PRESENT", "MISSING", "DEFAULT"]},
+            "reason": {
+                "type": "string",
+                "enum": ["NULL", "NOT_FOUND", "STORE_UNAVAILABLE"],
+                "description": "Why a value is DEFAULT or MISSING (absent when PRESENT).",
+            },
+        },
+    }
+    degraded_header = {
+        "X-Featurestore-Degraded": {
+            "description": "Present (value 1) when some answers are STORE_UNAVAILABLE.",
+            "schema": {"type": "string", "enum": ["1"]},
+        }
+    }
+
+    def security(endpoint: str | None) -> list[dict[str, list[str]]]:
+        if endpoint is not None and endpoint in open_endpoints:
+            return []
+        return [{"ApiKey": []}]
+
+    def auth_errors(endpoint: str | None) -> dict[str, Any]:
+        if endpoint is not None and endpoint in open_endpoints:
+            return {}
+        return {
+            "401": _error("No API key, or an unknown one."),
+            "403": _error("The API key's scope does not cover the request."),
+        }
+
+    retrieve_responses: dict[str, Any] = {
+        "200": {
+            **_json({"$ref": "#/components/schemas/RetrieveResponse"}, "Feature values."),
+            "headers": degraded_header,
+        },
+        "400": _error("The body is not JSON."),
+        **auth_errors(None),
+        "413": _error(f"The body is over {settings.max_body_bytes} bytes."),
+        "422": _error("A field is invalid: the error names it."),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "featurestore sidecar",
+            "version": "1",
+            "description": "Online feature retrieval for ML inference (issue 4). Statuses: "
+            "PRESENT (a value within its view's TTL), DEFAULT (the registered default: no "
+            "value, a null value, or the store unavailable), MISSING (no value and no "
+            "default); `reason` tells why a value is not PRESENT.",
+        },
+        "paths": {
+            "/api/v1/features/retrieve": {
+                "post": {
+                    "operationId": "retrieveFeatures",
+                    "summary": "Feature values of one entity for many keys, in key order.",
+                    "security": security(None),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/RetrieveRequest"}
+                            }
+                        },
+                    },
+                    "responses": retrieve_responses,
+                }
+            },
+            "/api/v1/registry": {
+                "get": {
+                    "operationId": "getRegistry",
+                    "summary": "Entities, feature views and features the key may read.",
+                    "security": security(None),
+                    "responses": {
+                        "200": _json({"type": "object"}, "The registry."),
+                        **auth_errors(None),
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Liveness: the process answers.",
+                    "security": security("health"),
+                    "responses": {
+                        "200": _json({"type": "object"}, "Alive."),
+                        **auth_errors("health"),
+                    },
+                }
+            },
+            "/ready": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "Readiness: registry loaded and store reachable.",
+                    "security": security("ready"),
+                    "responses": {
+                        "200": _json({"type": "object"}, "Ready."),
+                        "503": _json({"type": "object"}, "Not ready (store unreachable)."),
+                        **auth_errors("ready"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics.",
+                    "security": security("metrics"),
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **auth_errors("metrics"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document.",
+                    "security": security("openapi"),
+                    "responses": {
+                        "200": _json({"type": "object"}, "The OpenAPI document."),
+                        **auth_errors("openapi"),
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": {
+                "RetrieveRequest": {
+                    "oneOf": requests,
+                    "description": "One entity's keys and features (one schema per entity).",
+                    "example": _example(catalog),
+                },
+                "RetrieveResponse": {
+                    "type": "object",
+                    "required": ["entity_name", "results"],
+                    "properties": {
+                        "entity_name": {"type": "string"},
+                        "results": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["entity_key", "features"],
+                                "properties": {
+                                    "entity_key": {"type": ["string", "object"]},
+                                    "features": {
+                                        "type": "object",
+                                        "additionalProperties": feature_value,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message", "field"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "field": {"type": ["string", "null"]},
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    }
+
+
+def _example(catalog: Catalog) -> dict[str, Any]:
+    for plan in catalog.entities.values():
+        if plan.features:
+            key: object = (
+                "key_1" if len(plan.key_columns) == 1 else {c: "key_1" for c in plan.key_columns}
+            )
+            return {
+                "entity_name": plan.name,
+                "entity_keys": [key],
+                "features": list(plan.features)[:3],
+            }
+    return {"entity_name": "user", "entity_keys": ["key_1"], "features": ["feature"]}

@@ -1,0 +1,238 @@
+"""Feature retrieval: cache, then one store read within the time budget, then answers.
+
+:class:`StoreReader` runs the blocking store call (:meth:`OnlineStore.read`: one Redis
+pipeline, one BatchGetItem sequence, one SQLite query) on a bounded thread pool and waits
+for it at most ``store_timeout_s`` without blocking the event loop. A read that errs or
+overruns counts as a failure for the :class:`~sidecar.breaker.CircuitBreaker`; while the
+circuit is open, or when every store thread is still busy with earlier (slow) reads, no
+read is attempted at all. A read abandoned at the deadline finishes in its thread and its
+result is dropped.
+
+:class:`Retriever` answers a validated request:
+
+1. every distinct (key, view) pair is looked up in the local LFU cache;
+2. the pairs not cached are read in **one** store call (the distinct keys missing any view x
+   the views missing for any key);
+3. records read are turned into answers once (:meth:`EntityPlan.record`) and cached with
+   their view's cache TTL (``ABSENT`` is cached too: a key the store has no record of);
+4. each requested key, in request order (repeats answered at each position), gets every
+   requested feature: ``PRESENT`` (a value within its view's TTL), else the registered
+   default (``DEFAULT``) or nothing (``MISSING``) with a ``reason``: ``NULL`` (a record
+   within TTL whose value is null), ``NOT_FOUND`` (no record within TTL: never loaded or
+   expired; the stores do not return expired records, so the two are not told apart),
+   ``STORE_UNAVAILABLE`` (the store did not answer in time, failed, or its circuit is open).
+
+The response is degraded (header ``X-Featurestore-Degraded: 1``) when any answer is
+``STORE_UNAVAILABLE``; answers from the cache are not degraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import datetime as dt
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from featurestore.online.store import OnlineStore, StoredRecord, StoreError, ViewRead
+from sidecar.breaker import CircuitBreaker
+from sidecar.cache import MISS, LFUCache
+from sidecar.catalog import ABSENT, KIND_LABELS, Answers, CachedRecord, RetrieveRequest
+from sidecar.metrics import Metrics
+
+__all__ = ["Retriever", "StoreReader"]
+
+log = logging.getLogger("sidecar")
+
+Rows = list[dict[str, StoredRecord | None]]
+CacheKey = tuple[str, tuple[str, ...]]  # (view, key)
+
+
+class StoreReader:
+    """Blocking store calls on a bounded pool, with a time budget and a circuit breaker."""
+
+    def __init__(
+        self,
+        store: OnlineStore,
+        *,
+        timeout_s: float,
+        threads: int,
+        breaker: CircuitBreaker,
+        metrics: Metrics,
+    ) -> None:
+        self.store = store
+        self.timeout_s = timeout_s
+        self.breaker = breaker
+        self.metrics = metrics
+        self._executor = cf.ThreadPoolExecutor(threads, thread_name_prefix="featurestore-store")
+        self._slots = threading.BoundedSemaphore(threads)
+        # DynamoDB retries unprocessed keys within a deadline: give it the request's budget
+        self._deadline_kw = "deadline_s" in inspect.signature(store.read).parameters
+
+    def _submit(self, fn: Callable[[], Any]) -> cf.Future[Any] | None:
+        """Run ``fn`` on a free store thread, or return None if every thread is busy (the
+        store is slower than the budget: queueing would only add to the wait)."""
+        if not self._slots.acquire(blocking=False):
+            return None
+        try:
+            future = self._executor.submit(fn)
+        except RuntimeError:  # shut down
+            self._slots.release()
+            return None
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    async def read(
+        self,
+        entity: str,
+        keys: Sequence[tuple[str, ...]],
+        views: Sequence[ViewRead],
+        now: dt.datetime,
+    ) -> Rows | None:
+        """The store's answer, or None if it gave none in time (the reason is counted)."""
+        if not self.breaker.allow():
+            self.metrics.store_read("circuit_open")
+            return None
+        kwargs: dict[str, Any] = {"now": now}
+        if self._deadline_kw:
+            kwargs["deadline_s"] = self.timeout_s
+        store = self.store
+        started = time.perf_counter()
+        future = self._submit(lambda: store.read(entity, keys, views, **kwargs))
+        if future is None:
+            self.breaker.failure()
+            self.metrics.store_read("saturated")
+            return None
+        try:
+            rows: Rows = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except TimeoutError:
+            self.breaker.failure()
+            self.metrics.store_read("timeout")
+            return None
+        except StoreError as exc:
+            self.breaker.failure()
+            self.metrics.store_read("unavailable")
+            log.warning("store read failed: %s", exc)
+            return None
+        except Exception:
+            self.breaker.failure()
+            self.metrics.store_read("error")
+            log.exception("store read raised an unexpected error")
+            return None
+        self.breaker.success()
+        self.metrics.store_read("ok", time.perf_counter() - started)
+        return rows
+
+    async def check(self, timeout_s: float) -> str | None:
+        """None if the store answers :meth:`OnlineStore.check` in time, else why not."""
+        future = self._submit(self.store.check)
+        if future is None:
+            return "every store thread is busy (the store is slow)"
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+        except TimeoutError:
+            return f"the store did not answer within {timeout_s:g} s"
+        except Exception as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Retriever:
+    def __init__(
+        self,
+        reader: StoreReader,
+        cache: LFUCache[CacheKey, CachedRecord | object],
+        cache_ttls: dict[str, float],
+        metrics: Metrics,
+        now: Callable[[], dt.datetime],
+    ) -> None:
+        self.reader = reader
+        self.cache = cache
+        self.cache_ttls = cache_ttls
+        self.metrics = metrics
+        self.now = now
+        self._use_cache = cache.maxsize > 0 and any(ttl > 0 for ttl in cache_ttls.values())
+
+    async def retrieve(self, request: RetrieveRequest) -> tuple[bytes, bool]:
+        """The JSON response body and whether it is degraded."""
+        plan = request.entity
+        now = self.now()
+        now_s = int(now.timestamp())
+        views = list(dict.fromkeys(feature.view for feature in request.features))
+        unique = list(dict.fromkeys(request.keys))
+        pairs: list[CacheKey] = [(view, key) for key in unique for view in views]
+        resolved: dict[CacheKey, CachedRecord | object] = {}
+        if self._use_cache:
+            missing = []
+            for pair, entry in zip(pairs, self.cache.get_many(pairs), strict=True):
+                if entry is MISS:
+                    missing.append(pair)
+                else:
+                    resolved[pair] = entry
+            hits = len(pairs) - len(missing)
+            if hits:
+                self.metrics.cache_hits.inc(hits)
+            if missing:
+                self.metrics.cache_misses.inc(len(missing))
+        else:
+            missing = pairs
+
+        degraded = False
+        if missing:
+            miss_keys = list(dict.fromkeys(key for _, key in missing))
+            miss_views = list(dict.fromkeys(view for view, _ in missing))
+            rows = await self.reader.read(
+                plan.name, miss_keys, [plan.view_reads[view] for view in miss_views], now
+            )
+            if rows is None:
+                degraded = True
+            else:
+                to_cache: list[tuple[CacheKey, CachedRecord | object, float]] = []
+                ttls = self.cache_ttls
+                for key, row in zip(miss_keys, rows, strict=True):
+                    for view in miss_views:
+                        stored = row.get(view)
+                        entry = ABSENT if stored is None else plan.record(view, stored)
+                        resolved[(view, key)] = entry
+                        ttl = ttls[view]
+                        if ttl > 0:
+                            to_cache.append(((view, key), entry, ttl))
+                if to_cache and self._use_cache:
+                    self.cache.put_many(to_cache)
+                    self.metrics.cache_entries.set(len(self.cache))
+
+        tally = [0] * len(KIND_LABELS)
+        not_found = plan.not_found
+        unavailable = plan.unavailable
+        wanted = [(feature.name, feature.view) for feature in request.features]
+        results = []
+        for raw, key in zip(request.raw_keys, request.keys, strict=True):
+            per_view: dict[str, Answers] = {}
+            for view in views:
+                entry = resolved.get((view, key))
+                if entry is None:
+                    per_view[view] = unavailable[view]
+                elif type(entry) is CachedRecord and entry.exp > now_s:
+                    per_view[view] = entry.answers
+                else:  # ABSENT, or a cached record whose TTL ran out since it was cached
+                    per_view[view] = not_found[view]
+            answers = {}
+            for name, view in wanted:
+                answer, kind = per_view[view][name]
+                answers[name] = answer
+                tally[kind] += 1
+            results.append({"entity_key": raw, "features": answers})
+        self.metrics.feature_statuses(zip(KIND_LABELS, tally, strict=True))
+        if degraded:
+            self.metrics.degraded_responses.inc()
+        body = orjson.dumps({"entity_name": plan.name, "results": results})
+        return body, degraded

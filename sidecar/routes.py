@@ -1,0 +1,167 @@
+"""The HTTP endpoints (module-level functions; state lives in ``request.app.state.sidecar``,
+a :class:`sidecar.app.Sidecar`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sidecar.auth import ApiKey
+from sidecar.errors import ApiError, error_response
+
+if TYPE_CHECKING:
+    from sidecar.app import Sidecar
+
+__all__ = ["ROUTES", "http_error", "server_error"]
+
+_JSON: Final = "application/json"
+DEGRADED_HEADERS: Final = {"X-Featurestore-Degraded": "1"}
+
+
+def _sidecar(request: Request) -> Sidecar:
+    sidecar: Sidecar = request.app.state.sidecar
+    return sidecar
+
+
+def _principal(sidecar: Sidecar, request: Request, endpoint: str | None) -> ApiKey | None:
+    """The caller's key; None for an open endpoint. Raises 401 without a valid key."""
+    if endpoint is not None and endpoint in sidecar.settings.open_endpoints:
+        return None
+    presented = request.headers.get("x-api-key")
+    if not presented:
+        raise ApiError(401, "UNAUTHENTICATED", "an X-API-Key header is required", "X-API-Key")
+    key = sidecar.auth.authenticate(presented)
+    if key is None:
+        raise ApiError(401, "UNAUTHENTICATED", "unknown API key", "X-API-Key")
+    return key
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "INVALID_HEADER", "Content-Length is not a number", "body")
+        if int(declared) > limit:
+            raise ApiError(413, "BODY_TOO_LARGE", f"the body is over {limit} bytes", "body")
+    chunks = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "BODY_TOO_LARGE", f"the body is over {limit} bytes", "body")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "CLIENT_DISCONNECTED", "the client went away", "body") from None
+    return b"".join(chunks)
+
+
+async def retrieve(request: Request) -> Response:
+    """``POST /api/v1/features/retrieve``."""
+    sidecar = _sidecar(request)
+    try:
+        principal = _principal(sidecar, request, None)
+        assert principal is not None
+        body = await _read_body(request, sidecar.settings.max_body_bytes)
+        parsed = sidecar.catalog.parse(body, principal)
+    except ApiError as exc:
+        return exc.response()
+    payload, degraded = await sidecar.retriever.retrieve(parsed)
+    return Response(payload, media_type=_JSON, headers=DEGRADED_HEADERS if degraded else None)
+
+
+async def registry(request: Request) -> Response:
+    """``GET /api/v1/registry``: what the key may read."""
+    sidecar = _sidecar(request)
+    try:
+        principal = _principal(sidecar, request, None)
+    except ApiError as exc:
+        return exc.response()
+    assert principal is not None
+    return Response(sidecar.registry_json(principal), media_type=_JSON)
+
+
+async def health(request: Request) -> Response:
+    """``GET /health``: the process is alive."""
+    sidecar = _sidecar(request)
+    try:
+        _principal(sidecar, request, "health")
+    except ApiError as exc:
+        return exc.response()
+    return Response(b'{"status":"ok"}', media_type=_JSON)
+
+
+async def ready(request: Request) -> Response:
+    """``GET /ready``: the registry is loaded and the store answers (503 otherwise)."""
+    sidecar = _sidecar(request)
+    try:
+        _principal(sidecar, request, "ready")
+    except ApiError as exc:
+        return exc.response()
+    problem = await sidecar.reader.check(sidecar.settings.ready_timeout_s)
+    body = {
+        "status": "ready" if problem is None else "not_ready",
+        "registry": {
+            "entities": len(sidecar.catalog.entities),
+            "features": sum(len(p.features) for p in sidecar.catalog.entities.values()),
+        },
+        "store": sidecar.reader.store.description,
+        "store_problem": problem,
+        "circuit": sidecar.breaker.state,
+    }
+    return Response(
+        orjson.dumps(body), status_code=200 if problem is None else 503, media_type=_JSON
+    )
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text format."""
+    sidecar = _sidecar(request)
+    try:
+        _principal(sidecar, request, "metrics")
+    except ApiError as exc:
+        return exc.response()
+    sidecar.metrics.cache_entries.set(len(sidecar.cache))
+    sidecar.metrics.circuit(sidecar.breaker.state)
+    payload, content_type = sidecar.metrics.render()
+    return Response(payload, media_type=content_type)
+
+
+async def openapi(request: Request) -> Response:
+    """``GET /openapi.json``."""
+    sidecar = _sidecar(request)
+    try:
+        _principal(sidecar, request, "openapi")
+    except ApiError as exc:
+        return exc.response()
+    return Response(sidecar.openapi_json, media_type=_JSON)
+
+
+ROUTES: Final = [
+    Route("/api/v1/features/retrieve", retrieve, methods=["POST"]),
+    Route("/api/v1/registry", registry, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
+
+_HTTP_CODES: Final = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (404, 405) as JSON."""
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    return error_response(exc.status_code, code, str(exc.detail), None, exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """A bug: 500 as JSON (logged by the app); never expected, tests assert none occurs."""
+    return error_response(500, "INTERNAL", "internal error", None)

@@ -1,0 +1,230 @@
+"""Sidecar configuration: one frozen :class:`Settings`, read from the environment.
+
+``featurestore serve`` turns its options into these variables before uvicorn starts the
+workers (each worker builds its app from the environment, see :func:`sidecar.app.app_from_env`):
+
+==================================  =========================================================
+``FEATURESTORE_ONLINE_URL``         the online store (``sqlite:///``, ``redis://``,
+                                    ``dynamodb://``; :func:`featurestore.online.urls.open_store`)
+``FEATURESTORE_MANIFEST``           dbt's ``manifest.json`` (default ``$DBT_TARGET_PATH`` or
+                                    ``target`` + ``/manifest.json``), read once at startup
+``FEATURESTORE_NOW``                pin the clock (ISO 8601, naive = UTC) for TTL checks and
+                                    store reads: demos and tests of past data
+``FEATURESTORE_API_KEYS``           comma-separated API keys (unscoped), hashed at startup
+``FEATURESTORE_API_KEY_SHA256``     comma-separated hex SHA-256 digests of API keys (unscoped)
+``FEATURESTORE_AUTH_CONFIG``        a YAML/JSON file of hashed, optionally scoped keys and open
+                                    endpoints (see :mod:`sidecar.auth`)
+``FEATURESTORE_OPEN_ENDPOINTS``     endpoints served without a key: any of ``health``,
+                                    ``ready``, ``metrics``, ``openapi``, or ``none``
+                                    (default ``health,ready``)
+``FEATURESTORE_STORE_TIMEOUT_MS``   per-request time budget of the store read (default 10)
+``FEATURESTORE_STORE_THREADS``      store calls in flight at most (default 8)
+``FEATURESTORE_CACHE_SIZE``         cached records at most, 0 disables the cache (default
+                                    100000)
+``FEATURESTORE_CACHE_TTL``          cache time-to-live: a default and per-view overrides,
+                                    e.g. ``5s`` or ``2s,merchant_chargeback_features=30s``;
+                                    units ``ms``, ``s``, ``m``; ``0`` = never cached
+                                    (default ``5s``)
+``FEATURESTORE_MAX_KEYS``           entity keys per request at most (default 1000)
+``FEATURESTORE_MAX_BODY_BYTES``     request body size limit (default 1048576)
+``FEATURESTORE_BREAKER_FAILURES``   consecutive store failures that open the circuit
+                                    (default 5)
+``FEATURESTORE_BREAKER_COOLDOWN_MS`` how long the circuit stays open before one trial read
+                                    (default 1000)
+==================================  =========================================================
+
+Raw API keys never leave this module: they are hashed into :class:`~sidecar.auth.ApiKey`
+objects as soon as they are read, and ``featurestore serve`` hands only the digests to its
+workers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from sidecar.auth import (
+    OPENABLE_ENDPOINTS,
+    ApiKey,
+    AuthConfigError,
+    load_auth_config,
+    parse_open_endpoints,
+    unscoped_key,
+    unscoped_key_from_digest,
+)
+
+__all__ = ["DEFAULT_OPEN_ENDPOINTS", "Settings", "SettingsError", "parse_cache_ttl", "parse_now"]
+
+DEFAULT_OPEN_ENDPOINTS: Final = frozenset({"health", "ready"})
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m)?$")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+class SettingsError(ValueError):
+    """The sidecar's configuration is invalid (the message names the variable)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    online_url: str
+    manifest_path: Path = Path("target/manifest.json")
+    api_keys: tuple[ApiKey, ...] = ()
+    open_endpoints: frozenset[str] = DEFAULT_OPEN_ENDPOINTS
+    #: a pinned clock (aware, UTC) or None for the real one
+    now: dt.datetime | None = None
+    store_timeout_s: float = 0.010
+    store_threads: int = 8
+    ready_timeout_s: float = 1.0
+    max_keys: int = 1000
+    max_features: int = 1000
+    #: keys x features per request at most
+    max_values: int = 100_000
+    #: characters of one entity key value at most
+    max_key_part_chars: int = 256
+    max_body_bytes: int = 1 << 20
+    cache_size: int = 100_000
+    cache_ttl_s: float = 5.0
+    cache_ttl_by_view: Mapping[str, float] = field(default_factory=dict)
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.online_url:
+            raise SettingsError("no online store: set FEATURESTORE_ONLINE_URL (or --online)")
+        positive = {
+            "store_timeout_s": self.store_timeout_s,
+            "store_threads": self.store_threads,
+            "ready_timeout_s": self.ready_timeout_s,
+            "max_keys": self.max_keys,
+            "max_features": self.max_features,
+            "max_values": self.max_values,
+            "max_key_part_chars": self.max_key_part_chars,
+            "max_body_bytes": self.max_body_bytes,
+            "breaker_failures": self.breaker_failures,
+            "breaker_cooldown_s": self.breaker_cooldown_s,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise SettingsError(f"{name} must be positive, got {value!r}")
+        if self.cache_size < 0 or self.cache_ttl_s < 0:
+            raise SettingsError("cache size and TTL must not be negative")
+        unknown = self.open_endpoints - OPENABLE_ENDPOINTS
+        if unknown:
+            raise SettingsError(f"endpoints that cannot be opened: {sorted(unknown)}")
+        if not self.api_keys:
+            raise SettingsError(
+                "no API key configured: set FEATURESTORE_API_KEYS, FEATURESTORE_API_KEY_SHA256 "
+                "or FEATURESTORE_AUTH_CONFIG (the retrieve and registry endpoints always need "
+                "a key)"
+            )
+        digests = [key.digest for key in self.api_keys]
+        if len(set(digests)) != len(digests):
+            raise SettingsError("the same API key is configured twice")
+
+    def cache_ttl(self, view: str) -> float:
+        return self.cache_ttl_by_view.get(view, self.cache_ttl_s)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from environment variables (see the module docstring)."""
+        env = os.environ if environ is None else environ
+
+        def number(name: str, default: float, *, integer: bool = False) -> float:
+            text = env.get(name, "").strip()
+            if not text:
+                return default
+            try:
+                return int(text) if integer else float(text)
+            except ValueError:
+                kind = "an integer" if integer else "a number"
+                raise SettingsError(f"{name} must be {kind}, got {text!r}") from None
+
+        keys: list[ApiKey] = []
+        open_endpoints = DEFAULT_OPEN_ENDPOINTS
+        try:
+            for index, raw in enumerate(_split(env.get("FEATURESTORE_API_KEYS", ""))):
+                keys.append(unscoped_key(f"env-key-{index + 1}", raw))
+            for index, digest in enumerate(_split(env.get("FEATURESTORE_API_KEY_SHA256", ""))):
+                keys.append(unscoped_key_from_digest(f"env-sha256-{index + 1}", digest))
+            config_path = env.get("FEATURESTORE_AUTH_CONFIG", "").strip()
+            if config_path:
+                config = load_auth_config(Path(config_path))
+                keys.extend(config.keys)
+                if config.open_endpoints is not None:
+                    open_endpoints = config.open_endpoints
+            if env.get("FEATURESTORE_OPEN_ENDPOINTS", "").strip():
+                open_endpoints = parse_open_endpoints(env["FEATURESTORE_OPEN_ENDPOINTS"])
+        except AuthConfigError as exc:
+            raise SettingsError(str(exc)) from None
+
+        default_ttl, per_view = parse_cache_ttl(env.get("FEATURESTORE_CACHE_TTL", "5s"))
+        return cls(
+            online_url=env.get("FEATURESTORE_ONLINE_URL", "").strip(),
+            manifest_path=_manifest_path(env),
+            api_keys=tuple(keys),
+            open_endpoints=open_endpoints,
+            now=parse_now(env.get("FEATURESTORE_NOW")),
+            store_timeout_s=number("FEATURESTORE_STORE_TIMEOUT_MS", 10) / 1000,
+            store_threads=int(number("FEATURESTORE_STORE_THREADS", 8, integer=True)),
+            max_keys=int(number("FEATURESTORE_MAX_KEYS", 1000, integer=True)),
+            max_body_bytes=int(number("FEATURESTORE_MAX_BODY_BYTES", 1 << 20, integer=True)),
+            cache_size=int(number("FEATURESTORE_CACHE_SIZE", 100_000, integer=True)),
+            cache_ttl_s=default_ttl,
+            cache_ttl_by_view=per_view,
+            breaker_failures=int(number("FEATURESTORE_BREAKER_FAILURES", 5, integer=True)),
+            breaker_cooldown_s=number("FEATURESTORE_BREAKER_COOLDOWN_MS", 1000) / 1000,
+        )
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _manifest_path(env: Mapping[str, str]) -> Path:
+    explicit = env.get("FEATURESTORE_MANIFEST", "").strip()
+    if explicit:
+        return Path(explicit)
+    target = env.get("DBT_TARGET_PATH", "").strip()
+    return Path(target or "target") / "manifest.json"
+
+
+def parse_duration_s(text: str, where: str) -> float:
+    """``500ms``, ``5s``, ``2m`` or a bare number of seconds."""
+    match = _DURATION.match(text.strip().lower())
+    if match is None:
+        raise SettingsError(f"{where}: {text!r} is not a duration such as 500ms, 5s or 2m")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_cache_ttl(text: str) -> tuple[float, dict[str, float]]:
+    """``FEATURESTORE_CACHE_TTL``: ``<default>[,<view>=<ttl>...]`` (a part without ``=`` is
+    the default; the default default is 5 s)."""
+    default = 5.0
+    per_view: dict[str, float] = {}
+    for part in _split(text):
+        if "=" in part:
+            view, _, value = part.partition("=")
+            per_view[view.strip()] = parse_duration_s(value, f"FEATURESTORE_CACHE_TTL {view}")
+        else:
+            default = parse_duration_s(part, "FEATURESTORE_CACHE_TTL")
+    return default, per_view
+
+
+def parse_now(text: str | None) -> dt.datetime | None:
+    """``FEATURESTORE_NOW``: ISO 8601 (``Z`` or an offset; naive means UTC) -> aware UTC."""
+    if text is None or not text.strip():
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SettingsError(
+            f"FEATURESTORE_NOW: {text!r} is not ISO 8601 (e.g. 2026-05-01T00:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)

@@ -1,0 +1,258 @@
+"""Test support for the sidecar suites (tests/test_sidecar_*.py): the real server started as
+``python -m sidecar`` (uvicorn, uvloop, httptools) on a free port, stores filled by the real
+loader, and the warehouse's latest values read with plain SQL as the reference."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+from conftest import REPO, Warehouse
+from servers import free_port
+
+from featurestore.online.store import OnlineStore
+from featurestore.registry import FeatureView, Registry
+
+NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+NOW_TEXT = "2026-05-01T00:00:00Z"
+API_KEY = "test-key-4f1c9a7e2b8d"
+EPOCH = dt.datetime(1970, 1, 1)
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+@dataclass
+class SidecarServer:
+    """A ``python -m sidecar`` process; ``log`` holds its stderr/stdout."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, api_key: str | None = API_KEY, timeout: float = 10.0) -> httpx.Client:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+
+def sidecar_env(
+    online_url: str,
+    manifest: Path,
+    *,
+    now: str | None = NOW_TEXT,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("FEATURESTORE_") and key != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "FEATURESTORE_ONLINE_URL": online_url,
+            "FEATURESTORE_MANIFEST": str(manifest),
+            "FEATURESTORE_API_KEYS": API_KEY,
+            "FEATURESTORE_STORE_TIMEOUT_MS": "2000",  # generous: 2 shared cores under xdist
+        }
+    )
+    if now is not None:
+        env["FEATURESTORE_NOW"] = now
+    env.update(extra or {})
+    return env
+
+
+def start_sidecar(
+    workdir: Path, env: Mapping[str, str], args: Sequence[str] = (), port: int | None = None
+) -> SidecarServer:
+    """Start the server and wait until /health answers (raises with its output if it dies)."""
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"sidecar-{port}.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "--port", str(port), *args],
+            cwd=REPO,
+            env=dict(env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = SidecarServer(port=port, proc=proc, log=log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sidecar exited with {proc.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=0.5).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    server.terminate()
+    raise RuntimeError(f"sidecar did not answer /health within 60 s:\n{server.output()}")
+
+
+@contextmanager
+def running_sidecar(
+    workdir: Path, env: Mapping[str, str], args: Sequence[str] = ()
+) -> Iterator[SidecarServer]:
+    server = start_sidecar(workdir, env, args)
+    try:
+        yield server
+    finally:
+        server.terminate()
+
+
+# --- filling stores with the real loader -----------------------------------------------------
+
+
+def load_demo(store: OnlineStore, warehouse: Warehouse, views: Sequence[str] | None = None) -> None:
+    """``featurestore load`` of the demo warehouse into ``store`` (the loader library)."""
+    from loader import load_project
+
+    with pytest.MonkeyPatch.context() as patch:
+        warehouse.use(patch)
+        report = load_project(store, project_dir=REPO, views=views, now=NOW)
+    assert report.exit_code == 0, [(v.view, v.outcome, v.message) for v in report.views]
+
+
+def load_sample(
+    store: OnlineStore,
+    warehouse: Warehouse,
+    registry: Registry,
+    workdir: Path,
+    where: Mapping[str, str],
+) -> None:
+    """The real loader over a sample of the online tables (DynamoDB on moto takes ~5 ms a
+    record): ``where[view]`` filters ``online_<view>`` into a small DuckDB copy."""
+    from loader import ViewSource, load
+
+    sample = workdir / "sample.duckdb"
+    with duckdb.connect(str(sample)) as con:
+        con.sql(f"attach '{warehouse.duckdb_path}' as demo (read_only)")
+        con.sql("create schema online_sample")
+        for view, condition in where.items():
+            con.sql(
+                f"create table online_sample.online_{view} as "
+                f"select * from demo.main_online.online_{view} where {condition}"
+            )
+        con.sql("detach demo")
+    sources = [
+        ViewSource(registry.views[view], "online_sample", f"online_{view}") for view in where
+    ]
+    report = load(store, sample, sources, now=NOW)
+    assert report.exit_code == 0, [(v.view, v.outcome, v.message) for v in report.views]
+
+
+# --- the reference: the warehouse's latest values --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Latest:
+    """One row of ``online_<view>``: its feature timestamp and values."""
+
+    feature_at: dt.datetime  # naive UTC
+    values: dict[str, Any]
+
+
+def warehouse_latest(
+    warehouse: Warehouse, view: FeatureView, where: str = ""
+) -> dict[tuple[str, ...], Latest]:
+    """key -> latest row, read with plain SQL from the warehouse's online model."""
+    features = list(view.feature_names())
+    columns = [*view.keys, f"{view.name}__feature_at", *features]
+    rows = warehouse.query(
+        f"select {', '.join(columns)} from main_online.online_{view.name} {where}"
+    )
+    latest: dict[tuple[str, ...], Latest] = {}
+    count = len(view.keys)
+    for row in rows:
+        key = tuple(str(part) for part in row[:count])
+        feature_at = row[count]
+        assert key not in latest and isinstance(feature_at, dt.datetime)
+        latest[key] = Latest(feature_at, dict(zip(features, row[count + 1 :], strict=True)))
+    return latest
+
+
+def iso_z(moment: dt.datetime) -> str:
+    """The API's timestamp spelling, by hand: seconds, a 6-digit fraction if any, 'Z'."""
+    text = f"{moment:%Y-%m-%dT%H:%M:%S}"
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}"
+    return text + "Z"
+
+
+def expected_answer(
+    latest: Latest | None,
+    feature: str,
+    default: object,
+    ttl_seconds: int,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """What the API must answer for one feature of one key, from the warehouse row."""
+    naive_now = now.astimezone(dt.UTC).replace(tzinfo=None)
+    if latest is not None and latest.feature_at + dt.timedelta(seconds=ttl_seconds) > naive_now:
+        value = latest.values[feature]
+        timestamp = iso_z(latest.feature_at)
+        if value is not None:
+            return {"value": value, "timestamp": timestamp, "status": "PRESENT"}
+        reason = "NULL"
+    else:
+        timestamp = None
+        reason = "NOT_FOUND"
+    if default is None:
+        return {"value": None, "timestamp": timestamp, "status": "MISSING", "reason": reason}
+    return {"value": default, "timestamp": timestamp, "status": "DEFAULT", "reason": reason}
+
+
+def same_answer(got: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
+    """Equal, with the value's JSON type too (1 is not 1.0, True is not 1)."""
+    return dict(got) == dict(want) and type(got["value"]) is type(want["value"])
+
+
+def metric(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The value of one sample in Prometheus text format (0 if absent)."""
+    wanted = labels or {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        sample, _, label_text = head.partition("{")
+        if sample != name:
+            continue
+        found = dict(
+            part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part
+        )
+        found = {k: v.strip('"') for k, v in found.items()}
+        if all(found.get(k) == v for k, v in wanted.items()):
+            return float(value)
+    return 0.0

@@ -1,0 +1,259 @@
+"""Sidecar parts without a server: the circuit breaker (fake clock), API-key hashing and
+scopes, settings parsing, and entity-key parsing against the online layout's own tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from featurestore.online.layout import entity_token
+from featurestore.registry import registry_from_manifest
+from sidecar.auth import ApiKey, AuthConfigError, Authenticator, load_auth_config
+from sidecar.breaker import CircuitBreaker
+from sidecar.catalog import Catalog
+from sidecar.errors import ApiError
+from sidecar.settings import Settings, SettingsError, parse_cache_ttl, parse_now
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- circuit breaker ---------------------------------------------------------------------
+
+
+def test_breaker_opens_after_n_consecutive_failures_only() -> None:
+    clock = FakeClock()
+    changes: list[str] = []
+    breaker = CircuitBreaker(3, 1.0, clock=clock, on_change=changes.append)
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.failure()
+    assert breaker.allow()
+    breaker.success()  # not consecutive: the count starts again
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.failure()
+    assert breaker.state == "closed"
+    assert breaker.allow()
+    breaker.failure()
+    assert breaker.state == "open" and changes == ["open"]
+    assert not breaker.allow()
+
+
+def test_breaker_half_opens_after_the_cooldown_with_a_single_trial() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 2.0, clock=clock)
+    breaker.allow()
+    breaker.failure()
+    clock.now += 1.999
+    assert not breaker.allow()
+    clock.now += 0.001
+    assert breaker.state == "half_open"
+    assert breaker.allow()  # the trial
+    assert not breaker.allow()  # others still refused while it runs
+    breaker.failure()  # the trial failed: open for another cool-down
+    assert breaker.state == "open"
+    assert not breaker.allow()
+    clock.now += 2.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state == "closed"
+    assert all(breaker.allow() for _ in range(5))
+
+
+def test_breaker_ignores_late_failures_while_open() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, 1.0, clock=clock)
+    for _ in range(2):
+        breaker.allow()
+    breaker.failure()
+    breaker.failure()
+    opened_at = clock.now
+    clock.now += 0.5
+    breaker.failure()  # a read started before the circuit opened
+    clock.now = opened_at + 1.0  # the cool-down counts from the opening, not the late failure
+    assert breaker.allow()
+
+
+# --- auth --------------------------------------------------------------------------------
+
+
+def test_keys_match_by_sha256_and_scopes_apply() -> None:
+    keys = [
+        ApiKey("full", hashlib.sha256(b"alpha-key").digest()),
+        ApiKey("users", hashlib.sha256(b"beta-key").digest(), entities=frozenset({"user"})),
+        ApiKey(
+            "one-feature",
+            hashlib.sha256(b"gamma-key").digest(),
+            features=frozenset({"user_7d_transaction_count"}),
+        ),
+    ]
+    auth = Authenticator(keys)
+    assert auth.authenticate("alpha-key") is keys[0]
+    assert auth.authenticate("beta-key") is keys[1]
+    assert auth.authenticate("alpha-keyx") is None
+    assert auth.authenticate("") is None and auth.authenticate(None) is None
+    assert keys[1].allows_entity("user") and not keys[1].allows_entity("merchant")
+    assert keys[1].allows_feature("user", "avg_order_value_90d")
+    assert not keys[1].allows_feature("merchant", "merchant_chargeback_rate_30d")
+    assert keys[2].allows_feature("user", "user_7d_transaction_count")
+    assert not keys[2].allows_feature("user", "avg_order_value_90d")
+
+
+def test_auth_config_holds_hashes_only(tmp_path: Path) -> None:
+    good = tmp_path / "keys.yml"
+    digest = hashlib.sha256(b"some-key").hexdigest()
+    good.write_text(
+        f"api_keys:\n  - name: a\n    sha256: {digest}\n    entities: [user]\n"
+        "open_endpoints: [health, metrics]\n"
+    )
+    config = load_auth_config(good)
+    assert config.keys[0].digest == bytes.fromhex(digest)
+    assert config.keys[0].entities == frozenset({"user"})
+    assert config.open_endpoints == frozenset({"health", "metrics"})
+    for text, problem in [
+        ("api_keys:\n  - name: a\n    key: plain-text\n", "never the key"),
+        ("api_keys:\n  - name: a\n    sha256: abc\n", "64 hexadecimal"),
+        (f"api_keys:\n  - name: a\n    sha256: {digest}\nopen_endpoints: [registry]\n", "not"),
+        (f"api_keys:\n  - {{name: a, sha256: {digest}, entities: user}}\n", "list of names"),
+    ]:
+        bad = tmp_path / "bad.yml"
+        bad.write_text(text)
+        with pytest.raises(AuthConfigError, match=problem) as info:
+            load_auth_config(bad)
+        assert "plain-text" not in str(info.value)
+
+
+def test_settings_from_env() -> None:
+    settings = Settings.from_env(
+        {
+            "FEATURESTORE_ONLINE_URL": "sqlite:///x.db",
+            "FEATURESTORE_API_KEYS": "k-one,k-two",
+            "FEATURESTORE_NOW": "2026-05-01T00:00:00Z",
+            "FEATURESTORE_STORE_TIMEOUT_MS": "20",
+            "FEATURESTORE_CACHE_TTL": "2s,merchant_chargeback_features=500ms",
+            "FEATURESTORE_OPEN_ENDPOINTS": "health,metrics",
+            "DBT_TARGET_PATH": "/tmp/t",
+        }
+    )
+    assert [k.digest for k in settings.api_keys] == [
+        hashlib.sha256(b"k-one").digest(),
+        hashlib.sha256(b"k-two").digest(),
+    ]
+    assert "k-one" not in repr(settings)
+    assert settings.now is not None and settings.now.isoformat() == "2026-05-01T00:00:00+00:00"
+    assert settings.store_timeout_s == 0.02
+    assert settings.cache_ttl("merchant_chargeback_features") == 0.5
+    assert settings.cache_ttl("user_transaction_features") == 2.0
+    assert settings.open_endpoints == frozenset({"health", "metrics"})
+    assert settings.manifest_path == Path("/tmp/t/manifest.json")
+    with pytest.raises(SettingsError, match="no API key"):
+        Settings.from_env({"FEATURESTORE_ONLINE_URL": "sqlite:///x.db"})
+    with pytest.raises(SettingsError, match="not allowed"):
+        Settings.from_env(
+            {
+                "FEATURESTORE_ONLINE_URL": "sqlite:///x.db",
+                "FEATURESTORE_API_KEYS": "k",
+                "FEATURESTORE_OPEN_ENDPOINTS": "retrieve",
+            }
+        )
+    assert parse_cache_ttl("0") == (0.0, {})
+    assert parse_now("2026-05-01T02:00:00+02:00") == parse_now("2026-05-01 00:00:00")
+    with pytest.raises(SettingsError):
+        parse_cache_ttl("5 parsecs")
+
+
+# --- entity keys -------------------------------------------------------------------------
+
+
+def _manifest() -> dict[str, object]:
+    """A minimal manifest: entities user (one key) and user_device (two keys)."""
+
+    def column(name: str, data_type: str, feature: bool = False) -> dict[str, object]:
+        spec: dict[str, object] = {"name": name, "data_type": data_type, "description": name}
+        if feature:
+            spec["meta"] = {"featurestore": {"feature": True, "default": None}}
+        return spec
+
+    def model(name: str, entity: str, keys: list[str], feature: str) -> dict[str, object]:
+        columns = {k: column(k, "varchar") for k in keys}
+        columns["feature_at"] = column("feature_at", "timestamp")
+        columns[feature] = column(feature, "bigint", feature=True)
+        return {
+            "resource_type": "model",
+            "name": name,
+            "original_file_path": f"models/{name}.sql",
+            "columns": columns,
+            "config": {
+                "meta": {
+                    "featurestore_entities": {
+                        "user": {"keys": ["user_id"]},
+                        "user_device": {"keys": ["user_id", "device_id"]},
+                    },
+                    "featurestore": {
+                        "entity": entity,
+                        "keys": keys,
+                        "timestamp": "feature_at",
+                        "owner": "team@example.com",
+                        "ttl": "1d",
+                        "freshness_sla": "1d",
+                        "online": True,
+                    },
+                },
+            },
+        }
+
+    return {
+        "nodes": {
+            "model.a": model("user_view", "user", ["user_id"], "f_user"),
+            "model.b": model("pair_view", "user_device", ["user_id", "device_id"], "f_pair"),
+        }
+    }
+
+
+def test_entity_keys_parse_like_the_layout_tokens() -> None:
+    registry = registry_from_manifest(json.loads(json.dumps(_manifest())))
+    settings = Settings(online_url="sqlite:///x.db", api_keys=(ApiKey("k", b"0" * 32),))
+    catalog = Catalog(registry, settings)
+    key = ApiKey("k", b"0" * 32)
+    rng = random.Random(3)
+    alphabet = "ab:%{}#\u00e9_"
+
+    def body(entity: str, keys: list[object], feature: str) -> bytes:
+        return json.dumps(
+            {"entity_name": entity, "entity_keys": keys, "features": [feature]}
+        ).encode()
+
+    for _ in range(300):
+        parts = tuple(
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(2)
+        )
+        token = entity_token(parts)  # the layout's own escaping
+        objects = {"user_id": parts[0], "device_id": parts[1]}
+        request = catalog.parse(body("user_device", [token, objects], "f_pair"), key)
+        assert request.keys == [parts, parts]
+        single = catalog.parse(body("user", [parts[0]], "f_user"), key)
+        assert single.keys == [(parts[0],)]  # a one-column key is the value itself
+    cases: list[tuple[list[object], str]] = [
+        (["a:b:c"], "entity_keys[0]"),
+        (["ab"], "entity_keys[0]"),
+        ([":b"], "entity_keys[0].user_id"),
+        ([{"user_id": "a"}], "entity_keys[0]"),
+        ([{"user_id": "a", "device_id": "b", "x": "c"}], "entity_keys[0]"),
+        ([{"user_id": "a", "device_id": 7}], "entity_keys[0].device_id"),
+        (["a:" + "b" * 257], "entity_keys[0].device_id"),
+        ([["a", "b"]], "entity_keys[0]"),
+    ]
+    for bad, field in cases:
+        with pytest.raises(ApiError) as info:
+            catalog.parse(body("user_device", bad, "f_pair"), key)
+        assert (info.value.status, info.value.field) == (422, field), bad
