@@ -161,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {json.dumps(facts_before)}", flush=True)
     raw_full, raw_before = workdir / "raw-full", workdir / "raw-before"
     generate_seconds = generate(raw_full, args)
-    print(f"featurestore generate: {generate_seconds:.1f} s", flush=True)
+    reused = " (reused: --reuse-data)" if args.reuse_data and not generate_seconds else ""
+    print(f"featurestore generate: {generate_seconds:.1f} s{reused}", flush=True)
     cutoff, counts = derive_before(raw_full, raw_before)
     print(f"before copy: rows arrived before {cutoff:%Y-%m-%d %H:%M}", flush=True)
 

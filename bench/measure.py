@@ -127,6 +127,9 @@ def machine_facts() -> dict[str, Any]:
     import duckdb
 
     return {
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        # uncommitted changes to what dbt builds (the tree is shared with other engineers)
+        "dbt_changes": _git("status", "--porcelain", "--", "models", "macros", "dbt_project.yml"),
         "nproc": len(os.sched_getaffinity(0)),
         "cpu": cpu,
         "mem_total": meminfo.get("MemTotal", "?"),
@@ -135,6 +138,11 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "duckdb": duckdb.__version__,
     }
+
+
+def _git(*args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "?"
 
 
 def summary(values: Sequence[float], digits: int = 2) -> str:

@@ -255,11 +255,15 @@ def training_set(
 @main.command()
 @project_dir_option
 @clean_errors
-def demo(project_dir: Path | None) -> None:
-    """Run the whole offline path on the demo data: dbt build, a training set, a summary."""
-    from featurestore.demo import run_demo
+@click.option("--offline-only", is_flag=True, help="Stop after the training set.")
+def demo(project_dir: Path | None, offline_only: bool) -> None:
+    """Run the whole path on the demo data: dbt build, a training set, a load into the
+    embedded store, the sidecar answering the design document's sample request."""
+    from featurestore.demo import run_demo, run_online_demo
 
     run_demo(project_dir, as_of=DEMO_AS_OF, features=DEMO_FEATURES, echo=click.echo)
+    if not offline_only:
+        run_online_demo(project_dir, as_of=DEMO_AS_OF, echo=click.echo)
 
 
 # --- online store: init-store, load, loads (behaviour documented in loader/__init__.py) ---

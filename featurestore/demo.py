@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,7 +22,7 @@ from featurestore.historical import get_historical_features
 from featurestore.project import DbtError, Project, duckdb_path
 from featurestore.registry import load_registry
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "run_online_demo"]
 
 
 def run_demo(
@@ -104,3 +112,125 @@ def _same_values(sdk: pd.DataFrame, model: pd.DataFrame, features: Sequence[str]
         if a != b:
             return False
     return True
+
+
+def run_online_demo(project_dir: Path | None, *, as_of: str, echo: Callable[[str], object]) -> None:
+    """Load the demo's online views into the embedded store (SQLite), start the sidecar,
+    send the design document's sample request (split by entity), print the responses, stop.
+
+    The demo data ends on 2026-05-01, so the loader and the sidecar run with their clock
+    pinned there (``--now``); against live data leave it out."""
+    project = Project.at(project_dir)
+    online_db = project.root / ".warehouse" / "online.db"
+    online = f"sqlite:///{online_db}"
+    cli = str(Path(sys.executable).parent / "featurestore")
+    now = as_of.replace(" ", "T") + "Z"
+    echo("")
+    echo(f"==> featurestore load --online {online} --now {now}")
+    _run([cli, "init-store", "--online", online], project.root)
+    _run([cli, "load", "--online", online, "--now", now, "--log-format", "json"], project.root)
+
+    api_key = secrets.token_urlsafe(24)
+    port = _free_port()
+    env = {**os.environ, "FEATURESTORE_API_KEYS": api_key}
+    echo(f"==> featurestore serve --online {online} --port {port} --now {now}")
+    server = subprocess.Popen(
+        [cli, "serve", "--online", online, "--port", str(port), "--now", now],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, server)
+        user, device = _demo_keys(project)
+        requests = [
+            {
+                "entity_name": "user",
+                "entity_keys": [user, "usr_01928374"],
+                "features": ["user_7d_transaction_count", "avg_order_value_90d"],
+            },
+            {
+                "entity_name": "user_device",
+                "entity_keys": [f"{user}:{device}", "usr_01928374:dev_unknown"],
+                "features": ["device_seen_before"],
+            },
+        ]
+        for body in requests:
+            echo(f"==> POST {base}/api/v1/features/retrieve")
+            echo(json.dumps(body))
+            status, headers, answer = _post(f"{base}/api/v1/features/retrieve", body, api_key)
+            degraded = headers.get("X-Featurestore-Degraded")
+            echo(f"<== HTTP {status}{' (degraded)' if degraded else ''}")
+            echo(json.dumps(answer, indent=2))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    echo("==> sidecar stopped")
+
+
+def _run(command: list[str], cwd: Path) -> None:
+    proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if proc.stdout.strip():
+        print(proc.stdout.rstrip())
+    if proc.returncode != 0:
+        raise DbtError(
+            f"{' '.join(command[1:3])} failed (exit {proc.returncode}): "
+            f"{(proc.stderr or proc.stdout).strip()[-2000:]}"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            detail = server.stderr.read().decode()[-2000:] if server.stderr else ""
+            raise DbtError(f"the sidecar exited with code {server.returncode}: {detail}")
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise DbtError("the sidecar did not become ready within 60 s")
+
+
+def _post(url: str, body: object, api_key: str) -> tuple[int, dict[str, str], object]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "X-API-Key": api_key},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
+
+
+def _demo_keys(project: Project) -> tuple[str, str]:
+    """A user and one of its devices that have online values (the most active user)."""
+    manifest = json.loads(project.manifest_path.read_text())
+    relation = _relation(manifest, "online_user_device_features")
+    users = _relation(manifest, "online_user_transaction_features")
+    with duckdb.connect(str(duckdb_path(project)), read_only=True) as con:
+        row = con.sql(
+            f"select d.user_id, d.device_id from {relation} as d inner join {users} as u "
+            "using (user_id) order by u.user_7d_transaction_count desc, d.user_id, d.device_id "
+            "limit 1"
+        ).fetchall()
+    if not row:
+        raise DbtError("the demo warehouse has no online user values")
+    return str(row[0][0]), str(row[0][1])

@@ -1,0 +1,435 @@
+"""Benchmark of the online loader: 1,000,000 entities x 10 features into a local Redis.
+
+    .venv/bin/python bench/load_online.py                        # full size
+    .venv/bin/python bench/load_online.py --entities 2000 --small-entities 500 --runs 1  # smoke
+
+What is measured, each run in a fresh child process (wall time of the measured step, peak
+RSS of the whole process, ``VmHWM``):
+
+  loader   :func:`loader.load` of the bench view from a DuckDB file into Redis: the real
+           path (Arrow batches, great_expectations gate, temp Parquet spill, records,
+           newer-wins Lua script per record, watermark and load record). The store is empty
+           at the start of each run (FLUSHALL), so every row is written.
+  ceiling  a bare redis-py pipelined HSET of the same data: the same DuckDB table read in
+           the same Arrow batches, the same keys and field values (the 10 features plus
+           ``_ts/_ver/_exp``, encoded by the layout), one HSET per entity in
+           non-transactional pipelines of ``--batch-rows``; no validation, no script, no
+           expiry. Run right after each loader run, into an emptied server.
+
+Reported: median (min-max) over ``--runs`` of wall seconds, rows/s and peak RSS; the ratio
+of the loader's median rate to the ceiling's (target >= 0.70) and the loader's peak RSS
+(target < 1 GiB). Then the loader into SQLite (a temp file, ``--runs`` runs) and DynamoDB
+(moto's server mode, started here; ``--dynamodb-runs``, default 1, as moto is slow) for
+``--small-entities`` entities.
+
+The view is the bench-only ``bench_user_features`` (``models/bench/``: 10 features, 4 int,
+4 float, 2 bool, TTL 30 days). Its registry entry comes from a real ``dbt parse`` with
+``--vars "{featurestore_bench: true}"``; the view is ``online: false`` (it exists for the
+point-in-time benchmark), so the bench marks it online in memory and drives the loader's
+library API with it. Its online table (the shape of an ``online_<view>`` model: key,
+``as_of_at``, the features, ``<view>__feature_at`` and ``<view>__as_of_at``) is generated
+directly in a DuckDB file (deterministic hash-based values, ~2% nulls per feature) rather
+than built by dbt: the benchmark is about the loader, and no bench-only online model is
+needed. ``FEATURESTORE_NOW`` is 2026-05-01 and feature times fall in April 2026, so nothing
+has expired. Results go to ``<workdir>/load_online-results.json``; Redis and moto run on
+free loopback ports and are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+from measure import (  # noqa: E402
+    BIN,
+    REPO,
+    child_report,
+    dbt_env,
+    fresh_dir,
+    machine_facts,
+    markdown_table,
+    run_child,
+    run_command,
+    summary,
+)
+
+VIEW = "bench_user_features"
+FEATURES = [f"bench_feature_{i:02d}" for i in range(1, 11)]
+NOW = "2026-05-01T00:00:00+00:00"
+TABLE_SCHEMA, TABLE = "main_online", f"online_{VIEW}"
+TARGET_RATIO = 0.70
+TARGET_RSS_MIB = 1024.0
+
+
+# --------------------------------------------------------------------------- data
+
+
+def generate_table(path: Path, entities: int) -> None:
+    """The synthetic online table of the bench view: one row per user."""
+    import duckdb
+
+    if path.exists():
+        path.unlink()
+    ints = [
+        f"case when hash(i, {k}, 'n') % 50 = 0 then null else cast(hash(i, {k}) % 21 as bigint) "
+        f"end as {FEATURES[k]}"
+        for k in range(4)
+    ]
+    floats = [
+        f"case when hash(i, {k}, 'n') % 50 = 0 then null "
+        f"else round(exp((hash(i, {k}) % 100000) / 20000.0), 2) end as {FEATURES[k]}"
+        for k in range(4, 8)
+    ]
+    bools = [
+        f"case when hash(i, {k}, 'n') % 50 = 0 then null else hash(i, {k}) % 10 < 3 end "
+        f"as {FEATURES[k]}"
+        for k in range(8, 10)
+    ]
+    with duckdb.connect(str(path)) as con:
+        con.sql(f"create schema {TABLE_SCHEMA}")
+        con.sql(
+            f"""
+            create table {TABLE_SCHEMA}.{TABLE} as
+            with base as (
+                select i, timestamp '2026-04-01'
+                          + to_seconds(cast(hash(i, 't') % (29 * 86400) as bigint)) as ts
+                from range({entities}) as r(i)
+            )
+            select 'usr_' || lpad(cast(i as varchar), 9, '0') as user_id,
+                   timestamp '2026-05-01' as as_of_at,
+                   {", ".join(ints + floats + bools)},
+                   ts as {VIEW}__feature_at,
+                   ts + to_seconds(cast(hash(i, 'a') % 3600 as bigint)) as {VIEW}__as_of_at
+            from base order by i
+            """
+        )
+
+
+def bench_view(workdir: Path) -> Any:
+    """The bench view's registry entry from a real ``dbt parse``, marked online."""
+    from featurestore.registry import load_registry
+
+    manifest = workdir / "target" / "manifest.json"
+    if not manifest.is_file():
+        env = dbt_env(workdir, FEATURESTORE_BENCH_DATA=str(workdir / "unused"))
+        run_command([str(BIN / "dbt"), "parse", "--vars", "{featurestore_bench: true}"], env=env)
+    view = load_registry(manifest).view(VIEW)
+    return dataclasses.replace(view, online=True)
+
+
+def view_source(workdir: Path) -> Any:
+    from loader import ViewSource
+
+    return ViewSource(bench_view(workdir), schema=TABLE_SCHEMA, table=TABLE)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port}")
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait(port, proc, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, **_AWS}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        _wait(port, proc, "moto server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    client.close()
+
+
+# --------------------------------------------------------------------------- children
+
+
+def child_loader(args: argparse.Namespace) -> None:
+    """Load the table into the store URL with the loader's library API; report the rate."""
+    from featurestore.online.urls import open_store
+    from loader import load, parse_now
+    from loader.validation import preload_validation
+
+    source = view_source(Path(args.workdir))
+    preload_validation()
+    with open_store(args.url) as store:
+        store.initialize()
+        started = time.perf_counter()
+        report = load(store, args.duckdb, [source], batch_rows=args.batch_rows, now=parse_now(NOW))
+        seconds = time.perf_counter() - started
+    result = report.views[0]
+    if result.outcome != "success" or result.rows_written != result.rows_read:
+        raise SystemExit(f"load did not write every row: {result.summary()}")
+    child_report(
+        rows=result.rows_read,
+        written=result.rows_written,
+        seconds=seconds,
+        rows_per_second=result.rows_read / seconds,
+    )
+
+
+def child_ceiling(args: argparse.Namespace) -> None:
+    """A bare pipelined HSET of the same rows (same reads, keys and encoded values)."""
+    import duckdb
+    import redis
+
+    from featurestore.online.layout import (
+        encode_python_value,
+        exp_field,
+        redis_key,
+        ts_field,
+        ver_field,
+    )
+    from loader.records import micros_array
+
+    source = view_source(Path(args.workdir))
+    view = source.view
+    ttl = view.ttl_seconds
+    meta = (ts_field(VIEW), ver_field(VIEW), exp_field(VIEW))
+    client = redis.Redis.from_url(args.url)
+    rows = 0
+    started = time.perf_counter()
+    with duckdb.connect(args.duckdb, read_only=True) as con:
+        columns = ", ".join(source.columns)
+        reader = con.sql(f"select {columns} from {source.relation}").to_arrow_reader(
+            args.batch_rows
+        )
+        for batch in reader:
+            users = batch.column("user_id").to_pylist()
+            ts_list = micros_array(batch.column(source.ts_column)).to_pylist()
+            ver_list = micros_array(batch.column(source.ver_column)).to_pylist()
+            values = [batch.column(name).to_pylist() for name in FEATURES]
+            pipe = client.pipeline(transaction=False)
+            for index, row in enumerate(zip(*values, strict=True)):
+                ts = ts_list[index]
+                mapping = {
+                    meta[0]: str(ts),
+                    meta[1]: str(ver_list[index]),
+                    meta[2]: str(ts // 1_000_000 + ttl),
+                }
+                for name, value in zip(FEATURES, row, strict=True):
+                    encoded = encode_python_value(value)
+                    if encoded is not None:
+                        mapping[name] = encoded
+                pipe.hset(redis_key("user", (users[index],)), mapping=mapping)
+            pipe.execute()
+            rows += batch.num_rows
+    seconds = time.perf_counter() - started
+    client.close()
+    child_report(rows=rows, seconds=seconds, rows_per_second=rows / seconds)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _stats(reports: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(report[key]) for report in reports]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=1_000_000)
+    parser.add_argument("--small-entities", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each Redis and SQLite variant")
+    parser.add_argument(
+        "--dynamodb-runs",
+        type=int,
+        default=1,
+        help="runs into DynamoDB (moto answers ~250 conditional puts/s: minutes per run)",
+    )
+    parser.add_argument("--batch-rows", type=int, default=10_000)
+    parser.add_argument(
+        "--stores", default="redis,sqlite,dynamodb", help="comma-separated: redis,sqlite,dynamodb"
+    )
+    parser.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work" / "load_online")
+    parser.add_argument("--child", choices=["loader", "ceiling"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--duckdb", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child == "loader":
+        child_loader(args)
+        return 0
+    if args.child == "ceiling":
+        child_ceiling(args)
+        return 0
+
+    stores = {name.strip() for name in args.stores.split(",") if name.strip()}
+    workdir: Path = fresh_dir(args.workdir.resolve())
+    script = str(Path(__file__).resolve())
+    env = {**dbt_env(workdir), **_AWS, "FEATURESTORE_NOW": NOW}
+    print(f"dbt parse (bench view registry) in {workdir} ...", flush=True)
+    bench_view(workdir)
+    big, small = workdir / "online_big.duckdb", workdir / "online_small.duckdb"
+    started = time.perf_counter()
+    generate_table(big, args.entities)
+    generate_table(small, args.small_entities)
+    print(f"generated {args.entities:,} + {args.small_entities:,} rows in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+
+    def child(kind: str, url: str, duckdb_file: Path) -> dict[str, Any]:
+        result = run_child(
+            [script, "--child", kind, "--url", url, "--duckdb", str(duckdb_file),
+             "--workdir", str(workdir), "--batch-rows", str(args.batch_rows)],
+            env,
+        )  # fmt: skip
+        assert result.report is not None
+        report = {**result.report, "wall_seconds": round(result.wall_seconds, 3)}
+        print(f"  {kind:<8} {url.split('?')[0]:<40} {report['rows']:>10,} rows "
+              f"{report['seconds']:8.2f} s {report['rows_per_second']:>10,.0f} rows/s "
+              f"peak {report['peak_rss_mib']:7.1f} MiB", flush=True)  # fmt: skip
+        return report
+
+    results: dict[str, Any] = {
+        "machine": machine_facts(),
+        "entities": args.entities,
+        "small_entities": args.small_entities,
+        "runs": args.runs,
+        "batch_rows": args.batch_rows,
+        "redis": {"loader": [], "ceiling": []},
+        "sqlite": [],
+        "dynamodb": [],
+    }
+    if "redis" in stores:
+        with redis_server(workdir) as url:
+            for run in range(args.runs):
+                print(f"redis run {run + 1}/{args.runs}", flush=True)
+                flush_redis(url)
+                results["redis"]["loader"].append(child("loader", f"{url}?namespace=fs", big))
+                flush_redis(url)
+                results["redis"]["ceiling"].append(child("ceiling", url, big))
+            flush_redis(url)
+    if "sqlite" in stores:
+        for run in range(args.runs):
+            db = workdir / f"online-{run}.db"
+            results["sqlite"].append(child("loader", f"sqlite:///{db}", small))
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if "dynamodb" in stores:
+        with moto_server() as endpoint:
+            for run in range(args.dynamodb_runs):
+                url = f"dynamodb://us-east-1?endpoint_url={endpoint}&table=bench_{run}"
+                results["dynamodb"].append(child("loader", url, small))
+
+    rows = []
+    loader_runs, ceiling_runs = results["redis"]["loader"], results["redis"]["ceiling"]
+    ratio = None
+    if loader_runs and ceiling_runs:
+        ratio = statistics.median(_stats(loader_runs, "rows_per_second")) / statistics.median(
+            _stats(ceiling_runs, "rows_per_second")
+        )
+    for label, entities, reports in (
+        ("Redis: loader (newer-wins script, validation)", args.entities, loader_runs),
+        ("Redis: bare pipelined HSET (ceiling)", args.entities, ceiling_runs),
+        ("SQLite: loader", args.small_entities, results["sqlite"]),
+        ("DynamoDB (moto server): loader", args.small_entities, results["dynamodb"]),
+    ):
+        if not reports:
+            continue
+        rows.append(
+            [
+                label,
+                f"{entities:,}",
+                len(reports),
+                summary(_stats(reports, "seconds")),
+                summary(_stats(reports, "rows_per_second"), 0),
+                summary(_stats(reports, "peak_rss_mib"), 0),
+            ]
+        )
+    print()
+    print(markdown_table(
+        ["variant", "entities", "runs", "seconds median (min-max)", "rows/s median (min-max)",
+         "peak RSS MiB median (min-max)"],
+        rows,
+    ))  # fmt: skip
+    checks: dict[str, Any] = {}
+    if ratio is not None:
+        peak = statistics.median(_stats(loader_runs, "peak_rss_mib"))
+        checks = {
+            "ratio_to_ceiling": round(ratio, 3),
+            "ratio_target": TARGET_RATIO,
+            "ratio_met": ratio >= TARGET_RATIO,
+            "loader_peak_rss_mib": peak,
+            "rss_target_mib": TARGET_RSS_MIB,
+            "rss_met": peak < TARGET_RSS_MIB,
+        }
+        print()
+        print(f"loader / ceiling rate: {ratio:.2f} (target >= {TARGET_RATIO}); loader peak RSS "
+              f"{peak:.0f} MiB (target < {TARGET_RSS_MIB:.0f})")  # fmt: skip
+    results["checks"] = checks
+    (workdir / "load_online-results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

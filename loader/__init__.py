@@ -1,0 +1,152 @@
+"""The online loader: the warehouse's latest feature values -> an online store.
+
+Command line (``featurestore/cli.py``)::
+
+    featurestore init-store --online URL          # create the store's table/schema
+    featurestore load --online URL [--views a,b] [--full-refresh] [--batch-rows N]
+                      [--now ISO] [--project-dir DIR] [--log-format auto|json|progress]
+    featurestore loads --online URL [--limit N] [--json]   # the store's load log
+
+``URL`` is ``sqlite:///path/online.db``, ``redis://host:port/db[?namespace=fs]`` or
+``dynamodb://region[?endpoint_url=...&table=...]`` (:func:`featurestore.online.urls.open_store`;
+``--online`` may also come from ``$FEATURESTORE_ONLINE_URL``, ``--now`` from
+``$FEATURESTORE_NOW``). Library use: :func:`load_project` (what the CLI runs) or :func:`load`
+with explicit :class:`ViewSource` objects.
+
+What is read
+    For each chosen view (default: every view with ``online: true`` in the registry; a view
+    that is unknown or not online is a usage error, exit 2, before anything is read or
+    written) the loader reads the dbt model ``online_<view>`` (``models/online/``: the
+    latest value per entity as of the build, see ``macros/latest_feature_values.sql``);
+    its schema and table come from that model's node in ``target/manifest.json``
+    (``$DBT_TARGET_PATH`` honoured). The DuckDB file is ``$FEATURESTORE_DUCKDB_PATH``
+    (relative to the project) or the path the dbt profile's current target resolves to. The
+    relation is read in Arrow record batches of ``--batch-rows`` rows (DuckDB's
+    ``to_arrow_reader``), so memory stays flat however large the table.
+
+Records
+    One record per row: key = the entity's key columns in registry order, ``ts`` =
+    ``<view>__feature_at``, ``ver`` = ``<view>__as_of_at`` (microseconds, UTC), ``exp`` =
+    ``ts`` (seconds) + the view's TTL, values = the view's features (null = absent). Rows
+    already expired at ``--now`` are counted as ``expired`` and not sent.
+
+Incremental loads and the watermark
+    Each store keeps, per view, the watermark of the last successful load: the greatest
+    ``ver`` it loaded. A load reads only rows with ``ver`` > the watermark; the first load
+    (no watermark) and ``--full-refresh`` read every row. The watermark is advanced only
+    after every row of the view is in the store, never before. (Rows that change in the
+    warehouse get a later as-of time, so they are picked up; a correction whose as-of time
+    is not later than the watermark is not.)
+
+Validation gate (great_expectations)
+    Before any row of a view is written, all of its rows to load are validated against
+    expectations derived from the registry and the view's yml
+    (:func:`loader.validation.derive_checks`): keys, feature timestamp and as-of time not
+    null and of the registry types; every feature of its registry type; declared ``range``
+    and ``accepted_values``; the yml's ``not_null`` / ``accepted_values`` /
+    ``accepted_range`` data tests on feature columns; string keys non-empty, floats finite
+    and ``ver >= ts`` (the online layout's rules). GE runs with its pandas datasource in an
+    ephemeral context on chunks of up to 200,000 rows converted from the Arrow batches
+    (its SQL datasource does not work on DuckDB).
+
+    Two passes, one read of the warehouse: pass 1 streams the relation once, validates it
+    chunk by chunk and spills the batches to a temporary Parquet file (lz4, in ``$TMPDIR``,
+    deleted at the end of the view); pass 2, only if every expectation held, reads that
+    file back batch by batch and writes it. So the rows written are exactly the rows
+    validated, the warehouse is queried once (on Snowflake a second query would cost and
+    could see different data), and memory stays bounded by one validation chunk; the cost
+    is temporary disk about the size of the view's online table in Parquet.
+
+    A view that fails writes nothing, keeps its watermark and is recorded with outcome
+    ``rejected``; the report (log line, load record, terminal) names the view, each failed
+    expectation with its arguments, how many rows broke it and up to 5 offending rows. The
+    other views still load; the command exits 3.
+
+Writes and crash safety
+    Records go to :meth:`OnlineStore.write` in batches of ``--batch-rows``; every store
+    writes each record atomically (all of a view's values for an entity, or none) with the
+    newer-wins rule on ``(ts, ver)``, so writing a record twice changes nothing. With the
+    watermark advanced only at the end of a view, a load killed at any point (even
+    ``kill -9``) leaves the store holding whole records, each from the old or the new
+    data, and the next load re-reads everything after the old watermark: records already
+    written are skipped as older-or-equal, the rest are written, and the store converges
+    to exactly what one clean load gives (``tests/test_loader_crash.py`` proves it against
+    real Redis and SQLite).
+
+Load records
+    Every view of every load is recorded in the store itself (:class:`LoadRecord`: load id,
+    view, store, outcome ``success`` / ``rejected`` / ``failed``, watermark before and after,
+    rows read / written / skipped as older / rejected, start and end in ISO 8601 UTC, the
+    message, and in ``extra`` the relation, rows expired, full refresh, the failed
+    expectations). A load killed mid-way leaves no record (the next one shows the same
+    watermark before). ``featurestore loads`` lists them, newest first.
+
+Output
+    On a terminal (stderr is a TTY) a tqdm progress bar per view and pass; otherwise JSON
+    log lines on stderr (python-json-logger): ``load.start``, ``view.start``, ``view.end``
+    (level ERROR with the failures or the error), then ``load.summary`` per view and
+    ``load.total``; ``--log-format`` forces either. The final summary always goes to stdout
+    as text, one line per view and a total: rows read, written, skipped as older, expired,
+    rejected, seconds and rows per second.
+
+Exit codes (for schedulers; :mod:`loader.errors`)
+    0  every chosen view loaded (or had nothing new)
+    1  an error: missing manifest, warehouse or online relation, invalid registry or
+       ``--now``, or a view that failed for another reason than validation
+    2  usage: bad options, an unknown view or one that is not online
+    3  the validation gate rejected at least one view (nothing of it written; the other
+       views loaded)
+    4  the store is unreachable or refused the credentials (retry later)
+    5  the store has no table/schema: run ``featurestore init-store``
+    When several apply: 4 or 5, then 1, then 3. Errors detected before loading starts
+    (store unreachable, missing warehouse or relation, bad view) write nothing at all.
+"""
+
+from __future__ import annotations
+
+from loader.errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_STORE_NOT_INITIALIZED,
+    EXIT_STORE_UNAVAILABLE,
+    EXIT_USAGE,
+    LoaderError,
+    ViewSelectionError,
+    WarehouseError,
+)
+from loader.run import (
+    DEFAULT_BATCH_ROWS,
+    LoadReport,
+    NullReporter,
+    Reporter,
+    ViewResult,
+    load,
+    load_project,
+    parse_now,
+)
+from loader.source import DuckDBWarehouse, ViewSource, plan_views, resolve_duckdb_path
+
+__all__ = [
+    "DEFAULT_BATCH_ROWS",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_REJECTED",
+    "EXIT_STORE_NOT_INITIALIZED",
+    "EXIT_STORE_UNAVAILABLE",
+    "EXIT_USAGE",
+    "DuckDBWarehouse",
+    "LoadReport",
+    "LoaderError",
+    "NullReporter",
+    "Reporter",
+    "ViewResult",
+    "ViewSelectionError",
+    "ViewSource",
+    "WarehouseError",
+    "load",
+    "load_project",
+    "parse_now",
+    "plan_views",
+    "resolve_duckdb_path",
+]

@@ -1,0 +1,517 @@
+"""One load of chosen views from the warehouse into an online store (see :mod:`loader`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import Any, Final, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from featurestore.online.layout import Record
+from featurestore.online.store import (
+    LoadRecord,
+    OnlineStore,
+    StoreError,
+    StoreNotInitialized,
+    StoreUnavailable,
+)
+from featurestore.project import Project
+from featurestore.registry import RegistryError, registry_from_manifest
+from loader.errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_STORE_NOT_INITIALIZED,
+    EXIT_STORE_UNAVAILABLE,
+    LoaderError,
+)
+from loader.records import micros_array, to_records
+from loader.source import DuckDBWarehouse, ViewSource, plan_views, resolve_duckdb_path
+from loader.validation import ExpectationFailure, ViewValidator, preload_validation
+
+__all__ = [
+    "DEFAULT_BATCH_ROWS",
+    "DEFAULT_WRITERS",
+    "VALIDATION_CHUNK_ROWS",
+    "LoadReport",
+    "NullReporter",
+    "Reporter",
+    "ViewResult",
+    "load",
+    "load_project",
+    "parse_now",
+]
+
+#: rows per Arrow batch read from the warehouse and per store.write call
+DEFAULT_BATCH_ROWS: Final = 10_000
+#: rows great_expectations validates at once (bounded memory, few GE runs)
+VALIDATION_CHUNK_ROWS: Final = 200_000
+#: threads calling store.write during a view's write pass
+DEFAULT_WRITERS: Final = 2
+#: converted batches waiting for the writer threads
+_QUEUED_BATCHES: Final = 2
+
+
+@dataclass
+class ViewResult:
+    """What happened to one view in one load (also kept as a LoadRecord in the store)."""
+
+    view: str
+    relation: str
+    outcome: str = "success"  # "success" | "rejected" | "failed"
+    watermark_before: int | None = None
+    watermark_after: int | None = None
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_skipped: int = 0
+    rows_expired: int = 0
+    rows_rejected: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    seconds: float = 0.0
+    message: str = ""
+    failures: list[ExpectationFailure] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "view": self.view,
+            "outcome": self.outcome,
+            "rows_read": self.rows_read,
+            "rows_written": self.rows_written,
+            "rows_skipped": self.rows_skipped,
+            "rows_expired": self.rows_expired,
+            "rows_rejected": self.rows_rejected,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows_per_second, 1),
+            "watermark_before": _iso(self.watermark_before),
+            "watermark_after": _iso(self.watermark_after),
+        }
+
+
+@dataclass
+class LoadReport:
+    """Every view's result of one load run."""
+
+    load_id: str
+    store: str
+    views: list[ViewResult] = field(default_factory=list)
+    seconds: float = 0.0
+    #: set when the run stopped early (store unavailable): the exit code and message
+    aborted: tuple[int, str] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """4/5 store unavailable / not initialized > 1 another failure > 3 rejected > 0."""
+        if self.aborted is not None:
+            return self.aborted[0]
+        outcomes = {result.outcome for result in self.views}
+        if "failed" in outcomes:
+            return EXIT_ERROR
+        if "rejected" in outcomes:
+            return EXIT_REJECTED
+        return EXIT_OK
+
+    def totals(self) -> dict[str, Any]:
+        rows = sum(result.rows_read for result in self.views)
+        return {
+            "views": len(self.views),
+            "rows_read": rows,
+            "rows_written": sum(result.rows_written for result in self.views),
+            "rows_skipped": sum(result.rows_skipped for result in self.views),
+            "rows_expired": sum(result.rows_expired for result in self.views),
+            "rows_rejected": sum(result.rows_rejected for result in self.views),
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(rows / self.seconds, 1) if self.seconds > 0 else 0.0,
+            "exit_code": self.exit_code,
+        }
+
+
+class Reporter(Protocol):
+    """Where a load reports progress (JSON log lines, a progress bar, or nothing)."""
+
+    def load_started(self, store: str, views: Sequence[ViewSource], full_refresh: bool) -> None: ...
+
+    def view_started(self, source: ViewSource, watermark: int | None, rows: int) -> None: ...
+
+    def phase(self, source: ViewSource, phase: str, rows: int) -> None: ...
+
+    def advance(self, rows: int) -> None: ...
+
+    def view_finished(self, result: ViewResult) -> None: ...
+
+    def load_finished(self, report: LoadReport) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing (the library default)."""
+
+    def load_started(self, store: str, views: Sequence[ViewSource], full_refresh: bool) -> None:
+        pass
+
+    def view_started(self, source: ViewSource, watermark: int | None, rows: int) -> None:
+        pass
+
+    def phase(self, source: ViewSource, phase: str, rows: int) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        pass
+
+    def view_finished(self, result: ViewResult) -> None:
+        pass
+
+    def load_finished(self, report: LoadReport) -> None:
+        pass
+
+
+def parse_now(text: str | None) -> dt.datetime | None:
+    """``--now`` / ``$FEATURESTORE_NOW``: ISO 8601, naive means UTC; returns aware UTC."""
+    if text is None or not text.strip():
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise LoaderError(
+            f"invalid time {text!r}: expected ISO 8601 such as 2026-05-01T00:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def load_project(
+    store: OnlineStore,
+    *,
+    project_dir: Path | str | None = None,
+    views: Sequence[str] | None = None,
+    full_refresh: bool = False,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    now: dt.datetime | None = None,
+    reporter: Reporter | None = None,
+) -> LoadReport:
+    """Load the project's online views (``views``, default all) into ``store``: the registry
+    and relations come from ``target/manifest.json``, the warehouse path from
+    ``$FEATURESTORE_DUCKDB_PATH`` or the dbt profile."""
+    from featurestore.project import DbtError
+
+    try:
+        project = Project.at(project_dir)
+    except DbtError as exc:
+        raise LoaderError(str(exc)) from None
+    manifest_path = project.manifest_path
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise LoaderError(
+            f"{manifest_path} not found: run `dbt parse` (or `dbt build`) first"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise LoaderError(f"{manifest_path} is not valid JSON: {exc}") from None
+    try:
+        registry = registry_from_manifest(manifest)
+    except RegistryError as exc:
+        raise LoaderError(str(exc)) from None
+    sources = plan_views(registry, manifest, views)
+    warehouse = resolve_duckdb_path(project)
+    return load(
+        store,
+        warehouse,
+        sources,
+        full_refresh=full_refresh,
+        batch_rows=batch_rows,
+        now=now,
+        reporter=reporter,
+    )
+
+
+def load(
+    store: OnlineStore,
+    warehouse: Path | str,
+    views: Sequence[ViewSource],
+    *,
+    full_refresh: bool = False,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    now: dt.datetime | None = None,
+    reporter: Reporter | None = None,
+    validation_chunk_rows: int = VALIDATION_CHUNK_ROWS,
+    writers: int = DEFAULT_WRITERS,
+) -> LoadReport:
+    """Load ``views`` from the DuckDB file ``warehouse`` into ``store`` (see :mod:`loader`).
+
+    Raises :class:`~featurestore.online.store.StoreUnavailable` /
+    :class:`~featurestore.online.store.StoreNotInitialized` if the store cannot be used
+    before anything is written, :class:`~loader.errors.WarehouseError` if the warehouse or a
+    relation is missing (nothing written either). Once loading has started, problems are
+    reported per view in the returned report (a store that goes away stops the run:
+    ``report.aborted``).
+    """
+    if batch_rows < 1:
+        raise LoaderError("batch_rows must be at least 1")
+    reporter = reporter or NullReporter()
+    report = LoadReport(load_id=uuid.uuid4().hex, store=store.description)
+    started = time.perf_counter()
+    store.check()
+    with DuckDBWarehouse(warehouse) as source_db:
+        for source in views:
+            source_db.check(source)
+        preload_validation()  # great_expectations takes seconds to import: not in a view's time
+        reporter.load_started(store.description, views, full_refresh)
+        for source in views:
+            result = _load_view(
+                store,
+                source_db,
+                source,
+                report.load_id,
+                full_refresh=full_refresh,
+                batch_rows=batch_rows,
+                now=now,
+                reporter=reporter,
+                chunk_rows=max(validation_chunk_rows, batch_rows),
+                writers=writers,
+            )
+            report.views.append(result)
+            if isinstance(result.error, StoreNotInitialized):
+                report.aborted = (EXIT_STORE_NOT_INITIALIZED, result.message)
+                break
+            if isinstance(result.error, StoreUnavailable):
+                report.aborted = (EXIT_STORE_UNAVAILABLE, result.message)
+                break
+    report.seconds = time.perf_counter() - started
+    reporter.load_finished(report)
+    return report
+
+
+@dataclass
+class _ViewRun(ViewResult):
+    error: BaseException | None = None
+
+
+def _load_view(
+    store: OnlineStore,
+    source_db: DuckDBWarehouse,
+    source: ViewSource,
+    load_id: str,
+    *,
+    full_refresh: bool,
+    batch_rows: int,
+    now: dt.datetime | None,
+    reporter: Reporter,
+    chunk_rows: int,
+    writers: int,
+) -> _ViewRun:
+    result = _ViewRun(view=source.name, relation=source.relation, started_at=_utc_now())
+    clock = time.perf_counter()
+    try:
+        result.watermark_before = store.get_watermark(source.name)
+        since = None if full_refresh else result.watermark_before
+        total = source_db.count(source, since)
+        reporter.view_started(source, since, total)
+        with tempfile.TemporaryDirectory(prefix="featurestore-load-") as spill_dir:
+            spill = Path(spill_dir) / f"{source.name}.parquet"
+            reporter.phase(source, "validate", total)
+            max_ver = _validate_and_spill(
+                source_db, source, since, batch_rows, chunk_rows, spill, result, reporter
+            )
+            if result.outcome == "success" and result.rows_read:
+                reporter.phase(source, "write", result.rows_read)
+                _write(store, source, spill, batch_rows, now, result, reporter, writers)
+                # only now is every row of this view in the store: advance the watermark
+                before = result.watermark_before
+                if before is not None and not full_refresh:
+                    max_ver = max(max_ver, before)
+                result.watermark_after = max_ver
+                store.set_watermark(source.name, result.watermark_after)
+            elif result.outcome == "success":
+                result.watermark_after = result.watermark_before
+    except (StoreError, LoaderError) as exc:
+        result.outcome, result.error, result.message = "failed", exc, str(exc)
+    except Exception as exc:  # anything else fails this view only, with its type and text
+        result.outcome, result.error = "failed", exc
+        result.message = f"{type(exc).__name__}: {exc}"
+    result.seconds = time.perf_counter() - clock
+    result.finished_at = _utc_now()
+    if result.outcome == "rejected":
+        result.message = (
+            f"validation rejected {source.name}: {len(result.failures)} expectation(s) failed, "
+            f"{result.rows_rejected} offending row(s); nothing written"
+        )
+    try:
+        _record(store, source, result, load_id, full_refresh, now)
+    except StoreError as exc:
+        # the rows (and watermark) are in, only the log entry is lost; the run stops
+        result.error = result.error or exc
+        result.message = (result.message + "; " if result.message else "") + (
+            f"the load record could not be kept: {exc}"
+        )
+    reporter.view_finished(result)
+    return result
+
+
+def _validate_and_spill(
+    source_db: DuckDBWarehouse,
+    source: ViewSource,
+    since: int | None,
+    batch_rows: int,
+    chunk_rows: int,
+    spill: Path,
+    result: ViewResult,
+    reporter: Reporter,
+) -> int:
+    """Pass 1: stream the rows once, validate them chunk by chunk and spill them to a temp
+    Parquet file (the write pass reads it back). Returns the greatest ``ver`` read."""
+    validator = ViewValidator(source)
+    writer: pq.ParquetWriter | None = None
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    max_ver = -(2**63)
+    try:
+        for batch in source_db.batches(source, since, batch_rows):
+            if writer is None:
+                writer = pq.ParquetWriter(spill, batch.schema, compression="lz4")
+            writer.write_batch(batch)
+            result.rows_read += batch.num_rows
+            ver = pc.max(micros_array(batch.column(source.ver_column))).as_py()
+            if ver is not None:
+                max_ver = max(max_ver, ver)
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= chunk_rows:
+                validator.validate(pa.Table.from_batches(pending))
+                pending, pending_rows = [], 0
+            reporter.advance(batch.num_rows)
+        if pending:
+            validator.validate(pa.Table.from_batches(pending))
+    finally:
+        if writer is not None:
+            writer.close()
+    if not validator.passed:
+        result.outcome = "rejected"
+        result.failures = validator.failures
+        result.rows_rejected = validator.rows_rejected
+    return max_ver
+
+
+def _write(
+    store: OnlineStore,
+    source: ViewSource,
+    spill: Path,
+    batch_rows: int,
+    now: dt.datetime | None,
+    result: ViewResult,
+    reporter: Reporter,
+    writers: int,
+) -> None:
+    """Pass 2: the validated rows, as records, into the store (newer wins).
+
+    This thread reads the spill and converts batches to records; ``writers`` threads call
+    ``store.write`` on them (at most :data:`_QUEUED_BATCHES` batches wait). With two
+    writers one packs and sends a batch while the other waits for the store to answer its
+    own, so the store's work overlaps the client's. Order does not matter: each key occurs
+    once per view and the store applies newer-wins per record."""
+    moment = now or dt.datetime.now(dt.UTC)
+    now_seconds = int(moment.timestamp())
+    queue: Queue[list[Record] | None] = Queue(maxsize=_QUEUED_BATCHES)
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def writer() -> None:
+        while (records := queue.get()) is not None:
+            if failures:
+                continue  # drain what is queued; the reader stops at the next batch
+            try:
+                written = store.write(records, now=now)
+            except BaseException as exc:
+                failures.append(exc)
+                continue
+            with lock:
+                result.rows_written += written.written
+                result.rows_skipped += written.skipped_older
+            reporter.advance(len(records))
+
+    threads = [
+        threading.Thread(target=writer, name=f"write-{source.name}-{n}", daemon=True)
+        for n in range(max(writers, 1))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        with pq.ParquetFile(spill) as parquet:
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                if failures:
+                    break
+                converted = to_records(batch, source, now_seconds)
+                result.rows_expired += converted.expired
+                if converted.expired:
+                    reporter.advance(converted.expired)
+                if converted.records:
+                    queue.put(converted.records)
+    finally:
+        for _ in threads:
+            queue.put(None)
+        for thread in threads:
+            thread.join()
+    if failures:
+        raise failures[0]
+
+
+def _record(
+    store: OnlineStore,
+    source: ViewSource,
+    result: _ViewRun,
+    load_id: str,
+    full_refresh: bool,
+    now: dt.datetime | None,
+) -> None:
+    """Keep the load in the store's log (best effort if the store has just gone away)."""
+    extra: dict[str, Any] = {
+        "relation": source.relation,
+        "rows_expired": result.rows_expired,
+        "full_refresh": full_refresh,
+        "seconds": round(result.seconds, 3),
+        "now": now.isoformat() if now else None,
+    }
+    if result.failures:
+        extra["failures"] = [failure.to_dict() for failure in result.failures]
+    record = LoadRecord(
+        load_id=load_id,
+        view=source.name,
+        store=store.description,
+        outcome=result.outcome,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        watermark_before=result.watermark_before,
+        watermark_after=result.watermark_after,
+        rows_read=result.rows_read,
+        rows_written=result.rows_written,
+        rows_skipped=result.rows_skipped,
+        rows_rejected=result.rows_rejected,
+        message=result.message,
+        extra=extra,
+    )
+    store.record_load(record)
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _iso(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    moment = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
+    return moment.isoformat() + "Z"
