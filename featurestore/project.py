@@ -57,13 +57,28 @@ class Project:
         from dbt.cli.main import dbtRunner
 
         (self.root / ".warehouse").mkdir(exist_ok=True)
+        errors: list[str] = []
+
+        def keep_errors(event: Any) -> None:
+            # dbt's own error events (printed to the log, which callers may silence)
+            info = event.info
+            if info.level == "error" and info.msg and info.name != "MainEncounteredError":
+                errors.append(" ".join(str(info.msg).split()))
+
         try:
-            result = dbtRunner().invoke(self.dbt_args(*args))
+            result = dbtRunner(callbacks=[keep_errors]).invoke(self.dbt_args(*args))
         finally:
             _release_duckdb()
         if not result.success:
             detail = str(result.exception) if result.exception else _failures(result.result)
-            raise DbtError(f"dbt {' '.join(args[:1])} failed: {detail}")
+            if errors:
+                detail = "; ".join(errors)
+            command = next((arg for arg in args if not arg.startswith("-")), "")
+            if command in {"none", "error", "warn", "info", "debug"}:  # a --log-level value
+                command = next(
+                    (arg for arg in args[args.index(command) + 1 :] if not arg.startswith("-")), ""
+                )
+            raise DbtError(f"dbt {command} failed: {detail}")
         return result
 
 
