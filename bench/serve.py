@@ -1,0 +1,779 @@
+"""Benchmark of the sidecar (issue 4, section 5): one uvicorn worker, a local Redis, wrk.
+
+What it does, in one run::
+
+    .venv/bin/python bench/serve.py                       # 1,000,000 entities, 3 x 10 s
+    .venv/bin/python bench/serve.py --entities 10000 --runs 1 --duration 2   # smoke
+
+1. ``dbt parse --vars "{featurestore_bench: true}"`` into ``<workdir>/target`` (never the
+   shared ``target/``): the manifest then holds the bench-only view
+   ``models/bench/bench_user_features`` (entity ``user``, 10 features: 4 bigint, 4 double,
+   2 boolean). That view is declared ``online: false`` in its YAML, so the script copies the
+   manifest to ``<workdir>/manifest.bench.json`` with ``online`` set to true for that view
+   (the sidecar serves online views only) and points the sidecar at the copy
+   (``FEATURESTORE_MANIFEST``).
+2. A local ``redis-server`` (``tests/servers.py``) on a free port, filled with
+   ``--entities`` records of the view (``usr_%08d``; values a pure function of the id, see
+   :func:`values_of`, so any response can be checked) by ``RedisStore.write``.
+3. The sidecar, ``python -m sidecar --online redis://... --workers 1`` (uvicorn, uvloop,
+   httptools; all other settings at their defaults: store budget 10 ms, cache 100,000
+   records with a 5 s TTL), with the clock pinned (``FEATURESTORE_NOW``) to the records'
+   load time, and beside it the ceiling: a bare Starlette endpoint returning a fixed JSON
+   body, served by ``uvicorn.run`` with the same settings as ``featurestore serve``.
+4. Correctness before the load: single-key and 100-key responses for random keys, values,
+   timestamps and statuses compared with :func:`values_of` (a null value is served as the
+   registered default with ``status: DEFAULT``). The script exits 1 on any mismatch.
+5. In-process store reads: ``RedisStore.read`` of 100 random keys against the filled Redis.
+6. ``--runs`` rounds; each runs, for ``--duration`` seconds at ``--concurrency``
+   connections, (0) the bare endpoint, (a) single-key requests for the 10 features with
+   random keys (cache mostly missing), (b) the same from a hot set of ``--hot`` keys (cache
+   hitting), (c) 100-key requests with random keys. Scenarios are interleaved within a
+   round so that a change of the machine's load hits all of them alike. Each scenario is
+   preceded by a 1 s warm-up. The load generator is wrk (``bench/wrk/retrieve.lua``), or
+   with ``--client python`` (or wrk missing) an asyncio HTTP/1.1 client in a separate
+   process. With two or more CPUs the servers are pinned to CPU 0 and the load generator
+   and Redis to CPU 1 (``taskset``; ``--no-pin`` to leave them free).
+
+Printed: a table with, per scenario, requests/s, p50 and p99 latency (median of the runs,
+with min-max of requests/s), the largest latency, non-2xx responses, degraded responses and
+the cache hit ratio (from the sidecar's /metrics), the server process's CPU time per
+request (user + system, all threads, from /proc: the figure the machine's other load
+changes least), the machine's load averages before and after, and whether
+the targets of issue 4 are met: single-key >= 20% of the bare endpoint's requests/s with
+p99 < 3 ms; 100-key >= 600 requests/s with p99 < 20 ms. A target counts as met only if no
+response of that scenario was degraded (a store read that missed the sidecar's time budget
+is answered with defaults, fast: it would inflate requests/s). ``<workdir>/results.json``
+holds every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # tests/servers.py: redis-server on a free port
+
+from servers import free_port, redis_server  # noqa: E402
+
+from featurestore.online.layout import Record  # noqa: E402
+from featurestore.online.redis_store import RedisStore  # noqa: E402
+from featurestore.online.store import ViewRead  # noqa: E402
+from featurestore.registry import FeatureView, Registry, registry_from_manifest  # noqa: E402
+
+VIEW = "bench_user_features"
+ENTITY = "user"
+API_KEY = "bench-serve-key-7d2e91c4"
+RETRIEVE = "/api/v1/features/retrieve"
+BARE = "/bare"
+WRK_SCRIPT = REPO / "bench" / "wrk" / "retrieve.lua"
+SERVER_CPU, CLIENT_CPU = 0, 1
+SCENARIOS = (
+    # name, path, keys per request, hot set (0 = all entities)
+    ("bare Starlette endpoint (ceiling)", BARE, 1, 0),
+    ("(a) 1 key x 10 features, random keys", RETRIEVE, 1, 0),
+    ("(b) 1 key x 10 features, hot set", RETRIEVE, 1, -1),
+    ("(c) 100 keys x 10 features, random keys", RETRIEVE, 100, 0),
+)
+#: the bare endpoint's fixed body: a single-key response of the bench view, in shape and size
+BARE_BODY = json.dumps(
+    {
+        "entity_name": "user",
+        "results": [
+            {
+                "entity_key": "usr_00000000",
+                "features": {
+                    f"bench_feature_{k:02d}": {
+                        "value": 1,
+                        "timestamp": "2026-05-01T00:00:00Z",
+                        "status": "PRESENT",
+                    }
+                    for k in range(1, 11)
+                },
+            }
+        ],
+    },
+    separators=(",", ":"),
+).encode()
+
+
+# --- the data ------------------------------------------------------------------------------
+
+
+def entity_key(entity_id: int) -> str:
+    return f"usr_{entity_id:08d}"
+
+
+def values_of(entity_id: int, view: FeatureView) -> dict[str, object]:
+    """The record of ``entity_id``: a pure function of the id (ints, exact binary floats,
+    booleans), with the first feature null for every 101st id."""
+    values: dict[str, object] = {}
+    for k, feature in enumerate(view.features, start=1):
+        if feature.value_type == "int":
+            value: object = (entity_id * (k + 7)) % 1009
+        elif feature.value_type == "float":
+            value = (entity_id % 10007) / 8 + k
+        elif feature.value_type == "bool":
+            value = (entity_id // 3 + k) % 2 == 0
+        else:
+            raise ValueError(f"{feature.name}: bench values cover int/float/bool only")
+        values[feature.name] = None if (k == 1 and entity_id % 101 == 0) else value
+    return values
+
+
+def hot_ids(entities: int, hot: int) -> list[int]:
+    """The hot set (the same ids as bench/wrk/retrieve.lua picks)."""
+    stride = entities // hot
+    return [j * stride for j in range(hot)]
+
+
+def bench_manifest(workdir: Path) -> tuple[Path, Registry, bool]:
+    """``dbt parse`` with the bench var into ``workdir/target``; a copy of the manifest with
+    the bench view online. Returns (path, registry, whether the view was declared offline)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DBT_", "FEATURESTORE_"))},
+        "FEATURESTORE_DUCKDB_PATH": str(workdir / "warehouse.duckdb"),
+        "DBT_TARGET_PATH": str(workdir / "target"),
+        "DBT_LOG_PATH": str(workdir / "logs"),
+        "DBT_PROFILES_DIR": str(REPO),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    dbt = Path(sys.executable).parent / "dbt"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [str(dbt), "parse", "--vars", "{featurestore_bench: true}", "--quiet"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"dbt parse failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    print(f"dbt parse (featurestore_bench: true): {time.perf_counter() - started:.1f} s")
+    manifest = json.loads((workdir / "target" / "manifest.json").read_text())
+    nodes = [
+        node
+        for node in manifest["nodes"].values()
+        if node.get("resource_type") == "model" and node.get("name") == VIEW
+    ]
+    if len(nodes) != 1:
+        raise SystemExit(f"the manifest has {len(nodes)} models named {VIEW} (want 1)")
+    node = nodes[0]
+    was_offline = False
+    for holder in (node.get("config", {}).get("meta", {}), node.get("meta", {})):
+        block = holder.get("featurestore")
+        if isinstance(block, dict) and block.get("online") is not True:
+            was_offline = True
+            block["online"] = True
+    path = workdir / "manifest.bench.json"
+    path.write_text(json.dumps(manifest))
+    return path, registry_from_manifest(manifest), was_offline
+
+
+def fill(store: RedisStore, view: FeatureView, entities: int, now: dt.datetime) -> float:
+    """Write ``entities`` records of the view; returns the seconds it took."""
+    now_s = int(now.timestamp())
+    ts, ver = (now_s - 3600) * 1_000_000, (now_s - 1800) * 1_000_000
+    exp = now_s - 3600 + view.ttl_seconds
+    started = time.perf_counter()
+    chunk = 50_000
+    for first in range(0, entities, chunk):
+        records = [
+            Record(ENTITY, (entity_key(i),), VIEW, ts, ver, exp, values_of(i, view))
+            for i in range(first, min(first + chunk, entities))
+        ]
+        result = store.write(records, now=now)
+        if result.written != len(records):
+            raise SystemExit(f"wrote {result.written} of {len(records)} records")
+    return time.perf_counter() - started
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+def pinned(cpu: int | None) -> list[str]:
+    if cpu is None or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not answer within 60 s:\n{log.read_text()[-4000:]}")
+
+
+@contextmanager
+def process(
+    args: Sequence[str], env: dict[str, str], log: Path, url: str, what: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_http(url, proc, log, what)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def bare_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def bare(request: Request) -> Response:
+        await request.body()
+        return Response(BARE_BODY, media_type="application/json")
+
+    return Starlette(routes=[Route(BARE, bare, methods=["GET", "POST"])])
+
+
+def serve_bare(port: int) -> None:
+    """The ceiling: uvicorn with the settings of ``featurestore serve`` (sidecar/cli.py)."""
+    import uvicorn
+
+    uvicorn.run(
+        bare_app(),
+        host="127.0.0.1",
+        port=port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+
+
+# --- load generators -----------------------------------------------------------------------
+
+
+def run_wrk(
+    url: str, seconds: float, connections: int, cpu: int | None, script_args: Sequence[str]
+) -> dict[str, Any]:
+    args = [
+        *pinned(cpu),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+        "--",
+        *script_args,
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
+    for line in proc.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            report: dict[str, Any] = json.loads(line[len("WRK_JSON ") :])
+            return report
+    raise SystemExit(f"wrk gave no report ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+def run_python_client(
+    url: str, seconds: float, connections: int, cpu: int | None, script_args: Sequence[str]
+) -> dict[str, Any]:
+    args = [*pinned(cpu), sys.executable, __file__, "--client-process", url, str(seconds)]
+    args += [str(connections), *script_args]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
+    for line in proc.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            report: dict[str, Any] = json.loads(line[len("WRK_JSON ") :])
+            return report
+    raise SystemExit(f"python client gave no report:\n{proc.stdout}\n{proc.stderr}")
+
+
+def client_process(argv: Sequence[str]) -> None:
+    """``--client-process URL SECONDS CONNECTIONS ENTITIES PER_REQUEST HOT KEY FEATURES``:
+    the asyncio fallback of wrk (keep-alive HTTP/1.1, one coroutine per connection); prints
+    the same WRK_JSON line as bench/wrk/retrieve.lua."""
+    url, seconds, connections = argv[0], float(argv[1]), int(argv[2])
+    entities, per_request, hot = int(argv[3]), int(argv[4]), int(argv[5])
+    api_key, features = argv[6], argv[7]
+    parts = httpx.URL(url)
+    host, port, path = parts.host, parts.port or 80, parts.path
+    ids = hot_ids(entities, hot) if hot > 0 else None
+    rng = random.Random()
+    latencies: list[float] = []
+    status_errors = 0
+
+    def body() -> bytes:
+        keys = [
+            entity_key(rng.choice(ids) if ids else rng.randrange(entities))
+            for _ in range(per_request)
+        ]
+        return (
+            f'{{"entity_name":"user","entity_keys":{json.dumps(keys)},"features":{features}}}'
+        ).encode()
+
+    async def connection(deadline: float) -> None:
+        nonlocal status_errors
+        reader, writer = await asyncio.open_connection(host, port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"X-API-Key: {api_key}\r\n"
+        )
+        while time.perf_counter() < deadline:
+            payload = body()
+            request = f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+            started = time.perf_counter()
+            writer.write(request)
+            response_head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in response_head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if response_head[9:12] != b"200":
+                status_errors += 1
+        writer.close()
+
+    async def main() -> float:
+        started = time.perf_counter()
+        deadline = started + seconds
+        await asyncio.gather(*(connection(deadline) for _ in range(connections)))
+        return time.perf_counter() - started
+
+    try:
+        import uvloop
+
+        elapsed = uvloop.run(main())
+    except ImportError:
+        elapsed = asyncio.run(main())
+    latencies.sort()
+
+    def pct(q: float) -> int:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e6)
+
+    report = {
+        "requests": len(latencies),
+        "duration_us": round(elapsed * 1e6),
+        "status_errors": status_errors,
+        "connect_errors": 0,
+        "read_errors": 0,
+        "write_errors": 0,
+        "timeouts": 0,
+        "p50_us": pct(0.50),
+        "p90_us": pct(0.90),
+        "p99_us": pct(0.99),
+        "max_us": round(latencies[-1] * 1e6),
+        "mean_us": round(statistics.fmean(latencies) * 1e6, 1),
+    }
+    print("WRK_JSON " + json.dumps(report), flush=True)
+
+
+# --- checks and measurements -----------------------------------------------------------------
+
+
+def check_responses(
+    client: httpx.Client, view: FeatureView, entities: int, now: dt.datetime, rng: random.Random
+) -> tuple[int, int]:
+    """Single-key and 100-key requests for random keys (and the null-valued id 0), every
+    value compared with :func:`values_of` (a degraded response is asked again, for 5 s at
+    most, then counted as a mismatch). Returns (values checked, mismatches)."""
+    features = list(view.feature_names())
+    expected_at = now - dt.timedelta(hours=1)
+    batches = [[rng.randrange(entities)] for _ in range(30)] + [[0]]
+    batches += [[rng.randrange(entities) for _ in range(100)] for _ in range(3)]
+    checked = mismatches = 0
+    for ids in batches:
+        keys = [entity_key(i) for i in ids]
+        body = {"entity_name": ENTITY, "entity_keys": keys, "features": features}
+        response = client.post(RETRIEVE, json=body)
+        for _ in range(10):
+            # degraded (the store missed the budget, or the breaker is open after the load):
+            # defaults, not values to check; ask again once the breaker may have closed
+            if response.headers.get("X-Featurestore-Degraded") != "1":
+                break
+            time.sleep(0.5)
+            response = client.post(RETRIEVE, json=body)
+        else:
+            print(f"MISMATCH: still degraded after 5 s: {keys[:3]}...")
+            mismatches += 1
+            continue
+        if response.status_code != 200:
+            print(f"MISMATCH: HTTP {response.status_code}: {response.text[:500]}")
+            return checked, mismatches + 1
+        results = response.json()["results"]
+        if [r["entity_key"] for r in results] != keys:
+            mismatches += 1
+            print(f"MISMATCH: keys {keys[:3]}... answered as {[r['entity_key'] for r in results]}")
+            continue
+        for entity_id, result in zip(ids, results, strict=True):
+            want = values_of(entity_id, view)
+            for feature in view.features:
+                got = result["features"][feature.name]
+                value = want[feature.name]
+                if value is None:
+                    ok = got["status"] == "DEFAULT" and got["value"] == feature.default
+                else:
+                    stamp = got["timestamp"]
+                    ok = (
+                        got["status"] == "PRESENT"
+                        and type(got["value"]) is type(value)
+                        and got["value"] == value
+                        and stamp is not None
+                        and dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) == expected_at
+                    )
+                checked += 1
+                if not ok:
+                    mismatches += 1
+                    if mismatches <= 5:
+                        print(f"MISMATCH: {entity_key(entity_id)} {feature.name}: {got} != {value}")
+    return checked, mismatches
+
+
+def store_read_timing(
+    store: RedisStore, view: FeatureView, entities: int, now: dt.datetime, calls: int
+) -> dict[str, float]:
+    """``RedisStore.read`` of 100 random keys in this process: ms per call."""
+    reads = [ViewRead(VIEW, {f.name: f.value_type for f in view.features})]
+    rng = random.Random(7)
+    times = []
+    for _ in range(calls):
+        keys = [(entity_key(rng.randrange(entities)),) for _ in range(100)]
+        started = time.perf_counter()
+        store.read(ENTITY, keys, reads, now=now)
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return {
+        "calls": calls,
+        "median_ms": statistics.median(times) * 1e3,
+        "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))] * 1e3,
+        "min_ms": times[0] * 1e3,
+    }
+
+
+def sidecar_counters(client: httpx.Client) -> dict[str, float]:
+    """Cache hits/misses, degraded responses and store errors from /metrics."""
+    text = client.get("/metrics").text
+    wanted = {
+        'featurestore_sidecar_cache_lookups_total{result="hit"}': "cache_hits",
+        'featurestore_sidecar_cache_lookups_total{result="miss"}': "cache_misses",
+        "featurestore_sidecar_degraded_responses_total": "degraded",
+    }
+    counters = {name: 0.0 for name in wanted.values()}
+    counters["store_errors"] = 0.0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            counters[wanted[name]] = float(value)
+        elif name.startswith("featurestore_sidecar_store_errors_total"):
+            counters["store_errors"] += float(value)
+    return counters
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_averages() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def median_of(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entities", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each one")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--hot", type=int, default=1000, help="keys in the hot set")
+    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument("--store-reads", type=int, default=300, help="in-process 100-key reads")
+    parser.add_argument(
+        "--sidecar-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the sidecar (repeatable), e.g. "
+        "FEATURESTORE_STORE_TIMEOUT_MS=50 (the default is the sidecar's own defaults)",
+    )
+    parser.add_argument("--only", default="0abc", help="scenarios to run: any of 0 (bare), a, b, c")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("/tmp/featurestore-bench-serve"), help="scratch"
+    )
+    args = parser.parse_args(argv)
+    if args.entities < args.hot or args.hot < 1 or args.entities < 100:
+        parser.error("need --entities >= max(--hot, 100) and --hot >= 1")
+    client_kind = args.client
+    if client_kind == "auto":
+        client_kind = "wrk" if shutil.which("wrk") else "python"
+    if client_kind == "wrk" and shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install -y wrk), or use --client python")
+    scenarios = [s for s, tag in zip(SCENARIOS, "0abc", strict=True) if tag in args.only]
+    load_gen = run_wrk if client_kind == "wrk" else run_python_client
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    server_cpu, client_cpu = (SERVER_CPU, CLIENT_CPU) if pin else (None, None)
+
+    workdir: Path = args.workdir
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    # the clock the records are written at and the sidecar is pinned to
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    now_text = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    load_start = load_averages()
+    print(f"load averages at start: {load_start}; CPUs: {os.cpu_count()}; client: {client_kind}")
+
+    manifest_path, registry, was_offline = bench_manifest(workdir)
+    view = registry.views[VIEW]
+    if was_offline:
+        print(f"{VIEW} is declared online: false; served from a copy with online: true")
+    features = list(view.feature_names())
+    features_json = json.dumps(features, separators=(",", ":"))
+    results: dict[str, Any] = {
+        "entities": args.entities,
+        "features": len(features),
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "runs": args.runs,
+        "hot": args.hot,
+        "client": client_kind,
+        "pinned": pin,
+        "view_declared_offline": was_offline,
+        "load_start": load_start,
+    }
+
+    with ExitStack() as stack:
+        redis = stack.enter_context(redis_server(workdir / "redis"))
+        if pin and redis.proc is not None:
+            os.sched_setaffinity(redis.proc.pid, {CLIENT_CPU})
+        store = RedisStore(port=redis.port)
+        stack.callback(store.close)
+        store.initialize()
+        fill_s = fill(store, view, args.entities, now)
+        print(
+            f"filled Redis: {args.entities:,} entities x {len(features)} features in "
+            f"{fill_s:.1f} s ({args.entities / fill_s:,.0f} records/s)"
+        )
+        results["fill_s"] = fill_s
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURESTORE_")}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.update(
+            {
+                "PYTHONPATH": str(REPO),
+                "FEATURESTORE_MANIFEST": str(manifest_path),
+                "FEATURESTORE_API_KEYS": API_KEY,
+                "FEATURESTORE_NOW": now_text,
+            }
+        )
+        for item in args.sidecar_env:
+            name, _, value = item.partition("=")
+            env[name] = value
+        results["sidecar_env"] = args.sidecar_env
+        sidecar_port, bare_port = free_port(), free_port()
+        sidecar_args = [*pinned(server_cpu), sys.executable, "-m", "sidecar"]
+        sidecar_args += ["--online", redis.url, "--port", str(sidecar_port), "--workers", "1"]
+        sidecar_proc = stack.enter_context(
+            process(
+                sidecar_args,
+                env,
+                workdir / "sidecar.log",
+                f"http://127.0.0.1:{sidecar_port}/health",
+                "the sidecar",
+            )
+        )
+        bare_args = [*pinned(server_cpu), sys.executable, __file__, "--bare-server"]
+        bare_proc = stack.enter_context(
+            process(
+                [*bare_args, str(bare_port)],
+                env,
+                workdir / "bare.log",
+                f"http://127.0.0.1:{bare_port}{BARE}",
+                "the bare endpoint",
+            )
+        )
+        client = stack.enter_context(
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{sidecar_port}",
+                headers={"X-API-Key": API_KEY},
+                timeout=10,
+            )
+        )
+        rng = random.Random(11)
+        checked, mismatches = check_responses(client, view, args.entities, now, rng)
+        print(f"correctness before the load: {checked} values checked, {mismatches} mismatches")
+
+        reads = store_read_timing(store, view, args.entities, now, args.store_reads)
+        results["store_read_100_keys"] = reads
+        print(
+            f"in-process RedisStore.read, 100 keys x 10 features: median "
+            f"{reads['median_ms']:.2f} ms, p99 {reads['p99_ms']:.2f} ms, min "
+            f"{reads['min_ms']:.2f} ms ({reads['calls']} calls)"
+        )
+
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in SCENARIOS}
+        for round_no in range(1, args.runs + 1):
+            for name, path, per_request, hot in scenarios:
+                port = bare_port if path == BARE else sidecar_port
+                url = f"http://127.0.0.1:{port}{path}"
+                hot_size = args.hot if hot < 0 else 0
+                script_args = [str(args.entities), str(per_request), str(hot_size), API_KEY]
+                script_args.append(features_json)
+                if args.warmup > 0:
+                    load_gen(url, args.warmup, args.concurrency, client_cpu, script_args)
+                before = sidecar_counters(client) if path == RETRIEVE else None
+                server_pid = bare_proc.pid if path == BARE else sidecar_proc.pid
+                cpu_before = cpu_seconds(server_pid)
+                report = load_gen(url, args.duration, args.concurrency, client_cpu, script_args)
+                # the server's CPU time per request: what the machine's other load changes least
+                report["server_cpu_us_per_request"] = (
+                    (cpu_seconds(server_pid) - cpu_before) / max(1, report["requests"]) * 1e6
+                )
+                if before is not None:
+                    after = sidecar_counters(client)
+                    report.update({k: after[k] - before[k] for k in after})
+                report["rps"] = report["requests"] / (report["duration_us"] / 1e6)
+                report["load"] = load_averages()
+                runs[name].append(report)
+                print(
+                    f"round {round_no} {name}: {report['rps']:,.0f} req/s, p50 "
+                    f"{report['p50_us'] / 1000:.2f} ms, p99 {report['p99_us'] / 1000:.2f} ms, "
+                    f"non-2xx {report['status_errors']}, load {report['load']}",
+                    flush=True,
+                )
+        checked_after, mismatches_after = check_responses(client, view, args.entities, now, rng)
+        print(f"correctness after the load: {checked_after} values, {mismatches_after} mismatches")
+        checked += checked_after
+        mismatches += mismatches_after
+
+    load_end = load_averages()
+    results.update(
+        {"runs_by_scenario": runs, "load_end": load_end, "checked": checked, "bad": mismatches}
+    )
+    summary: dict[str, dict[str, Any]] = {}
+    print()
+    print(
+        f"sidecar benchmark: {args.entities:,} entities x {len(features)} features in Redis, "
+        f"1 uvicorn worker, concurrency {args.concurrency}, {client_kind}, "
+        f"{args.runs} x {args.duration:g} s per scenario"
+        + (" (servers on CPU 0, client and Redis on CPU 1)" if pin else "")
+    )
+    print(
+        "| scenario | req/s median (min-max) | p50 ms | p99 ms | max ms | non-2xx "
+        "| degraded responses | cache hits | server CPU us/request |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, *_ in scenarios:
+        reports = runs[name]
+        rps = [r["rps"] for r in reports]
+        requests = sum(r["requests"] for r in reports)
+        degraded = sum(r.get("degraded", 0) for r in reports)
+        lookups = sum(r.get("cache_hits", 0) + r.get("cache_misses", 0) for r in reports)
+        hits = sum(r.get("cache_hits", 0) for r in reports)
+        row = {
+            "rps": median_of(rps),
+            "p50_ms": median_of([r["p50_us"] / 1000 for r in reports]),
+            "p99_ms": median_of([r["p99_us"] / 1000 for r in reports]),
+            "max_ms": max(r["max_us"] for r in reports) / 1000,
+            "cpu_us": median_of([r["server_cpu_us_per_request"] for r in reports]),
+            "errors": sum(
+                r[k]
+                for r in reports
+                for k in ("status_errors", "connect_errors", "read_errors", "timeouts")
+            ),
+            # answered (partly) with defaults because the store read missed its budget
+            "degraded_share": degraded / requests if requests else 0.0,
+            "cache_hit_share": hits / lookups if lookups else None,
+        }
+        summary[name] = row
+        is_sidecar = name != SCENARIOS[0][0]
+        print(
+            f"| {name} | {row['rps']:,.0f} ({min(rps):,.0f}-{max(rps):,.0f}) | "
+            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['max_ms']:.1f} | "
+            f"{row['errors']:.0f} | "
+            + (f"{degraded:.0f} ({100 * row['degraded_share']:.1f}%)" if is_sidecar else "-")
+            + " | "
+            + (f"{100 * hits / lookups:.1f}%" if lookups else "-")
+            + f" | {row['cpu_us']:.0f} |"
+        )
+    results["summary"] = summary
+    # a target counts as met only if no response was degraded (defaults are not reads)
+    targets: dict[str, bool] = {}
+    bare = summary.get(SCENARIOS[0][0])
+    for tag, (name, _, per_request, _) in zip("0abc", SCENARIOS, strict=True):
+        found = summary.get(name)
+        if found is None or tag == "0":
+            continue
+        row = found
+        clean = row["degraded_share"] == 0 and row["errors"] == 0
+        if per_request == 1:
+            if bare is not None:
+                share = row["rps"] / bare["rps"]
+                targets[f"({tag}) >= 20% of bare req/s (is {100 * share:.0f}%)"] = (
+                    share >= 0.2 and clean
+                )
+            targets[f"({tag}) p99 < 3 ms"] = row["p99_ms"] < 3 and clean
+        else:
+            targets[f"({tag}) >= 600 req/s"] = row["rps"] >= 600 and clean
+            targets[f"({tag}) p99 < 20 ms"] = row["p99_ms"] < 20 and clean
+    results["targets"] = targets
+    print()
+    for target, met in targets.items():
+        print(f"target {target}: {'met' if met else 'NOT met'}")
+    print(f"load averages: start {load_start}, end {load_end} (1, 5, 15 min)")
+    print(f"responses checked: {checked} values, {mismatches} mismatches")
+    (workdir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print(f"results: {workdir / 'results.json'}")
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--bare-server":
+        serve_bare(int(sys.argv[2]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--client-process":
+        client_process(sys.argv[2:])
+    else:
+        sys.exit(main())
