@@ -415,8 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     checks: dict[str, Any] = {}
     if ratio is not None:
         peak = statistics.median(_stats(loader_runs, "peak_rss_mib"))
+        paired = [
+            round(a["rows_per_second"] / b["rows_per_second"], 3)
+            for a, b in zip(loader_runs, ceiling_runs, strict=True)
+        ]
         checks = {
             "ratio_to_ceiling": round(ratio, 3),
+            "paired_run_ratios": paired,
             "ratio_target": TARGET_RATIO,
             "ratio_met": ratio >= TARGET_RATIO,
             "loader_peak_rss_mib": peak,
@@ -424,9 +429,11 @@ def main(argv: list[str] | None = None) -> int:
             "rss_met": peak < TARGET_RSS_MIB,
         }
         print()
-        print(f"loader / ceiling rate: {ratio:.2f} (target >= {TARGET_RATIO}); loader peak RSS "
-              f"{peak:.0f} MiB (target < {TARGET_RSS_MIB:.0f})")  # fmt: skip
+        print(f"loader / ceiling rate: {ratio:.2f} (target >= {TARGET_RATIO}; run by run "
+              f"{', '.join(f'{r:.2f}' for r in paired)}); loader peak RSS {peak:.0f} MiB "
+              f"(target < {TARGET_RSS_MIB:.0f})")  # fmt: skip
     results["checks"] = checks
+    results["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     (workdir / "load_online-results.json").write_text(json.dumps(results, indent=2))
     return 0
 

@@ -50,12 +50,13 @@ Validation gate (great_expectations)
     (its SQL datasource does not work on DuckDB).
 
     Two passes, one read of the warehouse: pass 1 streams the relation once, validates it
-    chunk by chunk and spills the batches to a temporary Parquet file (lz4, in ``$TMPDIR``,
-    deleted at the end of the view); pass 2, only if every expectation held, reads that
-    file back batch by batch and writes it. So the rows written are exactly the rows
-    validated, the warehouse is queried once (on Snowflake a second query would cost and
-    could see different data), and memory stays bounded by one validation chunk; the cost
-    is temporary disk about the size of the view's online table in Parquet.
+    chunk by chunk and spills the batches to a temporary Arrow IPC file (lz4, in
+    ``$TMPDIR``, deleted at the end of the view); pass 2, only if every expectation held,
+    reads that file back batch by batch (memory-mapped) and writes it. So the rows written
+    are exactly the rows validated, the warehouse is queried once (on Snowflake a second
+    query would cost and could see different data), and memory stays bounded by one
+    validation chunk; the cost is temporary disk of about the view's online table,
+    compressed (~53 MB for 1,000,000 rows of 10 features).
 
     A view that fails writes nothing, keeps its watermark and is recorded with outcome
     ``rejected``; the report (log line, load record, terminal) names the view, each failed

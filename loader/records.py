@@ -9,6 +9,7 @@ and wrong types, so this conversion does not re-check them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -41,35 +42,32 @@ class Converted:
 def to_records(batch: pa.RecordBatch, source: ViewSource, now_seconds: int) -> Converted:
     """The batch's rows as records; rows whose ``exp`` <= ``now_seconds`` are left out."""
     view = source.view
-    entity = view.entity.name
-    name = view.name
-    ttl = view.ttl_seconds
-    key_columns = [_text(batch.column(key)) for key in view.keys]
-    keys: list[tuple[str, ...]] = list(zip(*key_columns, strict=True))
-    ts_list: list[int] = micros_array(batch.column(source.ts_column)).to_pylist()
-    ver_list: list[int] = micros_array(batch.column(source.ver_column)).to_pylist()
+    entity, name = view.entity.name, view.name
+    ts = micros_array(batch.column(source.ts_column))
+    exp = pc.add(pc.divide(ts, 1_000_000), view.ttl_seconds)  # whole seconds: ts >= 0
+    live = pc.greater(exp, now_seconds)
+    expired = batch.num_rows - pc.sum(live).as_py() if batch.num_rows else 0
+    if expired:
+        batch, ts, exp = batch.filter(live), ts.filter(live), exp.filter(live)
+    keys = zip(*(_text(batch.column(key)) for key in view.keys), strict=True)
     features = view.feature_names()
-    columns = [batch.column(feature).to_pylist() for feature in features]
-    records: list[Record] = []
-    append = records.append
-    expired = 0
-    for index, values in enumerate(zip(*columns, strict=True)):
-        ts = ts_list[index]
-        exp = ts // 1_000_000 + ttl
-        if exp <= now_seconds:
-            expired += 1
-            continue
-        append(
-            Record(
-                entity=entity,
-                key=keys[index],
-                view=name,
-                ts=ts,
-                ver=ver_list[index],
-                exp=exp,
-                values=dict(zip(features, values, strict=True)),
-            )
+    if features:
+        rows: Iterable[tuple[object, ...]] = zip(
+            *(batch.column(feature).to_pylist() for feature in features), strict=True
         )
+    else:
+        rows = [()] * batch.num_rows
+    records = [
+        Record(entity, key, name, ts_, ver, exp_, dict(zip(features, values, strict=True)))
+        for key, ts_, ver, exp_, values in zip(
+            keys,
+            ts.to_pylist(),
+            micros_array(batch.column(source.ver_column)).to_pylist(),
+            exp.to_pylist(),
+            rows,
+            strict=True,
+        )
+    ]
     return Converted(records=records, expired=expired)
 
 

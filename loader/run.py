@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.ipc
 
 from featurestore.online.layout import Record
 from featurestore.online.store import (
@@ -322,7 +322,7 @@ def _load_view(
         total = source_db.count(source, since)
         reporter.view_started(source, since, total)
         with tempfile.TemporaryDirectory(prefix="featurestore-load-") as spill_dir:
-            spill = Path(spill_dir) / f"{source.name}.parquet"
+            spill = Path(spill_dir) / f"{source.name}.arrow"
             reporter.phase(source, "validate", total)
             max_ver = _validate_and_spill(
                 source_db, source, since, batch_rows, chunk_rows, spill, result, reporter
@@ -373,16 +373,20 @@ def _validate_and_spill(
     reporter: Reporter,
 ) -> int:
     """Pass 1: stream the rows once, validate them chunk by chunk and spill them to a temp
-    Parquet file (the write pass reads it back). Returns the greatest ``ver`` read."""
+    Arrow IPC file, lz4-compressed (the write pass reads it back). Returns the greatest
+    ``ver`` read."""
     validator = ViewValidator(source)
-    writer: pq.ParquetWriter | None = None
+    sink: pa.NativeFile | None = None
+    writer: pa.ipc.RecordBatchFileWriter | None = None
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     max_ver = -(2**63)
     try:
         for batch in source_db.batches(source, since, batch_rows):
             if writer is None:
-                writer = pq.ParquetWriter(spill, batch.schema, compression="lz4")
+                sink = pa.OSFile(str(spill), "wb")
+                options = pa.ipc.IpcWriteOptions(compression="lz4")
+                writer = pa.ipc.new_file(sink, batch.schema, options=options)
             writer.write_batch(batch)
             result.rows_read += batch.num_rows
             ver = pc.max(micros_array(batch.column(source.ver_column))).as_py()
@@ -399,6 +403,8 @@ def _validate_and_spill(
     finally:
         if writer is not None:
             writer.close()
+        if sink is not None:
+            sink.close()
     if not validator.passed:
         result.outcome = "rejected"
         result.failures = validator.failures
@@ -450,10 +456,12 @@ def _write(
     for thread in threads:
         thread.start()
     try:
-        with pq.ParquetFile(spill) as parquet:
-            for batch in parquet.iter_batches(batch_size=batch_rows):
+        with pa.memory_map(str(spill)) as mapped:
+            spilled = pa.ipc.open_file(mapped)
+            for index in range(spilled.num_record_batches):
                 if failures:
                     break
+                batch = spilled.get_batch(index)
                 converted = to_records(batch, source, now_seconds)
                 result.rows_expired += converted.expired
                 if converted.expired:
