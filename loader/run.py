@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc
 
+from featurestore import clock
 from featurestore.online.layout import Record
 from featurestore.online.store import (
     LoadRecord,
@@ -180,18 +181,11 @@ class NullReporter:
 
 
 def parse_now(text: str | None) -> dt.datetime | None:
-    """``--now`` / ``$FEATURESTORE_NOW``: ISO 8601, naive means UTC; returns aware UTC."""
-    if text is None or not text.strip():
-        return None
+    """``--now`` / ``$FEATURESTORE_NOW`` (:func:`featurestore.clock.parse_now`)."""
     try:
-        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise LoaderError(
-            f"invalid time {text!r}: expected ISO 8601 such as 2026-05-01T00:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+        return clock.parse_now(text)
+    except ValueError as exc:
+        raise LoaderError(f"invalid time: {exc}") from None
 
 
 def load_project(

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from featurestore import clock
 from sidecar.auth import (
     OPENABLE_ENDPOINTS,
     ApiKey,
@@ -216,15 +217,8 @@ def parse_cache_ttl(text: str) -> tuple[float, dict[str, float]]:
 
 
 def parse_now(text: str | None) -> dt.datetime | None:
-    """``FEATURESTORE_NOW``: ISO 8601 (``Z`` or an offset; naive means UTC) -> aware UTC."""
-    if text is None or not text.strip():
-        return None
+    """``FEATURESTORE_NOW`` (:func:`featurestore.clock.parse_now`)."""
     try:
-        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise SettingsError(
-            f"FEATURESTORE_NOW: {text!r} is not ISO 8601 (e.g. 2026-05-01T00:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+        return clock.parse_now(text)
+    except ValueError as exc:
+        raise SettingsError(f"FEATURESTORE_NOW: {exc}") from None
