@@ -90,6 +90,22 @@
 {% endmacro %}
 
 
+{#- The final select of the row-numbered forms: the numbered spine (`__fs_spine`, columns
+    `spine_select`) left-joined to each view's match CTE `__fs_match<n>` by row number. -#}
+{% macro _as_of_stitch(spine_select, spine_timestamp, feature_views, include_timestamps) %}
+    select
+        {{ spine_select }}
+        {%- for fv in feature_views %}
+        {{- featurestore._as_of_output_columns(fv, '__fs_m' ~ loop.index, 'spine.' ~ spine_timestamp, include_timestamps) }}
+        {%- endfor %}
+    from __fs_spine as spine
+    {%- for fv in feature_views %}
+    left join __fs_match{{ loop.index }} as __fs_m{{ loop.index }}
+        on __fs_m{{ loop.index }}.__fs_row = spine.__fs_row
+    {%- endfor %}
+{% endmacro %}
+
+
 {#- Portable form: a left join on keys and as-of key <= spine time, ranked per spine row. -#}
 {% macro default__as_of_join(spine, spine_timestamp, feature_views, include_timestamps, spine_columns) %}
     {%- if spine_columns is none -%}
@@ -115,16 +131,10 @@
         where __fs_pick = 1
     )
     {%- endfor %}
-    select
+    {%- set spine_select -%}
         {% for column in spine_columns %}spine.{{ column }}{% if not loop.last %}, {% endif %}{% endfor %}
-        {%- for fv in feature_views %}
-        {{- featurestore._as_of_output_columns(fv, '__fs_m' ~ loop.index, 'spine.' ~ spine_timestamp, include_timestamps) }}
-        {%- endfor %}
-    from __fs_spine as spine
-    {%- for fv in feature_views %}
-    left join __fs_match{{ loop.index }} as __fs_m{{ loop.index }}
-        on __fs_m{{ loop.index }}.__fs_row = spine.__fs_row
-    {%- endfor %}
+    {%- endset %}
+    {{ featurestore._as_of_stitch(spine_select, spine_timestamp, feature_views, include_timestamps) }}
 {% endmacro %}
 
 
@@ -173,14 +183,5 @@
             on {% for spine_key in fv.join_keys %}spine.{{ spine_key }} = {{ alias }}.__fs_k{{ loop.index }}{% if not loop.last %} and {% endif %}{% endfor %}
     )
     {%- endfor %}
-    select
-        spine.* exclude (__fs_row)
-        {%- for fv in feature_views %}
-        {{- featurestore._as_of_output_columns(fv, '__fs_m' ~ loop.index, 'spine.' ~ spine_timestamp, include_timestamps) }}
-        {%- endfor %}
-    from __fs_spine as spine
-    {%- for fv in feature_views %}
-    left join __fs_match{{ loop.index }} as __fs_m{{ loop.index }}
-        on __fs_m{{ loop.index }}.__fs_row = spine.__fs_row
-    {%- endfor %}
+    {{ featurestore._as_of_stitch('spine.* exclude (__fs_row)', spine_timestamp, feature_views, include_timestamps) }}
 {% endmacro %}
