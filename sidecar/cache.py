@@ -132,8 +132,12 @@ class LFUCache(Generic[K, V]):
     def put_many(self, items: Iterable[tuple[K, V, float]]) -> None:
         with self._lock:
             now = self._clock()
-            for key, value, ttl in items:
-                self._put(key, value, ttl, now)
+            purged = False  # purge once, before the first new key: at one ``now``, a
+            for key, value, ttl in items:  # second purge would find nothing more
+                if not purged and ttl > 0 and key not in self._entries:
+                    self._purge(now)
+                    purged = True
+                self._put(key, value, ttl, now, purged=True)
 
     def clear(self) -> None:
         with self._lock:
@@ -161,7 +165,7 @@ class LFUCache(Generic[K, V]):
         value: V = node.value
         return value
 
-    def _put(self, key: K, value: V, ttl: float, now: float) -> None:
+    def _put(self, key: K, value: V, ttl: float, now: float, *, purged: bool = False) -> None:
         node = self._entries.get(key)
         if ttl <= 0 or self.maxsize == 0:
             if node is not None:
@@ -178,7 +182,8 @@ class LFUCache(Generic[K, V]):
             self._queues.setdefault(ttl, OrderedDict())[key] = None
             self._touch(node)
             return
-        self._purge(now)
+        if not purged:
+            self._purge(now)
         if len(self._entries) >= self.maxsize:
             self._evict()
         first = self._sentinel.next

@@ -27,13 +27,13 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
 
 import orjson
 
-from featurestore.online.layout import parse_entity_token
-from featurestore.online.store import StoredRecord, ViewRead
+from featurestore.online.layout import json_encoder, parse_entity_token
+from featurestore.online.store import EncodedRecord, StoredRecord, ViewRead
 from featurestore.registry import Registry, ValueType
 from sidecar.auth import ApiKey
 from sidecar.errors import ApiError
@@ -42,7 +42,6 @@ from sidecar.settings import Settings
 __all__ = [
     "ABSENT",
     "KIND_LABELS",
-    "Answers",
     "CachedRecord",
     "Catalog",
     "EntityPlan",
@@ -67,9 +66,8 @@ KIND_LABELS: Final = (
 PRESENT: Final = 0
 _REASON_KINDS: Final = {"NULL": 1, "NOT_FOUND": 3, "STORE_UNAVAILABLE": 5}
 
-Answer = tuple[dict[str, Any], int]
-#: feature name -> (its JSON answer, its kind index)
-Answers = dict[str, Answer]
+#: JSON fragments: ``"<feature>":{"value":...,"timestamp":...,"status":...[,"reason":...]}``
+Fragment = bytes
 
 
 def iso_micros(micros: int) -> str:
@@ -85,17 +83,25 @@ def _json_value(value: object, value_type: ValueType) -> object:
     return value
 
 
+def _fragment(name: str, answer: dict[str, Any]) -> Fragment:
+    """``"name":{...}``: one member of a result's ``features`` object."""
+    return orjson.dumps({name: answer})[1:-1]
+
+
 @dataclass(frozen=True, slots=True)
 class FeaturePlan:
     name: str
     view: str
+    #: position among the features of its view
+    index: int
     entity: str
     value_type: ValueType
     #: the registered default as JSON (None: no default)
     default: object | None
 
-    def fallback(self, reason: str, timestamp: str | None) -> Answer:
-        """The answer when there is no value: the default (DEFAULT) or nothing (MISSING)."""
+    def fallback(self, reason: str, timestamp: str | None) -> tuple[Fragment, int]:
+        """The answer when there is no value: the default (DEFAULT) or nothing (MISSING),
+        as a JSON fragment, and its kind."""
         kind = _REASON_KINDS[reason]
         if self.default is not None:
             answer = {"value": self.default, "timestamp": timestamp, "status": "DEFAULT"}
@@ -103,7 +109,7 @@ class FeaturePlan:
             answer = {"value": None, "timestamp": timestamp, "status": "MISSING"}
             kind += 1
         answer["reason"] = reason
-        return answer, kind
+        return _fragment(self.name, answer), kind
 
 
 class _Absent:
@@ -117,12 +123,39 @@ class _Absent:
 ABSENT: Final = _Absent()
 
 
-@dataclass(frozen=True, slots=True)
-class CachedRecord:
-    """A stored record turned into answers once, when it is read from the store."""
+class CachedRecord(NamedTuple):
+    """The answers of every feature of one view for one key, built once (when the record
+    is read from the store, or at startup for the constant answers) as JSON fragments.
 
+    A tuple of ints and bytes only: the garbage collector stops tracking it, so a cache of
+    100,000 records adds nothing to the collector's full passes."""
+
+    #: when the record stops being served (epoch seconds)
     exp: int
-    answers: Answers
+    #: per feature of the view (in view order): its JSON fragment and its kind
+    parts: tuple[Fragment, ...]
+    kinds: tuple[int, ...]
+    #: ``b",".join(parts)``, and how many answers of each kind (index of KIND_LABELS)
+    full: bytes
+    counts: tuple[int, ...]
+
+
+def _cached(exp: int, parts: list[Fragment], kinds: list[int]) -> CachedRecord:
+    counts = [0] * len(KIND_LABELS)
+    for kind in kinds:
+        counts[kind] += 1
+    return CachedRecord(exp, tuple(parts), tuple(kinds), b",".join(parts), tuple(counts))
+
+
+_Template = tuple[bytes, bytes, bytes, int, Callable[[bytes], bytes]]
+#: where the timestamp goes in a NULL fallback template
+_STAMP: Final = "@@featurestore-timestamp@@"
+#: feature timestamps (microseconds) -> ISO 8601 bytes: a batch load writes many records of
+#: one timestamp; bounded (cleared when full), shared by every request of the process
+_STAMPS: dict[int, bytes] = {}
+_STAMPS_MAX: Final = 65_536
+#: never expires: the constant answers (not found, store unavailable)
+_FOREVER: Final = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -137,28 +170,71 @@ class EntityPlan:
     #: online view -> its features
     view_features: Mapping[str, tuple[FeaturePlan, ...]]
     #: online view -> answers when the store has no record / is unavailable
-    not_found: Mapping[str, Answers]
-    unavailable: Mapping[str, Answers]
+    not_found: Mapping[str, CachedRecord]
+    unavailable: Mapping[str, CachedRecord]
+    #: online view -> per feature: (``"name":{"value":`` , the NULL fallback split around
+    #: its timestamp, the NULL fallback's kind, encoded bytes -> JSON)
+    templates: Mapping[str, tuple[_Template, ...]] = field(repr=False)
+    #: online view -> kinds and counts of a record with every value present
+    all_present: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(repr=False)
+    #: ``{"entity_name":"<name>","results":[``
+    response_head: bytes = b""
 
     def record(self, view: str, stored: StoredRecord) -> CachedRecord:
-        """Answers for every feature of ``view`` from a stored record."""
-        timestamp = iso_micros(stored.ts)
-        answers: Answers = {}
+        """Answers for every feature of ``view`` from a stored record (decoded values)."""
+        stamp = _stamp(stored.ts)
+        present = b',"timestamp":"' + stamp + b'","status":"PRESENT"}'
+        parts: list[Fragment] = []
+        kinds: list[int] = []
         values = stored.values
-        for feature in self.view_features[view]:
+        dumps = orjson.dumps
+        for feature, (prefix, null_head, null_tail, null_kind, _) in zip(
+            self.view_features[view], self.templates[view], strict=True
+        ):
             value = values.get(feature.name)
             if value is None:
-                answers[feature.name] = feature.fallback("NULL", timestamp)
+                parts.append(null_head + stamp + null_tail)
+                kinds.append(null_kind)
             else:
-                answers[feature.name] = (
-                    {
-                        "value": _json_value(value, feature.value_type),
-                        "timestamp": timestamp,
-                        "status": "PRESENT",
-                    },
-                    PRESENT,
-                )
-        return CachedRecord(exp=stored.exp, answers=answers)
+                if feature.value_type == "timestamp":
+                    value = _json_value(value, "timestamp")
+                parts.append(prefix + dumps(value) + present)
+                kinds.append(PRESENT)
+        return _cached(stored.exp, parts, kinds)
+
+    def record_encoded(self, view: str, stored: EncodedRecord) -> CachedRecord:
+        """:meth:`record` of a record whose values are still in the layout's encoding."""
+        stamp = _stamp(stored.ts)
+        present = b',"timestamp":"' + stamp + b'","status":"PRESENT"}'
+        templates = self.templates[view]
+        if None not in stored.values:  # the usual case: every value present
+            parts = [
+                prefix + to_json(raw) + present  # type: ignore[arg-type]  # None checked
+                for (prefix, _, _, _, to_json), raw in zip(templates, stored.values, strict=True)
+            ]
+            kinds, counts = self.all_present[view]
+            return CachedRecord(stored.exp, tuple(parts), kinds, b",".join(parts), counts)
+        parts = []
+        kind_list = []
+        for (prefix, null_head, null_tail, null_kind, to_json), raw in zip(
+            templates, stored.values, strict=True
+        ):
+            if raw is None:
+                parts.append(null_head + stamp + null_tail)
+                kind_list.append(null_kind)
+            else:
+                parts.append(prefix + to_json(raw) + present)
+                kind_list.append(PRESENT)
+        return _cached(stored.exp, parts, kind_list)
+
+
+def _stamp(ts: int) -> bytes:
+    stamp = _STAMPS.get(ts)
+    if stamp is None:
+        if len(_STAMPS) >= _STAMPS_MAX:
+            _STAMPS.clear()
+        stamp = _STAMPS[ts] = iso_micros(ts).encode()
+    return stamp
 
 
 @dataclass(frozen=True)
@@ -200,19 +276,35 @@ class Catalog:
         features: dict[str, FeaturePlan] = {}
         view_reads: dict[str, ViewRead] = {}
         view_features: dict[str, tuple[FeaturePlan, ...]] = {}
+        templates: dict[str, tuple[_Template, ...]] = {}
         for view in views:
             plans = []
-            for feature in view.features:
+            for index, feature in enumerate(view.features):
                 default = feature.default
                 if isinstance(default, dt.datetime):  # pragma: no cover - defaults are JSON
                     default = _json_value(default, "timestamp")
-                plan = FeaturePlan(feature.name, view.name, name, feature.value_type, default)
+                plan = FeaturePlan(
+                    feature.name, view.name, index, name, feature.value_type, default
+                )
                 features[feature.name] = plan
                 plans.append(plan)
             view_features[view.name] = tuple(plans)
             view_reads[view.name] = ViewRead(
                 view.name, {f.name: f.value_type for f in view.features}
             )
+            view_templates = []
+            for plan in plans:
+                null, null_kind = plan.fallback("NULL", _STAMP)
+                head, tail = null.split(_STAMP.encode())
+                prefix = orjson.dumps(plan.name) + b':{"value":'
+                to_json = json_encoder(plan.value_type)
+                view_templates.append((prefix, head, tail, null_kind, to_json))
+            templates[view.name] = tuple(view_templates)
+
+        def constant(reason: str, plans: tuple[FeaturePlan, ...]) -> CachedRecord:
+            answers = [plan.fallback(reason, None) for plan in plans]
+            return _cached(_FOREVER, [a for a, _ in answers], [k for _, k in answers])
+
         return EntityPlan(
             name=name,
             key_columns=tuple(entity.keys),
@@ -220,14 +312,14 @@ class Catalog:
             features=features,
             view_reads=view_reads,
             view_features=view_features,
-            not_found={
-                v: {f.name: f.fallback("NOT_FOUND", None) for f in fs}
+            not_found={v: constant("NOT_FOUND", fs) for v, fs in view_features.items()},
+            unavailable={v: constant("STORE_UNAVAILABLE", fs) for v, fs in view_features.items()},
+            templates=templates,
+            all_present={
+                v: ((PRESENT,) * len(fs), (len(fs),) + (0,) * (len(KIND_LABELS) - 1))
                 for v, fs in view_features.items()
             },
-            unavailable={
-                v: {f.name: f.fallback("STORE_UNAVAILABLE", None) for f in fs}
-                for v, fs in view_features.items()
-            },
+            response_head=b'{"entity_name":' + orjson.dumps(name) + b',"results":[',
         )
 
     # --- entity keys ------------------------------------------------------------------------

@@ -35,15 +35,21 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import orjson
 
-from featurestore.online.store import OnlineStore, StoredRecord, StoreError, ViewRead
+from featurestore.online.store import (
+    EncodedRecord,
+    OnlineStore,
+    StoredRecord,
+    StoreError,
+    ViewRead,
+)
 from sidecar.breaker import CircuitBreaker
 from sidecar.cache import MISS, LFUCache
-from sidecar.catalog import ABSENT, KIND_LABELS, Answers, CachedRecord, RetrieveRequest
+from sidecar.catalog import ABSENT, KIND_LABELS, CachedRecord, EntityPlan, RetrieveRequest
 from sidecar.metrics import Metrics
 
 __all__ = ["Retriever", "StoreReader"]
@@ -51,6 +57,7 @@ __all__ = ["Retriever", "StoreReader"]
 log = logging.getLogger("sidecar")
 
 Rows = list[dict[str, StoredRecord | None]]
+EncodedRows = list[dict[str, EncodedRecord | None]]
 CacheKey = tuple[str, tuple[str, ...]]  # (view, key)
 
 
@@ -74,6 +81,9 @@ class StoreReader:
         self._slots = threading.BoundedSemaphore(threads)
         # DynamoDB retries unprocessed keys within a deadline: give it the request's budget
         self._deadline_kw = "deadline_s" in inspect.signature(store.read).parameters
+        # Redis: reads on the event loop itself (no thread hop, no GIL hand-over), values
+        # left encoded (turned into JSON directly, see EntityPlan.record_encoded)
+        self._async = self.encoded = store.async_reads
 
     def _submit(self, fn: Callable[[], Any]) -> cf.Future[Any] | None:
         """Run ``fn`` on a free store thread, or return None if every thread is busy (the
@@ -94,11 +104,14 @@ class StoreReader:
         keys: Sequence[tuple[str, ...]],
         views: Sequence[ViewRead],
         now: dt.datetime,
-    ) -> Rows | None:
-        """The store's answer, or None if it gave none in time (the reason is counted)."""
+    ) -> Rows | EncodedRows | None:
+        """The store's answer (values left encoded if :attr:`encoded`), or None if it gave
+        none in time (the reason is counted)."""
         if not self.breaker.allow():
             self.metrics.store_read("circuit_open")
             return None
+        if self._async:
+            return await self._read_async(entity, keys, views, now)
         kwargs: dict[str, Any] = {"now": now}
         if self._deadline_kw:
             kwargs["deadline_s"] = self.timeout_s
@@ -129,8 +142,46 @@ class StoreReader:
         self.metrics.store_read("ok", time.perf_counter() - started)
         return rows
 
+    async def _read_async(
+        self,
+        entity: str,
+        keys: Sequence[tuple[str, ...]],
+        views: Sequence[ViewRead],
+        now: dt.datetime,
+    ) -> EncodedRows | None:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                rows = await self.store.read_encoded_async(entity, keys, views, now=now)
+        except TimeoutError:
+            self.breaker.failure()
+            self.metrics.store_read("timeout")
+            return None
+        except StoreError as exc:
+            self.breaker.failure()
+            self.metrics.store_read("unavailable")
+            log.warning("store read failed: %s", exc)
+            return None
+        except Exception:
+            self.breaker.failure()
+            self.metrics.store_read("error")
+            log.exception("store read raised an unexpected error")
+            return None
+        self.breaker.success()
+        self.metrics.store_read("ok", time.perf_counter() - started)
+        return rows
+
     async def check(self, timeout_s: float) -> str | None:
         """None if the store answers :meth:`OnlineStore.check` in time, else why not."""
+        if self._async:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self.store.check_async()
+            except TimeoutError:
+                return f"the store did not answer within {timeout_s:g} s"
+            except Exception as exc:
+                return str(exc) or type(exc).__name__
+            return None
         future = self._submit(self.store.check)
         if future is None:
             return "every store thread is busy (the store is slow)"
@@ -198,10 +249,13 @@ class Retriever:
             else:
                 to_cache: list[tuple[CacheKey, CachedRecord | object, float]] = []
                 ttls = self.cache_ttls
-                for key, row in zip(miss_keys, rows, strict=True):
+                record: Callable[[str, Any], CachedRecord] = (
+                    plan.record_encoded if self.reader.encoded else plan.record
+                )
+                for key, row in zip(miss_keys, cast(list[dict[str, Any]], rows), strict=True):
                     for view in miss_views:
                         stored = row.get(view)
-                        entry = ABSENT if stored is None else plan.record(view, stored)
+                        entry = ABSENT if stored is None else record(view, stored)
                         resolved[(view, key)] = entry
                         ttl = ttls[view]
                         if ttl > 0:
@@ -210,29 +264,47 @@ class Retriever:
                     self.cache.put_many(to_cache)
                     self.metrics.cache_entries.set(len(self.cache))
 
+        # the features asked for, as (view position, feature position in its view); the
+        # whole of each view in view order (the usual request) joins precomputed fragments
+        view_pos = {view: pos for pos, view in enumerate(views)}
+        wanted = [(view_pos[f.view], f.index) for f in request.features]
+        whole = len(wanted) == sum(len(plan.view_features[v]) for v in views) and all(
+            wanted[n] == pair for n, pair in enumerate(_canonical(plan, views))
+        )
+        not_found = [plan.not_found[view] for view in views]
+        unavailable = [plan.unavailable[view] for view in views]
+        counts: list[tuple[int, ...]] = []
         tally = [0] * len(KIND_LABELS)
-        not_found = plan.not_found
-        unavailable = plan.unavailable
-        wanted = [(feature.name, feature.view) for feature in request.features]
-        results = []
+        dumps = orjson.dumps
+        results: list[bytes] = []
         for raw, key in zip(request.raw_keys, request.keys, strict=True):
-            per_view: dict[str, Answers] = {}
-            for view in views:
+            entries: list[CachedRecord] = []
+            for pos, view in enumerate(views):
                 entry = resolved.get((view, key))
                 if entry is None:
-                    per_view[view] = unavailable[view]
+                    entries.append(unavailable[pos])
                 elif type(entry) is CachedRecord and entry.exp > now_s:
-                    per_view[view] = entry.answers
+                    entries.append(entry)
                 else:  # ABSENT, or a cached record whose TTL ran out since it was cached
-                    per_view[view] = not_found[view]
-            answers = {}
-            for name, view in wanted:
-                answer, kind = per_view[view][name]
-                answers[name] = answer
-                tally[kind] += 1
-            results.append({"entity_key": raw, "features": answers})
+                    entries.append(not_found[pos])
+            if whole:
+                features = b",".join([entry.full for entry in entries])
+                counts += [entry.counts for entry in entries]
+            else:
+                features = b",".join([entries[pos].parts[index] for pos, index in wanted])
+                for pos, index in wanted:
+                    tally[entries[pos].kinds[index]] += 1
+            results.append(b'{"entity_key":' + dumps(raw) + b',"features":{' + features + b"}}")
+        if counts:
+            tally = [a + b for a, b in zip(tally, map(sum, zip(*counts, strict=True)), strict=True)]
         self.metrics.feature_statuses(zip(KIND_LABELS, tally, strict=True))
         if degraded:
             self.metrics.degraded_responses.inc()
-        body = orjson.dumps({"entity_name": plan.name, "results": results})
+        body = plan.response_head + b",".join(results) + b"]}"
         return body, degraded
+
+
+def _canonical(plan: EntityPlan, views: Sequence[str]) -> Iterator[tuple[int, int]]:
+    for pos, view in enumerate(views):
+        for index in range(len(plan.view_features[view])):
+            yield pos, index

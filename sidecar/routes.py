@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from sidecar.auth import ApiKey
 from sidecar.errors import ApiError, error_response
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["ROUTES", "http_error", "server_error"]
 
 _JSON: Final = "application/json"
-DEGRADED_HEADERS: Final = {"X-Featurestore-Degraded": "1"}
 
 
 def _sidecar(request: Request) -> Sidecar:
@@ -32,7 +32,10 @@ def _principal(sidecar: Sidecar, request: Request, endpoint: str | None) -> ApiK
     """The caller's key; None for an open endpoint. Raises 401 without a valid key."""
     if endpoint is not None and endpoint in sidecar.settings.open_endpoints:
         return None
-    presented = request.headers.get("x-api-key")
+    return _authenticate(sidecar, request.headers.get("x-api-key"))
+
+
+def _authenticate(sidecar: Sidecar, presented: str | None) -> ApiKey:
     if not presented:
         raise ApiError(401, "UNAUTHENTICATED", "an X-API-Key header is required", "X-API-Key")
     key = sidecar.auth.authenticate(presented)
@@ -41,9 +44,8 @@ def _principal(sidecar: Sidecar, request: Request, endpoint: str | None) -> ApiK
     return key
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ApiError(400, "INVALID_HEADER", "Content-Length is not a number", "body")
@@ -51,29 +53,52 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, "BODY_TOO_LARGE", f"the body is over {limit} bytes", "body")
     chunks = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, "BODY_TOO_LARGE", f"the body is over {limit} bytes", "body")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "CLIENT_DISCONNECTED", "the client went away", "body") from None
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "CLIENT_DISCONNECTED", "the client went away", "body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "BODY_TOO_LARGE", f"the body is over {limit} bytes", "body")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def retrieve(request: Request) -> Response:
-    """``POST /api/v1/features/retrieve``."""
-    sidecar = _sidecar(request)
-    try:
-        principal = _principal(sidecar, request, None)
-        assert principal is not None
-        body = await _read_body(request, sidecar.settings.max_body_bytes)
-        parsed = sidecar.catalog.parse(body, principal)
-    except ApiError as exc:
-        return exc.response()
-    payload, degraded = await sidecar.retriever.retrieve(parsed)
-    return Response(payload, media_type=_JSON, headers=DEGRADED_HEADERS if degraded else None)
+_RESPONSE_HEADERS: Final = [(b"content-type", b"application/json")]
+_DEGRADED: Final = (b"x-featurestore-degraded", b"1")
+
+
+class RetrieveEndpoint:
+    """``POST /api/v1/features/retrieve``: a plain ASGI app (the hot path skips Starlette's
+    Request and Response objects; errors still answer through :class:`ApiError`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sidecar: Sidecar = scope["app"].state.sidecar
+        presented: bytes | None = None
+        declared: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                presented = value
+            elif name == b"content-length":
+                declared = value
+        try:
+            principal = _authenticate(
+                sidecar, presented.decode("latin-1") if presented is not None else None
+            )
+            body = await _read_body(receive, declared, sidecar.settings.max_body_bytes)
+            parsed = sidecar.catalog.parse(body, principal)
+        except ApiError as exc:
+            await exc.response()(scope, receive, send)
+            return
+        payload, degraded = await sidecar.retriever.retrieve(parsed)
+        headers = [*_RESPONSE_HEADERS, (b"content-length", str(len(payload)).encode())]
+        if degraded:
+            headers.append(_DEGRADED)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
 
 async def registry(request: Request) -> Response:
@@ -144,7 +169,7 @@ async def openapi(request: Request) -> Response:
 
 
 ROUTES: Final = [
-    Route("/api/v1/features/retrieve", retrieve, methods=["POST"]),
+    Route("/api/v1/features/retrieve", RetrieveEndpoint(), methods=["POST"]),
     Route("/api/v1/registry", registry, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),

@@ -70,9 +70,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+import orjson
 
 from featurestore.registry import ValueType
 
@@ -86,9 +88,11 @@ __all__ = [
     "encode_value",
     "entity_token",
     "exp_field",
+    "json_encoder",
     "micros",
     "parse_entity_token",
     "redis_key",
+    "redis_keys",
     "ts_field",
     "ver_field",
 ]
@@ -168,6 +172,25 @@ def redis_key(entity: str, key: Sequence[str], namespace: str = DEFAULT_NAMESPAC
     return f"{namespace}:{entity}:{{{first}}}" + (f":{rest}" if rest else "")
 
 
+def redis_keys(
+    entity: str, keys: Sequence[Sequence[str]], namespace: str = DEFAULT_NAMESPACE
+) -> list[str]:
+    """:func:`redis_key` of many keys (a one-part key without special characters skips the
+    token machinery; the result is the same)."""
+    if not keys:
+        return []
+    redis_key(entity, ("x",), namespace)  # checks the names once
+    prefix = f"{namespace}:{entity}:"
+    special = _SPECIAL
+    out = []
+    for key in keys:
+        if len(key) == 1 and type(part := key[0]) is str and part and special.isdisjoint(part):
+            out.append(f"{prefix}{{{part}}}")
+        else:
+            out.append(redis_key(entity, key, namespace))
+    return out
+
+
 def dynamodb_pk(entity: str, key: Sequence[str]) -> str:
     return f"{entity}#{entity_token(key)}"
 
@@ -228,6 +251,33 @@ def encode_python_value(value: object) -> str | None:
     if isinstance(value, dt.datetime):
         return encode_value(value, "timestamp")
     raise OnlineLayoutError(f"cannot store a {type(value).__name__} value online: {value!r}")
+
+
+def _json_bool(text: bytes) -> bytes:
+    return b"true" if text == b"1" else b"false"
+
+
+def _json_timestamp(text: bytes) -> bytes:
+    value = _EPOCH + dt.timedelta(microseconds=int(text))
+    return b'"' + value.isoformat().encode() + b'Z"'
+
+
+#: encoded bytes -> the JSON of the registry-typed value (what :func:`decode_value` reads,
+#: serialized: numbers re-serialized, so a stored text never reaches JSON unchecked)
+_JSON_ENCODERS: Final[dict[str, Callable[[bytes], bytes]]] = {
+    "int": lambda text: orjson.dumps(int(text)),
+    "float": lambda text: orjson.dumps(float(text)),
+    "bool": _json_bool,
+    "string": lambda text: orjson.dumps(text.decode()),
+    "timestamp": _json_timestamp,
+}
+
+
+def json_encoder(value_type: ValueType) -> Callable[[bytes], bytes]:
+    """A function from a value's encoded bytes (as Redis returns them) to the JSON of its
+    decoded value (timestamps as ISO 8601 UTC with ``Z``): the sidecar's path from the
+    store to a response without building Python values first."""
+    return _JSON_ENCODERS[value_type]
 
 
 def decode_value(text: str | bytes | None, value_type: ValueType) -> object:

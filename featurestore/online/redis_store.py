@@ -52,8 +52,8 @@ import datetime as dt
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import hiredis
@@ -77,10 +77,13 @@ from featurestore.online.layout import (
     encode_python_value,
     exp_field,
     redis_key,
+    redis_keys,
     ts_field,
     ver_field,
 )
+from featurestore.online.redis_async import AsyncRedisPool, RedisAuthError
 from featurestore.online.store import (
+    EncodedRecord,
     LoadRecord,
     OnlineStore,
     StoredRecord,
@@ -156,6 +159,7 @@ class RedisStore(OnlineStore):
         timeout: float = 5.0,
         retries: int = 1,
         batch_size: int = 2000,
+        async_connections: int = 8,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
@@ -165,6 +169,12 @@ class RedisStore(OnlineStore):
         self.namespace = namespace
         self.batch_size = batch_size
         self._password = password
+        self._username = username
+        self._ssl = ssl
+        self._connect_timeout = connect_timeout
+        #: connections of the asyncio read path (:meth:`read_async`), opened on first use
+        self.async_connections = async_connections
+        self._apool: AsyncRedisPool | None = None
         self._retries = retries
         scheme = "rediss" if ssl else "redis"
         user = f"{username}@" if username else ""
@@ -233,6 +243,8 @@ class RedisStore(OnlineStore):
 
     def close(self) -> None:
         self._client.close()
+        if self._apool is not None:
+            self._apool.close()
 
     # --- records ----------------------------------------------------------------------
 
@@ -303,7 +315,10 @@ class RedisStore(OnlineStore):
         ``retries`` times, which is safe for reads and for writes, every write being
         newer-wins (records applied by the failed attempt are then counted as skipped)."""
         pack: Any = hiredis.pack_command  # its stub types a 1-tuple
-        payload = b"".join(map(pack, commands))
+        return self._pipeline_packed(b"".join(map(pack, commands)), len(commands))
+
+    def _pipeline_packed(self, payload: bytes, count: int) -> list[object]:
+        """:meth:`_pipeline` of ``count`` commands already packed into ``payload``."""
         pool = self._client.connection_pool
         for attempt in range(self._retries + 1):
             connection: Any = None
@@ -311,7 +326,7 @@ class RedisStore(OnlineStore):
                 connection = pool.get_connection()
                 connection.send_packed_command([payload])
                 replies: list[object] = []
-                for _ in commands:
+                for _ in range(count):
                     try:
                         replies.append(connection.read_response())
                     except ResponseError as exc:
@@ -342,49 +357,69 @@ class RedisStore(OnlineStore):
         *,
         now: dt.datetime | None = None,
     ) -> list[dict[str, StoredRecord | None]]:
-        now_s, _ = _clock(now)
-        results: list[dict[str, StoredRecord | None]] = [
-            {view.view: None for view in views} for _ in keys
-        ]
         if not keys or not views:
-            return results
-        fields: list[str] = []
-        # per view: the view, its _ts index, and (feature, reply index, decoder) per feature
-        slices: list[tuple[ViewRead, int, list[tuple[str, int, Any]]]] = []
-        for view in views:
-            plan = [
-                (name, len(fields) + offset, _decoder(value_type))
-                for offset, (name, value_type) in enumerate(view.features.items())
-            ]
-            fields += view.features
-            slices.append((view, len(fields), plan))
-            fields += (ts_field(view.view), ver_field(view.view), exp_field(view.view))
-        redis_keys = [redis_key(entity, key, self.namespace) for key in keys]
-        unique = list(dict.fromkeys(redis_keys))
+            return [{view.view: None for view in views} for _ in keys]
+        plan = _ReadPlan(entity, keys, views, self.namespace)
         with self._errors():
-            replies: Any = self._pipeline([("HMGET", key, *fields) for key in unique])
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        decoded: dict[str, dict[str, StoredRecord | None]] = {}
-        for key, reply in zip(unique, replies, strict=True):
-            per_view: dict[str, StoredRecord | None] = {}
-            for view, meta, plan in slices:
-                ts, ver, exp = reply[meta], reply[meta + 1], reply[meta + 2]
-                if ts is None or ver is None or exp is None or int(exp) <= now_s:
-                    per_view[view.view] = None
-                    continue
-                values = {
-                    name: None if (raw := reply[index]) is None else decode(raw)
-                    for name, index, decode in plan
-                }
-                per_view[view.view] = StoredRecord(
-                    ts=int(ts), ver=int(ver), exp=int(exp), values=values
-                )
-            decoded[key] = per_view
-        for index, key in enumerate(redis_keys):
-            results[index] = dict(decoded[key])
-        return results
+            replies = self._pipeline_packed(plan.payload, len(plan.unique))
+        return plan.decode(replies, _clock(now)[0])
+
+    async_reads = True
+
+    async def read_encoded_async(
+        self,
+        entity: str,
+        keys: Sequence[tuple[str, ...]],
+        views: Sequence[ViewRead],
+        *,
+        now: dt.datetime | None = None,
+    ) -> list[dict[str, EncodedRecord | None]]:
+        """:meth:`read` on the event loop (:mod:`featurestore.online.redis_async`), values
+        left encoded: the same HMGETs in one round trip, not retried (the sidecar's time
+        budget is shorter than a reconnect)."""
+        if not keys or not views:
+            return [{view.view: None for view in views} for _ in keys]
+        plan = _ReadPlan(entity, keys, views, self.namespace)
+        async with self._async_errors():
+            replies = await self._async_pool().execute_packed(plan.payload, len(plan.unique))
+        return plan.encoded(replies, _clock(now)[0])
+
+    async def check_async(self) -> None:
+        async with self._async_errors():
+            (reply,) = await self._async_pool().execute_packed(b"*1\r\n$4\r\nPING\r\n", 1)
+            if isinstance(reply, Exception):
+                raise reply
+
+    def _async_pool(self) -> AsyncRedisPool:
+        if self._apool is None:
+            self._apool = AsyncRedisPool(
+                self.host,
+                self.port,
+                db=self.db,
+                username=self._username,
+                password=self._password,
+                ssl=self._ssl,
+                connect_timeout=self._connect_timeout,
+                size=self.async_connections,
+            )
+        return self._apool
+
+    @asynccontextmanager
+    async def _async_errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except RedisAuthError as exc:
+            raise StoreUnavailable(
+                f"{self.description}: authentication failed ({self._redact(str(exc))}; check "
+                "the user name and password, e.g. $FEATURESTORE_REDIS_PASSWORD)"
+            ) from None
+        except (OSError, TimeoutError) as exc:  # RedisConnectionLost is a ConnectionError
+            raise StoreUnavailable(
+                f"{self.description}: cannot reach Redis at {self.host}:{self.port}: "
+                f"{self._redact(str(exc)) or type(exc).__name__}"
+            ) from None
+        except hiredis.ReplyError as exc:
+            raise StoreError(f"{self.description}: {self._redact(str(exc))}") from None
 
     # --- loader bookkeeping -----------------------------------------------------------
 
@@ -414,6 +449,102 @@ class RedisStore(OnlineStore):
 
 
 _NOT_FINITE: Final = frozenset({"nan", "inf", "-inf"})
+
+
+def _bulk(text: str) -> bytes:
+    data = text.encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+@functools.lru_cache(maxsize=256)
+def _hmget_layout(
+    views: tuple[tuple[str, tuple[tuple[str, ValueType], ...]], ...],
+) -> tuple[bytes, bytes, list[tuple[str, int, list[tuple[str, int, Any]]]]]:
+    """For a set of views (name, features): the RESP head ``*<n>\r\n$5\r\nHMGET\r\n`` and
+    the packed field list of their HMGET, and per view (name, index of ``_ts`` in the reply,
+    per feature (name, reply index, bytes decoder)). Cached: the sidecar asks
+    for the same few view sets over and over."""
+    fields: list[str] = []
+    slices: list[tuple[str, int, list[tuple[str, int, Any]]]] = []
+    for view, features in views:
+        plan = [
+            (name, len(fields) + offset, _decoder(value_type))
+            for offset, (name, value_type) in enumerate(features)
+        ]
+        fields += [name for name, _ in features]
+        slices.append((view, len(fields), plan))
+        fields += (ts_field(view), ver_field(view), exp_field(view))
+    head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
+    return head, b"".join(map(_bulk, fields)), slices
+
+
+class _ReadPlan:
+    """The HMGETs of one read, packed (RESP, one HMGET per distinct key) and how to decode
+    their replies; shared by the blocking and the asyncio read."""
+
+    __slots__ = ("payload", "redis_keys", "slices", "unique")
+
+    def __init__(
+        self,
+        entity: str,
+        keys: Sequence[tuple[str, ...]],
+        views: Sequence[ViewRead],
+        namespace: str,
+    ) -> None:
+        head, packed_fields, self.slices = _hmget_layout(
+            tuple((view.view, tuple(view.features.items())) for view in views)
+        )
+        self.redis_keys = redis_keys(entity, keys, namespace)
+        self.unique = list(dict.fromkeys(self.redis_keys))
+        parts = []
+        for key in self.unique:
+            data = key.encode()
+            parts.append(head + b"$%d\r\n%b\r\n" % (len(data), data) + packed_fields)
+        self.payload = b"".join(parts)
+
+    def _check(self, replies: Sequence[Any]) -> None:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+
+    def _in_key_order(self, decoded: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        if len(decoded) == len(self.redis_keys):  # no repeated key: already in order
+            return list(decoded.values())
+        return [dict(decoded[key]) for key in self.redis_keys]
+
+    def decode(self, replies: Sequence[Any], now_s: int) -> list[dict[str, StoredRecord | None]]:
+        self._check(replies)
+        decoded: dict[str, dict[str, StoredRecord | None]] = {}
+        for key, reply in zip(self.unique, replies, strict=True):
+            per_view: dict[str, StoredRecord | None] = {}
+            for view, meta, plan in self.slices:
+                ts, ver, exp = reply[meta], reply[meta + 1], reply[meta + 2]
+                if ts is None or ver is None or exp is None or int(exp) <= now_s:
+                    per_view[view] = None
+                    continue
+                values = {
+                    name: None if (raw := reply[index]) is None else decode(raw)
+                    for name, index, decode in plan
+                }
+                per_view[view] = StoredRecord(ts=int(ts), ver=int(ver), exp=int(exp), values=values)
+            decoded[key] = per_view
+        return self._in_key_order(decoded)
+
+    def encoded(self, replies: Sequence[Any], now_s: int) -> list[dict[str, EncodedRecord | None]]:
+        self._check(replies)
+        decoded: dict[str, dict[str, EncodedRecord | None]] = {}
+        for key, reply in zip(self.unique, replies, strict=True):
+            per_view: dict[str, EncodedRecord | None] = {}
+            for view, meta, plan in self.slices:
+                ts, ver, exp = reply[meta], reply[meta + 1], reply[meta + 2]
+                if ts is None or ver is None or exp is None or int(exp) <= now_s:
+                    per_view[view] = None
+                else:
+                    per_view[view] = EncodedRecord(
+                        int(ts), int(ver), int(exp), tuple(reply[meta - len(plan) : meta])
+                    )
+            decoded[key] = per_view
+        return self._in_key_order(decoded)
 
 
 def _encode(value: object) -> str | None:

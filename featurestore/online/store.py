@@ -20,12 +20,13 @@ import abc
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from featurestore.online.layout import Record
 from featurestore.registry import ValueType
 
 __all__ = [
+    "EncodedRecord",
     "LoadRecord",
     "OnlineStore",
     "StoreError",
@@ -76,6 +77,17 @@ class StoredRecord:
     values: dict[str, object]
 
 
+class EncodedRecord(NamedTuple):
+    """A record as stored, not decoded: ``values`` are the encoded bytes of the view's
+    features in :class:`ViewRead` order (``None`` for null), see
+    :func:`~featurestore.online.layout.json_encoder`."""
+
+    ts: int
+    ver: int
+    exp: int
+    values: tuple[bytes | None, ...]
+
+
 @dataclass(frozen=True)
 class LoadRecord:
     """One loader run of one view into one store."""
@@ -123,6 +135,25 @@ class OnlineStore(abc.ABC):
         now: dt.datetime | None = None,
     ) -> list[dict[str, StoredRecord | None]]:
         """For each key (in order), view name -> its unexpired record or None."""
+
+    #: whether :meth:`read_encoded_async` / :meth:`check_async` run on the event loop; the
+    #: sidecar calls :meth:`read` on a thread pool for stores without them
+    async_reads: bool = False
+
+    async def read_encoded_async(
+        self,
+        entity: str,
+        keys: Sequence[tuple[str, ...]],
+        views: Sequence[ViewRead],
+        *,
+        now: dt.datetime | None = None,
+    ) -> list[dict[str, EncodedRecord | None]]:
+        """:meth:`read` on the event loop, values left encoded (only if :attr:`async_reads`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no asynchronous reads")
+
+    async def check_async(self) -> None:
+        """:meth:`check` on the event loop (only if :attr:`async_reads`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no asynchronous reads")
 
     @abc.abstractmethod
     def get_watermark(self, view: str) -> int | None:
