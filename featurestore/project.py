@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DbtError", "Project", "compile_inline", "duckdb_path"]
+__all__ = ["DbtError", "Project", "Target", "compile_inline", "current_target", "duckdb_path"]
 
 
 class DbtError(RuntimeError):
@@ -112,11 +112,27 @@ def compile_inline(project: Project, sql: str) -> str:
     return str(result.result.results[0].node.compiled_code)
 
 
-def duckdb_path(project: Project) -> Path:
-    """The DuckDB file of the current target, as the profile resolves it."""
+@dataclass(frozen=True)
+class Target:
+    """The dbt profile's current target: its adapter type and, for DuckDB, the file path
+    (relative paths are relative to the project)."""
+
+    type: str
+    path: str = ""
+
+
+def current_target(project: Project) -> Target:
+    """The current target as the profile resolves it (``project.target`` or the profile's
+    default, ``$FEATURESTORE_TARGET``): a dbt compile, a few seconds, no connection."""
     compiled = compile_inline(project, "{{ target.type }}|{{ target.get('path', '') }}").strip()
     target_type, _, path = compiled.partition("|")
-    if target_type != "duckdb":
-        raise DbtError(f"the current target is {target_type!r}, not duckdb")
-    resolved = Path(path)
+    return Target(type=target_type, path=path)
+
+
+def duckdb_path(project: Project) -> Path:
+    """The DuckDB file of the current target, as the profile resolves it."""
+    target = current_target(project)
+    if target.type != "duckdb":
+        raise DbtError(f"the current target is {target.type!r}, not duckdb")
+    resolved = Path(target.path)
     return resolved if resolved.is_absolute() else project.root / resolved

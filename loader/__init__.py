@@ -18,11 +18,18 @@ What is read
     that is unknown or not online is a usage error, exit 2, before anything is read or
     written) the loader reads the dbt model ``online_<view>`` (``models/online/``: the
     latest value per entity as of the build, see ``macros/latest_feature_values.sql``);
-    its schema and table come from that model's node in ``target/manifest.json``
-    (``$DBT_TARGET_PATH`` honoured). The DuckDB file is ``$FEATURESTORE_DUCKDB_PATH``
-    (relative to the project) or the path the dbt profile's current target resolves to. The
-    relation is read in Arrow record batches of ``--batch-rows`` rows (DuckDB's
-    ``to_arrow_reader``), so memory stays flat however large the table.
+    its database, schema and table come from that model's node in ``target/manifest.json``
+    (``$DBT_TARGET_PATH`` honoured). The warehouse is the dbt profile's current target
+    (``$FEATURESTORE_TARGET``, :func:`open_warehouse`):
+
+    * ``duckdb``: the file ``$FEATURESTORE_DUCKDB_PATH`` (relative to the project) or the
+      path the target resolves to, read with DuckDB's ``to_arrow_reader``;
+    * ``snowflake``: a connection from the same ``SNOWFLAKE_*`` variables as the profile,
+      read with the connector's ``fetch_arrow_batches`` chunk by chunk, columns returned
+      under the registry's lower-case names (:mod:`loader.snowflake_warehouse`).
+
+    Either way the relation arrives in Arrow record batches of ``--batch-rows`` rows, so
+    memory stays flat however large the table.
 
 Records
     One record per row: key = the entity's key columns in registry order, ``ts`` =
@@ -93,7 +100,8 @@ Output
 Exit codes (for schedulers; :mod:`loader.errors`)
     0  every chosen view loaded (or had nothing new)
     1  an error: missing manifest, warehouse or online relation, invalid registry or
-       ``--now``, or a view that failed for another reason than validation
+       ``--now``, a warehouse that cannot be reached or refuses the login (Snowflake), or a
+       view that failed for another reason than validation
     2  usage: bad options, an unknown view or one that is not online
     3  the validation gate rejected at least one view (nothing of it written; the other
        views loaded)
@@ -126,7 +134,15 @@ from loader.run import (
     load_project,
     parse_now,
 )
-from loader.source import DuckDBWarehouse, ViewSource, plan_views, resolve_duckdb_path
+from loader.snowflake_warehouse import SnowflakeSettings, SnowflakeWarehouse
+from loader.source import (
+    DuckDBWarehouse,
+    ViewSource,
+    Warehouse,
+    open_warehouse,
+    plan_views,
+    resolve_duckdb_path,
+)
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -141,12 +157,16 @@ __all__ = [
     "LoaderError",
     "NullReporter",
     "Reporter",
+    "SnowflakeSettings",
+    "SnowflakeWarehouse",
     "ViewResult",
     "ViewSelectionError",
     "ViewSource",
+    "Warehouse",
     "WarehouseError",
     "load",
     "load_project",
+    "open_warehouse",
     "parse_now",
     "plan_views",
     "resolve_duckdb_path",

@@ -38,7 +38,7 @@ from loader.errors import (
     LoaderError,
 )
 from loader.records import micros_array, to_records
-from loader.source import DuckDBWarehouse, ViewSource, plan_views, resolve_duckdb_path
+from loader.source import DuckDBWarehouse, ViewSource, Warehouse, open_warehouse, plan_views
 from loader.validation import ExpectationFailure, ViewValidator, preload_validation
 
 __all__ = [
@@ -197,10 +197,12 @@ def load_project(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     now: dt.datetime | None = None,
     reporter: Reporter | None = None,
+    warehouse: Warehouse | None = None,
 ) -> LoadReport:
     """Load the project's online views (``views``, default all) into ``store``: the registry
-    and relations come from ``target/manifest.json``, the warehouse path from
-    ``$FEATURESTORE_DUCKDB_PATH`` or the dbt profile."""
+    and relations come from ``target/manifest.json``, the warehouse from the dbt profile's
+    current target (:func:`~loader.source.open_warehouse`: DuckDB or Snowflake) unless
+    ``warehouse`` is given."""
     from featurestore.project import DbtError
 
     try:
@@ -221,7 +223,8 @@ def load_project(
     except RegistryError as exc:
         raise LoaderError(str(exc)) from None
     sources = plan_views(registry, manifest, views)
-    warehouse = resolve_duckdb_path(project)
+    if warehouse is None:
+        warehouse = open_warehouse(project)
     return load(
         store,
         warehouse,
@@ -235,7 +238,7 @@ def load_project(
 
 def load(
     store: OnlineStore,
-    warehouse: Path | str,
+    warehouse: Warehouse | Path | str,
     views: Sequence[ViewSource],
     *,
     full_refresh: bool = False,
@@ -245,7 +248,8 @@ def load(
     validation_chunk_rows: int = VALIDATION_CHUNK_ROWS,
     writers: int = DEFAULT_WRITERS,
 ) -> LoadReport:
-    """Load ``views`` from the DuckDB file ``warehouse`` into ``store`` (see :mod:`loader`).
+    """Load ``views`` from ``warehouse`` (a :class:`~loader.source.Warehouse`, or the path of
+    a DuckDB file) into ``store`` (see :mod:`loader`).
 
     Raises :class:`~featurestore.online.store.StoreUnavailable` /
     :class:`~featurestore.online.store.StoreNotInitialized` if the store cannot be used
@@ -260,7 +264,10 @@ def load(
     report = LoadReport(load_id=uuid.uuid4().hex, store=store.description)
     started = time.perf_counter()
     store.check()
-    with DuckDBWarehouse(warehouse) as source_db:
+    if not isinstance(warehouse, Warehouse):
+        warehouse = DuckDBWarehouse(warehouse)
+    with warehouse as source_db:
+        views = [source_db.locate(source) for source in views]
         for source in views:
             source_db.check(source)
         preload_validation()  # great_expectations takes seconds to import: not in a view's time
@@ -297,7 +304,7 @@ class _ViewRun(ViewResult):
 
 def _load_view(
     store: OnlineStore,
-    source_db: DuckDBWarehouse,
+    source_db: Warehouse,
     source: ViewSource,
     load_id: str,
     *,
@@ -357,7 +364,7 @@ def _load_view(
 
 
 def _validate_and_spill(
-    source_db: DuckDBWarehouse,
+    source_db: Warehouse,
     source: ViewSource,
     since: int | None,
     batch_rows: int,

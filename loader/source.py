@@ -1,13 +1,16 @@
-"""The warehouse side of a load: which relation holds a view's latest values, and reading it
-from the DuckDB file in Arrow record batches (memory stays flat whatever the table size)."""
+"""The warehouse side of a load: which relation holds a view's latest values, the
+:class:`Warehouse` interface that reads it in Arrow record batches (memory stays flat whatever
+the table size), its DuckDB implementation, and which warehouse the dbt target names
+(:func:`open_warehouse`; Snowflake: :mod:`loader.snowflake_warehouse`)."""
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pyarrow as pa
 
@@ -23,7 +26,9 @@ __all__ = [
     "DataTest",
     "DuckDBWarehouse",
     "ViewSource",
+    "Warehouse",
     "online_model_name",
+    "open_warehouse",
     "plan_views",
     "resolve_duckdb_path",
 ]
@@ -62,16 +67,21 @@ class ViewSource:
 
     view: FeatureView
     #: schema and table of the online model (dbt's ``schema`` and ``alias`` in the manifest);
-    #: the catalog is the warehouse file that is opened
+    #: on DuckDB the catalog is the warehouse file that is opened
     schema: str
     table: str
     #: the data tests of the view's feature columns that the validation gate also checks
     data_tests: tuple[DataTest, ...] = ()
+    #: the model's ``database`` in the manifest (Snowflake reads it from there; ``None``:
+    #: the connection's default database)
+    database: str | None = None
+    #: the relation as the warehouse reader names it (:meth:`Warehouse.locate`)
+    relation_name: str | None = None
 
     @property
     def relation(self) -> str:
-        """``"schema"."table"``, quoted for SQL."""
-        return f"{_quote(self.schema)}.{_quote(self.table)}"
+        """The relation in SQL: ``relation_name`` if set, else ``"schema"."table"``."""
+        return self.relation_name or f"{_quote(self.schema)}.{_quote(self.table)}"
 
     @property
     def name(self) -> str:
@@ -136,7 +146,16 @@ def plan_views(
         table = str(node.get("alias") or node["name"])
         view = registry.views[name]
         tests = _data_tests(manifest, nodes.get(name), view)
-        sources.append(ViewSource(view, schema=str(node["schema"]), table=table, data_tests=tests))
+        database = node.get("database")
+        sources.append(
+            ViewSource(
+                view,
+                schema=str(node["schema"]),
+                table=table,
+                data_tests=tests,
+                database=str(database) if database else None,
+            )
+        )
     return sources
 
 
@@ -186,19 +205,95 @@ def resolve_duckdb_path(project: Project) -> Path:
         raise WarehouseError(f"cannot locate the DuckDB warehouse: {exc}") from None
 
 
-class DuckDBWarehouse:
-    """A read-only connection to the DuckDB warehouse file."""
+def open_warehouse(project: Project) -> Warehouse:
+    """The warehouse of the dbt profile's current target, not yet connected: a
+    :class:`DuckDBWarehouse` for a ``duckdb`` target, a
+    :class:`~loader.snowflake_warehouse.SnowflakeWarehouse` for a ``snowflake`` one.
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._con: duckdb.DuckDBPyConnection | None = None
+    The target is chosen as everywhere in the project: ``project.target`` or the profile's
+    default (``$FEATURESTORE_TARGET``, default ``duckdb``), its type read by a dbt compile. A
+    ``duckdb`` target with ``$FEATURESTORE_DUCKDB_PATH`` set skips the compile; a
+    ``snowflake`` one has its ``SNOWFLAKE_*`` variables checked first, so that a missing one
+    is named (with all the others missing) before dbt fails on the first.
+    """
+    from featurestore.project import DbtError, current_target
+    from loader.snowflake_warehouse import SnowflakeSettings, SnowflakeWarehouse
 
-    def __enter__(self) -> DuckDBWarehouse:
+    named = project.target or os.environ.get("FEATURESTORE_TARGET", "duckdb")
+    if named == "duckdb" and os.environ.get("FEATURESTORE_DUCKDB_PATH"):
+        return DuckDBWarehouse(resolve_duckdb_path(project))
+    if named == "snowflake":
+        SnowflakeSettings.from_env()
+    try:
+        target = current_target(project)
+    except DbtError as exc:
+        raise WarehouseError(f"cannot read the dbt target {named!r}: {exc}") from None
+    if target.type == "duckdb":
+        path = Path(target.path)
+        return DuckDBWarehouse(path if path.is_absolute() else project.root / path)
+    if target.type == "snowflake":
+        return SnowflakeWarehouse(SnowflakeSettings.from_env())
+    raise WarehouseError(
+        f"the dbt target {named!r} is of type {target.type!r}: the loader reads duckdb and "
+        "snowflake targets"
+    )
+
+
+class Warehouse(abc.ABC):
+    """Where a load reads the online relations from (DuckDB, Snowflake).
+
+    Used as a context manager around a load: :meth:`open` connects, :meth:`check` runs for
+    every view before anything is read or written, :meth:`count` and :meth:`batches` read a
+    view's rows. Every failure is a :class:`~loader.errors.WarehouseError` with a one-line
+    message that names the relation and never holds a secret.
+    """
+
+    #: which warehouse, for messages (never a secret)
+    description: str
+
+    def __enter__(self) -> Self:
         self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect (or open the file)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Disconnect; idempotent."""
+
+    def locate(self, source: ViewSource) -> ViewSource:
+        """``source`` with the relation named as this warehouse reads it (for reports)."""
+        return source
+
+    @abc.abstractmethod
+    def check(self, source: ViewSource) -> None:
+        """Raise WarehouseError unless the relation exists with every column needed."""
+
+    @abc.abstractmethod
+    def count(self, source: ViewSource, watermark: int | None) -> int:
+        """How many rows :meth:`batches` will yield (for progress)."""
+
+    @abc.abstractmethod
+    def batches(
+        self, source: ViewSource, watermark: int | None, rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """The relation's rows whose as-of time is later than ``watermark`` (microseconds
+        since the epoch, UTC; ``None``: every row) as Arrow batches of at most ``rows`` rows,
+        with the columns :attr:`ViewSource.columns` in that order and under those names."""
+
+
+class DuckDBWarehouse(Warehouse):
+    """A read-only connection to the DuckDB warehouse file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        self._con: duckdb.DuckDBPyConnection | None = None
 
     def open(self) -> None:
         import duckdb

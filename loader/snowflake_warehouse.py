@@ -1,0 +1,448 @@
+"""Reading the online relations from Snowflake with the connector's Arrow fetch.
+
+Connection
+    The same environment variables as the ``snowflake`` target of ``profiles.yml`` and
+    nothing else: ``SNOWFLAKE_ACCOUNT``, ``SNOWFLAKE_USER``, ``SNOWFLAKE_ROLE``,
+    ``SNOWFLAKE_WAREHOUSE``, ``SNOWFLAKE_DATABASE``, ``SNOWFLAKE_SCHEMA`` (all required), and
+    one way to log in: ``SNOWFLAKE_PRIVATE_KEY_PATH`` (+ ``SNOWFLAKE_PRIVATE_KEY_PASSPHRASE``)
+    for key-pair login, else ``SNOWFLAKE_AUTHENTICATOR`` when it is not ``snowflake``
+    (``externalbrowser``, ``oauth``, ...; with ``SNOWFLAKE_PASSWORD`` if it needs one), else
+    ``SNOWFLAKE_PASSWORD``. Empty values count as unset, as in the profile. Secrets are kept
+    out of ``repr``, messages and logs (a connector message is scrubbed of them too).
+
+What is read
+    The view's online model as dbt-snowflake names it with its default quoting (off): the
+    node's ``database`` (else the connection's), ``schema`` and ``alias`` from the manifest,
+    unquoted when they are plain identifiers (so Snowflake resolves them upper-case, as it
+    created them), double-quoted otherwise. The query is the DuckDB reader's: the key,
+    feature-time, as-of-time and feature columns, only rows whose as-of time is later than
+    the watermark (``TO_TIMESTAMP_NTZ(<microseconds>, 6)``) on an incremental load.
+
+Column names
+    Snowflake stores unquoted identifiers upper-case (``USER_ID``), the registry's names are
+    the dbt yml's lower-case ones (``user_id``). :meth:`SnowflakeWarehouse.check` reads the
+    relation's real column names (``SELECT * ... LIMIT 0``) and matches each registry name
+    exactly, else case-insensitively (two case-insensitive matches and no exact one is an
+    error); the query selects each real name ``AS`` the registry's quoted name, so the Arrow
+    batches carry exactly the names the loader and validation expect.
+
+Arrow
+    ``cursor.fetch_arrow_batches(force_microsecond_precision=True)`` yields one Arrow table
+    per result chunk, downloaded one after another, so memory holds about one chunk
+    (Snowflake sizes them, tens of MB at most) plus one batch; :func:`rebatch` cuts and
+    joins them into batches of exactly the loader's ``--batch-rows``. Each chunk is
+    :func:`conform`-ed to one schema: integers of any width and ``NUMBER(p, 0)`` decimals to
+    int64 for ``int`` columns, floats and decimals to float64 for ``float`` columns, any
+    timestamp to ``timestamp[us]`` in UTC without a time zone (sub-microsecond digits are
+    dropped), large strings to strings. A column of another kind is passed unchanged, so the
+    validation gate rejects it with its registry type.
+
+Errors (all :class:`~loader.errors.WarehouseError`, exit code 1, nothing written)
+    missing variables (every one named), the network or account unreachable (connector
+    errno 250001...), the login refused (errno 390xxx, e.g. 390100 wrong password), a
+    missing relation or one the role may not read (errno 002003), other SQL errors (the
+    connector's first message line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import pyarrow as pa
+
+from featurestore.registry import ValueType
+from loader.errors import WarehouseError
+from loader.source import ViewSource, Warehouse
+
+if TYPE_CHECKING:
+    from snowflake.connector import SnowflakeConnection
+    from snowflake.connector.cursor import SnowflakeCursor
+
+__all__ = [
+    "AUTH_ENV",
+    "REQUIRED_ENV",
+    "SnowflakeSettings",
+    "SnowflakeWarehouse",
+    "conform",
+    "rebatch",
+]
+
+#: variables the ``snowflake`` target of profiles.yml requires (``env_var`` without default)
+REQUIRED_ENV: Final = (
+    "SNOWFLAKE_ACCOUNT",
+    "SNOWFLAKE_USER",
+    "SNOWFLAKE_ROLE",
+    "SNOWFLAKE_WAREHOUSE",
+    "SNOWFLAKE_DATABASE",
+    "SNOWFLAKE_SCHEMA",
+)
+#: the login variables of the profile (each optional; one way to log in is needed)
+AUTH_ENV: Final = (
+    "SNOWFLAKE_AUTHENTICATOR",
+    "SNOWFLAKE_PASSWORD",
+    "SNOWFLAKE_PRIVATE_KEY_PATH",
+    "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
+)
+
+#: connector errno of a relation (or database, schema) that does not exist or is not authorized
+_NOT_FOUND: Final = 2003
+#: Snowflake's own authentication errors are numbered 390000-390999
+_LOGIN_ERRORS: Final = range(390000, 391000)
+_PLAIN_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+_ARROW_TYPES: Final[dict[ValueType, pa.DataType]] = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us"),
+}
+
+
+@dataclass(frozen=True)
+class SnowflakeSettings:
+    """How to connect: the ``snowflake`` target's fields, from the environment only."""
+
+    account: str
+    user: str
+    role: str
+    warehouse: str
+    database: str
+    schema: str
+    authenticator: str = "snowflake"
+    password: str | None = field(default=None, repr=False)
+    private_key_path: str | None = None
+    private_key_passphrase: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SnowflakeSettings:
+        """Read the variables (``os.environ`` by default); raise WarehouseError naming every
+        missing one."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        missing = [name for name in REQUIRED_ENV if get(name) is None]
+        authenticator = get("SNOWFLAKE_AUTHENTICATOR") or "snowflake"
+        password = env.get("SNOWFLAKE_PASSWORD") or None
+        key_path = get("SNOWFLAKE_PRIVATE_KEY_PATH")
+        no_login = password is None and key_path is None and authenticator.lower() == "snowflake"
+        if missing or no_login:
+            needs = []
+            if missing:
+                needs.append(", ".join(missing))
+            if no_login:
+                needs.append(
+                    "SNOWFLAKE_PASSWORD (or SNOWFLAKE_PRIVATE_KEY_PATH, or "
+                    "SNOWFLAKE_AUTHENTICATOR=externalbrowser|oauth|...)"
+                )
+            raise WarehouseError(
+                "the snowflake target reads its connection from the environment, as "
+                f"profiles.yml does: set {' and '.join(needs)}"
+            )
+        return cls(
+            account=str(get("SNOWFLAKE_ACCOUNT")),
+            user=str(get("SNOWFLAKE_USER")),
+            role=str(get("SNOWFLAKE_ROLE")),
+            warehouse=str(get("SNOWFLAKE_WAREHOUSE")),
+            database=str(get("SNOWFLAKE_DATABASE")),
+            schema=str(get("SNOWFLAKE_SCHEMA")),
+            authenticator=authenticator,
+            password=password,
+            private_key_path=key_path,
+            private_key_passphrase=env.get("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE") or None,
+        )
+
+    def connect_args(self) -> dict[str, Any]:
+        """Keyword arguments of ``snowflake.connector.connect`` (they hold the secrets)."""
+        args: dict[str, Any] = {
+            "account": self.account,
+            "user": self.user,
+            "role": self.role,
+            "warehouse": self.warehouse,
+            "database": self.database,
+            "schema": self.schema,
+            "client_session_keep_alive": False,
+            "application": "featurestore-loader",
+        }
+        if self.private_key_path is not None:
+            args["authenticator"] = "SNOWFLAKE_JWT"
+            args["private_key_file"] = self.private_key_path
+            if self.private_key_passphrase is not None:
+                args["private_key_file_pwd"] = self.private_key_passphrase
+        else:
+            if self.authenticator.lower() != "snowflake":
+                args["authenticator"] = self.authenticator
+            if self.password is not None:
+                args["password"] = self.password
+        return args
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value replaced by ``***``."""
+        for secret in (self.password, self.private_key_passphrase):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def _identifier(name: str) -> str:
+    """A name as dbt-snowflake renders it with quoting off: plain identifiers unquoted
+    (Snowflake resolves them upper-case), anything else double-quoted verbatim."""
+    if _PLAIN_IDENTIFIER.fullmatch(name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def relation_name(source: ViewSource) -> str:
+    """``database.schema.table`` of the view's online model (see the module docstring)."""
+    parts = [source.database] if source.database else []
+    return ".".join(_identifier(part) for part in [*parts, source.schema, source.table])
+
+
+def _column_types(source: ViewSource) -> dict[str, ValueType]:
+    view = source.view
+    types: dict[str, ValueType] = {key: view.key_types.get(key, "string") for key in view.keys}
+    types[source.ts_column] = "timestamp"
+    types[source.ver_column] = "timestamp"
+    for feature in view.features:
+        types[feature.name] = feature.value_type
+    return types
+
+
+def _conform_column(column: pa.ChunkedArray, kind: ValueType) -> pa.ChunkedArray:
+    have, want = column.type, _ARROW_TYPES[kind]
+    if have == want:
+        return column
+    if pa.types.is_null(have):
+        return column.cast(want)
+    if kind == "timestamp" and pa.types.is_timestamp(have):
+        if have.tz is not None:  # the instant stays, the zone goes: UTC wall time
+            column = column.cast(pa.timestamp(have.unit))
+        return column.cast(want, safe=False)  # ns -> us drops sub-microsecond digits
+    if kind == "int" and (
+        pa.types.is_integer(have) or (pa.types.is_decimal(have) and have.scale == 0)
+    ):
+        return column.cast(want)  # safe: an out-of-range value raises
+    if kind == "float" and (pa.types.is_floating(have) or pa.types.is_decimal(have)):
+        return column.cast(want)
+    if kind == "string" and pa.types.is_large_string(have):
+        return column.cast(want)
+    return column  # another kind: the validation gate rejects it with the registry type
+
+
+def conform(table: pa.Table, source: ViewSource) -> pa.Table:
+    """A fetched Arrow table with the columns of ``source`` in order, each in the Arrow type
+    the DuckDB reader gives its registry type (see the module docstring)."""
+    types = _column_types(source)
+    columns = []
+    for name in source.columns:
+        try:
+            columns.append(_conform_column(table.column(name), types[name]))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise WarehouseError(
+                f"column {name} of {relation_name(source)} does not fit the registry type "
+                f"{types[name]}: {str(exc).splitlines()[0]}"
+            ) from None
+    return pa.Table.from_arrays(columns, names=list(source.columns))
+
+
+def rebatch(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of exactly ``rows`` rows (the last one may be shorter) cut from and
+    joined across ``tables`` of any sizes and one schema; holds at most one input table
+    plus one output batch."""
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for table in tables:
+        for batch in table.to_batches():
+            while batch.num_rows:
+                take = min(rows - pending_rows, batch.num_rows)
+                pending.append(batch.slice(0, take))
+                pending_rows += take
+                batch = batch.slice(take)
+                if pending_rows == rows:
+                    yield _joined(pending)
+                    pending, pending_rows = [], 0
+    if pending_rows:
+        yield _joined(pending)
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    table = pa.Table.from_batches(batches).combine_chunks()
+    return table.to_batches()[0]
+
+
+class SnowflakeWarehouse(Warehouse):
+    """A Snowflake connection reading online relations in Arrow batches (module docstring).
+
+    ``connect_options`` are extra keyword arguments of ``snowflake.connector.connect``
+    (``host``/``port``/``protocol`` of a proxy or an emulator, ``login_timeout``...); the
+    login itself only ever comes from :class:`SnowflakeSettings`.
+    """
+
+    def __init__(
+        self, settings: SnowflakeSettings, *, connect_options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.settings = settings
+        self.connect_options = dict(connect_options or {})
+        self.description = f"snowflake://{settings.user}@{settings.account}/{settings.database}"
+        self._con: SnowflakeConnection | None = None
+        #: per view: registry column name -> the relation's real column name
+        self._columns: dict[str, dict[str, str]] = {}
+
+    def open(self) -> None:
+        import snowflake.connector
+        from snowflake.connector import errors
+
+        args = {**self.settings.connect_args(), **self.connect_options}
+        try:
+            self._con = snowflake.connector.connect(**args)
+        except errors.Error as exc:
+            raise WarehouseError(self._login_message(exc)) from None
+        except (OSError, ValueError, TypeError) as exc:  # e.g. an unreadable private key
+            detail = self.settings.scrub(str(exc).splitlines()[0] if str(exc) else "")
+            raise WarehouseError(
+                f"cannot connect to Snowflake account {self.settings.account!r} as "
+                f"{self.settings.user!r}: {type(exc).__name__}: {detail}"
+            ) from None
+
+    def _login_message(self, exc: Any) -> str:
+        who = f"account {self.settings.account!r} as user {self.settings.user!r}"
+        detail = self._detail(exc)
+        errno = getattr(exc, "errno", None)
+        if isinstance(errno, int) and errno in _LOGIN_ERRORS:
+            return (
+                f"Snowflake refused the login to {who}: {detail} (check SNOWFLAKE_USER, "
+                "SNOWFLAKE_ROLE and SNOWFLAKE_PASSWORD / SNOWFLAKE_AUTHENTICATOR / "
+                "SNOWFLAKE_PRIVATE_KEY_PATH)"
+            )
+        from snowflake.connector import errors
+
+        if isinstance(exc, errors.OperationalError) or (
+            isinstance(errno, int) and 250000 <= errno < 260000
+        ):
+            return (
+                f"cannot reach Snowflake {who}: {detail} (check SNOWFLAKE_ACCOUNT and the network)"
+            )
+        return f"cannot connect to Snowflake {who}: {detail}"
+
+    def _detail(self, exc: Any) -> str:
+        text = str(getattr(exc, "msg", None) or exc).strip()
+        return self.settings.scrub(text.splitlines()[0] if text else type(exc).__name__)
+
+    def close(self) -> None:
+        from snowflake.connector import errors
+
+        if self._con is not None:
+            con, self._con = self._con, None
+            with contextlib.suppress(errors.Error):  # a session already gone is closed
+                con.close()
+
+    @property
+    def con(self) -> SnowflakeConnection:
+        if self._con is None:
+            raise RuntimeError("the warehouse is not open")
+        return self._con
+
+    def locate(self, source: ViewSource) -> ViewSource:
+        return dataclasses.replace(source, relation_name=relation_name(source))
+
+    def _execute(self, query: str, source: ViewSource) -> SnowflakeCursor:
+        from snowflake.connector import errors
+
+        cursor = self.con.cursor()
+        try:
+            cursor.execute(query)
+        except errors.Error as exc:
+            cursor.close()
+            raise WarehouseError(self._query_message(exc, source)) from None
+        return cursor
+
+    def _query_message(self, exc: Any, source: ViewSource) -> str:
+        relation = relation_name(source)
+        if getattr(exc, "errno", None) == _NOT_FOUND:
+            return (
+                f"relation {relation} (online values of {source.name}) does not exist in "
+                f"Snowflake or role {self.settings.role!r} may not read it: run `dbt build` "
+                f"({self._detail(exc)})"
+            )
+        return f"Snowflake: reading {relation} failed: {self._detail(exc)}"
+
+    def check(self, source: ViewSource) -> None:
+        cursor = self._execute(f"select * from {relation_name(source)} limit 0", source)
+        try:
+            found = [str(column.name) for column in cursor.description]
+        finally:
+            cursor.close()
+        mapping: dict[str, str] = {}
+        missing: list[str] = []
+        for name in source.columns:
+            exact = [column for column in found if column == name]
+            folded = [column for column in found if column.upper() == name.upper()]
+            matches = exact or folded
+            if len(matches) == 1:
+                mapping[name] = matches[0]
+            elif matches:
+                raise WarehouseError(
+                    f"relation {relation_name(source)} has columns {', '.join(matches)}: "
+                    f"which one is {name} is ambiguous"
+                )
+            else:
+                missing.append(name)
+        if missing:
+            raise WarehouseError(
+                f"relation {relation_name(source)} lacks column(s) {', '.join(missing)} "
+                f"needed to load {source.name}: rebuild it with `dbt build`"
+            )
+        self._columns[source.name] = mapping
+
+    def _select(self, source: ViewSource, watermark: int | None) -> str:
+        if source.name not in self._columns:
+            self.check(source)
+        mapping = self._columns[source.name]
+        columns = ", ".join(
+            f"{_quoted(mapping[name])} as {_quoted(name)}" for name in source.columns
+        )
+        where = ""
+        if watermark is not None:
+            # microseconds -> TIMESTAMP_NTZ; strictly newer than the last successful load
+            ver = _quoted(mapping[source.ver_column])
+            where = f" where {ver} > to_timestamp_ntz({int(watermark)}, 6)"
+        return f"select {columns} from {relation_name(source)}{where}"
+
+    def count(self, source: ViewSource, watermark: int | None) -> int:
+        cursor = self._execute(f"select count(*) from ({self._select(source, watermark)})", source)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return int(row[0]) if row else 0
+
+    def batches(
+        self, source: ViewSource, watermark: int | None, rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """The relation's rows (newer than ``watermark``) as Arrow batches of ``rows`` rows,
+        fetched chunk by chunk (``fetch_arrow_batches``)."""
+        from snowflake.connector import errors
+
+        cursor = self._execute(self._select(source, watermark), source)
+        try:
+            chunks = cursor.fetch_arrow_batches(force_microsecond_precision=True)
+            yield from rebatch((conform(chunk, source) for chunk in chunks), rows)
+        except errors.Error as exc:
+            raise WarehouseError(self._query_message(exc, source)) from None
+        finally:
+            cursor.close()
