@@ -13,8 +13,12 @@ result is dropped.
 1. every distinct (key, view) pair is looked up in the local LFU cache;
 2. the pairs not cached are read in **one** store call (the distinct keys missing any view x
    the views missing for any key);
-3. records read are turned into answers once (:meth:`EntityPlan.record`) and cached with
-   their view's cache TTL (``ABSENT`` is cached too: a key the store has no record of);
+3. records read are turned into answers once (JSON fragments, :meth:`EntityPlan.record`)
+   and cached with their view's cache TTL (``ABSENT`` is cached too: a key the store has no
+   record of), if admitted: a (view, key) pair enters the cache on its *second* miss within
+   a window of ``cache_size`` distinct missed pairs (the "doorkeeper" of TinyLFU, Einziger
+   et al. 2017). Keys read once (a long tail of random keys, a scan) then cost no insertion
+   and evict nothing; a key read twice is cached from then on;
 4. each requested key, in request order (repeats answered at each position), gets every
    requested feature: ``PRESENT`` (a value within its view's TTL), else the registered
    default (``DEFAULT``) or nothing (``MISSING``) with a ``reason``: ``NULL`` (a record
@@ -212,6 +216,10 @@ class Retriever:
         self.metrics = metrics
         self.now = now
         self._use_cache = cache.maxsize > 0 and any(ttl > 0 for ttl in cache_ttls.values())
+        # admission (TinyLFU's "doorkeeper"): (view, key) pairs missed once since the last
+        # reset; a pair enters the cache on its second miss. Reset past cache-size pairs.
+        self._seen: set[CacheKey] = set()
+        self._seen_max = max(cache.maxsize, 1)
 
     async def retrieve(self, request: RetrieveRequest) -> tuple[bytes, bool]:
         """The JSON response body and whether it is degraded."""
@@ -252,14 +260,21 @@ class Retriever:
                 record: Callable[[str, Any], CachedRecord] = (
                     plan.record_encoded if self.reader.encoded else plan.record
                 )
+                seen = self._seen
                 for key, row in zip(miss_keys, cast(list[dict[str, Any]], rows), strict=True):
                     for view in miss_views:
                         stored = row.get(view)
                         entry = ABSENT if stored is None else record(view, stored)
-                        resolved[(view, key)] = entry
+                        pair = (view, key)
+                        resolved[pair] = entry
                         ttl = ttls[view]
                         if ttl > 0:
-                            to_cache.append(((view, key), entry, ttl))
+                            if pair in seen:  # missed before: admitted
+                                to_cache.append((pair, entry, ttl))
+                            else:
+                                seen.add(pair)
+                if len(seen) > self._seen_max:
+                    seen.clear()
                 if to_cache and self._use_cache:
                     self.cache.put_many(to_cache)
                     self.metrics.cache_entries.set(len(self.cache))

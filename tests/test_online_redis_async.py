@@ -1,0 +1,202 @@
+"""The asyncio Redis pool of the sidecar's read path (featurestore/online/redis_async.py) and
+RedisStore.read_encoded_async, against real redis-server processes started by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+from pathlib import Path
+
+import hiredis
+import orjson
+import pytest
+import uvloop
+from servers import RedisServer, free_port, redis_server
+
+from featurestore.online.layout import Record, json_encoder
+from featurestore.online.redis_async import AsyncRedisPool, RedisAuthError, RedisConnectionLost
+from featurestore.online.redis_store import RedisStore
+from featurestore.online.store import StoreUnavailable, ViewRead
+
+NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+
+
+def run(coro_factory: object) -> object:
+    """Run on uvloop, as the sidecar does (uvloop transports are not asyncio.Transport)."""
+    return uvloop.run(coro_factory())  # type: ignore[operator]
+
+
+def test_pipelines_replies_in_order_with_errors_in_place(redis: RedisServer) -> None:
+    pool = AsyncRedisPool("127.0.0.1", redis.port, db=3, size=2)
+
+    async def main() -> list[object]:
+        await pool.execute([("DEL", "async:k"), ("SET", "async:k", "v1")])
+        return await pool.execute(
+            [("GET", "async:k"), ("HGET", "async:k", "f"), ("ECHO", "é"), ("GET", "async:none")]
+        )
+
+    replies = run(main)
+    assert isinstance(replies, list)
+    assert replies[0] == b"v1"
+    assert isinstance(replies[1], hiredis.ReplyError)  # WRONGTYPE, in its place
+    assert replies[2] == "é".encode()
+    assert replies[3] is None
+    pool.close()
+
+
+def test_more_concurrent_calls_than_connections_all_answer(redis: RedisServer) -> None:
+    pool = AsyncRedisPool("127.0.0.1", redis.port, size=3)
+
+    async def main() -> list[list[object]]:
+        calls = [pool.execute([("ECHO", str(i)), ("PING",)]) for i in range(50)]
+        return await asyncio.gather(*calls)
+
+    results = run(main)
+    assert isinstance(results, list)
+    assert [r[0] for r in results] == [str(i).encode() for i in range(50)]
+    assert pool._open <= 3
+    pool.close()
+
+
+def test_a_cancelled_call_closes_its_connection_and_the_next_call_is_not_confused(
+    redis: RedisServer,
+) -> None:
+    """A call abandoned at its deadline must not leave its late replies for the next call."""
+    pool = AsyncRedisPool("127.0.0.1", redis.port, size=1)
+
+    async def main() -> tuple[object, object]:
+        slow = asyncio.ensure_future(pool.execute([("BLPOP", "async:never", "0.3")]))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        fast = await asyncio.wait_for(pool.execute([("ECHO", "next")]), 2)
+        await asyncio.sleep(0.4)  # the BLPOP reply would have arrived by now
+        again = await pool.execute([("ECHO", "again")])
+        return fast, again
+
+    assert run(main) == ([b"next"], [b"again"])
+    pool.close()
+
+
+def test_password_and_wrong_password(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "redis", password="s3cret-pw") as server:
+        good = AsyncRedisPool("127.0.0.1", server.port, password="s3cret-pw")
+        bad = AsyncRedisPool("127.0.0.1", server.port, password="wrong")
+        none = AsyncRedisPool("127.0.0.1", server.port)
+
+        async def main() -> list[object]:
+            ok = await good.execute([("PING",)])
+            with pytest.raises(RedisAuthError):
+                await bad.execute([("PING",)])
+            (refused,) = await none.execute([("GET", "x")])
+            return [ok, refused]
+
+        ok, refused = run(main)  # type: ignore[misc]
+        assert ok == [b"PONG"]
+        assert isinstance(refused, hiredis.ReplyError) and "NOAUTH" in str(refused)
+
+
+def test_unreachable_then_restarted_server(tmp_path: Path) -> None:
+    port = free_port()
+    pool = AsyncRedisPool("127.0.0.1", port, connect_timeout=1.0)
+
+    async def first() -> None:
+        with pytest.raises(OSError):
+            await pool.execute([("PING",)])
+
+    run(first)
+    server = RedisServer(port=port, workdir=tmp_path / "redis")
+    server.start()
+    try:
+
+        async def works() -> list[object]:
+            return await pool.execute([("PING",)])
+
+        assert run(works) == [b"PONG"]  # a new event loop, too: the pool starts over
+        server.kill()
+
+        async def lost() -> None:
+            with pytest.raises((RedisConnectionLost, OSError)):
+                await pool.execute([("PING",)])
+
+        run(lost)
+    finally:
+        server.stop()
+
+
+def test_read_encoded_async_matches_the_blocking_read(redis: RedisServer) -> None:
+    store = RedisStore(port=redis.port, namespace="asyncread")
+    store.initialize()
+    view = ViewRead("v", {"n": "int", "x": "float", "b": "bool", "s": "string", "t": "timestamp"})
+    at = dt.datetime(2026, 4, 30, 12, 0, 0, 250_000)
+    records = [
+        Record("user", ("u1",), "v", 1_000_000, 1_000_000, 1_900_000_000,
+               {"n": 7, "x": 0.1, "b": True, "s": "é \"q\"", "t": at}),
+        Record("user", ("u:2",), "v", 2_000_000, 2_000_000, 1_900_000_000,
+               {"n": None, "x": -1e300, "b": False, "s": "", "t": None}),
+    ]  # fmt: skip
+    store.write(records, now=NOW)
+    keys = [("u1",), ("u:2",), ("missing",), ("u1",)]
+    blocking = store.read("user", keys, [view], now=NOW)
+
+    async def main() -> object:
+        return await store.read_encoded_async("user", keys, [view], now=NOW)
+
+    encoded = run(main)
+    assert isinstance(encoded, list)
+    assert encoded[2]["v"] is None and blocking[2]["v"] is None
+    for got, want in zip(encoded, blocking, strict=True):
+        if want["v"] is None:
+            continue
+        record = got["v"]
+        assert (record.ts, record.ver, record.exp) == (want["v"].ts, want["v"].ver, want["v"].exp)
+        for (name, value_type), raw in zip(view.features.items(), record.values, strict=True):
+            value = want["v"].values[name]
+            if value is None:
+                assert raw is None
+                continue
+            text = json_encoder(value_type)(raw)
+            expected = (
+                f'"{value.isoformat()}Z"'.encode()
+                if isinstance(value, dt.datetime)
+                else orjson.dumps(value)
+            )
+            assert text == expected, (name, raw, text)
+    store.close()
+
+
+def test_check_async_reports_a_frozen_server_by_timeout(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "redis") as server:
+        store = RedisStore(port=server.port)
+
+        async def probe() -> None:
+            async with asyncio.timeout(2):
+                await store.check_async()
+
+        run(lambda: probe())
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+
+            async def frozen() -> None:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await store.check_async()
+
+            run(frozen)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        store.close()
+
+
+def test_read_encoded_async_on_a_dead_server_is_store_unavailable(tmp_path: Path) -> None:
+    store = RedisStore(port=free_port(), connect_timeout=0.5)
+
+    async def main() -> None:
+        with pytest.raises(StoreUnavailable, match="cannot reach Redis"):
+            await store.read_encoded_async("user", [("u1",)], [ViewRead("v", {"n": "int"})])
+
+    run(main)
