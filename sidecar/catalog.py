@@ -26,17 +26,29 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import orjson
 
-from featurestore.online.layout import json_encoder, parse_entity_token
+from featurestore.online.layout import parse_entity_token
 from featurestore.online.store import EncodedRecord, StoredRecord, ViewRead
 from featurestore.registry import Registry, ValueType
 from sidecar.auth import ApiKey
 from sidecar.errors import ApiError
+from sidecar.fragments import (
+    KIND_LABELS,
+    REASON_KINDS,
+    CachedRecord,
+    FeatureAnswer,
+    Fragment,
+    ViewRenderer,
+    constant_record,
+    iso_micros,
+    json_value,
+)
 from sidecar.settings import Settings
 
 __all__ = [
@@ -50,37 +62,7 @@ __all__ = [
     "iso_micros",
 ]
 
-_EPOCH: Final = dt.datetime(1970, 1, 1)
 _FIELDS: Final = frozenset({"entity_name", "entity_keys", "features"})
-
-#: answer kinds: index -> (status, reason), counted per response for the metrics
-KIND_LABELS: Final = (
-    ("PRESENT", ""),
-    ("DEFAULT", "NULL"),
-    ("MISSING", "NULL"),
-    ("DEFAULT", "NOT_FOUND"),
-    ("MISSING", "NOT_FOUND"),
-    ("DEFAULT", "STORE_UNAVAILABLE"),
-    ("MISSING", "STORE_UNAVAILABLE"),
-)
-PRESENT: Final = 0
-_REASON_KINDS: Final = {"NULL": 1, "NOT_FOUND": 3, "STORE_UNAVAILABLE": 5}
-
-#: JSON fragments: ``"<feature>":{"value":...,"timestamp":...,"status":...[,"reason":...]}``
-Fragment = bytes
-
-
-def iso_micros(micros: int) -> str:
-    """ISO 8601 UTC with ``Z`` of microseconds since the epoch (fraction only if non-zero)."""
-    return (_EPOCH + dt.timedelta(microseconds=micros)).isoformat() + "Z"
-
-
-def _json_value(value: object, value_type: ValueType) -> object:
-    if value_type == "timestamp" and isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.isoformat() + "Z"
-    return value
 
 
 def _fragment(name: str, answer: dict[str, Any]) -> Fragment:
@@ -102,7 +84,7 @@ class FeaturePlan:
     def fallback(self, reason: str, timestamp: str | None) -> tuple[Fragment, int]:
         """The answer when there is no value: the default (DEFAULT) or nothing (MISSING),
         as a JSON fragment, and its kind."""
-        kind = _REASON_KINDS[reason]
+        kind = REASON_KINDS[reason]
         if self.default is not None:
             answer = {"value": self.default, "timestamp": timestamp, "status": "DEFAULT"}
         else:
@@ -123,41 +105,6 @@ class _Absent:
 ABSENT: Final = _Absent()
 
 
-class CachedRecord(NamedTuple):
-    """The answers of every feature of one view for one key, built once (when the record
-    is read from the store, or at startup for the constant answers) as JSON fragments.
-
-    A tuple of ints and bytes only: the garbage collector stops tracking it, so a cache of
-    100,000 records adds nothing to the collector's full passes."""
-
-    #: when the record stops being served (epoch seconds)
-    exp: int
-    #: per feature of the view (in view order): its JSON fragment and its kind
-    parts: tuple[Fragment, ...]
-    kinds: tuple[int, ...]
-    #: ``b",".join(parts)``, and how many answers of each kind (index of KIND_LABELS)
-    full: bytes
-    counts: tuple[int, ...]
-
-
-def _cached(exp: int, parts: list[Fragment], kinds: list[int]) -> CachedRecord:
-    counts = [0] * len(KIND_LABELS)
-    for kind in kinds:
-        counts[kind] += 1
-    return CachedRecord(exp, tuple(parts), tuple(kinds), b",".join(parts), tuple(counts))
-
-
-_Template = tuple[bytes, bytes, bytes, int, Callable[[bytes], bytes]]
-#: where the timestamp goes in a NULL fallback template
-_STAMP: Final = "@@featurestore-timestamp@@"
-#: feature timestamps (microseconds) -> ISO 8601 bytes: a batch load writes many records of
-#: one timestamp; bounded (cleared when full), shared by every request of the process
-_STAMPS: dict[int, bytes] = {}
-_STAMPS_MAX: Final = 65_536
-#: never expires: the constant answers (not found, store unavailable)
-_FOREVER: Final = 1 << 62
-
-
 @dataclass(frozen=True)
 class EntityPlan:
     name: str
@@ -172,69 +119,21 @@ class EntityPlan:
     #: online view -> answers when the store has no record / is unavailable
     not_found: Mapping[str, CachedRecord]
     unavailable: Mapping[str, CachedRecord]
-    #: online view -> per feature: (``"name":{"value":`` , the NULL fallback split around
-    #: its timestamp, the NULL fallback's kind, encoded bytes -> JSON)
-    templates: Mapping[str, tuple[_Template, ...]] = field(repr=False)
-    #: online view -> kinds and counts of a record with every value present
-    all_present: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(repr=False)
+    #: online view -> its renderer (stored record -> answers)
+    renderers: Mapping[str, ViewRenderer] = field(repr=False)
     #: ``{"entity_name":"<name>","results":[``
     response_head: bytes = b""
 
     def record(self, view: str, stored: StoredRecord) -> CachedRecord:
         """Answers for every feature of ``view`` from a stored record (decoded values)."""
-        stamp = _stamp(stored.ts)
-        present = b',"timestamp":"' + stamp + b'","status":"PRESENT"}'
-        parts: list[Fragment] = []
-        kinds: list[int] = []
         values = stored.values
-        dumps = orjson.dumps
-        for feature, (prefix, null_head, null_tail, null_kind, _) in zip(
-            self.view_features[view], self.templates[view], strict=True
-        ):
-            value = values.get(feature.name)
-            if value is None:
-                parts.append(null_head + stamp + null_tail)
-                kinds.append(null_kind)
-            else:
-                if feature.value_type == "timestamp":
-                    value = _json_value(value, "timestamp")
-                parts.append(prefix + dumps(value) + present)
-                kinds.append(PRESENT)
-        return _cached(stored.exp, parts, kinds)
+        return self.renderers[view].from_values(
+            stored.ts, stored.exp, [values.get(f.name) for f in self.view_features[view]]
+        )
 
     def record_encoded(self, view: str, stored: EncodedRecord) -> CachedRecord:
         """:meth:`record` of a record whose values are still in the layout's encoding."""
-        stamp = _stamp(stored.ts)
-        present = b',"timestamp":"' + stamp + b'","status":"PRESENT"}'
-        templates = self.templates[view]
-        if None not in stored.values:  # the usual case: every value present
-            parts = [
-                prefix + to_json(raw) + present  # type: ignore[arg-type]  # None checked
-                for (prefix, _, _, _, to_json), raw in zip(templates, stored.values, strict=True)
-            ]
-            kinds, counts = self.all_present[view]
-            return CachedRecord(stored.exp, tuple(parts), kinds, b",".join(parts), counts)
-        parts = []
-        kind_list = []
-        for (prefix, null_head, null_tail, null_kind, to_json), raw in zip(
-            templates, stored.values, strict=True
-        ):
-            if raw is None:
-                parts.append(null_head + stamp + null_tail)
-                kind_list.append(null_kind)
-            else:
-                parts.append(prefix + to_json(raw) + present)
-                kind_list.append(PRESENT)
-        return _cached(stored.exp, parts, kind_list)
-
-
-def _stamp(ts: int) -> bytes:
-    stamp = _STAMPS.get(ts)
-    if stamp is None:
-        if len(_STAMPS) >= _STAMPS_MAX:
-            _STAMPS.clear()
-        stamp = _STAMPS[ts] = iso_micros(ts).encode()
-    return stamp
+        return self.renderers[view].from_encoded(stored)
 
 
 @dataclass(frozen=True)
@@ -276,13 +175,13 @@ class Catalog:
         features: dict[str, FeaturePlan] = {}
         view_reads: dict[str, ViewRead] = {}
         view_features: dict[str, tuple[FeaturePlan, ...]] = {}
-        templates: dict[str, tuple[_Template, ...]] = {}
+        renderers: dict[str, ViewRenderer] = {}
         for view in views:
             plans = []
             for index, feature in enumerate(view.features):
                 default = feature.default
                 if isinstance(default, dt.datetime):  # pragma: no cover - defaults are JSON
-                    default = _json_value(default, "timestamp")
+                    default = json_value(default, "timestamp")
                 plan = FeaturePlan(
                     feature.name, view.name, index, name, feature.value_type, default
                 )
@@ -292,18 +191,20 @@ class Catalog:
             view_reads[view.name] = ViewRead(
                 view.name, {f.name: f.value_type for f in view.features}
             )
-            view_templates = []
-            for plan in plans:
-                null, null_kind = plan.fallback("NULL", _STAMP)
-                head, tail = null.split(_STAMP.encode())
-                prefix = orjson.dumps(plan.name) + b':{"value":'
-                to_json = json_encoder(plan.value_type)
-                view_templates.append((prefix, head, tail, null_kind, to_json))
-            templates[view.name] = tuple(view_templates)
+            renderers[view.name] = ViewRenderer(
+                [
+                    FeatureAnswer(
+                        plan.name,
+                        plan.value_type,
+                        functools.partial(_null_fragment, plan),
+                        plan.fallback("NULL", None)[1],
+                    )
+                    for plan in plans
+                ]
+            )
 
         def constant(reason: str, plans: tuple[FeaturePlan, ...]) -> CachedRecord:
-            answers = [plan.fallback(reason, None) for plan in plans]
-            return _cached(_FOREVER, [a for a, _ in answers], [k for _, k in answers])
+            return constant_record([plan.fallback(reason, None) for plan in plans])
 
         return EntityPlan(
             name=name,
@@ -314,11 +215,7 @@ class Catalog:
             view_features=view_features,
             not_found={v: constant("NOT_FOUND", fs) for v, fs in view_features.items()},
             unavailable={v: constant("STORE_UNAVAILABLE", fs) for v, fs in view_features.items()},
-            templates=templates,
-            all_present={
-                v: ((PRESENT,) * len(fs), (len(fs),) + (0,) * (len(KIND_LABELS) - 1))
-                for v, fs in view_features.items()
-            },
+            renderers=renderers,
             response_head=b'{"entity_name":' + orjson.dumps(name) + b',"results":[',
         )
 
@@ -558,7 +455,7 @@ class Catalog:
                     "view": view.name,
                     "type": feature.value_type,
                     "data_type": feature.data_type,
-                    "default": _json_value(feature.default, feature.value_type),
+                    "default": json_value(feature.default, feature.value_type),
                     "description": feature.description,
                     "owner": view.owner,
                     "ttl_seconds": view.ttl_seconds,
@@ -577,6 +474,10 @@ class Catalog:
                 "max_key_part_chars": self.settings.max_key_part_chars,
             },
         }
+
+
+def _null_fragment(plan: FeaturePlan, timestamp: str) -> Fragment:
+    return plan.fallback("NULL", timestamp)[0]
 
 
 def _json_type(value: object) -> str:

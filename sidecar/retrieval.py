@@ -227,57 +227,38 @@ class Retriever:
         now = self.now()
         now_s = int(now.timestamp())
         views = list(dict.fromkeys(feature.view for feature in request.features))
+        nviews = len(views)
         unique = list(dict.fromkeys(request.keys))
+        # one slot per (unique key, view), key-major: slot = key index * nviews + view index
         pairs: list[CacheKey] = [(view, key) for key in unique for view in views]
-        resolved: dict[CacheKey, CachedRecord | object] = {}
+        slots: list[CachedRecord | object] = (
+            self.cache.get_many(pairs) if self._use_cache else [MISS] * len(pairs)
+        )
+        missing = [i for i, entry in enumerate(slots) if entry is MISS]
         if self._use_cache:
-            missing = []
-            for pair, entry in zip(pairs, self.cache.get_many(pairs), strict=True):
-                if entry is MISS:
-                    missing.append(pair)
-                else:
-                    resolved[pair] = entry
-            hits = len(pairs) - len(missing)
-            if hits:
-                self.metrics.cache_hits.inc(hits)
+            if len(missing) < len(slots):
+                self.metrics.cache_hits.inc(len(slots) - len(missing))
             if missing:
                 self.metrics.cache_misses.inc(len(missing))
-        else:
-            missing = pairs
 
         degraded = False
         if missing:
-            miss_keys = list(dict.fromkeys(key for _, key in missing))
-            miss_views = list(dict.fromkeys(view for view, _ in missing))
+            miss_keys = list(dict.fromkeys(unique[i // nviews] for i in missing))
+            miss_views = list(dict.fromkeys(views[i % nviews] for i in missing))
             rows = await self.reader.read(
                 plan.name, miss_keys, [plan.view_reads[view] for view in miss_views], now
             )
             if rows is None:
-                degraded = True
+                degraded = True  # the slots stay MISS: answered as unavailable below
             else:
-                to_cache: list[tuple[CacheKey, CachedRecord | object, float]] = []
-                ttls = self.cache_ttls
-                record: Callable[[str, Any], CachedRecord] = (
-                    plan.record_encoded if self.reader.encoded else plan.record
-                )
-                seen = self._seen
-                for key, row in zip(miss_keys, cast(list[dict[str, Any]], rows), strict=True):
-                    for view in miss_views:
-                        stored = row.get(view)
-                        entry = ABSENT if stored is None else record(view, stored)
-                        pair = (view, key)
-                        resolved[pair] = entry
-                        ttl = ttls[view]
-                        if ttl > 0:
-                            if pair in seen:  # missed before: admitted
-                                to_cache.append((pair, entry, ttl))
-                            else:
-                                seen.add(pair)
-                if len(seen) > self._seen_max:
-                    seen.clear()
-                if to_cache and self._use_cache:
-                    self.cache.put_many(to_cache)
-                    self.metrics.cache_entries.set(len(self.cache))
+                try:
+                    self._fill(plan, slots, missing, unique, views, miss_keys, miss_views, rows)
+                except Exception:  # a stored value the layout cannot read: a store fault
+                    log.exception("a record read from the store cannot be served")
+                    self.metrics.store_read("error")
+                    degraded = True
+                    for i in missing:
+                        slots[i] = MISS
 
         # the features asked for, as (view position, feature position in its view); the
         # whole of each view in view order (the usual request) joins precomputed fragments
@@ -288,35 +269,95 @@ class Retriever:
         )
         not_found = [plan.not_found[view] for view in views]
         unavailable = [plan.unavailable[view] for view in views]
-        counts: list[tuple[int, ...]] = []
+        answers: list[CachedRecord] = []  # per slot, what to answer
+        for i, entry in enumerate(slots):
+            if type(entry) is CachedRecord:
+                # a cached record whose TTL ran out since it was cached: as if absent
+                answers.append(entry if entry.exp > now_s else not_found[i % nviews])
+            elif entry is MISS:  # the store did not answer
+                answers.append(unavailable[i % nviews])
+            else:  # ABSENT
+                answers.append(not_found[i % nviews])
+
+        renderers = [plan.renderers[view] for view in views]
         tally = [0] * len(KIND_LABELS)
+        counts: list[tuple[int, ...]] = []
         dumps = orjson.dumps
-        results: list[bytes] = []
-        for raw, key in zip(request.raw_keys, request.keys, strict=True):
-            entries: list[CachedRecord] = []
-            for pos, view in enumerate(views):
-                entry = resolved.get((view, key))
-                if entry is None:
-                    entries.append(unavailable[pos])
-                elif type(entry) is CachedRecord and entry.exp > now_s:
-                    entries.append(entry)
-                else:  # ABSENT, or a cached record whose TTL ran out since it was cached
-                    entries.append(not_found[pos])
+        out = [plan.response_head]
+        append = out.append
+        repeated = len(unique) != len(request.keys)
+        position = {key: n for n, key in enumerate(unique)} if repeated else None
+        for n, (raw, key) in enumerate(zip(request.raw_keys, request.keys, strict=True)):
+            base = (position[key] if position is not None else n) * nviews
+            append(b'{"entity_key":')
+            append(dumps(raw))
+            append(b',"features":{')
             if whole:
-                features = b",".join([entry.full for entry in entries])
-                counts += [entry.counts for entry in entries]
+                if nviews == 1:
+                    entry = answers[base]
+                    append(entry.full)
+                    counts.append(entry.counts)
+                else:
+                    entries = answers[base : base + nviews]
+                    append(b",".join([entry.full for entry in entries]))
+                    counts += [entry.counts for entry in entries]
             else:
-                features = b",".join([entries[pos].parts[index] for pos, index in wanted])
+                entries = answers[base : base + nviews]
+                parts = [renderers[pos].parts(entry) for pos, entry in enumerate(entries)]
+                append(b",".join([parts[pos][index] for pos, index in wanted]))
                 for pos, index in wanted:
                     tally[entries[pos].kinds[index]] += 1
-            results.append(b'{"entity_key":' + dumps(raw) + b',"features":{' + features + b"}}")
+            append(b"}},")
+        out[-1] = b"}}]}"
         if counts:
-            tally = [a + b for a, b in zip(tally, map(sum, zip(*counts, strict=True)), strict=True)]
+            sums = map(sum, zip(*counts, strict=True))
+            tally = [a + b for a, b in zip(tally, sums, strict=True)]
         self.metrics.feature_statuses(zip(KIND_LABELS, tally, strict=True))
         if degraded:
             self.metrics.degraded_responses.inc()
-        body = plan.response_head + b",".join(results) + b"]}"
-        return body, degraded
+        return b"".join(out), degraded
+
+    def _fill(
+        self,
+        plan: EntityPlan,
+        slots: list[CachedRecord | object],
+        missing: list[int],
+        unique: list[tuple[str, ...]],
+        views: list[str],
+        miss_keys: list[tuple[str, ...]],
+        miss_views: list[str],
+        rows: Rows | EncodedRows,
+    ) -> None:
+        """Put the store's answer in the missing slots; cache what is admitted."""
+        record: Callable[[str, Any], CachedRecord] = (
+            plan.record_encoded if self.reader.encoded else plan.record
+        )
+        row_of = dict(zip(miss_keys, cast(list[dict[str, Any]], rows), strict=True))
+        nviews = len(views)
+        ttls = self.cache_ttls
+        seen = self._seen
+        to_cache: list[tuple[CacheKey, CachedRecord | object, float]] = []
+        entries = []
+        for i in missing:  # every record first: one that cannot be read fails them all
+            view = views[i % nviews]
+            stored = row_of[unique[i // nviews]].get(view)
+            entries.append(ABSENT if stored is None else record(view, stored))
+        for i, entry in zip(missing, entries, strict=True):
+            key = unique[i // nviews]
+            view = views[i % nviews]
+            slots[i] = entry
+            ttl = ttls[view]
+            if ttl > 0:
+                pair = (view, key)
+                if pair in seen:  # missed before: admitted
+                    to_cache.append((pair, entry, ttl))
+                else:
+                    seen.add(pair)
+        if len(seen) > self._seen_max:
+            seen.clear()
+        if to_cache and self._use_cache:
+            self.cache.put_many(to_cache)
+            self.metrics.cache_entries.set(len(self.cache))
 
 
 def _canonical(plan: EntityPlan, views: Sequence[str]) -> Iterator[tuple[int, int]]:

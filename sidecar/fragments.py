@@ -1,0 +1,220 @@
+"""Answers as JSON fragments: what the sidecar caches and joins into response bodies.
+
+A retrieve response is assembled from bytes, not serialized from Python objects: each
+feature's answer is the fragment ``"<feature>":{"value":...,"timestamp":...,"status":...
+[,"reason":...]}``, each (view, key) record is the comma-joined fragments of all of its
+view's features (:attr:`CachedRecord.full`), and a result joins the records of its views.
+The fragments of a record are built once, when it is read from the store, by the view's
+:class:`ViewRenderer`:
+
+* from a record whose values are still in the online layout's text encoding (Redis): each
+  text goes to JSON through :func:`featurestore.online.layout.json_encoder` (numbers are
+  parsed and re-serialized, so a stored text never reaches a response unchecked); with
+  every value present (the usual case) the whole record is then one ``%`` format of a
+  per-view template, with a null value it is built feature by feature;
+* from decoded values (SQLite, DynamoDB): feature by feature with :mod:`orjson`.
+
+Per-feature fragments (:attr:`CachedRecord.parts`) are only needed when a request asks for
+some of a view's features; for records rendered in bulk they are built on demand
+(:meth:`ViewRenderer.parts`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Final, NamedTuple
+
+import orjson
+
+from featurestore.online.layout import json_encoder
+from featurestore.online.store import EncodedRecord
+from featurestore.registry import ValueType
+
+__all__ = [
+    "KIND_LABELS",
+    "PRESENT",
+    "REASON_KINDS",
+    "CachedRecord",
+    "FeatureAnswer",
+    "Fragment",
+    "ViewRenderer",
+    "constant_record",
+    "iso_micros",
+    "json_value",
+]
+
+#: answer kinds: index -> (status, reason), counted per response for the metrics
+KIND_LABELS: Final = (
+    ("PRESENT", ""),
+    ("DEFAULT", "NULL"),
+    ("MISSING", "NULL"),
+    ("DEFAULT", "NOT_FOUND"),
+    ("MISSING", "NOT_FOUND"),
+    ("DEFAULT", "STORE_UNAVAILABLE"),
+    ("MISSING", "STORE_UNAVAILABLE"),
+)
+PRESENT: Final = 0
+#: reason -> the kind of its DEFAULT answer (its MISSING answer is the next kind)
+REASON_KINDS: Final = {"NULL": 1, "NOT_FOUND": 3, "STORE_UNAVAILABLE": 5}
+
+Fragment = bytes
+
+_EPOCH: Final = dt.datetime(1970, 1, 1)
+#: feature timestamps (microseconds) -> ISO 8601 bytes: a batch load writes many records of
+#: one timestamp; bounded (cleared when full), shared by every request of the process
+_STAMPS: dict[int, bytes] = {}
+_STAMPS_MAX: Final = 65_536
+#: where the timestamp goes in a NULL fallback template
+_PLACEHOLDER: Final = "@@featurestore-timestamp@@"
+
+
+def iso_micros(micros: int) -> str:
+    """ISO 8601 UTC with ``Z`` of microseconds since the epoch (fraction only if non-zero)."""
+    return (_EPOCH + dt.timedelta(microseconds=micros)).isoformat() + "Z"
+
+
+def json_value(value: object, value_type: ValueType) -> object:
+    """A decoded value as JSON-ready (timestamps as ISO 8601 UTC strings)."""
+    if value_type == "timestamp" and isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.isoformat() + "Z"
+    return value
+
+
+def stamp_of(ts: int) -> bytes:
+    stamp = _STAMPS.get(ts)
+    if stamp is None:
+        if len(_STAMPS) >= _STAMPS_MAX:
+            _STAMPS.clear()
+        stamp = _STAMPS[ts] = iso_micros(ts).encode()
+    return stamp
+
+
+class CachedRecord(NamedTuple):
+    """The answers of every feature of one view for one key.
+
+    Ints, bytes and tuples of them only: once the garbage collector has seen one it stops
+    tracking it, so a cache of 100,000 records costs its full passes nothing."""
+
+    #: when the record stops being served (epoch seconds)
+    exp: int
+    #: every feature's fragment, comma-joined in view order
+    full: bytes
+    #: how many answers of each kind (index of KIND_LABELS) ``full`` holds
+    counts: tuple[int, ...]
+    #: per feature (view order): its kind
+    kinds: tuple[int, ...]
+    #: per feature: its fragment, or None when rendered in bulk (see ViewRenderer.parts)
+    parts: tuple[Fragment, ...] | None
+    #: per feature: the JSON of its value (None: null); and the ISO timestamp
+    values: tuple[bytes | None, ...]
+    stamp: bytes
+
+
+def constant_record(answers: Sequence[tuple[Fragment, int]]) -> CachedRecord:
+    """A record of fixed answers (no record found, store unavailable); never expires."""
+    parts = tuple(fragment for fragment, _ in answers)
+    kinds = tuple(kind for _, kind in answers)
+    return CachedRecord(1 << 62, b",".join(parts), _counts(kinds), kinds, parts, (), b"")
+
+
+def _counts(kinds: Sequence[int]) -> tuple[int, ...]:
+    counts = [0] * len(KIND_LABELS)
+    for kind in kinds:
+        counts[kind] += 1
+    return tuple(counts)
+
+
+class FeatureAnswer(NamedTuple):
+    """How one feature of a view is answered."""
+
+    name: str
+    value_type: ValueType
+    #: the answer when the record holds null for it: fragment and kind, as a function of
+    #: the record's timestamp (``fragment(timestamp)``)
+    null_fragment: Callable[[str], Fragment]
+    null_kind: int
+
+
+class ViewRenderer:
+    """Renders one view's records into :class:`CachedRecord` (built once per view)."""
+
+    def __init__(self, features: Sequence[FeatureAnswer]) -> None:
+        self.features = tuple(features)
+        n = len(self.features)
+        self._prefixes = [orjson.dumps(f.name) + b':{"value":' for f in self.features]
+        self._nulls: list[tuple[bytes, bytes, int]] = []
+        for feature in self.features:
+            head, tail = feature.null_fragment(_PLACEHOLDER).split(_PLACEHOLDER.encode())
+            self._nulls.append((head, tail, feature.null_kind))
+        self._template = b",".join(
+            prefix.replace(b"%", b"%%") + b'%b,"timestamp":"%b","status":"PRESENT"}'
+            for prefix in self._prefixes
+        )
+        self._all_kinds = (PRESENT,) * n
+        self._all_counts = _counts(self._all_kinds)
+        self._encoders = [json_encoder(f.value_type) for f in self.features]
+
+    def from_encoded(self, record: EncodedRecord) -> CachedRecord:
+        """From the layout's encoded texts (see the module docstring)."""
+        raw = record.values
+        stamp = stamp_of(record.ts)
+        if None in raw:
+            return self._one_by_one(record.exp, stamp, [
+                None if text is None else encode(text)
+                for encode, text in zip(self._encoders, raw, strict=True)
+            ])  # fmt: skip
+        # every value present (the usual case): the whole record is one format
+        values = [
+            encode(text)  # type: ignore[arg-type]  # no None: checked above
+            for encode, text in zip(self._encoders, raw, strict=True)
+        ]
+        args = [stamp] * (2 * len(values))
+        args[0::2] = values
+        return CachedRecord(
+            record.exp,
+            self._template % tuple(args),
+            self._all_counts,
+            self._all_kinds,
+            None,
+            tuple(values),
+            stamp,
+        )
+
+    def from_values(self, ts: int, exp: int, values: Sequence[object]) -> CachedRecord:
+        """From decoded values (in view order; None for null)."""
+        dumps = orjson.dumps
+        return self._one_by_one(exp, stamp_of(ts), [
+            None if value is None else dumps(json_value(value, feature.value_type))
+            for feature, value in zip(self.features, values, strict=True)
+        ])  # fmt: skip
+
+    def _one_by_one(self, exp: int, stamp: bytes, values: list[bytes | None]) -> CachedRecord:
+        present = b',"timestamp":"' + stamp + b'","status":"PRESENT"}'
+        parts: list[Fragment] = []
+        kinds: list[int] = []
+        for prefix, (null_head, null_tail, null_kind), value in zip(
+            self._prefixes, self._nulls, values, strict=True
+        ):
+            if value is None:
+                parts.append(null_head + stamp + null_tail)
+                kinds.append(null_kind)
+            else:
+                parts.append(prefix + value + present)
+                kinds.append(PRESENT)
+        return CachedRecord(
+            exp, b",".join(parts), _counts(kinds), tuple(kinds), tuple(parts), tuple(values),
+            stamp,
+        )  # fmt: skip
+
+    def parts(self, record: CachedRecord) -> tuple[Fragment, ...]:
+        """Each feature's fragment of a record (built now if it was rendered in bulk)."""
+        if record.parts is not None:
+            return record.parts
+        present = b',"timestamp":"' + record.stamp + b'","status":"PRESENT"}'
+        return tuple(  # rendered in bulk: every value is present
+            prefix + (value or b"null") + present
+            for prefix, value in zip(self._prefixes, record.values, strict=True)
+        )

@@ -1,0 +1,134 @@
+"""sidecar/fragments.py: records rendered to JSON fragments equal the answers built the plain
+way (Python dicts serialized by orjson), for encoded and decoded values, every type, nulls,
+odd numbers and strings; texts the layout cannot read fail instead of reaching JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from featurestore.online.layout import decode_value, encode_value
+from featurestore.online.store import EncodedRecord
+from featurestore.registry import ValueType
+from sidecar.fragments import (
+    KIND_LABELS,
+    PRESENT,
+    FeatureAnswer,
+    ViewRenderer,
+    constant_record,
+    iso_micros,
+    json_value,
+)
+
+TYPES: list[ValueType] = ["int", "float", "bool", "string", "timestamp"]
+DEFAULTS: dict[str, Any] = {"int": 0, "float": None, "bool": False, "string": "", "timestamp": None}
+
+
+def null_answer(value_type: ValueType, timestamp: str) -> dict[str, Any]:
+    default = DEFAULTS[value_type]
+    if default is None:
+        return {"value": None, "timestamp": timestamp, "status": "MISSING", "reason": "NULL"}
+    return {"value": default, "timestamp": timestamp, "status": "DEFAULT", "reason": "NULL"}
+
+
+def renderer(names: list[str], types: list[ValueType]) -> ViewRenderer:
+    def feature(name: str, value_type: ValueType) -> FeatureAnswer:
+        kind = 1 if DEFAULTS[value_type] is not None else 2
+        return FeatureAnswer(
+            name,
+            value_type,
+            lambda ts: orjson.dumps({name: null_answer(value_type, ts)})[1:-1],
+            kind,
+        )
+
+    return ViewRenderer([feature(n, t) for n, t in zip(names, types, strict=True)])
+
+
+def reference(names: list[str], types: list[ValueType], ts: int, values: list[Any]) -> dict:
+    """The plain way: a dict per answer."""
+    stamp = iso_micros(ts)
+    out = {}
+    for name, value_type, value in zip(names, types, values, strict=True):
+        if value is None:
+            out[name] = null_answer(value_type, stamp)
+        else:
+            out[name] = {
+                "value": json_value(value, value_type),
+                "timestamp": stamp,
+                "status": "PRESENT",
+            }
+    return out
+
+
+def random_value(rng: random.Random, value_type: ValueType) -> Any:
+    if rng.random() < 0.15:
+        return None
+    if value_type == "int":
+        return rng.choice([0, -1, 7, 2**63 - 1, -(2**63), rng.randint(-(10**9), 10**9)])
+    if value_type == "float":
+        return rng.choice([0.0, -0.0, 0.1, 1e16, -1e300, 5e-324, 123.456, rng.uniform(-1e6, 1e6)])
+    if value_type == "bool":
+        return rng.random() < 0.5
+    if value_type == "string":
+        return rng.choice(["", "plain", 'quote " back \\ slash', "é ✓ 😀", "%b %s %%", "\n\t\x00"])
+    micros = rng.randint(0, 4_000_000_000_000_000)
+    return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_encoded_and_decoded_records_render_like_the_reference(seed: int) -> None:
+    rng = random.Random(seed)
+    types = [rng.choice(TYPES) for _ in range(rng.randint(1, 12))]
+    names = [f"f_{i}_%b{'%' * (i % 3)}" for i in range(len(types))]  # % in names too
+    view = renderer(names, types)
+    ts = rng.randint(0, 4_000_000_000_000_000)
+    values = [random_value(rng, t) for t in types]
+    encoded = tuple(
+        None if v is None else encode_value(v, t).encode()  # type: ignore[union-attr]
+        for v, t in zip(values, types, strict=True)
+    )
+    want = reference(names, types, ts, values)
+    for record in (
+        view.from_encoded(EncodedRecord(ts, ts, 99, encoded)),
+        view.from_values(ts, 99, [decode_value(e, t) for e, t in zip(encoded, types, strict=True)]),
+    ):
+        assert record.exp == 99
+        got = orjson.loads(b"{" + record.full + b"}")
+        assert got == want
+        assert list(got) == names  # view order
+        parts = view.parts(record)
+        assert [orjson.loads(b"{" + p + b"}") for p in parts] == [{n: want[n]} for n in names]
+        kinds = [PRESENT if v is not None else (1 if DEFAULTS[t] is not None else 2)
+                 for v, t in zip(values, types, strict=True)]  # fmt: skip
+        assert list(record.kinds) == kinds
+        assert list(record.counts) == [kinds.count(k) for k in range(len(KIND_LABELS))]
+
+
+@pytest.mark.parametrize(
+    ("value_type", "text"),
+    [("int", b"12x"), ("int", b""), ("float", b"abc"), ("timestamp", b"soon")],
+)
+def test_unreadable_texts_raise_instead_of_reaching_json(
+    value_type: ValueType, text: bytes
+) -> None:
+    view = renderer(["f"], [value_type])
+    with pytest.raises(ValueError):
+        view.from_encoded(EncodedRecord(0, 0, 1, (text,)))
+
+
+def test_odd_but_readable_numbers_are_reserialized() -> None:
+    view = renderer(["a", "b", "c"], ["int", "float", "float"])
+    record = view.from_encoded(EncodedRecord(0, 0, 1, (b"007", b"1_000.5", b" 2.50 ")))
+    got = orjson.loads(b"{" + record.full + b"}")
+    assert [got[k]["value"] for k in "abc"] == [7, 1000.5, 2.5]
+
+
+def test_constant_records_never_expire() -> None:
+    record = constant_record([(b'"a":{"value":null}', 4), (b'"b":{"value":0}', 3)])
+    assert record.exp > 10**18
+    assert record.full == b'"a":{"value":null},"b":{"value":0}'
+    assert record.counts == (0, 0, 0, 1, 1, 0, 0)
