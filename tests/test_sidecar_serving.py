@@ -693,7 +693,7 @@ def test_health_ready_metrics_and_openapi(sqlite_sidecar: SidecarServer) -> None
         ready = client.get("/ready").json()
         assert ready["status"] == "ready" and ready["circuit"] == "closed"
         answer = client.post("/api/v1/features/retrieve", json=VALID).json()
-        status = answer["results"][0]["features"]["user_is_vip"]["status"]
+        served = answer["results"][0]["features"]["user_is_vip"]["status"]
         client.post("/api/v1/features/retrieve", json={"entity_name": 1})
         text = client.get("/metrics").text
         document = client.get("/openapi.json").json()
@@ -702,7 +702,7 @@ def test_health_ready_metrics_and_openapi(sqlite_sidecar: SidecarServer) -> None
     for status in ("200", "422"):
         labels = {"route": "/api/v1/features/retrieve", "status": status}
         assert metric(text, "featurestore_sidecar_responses_total", labels) >= 1
-    assert metric(text, "featurestore_sidecar_feature_values_total", {"status": status}) > 0
+    assert metric(text, "featurestore_sidecar_feature_values_total", {"status": served}) > 0
     assert "featurestore_sidecar_cache_lookups_total" in text
     assert "featurestore_sidecar_store_errors_total" in text
     assert metric(text, "featurestore_sidecar_degraded") == 0
