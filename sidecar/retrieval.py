@@ -154,9 +154,11 @@ class StoreReader:
         now: dt.datetime,
     ) -> EncodedRows | None:
         started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         try:
-            async with asyncio.timeout(self.timeout_s):
-                rows = await self.store.read_encoded_async(entity, keys, views, now=now)
+            rows = await self.store.read_encoded_async(
+                entity, keys, views, now=now, deadline=deadline
+            )
         except TimeoutError:
             self.breaker.failure()
             self.metrics.store_read("timeout")

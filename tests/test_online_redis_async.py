@@ -200,3 +200,39 @@ def test_read_encoded_async_on_a_dead_server_is_store_unavailable(tmp_path: Path
             await store.read_encoded_async("user", [("u1",)], [ViewRead("v", {"n": "int"})])
 
     run(main)
+
+
+def test_deadline_fails_a_silent_server_but_not_a_busy_caller(tmp_path: Path) -> None:
+    """Past the deadline with no reply: TimeoutError. A reply that reached the socket in time
+    while the event loop was busy (blocked here by a sleep) is still taken."""
+    with redis_server(tmp_path / "redis") as server:
+        pool = AsyncRedisPool("127.0.0.1", server.port)
+
+        async def busy_caller() -> list[object]:
+            await pool.execute([("PING",)])  # connected
+            loop = asyncio.get_running_loop()
+            call = asyncio.ensure_future(
+                pool.execute_packed(b"*1\r\n$4\r\nPING\r\n", 1, loop.time() + 0.02)
+            )
+            await asyncio.sleep(0)  # the command is written
+            import time
+
+            time.sleep(0.1)  # the loop is busy well past the deadline; Redis answered
+            return await call
+
+        assert run(busy_caller) == [b"PONG"]
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+
+            async def silent() -> None:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                with pytest.raises(TimeoutError):
+                    await pool.execute_packed(b"*1\r\n$4\r\nPING\r\n", 1, started + 0.05)
+                assert loop.time() - started < 1.0
+
+            run(silent)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        pool.close()

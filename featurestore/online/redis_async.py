@@ -17,9 +17,14 @@ What it does, and nothing more: connect (TCP, or TLS for ``rediss``), ``AUTH`` a
 ``SELECT`` on connect, send a batch of commands as one write, read exactly that many
 replies. Error replies come back in place as :class:`hiredis.ReplyError` instances.
 
-Cancellation: a call abandoned before its replies arrived (the sidecar's time budget ran
-out) closes its connection, since the late replies would otherwise answer the next call on
-it; the pool opens a new connection on demand. A pool is bound to the event loop that
+Deadlines: a call may carry a deadline (event loop time). Past it, the call fails with
+TimeoutError unless Redis has been answering: replies already parsed, or bytes waiting in
+the socket that a busy event loop has not read yet (the lateness is then the caller's own
+queueing, not the store's), in which case it gets up to the same budget again.
+
+Cancellation: a call abandoned before its replies arrived (a timeout) closes its
+connection, since the late replies would otherwise answer the next call on it; the pool
+opens a new connection on demand. A pool is bound to the event loop that
 first uses it; used from another loop it drops its connections and starts over.
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import ssl as ssl_module
 from collections.abc import Sequence
 from typing import Any, cast
@@ -88,8 +94,11 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    async def call(self, payload: bytes, count: int) -> list[Any]:
-        """Write ``payload`` (``count`` packed commands) and return their ``count`` replies."""
+    async def call(self, payload: bytes, count: int, deadline: float | None = None) -> list[Any]:
+        """Write ``payload`` (``count`` packed commands) and return their ``count`` replies.
+
+        ``deadline`` (event loop time): raise TimeoutError if by then no reply has reached
+        this process (see :meth:`_deadline_passed`)."""
         if self.closed or self._transport is None:
             raise RedisConnectionLost("the connection is closed")
         replies: list[Any] = []
@@ -97,13 +106,41 @@ class _Connection(asyncio.Protocol):
         self._expected = count
         self._waiter = waiter = self.loop.create_future()
         self._transport.write(payload)
+        timer = None
+        if deadline is not None:
+            grace = max((deadline - self.loop.time()) / 8, 0.0005)
+            timer = self.loop.call_at(deadline, self._deadline_passed, waiter, grace, 8)
         try:
             await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
         if len(replies) != count:  # pragma: no cover - more replies than commands
             raise RedisConnectionLost(f"expected {count} replies, got {len(replies)}")
         return replies
+
+    def _deadline_passed(self, waiter: asyncio.Future[None], grace: float, left: int) -> None:
+        """The deadline passed with replies missing. If Redis has been answering (replies
+        parsed, or bytes waiting in the socket that a busy event loop has not read yet) the
+        lateness is this process's, not the store's: check again ``grace`` later, at most
+        ``left`` more times (twice the budget in all). Otherwise give up: TimeoutError."""
+        if waiter.done():
+            return
+        if left > 0 and (self._replies or self._readable()):
+            self.loop.call_later(grace, self._deadline_passed, waiter, grace, left - 1)
+            return
+        waiter.set_exception(TimeoutError("Redis did not answer within the time budget"))
+
+    def _readable(self) -> bool:
+        sock = self._transport.get_extra_info("socket") if self._transport else None
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
     def close(self) -> None:
         self.closed = True
@@ -157,11 +194,21 @@ class AsyncRedisPool:
         pack: Any = hiredis.pack_command
         return await self.execute_packed(b"".join(map(pack, commands)), len(commands))
 
-    async def execute_packed(self, payload: bytes, count: int) -> list[Any]:
-        """:meth:`execute` of ``count`` commands already packed (RESP) into ``payload``."""
-        connection = await self._acquire()
+    async def execute_packed(
+        self, payload: bytes, count: int, deadline: float | None = None
+    ) -> list[Any]:
+        """:meth:`execute` of ``count`` commands already packed (RESP) into ``payload``.
+
+        ``deadline`` (event loop time) bounds getting a connection and the first replies
+        (TimeoutError); replies already arriving at the deadline may finish (see
+        ``_Connection._deadline_passed``)."""
+        if deadline is None:
+            connection = await self._acquire()
+        else:
+            async with asyncio.timeout_at(deadline):
+                connection = await self._acquire()
         try:
-            replies = await connection.call(payload, count)
+            replies = await connection.call(payload, count, deadline)
         except BaseException:
             connection.close()
             self._release(connection)

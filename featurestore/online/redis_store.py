@@ -373,6 +373,7 @@ class RedisStore(OnlineStore):
         views: Sequence[ViewRead],
         *,
         now: dt.datetime | None = None,
+        deadline: float | None = None,
     ) -> list[dict[str, EncodedRecord | None]]:
         """:meth:`read` on the event loop (:mod:`featurestore.online.redis_async`), values
         left encoded: the same HMGETs in one round trip, not retried (the sidecar's time
@@ -381,7 +382,9 @@ class RedisStore(OnlineStore):
             return [{view.view: None for view in views} for _ in keys]
         plan = _ReadPlan(entity, keys, views, self.namespace)
         async with self._async_errors():
-            replies = await self._async_pool().execute_packed(plan.payload, len(plan.unique))
+            replies = await self._async_pool().execute_packed(
+                plan.payload, len(plan.unique), deadline
+            )
         return plan.encoded(replies, _clock(now)[0])
 
     async def check_async(self) -> None:
@@ -413,7 +416,9 @@ class RedisStore(OnlineStore):
                 f"{self.description}: authentication failed ({self._redact(str(exc))}; check "
                 "the user name and password, e.g. $FEATURESTORE_REDIS_PASSWORD)"
             ) from None
-        except (OSError, TimeoutError) as exc:  # RedisConnectionLost is a ConnectionError
+        except TimeoutError:  # the caller's deadline: not a connection problem
+            raise
+        except OSError as exc:  # RedisConnectionLost is a ConnectionError
             raise StoreUnavailable(
                 f"{self.description}: cannot reach Redis at {self.host}:{self.port}: "
                 f"{self._redact(str(exc)) or type(exc).__name__}"

@@ -147,8 +147,11 @@ class OnlineStore(abc.ABC):
         views: Sequence[ViewRead],
         *,
         now: dt.datetime | None = None,
+        deadline: float | None = None,
     ) -> list[dict[str, EncodedRecord | None]]:
-        """:meth:`read` on the event loop, values left encoded (only if :attr:`async_reads`)."""
+        """:meth:`read` on the event loop, values left encoded (only if :attr:`async_reads`).
+        ``deadline`` (event loop time): raise TimeoutError if the store has not answered by
+        then."""
         raise NotImplementedError(f"{type(self).__name__} has no asynchronous reads")
 
     async def check_async(self) -> None:
