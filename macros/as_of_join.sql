@@ -139,12 +139,67 @@
 
 
 {#- DuckDB: ASOF LEFT JOIN keeps unmatched spine rows.
-    https://duckdb.org/docs/stable/sql/query_syntax/from#as-of-joins -#}
+    https://duckdb.org/docs/stable/sql/query_syntax/from#as-of-joins
+    Same semantics as _as_of_view_rows, with less work before the join (measured in
+    bench/README.md: -38% CPU at 1,000,000 spine rows x 5,000,000 view rows):
+      * only view rows whose keys occur in the spine are read (no other row can match; null
+        keys cannot match either), and the rows CTE is not materialized (DuckDB scans the
+        view instead of holding a copy);
+      * only rows of (keys, as-of key) groups with more than one row go through the tie
+        window (same order as _as_of_view_rows, so the same winner); all others pass. -#}
 {% macro duckdb__as_of_join(spine, spine_timestamp, feature_views, include_timestamps, spine_columns) %}
     with
     {%- for fv in feature_views %}
-    __fs_fv{{ loop.index }} as (
-        {{ featurestore._as_of_view_rows(fv) }}
+    {%- set n = loop.index %}
+    {%- set keys = fv.join_keys.values() | list %}
+    {%- set tie_breakers = fv.get('tie_breakers') or fv.features %}
+    {%- set carried = (fv.features + tie_breakers) | unique | list %}
+    {%- set group -%}
+        {% for key in keys %}__fs_k{{ loop.index }}, {% endfor %}__fs_asof
+    {%- endset %}
+    {%- set same_group -%}
+        {% for key in keys %}t.__fs_k{{ loop.index }} = r.__fs_k{{ loop.index }} and {% endfor %}t.__fs_asof = r.__fs_asof
+    {%- endset %}
+    {%- set columns -%}
+        {% for key in keys %}__fs_k{{ loop.index }}, {% endfor %}__fs_ts, __fs_asof{% for feature in fv.features %}, {{ feature }}{% endfor %}
+    {%- endset %}
+    __fs_rows{{ n }} as not materialized (
+        select
+            {% for key in keys %}r.{{ key }} as __fs_k{{ loop.index }},
+            {% endfor -%}
+            r.{{ fv.timestamp }} as __fs_ts,
+            {% if fv.available_at -%}
+            case when r.{{ fv.available_at }} > r.{{ fv.timestamp }} then r.{{ fv.available_at }} else r.{{ fv.timestamp }} end as __fs_asof
+            {%- else -%}
+            r.{{ fv.timestamp }} as __fs_asof
+            {%- endif %}
+            {%- for column in carried %},
+            r.{{ column }}
+            {%- endfor %}
+        from {{ fv.relation }} as r
+        where r.{{ fv.timestamp }} is not null
+            and exists (
+                select 1 from {{ spine }} as s
+                where {% for spine_key, view_key in fv.join_keys.items() %}s.{{ spine_key }} = r.{{ view_key }}{% if not loop.last %} and {% endif %}{% endfor %}
+            )
+    ),
+    __fs_tied{{ n }} as (
+        select {{ group }} from __fs_rows{{ n }} group by {{ group }} having count(*) > 1
+    ),
+    __fs_fv{{ n }} as (
+        select {{ columns }} from __fs_rows{{ n }} as r
+        where not exists (select 1 from __fs_tied{{ n }} as t where {{ same_group }})
+        union all
+        select {{ columns }} from (
+            select r.*, row_number() over (
+                partition by {% for key in keys %}r.__fs_k{{ loop.index }}, {% endfor %}r.__fs_asof
+                order by r.__fs_ts desc
+                    {%- for column in tie_breakers %}, r.{{ column }} desc nulls last{% endfor %}
+            ) as __fs_tie_rank
+            from __fs_rows{{ n }} as r
+            inner join __fs_tied{{ n }} as t on {{ same_group }}
+        ) as ranked
+        where __fs_tie_rank = 1
     ){% if not loop.last %},{% endif %}
     {%- endfor %}
     select

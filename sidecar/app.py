@@ -74,7 +74,10 @@ class Sidecar:
         self.metrics = Metrics()
         self.store = store
         self.breaker = CircuitBreaker(
-            settings.breaker_failures, settings.breaker_cooldown_s, on_change=self._circuit
+            settings.breaker_failures,
+            settings.breaker_cooldown_s,
+            min_cooldown_s=BREAKER_FIRST_COOLDOWN_S,
+            on_change=self._circuit,
         )
         self.cache: LFUCache[CacheKey, CachedRecord | object] = LFUCache(settings.cache_size)
         self.reader = StoreReader(
@@ -176,6 +179,9 @@ def app_from_env() -> Starlette:
     tune_gc()
     return app
 
+
+#: the first cool-down of the store's circuit breaker (doubling up to the configured one)
+BREAKER_FIRST_COOLDOWN_S: Final = 0.1
 
 #: the collector's thresholds in a serving worker (CPython's default: 700, 10, 10)
 GC_THRESHOLDS: Final = (50_000, 20, 100)

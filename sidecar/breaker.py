@@ -4,10 +4,15 @@ States
     ``closed``     every read goes to the store; ``failure_threshold`` consecutive failures
                    (errors or reads over the time budget) open the circuit.
     ``open``       no read goes to the store (answers come from the cache or the defaults)
-                   until ``cooldown_s`` has passed since the circuit opened.
+                   until the cool-down has passed since the circuit opened.
     ``half_open``  after the cool-down, exactly one trial read goes to the store while the
                    others are still refused; its success closes the circuit, its failure
-                   opens it again for another cool-down.
+                   opens it again for twice the cool-down.
+
+Cool-down: the first opening lasts ``min_cooldown_s``, each failed trial doubles it up to
+``cooldown_s``, a success resets it. A store that hiccups (a 30 ms stall fails every read in
+flight) is retried after 100 ms instead of a full second, while a dead store is still only
+probed once per ``cooldown_s``.
 
 A success in any state closes the circuit (the store answered). Failures reported while the
 circuit is open (reads started before it opened) change nothing. Thread-safe; the clock is
@@ -35,13 +40,17 @@ class CircuitBreaker:
         failure_threshold: int,
         cooldown_s: float,
         *,
+        min_cooldown_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[State], None] | None = None,
     ) -> None:
         if failure_threshold < 1 or cooldown_s <= 0:
             raise ValueError("failure_threshold must be >= 1 and cooldown_s > 0")
         self.failure_threshold = failure_threshold
-        self.cooldown_s = cooldown_s
+        self.max_cooldown_s = cooldown_s
+        self.min_cooldown_s = min(cooldown_s, min_cooldown_s or cooldown_s)
+        #: the current cool-down
+        self.cooldown_s = self.min_cooldown_s
         self._clock = clock
         self._on_change = on_change
         self._lock = threading.Lock()
@@ -77,6 +86,7 @@ class CircuitBreaker:
         with self._lock:
             self._failures = 0
             self._trial_running = False
+            self.cooldown_s = self.min_cooldown_s
             if self._state != CLOSED:
                 self._set(CLOSED)
 
@@ -84,6 +94,7 @@ class CircuitBreaker:
         with self._lock:
             if self._state == HALF_OPEN:
                 self._trial_running = False
+                self.cooldown_s = min(self.cooldown_s * 2, self.max_cooldown_s)
                 self._open()
             elif self._state == CLOSED:
                 self._failures += 1

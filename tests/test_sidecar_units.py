@@ -70,6 +70,28 @@ def test_breaker_half_opens_after_the_cooldown_with_a_single_trial() -> None:
     assert all(breaker.allow() for _ in range(5))
 
 
+def test_breaker_cooldown_doubles_on_failed_trials_and_resets_on_success() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 1.5, min_cooldown_s=0.125, clock=clock)  # binary-exact
+    breaker.allow()
+    breaker.failure()
+    waits = []
+    for _ in range(6):  # every trial fails: the cool-down doubles up to 1.5 s
+        start = clock.now
+        while not breaker.allow():
+            clock.now += 0.125
+        waits.append(clock.now - start)
+        breaker.failure()
+    assert waits == [0.125, 0.25, 0.5, 1.0, 1.5, 1.5]
+    clock.now += 1.5
+    assert breaker.allow()
+    breaker.success()
+    breaker.allow()
+    breaker.failure()  # a new outage starts again at the shortest cool-down
+    clock.now += 0.125
+    assert breaker.allow()
+
+
 def test_breaker_ignores_late_failures_while_open() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(2, 1.0, clock=clock)
