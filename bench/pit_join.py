@@ -14,7 +14,8 @@ measured step, peak RSS of the process):
      compile cache; warm: the later calls);
   c. the design document's form, one ``LEFT JOIN LATERAL (... ORDER BY ... LIMIT 1)`` with the
      same tie-breaking and TTL, bounded by ``--lateral-timeout``;
-  d. a proposed cheaper form of (a): only tied rows are ranked before the ASOF join.
+  d. the baseline: the form (a) compiled to before 2026-11-26 (every row through the tie
+     window, then the ASOF join), to give (a)'s gain in the same run.
 
 Then a sample of spine rows is checked: (a), (b), (c) and (d) against a plain-Python reference
 of the documented semantics. Generated data stays under ``--workdir`` (git-ignored
@@ -231,46 +232,26 @@ left join lateral (
 ) as m on true"""
 
 
-def ties_only_sql(view: FeatureView, spine: str, spine_ts: str) -> str:
-    """(d) as_of_join's DuckDB form (one ASOF LEFT JOIN) with less work before it: only rows
-    whose keys occur in the spine are read (no other row can match; this drops null keys
-    too), and only the rows of (keys, as-of key) groups holding more than one row are ranked
-    by the tie window; every other row passes through. The rows CTE is not materialized
-    (DuckDB would otherwise keep a copy of it in memory). A proposal for
-    macros/as_of_join.sql; see bench/README.md."""
-    keys = [f"r.{key} as __fs_k{i}" for i, key in enumerate(view.keys, 1)]
-    on_keys = " and ".join(f"t.__fs_k{i} = r.__fs_k{i}" for i in range(1, len(view.keys) + 1))
-    group = ", ".join(f"__fs_k{i}" for i in range(1, len(view.keys) + 1))
-    partition = ", ".join(f"r.__fs_k{i}" for i in range(1, len(view.keys) + 1))
-    columns = f"{group}, __fs_ts, __fs_asof, {', '.join(FEATURES)}"
-    order = ", ".join(["r.__fs_ts desc", *(f"r.{c} desc nulls last" for c in FEATURES)])
+def window_all_sql(view: FeatureView, spine: str, spine_ts: str) -> str:
+    """(d) the form ``duckdb__as_of_join`` compiled to before 2026-11-26, the baseline of (a):
+    every view row goes through the tie window (``row_number()`` over (keys, as-of key)),
+    then one ASOF LEFT JOIN. Same semantics as (a); (a) adds the spine-key filter and ranks
+    only tied groups."""
+    group = ", ".join(view.keys)
+    keys = ", ".join(f"{key} as __fs_k{i}" for i, key in enumerate(view.keys, 1))
     fresh = f"v.__fs_ts >= spine.{spine_ts} - to_seconds({view.ttl_seconds})"
     outputs = ",\n    ".join(f"case when {fresh} then v.{c} end as {c}" for c in FEATURES)
     join = " and ".join(f"spine.{key} = v.__fs_k{i}" for i, key in enumerate(view.keys, 1))
-    in_spine = " and ".join(f"s.{key} = r.{key}" for key in view.keys)
     return f"""with
-__fs_rows as not materialized (
-    select {", ".join(keys)}, r.{view.timestamp} as __fs_ts, {_as_of_key("r", view)} as __fs_asof,
-        {", ".join(f"r.{c}" for c in FEATURES)}
-    from {view.relation} as r
-    where r.{view.timestamp} is not null
-        and exists (select 1 from {spine} as s where {in_spine})
-),
-__fs_tied as (
-    select {group}, __fs_asof from __fs_rows group by {group}, __fs_asof having count(*) > 1
-),
 __fs_fv1 as (
-    select {columns} from __fs_rows as r
-    where not exists (
-        select 1 from __fs_tied as t where {on_keys} and t.__fs_asof = r.__fs_asof
-    )
-    union all
-    select {columns} from (
-        select r.*, row_number() over (
-            partition by {partition}, r.__fs_asof order by {order}
-        ) as __fs_tie_rank
-        from __fs_rows as r
-        inner join __fs_tied as t on {on_keys} and t.__fs_asof = r.__fs_asof
+    select * exclude (__fs_tie_rank) from (
+        select {keys}, {view.timestamp} as __fs_ts, {_as_of_key("r", view)} as __fs_asof,
+            {", ".join(FEATURES)},
+            row_number() over (
+                partition by {group}, {_as_of_key("r", view)} order by {_tie_order("r", view)}
+            ) as __fs_tie_rank
+        from {view.relation} as r
+        where {view.timestamp} is not null
     ) as ranked
     where __fs_tie_rank = 1
 )
@@ -285,7 +266,7 @@ asof left join __fs_fv1 as v
 # --------------------------------------------------------------------------- children
 # Each measured step runs in a fresh process started by run_child (bench/measure.py).
 
-SQL_VARIANTS = {"a": "compiled.sql", "c": "lateral.sql", "d": "ties_only.sql"}
+SQL_VARIANTS = {"a": "compiled.sql", "c": "lateral.sql", "d": "window_all.sql"}
 
 
 def _sdk_spine() -> tuple[str, str, str]:
@@ -455,7 +436,7 @@ LABELS = {
     "b": "(b) get_historical_features, warm compile cache",
     "b_cold": "(b) get_historical_features, cold (first call)",
     "c": "(c) LEFT JOIN LATERAL ... LIMIT 1 (design doc)",
-    "d": "(d) proposal: spine keys only, rank only tied rows, ASOF",
+    "d": "(d) baseline: the macro before 2026-11-26 (tie window over all rows), ASOF",
 }
 
 
@@ -495,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     del data
     relation, spine_ts, _ = _sdk_spine()
     (workdir / "lateral.sql").write_text(lateral_sql(view, relation, spine_ts))
-    (workdir / "ties_only.sql").write_text(ties_only_sql(view, relation, spine_ts))
+    (workdir / "window_all.sql").write_text(window_all_sql(view, relation, spine_ts))
 
     child = [str(Path(__file__).resolve()), "--workdir", str(workdir), "--threads",
              str(args.threads), "--child"]  # fmt: skip

@@ -1,12 +1,15 @@
 """Feature retrieval: cache, then one store read within the time budget, then answers.
 
-:class:`StoreReader` runs the blocking store call (:meth:`OnlineStore.read`: one Redis
-pipeline, one BatchGetItem sequence, one SQLite query) on a bounded thread pool and waits
-for it at most ``store_timeout_s`` without blocking the event loop. A read that errs or
-overruns counts as a failure for the :class:`~sidecar.breaker.CircuitBreaker`; while the
-circuit is open, or when every store thread is still busy with earlier (slow) reads, no
-read is attempted at all. A read abandoned at the deadline finishes in its thread and its
-result is dropped.
+:class:`StoreReader` reads the store within ``store_timeout_s``, never blocking the event
+loop. Stores with asynchronous reads (Redis: :meth:`OnlineStore.read_encoded_async`, one
+pipeline on an asyncio connection pool of up to 8 connections, values left in the layout's
+encoding) are read on the event loop with a deadline; a reply that has reached the socket by
+the deadline is still taken (the delay is the loop's, not the store's). Other stores
+(:meth:`OnlineStore.read`: one BatchGetItem sequence, one SQLite query) run on a bounded
+thread pool (``store_threads``); a read abandoned at the deadline finishes in its thread and
+its result is dropped. A read that errs or overruns counts as a failure for the
+:class:`~sidecar.breaker.CircuitBreaker`; while the circuit is open, or when every store
+thread is still busy with earlier (slow) reads, no read is attempted at all.
 
 :class:`Retriever` answers a validated request:
 
