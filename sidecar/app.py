@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -42,6 +41,9 @@ from sidecar.settings import Settings, SettingsError
 __all__ = ["Sidecar", "app_from_env", "check_settings", "create_app"]
 
 log = logging.getLogger("sidecar")
+
+#: the first cool-down of the store's circuit breaker (doubling up to the configured one)
+BREAKER_FIRST_COOLDOWN_S: Final = 0.1
 
 
 def check_settings(settings: Settings, registry: Registry) -> None:
@@ -175,32 +177,23 @@ def app_from_env() -> Starlette:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    app = create_app(Settings.from_env())
-    tune_gc()
+    settings = Settings.from_env()
+    app = create_app(settings)
+    tune_gc(settings.gc_thresholds)
     return app
 
 
-#: the first cool-down of the store's circuit breaker (doubling up to the configured one)
-BREAKER_FIRST_COOLDOWN_S: Final = 0.1
-
-#: the collector's thresholds in a serving worker (CPython's default: 700, 10, 10)
-GC_THRESHOLDS: Final = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
+def tune_gc(thresholds: tuple[int, int, int]) -> None:
     """Garbage collection for a serving worker: everything built at startup (modules, the
     registry, the catalog) is moved out of the collector's reach (``gc.freeze``), and young
-    collections run every 50,000 net allocations instead of 700.
+    collections run every ``thresholds[0]`` net allocations instead of 700 (settings:
+    ``FEATURESTORE_GC_THRESHOLDS``, default 50000, 20, 100).
 
     Why: requests allocate many short-lived objects, nearly all freed by reference counting;
     with the default thresholds a 100-key request triggered several collections, and a full
-    collection walked every live object (the cache's entries among them) for up to ~90 ms,
-    which is the whole p99 budget many times over (measured in-process with
-    ``gc.callbacks``; see bench/README.md). Cycles are still collected, just less often."""
-    if os.environ.get("FEATURESTORE_GC_THRESHOLDS"):  # for experiments, undocumented
-        thresholds = tuple(int(x) for x in os.environ["FEATURESTORE_GC_THRESHOLDS"].split(","))
-    else:
-        thresholds = GC_THRESHOLDS
+    collection walked every live object (the cache's entries among them) for up to ~90 ms
+    (measured in-process with ``gc.callbacks``; see bench/README.md). Cycles are still
+    collected, just less often."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*thresholds)

@@ -29,8 +29,12 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
 ``FEATURESTORE_MAX_BODY_BYTES``     request body size limit (default 1048576)
 ``FEATURESTORE_BREAKER_FAILURES``   consecutive store failures that open the circuit
                                     (default 5)
-``FEATURESTORE_BREAKER_COOLDOWN_MS`` how long the circuit stays open before one trial read
-                                    (default 1000)
+``FEATURESTORE_BREAKER_COOLDOWN_MS`` the longest the circuit stays open before one trial
+                                    read (default 1000; the first cool-down is 100 ms, each
+                                    failed trial doubles it up to this)
+``FEATURESTORE_GC_THRESHOLDS``      the serving worker's garbage collector thresholds,
+                                    three integers (default ``50000,20,100``; see
+                                    :func:`sidecar.app.tune_gc`)
 ==================================  =========================================================
 
 Raw API keys never leave this module: they are hashed into :class:`~sidecar.auth.ApiKey`
@@ -93,6 +97,7 @@ class Settings:
     cache_ttl_by_view: Mapping[str, float] = field(default_factory=dict)
     breaker_failures: int = 5
     breaker_cooldown_s: float = 1.0
+    gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
 
     def __post_init__(self) -> None:
         if not self.online_url:
@@ -179,6 +184,7 @@ class Settings:
             cache_ttl_by_view=per_view,
             breaker_failures=int(number("FEATURESTORE_BREAKER_FAILURES", 5, integer=True)),
             breaker_cooldown_s=number("FEATURESTORE_BREAKER_COOLDOWN_MS", 1000) / 1000,
+            gc_thresholds=parse_gc_thresholds(env.get("FEATURESTORE_GC_THRESHOLDS", "")),
         )
 
 
@@ -214,6 +220,20 @@ def parse_cache_ttl(text: str) -> tuple[float, dict[str, float]]:
         else:
             default = parse_duration_s(part, "FEATURESTORE_CACHE_TTL")
     return default, per_view
+
+
+def parse_gc_thresholds(text: str) -> tuple[int, int, int]:
+    """``FEATURESTORE_GC_THRESHOLDS``: three non-negative integers (empty: the default)."""
+    if not text.strip():
+        return Settings.gc_thresholds
+    parts = _split(text)
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        raise SettingsError(
+            f"FEATURESTORE_GC_THRESHOLDS: {text!r} is not three non-negative integers such as "
+            "50000,20,100"
+        )
+    first, second, third = (int(part) for part in parts)
+    return first, second, third
 
 
 def parse_now(text: str | None) -> dt.datetime | None:

@@ -16,7 +16,13 @@ from sidecar.auth import ApiKey, AuthConfigError, Authenticator, load_auth_confi
 from sidecar.breaker import CircuitBreaker
 from sidecar.catalog import Catalog
 from sidecar.errors import ApiError
-from sidecar.settings import Settings, SettingsError, parse_cache_ttl, parse_now
+from sidecar.settings import (
+    Settings,
+    SettingsError,
+    parse_cache_ttl,
+    parse_gc_thresholds,
+    parse_now,
+)
 
 
 class FakeClock:
@@ -192,6 +198,11 @@ def test_settings_from_env() -> None:
     assert parse_now("2026-05-01T02:00:00+02:00") == parse_now("2026-05-01 00:00:00")
     with pytest.raises(SettingsError):
         parse_cache_ttl("5 parsecs")
+    assert settings.gc_thresholds == (50_000, 20, 100)
+    assert parse_gc_thresholds(" 700, 10,10 ") == (700, 10, 10)
+    for bad in ("700,10", "a,b,c", "-1,10,10", "1,2,3,4"):
+        with pytest.raises(SettingsError, match="FEATURESTORE_GC_THRESHOLDS"):
+            parse_gc_thresholds(bad)
 
 
 # --- entity keys -------------------------------------------------------------------------
