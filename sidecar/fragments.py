@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -61,6 +61,10 @@ REASON_KINDS: Final = {"NULL": 1, "NOT_FOUND": 3, "STORE_UNAVAILABLE": 5}
 Fragment = bytes
 
 _EPOCH: Final = dt.datetime(1970, 1, 1)
+_TRUE: Final = b"true"
+_FALSE: Final = b"false"
+_INT_TYPES: Final = frozenset({int})
+_NUMBER_TYPES: Final = frozenset({int, float})
 #: feature timestamps (microseconds) -> ISO 8601 bytes: a batch load writes many records of
 #: one timestamp; bounded (cleared when full), shared by every request of the process
 _STAMPS: dict[int, bytes] = {}
@@ -81,6 +85,16 @@ def json_value(value: object, value_type: ValueType) -> object:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return value.isoformat() + "Z"
     return value
+
+
+def _json_numbers(joined: bytes, allowed: frozenset[type], count: int) -> bool:
+    """Whether ``joined`` is ``count`` comma-separated JSON numbers of the allowed parsed
+    types (a text holding a comma, a bracket or anything but one number fails)."""
+    try:
+        parsed = orjson.loads(b"[" + joined + b"]")
+    except orjson.JSONDecodeError:
+        return False
+    return len(parsed) == count and set(map(type, parsed)) <= allowed
 
 
 def stamp_of(ts: int) -> bytes:
@@ -156,6 +170,11 @@ class ViewRenderer:
         self._all_kinds = (PRESENT,) * n
         self._all_counts = _counts(self._all_kinds)
         self._encoders = [json_encoder(f.value_type) for f in self.features]
+        types = [f.value_type for f in self.features]
+        self._ints = [i for i, t in enumerate(types) if t == "int"]
+        self._floats = [i for i, t in enumerate(types) if t == "float"]
+        self._bools = [i for i, t in enumerate(types) if t == "bool"]
+        self._others = [i for i, t in enumerate(types) if t not in ("int", "float", "bool")]
 
     def from_encoded(self, record: EncodedRecord) -> CachedRecord:
         """From the layout's encoded texts (see the module docstring)."""
@@ -182,6 +201,43 @@ class ViewRenderer:
             tuple(values),
             stamp,
         )
+
+    def from_encoded_many(self, records: Sequence[EncodedRecord]) -> list[CachedRecord]:
+        """:meth:`from_encoded` of many records (the same result), cheaper per record: the
+        texts of all complete records are converted column by column. Numbers are checked in
+        one ``orjson.loads`` per type (each text must be one JSON number, ints integral: the
+        layout writes ints as decimal digits and floats as Python's ``repr``) and then used
+        as they are; a column group that fails the check is converted text by text (which
+        re-serializes odd but readable numbers such as ``007`` and raises on unreadable
+        ones)."""
+        complete = [r for r in records if None not in r.values]
+        out: dict[int, CachedRecord] = {}
+        if complete:
+            n = len(self.features)
+            flat: list[Any] = [text for r in complete for text in r.values]
+            for indices, allowed in ((self._ints, _INT_TYPES), (self._floats, _NUMBER_TYPES)):
+                if not indices:
+                    continue
+                joined = b",".join([b",".join(flat[i::n]) for i in indices])
+                if not _json_numbers(joined, allowed, len(complete) * len(indices)):
+                    for i in indices:
+                        flat[i::n] = list(map(self._encoders[i], flat[i::n]))
+            for i in self._bools:
+                flat[i::n] = [_TRUE if text == b"1" else _FALSE for text in flat[i::n]]
+            for i in self._others:
+                flat[i::n] = list(map(self._encoders[i], flat[i::n]))
+            template = self._template
+            counts, kinds = self._all_counts, self._all_kinds
+            args = [b""] * (2 * n)
+            for k, record in enumerate(complete):
+                stamp = stamp_of(record.ts)
+                values = flat[k * n : (k + 1) * n]
+                args[0::2] = values
+                args[1::2] = [stamp] * n
+                out[id(record)] = CachedRecord(
+                    record.exp, template % tuple(args), counts, kinds, None, tuple(values), stamp
+                )
+        return [out.get(id(r)) or self.from_encoded(r) for r in records]
 
     def from_values(self, ts: int, exp: int, values: Sequence[object]) -> CachedRecord:
         """From decoded values (in view order; None for null)."""

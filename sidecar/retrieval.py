@@ -43,7 +43,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import orjson
 
@@ -292,28 +292,25 @@ class Retriever:
         append = out.append
         repeated = len(unique) != len(request.keys)
         position = {key: n for n, key in enumerate(unique)} if repeated else None
-        for n, (raw, key) in enumerate(zip(request.raw_keys, request.keys, strict=True)):
-            base = (position[key] if position is not None else n) * nviews
-            append(b'{"entity_key":')
-            append(dumps(raw))
-            append(b',"features":{')
-            if whole:
-                if nviews == 1:
-                    entry = answers[base]
-                    append(entry.full)
-                    counts.append(entry.counts)
-                else:
-                    entries = answers[base : base + nviews]
-                    append(b",".join([entry.full for entry in entries]))
-                    counts += [entry.counts for entry in entries]
-            else:
+        if whole and nviews == 1 and position is None:  # the usual request: one view
+            for raw, entry in zip(request.raw_keys, answers, strict=True):
+                append(_RESULT % (dumps(raw), entry.full))
+            counts = [entry.counts for entry in answers]
+            out[-1] = out[-1][:-1] + b"]}"  # the last result without its comma
+        else:
+            for n, (raw, key) in enumerate(zip(request.raw_keys, request.keys, strict=True)):
+                base = (position[key] if position is not None else n) * nviews
                 entries = answers[base : base + nviews]
-                parts = [renderers[pos].parts(entry) for pos, entry in enumerate(entries)]
-                append(b",".join([parts[pos][index] for pos, index in wanted]))
-                for pos, index in wanted:
-                    tally[entries[pos].kinds[index]] += 1
-            append(b"}},")
-        out[-1] = b"}}]}"
+                if whole:
+                    features = b",".join([entry.full for entry in entries])
+                    counts += [entry.counts for entry in entries]
+                else:
+                    parts = [renderers[pos].parts(entry) for pos, entry in enumerate(entries)]
+                    features = b",".join([parts[pos][index] for pos, index in wanted])
+                    for pos, index in wanted:
+                        tally[entries[pos].kinds[index]] += 1
+                append(_RESULT % (dumps(raw), features))
+            out[-1] = out[-1][:-1] + b"]}"
         if counts:
             sums = map(sum, zip(*counts, strict=True))
             tally = [a + b for a, b in zip(tally, sums, strict=True)]
@@ -334,20 +331,31 @@ class Retriever:
         rows: Rows | EncodedRows,
     ) -> None:
         """Put the store's answer in the missing slots; cache what is admitted."""
-        record: Callable[[str, Any], CachedRecord] = (
-            plan.record_encoded if self.reader.encoded else plan.record
-        )
         row_of = dict(zip(miss_keys, cast(list[dict[str, Any]], rows), strict=True))
         nviews = len(views)
         ttls = self.cache_ttls
         seen = self._seen
         to_cache: list[tuple[CacheKey, CachedRecord | object, float]] = []
-        entries = []
-        for i in missing:  # every record first: one that cannot be read fails them all
-            view = views[i % nviews]
-            stored = row_of[unique[i // nviews]].get(view)
-            entries.append(ABSENT if stored is None else record(view, stored))
-        for i, entry in zip(missing, entries, strict=True):
+        # every record first (one that cannot be read fails them all), a view at a time
+        entries: dict[int, CachedRecord | object] = {}
+        for pos, view in enumerate(views):
+            found = []
+            for i in missing:
+                if i % nviews == pos:
+                    stored = row_of[unique[i // nviews]].get(view)
+                    if stored is None:
+                        entries[i] = ABSENT
+                    else:
+                        found.append((i, stored))
+            if not found:
+                continue
+            if self.reader.encoded:
+                rendered = plan.renderers[view].from_encoded_many([r for _, r in found])
+            else:
+                rendered = [plan.record(view, r) for _, r in found]
+            entries.update(zip([i for i, _ in found], rendered, strict=True))
+        for i in missing:
+            entry = entries[i]
             key = unique[i // nviews]
             view = views[i % nviews]
             slots[i] = entry
@@ -363,6 +371,9 @@ class Retriever:
         if to_cache and self._use_cache:
             self.cache.put_many(to_cache)
             self.metrics.cache_entries.set(len(self.cache))
+
+
+_RESULT: Final = b'{"entity_key":%b,"features":{%b}},'
 
 
 def _canonical(plan: EntityPlan, views: Sequence[str]) -> Iterator[tuple[int, int]]:

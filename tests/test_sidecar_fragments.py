@@ -132,3 +132,37 @@ def test_constant_records_never_expire() -> None:
     assert record.exp > 10**18
     assert record.full == b'"a":{"value":null},"b":{"value":0}'
     assert record.counts == (0, 0, 0, 1, 1, 0, 0)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_rendering_many_records_equals_rendering_each(seed: int) -> None:
+    """The batch path (numbers checked per column group) gives what the one-record path
+    gives, including odd texts that force the slow path and records with nulls."""
+    rng = random.Random(seed)
+    types = [rng.choice(TYPES) for _ in range(rng.randint(1, 8))]
+    names = [f"f{i}" for i in range(len(types))]
+    view = renderer(names, types)
+    records = []
+    for _ in range(rng.randint(0, 30)):
+        values = [random_value(rng, t) for t in types]
+        texts: list[bytes | None] = [
+            None if v is None else encode_value(v, t).encode()  # type: ignore[union-attr]
+            for v, t in zip(values, types, strict=True)
+        ]
+        if rng.random() < 0.2:  # odd but readable numbers
+            texts = [
+                b"00" + text if text is not None and t == "int" and text[:1] != b"-" else text
+                for text, t in zip(texts, types, strict=True)
+            ]
+        ts = rng.randint(0, 4_000_000_000_000_000)
+        records.append(EncodedRecord(ts, ts, 7, tuple(texts)))
+    many = view.from_encoded_many(records)
+    assert many == [view.from_encoded(record) for record in records]
+
+
+def test_rendering_many_records_refuses_unreadable_texts() -> None:
+    view = renderer(["a", "b"], ["int", "float"])
+    good = EncodedRecord(0, 0, 1, (b"1", b"2.5"))
+    for bad in [(b"1,2", b"2.5"), (b"[1]", b"2.5"), (b"1.5", b"2.5"), (b"1", b"x")]:
+        with pytest.raises(ValueError):
+            view.from_encoded_many([good, EncodedRecord(0, 0, 1, bad)])
