@@ -5,10 +5,12 @@ by recency, not frequency; composing one with the other means two structures to 
 step under one lock and still no frequency order. The structure here is small and every
 operation is O(1) (expiry O(1) amortized):
 
-* ``_entries``: key -> node (value, expiry, TTL, its frequency bucket);
-* frequency buckets: one per frequency in use, each holding its keys in order of their last
-  touch (an OrderedDict: reading its first key stays O(1) after deletions at the front,
-  where a plain dict scans its deleted slots), linked in increasing frequency (the O(1) LFU
+* ``_entries``: key -> (value, expiry, TTL, frequency): a tuple, not a node object, so
+  that entries of untracked values are untracked by the garbage collector;
+* frequency buckets (``_buckets``: frequency -> bucket): one per frequency in use, each
+  holding its keys in order of their last touch (an OrderedDict: reading its first key
+  stays O(1) after deletions at the front, where a plain dict scans its deleted slots),
+  linked in increasing frequency (the O(1) LFU
   of Shah, Mitra and Matani, 2010): a touch moves a key to the next bucket, eviction pops
   the oldest key of the first bucket;
 * ``_queues``: TTL -> the keys with that TTL in order of expiry. Entries of one TTL expire
@@ -83,17 +85,6 @@ class _Bucket:
         self.next.prev = self.prev
 
 
-class _Node:
-    __slots__ = ("bucket", "expires_at", "key", "ttl", "value")
-
-    def __init__(self, key: Any, value: Any, expires_at: float, ttl: float, bucket: _Bucket):
-        self.key = key
-        self.value = value
-        self.expires_at = expires_at
-        self.ttl = ttl
-        self.bucket = bucket
-
-
 class LFUCache(Generic[K, V]):
     def __init__(self, maxsize: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         if maxsize < 0:
@@ -101,8 +92,12 @@ class LFUCache(Generic[K, V]):
         self.maxsize = maxsize
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: dict[K, _Node] = {}
+        # key -> (value, expires_at, ttl, frequency): a tuple of untracked objects is itself
+        # untracked by the garbage collector, so 100,000 entries add nothing to its passes
+        # (a node object per entry did: full collections walked them for tens of ms)
+        self._entries: dict[K, tuple[V, float, float, int]] = {}
         self._sentinel = _Bucket(0)
+        self._buckets: dict[int, _Bucket] = {}  # frequency -> its bucket
         self._queues: dict[float, OrderedDict[K, None]] = {}
         self.evictions = 0
         self.expirations = 0
@@ -143,44 +138,43 @@ class LFUCache(Generic[K, V]):
         with self._lock:
             self._entries.clear()
             self._sentinel = _Bucket(0)
+            self._buckets.clear()
             self._queues.clear()
 
     def frequency(self, key: K) -> int | None:
         """The key's access frequency (None if absent); for tests and introspection."""
         with self._lock:
-            node = self._entries.get(key)
-            return None if node is None else node.bucket.freq
+            entry = self._entries.get(key)
+            return None if entry is None else entry[3]
 
     # --- internals (lock held) ----------------------------------------------------------
 
     def _get(self, key: K, now: float) -> V | _Miss:
-        node = self._entries.get(key)
-        if node is None:
+        entry = self._entries.get(key)
+        if entry is None:
             return MISS
-        if node.expires_at <= now:
-            self._remove(node)
+        value, expires_at, ttl, freq = entry
+        if expires_at <= now:
+            self._remove(key, entry)
             self.expirations += 1
             return MISS
-        self._touch(node)
-        value: V = node.value
+        self._entries[key] = (value, expires_at, ttl, self._touch(key, freq))
         return value
 
     def _put(self, key: K, value: V, ttl: float, now: float, *, purged: bool = False) -> None:
-        node = self._entries.get(key)
+        entry = self._entries.get(key)
         if ttl <= 0 or self.maxsize == 0:
-            if node is not None:
-                self._remove(node)
+            if entry is not None:
+                self._remove(key, entry)
             return
-        if node is not None:
-            node.value = value
-            node.expires_at = now + ttl
-            queue = self._queues[node.ttl]
+        if entry is not None:
+            old_ttl = entry[2]
+            queue = self._queues[old_ttl]
             del queue[key]
             if not queue:
-                del self._queues[node.ttl]
-            node.ttl = ttl
+                del self._queues[old_ttl]
             self._queues.setdefault(ttl, OrderedDict())[key] = None
-            self._touch(node)
+            self._entries[key] = (value, now + ttl, ttl, self._touch(key, entry[3]))
             return
         if not purged:
             self._purge(now)
@@ -189,46 +183,53 @@ class LFUCache(Generic[K, V]):
         first = self._sentinel.next
         if first.freq != 1:  # also when the list is empty (first is the sentinel, freq 0)
             first = self._sentinel.insert_after(1)
+            self._buckets[1] = first
         first.keys[key] = None
-        self._entries[key] = _Node(key, value, now + ttl, ttl, first)
+        self._entries[key] = (value, now + ttl, ttl, 1)
         self._queues.setdefault(ttl, OrderedDict())[key] = None
 
-    def _touch(self, node: _Node) -> None:
-        bucket = node.bucket
+    def _touch(self, key: K, freq: int) -> int:
+        """Move ``key`` from frequency ``freq`` to ``freq + 1``; returns the new one."""
+        bucket = self._buckets[freq]
         after = bucket.next
-        if after.freq != bucket.freq + 1:  # the sentinel (freq 0) never matches
-            after = bucket.insert_after(bucket.freq + 1)
-        del bucket.keys[node.key]
-        after.keys[node.key] = None
-        node.bucket = after
+        if after.freq != freq + 1:  # the sentinel (freq 0) never matches
+            after = bucket.insert_after(freq + 1)
+            self._buckets[freq + 1] = after
+        del bucket.keys[key]
+        after.keys[key] = None
         if not bucket.keys:
             bucket.unlink()
+            del self._buckets[freq]
+        return freq + 1
 
-    def _remove(self, node: _Node) -> None:
-        key = node.key
+    def _remove(self, key: K, entry: tuple[V, float, float, int]) -> None:
         del self._entries[key]
-        bucket = node.bucket
+        freq = entry[3]
+        bucket = self._buckets[freq]
         del bucket.keys[key]
         if not bucket.keys:
             bucket.unlink()
-        queue = self._queues[node.ttl]
+            del self._buckets[freq]
+        queue = self._queues[entry[2]]
         del queue[key]
         if not queue:
-            del self._queues[node.ttl]
+            del self._queues[entry[2]]
 
     def _purge(self, now: float) -> None:
         for ttl in list(self._queues):
             queue = self._queues[ttl]
             while queue:
-                node = self._entries[next(iter(queue))]
-                if node.expires_at > now:
+                key = next(iter(queue))
+                entry = self._entries[key]
+                if entry[1] > now:
                     break
-                self._remove(node)
+                self._remove(key, entry)
                 self.expirations += 1
 
     def _evict(self) -> None:
         lowest = self._sentinel.next
         if lowest is self._sentinel:
             return
-        self._remove(self._entries[next(iter(lowest.keys))])
+        key = next(iter(lowest.keys))
+        self._remove(key, self._entries[key])
         self.evictions += 1

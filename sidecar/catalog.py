@@ -94,15 +94,9 @@ class FeaturePlan:
         return _fragment(self.name, answer), kind
 
 
-class _Absent:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-
-#: what the cache holds for a (key, view) the store had no unexpired record of
-ABSENT: Final = _Absent()
+#: what the cache holds for a (key, view) the store had no unexpired record of: None, an
+#: object the garbage collector does not track (so neither are the cache entries holding it)
+ABSENT: Final = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A retrieve response is assembled from bytes, not serialized from Python objects: each
 feature's answer is the fragment ``"<feature>":{"value":...,"timestamp":...,"status":...
 [,"reason":...]}``, each (view, key) record is the comma-joined fragments of all of its
-view's features (:attr:`CachedRecord.full`), and a result joins the records of its views.
+view's features (``record[FULL]``, :data:`CachedRecord`), and a result joins the records
+of its views.
 The fragments of a record are built once, when it is read from the store, by the view's
 :class:`ViewRenderer`:
 
@@ -14,7 +15,7 @@ The fragments of a record are built once, when it is read from the store, by the
   per-view template, with a null value it is built feature by feature;
 * from decoded values (SQLite, DynamoDB): feature by feature with :mod:`orjson`.
 
-Per-feature fragments (:attr:`CachedRecord.parts`) are only needed when a request asks for
+Per-feature fragments (``record[PARTS]``) are only needed when a request asks for
 some of a view's features; for records rendered in bulk they are built on demand
 (:meth:`ViewRenderer.parts`).
 """
@@ -32,6 +33,10 @@ from featurestore.online.store import EncodedRecord
 from featurestore.registry import ValueType
 
 __all__ = [
+    "COUNTS",
+    "EXP",
+    "FULL",
+    "KINDS",
     "KIND_LABELS",
     "PRESENT",
     "REASON_KINDS",
@@ -106,32 +111,34 @@ def stamp_of(ts: int) -> bytes:
     return stamp
 
 
-class CachedRecord(NamedTuple):
-    """The answers of every feature of one view for one key.
-
-    Ints, bytes and tuples of them only: once the garbage collector has seen one it stops
-    tracking it, so a cache of 100,000 records costs its full passes nothing."""
-
-    #: when the record stops being served (epoch seconds)
-    exp: int
-    #: every feature's fragment, comma-joined in view order
-    full: bytes
-    #: how many answers of each kind (index of KIND_LABELS) ``full`` holds
-    counts: tuple[int, ...]
-    #: per feature (view order): its kind
-    kinds: tuple[int, ...]
-    #: per feature: its fragment, or None when rendered in bulk (see ViewRenderer.parts)
-    parts: tuple[Fragment, ...] | None
-    #: per feature: the JSON of its value (None: null); and the ISO timestamp
-    values: tuple[bytes | None, ...]
-    stamp: bytes
+#: The answers of every feature of one view for one key: a plain tuple (see the indexes
+#: below) of ints, bytes and tuples of them only. Once the garbage collector has seen one it
+#: stops tracking it (CPython untracks exact tuples of untracked items; a NamedTuple or any
+#: other object would stay tracked), so a cache of 100,000 records costs its passes nothing.
+CachedRecord = tuple[
+    int,  # EXP: when the record stops being served (epoch seconds)
+    bytes,  # FULL: every feature's fragment, comma-joined in view order
+    tuple[int, ...],  # COUNTS: how many answers of each kind (index of KIND_LABELS)
+    tuple[int, ...],  # KINDS: per feature (view order), its kind
+    tuple[Fragment, ...] | None,  # PARTS: per feature, its fragment; None if rendered in
+    #                                      bulk (see ViewRenderer.parts)
+    tuple[bytes | None, ...],  # VALUES: per feature, the JSON of its value (None: null)
+    bytes,  # STAMP: the record's feature timestamp, ISO 8601
+]
+EXP: Final = 0
+FULL: Final = 1
+COUNTS: Final = 2
+KINDS: Final = 3
+PARTS: Final = 4
+VALUES: Final = 5
+STAMP: Final = 6
 
 
 def constant_record(answers: Sequence[tuple[Fragment, int]]) -> CachedRecord:
     """A record of fixed answers (no record found, store unavailable); never expires."""
     parts = tuple(fragment for fragment, _ in answers)
     kinds = tuple(kind for _, kind in answers)
-    return CachedRecord(1 << 62, b",".join(parts), _counts(kinds), kinds, parts, (), b"")
+    return (1 << 62, b",".join(parts), _counts(kinds), kinds, parts, (), b"")
 
 
 def _counts(kinds: Sequence[int]) -> tuple[int, ...]:
@@ -192,7 +199,7 @@ class ViewRenderer:
         ]
         args = [stamp] * (2 * len(values))
         args[0::2] = values
-        return CachedRecord(
+        return (
             record.exp,
             self._template % tuple(args),
             self._all_counts,
@@ -234,8 +241,14 @@ class ViewRenderer:
                 values = flat[k * n : (k + 1) * n]
                 args[0::2] = values
                 args[1::2] = [stamp] * n
-                out[id(record)] = CachedRecord(
-                    record.exp, template % tuple(args), counts, kinds, None, tuple(values), stamp
+                out[id(record)] = (
+                    record.exp,
+                    template % tuple(args),
+                    counts,
+                    kinds,
+                    None,
+                    tuple(values),
+                    stamp,
                 )
         return [out.get(id(r)) or self.from_encoded(r) for r in records]
 
@@ -260,17 +273,18 @@ class ViewRenderer:
             else:
                 parts.append(prefix + value + present)
                 kinds.append(PRESENT)
-        return CachedRecord(
+        return (
             exp, b",".join(parts), _counts(kinds), tuple(kinds), tuple(parts), tuple(values),
             stamp,
         )  # fmt: skip
 
     def parts(self, record: CachedRecord) -> tuple[Fragment, ...]:
         """Each feature's fragment of a record (built now if it was rendered in bulk)."""
-        if record.parts is not None:
-            return record.parts
-        present = b',"timestamp":"' + record.stamp + b'","status":"PRESENT"}'
+        parts = record[PARTS]
+        if parts is not None:
+            return parts
+        present = b',"timestamp":"' + record[STAMP] + b'","status":"PRESENT"}'
         return tuple(  # rendered in bulk: every value is present
             prefix + (value or b"null") + present
-            for prefix, value in zip(self._prefixes, record.values, strict=True)
+            for prefix, value in zip(self._prefixes, record[VALUES], strict=True)
         )

@@ -57,6 +57,7 @@ from featurestore.online.store import (
 from sidecar.breaker import CircuitBreaker
 from sidecar.cache import MISS, LFUCache
 from sidecar.catalog import ABSENT, KIND_LABELS, CachedRecord, EntityPlan, RetrieveRequest
+from sidecar.fragments import COUNTS, EXP, FULL, KINDS
 from sidecar.metrics import Metrics
 
 __all__ = ["Retriever", "StoreReader"]
@@ -276,9 +277,9 @@ class Retriever:
         unavailable = [plan.unavailable[view] for view in views]
         answers: list[CachedRecord] = []  # per slot, what to answer
         for i, entry in enumerate(slots):
-            if type(entry) is CachedRecord:
+            if type(entry) is tuple:  # a CachedRecord
                 # a cached record whose TTL ran out since it was cached: as if absent
-                answers.append(entry if entry.exp > now_s else not_found[i % nviews])
+                answers.append(entry if entry[EXP] > now_s else not_found[i % nviews])
             elif entry is MISS:  # the store did not answer
                 answers.append(unavailable[i % nviews])
             else:  # ABSENT
@@ -294,21 +295,21 @@ class Retriever:
         position = {key: n for n, key in enumerate(unique)} if repeated else None
         if whole and nviews == 1 and position is None:  # the usual request: one view
             for raw, entry in zip(request.raw_keys, answers, strict=True):
-                append(_RESULT % (dumps(raw), entry.full))
-            counts = [entry.counts for entry in answers]
+                append(_RESULT % (dumps(raw), entry[FULL]))
+            counts = [entry[COUNTS] for entry in answers]
             out[-1] = out[-1][:-1] + b"]}"  # the last result without its comma
         else:
             for n, (raw, key) in enumerate(zip(request.raw_keys, request.keys, strict=True)):
                 base = (position[key] if position is not None else n) * nviews
                 entries = answers[base : base + nviews]
                 if whole:
-                    features = b",".join([entry.full for entry in entries])
-                    counts += [entry.counts for entry in entries]
+                    features = b",".join([entry[FULL] for entry in entries])
+                    counts += [entry[COUNTS] for entry in entries]
                 else:
                     parts = [renderers[pos].parts(entry) for pos, entry in enumerate(entries)]
                     features = b",".join([parts[pos][index] for pos, index in wanted])
                     for pos, index in wanted:
-                        tally[entries[pos].kinds[index]] += 1
+                        tally[entries[pos][KINDS][index]] += 1
                 append(_RESULT % (dumps(raw), features))
             out[-1] = out[-1][:-1] + b"]}"
         if counts:

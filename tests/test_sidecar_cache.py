@@ -83,18 +83,20 @@ def check_structure(cache: LFUCache[Any, Any]) -> None:
         assert bucket.keys, "empty bucket left linked"
         assert bucket.freq > last_freq
         last_freq = bucket.freq
+        assert cache._buckets[bucket.freq] is bucket
         for key in bucket.keys:
-            assert entries[key].bucket is bucket
+            assert entries[key][3] == bucket.freq  # (value, expires_at, ttl, frequency)
             seen.add(key)
         assert bucket.next.prev is bucket
         bucket = bucket.next
     assert seen == set(entries)
+    assert len(cache._buckets) == len({entry[3] for entry in entries.values()})
     queued: set[Any] = set()
     for ttl, queue in cache._queues.items():
         assert queue, "empty expiry queue left"
-        expiries = [entries[key].expires_at for key in queue]
+        expiries = [entries[key][1] for key in queue]
         assert expiries == sorted(expiries)
-        assert all(entries[key].ttl == ttl for key in queue)
+        assert all(entries[key][2] == ttl for key in queue)
         queued.update(queue)
     assert queued == set(entries)
     assert len(cache) <= max(cache.maxsize, 0)
@@ -219,3 +221,20 @@ def test_concurrent_threads_keep_the_structure_consistent() -> None:
     assert not errors
     check_structure(cache)
     assert len(cache) <= 64
+
+
+def test_entries_of_untracked_values_leave_the_garbage_collector() -> None:
+    """The sidecar caches tuples of bytes/ints and None: after one collection no entry is
+    tracked, so a full cache adds nothing to the collector's passes."""
+    import gc
+
+    from sidecar.fragments import constant_record
+
+    cache: LFUCache[Any, Any] = LFUCache(100)
+    record = constant_record([(b'"a":{"value":1}', 0)])
+    cache.put_many([(("view", (f"k{i}",)), record if i % 2 else None, 5.0) for i in range(50)])
+    cache.get(("view", ("k1",)))  # a touch replaces the entry
+    for _ in range(3):  # a pass untracks a tuple once the tuples inside it are untracked
+        gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in cache._entries.values())
+    assert not gc.is_tracked(record)

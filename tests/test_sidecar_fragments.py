@@ -15,7 +15,11 @@ from featurestore.online.layout import decode_value, encode_value
 from featurestore.online.store import EncodedRecord
 from featurestore.registry import ValueType
 from sidecar.fragments import (
+    COUNTS,
+    EXP,
+    FULL,
     KIND_LABELS,
+    KINDS,
     PRESENT,
     FeatureAnswer,
     ViewRenderer,
@@ -96,16 +100,16 @@ def test_encoded_and_decoded_records_render_like_the_reference(seed: int) -> Non
         view.from_encoded(EncodedRecord(ts, ts, 99, encoded)),
         view.from_values(ts, 99, [decode_value(e, t) for e, t in zip(encoded, types, strict=True)]),
     ):
-        assert record.exp == 99
-        got = orjson.loads(b"{" + record.full + b"}")
+        assert record[EXP] == 99
+        got = orjson.loads(b"{" + record[FULL] + b"}")
         assert got == want
         assert list(got) == names  # view order
         parts = view.parts(record)
         assert [orjson.loads(b"{" + p + b"}") for p in parts] == [{n: want[n]} for n in names]
         kinds = [PRESENT if v is not None else (1 if DEFAULTS[t] is not None else 2)
                  for v, t in zip(values, types, strict=True)]  # fmt: skip
-        assert list(record.kinds) == kinds
-        assert list(record.counts) == [kinds.count(k) for k in range(len(KIND_LABELS))]
+        assert list(record[KINDS]) == kinds
+        assert list(record[COUNTS]) == [kinds.count(k) for k in range(len(KIND_LABELS))]
 
 
 @pytest.mark.parametrize(
@@ -123,15 +127,15 @@ def test_unreadable_texts_raise_instead_of_reaching_json(
 def test_odd_but_readable_numbers_are_reserialized() -> None:
     view = renderer(["a", "b", "c"], ["int", "float", "float"])
     record = view.from_encoded(EncodedRecord(0, 0, 1, (b"007", b"1_000.5", b" 2.50 ")))
-    got = orjson.loads(b"{" + record.full + b"}")
+    got = orjson.loads(b"{" + record[FULL] + b"}")
     assert [got[k]["value"] for k in "abc"] == [7, 1000.5, 2.5]
 
 
 def test_constant_records_never_expire() -> None:
     record = constant_record([(b'"a":{"value":null}', 4), (b'"b":{"value":0}', 3)])
-    assert record.exp > 10**18
-    assert record.full == b'"a":{"value":null},"b":{"value":0}'
-    assert record.counts == (0, 0, 0, 1, 1, 0, 0)
+    assert record[EXP] > 10**18
+    assert record[FULL] == b'"a":{"value":null},"b":{"value":0}'
+    assert record[COUNTS] == (0, 0, 0, 1, 1, 0, 0)
 
 
 @pytest.mark.parametrize("seed", range(20))
