@@ -33,8 +33,11 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
                                     read (default 1000; the first cool-down is 100 ms, each
                                     failed trial doubles it up to this)
 ``FEATURESTORE_GC_THRESHOLDS``      the serving worker's garbage collector thresholds,
-                                    three integers (default ``50000,20,100``; see
-                                    :func:`sidecar.app.tune_gc`)
+                                    three integers (default ``700,10,1000000``: young
+                                    collections as usual, no automatic full collection;
+                                    see :func:`sidecar.app.tune_gc`)
+``FEATURESTORE_GC_FULL_INTERVAL``   a full collection this often instead (default ``10m``;
+                                    ``0`` = never)
 ==================================  =========================================================
 
 Raw API keys never leave this module: they are hashed into :class:`~sidecar.auth.ApiKey`
@@ -97,7 +100,8 @@ class Settings:
     cache_ttl_by_view: Mapping[str, float] = field(default_factory=dict)
     breaker_failures: int = 5
     breaker_cooldown_s: float = 1.0
-    gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
+    gc_thresholds: tuple[int, int, int] = (700, 10, 1_000_000)
+    gc_full_interval_s: float = 600.0
 
     def __post_init__(self) -> None:
         if not self.online_url:
@@ -185,6 +189,9 @@ class Settings:
             breaker_failures=int(number("FEATURESTORE_BREAKER_FAILURES", 5, integer=True)),
             breaker_cooldown_s=number("FEATURESTORE_BREAKER_COOLDOWN_MS", 1000) / 1000,
             gc_thresholds=parse_gc_thresholds(env.get("FEATURESTORE_GC_THRESHOLDS", "")),
+            gc_full_interval_s=parse_duration_s(
+                env.get("FEATURESTORE_GC_FULL_INTERVAL", "10m"), "FEATURESTORE_GC_FULL_INTERVAL"
+            ),
         )
 
 
@@ -230,7 +237,7 @@ def parse_gc_thresholds(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not all(part.isdigit() for part in parts):
         raise SettingsError(
             f"FEATURESTORE_GC_THRESHOLDS: {text!r} is not three non-negative integers such as "
-            "50000,20,100"
+            "700,10,1000000"
         )
     first, second, third = (int(part) for part in parts)
     return first, second, third

@@ -198,7 +198,8 @@ def test_settings_from_env() -> None:
     assert parse_now("2026-05-01T02:00:00+02:00") == parse_now("2026-05-01 00:00:00")
     with pytest.raises(SettingsError):
         parse_cache_ttl("5 parsecs")
-    assert settings.gc_thresholds == (50_000, 20, 100)
+    assert settings.gc_thresholds == (700, 10, 1_000_000)
+    assert settings.gc_full_interval_s == 600.0
     assert parse_gc_thresholds(" 700, 10,10 ") == (700, 10, 10)
     for bad in ("700,10", "a,b,c", "-1,10,10", "1,2,3,4"):
         with pytest.raises(SettingsError, match="FEATURESTORE_GC_THRESHOLDS"):
@@ -290,3 +291,20 @@ def test_entity_keys_parse_like_the_layout_tokens() -> None:
         with pytest.raises(ApiError) as info:
             catalog.parse(body("user_device", bad, "f_pair"), key)
         assert (info.value.status, info.value.field) == (422, field), bad
+
+
+# --- cache admission ---------------------------------------------------------------------
+
+
+def test_doorkeeper_admits_on_the_second_offer_and_starts_over_when_full() -> None:
+    from sidecar.retrieval import Doorkeeper
+
+    door = Doorkeeper(1000)
+    items = [("view", (f"k{i}",)) for i in range(1000)]
+    early = sum(door.admit(item) for item in items)  # first offers: only false positives
+    assert early <= 1000 // 8
+    assert all(door.admit(item) for item in items)  # second offers: all admitted
+    for i in range(2000):  # 2,000 other items: past capacity, so cleared at least once
+        door.admit(("other", (str(i),)))
+    assert sum(door.admit(item) for item in items) <= 1000 // 4  # forgotten, but for ~1/8
+
