@@ -20,8 +20,9 @@ thread is still busy with earlier (slow) reads, no read is attempted at all.
    and cached with their view's cache TTL (``ABSENT`` is cached too: a key the store has no
    record of), if admitted: a (view, key) pair enters the cache on its *second* miss within
    a window of ``cache_size`` distinct missed pairs (the "doorkeeper" of TinyLFU, Einziger
-   et al. 2017). Keys read once (a long tail of random keys, a scan) then cost no insertion
-   and evict nothing; a key read twice is cached from then on;
+   et al. 2017: a Bloom filter, :class:`Doorkeeper`, so a pair may be admitted early with
+   probability <= 1/8). Keys read once (a long tail of random keys, a scan) then cost no
+   insertion and evict nothing; a key read twice is cached from then on;
 4. each requested key, in request order (repeats answered at each position), gets every
    requested feature: ``PRESENT`` (a value within its view's TTL), else the registered
    default (``DEFAULT``) or nothing (``MISSING``) with a ``reason``: ``NULL`` (a record
