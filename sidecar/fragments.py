@@ -233,21 +233,26 @@ class ViewRenderer:
                 flat[i::n] = [_TRUE if text == b"1" else _FALSE for text in flat[i::n]]
             for i in self._others:
                 flat[i::n] = list(map(self._encoders[i], flat[i::n]))
-            template = self._template
+            # every record in one format: the template repeated, records separated by NUL
+            # (JSON text never holds a raw NUL: the templates do not, and orjson escapes it)
+            m = len(complete)
+            stamps = [stamp_of(r.ts) for r in complete]
+            args: list[Any] = [None] * (2 * n * m)
+            args[0::2] = flat
+            if stamps.count(stamps[0]) == m:  # one timestamp (a batch load): no per-value list
+                args[1::2] = [stamps[0]] * (n * m)
+            else:
+                args[1::2] = [stamp for stamp in stamps for _ in range(n)]
+            fulls = ((self._template + b"\x00") * m % tuple(args)).split(b"\x00")
             counts, kinds = self._all_counts, self._all_kinds
-            args = [b""] * (2 * n)
-            for k, record in enumerate(complete):
-                stamp = stamp_of(record.ts)
-                values = flat[k * n : (k + 1) * n]
-                args[0::2] = values
-                args[1::2] = [stamp] * n
+            for k, (record, stamp) in enumerate(zip(complete, stamps, strict=True)):
                 out[id(record)] = (
                     record.exp,
-                    template % tuple(args),
+                    fulls[k],
                     counts,
                     kinds,
                     None,
-                    tuple(values),
+                    tuple(flat[k * n : (k + 1) * n]),
                     stamp,
                 )
         return [out.get(id(r)) or self.from_encoded(r) for r in records]
