@@ -277,15 +277,26 @@ class Retriever:
         )
         not_found = [plan.not_found[view] for view in views]
         unavailable = [plan.unavailable[view] for view in views]
-        answers: list[CachedRecord] = []  # per slot, what to answer
-        for i, entry in enumerate(slots):
-            if type(entry) is tuple:  # a CachedRecord
-                # a cached record whose TTL ran out since it was cached: as if absent
-                answers.append(entry if entry[EXP] > now_s else not_found[i % nviews])
-            elif entry is MISS:  # the store did not answer
-                answers.append(unavailable[i % nviews])
-            else:  # ABSENT
-                answers.append(not_found[i % nviews])
+        # per slot, what to answer: a cached record whose TTL ran out since it was cached
+        # counts as absent; MISS (the store did not answer) as unavailable
+        answers: list[CachedRecord]
+        if nviews == 1:  # the usual request, without the per-slot view arithmetic
+            absent, down = not_found[0], unavailable[0]
+            answers = [
+                entry if type(entry) is tuple and entry[EXP] > now_s
+                else down if entry is MISS
+                else absent
+                for entry in slots
+            ]  # fmt: skip
+        else:
+            answers = []
+            for i, entry in enumerate(slots):
+                if type(entry) is tuple and entry[EXP] > now_s:
+                    answers.append(entry)
+                elif entry is MISS:
+                    answers.append(unavailable[i % nviews])
+                else:  # ABSENT or expired
+                    answers.append(not_found[i % nviews])
 
         renderers = [plan.renderers[view] for view in views]
         tally = [0] * len(KIND_LABELS)
@@ -339,6 +350,9 @@ class Retriever:
         ttls = self.cache_ttls
         door = self._door
         to_cache: list[tuple[CacheKey, CachedRecord | object, float]] = []
+        if nviews == 1:  # missing slots are key indexes, in the order of miss_keys/rows
+            self._fill_one_view(plan, slots, missing, unique, views[0], rows)
+            return
         # every record first (one that cannot be read fails them all), a view at a time
         entries: dict[int, CachedRecord | object] = {}
         for pos, view in enumerate(views):
@@ -370,6 +384,34 @@ class Retriever:
         if to_cache and self._use_cache:
             self.cache.put_many(to_cache)
             self.metrics.cache_entries.set(len(self.cache))
+
+    def _fill_one_view(
+        self,
+        plan: EntityPlan,
+        slots: list[CachedRecord | object],
+        missing: list[int],
+        unique: list[tuple[str, ...]],
+        view: str,
+        rows: Rows | EncodedRows,
+    ) -> None:
+        """:meth:`_fill` for a request of one view."""
+        stored = [row[view] for row in cast(list[dict[str, Any]], rows)]
+        found = [record for record in stored if record is not None]
+        if self.reader.encoded:
+            rendered = iter(plan.renderers[view].from_encoded_many(found))
+        else:
+            rendered = iter([plan.record(view, record) for record in found])
+        for i, record in zip(missing, stored, strict=True):
+            slots[i] = ABSENT if record is None else next(rendered)
+        ttl = self.cache_ttls[view]
+        if ttl > 0 and self._use_cache:
+            admit = self._door.admit
+            to_cache = [
+                ((view, unique[i]), slots[i], ttl) for i in missing if admit((view, unique[i]))
+            ]
+            if to_cache:
+                self.cache.put_many(to_cache)
+                self.metrics.cache_entries.set(len(self.cache))
 
 
 class Doorkeeper:
