@@ -149,6 +149,7 @@ class Metrics:
             for method in ("GET", "POST", "HEAD")
         }
         self._responses: dict[tuple[str, int], Counter] = {}
+        self._feature_values: dict[tuple[str, str], Counter] = {}
 
     # --- recording ----------------------------------------------------------------------
 
@@ -175,9 +176,13 @@ class Metrics:
         counter.inc()
 
     def feature_statuses(self, counts: Iterable[tuple[tuple[str, str], int]]) -> None:
-        for (status, reason), count in counts:
+        children = self._feature_values
+        for labels, count in counts:
             if count:
-                self.feature_values.labels(status, reason).inc(count)
+                child = children.get(labels)
+                if child is None:
+                    child = children[labels] = self.feature_values.labels(*labels)
+                child.inc(count)
 
     # --- exposition ---------------------------------------------------------------------
 

@@ -307,4 +307,3 @@ def test_doorkeeper_admits_on_the_second_offer_and_starts_over_when_full() -> No
     for i in range(2000):  # 2,000 other items: past capacity, so cleared at least once
         door.admit(("other", (str(i),)))
     assert sum(door.admit(item) for item in items) <= 1000 // 4  # forgotten, but for ~1/8
-

@@ -202,11 +202,13 @@ class AsyncRedisPool:
         ``deadline`` (event loop time) bounds getting a connection and the first replies
         (TimeoutError); replies already arriving at the deadline may finish (see
         ``_Connection._deadline_passed``)."""
-        if deadline is None:
-            connection = await self._acquire()
-        else:
-            async with asyncio.timeout_at(deadline):
+        connection = self._idle_connection()
+        if connection is None:
+            if deadline is None:
                 connection = await self._acquire()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    connection = await self._acquire()
         try:
             replies = await connection.call(payload, count, deadline)
         except BaseException:
@@ -224,6 +226,15 @@ class AsyncRedisPool:
         self._loop = None
 
     # --- the pool -------------------------------------------------------------------------
+
+    def _idle_connection(self) -> _Connection | None:
+        """An open idle connection of this event loop, without waiting (the usual case)."""
+        if self._idle and self._loop is asyncio.get_running_loop():
+            connection = self._idle.pop()
+            if not connection.closed:
+                return connection
+            self._open -= 1
+        return None
 
     async def _acquire(self) -> _Connection:
         loop = asyncio.get_running_loop()
