@@ -52,8 +52,8 @@ import datetime as dt
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Final
 
 import hiredis
@@ -381,17 +381,16 @@ class RedisStore(OnlineStore):
         if not keys or not views:
             return [{view.view: None for view in views} for _ in keys]
         plan = _ReadPlan(entity, keys, views, self.namespace)
-        async with self._async_errors():
-            replies = await self._async_pool().execute_packed(
-                plan.payload, len(plan.unique), deadline
-            )
-        return plan.encoded(replies, _clock(now)[0])
+        replies = await self._execute_async(plan.payload, len(plan.unique), deadline)
+        try:
+            return plan.encoded(replies, _clock(now)[0])
+        except hiredis.ReplyError as exc:
+            raise StoreError(f"{self.description}: {self._redact(str(exc))}") from None
 
     async def check_async(self) -> None:
-        async with self._async_errors():
-            (reply,) = await self._async_pool().execute_packed(b"*1\r\n$4\r\nPING\r\n", 1)
-            if isinstance(reply, Exception):
-                raise reply
+        (reply,) = await self._execute_async(b"*1\r\n$4\r\nPING\r\n", 1, None)
+        if isinstance(reply, Exception):
+            raise StoreError(f"{self.description}: {self._redact(str(reply))}")
 
     def _async_pool(self) -> AsyncRedisPool:
         if self._apool is None:
@@ -407,10 +406,14 @@ class RedisStore(OnlineStore):
             )
         return self._apool
 
-    @asynccontextmanager
-    async def _async_errors(self) -> AsyncIterator[None]:
+    async def _execute_async(
+        self, payload: bytes, count: int, deadline: float | None
+    ) -> list[object]:
+        """The replies of packed commands on the asyncio pool; connection problems become
+        StoreUnavailable, the deadline stays TimeoutError (a plain try, not a context
+        manager: this is the sidecar's per-request path)."""
         try:
-            yield
+            return await self._async_pool().execute_packed(payload, count, deadline)
         except RedisAuthError as exc:
             raise StoreUnavailable(
                 f"{self.description}: authentication failed ({self._redact(str(exc))}; check "
@@ -423,8 +426,6 @@ class RedisStore(OnlineStore):
                 f"{self.description}: cannot reach Redis at {self.host}:{self.port}: "
                 f"{self._redact(str(exc)) or type(exc).__name__}"
             ) from None
-        except hiredis.ReplyError as exc:
-            raise StoreError(f"{self.description}: {self._redact(str(exc))}") from None
 
     # --- loader bookkeeping -----------------------------------------------------------
 
