@@ -34,7 +34,7 @@ from typing import Any, Final
 import orjson
 
 from featurestore.online.layout import parse_entity_token
-from featurestore.online.store import EncodedRecord, StoredRecord, ViewRead
+from featurestore.online.store import StoredRecord, ViewRead
 from featurestore.registry import Registry, ValueType
 from sidecar.auth import ApiKey
 from sidecar.errors import ApiError
@@ -124,10 +124,6 @@ class EntityPlan:
         return self.renderers[view].from_values(
             stored.ts, stored.exp, [values.get(f.name) for f in self.view_features[view]]
         )
-
-    def record_encoded(self, view: str, stored: EncodedRecord) -> CachedRecord:
-        """:meth:`record` of a record whose values are still in the layout's encoding."""
-        return self.renderers[view].from_encoded(stored)
 
 
 @dataclass(frozen=True)

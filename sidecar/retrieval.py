@@ -91,7 +91,7 @@ class StoreReader:
         # DynamoDB retries unprocessed keys within a deadline: give it the request's budget
         self._deadline_kw = "deadline_s" in inspect.signature(store.read).parameters
         # Redis: reads on the event loop itself (no thread hop, no GIL hand-over), values
-        # left encoded (turned into JSON directly, see EntityPlan.record_encoded)
+        # left encoded (turned into JSON directly, see ViewRenderer.from_encoded_many)
         self._async = self.encoded = store.async_reads
 
     def _submit(self, fn: Callable[[], Any]) -> cf.Future[Any] | None:
