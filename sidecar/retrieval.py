@@ -119,51 +119,25 @@ class StoreReader:
         if not self.breaker.allow():
             self.metrics.store_read("circuit_open")
             return None
-        if self._async:
-            return await self._read_async(entity, keys, views, now)
-        kwargs: dict[str, Any] = {"now": now}
-        if self._deadline_kw:
-            kwargs["deadline_s"] = self.timeout_s
-        store = self.store
         started = time.perf_counter()
-        future = self._submit(lambda: store.read(entity, keys, views, **kwargs))
-        if future is None:
-            self.breaker.failure()
-            self.metrics.store_read("saturated")
-            return None
+        rows: Rows | EncodedRows
         try:
-            rows: Rows = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
-        except TimeoutError:
-            self.breaker.failure()
-            self.metrics.store_read("timeout")
-            return None
-        except StoreError as exc:
-            self.breaker.failure()
-            self.metrics.store_read("unavailable")
-            log.warning("store read failed: %s", exc)
-            return None
-        except Exception:
-            self.breaker.failure()
-            self.metrics.store_read("error")
-            log.exception("store read raised an unexpected error")
-            return None
-        self.breaker.success()
-        self.metrics.store_read("ok", time.perf_counter() - started)
-        return rows
-
-    async def _read_async(
-        self,
-        entity: str,
-        keys: Sequence[tuple[str, ...]],
-        views: Sequence[ViewRead],
-        now: dt.datetime,
-    ) -> EncodedRows | None:
-        started = time.perf_counter()
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
-        try:
-            rows = await self.store.read_encoded_async(
-                entity, keys, views, now=now, deadline=deadline
-            )
+            if self._async:  # on the event loop, with a deadline the store itself honours
+                deadline = asyncio.get_running_loop().time() + self.timeout_s
+                rows = await self.store.read_encoded_async(
+                    entity, keys, views, now=now, deadline=deadline
+                )
+            else:
+                kwargs: dict[str, Any] = {"now": now}
+                if self._deadline_kw:
+                    kwargs["deadline_s"] = self.timeout_s
+                store = self.store
+                future = self._submit(lambda: store.read(entity, keys, views, **kwargs))
+                if future is None:
+                    self.breaker.failure()
+                    self.metrics.store_read("saturated")
+                    return None
+                rows = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
         except TimeoutError:
             self.breaker.failure()
             self.metrics.store_read("timeout")
