@@ -234,7 +234,7 @@ class Retriever:
                 degraded = True  # the slots stay MISS: answered as unavailable below
             else:
                 try:
-                    self._fill(plan, slots, missing, unique, views, miss_keys, miss_views, rows)
+                    self._fill(plan, slots, missing, unique, views, miss_keys, rows)
                 except Exception:  # a stored value the layout cannot read: a store fault
                     log.exception("a record read from the store cannot be served")
                     self.metrics.store_read("error")
@@ -315,73 +315,49 @@ class Retriever:
         unique: list[tuple[str, ...]],
         views: list[str],
         miss_keys: list[tuple[str, ...]],
-        miss_views: list[str],
         rows: Rows | EncodedRows,
     ) -> None:
-        """Put the store's answer in the missing slots; cache what is admitted."""
-        row_of = dict(zip(miss_keys, cast(list[dict[str, Any]], rows), strict=True))
+        """Put the store's answer in the missing slots, a view at a time; cache what is
+        admitted. (A record that cannot be read raises: the caller then answers every
+        missing slot as unavailable.)"""
+        table = cast(list[dict[str, Any]], rows)
         nviews = len(views)
-        ttls = self.cache_ttls
-        door = self._door
-        to_cache: list[tuple[CacheKey, CachedRecord | object, float]] = []
         if nviews == 1:  # missing slots are key indexes, in the order of miss_keys/rows
-            self._fill_one_view(plan, slots, missing, unique, views[0], rows)
+            self._fill_view(plan, slots, missing, unique, views[0], [r[views[0]] for r in table])
             return
-        # every record first (one that cannot be read fails them all), a view at a time
-        entries: dict[int, CachedRecord | object] = {}
+        row_of = dict(zip(miss_keys, table, strict=True))
         for pos, view in enumerate(views):
-            found = []
-            for i in missing:
-                if i % nviews == pos:
-                    stored = row_of[unique[i // nviews]].get(view)
-                    if stored is None:
-                        entries[i] = ABSENT
-                    else:
-                        found.append((i, stored))
-            if not found:
-                continue
-            if self.reader.encoded:
-                rendered = plan.renderers[view].from_encoded_many([r for _, r in found])
-            else:
-                rendered = [plan.record(view, r) for _, r in found]
-            entries.update(zip([i for i, _ in found], rendered, strict=True))
-        for i in missing:
-            entry = entries[i]
-            key = unique[i // nviews]
-            view = views[i % nviews]
-            slots[i] = entry
-            ttl = ttls[view]
-            if ttl > 0:
-                pair = (view, key)
-                if door.admit(pair):  # missed before: admitted
-                    to_cache.append((pair, entry, ttl))
-        if to_cache and self._use_cache:
-            self.cache.put_many(to_cache)
-            self.metrics.cache_entries.set(len(self.cache))
+            indexes = [i for i in missing if i % nviews == pos]
+            if indexes:
+                keys = [unique[i // nviews] for i in indexes]
+                stored = [row_of[key].get(view) for key in keys]
+                self._fill_view(plan, slots, indexes, keys, view, stored)
 
-    def _fill_one_view(
+    def _fill_view(
         self,
         plan: EntityPlan,
         slots: list[CachedRecord | object],
-        missing: list[int],
-        unique: list[tuple[str, ...]],
+        indexes: list[int],
+        keys: list[tuple[str, ...]],
         view: str,
-        rows: Rows | EncodedRows,
+        stored: list[Any],
     ) -> None:
-        """:meth:`_fill` for a request of one view."""
-        stored = [row[view] for row in cast(list[dict[str, Any]], rows)]
+        """The slots ``indexes`` (keys ``keys``) of one view from its stored records (None:
+        no record), rendered in one batch; admitted ones are cached."""
         found = [record for record in stored if record is not None]
         if self.reader.encoded:
             rendered = iter(plan.renderers[view].from_encoded_many(found))
         else:
             rendered = iter([plan.record(view, record) for record in found])
-        for i, record in zip(missing, stored, strict=True):
+        for i, record in zip(indexes, stored, strict=True):
             slots[i] = ABSENT if record is None else next(rendered)
         ttl = self.cache_ttls[view]
         if ttl > 0 and self._use_cache:
             admit = self._door.admit
             to_cache = [
-                ((view, unique[i]), slots[i], ttl) for i in missing if admit((view, unique[i]))
+                ((view, key), slots[i], ttl)
+                for i, key in zip(indexes, keys, strict=True)
+                if admit((view, key))
             ]
             if to_cache:
                 self.cache.put_many(to_cache)

@@ -519,22 +519,22 @@ class _ReadPlan:
         return [dict(decoded[key]) for key in self.redis_keys]
 
     def decode(self, replies: Sequence[Any], now_s: int) -> list[dict[str, StoredRecord | None]]:
-        self._check(replies)
-        decoded: dict[str, dict[str, StoredRecord | None]] = {}
-        for key, reply in zip(self.unique, replies, strict=True):
-            per_view: dict[str, StoredRecord | None] = {}
-            for view, meta, plan in self.slices:
-                ts, ver, exp = reply[meta], reply[meta + 1], reply[meta + 2]
-                if ts is None or ver is None or exp is None or int(exp) <= now_s:
-                    per_view[view] = None
-                    continue
-                values = {
-                    name: None if (raw := reply[index]) is None else decode(raw)
-                    for name, index, decode in plan
-                }
-                per_view[view] = StoredRecord(ts=int(ts), ver=int(ver), exp=int(exp), values=values)
-            decoded[key] = per_view
-        return self._in_key_order(decoded)
+        """:meth:`encoded`, the values decoded as their registry types."""
+        plans = {view: plan for view, _, plan in self.slices}
+
+        def decoded(view: str, record: EncodedRecord | None) -> StoredRecord | None:
+            if record is None:
+                return None
+            values = {
+                name: None if raw is None else decode(raw)
+                for (name, _, decode), raw in zip(plans[view], record.values, strict=True)
+            }
+            return StoredRecord(ts=record.ts, ver=record.ver, exp=record.exp, values=values)
+
+        return [
+            {view: decoded(view, record) for view, record in row.items()}
+            for row in self.encoded(replies, now_s)
+        ]
 
     def encoded(self, replies: Sequence[Any], now_s: int) -> list[dict[str, EncodedRecord | None]]:
         self._check(replies)
