@@ -323,7 +323,9 @@ class Retriever:
         table = cast(list[dict[str, Any]], rows)
         nviews = len(views)
         if nviews == 1:  # missing slots are key indexes, in the order of miss_keys/rows
-            self._fill_view(plan, slots, missing, unique, views[0], [r[views[0]] for r in table])
+            view = views[0]
+            keys = [unique[i] for i in missing]
+            self._fill_view(plan, slots, missing, keys, view, [row[view] for row in table])
             return
         row_of = dict(zip(miss_keys, table, strict=True))
         for pos, view in enumerate(views):

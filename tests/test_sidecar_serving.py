@@ -366,6 +366,42 @@ def test_served_values_equal_the_warehouse(
     assert ("DEFAULT", "NULL") in seen_statuses  # merchant_chargeback_rate_30d null, default 0.0
 
 
+def test_requests_mixing_cached_and_uncached_keys(
+    sidecar: SidecarServer,
+    loaded: tuple[str, str, set[tuple[str, ...]] | None],
+    registry: Registry,
+    reference: Reference,
+) -> None:
+    """Keys cached by earlier requests beside keys read now, for one view and for two: the
+    answers equal a request served all from the store, and none is degraded."""
+    _, _, sample = loaded
+    view = registry.views["user_transaction_features"]
+    rows = reference["user_transaction_features"]
+    users = [k for k in sorted(rows) if sample is None or k in sample][:12]
+    features = list(view.feature_names())
+    with sidecar.client() as client:
+
+        def ask(keys: list[str], wanted: list[str]) -> Any:
+            body = {"entity_name": "user", "entity_keys": keys, "features": wanted}
+            response = client.post("/api/v1/features/retrieve", json=body)
+            assert response.status_code == 200, response.text
+            assert "x-featurestore-degraded" not in response.headers
+            return response.json()["results"]
+
+        first = [key[0] for key in users[:4]]
+        for _ in range(2):  # cached from the second miss on
+            ask(first, features)
+        mixed = [key[0] for key in users] + ["usr_unknown"]
+        for wanted in (features, [*features, "user_segment"]):
+            for key, result in zip(mixed, ask(mixed, wanted), strict=True):
+                for feature in features:
+                    want = expected_answer(
+                        rows.get((key,)), feature, registry.features[feature].default,
+                        view.ttl_seconds, NOW,
+                    )  # fmt: skip
+                    assert same_answer(result["features"][feature], want), (key, feature)
+
+
 def test_several_views_in_one_request_and_one_store_read(
     sidecar: SidecarServer,
     loaded: Loaded,
