@@ -3,7 +3,11 @@
 At startup every online feature view gets its :class:`~featurestore.online.store.ViewRead`
 (all of its features, so one cached record serves any subset of them later), every feature
 its constant answers (default or missing, for each reason), and every entity its key parser.
-A request then costs dictionary lookups.
+A request then costs dictionary lookups. What a request's feature list resolves to (a
+:class:`Selection`: its features, views, what to read, which precomputed answers apply) is
+remembered per (API key, entity, feature list as sent), for up to 1,024 lists of at most 64
+names: a request shape seen before skips the per-feature checks; the per-request limits
+and the entity keys are checked every time.
 
 Entity keys (``entity_keys`` items)
     * a string: for a one-column entity the key value itself (``"usr_00000001"``); for a
@@ -59,6 +63,7 @@ __all__ = [
     "EntityPlan",
     "FeaturePlan",
     "RetrieveRequest",
+    "Selection",
     "iso_micros",
 ]
 
@@ -126,14 +131,71 @@ class EntityPlan:
         )
 
 
-@dataclass(frozen=True)
-class RetrieveRequest:
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What a request's entity and feature list resolve to for one API key: computed on the
+    first request with that (key, entity, feature list) and reused (:meth:`Catalog.parse`),
+    so a request of a known shape costs no per-feature work."""
+
     entity: EntityPlan
+    #: requested features, duplicates dropped, in request order
+    features: tuple[FeaturePlan, ...]
+    #: the views of those features, in order of first use
+    views: tuple[str, ...]
+    view_reads: tuple[ViewRead, ...]
+    #: per requested feature: (position of its view in ``views``, its index in its view)
+    wanted: tuple[tuple[int, int], ...]
+    #: every feature of each view in the view's order (the precomputed whole-view answers
+    #: can be used as they are)
+    whole: bool
+    #: per view: the answers when the store has no record / did not answer; renderers
+    not_found: tuple[CachedRecord, ...]
+    unavailable: tuple[CachedRecord, ...]
+    renderers: tuple[ViewRenderer, ...]
+
+    @classmethod
+    def of(cls, plan: EntityPlan, features: list[FeaturePlan]) -> Selection:
+        views = tuple(dict.fromkeys(feature.view for feature in features))
+        position = {view: pos for pos, view in enumerate(views)}
+        wanted = tuple((position[f.view], f.index) for f in features)
+        canonical = tuple(
+            (pos, index)
+            for pos, view in enumerate(views)
+            for index in range(len(plan.view_features[view]))
+        )
+        return cls(
+            entity=plan,
+            features=tuple(features),
+            views=views,
+            view_reads=tuple(plan.view_reads[view] for view in views),
+            wanted=wanted,
+            whole=wanted == canonical,
+            not_found=tuple(plan.not_found[view] for view in views),
+            unavailable=tuple(plan.unavailable[view] for view in views),
+            renderers=tuple(plan.renderers[view] for view in views),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveRequest:
+    selection: Selection
     #: the keys as sent (echoed in the response) and parsed
     raw_keys: list[object]
     keys: list[tuple[str, ...]]
-    #: requested features, duplicates dropped, in request order
-    features: list[FeaturePlan]
+
+    @property
+    def entity(self) -> EntityPlan:
+        return self.selection.entity
+
+    @property
+    def features(self) -> tuple[FeaturePlan, ...]:
+        return self.selection.features
+
+
+#: distinct (API key, entity, feature list) selections remembered (past it the memo starts
+#: over), for feature lists of at most SELECTION_MEMO_FEATURES names (a bound on its memory)
+SELECTION_MEMO_SIZE: Final = 1024
+SELECTION_MEMO_FEATURES: Final = 64
 
 
 class Catalog:
@@ -153,6 +215,8 @@ class Catalog:
         self._key_parsers: dict[str, Callable[[object, int], tuple[str, ...]]] = {
             name: self._key_parser(plan) for name, plan in self.entities.items()
         }
+        #: (key digest, entity, feature list as sent) -> its validated Selection
+        self._selections: dict[tuple[bytes, str, tuple[object, ...]], Selection] = {}
 
     def _plan_entity(self, name: str) -> EntityPlan:
         entity = self.registry.entities[name]
@@ -315,6 +379,40 @@ class Catalog:
                 f"{len(names)} features: at most {settings.max_features} per request",
                 "features",
             )
+        memo_key: tuple[bytes, str, tuple[object, ...]] | None = None
+        selection = None
+        if len(names) <= SELECTION_MEMO_FEATURES:
+            try:
+                memo_key = (principal.digest, entity_name, tuple(names))
+                selection = self._selections.get(memo_key)
+            except TypeError:  # an unhashable item in features: refused by _select below
+                memo_key = None
+        if selection is None:
+            selection = self._select(entity_name, names, len(raw_keys), principal)
+            if memo_key is not None:
+                if len(self._selections) >= SELECTION_MEMO_SIZE:
+                    self._selections.clear()
+                self._selections[memo_key] = selection
+        else:
+            self._check_values(len(raw_keys), len(selection.features))
+        parse_key = self._key_parsers[entity_name]
+        keys = [parse_key(raw, index) for index, raw in enumerate(raw_keys)]
+        return RetrieveRequest(selection=selection, raw_keys=raw_keys, keys=keys)
+
+    def _check_values(self, keys: int, features: int) -> None:
+        if keys * features > self.settings.max_values:
+            raise ApiError(
+                422,
+                "TOO_MANY_VALUES",
+                f"{keys} keys x {features} features is over the "
+                f"{self.settings.max_values} values a request may ask for",
+                "entity_keys",
+            )
+
+    def _select(
+        self, entity_name: str, names: list[Any], keys: int, principal: ApiKey
+    ) -> Selection:
+        """Validate the feature list of a request for ``entity_name`` (raises ApiError)."""
         for index, name in enumerate(names):
             if not isinstance(name, str) or not name:
                 raise _type_error(f"features[{index}]", "a non-empty string", name)
@@ -322,15 +420,7 @@ class Catalog:
         for index, name in enumerate(names):
             positions.setdefault(name, index)
         unique = list(positions)
-        if len(raw_keys) * len(unique) > settings.max_values:
-            raise ApiError(
-                422,
-                "TOO_MANY_VALUES",
-                f"{len(raw_keys)} keys x {len(unique)} features is over the "
-                f"{settings.max_values} values a request may ask for",
-                "entity_keys",
-            )
-
+        self._check_values(keys, len(unique))
         # scope before existence, so that a scoped key learns nothing outside its scope
         if not principal.allows_entity(entity_name):
             raise ApiError(
@@ -383,9 +473,7 @@ class Catalog:
                 f"feature {name!r} is not served online (feature view {view!r} is not online)",
                 where,
             )
-        parse_key = self._key_parsers[entity_name]
-        keys = [parse_key(raw, index) for index, raw in enumerate(raw_keys)]
-        return RetrieveRequest(entity=plan, raw_keys=raw_keys, keys=keys, features=features)
+        return Selection.of(plan, features)
 
     def _suggest(self, name: str, principal: ApiKey) -> str:
         return _suggest(name, [e for e in self.entities if principal.allows_entity(e)])

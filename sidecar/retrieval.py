@@ -43,7 +43,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Final, cast
 
 import orjson
@@ -205,14 +205,20 @@ class Retriever:
 
     async def retrieve(self, request: RetrieveRequest) -> tuple[bytes, bool]:
         """The JSON response body and whether it is degraded."""
-        plan = request.entity
+        selection = request.selection
+        plan = selection.entity
         now = self.now()
         now_s = int(now.timestamp())
-        views = list(dict.fromkeys(feature.view for feature in request.features))
+        views = selection.views
         nviews = len(views)
-        unique = list(dict.fromkeys(request.keys))
+        keys = request.keys
+        unique = keys if len(keys) == 1 else list(dict.fromkeys(keys))
         # one slot per (unique key, view), key-major: slot = key index * nviews + view index
-        pairs: list[CacheKey] = [(view, key) for key in unique for view in views]
+        pairs: list[CacheKey] = (
+            [(views[0], key) for key in unique]
+            if nviews == 1
+            else [(view, key) for key in unique for view in views]
+        )
         slots: list[CachedRecord | object] = (
             self.cache.get_many(pairs) if self._use_cache else [MISS] * len(pairs)
         )
@@ -225,11 +231,15 @@ class Retriever:
 
         degraded = False
         if missing:
-            miss_keys = list(dict.fromkeys(unique[i // nviews] for i in missing))
-            miss_views = list(dict.fromkeys(views[i % nviews] for i in missing))
-            rows = await self.reader.read(
-                plan.name, miss_keys, [plan.view_reads[view] for view in miss_views], now
-            )
+            if nviews == 1:
+                miss_keys = [unique[i] for i in missing]
+                miss_reads = list(selection.view_reads)
+            else:
+                miss_keys = list(dict.fromkeys(unique[i // nviews] for i in missing))
+                miss_reads = [
+                    selection.view_reads[pos] for pos in dict.fromkeys(i % nviews for i in missing)
+                ]
+            rows = await self.reader.read(plan.name, miss_keys, miss_reads, now)
             if rows is None:
                 degraded = True  # the slots stay MISS: answered as unavailable below
             else:
@@ -242,17 +252,10 @@ class Retriever:
                     for i in missing:
                         slots[i] = MISS
 
-        # the features asked for, as (view position, feature position in its view); the
-        # whole of each view in view order (the usual request) joins precomputed fragments
-        view_pos = {view: pos for pos, view in enumerate(views)}
-        wanted = [(view_pos[f.view], f.index) for f in request.features]
-        whole = len(wanted) == sum(len(plan.view_features[v]) for v in views) and all(
-            wanted[n] == pair for n, pair in enumerate(_canonical(plan, views))
-        )
-        not_found = [plan.not_found[view] for view in views]
-        unavailable = [plan.unavailable[view] for view in views]
         # per slot, what to answer: a cached record whose TTL ran out since it was cached
         # counts as absent; MISS (the store did not answer) as unavailable
+        not_found = selection.not_found
+        unavailable = selection.unavailable
         answers: list[CachedRecord]
         if nviews == 1:  # the usual request, without the per-slot view arithmetic
             absent, down = not_found[0], unavailable[0]
@@ -272,13 +275,15 @@ class Retriever:
                 else:  # ABSENT or expired
                     answers.append(not_found[i % nviews])
 
-        renderers = [plan.renderers[view] for view in views]
+        whole = selection.whole
+        wanted = selection.wanted
+        renderers = selection.renderers
         tally = [0] * len(KIND_LABELS)
         counts: list[tuple[int, ...]] = []
         dumps = orjson.dumps
         out = [plan.response_head]
         append = out.append
-        repeated = len(unique) != len(request.keys)
+        repeated = len(unique) != len(keys)
         position = {key: n for n, key in enumerate(unique)} if repeated else None
         if whole and nviews == 1 and position is None:  # the usual request: one view
             for raw, entry in zip(request.raw_keys, answers, strict=True):
@@ -286,7 +291,7 @@ class Retriever:
             counts = [entry[COUNTS] for entry in answers]
             out[-1] = out[-1][:-1] + b"]}"  # the last result without its comma
         else:
-            for n, (raw, key) in enumerate(zip(request.raw_keys, request.keys, strict=True)):
+            for n, (raw, key) in enumerate(zip(request.raw_keys, keys, strict=True)):
                 base = (position[key] if position is not None else n) * nviews
                 entries = answers[base : base + nviews]
                 if whole:
@@ -300,7 +305,7 @@ class Retriever:
                 append(_RESULT % (dumps(raw), features))
             out[-1] = out[-1][:-1] + b"]}"
         if counts:
-            sums = map(sum, zip(*counts, strict=True))
+            sums = map(sum, zip(*counts, strict=True)) if len(counts) > 1 else counts[0]
             tally = [a + b for a, b in zip(tally, sums, strict=True)]
         self.metrics.feature_statuses(zip(KIND_LABELS, tally, strict=True))
         if degraded:
@@ -313,7 +318,7 @@ class Retriever:
         slots: list[CachedRecord | object],
         missing: list[int],
         unique: list[tuple[str, ...]],
-        views: list[str],
+        views: Sequence[str],
         miss_keys: list[tuple[str, ...]],
         rows: Rows | EncodedRows,
     ) -> None:
@@ -393,9 +398,3 @@ class Doorkeeper:
 
 
 _RESULT: Final = b'{"entity_key":%b,"features":{%b}},'
-
-
-def _canonical(plan: EntityPlan, views: Sequence[str]) -> Iterator[tuple[int, int]]:
-    for pos, view in enumerate(views):
-        for index in range(len(plan.view_features[view])):
-            yield pos, index

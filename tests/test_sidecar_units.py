@@ -307,3 +307,54 @@ def test_doorkeeper_admits_on_the_second_offer_and_starts_over_when_full() -> No
     for i in range(2000):  # 2,000 other items: past capacity, so cleared at least once
         door.admit(("other", (str(i),)))
     assert sum(door.admit(item) for item in items) <= 1000 // 4  # forgotten, but for ~1/8
+
+
+# --- feature selections ------------------------------------------------------------------
+
+
+def test_feature_selections_are_memoized_per_key_and_still_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sidecar.catalog as catalog_module
+
+    registry = registry_from_manifest(json.loads(json.dumps(_manifest())))
+    settings = Settings(
+        online_url="sqlite:///x.db", api_keys=(ApiKey("k", b"0" * 32),), max_values=4
+    )
+    catalog = Catalog(registry, settings)
+    unscoped = ApiKey("k", b"0" * 32)
+    scoped = ApiKey("s", b"1" * 32, entities=frozenset({"user_device"}))
+
+    def body(keys: list[object], features: list[object], entity: str = "user") -> bytes:
+        return json.dumps(
+            {"entity_name": entity, "entity_keys": keys, "features": features}
+        ).encode()
+
+    first = catalog.parse(body(["a"], ["f_user"]), unscoped)
+    second = catalog.parse(body(["b", "c"], ["f_user"]), unscoped)
+    assert second.selection is first.selection  # computed once
+    assert (second.keys, [f.name for f in second.features]) == ([("b",), ("c",)], ["f_user"])
+    assert first.selection.whole and first.selection.views == ("user_view",)
+    # a request of the same shape with another key is checked against that key's scope
+    with pytest.raises(ApiError) as info:
+        catalog.parse(body(["a"], ["f_user"]), scoped)
+    assert (info.value.status, info.value.code) == (403, "FORBIDDEN")
+    # the per-request limits still apply to a remembered selection
+    with pytest.raises(ApiError) as info:
+        catalog.parse(body(["a", "b", "c", "d", "e"], ["f_user"]), unscoped)
+    assert (info.value.code, info.value.field) == ("TOO_MANY_VALUES", "entity_keys")
+    # unhashable or wrong items are refused, not looked up
+    for bad in ([{"x": 1}], [["f_user"]], [1], [""]):
+        with pytest.raises(ApiError) as info:
+            catalog.parse(body(["a"], bad), unscoped)
+        assert (info.value.status, info.value.field) == (422, "features[0]"), bad
+    # repeats are dropped; the memo is bounded and skips long feature lists
+    monkeypatch.setattr(catalog_module, "SELECTION_MEMO_SIZE", 3)
+    for n in range(1, 6):
+        request = catalog.parse(body(["a"], ["f_user"] * n), unscoped)
+        assert [f.name for f in request.features] == ["f_user"]
+        assert len(catalog._selections) <= 3
+    catalog._selections.clear()
+    many = ["f_user"] * (catalog_module.SELECTION_MEMO_FEATURES + 1)
+    catalog.parse(body(["a"], many), unscoped)
+    assert catalog._selections == {}
