@@ -25,6 +25,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.types import Receive, Scope, Send
 
 from featurestore.online.store import OnlineStore
 from featurestore.online.urls import open_store
@@ -36,10 +37,10 @@ from sidecar.catalog import CachedRecord, Catalog
 from sidecar.metrics import Metrics, MetricsMiddleware
 from sidecar.openapi import build_openapi
 from sidecar.retrieval import CacheKey, Retriever, StoreReader
-from sidecar.routes import ROUTES, http_error, server_error
+from sidecar.routes import RETRIEVE_ROUTE, ROUTES, RetrieveEndpoint, http_error, server_error
 from sidecar.settings import Settings, SettingsError
 
-__all__ = ["Sidecar", "app_from_env", "check_settings", "create_app"]
+__all__ = ["Sidecar", "SidecarApp", "app_from_env", "check_settings", "create_app"]
 
 log = logging.getLogger("sidecar")
 
@@ -130,6 +131,26 @@ def _clock(pinned: dt.datetime | None) -> Callable[[], dt.datetime]:
     return lambda: dt.datetime.now(dt.UTC)
 
 
+class SidecarApp(Starlette):
+    """The Starlette app, with ``POST /api/v1/features/retrieve`` answered before Starlette's
+    middleware stack and router (:class:`~sidecar.routes.RetrieveEndpoint` times itself and
+    handles its own errors); every other request goes through Starlette. Measured in-process
+    on single-key requests, that stack cost about 15 us of the ~120 us a request took."""
+
+    _retrieve: Final = RetrieveEndpoint()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == RETRIEVE_ROUTE
+            and scope["method"] == "POST"
+        ):
+            scope["app"] = self
+            await self._retrieve(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -165,7 +186,7 @@ def create_app(
                 collector.cancel()
             sidecar.close()
 
-    app = Starlette(
+    app = SidecarApp(
         routes=ROUTES,
         middleware=[Middleware(MetricsMiddleware, metrics=sidecar.metrics)],
         exception_handlers={HTTPException: http_error, Exception: server_error},

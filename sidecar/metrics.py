@@ -54,6 +54,7 @@ ROUTE_LABELS: Final = {
     "/metrics": "/metrics",
     "/openapi.json": "/openapi.json",
 }
+_RETRIEVE_PATH: Final = "/api/v1/features/retrieve"
 STORE_OUTCOMES: Final = ("ok", "timeout", "unavailable", "error", "circuit_open", "saturated")
 CIRCUIT_VALUES: Final = {"closed": 0, "open": 1, "half_open": 2}
 _LATENCY_BUCKETS: Final = (
@@ -197,14 +198,18 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware timing every HTTP request and counting responses by status."""
+    """Pure ASGI middleware timing every HTTP request and counting responses by status
+    (except ``POST /api/v1/features/retrieve``, which :class:`sidecar.routes.
+    RetrieveEndpoint` records itself when it answers before the middleware)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            scope["method"] == "POST" and scope["path"] == _RETRIEVE_PATH
+        ):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

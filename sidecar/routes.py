@@ -3,6 +3,9 @@ a :class:`sidecar.app.Sidecar`)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from typing import TYPE_CHECKING, Final
 
 import orjson
@@ -18,9 +21,12 @@ from sidecar.errors import ApiError, error_response
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
 
-__all__ = ["ROUTES", "http_error", "server_error"]
+__all__ = ["RETRIEVE_ROUTE", "ROUTES", "RetrieveEndpoint", "http_error", "server_error"]
+
+log = logging.getLogger("sidecar")
 
 _JSON: Final = "application/json"
+RETRIEVE_ROUTE: Final = "/api/v1/features/retrieve"
 
 
 def _sidecar(request: Request) -> Sidecar:
@@ -72,11 +78,26 @@ _DEGRADED: Final = (b"x-featurestore-degraded", b"1")
 
 
 class RetrieveEndpoint:
-    """``POST /api/v1/features/retrieve``: a plain ASGI app (the hot path skips Starlette's
-    Request and Response objects; errors still answer through :class:`ApiError`)."""
+    """``POST /api/v1/features/retrieve``: a plain ASGI app, called by
+    :class:`sidecar.app.SidecarApp` directly (the hot path skips Starlette's middleware,
+    router, Request and Response objects). It records its own request metrics and answers
+    an unexpected exception with a JSON 500 (logged), as the middleware would."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         sidecar: Sidecar = scope["app"].state.sidecar
+        status = 500
+        try:
+            status = await self._respond(sidecar, scope, receive, send)
+        except Exception:
+            log.exception("retrieve request failed")
+            # (fails if the response had started, or the client is gone: nothing to add)
+            with contextlib.suppress(Exception):
+                await error_response(500, "INTERNAL", "internal error", None)(scope, receive, send)
+        finally:
+            sidecar.metrics.request(RETRIEVE_ROUTE, "POST", status, time.perf_counter() - started)
+
+    async def _respond(self, sidecar: Sidecar, scope: Scope, receive: Receive, send: Send) -> int:
         presented: bytes | None = None
         declared: bytes | None = None
         for name, value in scope["headers"]:
@@ -92,13 +113,14 @@ class RetrieveEndpoint:
             parsed = sidecar.catalog.parse(body, principal)
         except ApiError as exc:
             await exc.response()(scope, receive, send)
-            return
+            return exc.status
         payload, degraded = await sidecar.retriever.retrieve(parsed)
         headers = [*_RESPONSE_HEADERS, (b"content-length", str(len(payload)).encode())]
         if degraded:
             headers.append(_DEGRADED)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        return 200
 
 
 async def registry(request: Request) -> Response:
@@ -169,7 +191,8 @@ async def openapi(request: Request) -> Response:
 
 
 ROUTES: Final = [
-    Route("/api/v1/features/retrieve", RetrieveEndpoint(), methods=["POST"]),
+    # POST is answered by SidecarApp before routing; the route gives other methods a 405
+    Route(RETRIEVE_ROUTE, RetrieveEndpoint(), methods=["POST"]),
     Route("/api/v1/registry", registry, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),

@@ -724,20 +724,29 @@ def test_registry_endpoint_describes_the_registry(
 
 
 def test_health_ready_metrics_and_openapi(sqlite_sidecar: SidecarServer) -> None:
+    route = {"route": "/api/v1/features/retrieve", "method": "POST"}
+    count = "featurestore_sidecar_request_duration_seconds_count"
+
+    def responses(text: str, status: str) -> float:
+        labels = {"route": "/api/v1/features/retrieve", "status": status}
+        return metric(text, "featurestore_sidecar_responses_total", labels)
+
     with sqlite_sidecar.client() as client:
         assert client.get("/health").json() == {"status": "ok"}
         ready = client.get("/ready").json()
         assert ready["status"] == "ready" and ready["circuit"] == "closed"
+        before = client.get("/metrics").text
         answer = client.post("/api/v1/features/retrieve", json=VALID).json()
         served = answer["results"][0]["features"]["user_is_vip"]["status"]
         client.post("/api/v1/features/retrieve", json={"entity_name": 1})
+        client.post("/api/v1/features/retrieve", json=VALID, headers={"X-API-Key": "wrong"})
+        assert client.get("/api/v1/features/retrieve").status_code == 405
         text = client.get("/metrics").text
         document = client.get("/openapi.json").json()
-    route = {"route": "/api/v1/features/retrieve", "method": "POST"}
-    assert metric(text, "featurestore_sidecar_request_duration_seconds_count", route) >= 2
-    for status in ("200", "422"):
-        labels = {"route": "/api/v1/features/retrieve", "status": status}
-        assert metric(text, "featurestore_sidecar_responses_total", labels) >= 1
+    # each request counted exactly once, whichever way it was answered
+    assert metric(text, count, route) - metric(before, count, route) == 3
+    for status, sent in (("200", 1), ("422", 1), ("401", 1), ("405", 1)):
+        assert responses(text, status) - responses(before, status) == sent, status
     assert metric(text, "featurestore_sidecar_feature_values_total", {"status": served}) > 0
     assert "featurestore_sidecar_cache_lookups_total" in text
     assert "featurestore_sidecar_store_errors_total" in text
