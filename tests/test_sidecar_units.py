@@ -358,3 +358,45 @@ def test_feature_selections_are_memoized_per_key_and_still_checked(
     many = ["f_user"] * (catalog_module.SELECTION_MEMO_FEATURES + 1)
     catalog.parse(body(["a"], many), unscoped)
     assert catalog._selections == {}
+
+
+def test_a_bug_in_retrieve_is_a_json_500_and_counted(tmp_path: Path) -> None:
+    """The retrieve endpoint answers before Starlette's error middleware: it must turn an
+    unexpected exception into the same JSON 500 (in-process ASGI call; the store is real)."""
+    import asyncio
+
+    import httpx
+
+    from featurestore.online.sqlite_store import SQLiteStore
+    from sidecar.app import create_app
+
+    registry = registry_from_manifest(json.loads(json.dumps(_manifest())))
+    raw = "unit-test-key-1"
+    settings = Settings(
+        online_url="sqlite:///unused.db",
+        api_keys=(ApiKey("k", hashlib.sha256(raw.encode()).digest()),),
+        gc_full_interval_s=0,
+    )
+    app = create_app(settings, registry=registry, store=SQLiteStore(tmp_path / "online.db"))
+
+    async def broken(request: object) -> tuple[bytes, bool]:
+        raise RuntimeError("a bug")
+
+    app.state.sidecar.retriever.retrieve = broken
+    body = {"entity_name": "user", "entity_keys": ["u1"], "features": ["f_user"]}
+
+    async def call() -> tuple[httpx.Response, str]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post(
+                "/api/v1/features/retrieve", json=body, headers={"X-API-Key": raw}
+            )
+            metrics = await client.get("/metrics", headers={"X-API-Key": raw})
+        return response, metrics.text
+
+    response, text = asyncio.run(call())
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"code": "INTERNAL", "message": "internal error", "field": None}
+    }
+    assert 'route="/api/v1/features/retrieve",status="500"} 1.0' in text
