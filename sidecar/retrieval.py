@@ -2,9 +2,10 @@
 
 :class:`StoreReader` reads the store within ``store_timeout_s``, never blocking the event
 loop. Stores with asynchronous reads (Redis: :meth:`OnlineStore.read_encoded_async`, one
-pipeline on an asyncio connection pool of up to 8 connections, values left in the layout's
-encoding) are read on the event loop with a deadline; a reply that has reached the socket by
-the deadline is still taken (the delay is the loop's, not the store's). Other stores
+pipeline on one asyncio connection that concurrent requests share, their commands written
+together once per event loop iteration; values left in the layout's encoding) are read on
+the event loop with a deadline; a reply that has reached the socket by the deadline is
+still taken (the delay is the loop's, not the store's). Other stores
 (:meth:`OnlineStore.read`: one BatchGetItem sequence, one SQLite query) run on a bounded
 thread pool (``store_threads``); a read abandoned at the deadline finishes in its thread and
 its result is dropped. A read that errs or overruns counts as a failure for the

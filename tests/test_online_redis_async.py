@@ -1,4 +1,4 @@
-"""The asyncio Redis pool of the sidecar's read path (featurestore/online/redis_async.py) and
+"""The asyncio Redis client of the sidecar's read path (featurestore/online/redis_async.py) and
 RedisStore.read_encoded_async, against real redis-server processes started by the tests."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uvloop
 from servers import RedisServer, free_port, redis_server
 
 from featurestore.online.layout import Record, json_encoder
-from featurestore.online.redis_async import AsyncRedisPool, RedisAuthError, RedisConnectionLost
+from featurestore.online.redis_async import AsyncRedisClient, RedisAuthError, RedisConnectionLost
 from featurestore.online.redis_store import RedisStore
 from featurestore.online.store import StoreUnavailable, ViewRead
 
@@ -29,11 +29,11 @@ def run(coro_factory: object) -> object:
 
 
 def test_pipelines_replies_in_order_with_errors_in_place(redis: RedisServer) -> None:
-    pool = AsyncRedisPool("127.0.0.1", redis.port, db=3, size=2)
+    client = AsyncRedisClient("127.0.0.1", redis.port, db=3)
 
     async def main() -> list[object]:
-        await pool.execute([("DEL", "async:k"), ("SET", "async:k", "v1")])
-        return await pool.execute(
+        await client.execute([("DEL", "async:k"), ("SET", "async:k", "v1")])
+        return await client.execute(
             [("GET", "async:k"), ("HGET", "async:k", "f"), ("ECHO", "é"), ("GET", "async:none")]
         )
 
@@ -43,49 +43,89 @@ def test_pipelines_replies_in_order_with_errors_in_place(redis: RedisServer) -> 
     assert isinstance(replies[1], hiredis.ReplyError)  # WRONGTYPE, in its place
     assert replies[2] == "é".encode()
     assert replies[3] is None
-    pool.close()
+    client.close()
 
 
-def test_more_concurrent_calls_than_connections_all_answer(redis: RedisServer) -> None:
-    pool = AsyncRedisPool("127.0.0.1", redis.port, size=3)
+def test_concurrent_calls_share_one_connection_and_one_write(redis: RedisServer) -> None:
+    client = AsyncRedisClient("127.0.0.1", redis.port)
 
-    async def main() -> list[list[object]]:
-        calls = [pool.execute([("ECHO", str(i)), ("PING",)]) for i in range(50)]
-        return await asyncio.gather(*calls)
+    async def main() -> tuple[list[list[object]], int]:
+        calls = [client.execute([("ECHO", str(i)), ("PING",)]) for i in range(50)]
+        results = await asyncio.gather(*calls)  # the first calls also share one connect
+        assert client._connection is not None
+        return results, client._connection.writes
 
-    results = run(main)
-    assert isinstance(results, list)
-    assert [r[0] for r in results] == [str(i).encode() for i in range(50)]
-    assert pool._open <= 3
-    pool.close()
+    results, writes = run(main)  # type: ignore[misc]
+    assert results == [[str(i).encode(), b"PONG"] for i in range(50)]
+    assert client.connects == 1
+    assert writes == 1  # all 50 calls were made in one loop iteration
+    client.close()
 
 
-def test_a_cancelled_call_closes_its_connection_and_the_next_call_is_not_confused(
+def test_abandoned_calls_replies_are_dropped_not_handed_to_the_next_call(
     redis: RedisServer,
 ) -> None:
-    """A call abandoned at its deadline must not leave its late replies for the next call."""
-    pool = AsyncRedisPool("127.0.0.1", redis.port, size=1)
+    """A call cancelled before its replies arrived leaves them to be read and dropped: the
+    connection stays open and every later call gets exactly its own replies."""
+    client = AsyncRedisClient("127.0.0.1", redis.port)
 
     async def main() -> tuple[object, object]:
-        slow = asyncio.ensure_future(pool.execute([("BLPOP", "async:never", "0.3")]))
+        slow = asyncio.ensure_future(client.execute([("BLPOP", "async:never", "0.3")]))
         await asyncio.sleep(0.05)
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
-        fast = await asyncio.wait_for(pool.execute([("ECHO", "next")]), 2)
+        fast = await asyncio.wait_for(client.execute([("ECHO", "next")]), 2)
         await asyncio.sleep(0.4)  # the BLPOP reply would have arrived by now
-        again = await pool.execute([("ECHO", "again")])
+        again = await client.execute([("ECHO", "again")])
         return fast, again
 
     assert run(main) == ([b"next"], [b"again"])
-    pool.close()
+    assert client.connects == 1
+    client.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_concurrent_calls_with_cancellations_get_their_own_replies(
+    redis: RedisServer, seed: int
+) -> None:
+    """Against a reference: each call not cancelled gets exactly the replies of its own
+    commands (ECHO of unique tokens), whatever the interleaving and cancellations."""
+    import random
+
+    rng = random.Random(seed)
+    client = AsyncRedisClient("127.0.0.1", redis.port)
+    plans = [[f"{seed}-{i}-{j}" for j in range(rng.randint(1, 5))] for i in range(300)]
+
+    async def one(tokens: list[str]) -> list[object]:
+        await asyncio.sleep(rng.choice([0, 0, 0.0005, 0.002]))
+        return await client.execute([("ECHO", token) for token in tokens])
+
+    async def main() -> list[object]:
+        tasks = [asyncio.ensure_future(one(tokens)) for tokens in plans]
+        await asyncio.sleep(0.001)
+        for task in rng.sample(tasks, 60):
+            task.cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = run(main)
+    assert isinstance(results, list)
+    cancelled = 0
+    for tokens, result in zip(plans, results, strict=True):
+        if isinstance(result, asyncio.CancelledError):
+            cancelled += 1
+            continue
+        assert result == [token.encode() for token in tokens]
+    assert 0 < cancelled <= 60
+    assert client.connects == 1
+    client.close()
 
 
 def test_password_and_wrong_password(tmp_path: Path) -> None:
     with redis_server(tmp_path / "redis", password="s3cret-pw") as server:
-        good = AsyncRedisPool("127.0.0.1", server.port, password="s3cret-pw")
-        bad = AsyncRedisPool("127.0.0.1", server.port, password="wrong")
-        none = AsyncRedisPool("127.0.0.1", server.port)
+        good = AsyncRedisClient("127.0.0.1", server.port, password="s3cret-pw")
+        bad = AsyncRedisClient("127.0.0.1", server.port, password="wrong")
+        none = AsyncRedisClient("127.0.0.1", server.port)
 
         async def main() -> list[object]:
             ok = await good.execute([("PING",)])
@@ -101,11 +141,11 @@ def test_password_and_wrong_password(tmp_path: Path) -> None:
 
 def test_unreachable_then_restarted_server(tmp_path: Path) -> None:
     port = free_port()
-    pool = AsyncRedisPool("127.0.0.1", port, connect_timeout=1.0)
+    client = AsyncRedisClient("127.0.0.1", port, connect_timeout=1.0)
 
     async def first() -> None:
         with pytest.raises(OSError):
-            await pool.execute([("PING",)])
+            await client.execute([("PING",)])
 
     run(first)
     server = RedisServer(port=port, workdir=tmp_path / "redis")
@@ -113,14 +153,14 @@ def test_unreachable_then_restarted_server(tmp_path: Path) -> None:
     try:
 
         async def works() -> list[object]:
-            return await pool.execute([("PING",)])
+            return await client.execute([("PING",)])
 
-        assert run(works) == [b"PONG"]  # a new event loop, too: the pool starts over
+        assert run(works) == [b"PONG"]  # a new event loop, too: the client starts over
         server.kill()
 
         async def lost() -> None:
             with pytest.raises((RedisConnectionLost, OSError)):
-                await pool.execute([("PING",)])
+                await client.execute([("PING",)])
 
         run(lost)
     finally:
@@ -206,15 +246,16 @@ def test_deadline_fails_a_silent_server_but_not_a_busy_caller(tmp_path: Path) ->
     """Past the deadline with no reply: TimeoutError. A reply that reached the socket in time
     while the event loop was busy (blocked here by a sleep) is still taken."""
     with redis_server(tmp_path / "redis") as server:
-        pool = AsyncRedisPool("127.0.0.1", server.port)
+        client = AsyncRedisClient("127.0.0.1", server.port)
 
         async def busy_caller() -> list[object]:
-            await pool.execute([("PING",)])  # connected
+            await client.execute([("PING",)])  # connected
             loop = asyncio.get_running_loop()
             call = asyncio.ensure_future(
-                pool.execute_packed(b"*1\r\n$4\r\nPING\r\n", 1, loop.time() + 0.02)
+                client.execute_packed(b"*1\r\n$4\r\nPING\r\n", 1, loop.time() + 0.02)
             )
-            await asyncio.sleep(0)  # the command is written
+            await asyncio.sleep(0)  # the call is queued,
+            await asyncio.sleep(0)  # then written at the end of that loop iteration
             import time
 
             time.sleep(0.1)  # the loop is busy well past the deadline; Redis answered
@@ -228,11 +269,15 @@ def test_deadline_fails_a_silent_server_but_not_a_busy_caller(tmp_path: Path) ->
             async def silent() -> None:
                 loop = asyncio.get_running_loop()
                 started = loop.time()
+                other = asyncio.ensure_future(client.execute([("PING",)]))  # no deadline
                 with pytest.raises(TimeoutError):
-                    await pool.execute_packed(b"*1\r\n$4\r\nPING\r\n", 1, started + 0.05)
+                    await client.execute_packed(b"*1\r\n$4\r\nPING\r\n", 1, started + 0.05)
                 assert loop.time() - started < 1.0
+                # nothing came back: the connection is closed, failing what was queued on it
+                with pytest.raises(RedisConnectionLost):
+                    await asyncio.wait_for(other, 1)
 
             run(silent)
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
-        pool.close()
+        client.close()

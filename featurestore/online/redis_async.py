@@ -1,31 +1,46 @@
-"""A minimal asyncio Redis client for the sidecar's read path: pipelined commands on a
-small pool of connections, each call one packed write and its replies parsed by hiredis.
+"""A minimal asyncio Redis client for the sidecar's read path: one connection multiplexed
+by every concurrent call, the commands of the calls made in one event loop iteration
+written together, the replies parsed by hiredis and handed out in order.
 
 Why not ``redis.asyncio``: the sidecar's reads are one pipeline of HMGETs per request, and
 ``redis.asyncio`` spends Python time per command and per reply. Measured on the 2-core
-bench machine (median of 300 calls, 10 features + 3 meta fields per HMGET, local Redis):
+bench machine (median of 300 sequential calls, 10 features + 3 meta fields per HMGET,
+local Redis):
 
 ======================================  =========  ==========
 client                                  1 key      100 keys
 ======================================  =========  ==========
 redis.asyncio Pipeline                  130 us     2,248 us
 redis.asyncio Connection, packed write  103 us     1,072 us
-this module                             76 us      614 us
+this module (then a pool, one call      76 us      614 us
+per connection)
 ======================================  =========  ==========
 
+Why one multiplexed connection rather than a pool of connections with one call each: under
+concurrency, the calls of one event loop iteration cost one ``send`` and usually one
+``recv`` together instead of one each (loopback TCP costs ~15-20 us of system time per
+send here), and Redis reads them in one go. Measured with ``bench/serve.py`` (1 worker,
+concurrency 8, single-key requests, random keys), a pool of 8: 160 us CPU per request,
+p99 2.88 ms; this client: 133 us, p99 1.92 ms (bench/README.md). Redis answers commands in
+the order received on a connection, so one connection holds the same order a pool would.
+
 What it does, and nothing more: connect (TCP, or TLS for ``rediss``), ``AUTH`` and
-``SELECT`` on connect, send a batch of commands as one write, read exactly that many
-replies. Error replies come back in place as :class:`hiredis.ReplyError` instances.
+``SELECT`` on connect, queue each call's packed commands, write the queue once per event
+loop iteration (``call_soon``), and give each call exactly its replies. Error replies come
+back in place as :class:`hiredis.ReplyError` instances.
 
 Deadlines: a call may carry a deadline (event loop time). Past it, the call fails with
-TimeoutError unless Redis has been answering: replies already parsed, or bytes waiting in
-the socket that a busy event loop has not read yet (the lateness is then the caller's own
-queueing, not the store's), in which case it gets up to the same budget again.
+TimeoutError unless Redis has been answering since the call was queued (replies parsed for
+it or for calls ahead of it, or bytes waiting in the socket that a busy event loop has not
+read yet: the lateness is then the caller's own queueing, not the store's), in which case
+it gets up to the same budget again. A call that times out with no reply at all since it
+was queued (a silent server) closes the connection: every call queued on it fails with
+:class:`RedisConnectionLost`, and the next call connects again.
 
-Cancellation: a call abandoned before its replies arrived (a timeout) closes its
-connection, since the late replies would otherwise answer the next call on it; the pool
-opens a new connection on demand. A pool is bound to the event loop that
-first uses it; used from another loop it drops its connections and starts over.
+Cancellation: a call abandoned for any other reason (its task cancelled) stays in the queue
+with its future cancelled; its replies are read and dropped when they arrive, so the calls
+after it get theirs. The connection is bound to the event loop that opened it; used from
+another loop, the client drops it and connects again.
 """
 
 from __future__ import annotations
@@ -39,7 +54,7 @@ from typing import Any, cast
 
 import hiredis
 
-__all__ = ["AsyncRedisPool", "RedisAuthError", "RedisConnectionLost"]
+__all__ = ["AsyncRedisClient", "RedisAuthError", "RedisConnectionLost"]
 
 
 class RedisConnectionLost(ConnectionError):
@@ -50,16 +65,31 @@ class RedisAuthError(ConnectionError):
     """AUTH or SELECT on connect was refused."""
 
 
+class _Call:
+    """One call in flight on a connection."""
+
+    __slots__ = ("count", "future", "progress", "replies")
+
+    def __init__(self, count: int, future: asyncio.Future[None], progress: int) -> None:
+        self.count = count
+        self.replies: list[Any] = []
+        self.future = future
+        #: replies the connection had received when the call was queued
+        self.progress = progress
+
+
 class _Connection(asyncio.Protocol):
-    """One connection: at most one call in flight (the pool guarantees it)."""
+    """One connection shared by concurrent calls (see the module docstring)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
-        self._replies: list[Any] = []
-        self._expected = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._calls: collections.deque[_Call] = collections.deque()
+        self._out: list[bytes] = []
+        #: replies received so far; writes made (tests)
+        self.progress = 0
+        self.writes = 0
         self.closed = False
 
     # --- asyncio.Protocol ---------------------------------------------------------------
@@ -70,18 +100,21 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
-        replies = self._replies
+        calls = self._calls
         try:
             reader.feed(data)
             while (reply := reader.gets()) is not False:
-                replies.append(reply)
-        except hiredis.ProtocolError as exc:  # not a Redis server, or a corrupt stream
-            self._fail(RedisConnectionLost(f"invalid reply from Redis: {exc}"))
+                self.progress += 1
+                call = calls[0]  # IndexError: a reply nobody asked for
+                call.replies.append(reply)
+                if len(call.replies) == call.count:
+                    calls.popleft()
+                    if not call.future.done():  # else abandoned: its replies are dropped
+                        call.future.set_result(None)
+        except (hiredis.ProtocolError, IndexError) as exc:  # not Redis, or a corrupt stream
+            what = "a reply to no command" if isinstance(exc, IndexError) else str(exc)
+            self._fail(RedisConnectionLost(f"invalid reply from Redis: {what}"))
             self.close()
-            return
-        waiter = self._waiter
-        if waiter is not None and len(replies) >= self._expected and not waiter.done():
-            waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -90,47 +123,57 @@ class _Connection(asyncio.Protocol):
     # --- calls ----------------------------------------------------------------------------
 
     def _fail(self, exc: Exception) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        calls, self._calls = self._calls, collections.deque()
+        for call in calls:
+            if not call.future.done():
+                call.future.set_exception(exc)
 
     async def call(self, payload: bytes, count: int, deadline: float | None = None) -> list[Any]:
-        """Write ``payload`` (``count`` packed commands) and return their ``count`` replies.
+        """Queue ``payload`` (``count`` packed commands) and return their ``count`` replies.
 
-        ``deadline`` (event loop time): raise TimeoutError if by then no reply has reached
-        this process (see :meth:`_deadline_passed`)."""
+        ``deadline`` (event loop time): raise TimeoutError if by then Redis has not been
+        answering (see :meth:`_deadline_passed`); with no reply at all since the call was
+        queued, the connection is closed too."""
         if self.closed or self._transport is None:
             raise RedisConnectionLost("the connection is closed")
-        replies: list[Any] = []
-        self._replies = replies
-        self._expected = count
-        self._waiter = waiter = self.loop.create_future()
-        self._transport.write(payload)
+        call = _Call(count, self.loop.create_future(), self.progress)
+        self._calls.append(call)
+        if not self._out:  # the first call of this loop iteration: write them all after it
+            self.loop.call_soon(self._flush)
+        self._out.append(payload)
         timer = None
         if deadline is not None:
             grace = max((deadline - self.loop.time()) / 8, 0.0005)
-            timer = self.loop.call_at(deadline, self._deadline_passed, waiter, grace, 8)
+            timer = self.loop.call_at(deadline, self._deadline_passed, call, grace, 8)
         try:
-            await waiter
+            await call.future
+        except TimeoutError:
+            if self.progress == call.progress:  # nothing came back since: a silent server
+                self.close()
+            raise
         finally:
-            self._waiter = None
             if timer is not None:
                 timer.cancel()
-        if len(replies) != count:  # pragma: no cover - more replies than commands
-            raise RedisConnectionLost(f"expected {count} replies, got {len(replies)}")
-        return replies
+        return call.replies
 
-    def _deadline_passed(self, waiter: asyncio.Future[None], grace: float, left: int) -> None:
-        """The deadline passed with replies missing. If Redis has been answering (replies
-        parsed, or bytes waiting in the socket that a busy event loop has not read yet) the
-        lateness is this process's, not the store's: check again ``grace`` later, at most
-        ``left`` more times (twice the budget in all). Otherwise give up: TimeoutError."""
-        if waiter.done():
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self._transport is not None and not self.closed:
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self.writes += 1
+
+    def _deadline_passed(self, call: _Call, grace: float, left: int) -> None:
+        """The deadline passed with replies missing. If Redis has been answering since the
+        call was queued (replies parsed, or bytes waiting in the socket that a busy event
+        loop has not read yet), the lateness is this process's, not the store's: check
+        again ``grace`` later, at most ``left`` more times (twice the budget in all).
+        Otherwise give up: TimeoutError."""
+        if call.future.done():
             return
-        if left > 0 and (self._replies or self._readable()):
-            self.loop.call_later(grace, self._deadline_passed, waiter, grace, left - 1)
+        if left > 0 and (self.progress > call.progress or self._readable()):
+            self.loop.call_later(grace, self._deadline_passed, call, grace, left - 1)
             return
-        waiter.set_exception(TimeoutError("Redis did not answer within the time budget"))
+        call.future.set_exception(TimeoutError("Redis did not answer within the time budget"))
 
     def _readable(self) -> bool:
         sock = self._transport.get_extra_info("socket") if self._transport else None
@@ -148,11 +191,9 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
 
-class AsyncRedisPool:
-    """Connections to one Redis server; :meth:`execute` runs a pipeline on one of them.
-
-    At most ``size`` connections are open; a call finding all of them busy waits for one
-    (callers bound the wait with their own timeout)."""
+class AsyncRedisClient:
+    """A connection to one Redis server, opened on first use and again after a loss;
+    :meth:`execute` runs a pipeline of commands on it, concurrently with other calls."""
 
     def __init__(
         self,
@@ -164,13 +205,9 @@ class AsyncRedisPool:
         password: str | None = None,
         ssl: bool = False,
         connect_timeout: float = 2.0,
-        size: int = 8,
     ) -> None:
-        if size < 1:
-            raise ValueError("size must be positive")
         self.host = host
         self.port = port
-        self.size = size
         self._connect_timeout = connect_timeout
         self._ssl: ssl_module.SSLContext | None = (
             ssl_module.create_default_context() if ssl else None
@@ -181,16 +218,16 @@ class AsyncRedisPool:
         if db:
             setup.append(("SELECT", str(db)))
         self._setup = setup
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: collections.deque[_Connection] = collections.deque()
-        self._open = 0
-        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
+        #: connections opened so far (tests)
+        self.connects = 0
 
     async def execute(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
-        """The replies of ``commands`` (in order), sent as one write on one connection.
+        """The replies of ``commands`` (in order), sent in one write.
 
         Raises :class:`RedisConnectionLost` / ``OSError`` (unreachable, closed) and
-        :class:`RedisAuthError`; a cancelled call closes its connection."""
+        :class:`RedisAuthError`."""
         pack: Any = hiredis.pack_command
         return await self.execute_packed(b"".join(map(pack, commands)), len(commands))
 
@@ -199,100 +236,50 @@ class AsyncRedisPool:
     ) -> list[Any]:
         """:meth:`execute` of ``count`` commands already packed (RESP) into ``payload``.
 
-        ``deadline`` (event loop time) bounds getting a connection and the first replies
+        ``deadline`` (event loop time) bounds connecting and the first replies
         (TimeoutError); replies already arriving at the deadline may finish (see
         ``_Connection._deadline_passed``)."""
-        connection = self._idle_connection()
-        if connection is None:
+        connection = self._connection
+        if (
+            connection is None
+            or connection.closed
+            or connection.loop is not asyncio.get_running_loop()
+        ):
             if deadline is None:
-                connection = await self._acquire()
+                connection = await self._connect()
             else:
                 async with asyncio.timeout_at(deadline):
-                    connection = await self._acquire()
-        try:
-            replies = await connection.call(payload, count, deadline)
-        except BaseException:
-            connection.close()
-            self._release(connection)
-            raise
-        self._release(connection)
-        return replies
+                    connection = await self._connect()
+        return await connection.call(payload, count, deadline)
 
     def close(self) -> None:
-        """Close every idle connection (busy ones close when their call ends)."""
-        while self._idle:
-            self._idle.popleft().close()
-        self._open = 0
-        self._loop = None
+        """Close the connection (calls in flight fail with RedisConnectionLost)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
-    # --- the pool -------------------------------------------------------------------------
+    # --- connecting -------------------------------------------------------------------------
 
-    def _idle_connection(self) -> _Connection | None:
-        """An open idle connection of this event loop, without waiting (the usual case)."""
-        if self._idle and self._loop is asyncio.get_running_loop():
-            connection = self._idle.pop()
-            if not connection.closed:
-                return connection
-            self._open -= 1
-        return None
-
-    async def _acquire(self) -> _Connection:
+    async def _connect(self) -> _Connection:
+        """The open connection, opened by one task that every waiting call shares (a caller
+        that gives up does not cancel it; it ends by itself within the connect timeout)."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # first use, or a new event loop (tests): start over
-            self._idle.clear()
-            self._waiters.clear()
-            self._open = 0
-            self._loop = loop
-        while True:
-            while self._idle:
-                connection = self._idle.pop()  # the most recently used: likely still open
-                if not connection.closed:
-                    return connection
-                self._open -= 1
-            if self._open < self.size:
-                self._open += 1
-                try:
-                    return await self._connect(loop)
-                except BaseException:
-                    self._open -= 1
-                    self._wake(None)
-                    raise
-            # every connection is busy: wait for one, or for a free slot (None)
-            waiter: asyncio.Future[_Connection | None] = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                handed = await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():  # handed over as we left
-                    passed = waiter.result()
-                    if passed is None:
-                        self._wake(None)
-                    else:
-                        self._release(passed)
-                raise
-            if handed is not None:
-                return handed
+        if self._connection is not None and self._connection.loop is not loop:
+            self._connection.close()  # from another event loop (tests): start over
+            self._connection = None
+        task = self._connecting
+        if task is None or task.get_loop() is not loop:
+            task = self._connecting = loop.create_task(self._open(loop))
+            task.add_done_callback(self._opened)
+        return await asyncio.shield(task)
 
-    def _release(self, connection: _Connection) -> None:
-        if connection.loop is not self._loop:  # from before a change of event loop
-            connection.close()
-            return
-        if connection.closed:
-            self._open -= 1
-            self._wake(None)
-        elif not self._wake(connection):
-            self._idle.append(connection)
+    def _opened(self, task: asyncio.Task[_Connection]) -> None:
+        if self._connecting is task:
+            self._connecting = None
+        if not task.cancelled() and task.exception() is None:
+            self._connection = task.result()
 
-    def _wake(self, connection: _Connection | None) -> bool:
-        """Hand a connection (or, with None, a free slot) to the first live waiter."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(connection)
-                return True
-        return False
-
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         connection = _Connection(loop)
         await asyncio.wait_for(
             loop.create_connection(
@@ -304,6 +291,7 @@ class AsyncRedisPool:
             ),
             self._connect_timeout,
         )
+        self.connects += 1
         if self._setup:
             pack: Any = hiredis.pack_command
             try:

@@ -81,7 +81,7 @@ from featurestore.online.layout import (
     ts_field,
     ver_field,
 )
-from featurestore.online.redis_async import AsyncRedisPool, RedisAuthError
+from featurestore.online.redis_async import AsyncRedisClient, RedisAuthError
 from featurestore.online.store import (
     EncodedRecord,
     LoadRecord,
@@ -159,7 +159,6 @@ class RedisStore(OnlineStore):
         timeout: float = 5.0,
         retries: int = 1,
         batch_size: int = 2000,
-        async_connections: int = 8,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
@@ -172,9 +171,8 @@ class RedisStore(OnlineStore):
         self._username = username
         self._ssl = ssl
         self._connect_timeout = connect_timeout
-        #: connections of the asyncio read path (:meth:`read_async`), opened on first use
-        self.async_connections = async_connections
-        self._apool: AsyncRedisPool | None = None
+        #: the asyncio read path's client (:meth:`read_encoded_async`), opened on first use
+        self._aclient: AsyncRedisClient | None = None
         self._retries = retries
         scheme = "rediss" if ssl else "redis"
         user = f"{username}@" if username else ""
@@ -243,8 +241,8 @@ class RedisStore(OnlineStore):
 
     def close(self) -> None:
         self._client.close()
-        if self._apool is not None:
-            self._apool.close()
+        if self._aclient is not None:
+            self._aclient.close()
 
     # --- records ----------------------------------------------------------------------
 
@@ -392,9 +390,9 @@ class RedisStore(OnlineStore):
         if isinstance(reply, Exception):
             raise StoreError(f"{self.description}: {self._redact(str(reply))}")
 
-    def _async_pool(self) -> AsyncRedisPool:
-        if self._apool is None:
-            self._apool = AsyncRedisPool(
+    def _async_client(self) -> AsyncRedisClient:
+        if self._aclient is None:
+            self._aclient = AsyncRedisClient(
                 self.host,
                 self.port,
                 db=self.db,
@@ -402,18 +400,17 @@ class RedisStore(OnlineStore):
                 password=self._password,
                 ssl=self._ssl,
                 connect_timeout=self._connect_timeout,
-                size=self.async_connections,
             )
-        return self._apool
+        return self._aclient
 
     async def _execute_async(
         self, payload: bytes, count: int, deadline: float | None
     ) -> list[object]:
-        """The replies of packed commands on the asyncio pool; connection problems become
+        """The replies of packed commands on the asyncio client; connection problems become
         StoreUnavailable, the deadline stays TimeoutError (a plain try, not a context
         manager: this is the sidecar's per-request path)."""
         try:
-            return await self._async_pool().execute_packed(payload, count, deadline)
+            return await self._async_client().execute_packed(payload, count, deadline)
         except RedisAuthError as exc:
             raise StoreUnavailable(
                 f"{self.description}: authentication failed ({self._redact(str(exc))}; check "
