@@ -37,7 +37,14 @@ from sidecar.catalog import CachedRecord, Catalog
 from sidecar.metrics import Metrics, MetricsMiddleware
 from sidecar.openapi import build_openapi
 from sidecar.retrieval import CacheKey, Retriever, StoreReader
-from sidecar.routes import RETRIEVE_ROUTE, ROUTES, RetrieveEndpoint, http_error, server_error
+from sidecar.routes import (
+    RETRIEVE_ROUTE,
+    ROUTES,
+    RetrieveEndpoint,
+    http_error,
+    route_path,
+    server_error,
+)
 from sidecar.settings import Settings, SettingsError
 
 __all__ = ["Sidecar", "SidecarApp", "app_from_env", "check_settings", "create_app"]
@@ -142,8 +149,8 @@ class SidecarApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
-            and scope["path"] == RETRIEVE_ROUTE
             and scope["method"] == "POST"
+            and route_path(scope) == RETRIEVE_ROUTE
         ):
             scope["app"] = self
             await self._retrieve(scope, receive, send)

@@ -43,6 +43,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sidecar.routes import route_path
+
 __all__ = ["ROUTE_LABELS", "Metrics", "MetricsMiddleware"]
 
 #: path -> route label (the templates of the routes in :mod:`sidecar.routes`)
@@ -54,7 +56,6 @@ ROUTE_LABELS: Final = {
     "/metrics": "/metrics",
     "/openapi.json": "/openapi.json",
 }
-_RETRIEVE_PATH: Final = "/api/v1/features/retrieve"
 STORE_OUTCOMES: Final = ("ok", "timeout", "unavailable", "error", "circuit_open", "saturated")
 CIRCUIT_VALUES: Final = {"closed": 0, "open": 1, "half_open": 2}
 _LATENCY_BUCKETS: Final = (
@@ -199,17 +200,15 @@ class Metrics:
 
 class MetricsMiddleware:
     """Pure ASGI middleware timing every HTTP request and counting responses by status
-    (except ``POST /api/v1/features/retrieve``, which :class:`sidecar.routes.
-    RetrieveEndpoint` records itself when it answers before the middleware)."""
+    (``POST /api/v1/features/retrieve`` never reaches it: :class:`sidecar.app.SidecarApp`
+    answers it first and :class:`sidecar.routes.RetrieveEndpoint` records itself)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (
-            scope["method"] == "POST" and scope["path"] == _RETRIEVE_PATH
-        ):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -224,6 +223,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = ROUTE_LABELS.get(scope["path"], "other")
+            route = ROUTE_LABELS.get(route_path(scope), "other")
             method = scope["method"] if scope["method"] in ("GET", "POST", "HEAD") else "OTHER"
             self.metrics.request(route, method, status, time.perf_counter() - started)

@@ -21,12 +21,29 @@ from sidecar.errors import ApiError, error_response
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
 
-__all__ = ["RETRIEVE_ROUTE", "ROUTES", "RetrieveEndpoint", "http_error", "server_error"]
+__all__ = [
+    "RETRIEVE_ROUTE",
+    "ROUTES",
+    "RetrieveEndpoint",
+    "http_error",
+    "route_path",
+    "server_error",
+]
 
 log = logging.getLogger("sidecar")
 
 _JSON: Final = "application/json"
 RETRIEVE_ROUTE: Final = "/api/v1/features/retrieve"
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path without the prefix the app is mounted under (``root_path``, e.g.
+    ``uvicorn --root-path``), as the routes are written."""
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    if root and path.startswith(root):
+        return path[len(root) :]
+    return path
 
 
 def _sidecar(request: Request) -> Sidecar:
