@@ -39,6 +39,7 @@ def test_pipelines_replies_in_order_with_errors_in_place(redis: RedisServer) -> 
 
     replies = run(main)
     assert isinstance(replies, list)
+    assert run(lambda: client.execute([])) == []  # nothing to send: no wait for a reply
     assert replies[0] == b"v1"
     assert isinstance(replies[1], hiredis.ReplyError)  # WRONGTYPE, in its place
     assert replies[2] == "é".encode()

@@ -136,6 +136,8 @@ class _Connection(asyncio.Protocol):
         queued, the connection is closed too."""
         if self.closed or self._transport is None:
             raise RedisConnectionLost("the connection is closed")
+        if count == 0:
+            return []
         call = _Call(count, self.loop.create_future(), self.progress)
         self._calls.append(call)
         if not self._out:  # the first call of this loop iteration: write them all after it
