@@ -170,10 +170,8 @@ class ViewRenderer:
         for feature in self.features:
             head, tail = feature.null_fragment(_PLACEHOLDER).split(_PLACEHOLDER.encode())
             self._nulls.append((head, tail, feature.null_kind))
-        self._template = b",".join(
-            prefix.replace(b"%", b"%%") + b'%b,"timestamp":"%b","status":"PRESENT"}'
-            for prefix in self._prefixes
-        )
+        #: feature timestamp -> the record's text around its values (see _segments)
+        self._segment_cache: dict[bytes, tuple[bytes, ...]] = {}
         self._all_kinds = (PRESENT,) * n
         self._all_counts = _counts(self._all_kinds)
         self._encoders = [json_encoder(f.value_type) for f in self.features]
@@ -192,16 +190,17 @@ class ViewRenderer:
                 None if text is None else encode(text)
                 for encode, text in zip(self._encoders, raw, strict=True)
             ])  # fmt: skip
-        # every value present (the usual case): the whole record is one format
+        # every value present (the usual case): the record's segments around its values
         values = [
             encode(text)  # type: ignore[arg-type]  # no None: checked above
             for encode, text in zip(self._encoders, raw, strict=True)
         ]
-        args = [stamp] * (2 * len(values))
-        args[0::2] = values
+        pieces: list[bytes] = [b""] * (2 * len(values) + 1)
+        pieces[0::2] = self._segments(stamp)
+        pieces[1::2] = values
         return (
             record.exp,
-            self._template % tuple(args),
+            b"".join(pieces)[:-1],  # without the NUL that separates records in a batch
             self._all_counts,
             self._all_kinds,
             None,
@@ -217,6 +216,8 @@ class ViewRenderer:
         as they are; a column group that fails the check is converted text by text (which
         re-serializes odd but readable numbers such as ``007`` and raises on unreadable
         ones)."""
+        if len(records) == 1:  # (a single-key request) the batch set-up would cost more
+            return [self.from_encoded(records[0])]
         complete = [r for r in records if None not in r.values]
         out: dict[int, CachedRecord] = {}
         if complete:
@@ -233,17 +234,22 @@ class ViewRenderer:
                 flat[i::n] = [_TRUE if text == b"1" else _FALSE for text in flat[i::n]]
             for i in self._others:
                 flat[i::n] = list(map(self._encoders[i], flat[i::n]))
-            # every record in one format: the template repeated, records separated by NUL
-            # (JSON text never holds a raw NUL: the templates do not, and orjson escapes it)
+            # every record in one join, records separated by NUL (JSON text never holds a
+            # raw NUL: the segments do not, and orjson escapes it), then split: per record
+            # segment 0, value 0, segment 1, ..., value n-1, segment n (see _segments)
             m = len(complete)
             stamps = [stamp_of(r.ts) for r in complete]
-            args: list[Any] = [None] * (2 * n * m)
-            args[0::2] = flat
-            if stamps.count(stamps[0]) == m:  # one timestamp (a batch load): no per-value list
-                args[1::2] = [stamps[0]] * (n * m)
+            width = 2 * n + 1
+            pieces: list[bytes] = [b""] * (width * m)
+            for i in range(n):
+                pieces[2 * i + 1 :: width] = flat[i::n]
+            if stamps.count(stamps[0]) == m:  # one timestamp (a batch load): column-wise
+                for i, segment in enumerate(self._segments(stamps[0])):
+                    pieces[2 * i :: width] = [segment] * m
             else:
-                args[1::2] = [stamp for stamp in stamps for _ in range(n)]
-            fulls = ((self._template + b"\x00") * m % tuple(args)).split(b"\x00")
+                for k, stamp in enumerate(stamps):
+                    pieces[k * width : (k + 1) * width : 2] = self._segments(stamp)
+            fulls = b"".join(pieces).split(b"\x00")
             counts, kinds = self._all_counts, self._all_kinds
             for k, (record, stamp) in enumerate(zip(complete, stamps, strict=True)):
                 out[id(record)] = (
@@ -256,6 +262,24 @@ class ViewRenderer:
                     stamp,
                 )
         return [out.get(id(r)) or self.from_encoded(r) for r in records]
+
+    def _segments(self, stamp: bytes) -> tuple[bytes, ...]:
+        """The text of a complete record of this feature timestamp around its ``n`` values:
+        ``n + 1`` segments, the last one ending with the NUL that separates records in a
+        batch. Cached per timestamp (bounded: cleared when full)."""
+        segments = self._segment_cache.get(stamp)
+        if segments is None:
+            close = b',"timestamp":"' + stamp + b'","status":"PRESENT"}'
+            prefixes = self._prefixes
+            segments = (
+                prefixes[0],
+                *(close + b"," + prefix for prefix in prefixes[1:]),
+                close + b"\x00",
+            )
+            if len(self._segment_cache) >= _STAMPS_MAX:
+                self._segment_cache.clear()
+            self._segment_cache[stamp] = segments
+        return segments
 
     def from_values(self, ts: int, exp: int, values: Sequence[object]) -> CachedRecord:
         """From decoded values (in view order; None for null)."""
