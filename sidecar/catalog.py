@@ -296,6 +296,8 @@ class Catalog:
             raise _key_error(where, f"must be {expected}, got {_json_type(value)}")
 
         def parse(raw: object, index: int) -> tuple[str, ...]:
+            if not composite and type(raw) is str and 0 < len(raw) <= max_part:
+                return (raw,)  # the usual key, valid: no error location to build
             where = f"entity_keys[{index}]"
             if isinstance(raw, str):
                 if not composite:

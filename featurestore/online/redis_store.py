@@ -499,16 +499,13 @@ class _ReadPlan:
         )
         self.redis_keys = redis_keys(entity, keys, namespace)
         self.unique = list(dict.fromkeys(self.redis_keys))
-        parts = []
+        # per key: the HMGET head, the key as a bulk string, the packed fields; one join
+        tail = b"\r\n" + packed_fields
+        parts: list[bytes] = []
         for key in self.unique:
             data = key.encode()
-            parts.append(head + b"$%d\r\n%b\r\n" % (len(data), data) + packed_fields)
+            parts += (head, b"$%d\r\n" % len(data), data, tail)
         self.payload = b"".join(parts)
-
-    def _check(self, replies: Sequence[Any]) -> None:
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
 
     def _in_key_order(self, decoded: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if len(decoded) == len(self.redis_keys):  # no repeated key: already in order
@@ -534,20 +531,28 @@ class _ReadPlan:
         ]
 
     def encoded(self, replies: Sequence[Any], now_s: int) -> list[dict[str, EncodedRecord | None]]:
-        self._check(replies)
         decoded: dict[str, dict[str, EncodedRecord | None]] = {}
+        slices = [(view, meta - len(plan), meta) for view, meta, plan in self.slices]
+        record = _encoded_record
         for key, reply in zip(self.unique, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
             per_view: dict[str, EncodedRecord | None] = {}
-            for view, meta, plan in self.slices:
+            for view, start, meta in slices:
                 ts, ver, exp = reply[meta], reply[meta + 1], reply[meta + 2]
-                if ts is None or ver is None or exp is None or int(exp) <= now_s:
+                if ts is None or ver is None or exp is None or (exp := int(exp)) <= now_s:
                     per_view[view] = None
                 else:
-                    per_view[view] = EncodedRecord(
-                        int(ts), int(ver), int(exp), tuple(reply[meta - len(plan) : meta])
+                    per_view[view] = record(
+                        EncodedRecord, (int(ts), int(ver), exp, tuple(reply[start:meta]))
                     )
             decoded[key] = per_view
         return self._in_key_order(decoded)
+
+
+#: ``EncodedRecord(*fields)`` without the Python-level ``__new__`` of a NamedTuple (the same
+#: object; the sidecar's read path builds one per key)
+_encoded_record: Final = tuple.__new__
 
 
 def _encode(value: object) -> str | None:
