@@ -41,19 +41,17 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+sys.path[:0] = [
+    str(Path(__file__).resolve().parent),
+    str(Path(__file__).resolve().parents[1]),
+    str(Path(__file__).resolve().parents[1] / "tests"),  # servers.py: redis-server, moto
+]
 from measure import (  # noqa: E402
     BIN,
     REPO,
@@ -66,6 +64,7 @@ from measure import (  # noqa: E402
     run_command,
     summary,
 )
+from servers import moto_server, redis_server  # noqa: E402
 
 VIEW = "bench_user_features"
 FEATURES = [f"bench_feature_{i:02d}" for i in range(1, 11)]
@@ -138,63 +137,6 @@ def view_source(workdir: Path) -> Any:
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port}")
-
-
-@contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        _wait(port, proc, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, **_AWS}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        _wait(port, proc, "moto server")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 _AWS = {
@@ -361,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         "dynamodb": [],
     }
     if "redis" in stores:
-        with redis_server(workdir) as url:
+        with redis_server(workdir / "redis") as server:
+            url = server.url
             for run in range(args.runs):
                 print(f"redis run {run + 1}/{args.runs}", flush=True)
                 flush_redis(url)
@@ -376,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
     if "dynamodb" in stores:
-        with moto_server() as endpoint:
+        with moto_server() as moto:
             for run in range(args.dynamodb_runs):
-                url = f"dynamodb://us-east-1?endpoint_url={endpoint}&table=bench_{run}"
+                url = moto.url(table=f"bench_{run}")
                 results["dynamodb"].append(child("loader", url, small))
 
     rows = []
