@@ -44,6 +44,8 @@ class RedisServer:
     proc: subprocess.Popen[bytes] | None = None
     #: when set, the server requires it (``--requirepass``); not part of :attr:`url`
     password: str | None = None
+    #: when set, (certificate, key) PEM files: the port speaks TLS only (``rediss://``)
+    tls: tuple[Path, Path] | None = None
 
     @property
     def url(self) -> str:
@@ -58,7 +60,16 @@ class RedisServer:
             [
                 binary,
                 "--port",
+                *(["0", "--tls-port"] if self.tls else []),
                 str(self.port),
+                *(
+                    [
+                        "--tls-cert-file", str(self.tls[0]), "--tls-key-file", str(self.tls[1]),
+                        "--tls-auth-clients", "no",
+                    ]
+                    if self.tls
+                    else []
+                ),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -92,8 +103,10 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(workdir: Path, password: str | None = None) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=workdir, password=password)
+def redis_server(
+    workdir: Path, password: str | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[RedisServer]:
+    server = RedisServer(port=free_port(), workdir=workdir, password=password, tls=tls)
     server.start()
     try:
         yield server

@@ -206,13 +206,16 @@ class AsyncRedisClient:
         username: str | None = None,
         password: str | None = None,
         ssl: bool = False,
+        ssl_ca_certs: str | None = None,
         connect_timeout: float = 2.0,
     ) -> None:
         self.host = host
         self.port = port
         self._connect_timeout = connect_timeout
+        # the server's certificate and host name are checked (against ssl_ca_certs, a PEM
+        # bundle, or the system's CAs)
         self._ssl: ssl_module.SSLContext | None = (
-            ssl_module.create_default_context() if ssl else None
+            ssl_module.create_default_context(cafile=ssl_ca_certs) if ssl else None
         )
         setup: list[tuple[str, ...]] = []
         if password is not None:

@@ -159,6 +159,7 @@ class RedisStore(OnlineStore):
         timeout: float = 5.0,
         retries: int = 1,
         batch_size: int = 2000,
+        ssl_ca_certs: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
@@ -170,6 +171,7 @@ class RedisStore(OnlineStore):
         self._password = password
         self._username = username
         self._ssl = ssl
+        self._ssl_ca_certs = ssl_ca_certs
         self._connect_timeout = connect_timeout
         #: the asyncio read path's client (:meth:`read_encoded_async`), opened on first use
         self._aclient: AsyncRedisClient | None = None
@@ -184,6 +186,7 @@ class RedisStore(OnlineStore):
             username=username,
             password=password,
             ssl=ssl,
+            ssl_ca_certs=ssl_ca_certs,
             socket_connect_timeout=connect_timeout,
             socket_timeout=timeout,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
@@ -399,6 +402,7 @@ class RedisStore(OnlineStore):
                 username=self._username,
                 password=self._password,
                 ssl=self._ssl,
+                ssl_ca_certs=self._ssl_ca_certs,
                 connect_timeout=self._connect_timeout,
             )
         return self._aclient

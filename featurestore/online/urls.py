@@ -1,10 +1,16 @@
 """Open an online store from a URL.
 
 * ``sqlite:///path/online.db`` (relative path) or ``sqlite:////abs/path/online.db``
-* ``redis://[user:password@]host:port/db`` and ``rediss://`` (TLS); a password may also come
-  from ``$FEATURESTORE_REDIS_PASSWORD``. Query options: ``namespace`` (key prefix, default fs).
+* ``redis://[user:password@]host:port/db`` and ``rediss://`` (TLS, the server's certificate
+  checked against the system's CAs, or the PEM bundle of ``ssl_ca_certs``); a password may
+  also come from ``$FEATURESTORE_REDIS_PASSWORD``. Query options: ``namespace`` (key
+  prefix, default fs), ``ssl_ca_certs`` (rediss only: path of a CA bundle, e.g. a private
+  CA's).
 * ``dynamodb://<region>[?endpoint_url=http://127.0.0.1:8000&table=featurestore_online]``;
   credentials from the standard AWS chain (``AWS_ACCESS_KEY_ID``..., profiles, roles).
+
+Any other query option is refused (UnsupportedStoreURL), so that a misspelt one (say
+``namspace``) is not silently ignored.
 
 Secrets never appear in :attr:`OnlineStore.description` (used in logs and load records).
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from featurestore.online.store import OnlineStore, StoreError
@@ -24,10 +31,28 @@ class UnsupportedStoreURL(StoreError):
     """The URL names no supported store or is malformed."""
 
 
+#: the query options each scheme takes
+OPTIONS: Final = {
+    "sqlite": frozenset[str](),
+    "redis": frozenset({"namespace"}),
+    "rediss": frozenset({"namespace", "ssl_ca_certs"}),
+    "dynamodb": frozenset({"endpoint_url", "table"}),
+}
+
+
 def open_store(url: str) -> OnlineStore:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    allowed = OPTIONS.get(scheme)
+    if allowed is not None:
+        unknown = sorted(set(query) - allowed)
+        if unknown:
+            takes = ", ".join(sorted(allowed)) or "no options"
+            raise UnsupportedStoreURL(
+                f"{_redact(url)}: unknown option {', '.join(unknown)} for {scheme}:// "
+                f"(it takes {takes})"
+            )
     if scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
         if not path:
@@ -39,6 +64,12 @@ def open_store(url: str) -> OnlineStore:
         return SQLiteStore(Path(path.split("?")[0]))
     if scheme in {"redis", "rediss"}:
         from featurestore.online.redis_store import RedisStore
+
+        ca_file = query.get("ssl_ca_certs")
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise UnsupportedStoreURL(
+                f"{_redact(url)}: ssl_ca_certs {ca_file!r} is not a readable file"
+            )
 
         password = parts.password or os.environ.get("FEATURESTORE_REDIS_PASSWORD") or None
         db = parts.path.strip("/") or "0"
@@ -52,6 +83,7 @@ def open_store(url: str) -> OnlineStore:
             password=password,
             ssl=scheme == "rediss",
             namespace=query.get("namespace", "fs"),
+            ssl_ca_certs=ca_file,
         )
     if scheme == "dynamodb":
         from featurestore.online.dynamodb_store import DynamoDBStore
@@ -67,3 +99,12 @@ def open_store(url: str) -> OnlineStore:
     raise UnsupportedStoreURL(
         f"unsupported online store URL {url!r} (use sqlite:///..., redis://..., dynamodb://...)"
     )
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (for error messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return repr(url)
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return repr(parts._replace(netloc=netloc).geturl())
