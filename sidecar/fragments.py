@@ -74,6 +74,8 @@ _NUMBER_TYPES: Final = frozenset({int, float})
 #: one timestamp; bounded (cleared when full), shared by every request of the process
 _STAMPS: dict[int, bytes] = {}
 _STAMPS_MAX: Final = 65_536
+#: feature timestamps whose record segments a renderer keeps (~1 KB each for 10 features)
+_SEGMENTS_MAX: Final = 4096
 #: where the timestamp goes in a NULL fallback template
 _PLACEHOLDER: Final = "@@featurestore-timestamp@@"
 
@@ -266,7 +268,7 @@ class ViewRenderer:
     def _segments(self, stamp: bytes) -> tuple[bytes, ...]:
         """The text of a complete record of this feature timestamp around its ``n`` values:
         ``n + 1`` segments, the last one ending with the NUL that separates records in a
-        batch. Cached per timestamp (bounded: cleared when full)."""
+        batch. Cached per timestamp (at most 4,096: cleared when full)."""
         segments = self._segment_cache.get(stamp)
         if segments is None:
             close = b',"timestamp":"' + stamp + b'","status":"PRESENT"}'
@@ -276,7 +278,7 @@ class ViewRenderer:
                 *(close + b"," + prefix for prefix in prefixes[1:]),
                 close + b"\x00",
             )
-            if len(self._segment_cache) >= _STAMPS_MAX:
+            if len(self._segment_cache) >= _SEGMENTS_MAX:
                 self._segment_cache.clear()
             self._segment_cache[stamp] = segments
         return segments
