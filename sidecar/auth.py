@@ -17,7 +17,8 @@ tokens (at least 128 bits, e.g. ``python -c "import secrets; print(secrets.token
 made of printable ASCII: an unsalted SHA-256 is fine for such tokens, not for passwords.
 
 A request's key is hashed and compared with *every* configured digest by
-:func:`hmac.compare_digest` (constant time, no early exit). No key or an unknown key is
+:func:`hmac.compare_digest` (constant time, no early exit). No key, an unknown key or two
+``X-API-Key`` headers (which one counts would depend on the proxies in between) are
 answered 401; a key whose scope does not cover the requested entity or a requested feature
 is answered 403. A scope of ``entities`` allows every feature of those entities, a scope of
 ``features`` only those features; with both, a feature must pass both. The registry

@@ -55,10 +55,15 @@ def _principal(sidecar: Sidecar, request: Request, endpoint: str | None) -> ApiK
     """The caller's key; None for an open endpoint. Raises 401 without a valid key."""
     if endpoint is not None and endpoint in sidecar.settings.open_endpoints:
         return None
-    return _authenticate(sidecar, request.headers.get("x-api-key"))
+    presented = request.headers.getlist("x-api-key")
+    return _authenticate(sidecar, presented[0] if presented else None, len(presented))
 
 
-def _authenticate(sidecar: Sidecar, presented: str | None) -> ApiKey:
+def _authenticate(sidecar: Sidecar, presented: str | None, count: int = 1) -> ApiKey:
+    """The key of a request that presented ``count`` X-API-Key headers (one allowed: with
+    two, which one counts would depend on the proxies in between)."""
+    if count > 1:
+        raise ApiError(401, "UNAUTHENTICATED", "more than one X-API-Key header", "X-API-Key")
     if not presented:
         raise ApiError(401, "UNAUTHENTICATED", "an X-API-Key header is required", "X-API-Key")
     key = sidecar.auth.authenticate(presented)
@@ -116,15 +121,17 @@ class RetrieveEndpoint:
 
     async def _respond(self, sidecar: Sidecar, scope: Scope, receive: Receive, send: Send) -> int:
         presented: bytes | None = None
+        keys = 0
         declared: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"x-api-key":
                 presented = value
+                keys += 1
             elif name == b"content-length":
                 declared = value
         try:
             principal = _authenticate(
-                sidecar, presented.decode("latin-1") if presented is not None else None
+                sidecar, presented.decode("latin-1") if presented is not None else None, keys
             )
             body = await _read_body(receive, declared, sidecar.settings.max_body_bytes)
             parsed = sidecar.catalog.parse(body, principal)

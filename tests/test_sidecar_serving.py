@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import Warehouse
 from sidecar_harness import (
@@ -666,6 +667,15 @@ def test_api_keys_and_scopes(sqlite_sidecar: SidecarServer) -> None:
     assert retrieve(sqlite_sidecar, body, key="wrong-key").status_code == 401
     assert retrieve(sqlite_sidecar, body, key=API_KEY[:-1]).status_code == 401
     assert retrieve(sqlite_sidecar, body, key=API_KEY).status_code == 200
+    # two keys (which one counts would depend on the proxies in between): refused
+    with httpx.Client(base_url=sqlite_sidecar.url, timeout=10) as client:
+        two = [("X-API-Key", "wrong-key"), ("X-API-Key", API_KEY)]
+        for response in (
+            client.post("/api/v1/features/retrieve", json=body, headers=two),
+            client.get("/api/v1/registry", headers=two),
+        ):
+            assert response.status_code == 401
+            assert response.json()["error"]["message"] == "more than one X-API-Key header"
     # entity scope
     assert retrieve(sqlite_sidecar, body, key=USERS_ONLY_KEY).status_code == 200
     denied = retrieve(sqlite_sidecar, merchant, key=USERS_ONLY_KEY)
