@@ -52,7 +52,8 @@ Retrieve request and response (the design document's contract, section 2)::
   (:mod:`sidecar.catalog`).
 
 Errors are JSON ``{"error": {"code", "message", "field"}}``: 400 not JSON, 401 no key, an
-unknown key or more than one ``X-API-Key`` header, 403 outside the key's scope, 404/405, 413 body too large, 422 a field is invalid
-(unknown entity or feature, a feature of another entity or not online, an empty or too long
-list, a wrong JSON type, a malformed key). A store outage never produces a 5xx.
+unknown key or more than one ``X-API-Key`` header, 403 outside the key's scope, 404/405,
+413 body too large, 422 a field is invalid (unknown entity or feature, a feature of another
+entity or not online, an empty or too long list, a wrong JSON type, a malformed key). A
+store outage never produces a 5xx.
 """
