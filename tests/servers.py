@@ -64,8 +64,12 @@ class RedisServer:
                 str(self.port),
                 *(
                     [
-                        "--tls-cert-file", str(self.tls[0]), "--tls-key-file", str(self.tls[1]),
-                        "--tls-auth-clients", "no",
+                        "--tls-cert-file",
+                        str(self.tls[0]),
+                        "--tls-key-file",
+                        str(self.tls[1]),
+                        "--tls-auth-clients",
+                        "no",
                     ]
                     if self.tls
                     else []
