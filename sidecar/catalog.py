@@ -184,10 +184,6 @@ class RetrieveRequest:
     keys: list[tuple[str, ...]]
 
     @property
-    def entity(self) -> EntityPlan:
-        return self.selection.entity
-
-    @property
     def features(self) -> tuple[FeaturePlan, ...]:
         return self.selection.features
 

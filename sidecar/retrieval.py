@@ -330,8 +330,7 @@ class Retriever:
         nviews = len(views)
         if nviews == 1:  # missing slots are key indexes, in the order of miss_keys/rows
             view = views[0]
-            keys = [unique[i] for i in missing]
-            self._fill_view(plan, slots, missing, keys, view, [row[view] for row in table])
+            self._fill_view(plan, slots, missing, miss_keys, view, [row[view] for row in table])
             return
         row_of = dict(zip(miss_keys, table, strict=True))
         for pos, view in enumerate(views):
