@@ -49,8 +49,7 @@ from typing import Any
 
 sys.path[:0] = [
     str(Path(__file__).resolve().parent),
-    str(Path(__file__).resolve().parents[1]),
-    str(Path(__file__).resolve().parents[1] / "tests"),  # servers.py: redis-server, moto
+    str(Path(__file__).resolve().parents[1]),  # tests/servers.py: redis-server, moto
 ]
 from measure import (  # noqa: E402
     BIN,
@@ -64,7 +63,8 @@ from measure import (  # noqa: E402
     run_command,
     summary,
 )
-from servers import moto_server, redis_server  # noqa: E402
+
+from tests.servers import moto_server, redis_server  # noqa: E402
 
 VIEW = "bench_user_features"
 FEATURES = [f"bench_feature_{i:02d}" for i in range(1, 11)]

@@ -67,14 +67,13 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # tests/servers.py: redis-server on a free port
-
-from servers import free_port, redis_server  # noqa: E402
+sys.path.insert(0, str(REPO))  # tests/servers.py: redis-server on a free port
 
 from featurestore.online.layout import Record  # noqa: E402
 from featurestore.online.redis_store import RedisStore  # noqa: E402
 from featurestore.online.store import ViewRead  # noqa: E402
 from featurestore.registry import FeatureView, Registry, registry_from_manifest  # noqa: E402
+from tests.servers import free_port, redis_server  # noqa: E402
 
 VIEW = "bench_user_features"
 ENTITY = "user"

@@ -29,8 +29,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Warehouse
-from sidecar_harness import (
+
+from featurestore.online.layout import Record, entity_token
+from featurestore.online.urls import open_store
+from featurestore.registry import Registry, load_registry
+from tests.sidecar.harness import (
     API_KEY,
     EPOCH,
     NOW,
@@ -46,10 +49,7 @@ from sidecar_harness import (
     sidecar_env,
     warehouse_latest,
 )
-
-from featurestore.online.layout import Record, entity_token
-from featurestore.online.urls import open_store
-from featurestore.registry import Registry, load_registry
+from tests.warehouse import Warehouse
 
 KINDS = ["sqlite", "redis", "dynamodb"]
 ENTITY_VIEWS = {

@@ -31,12 +31,13 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import REPO, Warehouse, store_url
-from servers import free_port
 
 from featurestore.online.store import OnlineStore, StoredRecord, StoreUnavailable, ViewRead
 from featurestore.online.urls import open_store
 from featurestore.registry import FeatureView, Registry, load_registry
+from tests.servers import free_port
+from tests.stores import store_url
+from tests.warehouse import REPO, Warehouse
 
 if importlib.util.find_spec("loader") is None:  # an install from before loader/ existed
     sys.path.insert(0, str(REPO))
@@ -788,7 +789,7 @@ def test_store_going_away_mid_load_stops_the_run(
 ) -> None:
     """A store that fails during a view: the run stops with exit code 4, the view is
     recorded as failed where possible, its watermark is not advanced."""
-    from servers import redis_server
+    from tests.servers import redis_server
 
     with redis_server(tmp_path / "redis") as server:
         store = open_store(f"{server.url}?namespace=gone")

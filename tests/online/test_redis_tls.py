@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import trustme
 import uvloop
-from servers import RedisServer, redis_server
 
 from featurestore.online.layout import Record
 from featurestore.online.redis_store import RedisStore
 from featurestore.online.store import StoreUnavailable, ViewRead
 from featurestore.online.urls import open_store
+from tests.servers import RedisServer, redis_server
 
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 VIEW = ViewRead("v", {"n": "int", "x": "float"})

@@ -45,7 +45,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
-from conftest import REPO, Warehouse
 
 from featurestore.online.store import OnlineStore, ViewRead
 from featurestore.online.urls import open_store
@@ -63,6 +62,7 @@ from loader import (
     plan_views,
 )
 from loader.snowflake_warehouse import AUTH_ENV, REQUIRED_ENV, conform, rebatch, relation_name
+from tests.warehouse import REPO, Warehouse
 
 fakesnow = pytest.importorskip("fakesnow")
 import snowflake.connector  # noqa: E402  (after the skip: fakesnow brings the connector)

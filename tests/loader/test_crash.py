@@ -28,12 +28,12 @@ from typing import Any
 import duckdb
 import pytest
 import redis as redis_py
-from conftest import REPO, Warehouse
-from servers import RedisServer
 
 from featurestore.online.store import OnlineStore, ViewRead
 from featurestore.online.urls import open_store
 from featurestore.registry import load_registry
+from tests.servers import RedisServer
+from tests.warehouse import REPO, Warehouse
 
 if importlib.util.find_spec("loader") is None:  # an install from before loader/ existed
     sys.path.insert(0, str(REPO))

@@ -30,11 +30,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
-from conftest import REPO, Warehouse
-from reference import ViewIndex, ViewSpec, naive_lookup, point_in_time
 
 from featurestore.historical import HistoricalFeaturesError, get_historical_features
 from featurestore.registry import Registry, load_registry
+from tests.reference import ViewIndex, ViewSpec, naive_lookup, point_in_time
+from tests.warehouse import REPO, Warehouse
 
 pytestmark = pytest.mark.slow
 

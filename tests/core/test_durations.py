@@ -10,9 +10,9 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import REPO, Warehouse
 
 from featurestore.durations import DurationError, format_duration, parse_duration
+from tests.warehouse import REPO, Warehouse
 
 S, M, H, D, W = 1, 60, 3600, 86400, 7 * 86400
 

@@ -20,12 +20,12 @@ import pytest
 import redis as redis_py
 from redis.connection import Connection
 from redis.crc import key_slot
-from servers import RedisServer, free_port, redis_server
 
 from featurestore.online.layout import OnlineLayoutError, Record, encode_python_value
 from featurestore.online.redis_store import MAX_LOADS, RedisStore, _encode
 from featurestore.online.store import LoadRecord, StoreUnavailable, ViewRead, WriteResult
 from featurestore.online.urls import open_store
+from tests.servers import RedisServer, free_port, redis_server
 
 EPOCH = dt.datetime(1970, 1, 1)
 NOW = dt.datetime(2026, 5, 1)

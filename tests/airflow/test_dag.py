@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from conftest import REPO, Warehouse
 
 from featurestore.registry import load_registry
+from tests.warehouse import REPO, Warehouse
 
 DAG_FILE = REPO / "airflow" / "dags" / "featurestore_nightly.py"
 BIN = Path(sys.executable).parent

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, Warehouse
 
 from featurestore.registry import (
     Registry,
@@ -29,6 +28,7 @@ from featurestore.registry import (
     registry_from_manifest,
     value_type_of,
 )
+from tests.warehouse import REPO, Warehouse
 
 FEATURES_YML = REPO / "models" / "features" / "_features__models.yml"
 FEATURESTORE = Path(sys.executable).parent / "featurestore"

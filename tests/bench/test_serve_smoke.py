@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = (
     "bare Starlette endpoint (ceiling)",
     "(a) 1 key x 10 features, random keys",

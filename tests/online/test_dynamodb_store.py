@@ -33,7 +33,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from servers import MotoServer, free_port
 
 from featurestore.online.dynamodb_store import (
     MAX_ITEM_BYTES,
@@ -52,6 +51,7 @@ from featurestore.online.store import (
     WriteResult,
 )
 from featurestore.online.urls import open_store
+from tests.servers import MotoServer, free_port
 
 EPOCH = dt.datetime(1970, 1, 1)
 NOW = dt.datetime(2026, 5, 1, 6, 0, 0)

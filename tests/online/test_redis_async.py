@@ -13,12 +13,12 @@ import hiredis
 import orjson
 import pytest
 import uvloop
-from servers import RedisServer, free_port, redis_server
 
 from featurestore.online.layout import Record, json_encoder
 from featurestore.online.redis_async import AsyncRedisClient, RedisAuthError, RedisConnectionLost
 from featurestore.online.redis_store import RedisStore
 from featurestore.online.store import StoreUnavailable, ViewRead
+from tests.servers import RedisServer, free_port, redis_server
 
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 

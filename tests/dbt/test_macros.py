@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import Warehouse
+from tests.warehouse import Warehouse
 
 _DISPATCHED = ("default__", "duckdb__", "snowflake__", "postgres__")
 

@@ -42,8 +42,9 @@ import pyarrow.parquet as pq
 import pytest
 import sqlglot
 import yaml
-from conftest import DBT, REPO, Warehouse
 from sqlglot import exp
+
+from tests.warehouse import DBT, REPO, Warehouse
 
 # Dummy connection settings: distinctive values, so the compiled SQL shows they were used.
 SF_DATABASE = "FS_OFFLINE_DB"

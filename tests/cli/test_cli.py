@@ -18,10 +18,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, Warehouse
 
 from featurestore.historical import get_historical_features
 from featurestore.registry import load_registry
+from tests.warehouse import REPO, Warehouse
 
 FEATURESTORE = str(Path(sys.executable).parent / "featurestore")
 FEATURES = [

@@ -19,11 +19,11 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-from conftest import REPO, Warehouse
-from servers import free_port
 
 from featurestore.online.store import OnlineStore
 from featurestore.registry import FeatureView, Registry
+from tests.servers import free_port
+from tests.warehouse import REPO, Warehouse
 
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 NOW_TEXT = "2026-05-01T00:00:00Z"

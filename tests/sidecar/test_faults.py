@@ -18,9 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, Warehouse
-from servers import RedisServer, redis_server
-from sidecar_harness import (
+
+from featurestore.online.urls import open_store
+from featurestore.registry import Registry, load_registry
+from tests.servers import RedisServer, redis_server
+from tests.sidecar.harness import (
     API_KEY,
     NOW,
     Latest,
@@ -33,9 +35,7 @@ from sidecar_harness import (
     start_sidecar,
     warehouse_latest,
 )
-
-from featurestore.online.urls import open_store
-from featurestore.registry import Registry, load_registry
+from tests.warehouse import REPO, Warehouse
 
 USER_VIEW = "user_transaction_features"
 MERCHANT_VIEW = "merchant_chargeback_features"

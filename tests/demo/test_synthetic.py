@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from featurestore.cli import main
 from featurestore.synthetic import TABLES, GenerationSummary, generate
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 START = dt.datetime(2026, 1, 1)
 SMALL: dict[str, Any] = {
     "users": 800,

@@ -42,8 +42,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import DEMO_AS_OF, REPO, Warehouse
-from feature_reference import (
+
+from featurestore.registry import load_registry
+from featurestore.synthetic import SCHEMAS
+from tests.feature_reference import (
     DAY,
     SHORT_WINDOW,
     MerchantHistory,
@@ -51,9 +53,7 @@ from feature_reference import (
     build_reference,
     read_rows,
 )
-
-from featurestore.registry import load_registry
-from featurestore.synthetic import SCHEMAS
+from tests.warehouse import DEMO_AS_OF, REPO, Warehouse
 
 pytestmark = pytest.mark.slow
 
