@@ -1,8 +1,15 @@
-"""The loader's errors and the process exit codes the CLI maps them to (for schedulers)."""
+"""The loader's errors, each with the exit code the CLI maps it to (README: "Exit codes")."""
 
 from __future__ import annotations
 
-from typing import Final
+from featurestore.exit_codes import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_STORE_NOT_INITIALIZED,
+    EXIT_STORE_UNAVAILABLE,
+    EXIT_USAGE,
+)
 
 __all__ = [
     "EXIT_ERROR",
@@ -15,21 +22,6 @@ __all__ = [
     "ViewSelectionError",
     "WarehouseError",
 ]
-
-#: every chosen view loaded (or had nothing new)
-EXIT_OK: Final = 0
-#: a clear error: missing warehouse or online relation, invalid registry, a view that failed
-#: for another reason than validation; retrying will not help until someone fixes it
-EXIT_ERROR: Final = 1
-#: bad command line, including an unknown view or a view that is not ``online: true``
-EXIT_USAGE: Final = 2
-#: the validation gate rejected at least one view (nothing of it written); the other views
-#: loaded
-EXIT_REJECTED: Final = 3
-#: the online store cannot be reached or refused the credentials (worth retrying)
-EXIT_STORE_UNAVAILABLE: Final = 4
-#: the online store is reachable but has no table/schema: run ``featurestore init-store``
-EXIT_STORE_NOT_INITIALIZED: Final = 5
 
 
 class LoaderError(RuntimeError):

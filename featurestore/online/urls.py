@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
+from featurestore.exit_codes import EXIT_USAGE
 from featurestore.online.store import OnlineStore, StoreError
 
 __all__ = ["UnsupportedStoreURL", "open_store"]
@@ -29,6 +30,8 @@ __all__ = ["UnsupportedStoreURL", "open_store"]
 
 class UnsupportedStoreURL(StoreError):
     """The URL names no supported store or is malformed."""
+
+    exit_code = EXIT_USAGE
 
 
 #: the query options each scheme takes

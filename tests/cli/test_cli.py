@@ -1,4 +1,4 @@
-"""The `featurestore` command line (featurestore/cli.py), run as a subprocess against the demo
+"""The `featurestore` command line (cli/main.py), run as a subprocess against the demo
 warehouse: `registry` (table and JSON), `training-set` (Parquet and CSV, equal to
 get_historical_features on the same spine, and its errors), `generate`."""
 

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurestore.registry import load_registry
-from featurestore.synthetic import SCHEMAS
+from demo.synthetic import SCHEMAS
 from tests.feature_reference import (
     DAY,
     SHORT_WINDOW,

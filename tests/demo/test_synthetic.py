@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from featurestore.cli import main
-from featurestore.synthetic import TABLES, GenerationSummary, generate
+from cli.main import main
+from demo.synthetic import TABLES, GenerationSummary, generate
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 START = dt.datetime(2026, 1, 1)

@@ -1,0 +1,29 @@
+"""The ``featurestore`` command: one click group holding the commands of every layer.
+
+* offline (:mod:`cli.offline`): ``generate``, ``registry``, ``training-set``;
+* ``demo`` (:mod:`cli.demo`);
+* the loader's (:mod:`loader.cli`): ``init-store``, ``load``, ``loads``;
+* the sidecar's (:mod:`sidecar.cli`): ``serve``.
+
+Exit codes: the README's "Exit codes" section.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cli.demo import demo
+from cli.offline import generate, registry, training_set
+from loader.cli import init_store, load, loads
+from sidecar.cli import serve_command
+
+__all__ = ["main"]
+
+
+@click.group()
+def main() -> None:
+    """Warehouse-native feature store: build, inspect and export features."""
+
+
+for command in (generate, registry, training_set, demo, init_store, load, loads, serve_command):
+    main.add_command(command)

@@ -1,0 +1,214 @@
+"""The offline commands: ``featurestore generate`` (the synthetic demo data),
+``registry`` (the feature registry) and ``training-set`` (a point-in-time training set).
+
+Exit codes: 0 success; 1 a clear error (bad input, failed dbt run, invalid registry); 2 a
+command-line usage error (README: "Exit codes").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from featurestore.options import project_dir_option
+
+__all__ = ["generate", "registry", "training_set"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def clean_errors(command: F) -> F:
+    """Turn the package's own errors into a one-line message and exit code 1."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from featurestore.historical import HistoricalFeaturesError
+        from featurestore.project import DbtError
+        from featurestore.registry import RegistryError
+        from featurestore.training_files import TrainingFileError
+
+        try:
+            return command(*args, **kwargs)
+        except (HistoricalFeaturesError, DbtError, RegistryError, TrainingFileError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write (one sub-folder of Parquet files per raw table).",
+)
+@click.option("--users", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--merchants", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--transactions", type=click.IntRange(min=0), default=20000, show_default=True)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=120,
+    show_default=True,
+    help="Length of the event-time range in days.",
+)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default="2026-01-01",
+    show_default=True,
+    help="First day of the event-time range (UTC).",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--rows-per-file",
+    type=click.IntRange(min=1000),
+    default=1_000_000,
+    show_default=True,
+    help="Transactions per Parquet file (bounds memory).",
+)
+def generate(
+    out_dir: Path,
+    users: int,
+    merchants: int,
+    transactions: int,
+    days: int,
+    start: dt.datetime,
+    seed: int,
+    rows_per_file: int,
+) -> None:
+    """Write the deterministic synthetic fraud / e-commerce dataset as Parquet.
+
+    Point dbt at it with FEATURESTORE_RAW_PATH=OUT (no model changes needed).
+    """
+    from demo.synthetic import generate as run
+
+    summary = run(
+        out_dir,
+        users=users,
+        merchants=merchants,
+        transactions=transactions,
+        days=days,
+        start=start,
+        seed=seed,
+        rows_per_file=rows_per_file,
+    )
+    for table, rows in summary.rows.items():
+        click.echo(f"{table:<14}{rows:>12,} rows")
+    click.echo(f"written to {out_dir}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@project_dir_option
+@clean_errors
+def registry(as_json: bool, project_dir: Path | None) -> None:
+    """Print the feature registry (read from target/manifest.json; run `dbt parse` first)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from featurestore.project import Project
+    from featurestore.registry import load_registry
+
+    project = Project.at(project_dir)
+    reg = load_registry(project.manifest_path)
+    if as_json:
+        click.echo(json.dumps(reg.to_dict(), indent=2, sort_keys=False))
+        return
+    table = Table(title="Feature registry")
+    for column in (
+        "feature",
+        "type",
+        "entity",
+        "keys",
+        "view",
+        "owner",
+        "ttl",
+        "sla",
+        "online",
+        "default",
+    ):
+        table.add_column(column)
+    for feature in reg.features.values():
+        view = reg.views[feature.view]
+        table.add_row(
+            feature.name,
+            feature.value_type,
+            view.entity.name,
+            ",".join(view.keys),
+            view.name,
+            view.owner,
+            view.ttl,
+            view.freshness_sla,
+            "yes" if view.online else "no",
+            json.dumps(feature.default),
+        )
+    Console(width=200).print(table)
+
+
+@click.command("training-set")
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Spine: Parquet or CSV with entity keys and a timestamp.",
+)
+@click.option(
+    "--features",
+    "feature_list",
+    required=True,
+    help="Comma-separated feature names, e.g. user_7d_transaction_count,avg_order_value_90d",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output file, .parquet or .csv.",
+)
+@click.option("--timestamp-column", default="event_timestamp", show_default=True)
+@click.option(
+    "--include-feature-timestamps",
+    is_flag=True,
+    help="Also write <view>__feature_at and <view>__as_of_at columns.",
+)
+@project_dir_option
+@clean_errors
+def training_set(
+    labels_path: Path,
+    feature_list: str,
+    out_path: Path,
+    timestamp_column: str,
+    include_feature_timestamps: bool,
+    project_dir: Path | None,
+) -> None:
+    """Join a label file to features as of each row's timestamp; write Parquet or CSV."""
+    from featurestore.historical import get_historical_features
+    from featurestore.training_files import file_kind, read_spine, write_frame
+
+    features = [name.strip() for name in feature_list.split(",") if name.strip()]
+    started = time.perf_counter()
+    file_kind(out_path)  # refuse an unsupported output type before the join, not after
+    spine = read_spine(labels_path, timestamp_column)
+    result = get_historical_features(
+        spine,
+        features,
+        timestamp_column=timestamp_column,
+        project_dir=project_dir,
+        include_feature_timestamps=include_feature_timestamps,
+    )
+    write_frame(result, out_path)
+    seconds = time.perf_counter() - started
+    click.echo(
+        f"wrote {len(result):,} rows x {len(result.columns)} columns to {out_path} "
+        f"in {seconds:.2f} s"
+    )

@@ -1,0 +1,182 @@
+"""The loader's commands: ``featurestore init-store``, ``load`` and ``loads`` (behaviour in
+:mod:`loader`; exit codes in the README's "Exit codes" section).
+
+The composition layer adds them to the ``featurestore`` group (``cli/main.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from featurestore.clock import parse_now
+from featurestore.exit_codes import exit_code_of
+from featurestore.online.store import StoreError
+from featurestore.online.urls import open_store
+from featurestore.options import now_option, online_option, project_dir_option
+from featurestore.timestamps import iso_micros
+from loader.errors import LoaderError
+
+__all__ = ["init_store", "load", "loads"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_errors(command: F) -> F:
+    """Turn store and loader errors into ``Error: <message>`` and their exit code."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (StoreError, LoaderError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            raise click.exceptions.Exit(exit_code_of(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.command("init-store")
+@online_option
+@store_errors
+def init_store(online_url: str) -> None:
+    """Create the online store's table/schema (idempotent)."""
+    with open_store(online_url) as store:
+        store.initialize()
+        store.check()
+        click.echo(f"initialized {store.description}")
+
+
+@click.command()
+@online_option
+@click.option(
+    "--views",
+    "view_list",
+    default=None,
+    help="Comma-separated online feature views (default: every online view).",
+)
+@click.option(
+    "--full-refresh",
+    is_flag=True,
+    help="Read every row, not only those newer than the view's watermark.",
+)
+@click.option(
+    "--batch-rows",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Rows per Arrow batch read from the warehouse and per store write.",
+)
+@now_option("The current time, ISO 8601 UTC (for TTLs; default: the clock).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "progress"]),
+    default="auto",
+    show_default=True,
+    help="auto: a progress bar if stderr is a terminal, JSON log lines otherwise.",
+)
+@project_dir_option
+def load(
+    online_url: str,
+    view_list: str | None,
+    full_refresh: bool,
+    batch_rows: int,
+    now_text: str | None,
+    log_format: str,
+    project_dir: Path | None,
+) -> None:
+    """Load the warehouse's latest feature values into an online store.
+
+    Incremental by default (rows newer than each view's watermark), validated with
+    great_expectations before anything of a view is written. Exit codes: 0 ok, 1 error,
+    2 usage (unknown or offline view), 3 a view rejected by validation, 4 store
+    unavailable, 5 store not initialized.
+    """
+    from loader.output import JsonReporter, ProgressReporter, summary_lines
+    from loader.run import load_project
+
+    progress = log_format == "progress" or (log_format == "auto" and sys.stderr.isatty())
+    reporter = ProgressReporter() if progress else JsonReporter()
+    views = None
+    if view_list is not None:
+        views = [name.strip() for name in view_list.split(",") if name.strip()]
+    try:
+        try:
+            now = parse_now(now_text)
+        except ValueError as exc:
+            raise LoaderError(f"invalid time: {exc}") from None
+        with open_store(online_url) as store:
+            report = load_project(
+                store,
+                project_dir=project_dir,
+                views=views,
+                full_refresh=full_refresh,
+                batch_rows=batch_rows,
+                now=now,
+                reporter=reporter,
+            )
+    except (StoreError, LoaderError) as exc:
+        code = exit_code_of(exc)
+        reporter.error(str(exc), code)
+        raise click.exceptions.Exit(code) from None
+    for line in summary_lines(report):
+        click.echo(line)
+    if report.aborted is not None:
+        reporter.error(report.aborted[1], report.aborted[0])
+    if report.exit_code:
+        raise click.exceptions.Exit(report.exit_code)
+
+
+@click.command()
+@online_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@store_errors
+def loads(online_url: str, limit: int, as_json: bool) -> None:
+    """List the loads recorded in an online store, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with open_store(online_url) as store:
+        store.check()
+        records = store.list_loads(limit)
+        description = store.description
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
+        return
+    if not records:
+        click.echo(f"no loads recorded in {description}")
+        return
+    table = Table(title=f"Loads in {description}")
+    for column in (
+        "started (UTC)", "finished (UTC)", "load", "view", "outcome", "read", "written",
+        "skipped", "rejected", "watermark before", "watermark after", "message",
+    ):  # fmt: skip
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            record.started_at,
+            record.finished_at,
+            record.load_id[:8],
+            record.view,
+            record.outcome,
+            f"{record.rows_read:,}",
+            f"{record.rows_written:,}",
+            f"{record.rows_skipped:,}",
+            f"{record.rows_rejected:,}",
+            _watermark(record.watermark_before),
+            _watermark(record.watermark_after),
+            record.message,
+        )
+    Console(width=250).print(table)
+
+
+def _watermark(value: int | None) -> str:
+    return "-" if value is None else iso_micros(value)
