@@ -1,35 +1,86 @@
-"""Durations in the registry (TTL, freshness SLA): ``<positive integer><unit>``.
+"""Durations: the one grammar of every duration the project reads, in the registry (a view's
+``ttl`` and ``freshness_sla``) and in every setting (the sidecar's cache TTLs, intervals).
 
-Units: ``s`` seconds, ``m`` minutes, ``h`` hours, ``d`` days, ``w`` weeks, so ``"90d"`` is
-7,776,000 seconds. The dbt macro ``featurestore.parse_duration`` implements the same grammar
-for SQL; ``tests/test_durations.py`` checks that the two agree.
+Grammar: ``<number><unit>``, where the number is ASCII digits with an optional decimal
+fraction and the unit one of ``ms`` (milliseconds), ``s``, ``m`` (minutes), ``h``, ``d``,
+``w``; case and surrounding whitespace are ignored; ``0`` alone needs no unit. So ``"90d"``
+is 7,776,000 seconds and ``"500ms"`` half a second. A number without a unit is refused: a
+bare ``5`` could mean seconds or milliseconds.
+
+What each use accepts of it:
+
+* :func:`parse_duration`, the registry's: a positive whole number of seconds or larger units
+  (``90d``, ``36h``, ``15m``; not ``1.5h``, ``500ms`` or ``0d``), returned as whole seconds.
+  The dbt macro ``featurestore.parse_duration`` (``macros/parse_duration.sql``) accepts
+  exactly these; ``tests/core/test_durations.py`` checks that the two agree.
+* :func:`parse_seconds`, the settings': any non-negative duration, returned as float
+  seconds.
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
+from typing import Final
 
-__all__ = ["UNIT_SECONDS", "DurationError", "format_duration", "parse_duration"]
+__all__ = [
+    "UNIT_SECONDS",
+    "DurationError",
+    "format_duration",
+    "parse_duration",
+    "parse_seconds",
+]
 
-UNIT_SECONDS: dict[str, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PATTERN = re.compile(r"^([0-9]+)([smhdw])$")
+#: the units of the registry's durations, in seconds
+UNIT_SECONDS: Final[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNITS: Final[dict[str, Decimal]] = {
+    "ms": Decimal("0.001"),
+    **{unit: Decimal(size) for unit, size in UNIT_SECONDS.items()},
+}
+_PATTERN: Final = re.compile(r"^(?:([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)|0)$")
 
 
 class DurationError(ValueError):
-    """A duration string does not follow ``<positive integer><s|m|h|d|w>``."""
+    """A duration string does not follow the grammar, or is not one its use accepts."""
+
+
+def _parse(text: object) -> tuple[str, str] | None:
+    """(number, unit) of ``text`` (``("0", "s")`` for a bare ``0``), or ``None`` if it does
+    not follow the grammar."""
+    if not isinstance(text, str):
+        return None
+    match = _PATTERN.match(text.strip().lower())
+    if match is None:
+        return None
+    if match.group(1) is None:
+        return "0", "s"
+    return match.group(1), match.group(2)
 
 
 def parse_duration(text: object) -> int:
-    """Return the number of seconds in ``text`` (e.g. ``"36h"`` -> 129600)."""
+    """A registry duration (a positive whole number of ``s``, ``m``, ``h``, ``d`` or ``w``)
+    in seconds (e.g. ``"36h"`` -> 129600)."""
     if not isinstance(text, str):
         raise DurationError(f"{text!r} is not a duration string (e.g. '90d')")
-    match = _PATTERN.match(text.strip().lower())
-    if match is None or int(match.group(1)) <= 0:
+    parsed = _parse(text)
+    if parsed is None or parsed[1] not in UNIT_SECONDS or "." in parsed[0] or int(parsed[0]) <= 0:
         raise DurationError(
             f"{text!r} is not a duration (a positive integer followed by s, m, h, d or w, "
             "e.g. '90d')"
         )
-    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    return int(parsed[0]) * UNIT_SECONDS[parsed[1]]
+
+
+def parse_seconds(text: object) -> float:
+    """Any duration of the grammar (``500ms``, ``5s``, ``2m``, ``1.5h``, ``0``) in seconds."""
+    parsed = _parse(text)
+    if parsed is None:
+        raise DurationError(
+            f"{text!r} is not a duration such as 500ms, 5s or 2m (a number and a unit: "
+            "ms, s, m, h, d or w)"
+        )
+    number, unit = parsed
+    return float(Decimal(number) * _UNITS[unit])
 
 
 def format_duration(seconds: int) -> str:

@@ -1,7 +1,8 @@
 {#-
     Parse a registry duration (TTL, freshness SLA) such as '90d', '36h', '15m', '30s', '2w'
-    into whole seconds. The Python registry (featurestore/durations.py) implements the same
-    grammar; tests/test_durations.py checks both agree.
+    into whole seconds: a positive whole number of s, m, h, d or w, what the registry accepts
+    of the project's one duration grammar (featurestore/durations.py, which documents it);
+    tests/core/test_durations.py checks that the two agree.
 -#}
 {% macro parse_duration(text, model_name='?', field='ttl') %}
     {%- set units = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800} -%}

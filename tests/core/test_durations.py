@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from featurestore.durations import DurationError, format_duration, parse_duration
+from featurestore.durations import DurationError, format_duration, parse_duration, parse_seconds
 from tests.warehouse import REPO, Warehouse
 
 S, M, H, D, W = 1, 60, 3600, 86400, 7 * 86400
@@ -78,6 +78,68 @@ def test_parse_invalid(text: object) -> None:
     with pytest.raises(DurationError, match="duration"):
         parse_duration(text)
     assert issubclass(DurationError, ValueError)
+
+
+# (text, seconds) for the settings' use of the same grammar: any non-negative duration
+SECONDS: list[tuple[str, float]] = [
+    ("0", 0.0),
+    ("0s", 0.0),
+    ("0ms", 0.0),
+    ("500ms", 0.5),
+    ("1ms", 0.001),
+    ("2s", 2.0),
+    ("1.5s", 1.5),
+    ("2m", 120.0),
+    ("10m", 600.0),
+    ("1.5h", 5400.0),
+    ("1d", 86400.0),
+    ("2W", 1_209_600.0),
+    (" 250MS ", 0.25),
+]
+
+NOT_SECONDS: list[object] = [
+    "5",  # a number needs its unit (seconds or milliseconds?)
+    "0.5",
+    "-1s",
+    "+1s",
+    "5 parsecs",
+    "5 s",
+    "1e3ms",
+    ".5s",
+    "5.s",
+    "1y",
+    "ms",
+    "",
+    "\u0663s",
+    5,
+    0.5,
+    None,
+    True,
+]
+
+
+@pytest.mark.parametrize(("text", "seconds"), SECONDS, ids=[repr(t) for t, _ in SECONDS])
+def test_parse_seconds_valid(text: str, seconds: float) -> None:
+    assert parse_seconds(text) == pytest.approx(seconds, rel=0, abs=1e-12)
+
+
+@pytest.mark.parametrize("text", NOT_SECONDS, ids=[repr(t) for t in NOT_SECONDS])
+def test_parse_seconds_invalid(text: object) -> None:
+    with pytest.raises(DurationError, match="is not a duration"):
+        parse_seconds(text)
+
+
+@pytest.mark.parametrize(("text", "seconds"), VALID, ids=[repr(t) for t, _ in VALID])
+def test_registry_durations_are_durations_of_the_one_grammar(text: str, seconds: int) -> None:
+    """Every registry duration reads the same through the settings' parser."""
+    assert parse_seconds(text) == float(seconds)
+
+
+def test_the_registry_refuses_what_the_grammar_allows_beyond_whole_seconds() -> None:
+    for text in ("1.5h", "500ms", "0", "0d"):
+        parse_seconds(text)  # in the grammar
+        with pytest.raises(DurationError, match="positive integer"):
+            parse_duration(text)
 
 
 FORMATTED = [
