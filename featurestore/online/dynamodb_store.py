@@ -109,7 +109,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, Self, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from botocore.config import Config
@@ -132,6 +131,7 @@ from featurestore.online.layout import (
     dynamodb_pk,
     micros,
 )
+from featurestore.online.redaction import redact_url
 from featurestore.online.store import (
     LoadRecord,
     OnlineStore,
@@ -143,6 +143,7 @@ from featurestore.online.store import (
     WriteResult,
 )
 from featurestore.registry import ValueType
+from featurestore.timestamps import from_micros
 
 __all__ = [
     "MAX_ITEM_BYTES",
@@ -205,7 +206,6 @@ _RETRIED_HERE = frozenset({"TransactionConflictException"})
 _MAX_DIGITS = 38
 _MIN_ADJUSTED = -130
 _MAX_ADJUSTED = 125
-_EPOCH = dt.datetime(1970, 1, 1)
 
 T = TypeVar("T")
 
@@ -374,7 +374,7 @@ def _decode(value: dict[str, Any], value_type: ValueType) -> object:
             whole = int(number)
             if value_type == "int":
                 return whole
-            return _EPOCH + dt.timedelta(microseconds=whole)
+            return from_micros(whole)
         if value_type == "bool":
             return Decimal(text) != 0
         return text
@@ -431,15 +431,6 @@ def _request_limit_guard(operation: str) -> Callable[..., None]:
     return guard
 
 
-def _redacted(url: str | None) -> str | None:
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 # --- the store -----------------------------------------------------------------------------
 
 
@@ -473,7 +464,7 @@ class DynamoDBStore(OnlineStore):
         self.read_deadline_s = read_deadline_s
         self.consistent_reads = consistent_reads
         self.create_wait_s = create_wait_s
-        endpoint = _redacted(endpoint_url)
+        endpoint = redact_url(endpoint_url) if endpoint_url else None
         self.description = f"dynamodb://{region}?table={table}" + (
             f"&endpoint_url={endpoint}" if endpoint else ""
         )
@@ -543,7 +534,9 @@ class DynamoDBStore(OnlineStore):
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role"
             )
         if isinstance(exc, BotoConnectionError | HTTPClientError):
-            target = _redacted(self.endpoint_url) or f"DynamoDB in {self.region}"
+            target = (
+                redact_url(self.endpoint_url) if self.endpoint_url else f"DynamoDB in {self.region}"
+            )
             return StoreUnavailable(f"{where}: cannot reach {target} ({type(exc).__name__})")
         if isinstance(exc, BotoCoreError):
             return StoreUnavailable(f"{where}: {type(exc).__name__}: {exc}")

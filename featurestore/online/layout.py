@@ -77,6 +77,7 @@ from typing import Final
 import orjson
 
 from featurestore.registry import ValueType
+from featurestore.timestamps import from_micros, micros
 
 __all__ = [
     "LAYOUT_VERSION",
@@ -99,7 +100,6 @@ __all__ = [
 
 LAYOUT_VERSION: Final = 1
 DEFAULT_NAMESPACE: Final = "fs"
-_EPOCH = dt.datetime(1970, 1, 1)
 _ESCAPES = {"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D", "#": "%23"}
 _SPECIAL = frozenset(_ESCAPES)
 
@@ -122,14 +122,6 @@ class Record:
 
     def newer_than(self, ts: int, ver: int) -> bool:
         return (self.ts, self.ver) > (ts, ver)
-
-
-def micros(value: dt.datetime) -> int:
-    """Microseconds since the epoch of a naive-UTC or aware datetime."""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _escape(part: str) -> str:
@@ -258,8 +250,7 @@ def _json_bool(text: bytes) -> bytes:
 
 
 def _json_timestamp(text: bytes) -> bytes:
-    value = _EPOCH + dt.timedelta(microseconds=int(text))
-    return b'"' + value.isoformat().encode() + b'Z"'
+    return b'"' + from_micros(int(text)).isoformat().encode() + b'Z"'
 
 
 #: encoded bytes -> the JSON of the registry-typed value (what :func:`decode_value` reads,
@@ -294,4 +285,4 @@ def decode_value(text: str | bytes | None, value_type: ValueType) -> object:
         return float(text)
     if value_type == "string":
         return text
-    return _EPOCH + dt.timedelta(microseconds=int(text))
+    return from_micros(int(text))

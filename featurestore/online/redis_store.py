@@ -81,6 +81,7 @@ from featurestore.online.layout import (
     ts_field,
     ver_field,
 )
+from featurestore.online.redaction import redact
 from featurestore.online.redis_async import AsyncRedisClient, RedisAuthError
 from featurestore.online.store import (
     EncodedRecord,
@@ -226,9 +227,7 @@ class RedisStore(OnlineStore):
             raise StoreError(f"{self.description}: {self._redact(str(exc))}") from None
 
     def _redact(self, message: str) -> str:
-        if self._password:
-            message = message.replace(self._password, "***")
-        return message
+        return redact(message, self._password)
 
     # --- lifecycle --------------------------------------------------------------------
 

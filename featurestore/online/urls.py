@@ -23,6 +23,7 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from featurestore.exit_codes import EXIT_USAGE
+from featurestore.online.redaction import redact_url
 from featurestore.online.store import OnlineStore, StoreError
 
 __all__ = ["UnsupportedStoreURL", "open_store"]
@@ -53,7 +54,7 @@ def open_store(url: str) -> OnlineStore:
         if unknown:
             takes = ", ".join(sorted(allowed)) or "no options"
             raise UnsupportedStoreURL(
-                f"{_redact(url)}: unknown option {', '.join(unknown)} for {scheme}:// "
+                f"{redact_url(url)!r}: unknown option {', '.join(unknown)} for {scheme}:// "
                 f"(it takes {takes})"
             )
     if scheme == "sqlite":
@@ -71,7 +72,7 @@ def open_store(url: str) -> OnlineStore:
         ca_file = query.get("ssl_ca_certs")
         if ca_file is not None and not Path(ca_file).is_file():
             raise UnsupportedStoreURL(
-                f"{_redact(url)}: ssl_ca_certs {ca_file!r} is not a readable file"
+                f"{redact_url(url)!r}: ssl_ca_certs {ca_file!r} is not a readable file"
             )
 
         password = parts.password or os.environ.get("FEATURESTORE_REDIS_PASSWORD") or None
@@ -102,12 +103,3 @@ def open_store(url: str) -> OnlineStore:
     raise UnsupportedStoreURL(
         f"unsupported online store URL {url!r} (use sqlite:///..., redis://..., dynamodb://...)"
     )
-
-
-def _redact(url: str) -> str:
-    """The URL without its password (for error messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return repr(url)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return repr(parts._replace(netloc=netloc).geturl())
