@@ -448,7 +448,7 @@ def test_models_without_featurestore_meta_are_not_views(broken: dict[str, Any]) 
 
 def _copy_project(root: Path) -> Path:
     root.mkdir(parents=True)
-    for folder in ("models", "macros", "snapshots", "seeds", "tests/dbt"):
+    for folder in ("models", "macros", "snapshots", "seeds", "tests/dbt/data_tests"):
         if (REPO / folder).is_dir():
             shutil.copytree(REPO / folder, root / folder)
     for name in ("dbt_project.yml", "profiles.yml"):

@@ -43,8 +43,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from featurestore.registry import load_registry
 from demo.synthetic import SCHEMAS
+from featurestore.registry import load_registry
 from tests.feature_reference import (
     DAY,
     SHORT_WINDOW,
