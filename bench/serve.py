@@ -1,4 +1,4 @@
-"""Benchmark of the sidecar (issue 4, section 5): one uvicorn worker, a local Redis, wrk.
+"""Benchmark of the sidecar: one uvicorn worker, a local Redis, wrk.
 
 What it does, in one run::
 
@@ -39,7 +39,7 @@ with min-max of requests/s), the largest latency, non-2xx responses, degraded re
 the cache hit ratio (from the sidecar's /metrics), the server process's CPU time per
 request (user + system, all threads, from /proc: the figure the machine's other load
 changes least), the machine's load averages before and after, and whether
-the targets of issue 4 are met: single-key >= 20% of the bare endpoint's requests/s with
+the serving targets are met: single-key >= 20% of the bare endpoint's requests/s with
 p99 < 3 ms; 100-key >= 600 requests/s with p99 < 20 ms. A target counts as met only if no
 response of that scenario was degraded (a store read that missed the sidecar's time budget
 is answered with defaults, fast: it would inflate requests/s). ``<workdir>/results.json``

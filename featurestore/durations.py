@@ -1,20 +1,11 @@
 """Durations: the one grammar of every duration the project reads, in the registry (a view's
-``ttl`` and ``freshness_sla``) and in every setting (the sidecar's cache TTLs, intervals).
+``ttl`` and ``freshness_sla``) and in every setting, documented in the README's "Durations"
+section (``<number><ms|s|m|h|d|w>``, or ``0``) and implemented here.
 
-Grammar: ``<number><unit>``, where the number is ASCII digits with an optional decimal
-fraction and the unit one of ``ms`` (milliseconds), ``s``, ``m`` (minutes), ``h``, ``d``,
-``w``; case and surrounding whitespace are ignored; ``0`` alone needs no unit. So ``"90d"``
-is 7,776,000 seconds and ``"500ms"`` half a second. A number without a unit is refused: a
-bare ``5`` could mean seconds or milliseconds.
-
-What each use accepts of it:
-
-* :func:`parse_duration`, the registry's: a positive whole number of seconds or larger units
-  (``90d``, ``36h``, ``15m``; not ``1.5h``, ``500ms`` or ``0d``), returned as whole seconds.
-  The dbt macro ``featurestore.parse_duration`` (``macros/parse_duration.sql``) accepts
-  exactly these; ``tests/core/test_durations.py`` checks that the two agree.
-* :func:`parse_seconds`, the settings': any non-negative duration, returned as float
-  seconds.
+* :func:`parse_duration` reads the registry's: positive whole numbers of ``s`` to ``w``, as
+  whole seconds. The dbt macro ``featurestore.parse_duration`` (``macros/parse_duration.sql``)
+  accepts exactly these; ``tests/core/test_durations.py`` checks that the two agree.
+* :func:`parse_seconds` reads the settings': any non-negative duration, as float seconds.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The online layout: how feature values are keyed and encoded in every online store.
 
-This module owns the contract. The loader, the sidecar and (later) the stream worker build
-keys and encode values only through it. Layout version 1:
+This module owns the contract. The loader and the sidecar build keys and encode values
+only through it. Layout version 1:
 
 Record
     One *record* per (entity key, feature view): ALL of the view's feature values for that
@@ -56,14 +56,6 @@ Values
     round trip; NaN and infinities are refused), bool -> ``1``/``0``, string as is, timestamp
     -> microseconds since the epoch. :func:`decode_value` reads them back as the registry
     type. (DynamoDB stores numbers as numbers, see :mod:`featurestore.online.dynamodb_store`.)
-
-Streaming aggregates (reserved, not yet written)
-    Partial aggregates per entity and time bucket will live beside records: Redis keys
-    ``<ns>:agg:<view>:{<first key part>}[:<parts>]:<bucket start seconds>`` (hashes of
-    aggregate fields, expiring one window after the bucket ends, same slot as the entity);
-    DynamoDB items with ``sk`` = ``agg#<view>#<bucket start>``; SQLite table
-    ``online_aggregates``. Records stay the read path: the stream worker folds buckets into
-    a record and writes it with the same newer-wins rule.
 """
 
 from __future__ import annotations

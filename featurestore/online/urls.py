@@ -1,18 +1,10 @@
-"""Open an online store from a URL.
+"""Open an online store from a URL (:func:`open_store`): the grammar of store URLs is
+documented in the README's "Store URLs" section; this module implements it.
 
-* ``sqlite:///path/online.db`` (relative path) or ``sqlite:////abs/path/online.db``
-* ``redis://[user:password@]host:port/db`` and ``rediss://`` (TLS, the server's certificate
-  checked against the system's CAs, or the PEM bundle of ``ssl_ca_certs``); a password may
-  also come from ``$FEATURESTORE_REDIS_PASSWORD``. Query options: ``namespace`` (key
-  prefix, default fs), ``ssl_ca_certs`` (rediss only: path of a CA bundle, e.g. a private
-  CA's).
-* ``dynamodb://<region>[?endpoint_url=http://127.0.0.1:8000&table=featurestore_online]``;
-  credentials from the standard AWS chain (``AWS_ACCESS_KEY_ID``..., profiles, roles).
-
-Any other query option is refused (UnsupportedStoreURL), so that a misspelt one (say
-``namspace``) is not silently ignored.
-
-Secrets never appear in :attr:`OnlineStore.description` (used in logs and load records).
+Any query option a scheme does not take is refused (:class:`UnsupportedStoreURL`, exit code
+2), so that a misspelt one (say ``namspace``) is not silently ignored. Secrets never appear
+in :attr:`OnlineStore.description` (used in logs and load records) nor in a message
+(:mod:`featurestore.online.redaction`).
 """
 
 from __future__ import annotations
