@@ -7,7 +7,6 @@ command-line usage error (README: "Exit codes").
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -75,32 +74,14 @@ def clean_errors(command: F) -> F:
     show_default=True,
     help="Transactions per Parquet file (bounds memory).",
 )
-def generate(
-    out_dir: Path,
-    users: int,
-    merchants: int,
-    transactions: int,
-    days: int,
-    start: dt.datetime,
-    seed: int,
-    rows_per_file: int,
-) -> None:
+def generate(out_dir: Path, **options: Any) -> None:
     """Write the deterministic synthetic fraud / e-commerce dataset as Parquet.
 
     Point dbt at it with FEATURESTORE_RAW_PATH=OUT (no model changes needed).
     """
     from demo.synthetic import generate as run
 
-    summary = run(
-        out_dir,
-        users=users,
-        merchants=merchants,
-        transactions=transactions,
-        days=days,
-        start=start,
-        seed=seed,
-        rows_per_file=rows_per_file,
-    )
+    summary = run(out_dir, **options)
     for table, rows in summary.rows.items():
         click.echo(f"{table:<14}{rows:>12,} rows")
     click.echo(f"written to {out_dir}")
