@@ -8,7 +8,7 @@
     dbt unit tests compile against a manifest without `graph` (dbt 1.11 gives them an empty
     one), so there the view's meta comes from the var featurestore_unit_test_views, set in the
     unit test's `overrides: vars:` as {model: {keys, timestamp, available_at, ttl, features}}
-    (tests/test_historical.py checks it against the registry).
+    (tests/core/test_historical.py checks it against the registry).
 -#}
 {% macro feature_view(model_name, features=none, join_keys=none) %}
     {%- set relation = ref(model_name) -%}

@@ -22,11 +22,11 @@ nothing of it written) fails again the same way, and the task ends failed for so
 look at the rows named in its log.
 
 ``ONLINE_VIEWS`` must list the registry's online views (``featurestore registry``);
-tests/test_airflow_dag.py fails when it does not.
+tests/airflow/test_dag.py fails when it does not.
 
 Tested by parsing, not with Airflow's DagBag: Airflow is not a dependency of this project
 (it was expected to conflict with dbt's pins, and would add some 70 packages to the dbt
-environment either way), so tests/test_airflow_dag.py reads this file with ``ast``, runs it
+environment either way), so tests/airflow/test_dag.py reads this file with ``ast``, runs it
 against minimal stand-ins for ``airflow.sdk.DAG`` and ``BashOperator`` to get the task
 graph, and checks every command line against the real ``featurestore load --help`` and
 ``dbt build --help``. The file was also loaded once by a real DagBag (Airflow 3.3.2, in a

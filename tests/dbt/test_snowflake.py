@@ -77,7 +77,7 @@ ONLINE_AS_OF = "2026-05-01 00:00:00"
 OVERLAY_MACROS = "fs_test_macros"
 OVERLAY_ANALYSES = "fs_test_analyses"
 IS_INCREMENTAL_OVERRIDE = """\
-{#- Test-only (tests/test_snowflake.py): dbt's is_incremental() asks the warehouse whether the
+{#- Test-only (tests/dbt/test_snowflake.py): dbt's is_incremental() asks the warehouse whether the
     model's table exists; offline there is no warehouse, so the answer comes from a var. -#}
 {% macro is_incremental() %}
     {{ return(execute and var('FORCE_INCREMENTAL_VAR', false)

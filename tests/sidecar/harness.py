@@ -1,4 +1,4 @@
-"""Test support for the sidecar suites (tests/test_sidecar_*.py): the real server started as
+"""Test support for the sidecar suites (tests/sidecar/test_*.py): the real server started as
 ``python -m sidecar`` (uvicorn, uvloop, httptools) on a free port, stores filled by the real
 loader, and the warehouse's latest values read with plain SQL as the reference."""
 
