@@ -60,14 +60,7 @@ changed_merchants as (
 ),
 
 prior_state as (
-    select
-        stored.merchant_id,
-        max(stored.available_at) as available_at
-    from {{ this }} as stored
-    inner join changed_merchants
-        on stored.merchant_id = changed_merchants.merchant_id
-        and stored.feature_at < changed_merchants.recompute_from
-    group by stored.merchant_id
+    {{ featurestore.prior_available_at('merchant_id', 'changed_merchants') }}
 ),
 {% endif %}
 
@@ -161,15 +154,7 @@ running as (
 select
     running.merchant_id,
     running.feature_at,
-    {% if is_incremental() -%}
-    case
-        when prior_state.available_at > running.available_at or running.available_at is null
-            then prior_state.available_at
-        else running.available_at
-    end as available_at,
-    {%- else -%}
-    running.available_at,
-    {%- endif %}
+    {{ featurestore.seeded_available_at() }} as available_at,
     case
         when running.transactions_30d > 0
             then cast(running.chargebacks_30d as double) / running.transactions_30d

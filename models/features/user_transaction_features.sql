@@ -33,14 +33,7 @@ changed_users as (
 ),
 
 prior_state as (
-    select
-        stored.user_id,
-        max(stored.available_at) as available_at
-    from {{ this }} as stored
-    inner join changed_users
-        on stored.user_id = changed_users.user_id
-        and stored.feature_at < changed_users.recompute_from
-    group by stored.user_id
+    {{ featurestore.prior_available_at('user_id', 'changed_users') }}
 ),
 {% endif %}
 
@@ -121,15 +114,7 @@ running as (
 select
     running.user_id,
     running.feature_at,
-    {% if is_incremental() -%}
-    case
-        when prior_state.available_at > running.available_at or running.available_at is null
-            then prior_state.available_at
-        else running.available_at
-    end as available_at,
-    {%- else -%}
-    running.available_at,
-    {%- endif %}
+    {{ featurestore.seeded_available_at() }} as available_at,
     cast(running.transaction_count_7d as bigint) as user_7d_transaction_count,
     case
         when running.amount_count_90d > 0

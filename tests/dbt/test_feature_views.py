@@ -499,7 +499,7 @@ COMPARED_TABLES = (
 )
 # Only what the compared tables depend on (the staging views are re-created on every run, so
 # they read the batch FEATURESTORE_RAW_PATH points at).
-SELECT = ("--select", "staging", "intermediate", "features")
+SELECT = ("--select", "resource_type:seed", "staging", "intermediate", "features")
 STATIC_TABLES = ("users", "merchants", "devices", "fraud_labels")
 CRAFTED_PART = 50  # part file number of the hand-made rows in a batch folder
 REPLAY_PART = 90  # part file number of the replayed rows in the final folder

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -834,6 +835,15 @@ def fakesnow_run(sf_plain: Compiled, sf_incremental: Compiled) -> Iterator[Fakes
                     database=source["database"],
                     schema=source["schema"],
                 )
+            for seed in sf_plain.nodes("seed").values():  # as `dbt seed` loads them
+                types = seed["config"].get("column_types") or {}
+                frame = pd.read_csv(REPO / seed["original_file_path"], dtype=str)
+                columns = ", ".join(f"{c} {types.get(c, 'varchar')}" for c in frame.columns)
+                cursor.execute(f"create schema if not exists {seed['database']}.{seed['schema']}")
+                cursor.execute(f"create table {seed['relation_name']} ({columns})")
+                for row in frame.itertuples(index=False):
+                    values = ", ".join("%s" for _ in row)
+                    cursor.execute(f"insert into {seed['relation_name']} values ({values})", row)
             for node in model_order(sf_plain):
                 name = node["name"]
                 failed = [
