@@ -3,7 +3,10 @@
 This module owns the registry contract. Feature views are dbt models carrying a
 ``meta.featurestore`` block (see ``models/features/_features__models.yml``); entities are
 declared once under ``meta.featurestore_entities`` in ``dbt_project.yml``. The loader, the
-sidecar and the training-data SDK all read features through :func:`load_registry`.
+sidecar and the training-data SDK all read features through :func:`load_registry`; the
+loader also reads from it where each model is built (:attr:`Registry.relations`) and the
+data tests of a view's columns (:attr:`FeatureView.data_tests`), so nothing else parses the
+manifest.
 
 Rules checked on load (each failure names the model and the field):
 
@@ -21,19 +24,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 from featurestore.durations import DurationError, parse_duration
+from featurestore.suggestions import did_you_mean
 
 __all__ = [
     "DEFAULT_MANIFEST",
+    "DataTest",
     "Entity",
     "Feature",
     "FeatureView",
     "Registry",
     "RegistryError",
+    "Relation",
     "ValueType",
     "load_registry",
     "value_type_of",
@@ -74,6 +80,36 @@ class Entity:
 
 
 @dataclass(frozen=True)
+class Relation:
+    """Where dbt builds a model: the node's ``database``, ``schema`` and ``alias`` in the
+    manifest (the alias defaults to the model's name)."""
+
+    #: ``None`` when the manifest has none (the connection's default database)
+    database: str | None
+    schema: str
+    alias: str
+
+
+@dataclass(frozen=True)
+class DataTest:
+    """A generic dbt data test on one column of a model (``data_tests:`` in its yml).
+
+    ``name`` and ``namespace`` are the test macro's (``accepted_range`` and
+    ``featurestore`` for ``featurestore.accepted_range``; built-in tests have no
+    namespace), ``kwargs`` its arguments without ``model``. Disabled tests are left out.
+    """
+
+    name: str
+    namespace: str | None
+    column: str
+    kwargs: Mapping[str, Any]
+    #: the configured severity, lower case (``error`` unless the yml says ``warn``)
+    severity: str = "error"
+    #: the test's ``where`` filter (``None``: every row)
+    where: str | None = None
+
+
+@dataclass(frozen=True)
 class Feature:
     """One feature: a column of a feature view."""
 
@@ -107,6 +143,8 @@ class FeatureView:
     online: bool
     description: str
     features: tuple[Feature, ...]
+    #: the generic data tests declared on the view's columns, by column then test name
+    data_tests: tuple[DataTest, ...] = ()
 
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
@@ -119,13 +157,16 @@ class Registry:
     entities: Mapping[str, Entity]
     views: Mapping[str, FeatureView]
     features: Mapping[str, Feature] = field(default_factory=dict)
+    #: where every model of the project is built, by model name (feature views, the
+    #: ``online_<view>`` models the loader reads, any other model)
+    relations: Mapping[str, Relation] = field(default_factory=dict)
 
     def feature(self, name: str) -> Feature:
         try:
             return self.features[name]
         except KeyError:
             raise RegistryError(
-                f"unknown feature {name!r}{_suggest(name, self.features)}"
+                f"unknown feature {name!r}{did_you_mean(name, self.features)}"
             ) from None
 
     def view(self, name: str) -> FeatureView:
@@ -204,6 +245,7 @@ def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
     models.sort(key=lambda node: str(node.get("original_file_path", node.get("name"))))
     problems: list[str] = []
     entities = _read_entities(models, problems)
+    tests = _read_data_tests(manifest)
     views: dict[str, FeatureView] = {}
     features: dict[str, Feature] = {}
     for node in models:
@@ -213,6 +255,7 @@ def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
         view = _read_view(node, meta, entities, problems)
         if view is None:
             continue
+        view = replace(view, data_tests=tests.get(node.get("unique_id"), ()))
         views[view.name] = view
         for feature in view.features:
             if feature.name in features:
@@ -224,7 +267,53 @@ def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
                 features[feature.name] = feature
     if problems:
         raise RegistryError("invalid feature registry:\n  - " + "\n  - ".join(problems))
-    return Registry(entities=entities, views=views, features=features)
+    return Registry(
+        entities=entities, views=views, features=features, relations=_read_relations(manifest)
+    )
+
+
+def _read_relations(manifest: Mapping[str, Any]) -> dict[str, Relation]:
+    """Every model's relation by model name (a later node of the same name wins)."""
+    relations: dict[str, Relation] = {}
+    for node in manifest.get("nodes", {}).values():
+        if node.get("resource_type") != "model":
+            continue
+        database = node.get("database")
+        relations[str(node.get("name"))] = Relation(
+            database=str(database) if database else None,
+            schema=str(node.get("schema", "")),
+            alias=str(node.get("alias") or node.get("name")),
+        )
+    return relations
+
+
+def _read_data_tests(manifest: Mapping[str, Any]) -> dict[object, tuple[DataTest, ...]]:
+    """The enabled generic column tests by the ``unique_id`` of the node they are attached
+    to, each node's sorted by column, then test name (else in manifest order)."""
+    attached: dict[object, list[DataTest]] = {}
+    for node in manifest.get("nodes", {}).values():
+        if node.get("resource_type") != "test":
+            continue
+        meta = node.get("test_metadata") or {}
+        config = node.get("config") or {}
+        name, column = meta.get("name"), node.get("column_name")
+        if name is None or column is None or config.get("enabled") is False:
+            continue
+        namespace, where = meta.get("namespace"), config.get("where")
+        kwargs = {k: v for k, v in (meta.get("kwargs") or {}).items() if k != "model"}
+        test = DataTest(
+            name=str(name),
+            namespace=str(namespace) if namespace is not None else None,
+            column=str(column),
+            kwargs=kwargs,
+            severity=str(config.get("severity", "error")).lower(),
+            where=str(where) if where else None,
+        )
+        attached.setdefault(node.get("attached_node"), []).append(test)
+    return {
+        unique_id: tuple(sorted(tests, key=lambda t: (t.column, t.name)))
+        for unique_id, tests in attached.items()
+    }
 
 
 def _read_entities(models: list[Mapping[str, Any]], problems: list[str]) -> dict[str, Entity]:
@@ -443,10 +532,3 @@ def _is_str_list(value: object) -> TypeGuard[list[str]]:
         and len(value) > 0
         and all(isinstance(item, str) and item for item in value)
     )
-
-
-def _suggest(name: str, known: Iterable[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -22,8 +22,10 @@ import pytest
 import yaml
 
 from featurestore.registry import (
+    DataTest,
     Registry,
     RegistryError,
+    Relation,
     load_registry,
     registry_from_manifest,
     value_type_of,
@@ -529,3 +531,128 @@ def test_cli_registry_without_a_manifest(tmp_path: Path) -> None:
         f"Error: {tmp_path / 'no-target' / 'manifest.json'} not found: run `dbt parse` "
         "(or `dbt build`) in the project first"
     ]
+
+
+# -- where models are built, and the data tests of a view's columns ---------------------------
+
+
+def test_relations_are_where_each_model_is_built(
+    registry: Registry, manifest: dict[str, Any], demo_warehouse: Warehouse
+) -> None:
+    models = [n for n in manifest["nodes"].values() if n["resource_type"] == "model"]
+    assert set(registry.relations) == {node["name"] for node in models}
+    for node in models:
+        relation = registry.relations[node["name"]]
+        assert relation == Relation(node["database"], node["schema"], node["alias"])
+    tables = set(
+        demo_warehouse.query("select table_schema, table_name from information_schema.tables")
+    )
+    for view in registry.views:
+        for model in (view, f"online_{view}"):
+            relation = registry.relations[model]
+            assert (relation.schema, relation.alias) in tables, model
+    assert registry.relations[f"online_{UTF}"].schema == "main_online"
+
+
+def _yml_column_tests(model: dict[str, Any]) -> set[tuple[str, str, str | None, str]]:
+    """(column, test name, namespace, arguments as JSON) of a model's column data tests."""
+    found = set()
+    for column in model["columns"]:
+        for test in column.get("data_tests") or []:
+            full, spec = (test, {}) if isinstance(test, str) else next(iter(test.items()))
+            namespace, _, name = full.rpartition(".")
+            arguments = json.dumps((spec or {}).get("arguments", {}), sort_keys=True)
+            found.add((column["name"], name, namespace or None, arguments))
+    return found
+
+
+def test_data_tests_are_those_of_the_yml_columns(
+    registry: Registry, declared: dict[str, Any]
+) -> None:
+    total = 0
+    for name, model in declared.items():
+        view = registry.view(name)
+        got = set()
+        for test in view.data_tests:
+            assert (test.severity, test.where) == ("error", None)
+            assert "model" not in test.kwargs and test.kwargs["column_name"] == test.column
+            arguments = {k: v for k, v in test.kwargs.items() if k != "column_name"}
+            got.add((test.column, test.name, test.namespace, json.dumps(arguments, sort_keys=True)))
+        assert got == _yml_column_tests(model), name
+        assert len(view.data_tests) == len(got)  # each once
+        ordered = [(t.column, t.name) for t in view.data_tests]
+        assert ordered == sorted(ordered)
+        total += len(got)
+    assert total >= 10  # keys, timestamps and features of the demo carry tests
+
+
+def _add_test(manifest: dict[str, Any], model: str, test_id: str, **node: Any) -> None:
+    manifest["nodes"][f"test.featurestore.{test_id}"] = {
+        "resource_type": "test",
+        "name": test_id,
+        "attached_node": _node(manifest, model)["unique_id"],
+        **node,
+    }
+
+
+def test_data_tests_read_from_the_manifest(broken: dict[str, Any]) -> None:
+    """What counts: enabled generic tests with a column, attached to the view's node;
+    severity lower-cased, ``where`` kept, ``model`` dropped from the arguments."""
+    for node in list(broken["nodes"].values()):
+        if node["resource_type"] == "test":
+            del broken["nodes"][node["unique_id"]]
+    column = "device_seen_before"
+    _add_test(
+        broken, UDF, "warn_where",
+        column_name=column,
+        test_metadata={"name": "accepted_values", "namespace": None,
+                       "kwargs": {"values": [True], "model": "{{ ref('x') }}"}},
+        config={"severity": "WARN", "where": "device_id is not null"},
+    )  # fmt: skip
+    _add_test(
+        broken, UDF, "ranged",
+        column_name=column,
+        test_metadata={"name": "accepted_range", "namespace": "featurestore",
+                       "kwargs": {"min_value": 0}},
+        config={},
+    )  # fmt: skip
+    _add_test(
+        broken, UDF, "a_disabled",
+        column_name=column,
+        test_metadata={"name": "not_null", "kwargs": {}},
+        config={"enabled": False},
+    )  # fmt: skip
+    _add_test(
+        broken, UDF, "model_level",
+        column_name=None,
+        test_metadata={"name": "unique_combination_of_columns", "kwargs": {}},
+    )  # fmt: skip
+    _add_test(broken, UDF, "singular", column_name=column)  # no test_metadata
+    _add_test(
+        broken, MCF, "elsewhere",
+        column_name="merchant_chargeback_rate_30d",
+        test_metadata={"name": "not_null", "kwargs": {}},
+    )  # fmt: skip
+    registry = registry_from_manifest(broken)
+    assert registry.view(UDF).data_tests == (
+        DataTest("accepted_range", "featurestore", column, {"min_value": 0}),
+        DataTest(
+            "accepted_values", None, column, {"values": [True]}, "warn", "device_id is not null"
+        ),
+    )
+    assert registry.view(MCF).data_tests == (
+        DataTest("not_null", None, "merchant_chargeback_rate_30d", {}),
+    )
+    assert registry.view(UTF).data_tests == ()
+
+
+def test_relation_defaults(broken: dict[str, Any]) -> None:
+    """No alias: the model's name; no database: ``None``; two models of one name: the later."""
+    node = _node(broken, f"online_{UTF}")
+    node["alias"], node["database"] = None, ""
+    broken["nodes"]["model.other.dup"] = {**_node(broken, MCF), "unique_id": "model.other.dup",
+                                          "schema": "other", "config": {}}  # fmt: skip
+    registry = registry_from_manifest(broken)
+    assert registry.relations[f"online_{UTF}"] == Relation(None, "main_online", f"online_{UTF}")
+    assert registry.relations[MCF].schema == "other"
+    assert ".main_features." in registry.view(MCF).relation.replace('"', "")  # its own node
