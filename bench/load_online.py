@@ -159,8 +159,9 @@ def flush_redis(url: str) -> None:
 
 def child_loader(args: argparse.Namespace) -> None:
     """Load the table into the store URL with the loader's library API; report the rate."""
+    from featurestore.clock import parse_now
     from featurestore.online.urls import open_store
-    from loader import load, parse_now
+    from loader import load
     from loader.validation import preload_validation
 
     source = view_source(Path(args.workdir))

@@ -1,29 +1,30 @@
 """The online loader: the warehouse's latest feature values -> an online store.
 
-Command line (``featurestore/cli.py``)::
+Command line (:mod:`loader.cli`, composed into the ``featurestore`` group by ``cli/main.py``)::
 
     featurestore init-store --online URL          # create the store's table/schema
     featurestore load --online URL [--views a,b] [--full-refresh] [--batch-rows N]
                       [--now ISO] [--project-dir DIR] [--log-format auto|json|progress]
     featurestore loads --online URL [--limit N] [--json]   # the store's load log
 
-``URL`` is ``sqlite:///path/online.db``, ``redis://host:port/db[?namespace=fs]`` or
-``dynamodb://region[?endpoint_url=...&table=...]`` (:func:`featurestore.online.urls.open_store`;
-``--online`` may also come from ``$FEATURESTORE_ONLINE_URL``, ``--now`` from
-``$FEATURESTORE_NOW``). Library use: :func:`load_project` (what the CLI runs) or :func:`load`
-with explicit :class:`ViewSource` objects.
+``URL`` is an online store URL (README, "Store URLs"; ``--online`` may also come from
+``$FEATURESTORE_ONLINE_URL``, ``--now`` from ``$FEATURESTORE_NOW``). Library use:
+:func:`load_project` (what the CLI runs) or :func:`load` with explicit :class:`ViewSource`
+objects (:func:`plan_views` makes them from the registry).
 
 What is read
     For each chosen view (default: every view with ``online: true`` in the registry; a view
     that is unknown or not online is a usage error, exit 2, before anything is read or
     written) the loader reads the dbt model ``online_<view>`` (``models/online/``: the
     latest value per entity as of the build, see ``macros/latest_feature_values.sql``);
-    its database, schema and table come from that model's node in ``target/manifest.json``
-    (``$DBT_TARGET_PATH`` honoured). The warehouse is the dbt profile's current target
+    its database, schema and table are the model's relation in the registry read from
+    ``target/manifest.json`` (``$DBT_TARGET_PATH`` honoured; :mod:`loader.views`). The
+    warehouse (:class:`Warehouse`) is the dbt profile's current target
     (``$FEATURESTORE_TARGET``, :func:`open_warehouse`):
 
     * ``duckdb``: the file ``$FEATURESTORE_DUCKDB_PATH`` (relative to the project) or the
-      path the target resolves to, read with DuckDB's ``to_arrow_reader``;
+      path the target resolves to, read with DuckDB's ``to_arrow_reader``
+      (:mod:`loader.duckdb_warehouse`);
     * ``snowflake``: a connection from the same ``SNOWFLAKE_*`` variables as the profile,
       read with the connector's ``fetch_arrow_batches`` chunk by chunk, columns returned
       under the registry's lower-case names (:mod:`loader.snowflake_warehouse`).
@@ -51,7 +52,8 @@ Validation gate (great_expectations)
     (:func:`loader.validation.derive_checks`): keys, feature timestamp and as-of time not
     null and of the registry types; every feature of its registry type; declared ``range``
     and ``accepted_values``; the yml's ``not_null`` / ``accepted_values`` /
-    ``accepted_range`` data tests on feature columns; string keys non-empty, floats finite
+    ``accepted_range`` data tests on feature columns (as the registry read them from the
+    manifest); string keys non-empty, floats finite
     and ``ver >= ts`` (the online layout's rules). GE runs with its pandas datasource in an
     ephemeral context on chunks of up to 200,000 rows converted from the Arrow batches
     (its SQL datasource does not work on DuckDB).
@@ -78,7 +80,7 @@ Writes and crash safety
     ``kill -9``) leaves the store holding whole records, each from the old or the new
     data, and the next load re-reads everything after the old watermark: records already
     written are skipped as older-or-equal, the rest are written, and the store converges
-    to exactly what one clean load gives (``tests/test_loader_crash.py`` proves it against
+    to exactly what one clean load gives (``tests/loader/test_crash.py`` proves it against
     real Redis and SQLite).
 
 Load records
@@ -97,22 +99,15 @@ Output
     as text, one line per view and a total: rows read, written, skipped as older, expired,
     rejected, seconds and rows per second.
 
-Exit codes (for schedulers; :mod:`loader.errors`)
-    0  every chosen view loaded (or had nothing new)
-    1  an error: missing manifest, warehouse or online relation, invalid registry or
-       ``--now``, a warehouse that cannot be reached or refuses the login (Snowflake), or a
-       view that failed for another reason than validation
-    2  usage: bad options, an unknown view or one that is not online
-    3  the validation gate rejected at least one view (nothing of it written; the other
-       views loaded)
-    4  the store is unreachable or refused the credentials (retry later)
-    5  the store has no table/schema: run ``featurestore init-store``
-    When several apply: 4 or 5, then 1, then 3. Errors detected before loading starts
-    (store unreachable, missing warehouse or relation, bad view) write nothing at all.
+Exit codes
+    README, "Exit codes" (each error carries its own: :mod:`loader.errors`). Errors found
+    before loading starts (store unreachable, missing warehouse or relation, bad view)
+    write nothing at all.
 """
 
 from __future__ import annotations
 
+from loader.duckdb_warehouse import DuckDBWarehouse
 from loader.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -132,17 +127,11 @@ from loader.run import (
     ViewResult,
     load,
     load_project,
-    parse_now,
 )
 from loader.snowflake_warehouse import SnowflakeSettings, SnowflakeWarehouse
-from loader.source import (
-    DuckDBWarehouse,
-    ViewSource,
-    Warehouse,
-    open_warehouse,
-    plan_views,
-    resolve_duckdb_path,
-)
+from loader.targets import open_warehouse, resolve_duckdb_path
+from loader.views import ViewSource, plan_views
+from loader.warehouse import Warehouse
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -167,7 +156,6 @@ __all__ = [
     "load",
     "load_project",
     "open_warehouse",
-    "parse_now",
     "plan_views",
     "resolve_duckdb_path",
 ]

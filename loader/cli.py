@@ -95,9 +95,8 @@ def load(
     """Load the warehouse's latest feature values into an online store.
 
     Incremental by default (rows newer than each view's watermark), validated with
-    great_expectations before anything of a view is written. Exit codes: 0 ok, 1 error,
-    2 usage (unknown or offline view), 3 a view rejected by validation, 4 store
-    unavailable, 5 store not initialized.
+    great_expectations before anything of a view is written. Exit codes: the README's
+    "Exit codes" section.
     """
     from loader.output import JsonReporter, ProgressReporter, summary_lines
     from loader.run import load_project

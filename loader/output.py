@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from loader.run import LoadReport, ViewResult, _iso
-from loader.source import ViewSource
+from featurestore.timestamps import iso_micros
+from loader.run import LoadReport, ViewResult
+from loader.views import ViewSource
 
 __all__ = ["JsonReporter", "ProgressReporter", "failure_lines", "summary_lines"]
 
@@ -69,7 +70,7 @@ class JsonReporter:
             "view.start",
             view=source.name,
             relation=source.relation,
-            watermark=_iso(watermark),
+            watermark=None if watermark is None else iso_micros(watermark),
             rows=rows,
         )
 

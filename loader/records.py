@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.online.layout import Record
-from loader.source import ViewSource
+from loader.views import ViewSource
 
 __all__ = ["Converted", "micros_array", "to_records"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import tempfile
 import threading
 import time
@@ -18,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc
 
-from featurestore import clock
 from featurestore.online.layout import Record
 from featurestore.online.store import (
     LoadRecord,
@@ -28,7 +26,9 @@ from featurestore.online.store import (
     StoreUnavailable,
 )
 from featurestore.project import Project
-from featurestore.registry import RegistryError, registry_from_manifest
+from featurestore.registry import RegistryError, load_registry
+from featurestore.timestamps import iso_micros
+from loader.duckdb_warehouse import DuckDBWarehouse
 from loader.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -38,8 +38,10 @@ from loader.errors import (
     LoaderError,
 )
 from loader.records import micros_array, to_records
-from loader.source import DuckDBWarehouse, ViewSource, Warehouse, open_warehouse, plan_views
+from loader.targets import open_warehouse
 from loader.validation import ExpectationFailure, ViewValidator, preload_validation
+from loader.views import ViewSource, plan_views
+from loader.warehouse import Warehouse
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -51,7 +53,6 @@ __all__ = [
     "ViewResult",
     "load",
     "load_project",
-    "parse_now",
 ]
 
 #: rows per Arrow batch read from the warehouse and per store.write call
@@ -89,6 +90,7 @@ class ViewResult:
         return self.rows_read / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> dict[str, Any]:
+        before, after = self.watermark_before, self.watermark_after
         return {
             "view": self.view,
             "outcome": self.outcome,
@@ -99,8 +101,8 @@ class ViewResult:
             "rows_rejected": self.rows_rejected,
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_per_second, 1),
-            "watermark_before": _iso(self.watermark_before),
-            "watermark_after": _iso(self.watermark_after),
+            "watermark_before": None if before is None else iso_micros(before),
+            "watermark_after": None if after is None else iso_micros(after),
         }
 
 
@@ -180,14 +182,6 @@ class NullReporter:
         pass
 
 
-def parse_now(text: str | None) -> dt.datetime | None:
-    """``--now`` / ``$FEATURESTORE_NOW`` (:func:`featurestore.clock.parse_now`)."""
-    try:
-        return clock.parse_now(text)
-    except ValueError as exc:
-        raise LoaderError(f"invalid time: {exc}") from None
-
-
 def load_project(
     store: OnlineStore,
     *,
@@ -201,7 +195,7 @@ def load_project(
 ) -> LoadReport:
     """Load the project's online views (``views``, default all) into ``store``: the registry
     and relations come from ``target/manifest.json``, the warehouse from the dbt profile's
-    current target (:func:`~loader.source.open_warehouse`: DuckDB or Snowflake) unless
+    current target (:func:`~loader.targets.open_warehouse`: DuckDB or Snowflake) unless
     ``warehouse`` is given."""
     from featurestore.project import DbtError
 
@@ -209,20 +203,11 @@ def load_project(
         project = Project.at(project_dir)
     except DbtError as exc:
         raise LoaderError(str(exc)) from None
-    manifest_path = project.manifest_path
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise LoaderError(
-            f"{manifest_path} not found: run `dbt parse` (or `dbt build`) first"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise LoaderError(f"{manifest_path} is not valid JSON: {exc}") from None
-    try:
-        registry = registry_from_manifest(manifest)
+        registry = load_registry(project.manifest_path)
     except RegistryError as exc:
         raise LoaderError(str(exc)) from None
-    sources = plan_views(registry, manifest, views)
+    sources = plan_views(registry, views)
     if warehouse is None:
         warehouse = open_warehouse(project)
     return load(
@@ -248,7 +233,7 @@ def load(
     validation_chunk_rows: int = VALIDATION_CHUNK_ROWS,
     writers: int = DEFAULT_WRITERS,
 ) -> LoadReport:
-    """Load ``views`` from ``warehouse`` (a :class:`~loader.source.Warehouse`, or the path of
+    """Load ``views`` from ``warehouse`` (a :class:`~loader.warehouse.Warehouse`, or the path of
     a DuckDB file) into ``store`` (see :mod:`loader`).
 
     Raises :class:`~featurestore.online.store.StoreUnavailable` /
@@ -517,10 +502,3 @@ def _record(
 
 def _utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _iso(micros: int | None) -> str | None:
-    if micros is None:
-        return None
-    moment = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
-    return moment.isoformat() + "Z"

@@ -58,7 +58,8 @@ import pyarrow as pa
 
 from featurestore.registry import ValueType
 from loader.errors import WarehouseError
-from loader.source import ViewSource, Warehouse
+from loader.views import ViewSource, quote_identifier
+from loader.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -198,11 +199,7 @@ def _identifier(name: str) -> str:
     (Snowflake resolves them upper-case), anything else double-quoted verbatim."""
     if _PLAIN_IDENTIFIER.fullmatch(name):
         return name
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    return quote_identifier(name)
 
 
 def relation_name(source: ViewSource) -> str:
@@ -414,12 +411,13 @@ class SnowflakeWarehouse(Warehouse):
             self.check(source)
         mapping = self._columns[source.name]
         columns = ", ".join(
-            f"{_quoted(mapping[name])} as {_quoted(name)}" for name in source.columns
+            f"{quote_identifier(mapping[name])} as {quote_identifier(name)}"
+            for name in source.columns
         )
         where = ""
         if watermark is not None:
             # microseconds -> TIMESTAMP_NTZ; strictly newer than the last successful load
-            ver = _quoted(mapping[source.ver_column])
+            ver = quote_identifier(mapping[source.ver_column])
             where = f" where {ver} > to_timestamp_ntz({int(watermark)}, 6)"
         return f"select {columns} from {relation_name(source)}{where}"
 

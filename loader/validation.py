@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.registry import ValueType
-from loader.source import ViewSource
+from loader.views import ViewSource
 
 __all__ = [
     "MAX_SAMPLES",

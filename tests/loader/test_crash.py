@@ -175,9 +175,8 @@ def test_kill_9_mid_load_then_rerun_equals_one_clean_load(
     for version, path in ((1, v1), (2, v2)):
         path.parent.mkdir()
         write_table(path, version)
-    manifest_path = demo_warehouse.target_path / "manifest.json"
-    registry = load_registry(manifest_path)
-    sources = plan_views(registry, json.loads(manifest_path.read_text()), [VIEW])
+    registry = load_registry(demo_warehouse.target_path / "manifest.json")
+    sources = plan_views(registry, [VIEW])
 
     def target(name: str) -> Target:
         if kind == "sqlite":

@@ -34,7 +34,7 @@ import pytest
 
 from featurestore.online.store import OnlineStore, StoredRecord, StoreUnavailable, ViewRead
 from featurestore.online.urls import open_store
-from featurestore.registry import FeatureView, Registry, load_registry
+from featurestore.registry import FeatureView, Registry
 from tests.servers import free_port
 from tests.stores import store_url
 from tests.warehouse import REPO, Warehouse
@@ -48,7 +48,6 @@ from loader import (
     EXIT_STORE_UNAVAILABLE,
     EXIT_USAGE,
     LoadReport,
-    ViewSelectionError,
     WarehouseError,
     load,
     load_project,
@@ -173,17 +172,6 @@ def copy_warehouse(source: Warehouse, workdir: Path) -> Warehouse:
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source.duckdb_path, copy.duckdb_path)
     return copy
-
-
-@pytest.fixture(scope="module")
-def registry(demo_warehouse: Warehouse) -> Registry:
-    return load_registry(demo_warehouse.target_path / "manifest.json")
-
-
-@pytest.fixture(scope="module")
-def manifest(demo_warehouse: Warehouse) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((demo_warehouse.target_path / "manifest.json").read_text())
-    return loaded
 
 
 @pytest.fixture
@@ -396,30 +384,6 @@ def test_views_selects_and_expired_rows_are_not_sent(
     assert {r.view for r in sqlite_store.list_loads()} == {merchant.name, device.name}
 
 
-def test_unknown_or_offline_views_are_refused(registry: Registry, manifest: dict[str, Any]) -> None:
-    with pytest.raises(ViewSelectionError, match="unknown feature view 'nope'") as caught:
-        plan_views(registry, manifest, ["user_device_features", "nope"])
-    assert caught.value.exit_code == EXIT_USAGE
-    offline = Registry(
-        entities=registry.entities,
-        views={
-            **registry.views,
-            "user_device_features": dataclasses.replace(
-                registry.view("user_device_features"), online=False
-            ),
-        },
-        features=registry.features,
-    )
-    with pytest.raises(ViewSelectionError, match="'user_device_features' is not online"):
-        plan_views(offline, manifest, ["user_device_features"])
-    chosen = [source.name for source in plan_views(offline, manifest, None)]
-    assert chosen == [name for name in VIEWS if name != "user_device_features"]
-    sources = plan_views(registry, manifest, ["user_device_features", "user_device_features"])
-    assert [(s.name, s.schema, s.table) for s in sources] == [
-        ("user_device_features", "main_online", "online_user_device_features")
-    ]
-
-
 # --- the validation gate ---------------------------------------------------------------------
 
 
@@ -615,7 +579,6 @@ def _gate_table(path: Path, broken: dict[str, str], bad_rows: set[int]) -> None:
 def test_gate_names_the_failed_expectation_and_its_rows(
     case: str,
     registry: Registry,
-    manifest: dict[str, Any],
     sqlite_store: OnlineStore,
     tmp_path: Path,
 ) -> None:
@@ -624,7 +587,7 @@ def test_gate_names_the_failed_expectation_and_its_rows(
     path = tmp_path / "gate.duckdb"
     _gate_table(path, broken, bad_rows)
     names = ["user_transaction_features", "merchant_chargeback_features"]
-    sources = plan_views(_gate_registry(registry), manifest, names)
+    sources = plan_views(_gate_registry(registry), names)
     report = load(sqlite_store, path, sources, now=NOW, validation_chunk_rows=16, batch_rows=8)
     assert report.exit_code == EXIT_REJECTED
     users, merchants = report.views
@@ -668,12 +631,12 @@ def test_gate_names_the_failed_expectation_and_its_rows(
 
 
 def test_a_valid_table_passes_every_check(
-    registry: Registry, manifest: dict[str, Any], sqlite_store: OnlineStore, tmp_path: Path
+    registry: Registry, sqlite_store: OnlineStore, tmp_path: Path
 ) -> None:
     """The gate's table with nothing broken loads (so the cases above fail for their break)."""
     path = tmp_path / "gate.duckdb"
     _gate_table(path, {}, {0})
-    sources = plan_views(_gate_registry(registry), manifest, ["user_transaction_features"])
+    sources = plan_views(_gate_registry(registry), ["user_transaction_features"])
     report = load(sqlite_store, path, sources, now=NOW, validation_chunk_rows=16, batch_rows=8)
     assert _counts(report) == {"user_transaction_features": ("success", 40, 40, 0, 0, 0)}
     view = registry.view("user_transaction_features")
@@ -785,7 +748,7 @@ def test_cli_errors_have_exit_codes_and_write_nothing(
 
 
 def test_store_going_away_mid_load_stops_the_run(
-    demo_warehouse: Warehouse, registry: Registry, manifest: dict[str, Any], tmp_path: Path
+    demo_warehouse: Warehouse, registry: Registry, tmp_path: Path
 ) -> None:
     """A store that fails during a view: the run stops with exit code 4, the view is
     recorded as failed where possible, its watermark is not advanced."""
@@ -794,7 +757,7 @@ def test_store_going_away_mid_load_stops_the_run(
     with redis_server(tmp_path / "redis") as server:
         store = open_store(f"{server.url}?namespace=gone")
         store.initialize()
-        sources = plan_views(registry, manifest, None)
+        sources = plan_views(registry, None)
         original = store.write
         calls = {"n": 0}
 
@@ -885,14 +848,3 @@ def test_bench_load_online_smoke(tmp_path: Path) -> None:
     assert loaded["rows"] == loaded["written"] == ceiling["rows"] == 3000
     assert results["checks"]["ratio_to_ceiling"] > 0
     assert "| Redis: loader (newer-wins script, validation) | 3,000 | 1 |" in proc.stdout
-
-
-def test_warehouse_path_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from featurestore.project import Project
-    from loader import resolve_duckdb_path
-
-    monkeypatch.delenv("FEATURESTORE_TARGET", raising=False)
-    monkeypatch.setenv("FEATURESTORE_DUCKDB_PATH", "elsewhere/wh.duckdb")
-    assert resolve_duckdb_path(Project.at(REPO)) == REPO / "elsewhere" / "wh.duckdb"
-    monkeypatch.setenv("FEATURESTORE_DUCKDB_PATH", "/abs/wh.duckdb")
-    assert resolve_duckdb_path(Project.at(REPO)) == Path("/abs/wh.duckdb")

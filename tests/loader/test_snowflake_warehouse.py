@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import importlib
-import json
 import logging
 import os
 import re
@@ -120,14 +119,13 @@ class SnowflakeTarget:
     """``dbt parse --target snowflake`` of the project into its own target folder."""
 
     target_path: Path
-    manifest: dict[str, Any]
     registry: Registry
 
     def env(self) -> dict[str, str]:
         return target_env(self.target_path)
 
     def sources(self, names: tuple[str, ...] = VIEWS) -> list[ViewSource]:
-        return plan_views(self.registry, self.manifest, list(names))
+        return plan_views(self.registry, list(names))
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +141,7 @@ def sf_target(tmp_path_factory: pytest.TempPathFactory) -> SnowflakeTarget:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     manifest = target_path / "manifest.json"
-    return SnowflakeTarget(target_path, json.loads(manifest.read_text()), load_registry(manifest))
+    return SnowflakeTarget(target_path, load_registry(manifest))
 
 
 def literal(value: object) -> str:
@@ -294,12 +292,9 @@ def test_snowflake_load_equals_the_duckdb_load(
         f"FS_DB.ANALYTICS_online.online_{name}" for name in VIEWS
     }
 
-    manifest = json.loads((demo_warehouse.target_path / "manifest.json").read_text())
     registry = load_registry(demo_warehouse.target_path / "manifest.json")
     with sqlite_store(tmp_path / "duck.db") as store:
-        duck = load(
-            store, demo_warehouse.duckdb_path, plan_views(registry, manifest, None), now=NOW
-        )
+        duck = load(store, demo_warehouse.duckdb_path, plan_views(registry, None), now=NOW)
     assert duck.exit_code == 0
     assert [(r.view, r.rows_read, r.rows_written) for r in report.views] == [
         (r.view, r.rows_read, r.rows_written) for r in duck.views

@@ -1,0 +1,64 @@
+"""The :class:`Warehouse` interface: where a load reads the online relations from, in Arrow
+record batches so that memory stays flat whatever the table size. One module per
+implementation (:mod:`loader.duckdb_warehouse`, :mod:`loader.snowflake_warehouse`);
+:func:`loader.targets.open_warehouse` picks the one the dbt target names."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from typing import Self
+
+import pyarrow as pa
+
+from loader.views import ViewSource
+
+__all__ = ["Warehouse"]
+
+
+class Warehouse(abc.ABC):
+    """Where a load reads the online relations from (DuckDB, Snowflake).
+
+    Used as a context manager around a load: :meth:`open` connects, :meth:`check` runs for
+    every view before anything is read or written, :meth:`count` and :meth:`batches` read a
+    view's rows. Every failure is a :class:`~loader.errors.WarehouseError` with a one-line
+    message that names the relation and never holds a secret.
+    """
+
+    #: which warehouse, for messages (never a secret)
+    description: str
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect (or open the file)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Disconnect; idempotent."""
+
+    def locate(self, source: ViewSource) -> ViewSource:
+        """``source`` with the relation named as this warehouse reads it (for reports)."""
+        return source
+
+    @abc.abstractmethod
+    def check(self, source: ViewSource) -> None:
+        """Raise WarehouseError unless the relation exists with every column needed."""
+
+    @abc.abstractmethod
+    def count(self, source: ViewSource, watermark: int | None) -> int:
+        """How many rows :meth:`batches` will yield (for progress)."""
+
+    @abc.abstractmethod
+    def batches(
+        self, source: ViewSource, watermark: int | None, rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """The relation's rows whose as-of time is later than ``watermark`` (microseconds
+        since the epoch, UTC; ``None``: every row) as Arrow batches of at most ``rows`` rows,
+        with the columns :attr:`ViewSource.columns` in that order and under those names."""
