@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from cli.offline import clean_errors
-from featurestore.options import project_dir_option
+from cli.offline import offline_errors
+from featurestore.commands import project_dir_option
 
 __all__ = ["demo"]
 
@@ -22,7 +22,7 @@ DEMO_FEATURES = (
 
 @click.command()
 @project_dir_option
-@clean_errors
+@offline_errors
 @click.option("--offline-only", is_flag=True, help="Stop after the training set.")
 def demo(project_dir: Path | None, offline_only: bool) -> None:
     """Run the whole path on the demo data: dbt build, a training set, a load into the

@@ -9,36 +9,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from featurestore.options import project_dir_option
+from featurestore.commands import clean_errors, project_dir_option
+from featurestore.historical import HistoricalFeaturesError
+from featurestore.project import DbtError
+from featurestore.registry import RegistryError
+from featurestore.training_files import TrainingFileError
 
-__all__ = ["generate", "registry", "training_set"]
+__all__ = ["generate", "offline_errors", "registry", "training_set"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def clean_errors(command: F) -> F:
-    """Turn the package's own errors into a one-line message and exit code 1."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from featurestore.historical import HistoricalFeaturesError
-        from featurestore.project import DbtError
-        from featurestore.registry import RegistryError
-        from featurestore.training_files import TrainingFileError
-
-        try:
-            return command(*args, **kwargs)
-        except (HistoricalFeaturesError, DbtError, RegistryError, TrainingFileError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+#: the errors the offline commands turn into one line and exit code 1
+offline_errors = clean_errors(HistoricalFeaturesError, DbtError, RegistryError, TrainingFileError)
 
 
 @click.command()
@@ -90,7 +75,7 @@ def generate(out_dir: Path, **options: Any) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @project_dir_option
-@clean_errors
+@offline_errors
 def registry(as_json: bool, project_dir: Path | None) -> None:
     """Print the feature registry (read from target/manifest.json; run `dbt parse` first)."""
     from rich.console import Console
@@ -163,7 +148,7 @@ def registry(as_json: bool, project_dir: Path | None) -> None:
     help="Also write <view>__feature_at and <view>__as_of_at columns.",
 )
 @project_dir_option
-@clean_errors
+@offline_errors
 def training_set(
     labels_path: Path,
     feature_list: str,

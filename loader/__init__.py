@@ -109,12 +109,6 @@ from __future__ import annotations
 
 from loader.duckdb_warehouse import DuckDBWarehouse
 from loader.errors import (
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_REJECTED,
-    EXIT_STORE_NOT_INITIALIZED,
-    EXIT_STORE_UNAVAILABLE,
-    EXIT_USAGE,
     LoaderError,
     ViewSelectionError,
     WarehouseError,
@@ -135,12 +129,6 @@ from loader.warehouse import Warehouse
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
-    "EXIT_ERROR",
-    "EXIT_OK",
-    "EXIT_REJECTED",
-    "EXIT_STORE_NOT_INITIALIZED",
-    "EXIT_STORE_UNAVAILABLE",
-    "EXIT_USAGE",
     "DuckDBWarehouse",
     "LoadReport",
     "LoaderError",

@@ -9,38 +9,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from featurestore.clock import parse_now
+from featurestore.commands import clean_errors, now_option, online_option, project_dir_option
 from featurestore.exit_codes import exit_code_of
 from featurestore.online.store import StoreError
 from featurestore.online.urls import open_store
-from featurestore.options import now_option, online_option, project_dir_option
 from featurestore.timestamps import iso_micros
 from loader.errors import LoaderError
 
 __all__ = ["init_store", "load", "loads"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def store_errors(command: F) -> F:
-    """Turn store and loader errors into ``Error: <message>`` and their exit code."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (StoreError, LoaderError) as exc:
-            click.echo(f"Error: {exc}", err=True)
-            raise click.exceptions.Exit(exit_code_of(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+#: store and loader errors: one line and their exit code
+store_errors = clean_errors(StoreError, LoaderError)
 
 
 @click.command("init-store")

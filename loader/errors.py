@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-from featurestore.exit_codes import (
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_REJECTED,
-    EXIT_STORE_NOT_INITIALIZED,
-    EXIT_STORE_UNAVAILABLE,
-    EXIT_USAGE,
-)
+from featurestore.exit_codes import EXIT_ERROR, EXIT_USAGE
 
 __all__ = [
-    "EXIT_ERROR",
-    "EXIT_OK",
-    "EXIT_REJECTED",
-    "EXIT_STORE_NOT_INITIALIZED",
-    "EXIT_STORE_UNAVAILABLE",
-    "EXIT_USAGE",
     "LoaderError",
     "ViewSelectionError",
     "WarehouseError",

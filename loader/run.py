@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc
 
+from featurestore.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, exit_code_of
 from featurestore.online.layout import Record
 from featurestore.online.store import (
     LoadRecord,
@@ -29,14 +30,7 @@ from featurestore.project import Project
 from featurestore.registry import RegistryError, load_registry
 from featurestore.timestamps import iso_micros
 from loader.duckdb_warehouse import DuckDBWarehouse
-from loader.errors import (
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_REJECTED,
-    EXIT_STORE_NOT_INITIALIZED,
-    EXIT_STORE_UNAVAILABLE,
-    LoaderError,
-)
+from loader.errors import LoaderError
 from loader.records import micros_array, to_records
 from loader.targets import open_warehouse
 from loader.validation import ExpectationFailure, ViewValidator, preload_validation
@@ -271,11 +265,8 @@ def load(
                 writers=writers,
             )
             report.views.append(result)
-            if isinstance(result.error, StoreNotInitialized):
-                report.aborted = (EXIT_STORE_NOT_INITIALIZED, result.message)
-                break
-            if isinstance(result.error, StoreUnavailable):
-                report.aborted = (EXIT_STORE_UNAVAILABLE, result.message)
+            if isinstance(result.error, StoreNotInitialized | StoreUnavailable):
+                report.aborted = (exit_code_of(result.error), result.message)
                 break
     report.seconds = time.perf_counter() - started
     reporter.load_finished(report)

@@ -41,12 +41,14 @@ from tests.warehouse import REPO, Warehouse
 
 if importlib.util.find_spec("loader") is None:  # an install from before loader/ existed
     sys.path.insert(0, str(REPO))
-from loader import (
+from featurestore.exit_codes import (
     EXIT_ERROR,
     EXIT_REJECTED,
     EXIT_STORE_NOT_INITIALIZED,
     EXIT_STORE_UNAVAILABLE,
     EXIT_USAGE,
+)
+from loader import (
     LoadReport,
     WarehouseError,
     load,

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from featurestore.exit_codes import EXIT_USAGE
 from featurestore.registry import DataTest, Registry
-from loader import EXIT_USAGE, ViewSelectionError, WarehouseError, plan_views
+from loader import ViewSelectionError, WarehouseError, plan_views
 from loader.errors import LoaderError
 from loader.views import gated_tests, online_model_name
 from tests.warehouse import REPO, Warehouse
