@@ -22,7 +22,9 @@ Rules checked on load (each failure names the model and the field):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -515,15 +517,26 @@ def _read_feature(
 
 
 def _matches(value: object, value_type: ValueType) -> bool:
+    """Whether a yml value (a default, a range bound) is a value of ``value_type``: ``bool``
+    is not an int, floats must be finite (the online layout refuses NaN and infinities),
+    timestamps are ISO 8601 strings (``Z`` or an offset; naive is UTC)."""
     if value_type == "bool":
         return isinstance(value, bool)
     if value_type == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if value_type == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
     if value_type == "string":
         return isinstance(value, str)
-    return isinstance(value, str)  # timestamp defaults are ISO 8601 strings
+    if not isinstance(value, str):
+        return False
+    try:
+        dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:

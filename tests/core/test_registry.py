@@ -9,14 +9,16 @@ the field: on deep copies of the real manifest, and end to end through `dbt pars
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -26,6 +28,7 @@ from featurestore.registry import (
     Registry,
     RegistryError,
     Relation,
+    ValueType,
     load_registry,
     registry_from_manifest,
     value_type_of,
@@ -656,3 +659,81 @@ def test_relation_defaults(broken: dict[str, Any]) -> None:
     assert registry.relations[f"online_{UTF}"] == Relation(None, "main_online", f"online_{UTF}")
     assert registry.relations[MCF].schema == "other"
     assert ".main_features." in registry.view(MCF).relation.replace('"', "")  # its own node
+
+
+# -- defaults: every pair of declared type and default type -----------------------------------
+
+#: one data_type spelling per registry type
+DATA_TYPES = {"int": "bigint", "float": "double", "bool": "boolean", "string": "varchar",
+              "timestamp": "timestamp"}  # fmt: skip
+
+#: default values of every JSON/YAML kind, named
+DEFAULTS: dict[str, object] = {
+    "int-0": 0,
+    "int-negative": -3,
+    "int-big": 2**62,
+    "float": 0.5,
+    "float-whole": 2.0,
+    "float-nan": float("nan"),
+    "float-inf": float("inf"),
+    "bool-true": True,
+    "bool-false": False,
+    "str-digits": "0",
+    "str-word": "zero",
+    "str-empty": "",
+    "str-iso-z": "2026-05-01T00:00:00Z",
+    "str-iso-offset": "2026-05-01T02:00:00+02:00",
+    "str-iso-naive": "2026-05-01 00:00:00",
+    "list": [0],
+    "mapping": {"value": 0},
+}
+
+
+def _is_iso(value: str) -> bool:
+    try:
+        dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _default_fits(value: object, value_type: str) -> bool:
+    """The reference rule, by exact Python type (so that bool is never an int)."""
+    kind = type(value)
+    if value_type == "int":
+        return kind is int
+    if value_type == "float":
+        return kind is int or (kind is float and math.isfinite(value))  # type: ignore[arg-type]
+    if value_type == "bool":
+        return kind is bool
+    if value_type == "string":
+        return kind is str
+    return kind is str and _is_iso(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value_type", sorted(DATA_TYPES))
+@pytest.mark.parametrize("default_name", sorted(DEFAULTS))
+def test_every_pair_of_declared_type_and_default_type(
+    broken: dict[str, Any], value_type: str, default_name: str
+) -> None:
+    value = DEFAULTS[default_name]
+    column = "avg_order_value_90d"
+    _set_data_type(UTF, column, DATA_TYPES[value_type])(broken)
+    _set_default(UTF, column, value)(broken)
+    if _default_fits(value, value_type):
+        feature = registry_from_manifest(broken).feature(column)
+        assert feature.value_type == value_type
+        assert feature.default == value
+        assert type(feature.default) is (float if value_type == "float" else type(value))
+    else:
+        with pytest.raises(RegistryError) as info:
+            registry_from_manifest(broken)
+        assert f"model {UTF}: column {column}: meta.featurestore.default" in str(info.value)
+        assert f"is not a {value_type}" in str(info.value)
+
+
+def test_the_default_matrix_covers_every_registry_type() -> None:
+    assert set(DATA_TYPES) == set(get_args(ValueType))
+    assert {value_type_of(spelling) for spelling in DATA_TYPES.values()} == set(DATA_TYPES)
+    kinds = {type(value) for value in DEFAULTS.values()}
+    assert kinds == {int, float, bool, str, list, dict}
