@@ -736,8 +736,9 @@ class DynamoDBStore(OnlineStore):
     ) -> list[dict[str, StoredRecord | None]]:
         """Records by BatchGetItem in chunks of at most 100 unique (pk, view) pairs.
 
-        ``deadline_s`` (default ``read_deadline_s``) is the time budget, from the call, within
-        which unprocessed keys are retried; past it StoreUnavailable is raised."""
+        ``deadline_s`` (seconds from the call, on the monotonic clock; default
+        ``read_deadline_s``) is the time budget within which unprocessed keys are retried;
+        past it StoreUnavailable is raised (:meth:`OnlineStore.read`)."""
         now_s = _now_seconds(now)
         budget = self.read_deadline_s if deadline_s is None else deadline_s
         deadline = time.monotonic() + budget

@@ -356,7 +356,11 @@ class RedisStore(OnlineStore):
         views: Sequence[ViewRead],
         *,
         now: dt.datetime | None = None,
+        deadline_s: float | None = None,
     ) -> list[dict[str, StoredRecord | None]]:
+        """:meth:`OnlineStore.read`: the HMGETs in one pipeline. ``deadline_s`` is accepted
+        and not used: the call is bounded by the client's socket timeouts and reconnect
+        retries instead (the sidecar reads Redis with :meth:`read_encoded_async`)."""
         if not keys or not views:
             return [{view.view: None for view in views} for _ in keys]
         plan = _ReadPlan(entity, keys, views, self.namespace)

@@ -142,7 +142,10 @@ class SQLiteStore(OnlineStore):
         views: Sequence[ViewRead],
         *,
         now: dt.datetime | None = None,
+        deadline_s: float | None = None,
     ) -> list[dict[str, StoredRecord | None]]:
+        """:meth:`OnlineStore.read`: one query; ``deadline_s`` is accepted and not needed
+        (a local file, no retries)."""
         now_s = _now_seconds(now)
         tokens = [entity_token(key) for key in keys]
         results: list[dict[str, StoredRecord | None]] = [

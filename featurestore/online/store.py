@@ -141,8 +141,17 @@ class OnlineStore(abc.ABC):
         views: Sequence[ViewRead],
         *,
         now: dt.datetime | None = None,
+        deadline_s: float | None = None,
     ) -> list[dict[str, StoredRecord | None]]:
-        """For each key (in order), view name -> its unexpired record or None."""
+        """For each key (in order), view name -> its unexpired record or None.
+
+        ``now`` (aware or naive UTC; None: the real clock) decides what has expired.
+        ``deadline_s`` is the call's time budget in seconds, counted from the call on the
+        monotonic clock (:func:`time.monotonic`; a duration, not a clock reading): a store
+        that retries within a read (DynamoDB: unprocessed keys) stops retrying once it is
+        spent and raises StoreUnavailable; the others (Redis, SQLite) accept it and are
+        bounded by their connections' own timeouts instead. None: the store's default
+        (DynamoDB: its ``read_deadline_s``)."""
 
     #: whether :meth:`read_encoded_async` / :meth:`check_async` run on the event loop; the
     #: sidecar calls :meth:`read` on a thread pool for stores without them

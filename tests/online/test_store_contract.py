@@ -629,3 +629,41 @@ def test_reads_answer_every_requested_view(store: OnlineStore) -> None:
         ts=NOW_US, ver=NOW_US, exp=NOW_S + 30 * DAY, values={"sessions": 3, "last_seen_at": None}
     )
     assert rows[1]["user_device_stats"] is None
+
+
+# --- the read deadline -----------------------------------------------------------------------
+
+
+def test_every_store_declares_the_interface_s_read() -> None:
+    """Each implementation's ``read`` takes exactly the interface's arguments (the sidecar
+    passes ``deadline_s`` to every store without looking)."""
+    import inspect
+
+    from featurestore.online.dynamodb_store import DynamoDBStore
+    from featurestore.online.redis_store import RedisStore
+    from featurestore.online.sqlite_store import SQLiteStore
+
+    declared = inspect.signature(OnlineStore.read).parameters
+    assert "deadline_s" in declared
+    for implementation in (RedisStore, DynamoDBStore, SQLiteStore):
+        parameters = inspect.signature(implementation.read).parameters
+        assert list(parameters) == list(declared), implementation
+        assert all(
+            parameters[name].kind == declared[name].kind
+            and parameters[name].default == declared[name].default
+            for name in declared
+        ), implementation
+
+
+def test_a_read_within_its_deadline_reads_the_same(store: OnlineStore) -> None:
+    reference = Reference()
+    records = [
+        record("u1", "user_activity", NOW_US - 5, txn_count_7d=3, txn_avg_7d=1.5),
+        record("u2", "user_profile", NOW_US - 9, age=41, name="b"),
+    ]
+    write_both(store, reference, records, NOW)
+    keys = [("u1",), ("u2",), ("u3",)]
+    expected = reference.read("user", keys, VIEWS["user"], NOW)
+    assert read(store, "user", keys, NOW) == expected
+    got = store.read("user", keys, VIEWS["user"], now=NOW, deadline_s=5.0)
+    assert observed(got) == expected
