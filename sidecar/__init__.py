@@ -1,9 +1,9 @@
-"""The sidecar: online feature retrieval over HTTP (issue 4).
+"""The sidecar: online feature retrieval over HTTP.
 
 Run it with ``featurestore serve --online URL [--host --port --workers]`` (uvicorn with
 uvloop and httptools; configuration in :mod:`sidecar.settings`, keys in :mod:`sidecar.auth`).
 
-Endpoints
+Endpoints (the route table: :mod:`sidecar.endpoints`)
     ``POST /api/v1/features/retrieve``  feature values (key required)
     ``GET /api/v1/registry``            entities, views, features the key may read (key
                                         required)
@@ -49,7 +49,7 @@ Retrieve request and response (the design document's contract, section 2)::
   ``X-Featurestore-Degraded: 1``).
 * Composite entities (``user_device``) are addressed by the layout token
   ``"<user_id>:<device_id>"`` or by an object ``{"user_id": ..., "device_id": ...}``
-  (:mod:`sidecar.catalog`).
+  (:mod:`sidecar.keys`).
 
 Errors are JSON ``{"error": {"code", "message", "field"}}``: 400 not JSON, 401 no key, an
 unknown key or more than one ``X-API-Key`` header, 403 outside the key's scope, 404/405,
@@ -57,3 +57,45 @@ unknown key or more than one ``X-API-Key`` header, 403 outside the key's scope, 
 entity or not online, an empty or too long list, a wrong JSON type, a malformed key). A
 store outage never produces a 5xx.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sidecar.app import app_from_env, create_app
+    from sidecar.cli import serve_command
+    from sidecar.endpoints import ENDPOINTS, Endpoint
+    from sidecar.settings import Settings, SettingsError, check_settings
+
+__all__ = [
+    "ENDPOINTS",
+    "Endpoint",
+    "Settings",
+    "SettingsError",
+    "app_from_env",
+    "check_settings",
+    "create_app",
+    "serve_command",
+]
+
+#: public name -> the module holding it; imported on first use, so that importing the
+#: command line (``sidecar.cli``) does not load Starlette and the serving modules
+_HOMES: dict[str, str] = {
+    "ENDPOINTS": "sidecar.endpoints",
+    "Endpoint": "sidecar.endpoints",
+    "Settings": "sidecar.settings",
+    "SettingsError": "sidecar.settings",
+    "app_from_env": "sidecar.app",
+    "check_settings": "sidecar.settings",
+    "create_app": "sidecar.app",
+    "serve_command": "sidecar.cli",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'sidecar' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -1,27 +1,27 @@
-"""The Starlette application: :func:`create_app` (tests, embedding) and
-:func:`app_from_env` (the factory uvicorn calls in each worker of ``featurestore serve``).
+"""The Starlette application: :func:`create_app` (tests, embedding, ``featurestore
+serve``) and :func:`app_from_env` (the factory uvicorn calls in each worker of
+``featurestore serve --workers N``).
 
 Startup does all per-registry work once: the registry is read from the manifest and checked
-against the configuration (cache TTL view names, key scopes), the retrieval plans and
-constant answers (:class:`~sidecar.catalog.Catalog`), the OpenAPI document and the unscoped
-registry document are built, the store is opened. The lifespan then starts the store thread
-pool and probes the store (a store that is down does not stop the sidecar: it serves
-defaults, marked degraded, until the store answers). Shutdown (uvicorn's, on SIGTERM/SIGINT)
-stops accepting connections, lets in-flight requests finish, then closes the store.
+against the configuration (:func:`~sidecar.settings.check_settings`: cache TTL view names,
+key scopes), then the store is opened and everything a request needs is built
+(:class:`~sidecar.state.Sidecar`: the entity plans and constant answers, the OpenAPI
+document, the unscoped registry document). The lifespan then probes the store (a store
+that is down does not stop the sidecar: it serves defaults, marked degraded, until the
+store answers). Shutdown (uvicorn's, on SIGTERM/SIGINT) stops accepting connections, lets
+in-flight requests finish, then closes the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import gc
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -30,112 +30,23 @@ from starlette.types import Receive, Scope, Send
 from featurestore.online.store import OnlineStore
 from featurestore.online.urls import open_store
 from featurestore.registry import Registry, load_registry
-from sidecar.auth import ApiKey, Authenticator
-from sidecar.breaker import CircuitBreaker, State
-from sidecar.cache import LFUCache
-from sidecar.catalog import CachedRecord, Catalog
-from sidecar.metrics import Metrics, MetricsMiddleware
-from sidecar.openapi import build_openapi
-from sidecar.retrieval import CacheKey, Retriever, StoreReader
-from sidecar.routes import (
-    RETRIEVE_ROUTE,
-    ROUTES,
-    RetrieveEndpoint,
-    http_error,
-    route_path,
-    server_error,
-)
-from sidecar.settings import Settings, SettingsError
+from sidecar.endpoints import RETRIEVE, route_path
+from sidecar.metrics import MetricsMiddleware
+from sidecar.routes import ROUTES, RetrieveEndpoint, http_error, server_error
+from sidecar.settings import Settings, check_settings
+from sidecar.state import Sidecar
 
-__all__ = ["Sidecar", "SidecarApp", "app_from_env", "check_settings", "create_app"]
+__all__ = [
+    "SidecarApp",
+    "app_from_env",
+    "collect_periodically",
+    "configure_logging",
+    "create_app",
+    "serving_worker",
+    "tune_gc",
+]
 
 log = logging.getLogger("sidecar")
-
-#: the first cool-down of the store's circuit breaker (doubling up to the configured one)
-BREAKER_FIRST_COOLDOWN_S: Final = 0.1
-
-
-def check_settings(settings: Settings, registry: Registry) -> None:
-    """Names in the configuration must exist in the registry (typos fail at startup)."""
-    online = {name for name, view in registry.views.items() if view.online}
-    for view in settings.cache_ttl_by_view:
-        if view not in online:
-            raise SettingsError(
-                f"FEATURESTORE_CACHE_TTL names {view!r}, which is not an online feature view "
-                f"(online views: {', '.join(sorted(online)) or 'none'})"
-            )
-    for key in settings.api_keys:
-        for entity in sorted(key.entities or ()):
-            if entity not in registry.entities:
-                raise SettingsError(f"API key {key.name}: unknown entity {entity!r} in scope")
-        for feature in sorted(key.features or ()):
-            if feature not in registry.features:
-                raise SettingsError(f"API key {key.name}: unknown feature {feature!r} in scope")
-
-
-class Sidecar:
-    """Everything a request needs, built once (``app.state.sidecar``)."""
-
-    def __init__(self, settings: Settings, registry: Registry, store: OnlineStore) -> None:
-        check_settings(settings, registry)
-        self.settings = settings
-        self.registry = registry
-        self.catalog = Catalog(registry, settings)
-        self.auth = Authenticator(settings.api_keys)
-        self.metrics = Metrics()
-        self.store = store
-        self.breaker = CircuitBreaker(
-            settings.breaker_failures,
-            settings.breaker_cooldown_s,
-            min_cooldown_s=BREAKER_FIRST_COOLDOWN_S,
-            on_change=self._circuit,
-        )
-        self.cache: LFUCache[CacheKey, CachedRecord | object] = LFUCache(settings.cache_size)
-        self.reader = StoreReader(
-            store,
-            timeout_s=settings.store_timeout_s,
-            threads=settings.store_threads,
-            breaker=self.breaker,
-            metrics=self.metrics,
-        )
-        online_views = [v.name for v in registry.views.values() if v.online]
-        self.retriever = Retriever(
-            self.reader,
-            self.cache,
-            {view: settings.cache_ttl(view) for view in online_views},
-            self.metrics,
-            _clock(settings.now),
-        )
-        self.openapi_json = orjson.dumps(build_openapi(self.catalog, settings.open_endpoints))
-        self._registry_json: dict[bytes, bytes] = {}  # scoped key digest -> document
-        self._unscoped_registry = orjson.dumps(self.catalog.describe(None))
-
-    def registry_json(self, principal: ApiKey) -> bytes:
-        if not principal.scoped:
-            return self._unscoped_registry
-        cached = self._registry_json.get(principal.digest)
-        if cached is None:
-            cached = self._registry_json[principal.digest] = orjson.dumps(
-                self.catalog.describe(principal)
-            )
-        return cached
-
-    def _circuit(self, state: State) -> None:
-        self.metrics.circuit(state)
-        if state == "open":
-            log.warning("store circuit open: answering from the cache and defaults")
-        elif state == "closed":
-            log.warning("store circuit closed: the store answers again")
-
-    def close(self) -> None:
-        self.reader.close()
-        self.store.close()
-
-
-def _clock(pinned: dt.datetime | None) -> Callable[[], dt.datetime]:
-    if pinned is not None:
-        return lambda: pinned
-    return lambda: dt.datetime.now(dt.UTC)
 
 
 class SidecarApp(Starlette):
@@ -150,7 +61,7 @@ class SidecarApp(Starlette):
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
-            and route_path(scope) == RETRIEVE_ROUTE
+            and route_path(scope) == RETRIEVE.path
         ):
             scope["app"] = self
             await self._retrieve(scope, receive, send)
@@ -164,8 +75,9 @@ def create_app(
     registry: Registry | None = None,
     store: OnlineStore | None = None,
 ) -> Starlette:
-    """The sidecar app. Reads the registry (``settings.manifest_path``) unless given, opens
-    the store (``settings.online_url``) unless given; raises RegistryError / SettingsError /
+    """The sidecar app. Reads the registry (``settings.manifest_path``) unless given, checks
+    the settings against it (the one place they are), opens the store
+    (``settings.online_url``) unless given; raises RegistryError / SettingsError /
     UnsupportedStoreURL on bad configuration."""
     if registry is None:
         registry = load_registry(settings.manifest_path)
@@ -203,23 +115,34 @@ def create_app(
     return app
 
 
-def app_from_env() -> Starlette:
-    """The uvicorn factory: settings from the environment (see :mod:`sidecar.settings`)."""
+def configure_logging() -> None:
+    """The ``sidecar`` logger to stderr at INFO (unless a handler is configured already)."""
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    settings = Settings.from_env()
-    app = create_app(settings)
+
+
+def serving_worker(app: Starlette) -> Starlette:
+    """``app`` made ready to serve in this process: the garbage collector tuned for it
+    (:func:`tune_gc`, after everything built at startup). Call it where uvicorn loads the
+    app, as :func:`app_from_env` does."""
+    settings: Settings = app.state.sidecar.settings
     tune_gc(settings.gc_thresholds)
     return app
 
 
+def app_from_env() -> Starlette:
+    """The uvicorn factory: settings from the environment (see :mod:`sidecar.settings`)."""
+    configure_logging()
+    return serving_worker(create_app(Settings.from_env()))
+
+
 def tune_gc(thresholds: tuple[int, int, int]) -> None:
     """Garbage collection for a serving worker: everything built at startup (modules, the
-    registry, the catalog) is moved out of the collector's reach (``gc.freeze``), and the
+    registry, the entity plans) is moved out of the collector's reach (``gc.freeze``), and the
     thresholds set (``FEATURESTORE_GC_THRESHOLDS``, default 700, 10, 1000000): young
     collections as CPython does them (under 1 ms each here), and no automatic full
     collection; :func:`collect_periodically` runs one every ``FEATURESTORE_GC_FULL_INTERVAL``

@@ -23,7 +23,13 @@ answered 401; a key whose scope does not cover the requested entity or a request
 is answered 403. A scope of ``entities`` allows every feature of those entities, a scope of
 ``features`` only those features; with both, a feature must pass both. The registry
 endpoint shows a scoped key only what it may read. ``health``, ``ready``, ``metrics`` and
-``openapi`` can be opened (served without a key); the retrieve and registry endpoints never.
+``openapi`` can be opened (served without a key, :data:`~sidecar.endpoints.OPENABLE_ENDPOINTS`);
+the retrieve and registry endpoints never.
+
+:class:`Authenticator` is the one place a request's ``X-API-Key`` headers are read and
+judged: :meth:`Authenticator.principal` for the endpoints served through Starlette,
+:meth:`Authenticator.require` for the retrieve endpoint, which scans the raw ASGI headers
+itself (for :data:`API_KEY_HEADER` and ``Content-Length`` in one pass).
 """
 
 from __future__ import annotations
@@ -37,7 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from starlette.datastructures import Headers
+
+from sidecar.endpoints import OPENABLE_ENDPOINTS
+from sidecar.errors import ApiError
+
 __all__ = [
+    "API_KEY_HEADER",
     "OPENABLE_ENDPOINTS",
     "ApiKey",
     "AuthConfig",
@@ -50,7 +62,8 @@ __all__ = [
     "unscoped_key_from_digest",
 ]
 
-OPENABLE_ENDPOINTS: Final = frozenset({"health", "ready", "metrics", "openapi"})
+#: the header that carries the key, as ASGI spells header names (lower-case bytes)
+API_KEY_HEADER: Final = b"x-api-key"
 _HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 
@@ -187,24 +200,54 @@ def _read_key(path: Path, index: int, entry: Any) -> ApiKey:
 
 
 class Authenticator:
-    """Finds the configured key matching a presented ``X-API-Key`` value."""
+    """Finds the configured key matching a presented ``X-API-Key`` value, and answers a
+    request without a valid one (401, :class:`~sidecar.errors.ApiError`)."""
 
-    def __init__(self, keys: Iterable[ApiKey]) -> None:
+    def __init__(
+        self, keys: Iterable[ApiKey], open_endpoints: frozenset[str] = frozenset()
+    ) -> None:
         self._keys = tuple(keys)
+        self._open = open_endpoints
 
     @property
     def keys(self) -> tuple[ApiKey, ...]:
         return self._keys
 
-    def authenticate(self, presented: str | None) -> ApiKey | None:
+    def authenticate(self, presented: str | bytes | None) -> ApiKey | None:
         """The matching key or None. Every digest is compared (no early exit), each with
         :func:`hmac.compare_digest`, so the time taken does not depend on which digest (or
-        how much of one) matched."""
+        how much of one) matched. ``bytes`` are the header's raw value (ASGI), ``str`` the
+        same decoded as Latin-1 (Starlette)."""
         if not presented:
             return None
-        digest = hash_key(presented)
+        digest = (
+            hashlib.sha256(presented).digest()
+            if isinstance(presented, bytes)
+            else hash_key(presented)
+        )
         found: ApiKey | None = None
         for key in self._keys:
             if hmac.compare_digest(digest, key.digest):
                 found = key
         return found
+
+    def require(self, presented: str | bytes | None, count: int = 1) -> ApiKey:
+        """The key of a request that sent ``count`` X-API-Key headers, one of them
+        ``presented``; raises ApiError 401 without exactly one header of a known key (with
+        two, which one counts would depend on the proxies in between)."""
+        if count > 1:
+            raise ApiError(401, "UNAUTHENTICATED", "more than one X-API-Key header", "X-API-Key")
+        if not presented:
+            raise ApiError(401, "UNAUTHENTICATED", "an X-API-Key header is required", "X-API-Key")
+        key = self.authenticate(presented)
+        if key is None:
+            raise ApiError(401, "UNAUTHENTICATED", "unknown API key", "X-API-Key")
+        return key
+
+    def principal(self, headers: Headers, endpoint: str) -> ApiKey | None:
+        """The caller's key for a request to ``endpoint`` (an :class:`~sidecar.endpoints.
+        Endpoint` name), None if that endpoint is open; raises ApiError 401 (:meth:`require`)."""
+        if endpoint in self._open:
+            return None
+        presented = headers.getlist("x-api-key")
+        return self.require(presented[0] if presented else None, len(presented))

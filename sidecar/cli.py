@@ -1,12 +1,18 @@
 """``featurestore serve``: run the sidecar with uvicorn (uvloop, httptools).
 
-Register it on the main group in ``featurestore/cli.py``::
+Register it on the command line's main group::
 
     from sidecar.cli import serve_command
 
     main.add_command(serve_command)
 
 It is also runnable on its own: ``python -m sidecar --online URL ...``.
+
+The configuration is checked once, here, before uvicorn starts: the app is built
+(:func:`sidecar.app.create_app`), so a bad setting, manifest or store URL fails with one
+line. With one worker that app is the one served; with several, each worker process builds
+its own from the environment (:func:`sidecar.app.app_from_env`, which checks it again in
+that process), receiving the API keys' digests only.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -113,10 +120,11 @@ def serve_command(
 ) -> None:
     """Serve online features over HTTP (POST /api/v1/features/retrieve; see sidecar/)."""
     import uvicorn
+    from starlette.applications import Starlette
 
     from featurestore.online.store import StoreError
-    from featurestore.registry import RegistryError, load_registry
-    from sidecar.app import check_settings
+    from featurestore.registry import RegistryError
+    from sidecar.app import configure_logging, create_app, serving_worker
     from sidecar.auth import hash_key
     from sidecar.settings import Settings, SettingsError
 
@@ -137,11 +145,7 @@ def serve_command(
     # fail here, with one clear message, rather than in every worker
     try:
         settings = Settings.from_env()
-        registry = load_registry(settings.manifest_path)
-        check_settings(settings, registry)
-        from featurestore.online.urls import open_store
-
-        open_store(settings.online_url).close()
+        app = create_app(settings)
     except (SettingsError, RegistryError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     # workers get the keys' digests only, never the keys
@@ -152,13 +156,24 @@ def serve_command(
         os.environ["FEATURESTORE_API_KEY_SHA256"] = ",".join(filter(None, [existing, *digests]))
     os.environ["FEATURESTORE_MANIFEST"] = str(settings.manifest_path.resolve())
 
+    def built() -> Starlette:
+        """The app built above, for uvicorn to load (in its event loop, as it would call
+        :func:`sidecar.app.app_from_env`)."""
+        configure_logging()
+        return serving_worker(app)
+
+    target: str | Callable[[], Starlette] = built
+    if workers > 1:  # each worker process builds its own app
+        app.state.sidecar.close()
+        target = "sidecar.app:app_from_env"
+
     made_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         made_dir = tempfile.mkdtemp(prefix="featurestore-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_dir
     try:
         uvicorn.run(
-            "sidecar.app:app_from_env",
+            target,
             factory=True,
             host=host,
             port=port,

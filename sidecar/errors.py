@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import orjson
 from starlette.responses import Response
 
-__all__ = ["ApiError", "error_response"]
+__all__ = ["ApiError", "error_response", "json_type", "type_error"]
 
 
 class ApiError(Exception):
@@ -36,4 +36,26 @@ def error_response(
     body = {"error": {"code": code, "message": message, "field": field}}
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def json_type(value: object) -> str:
+    """What a decoded JSON value is, for error messages (``a string``, ``null``, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def type_error(field: str, expected: str, value: object) -> ApiError:
+    """422 ``INVALID_TYPE``: ``field`` is not of the ``expected`` JSON type."""
+    return ApiError(
+        422, "INVALID_TYPE", f"{field} must be {expected}, got {json_type(value)}", field
     )

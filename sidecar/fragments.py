@@ -11,8 +11,9 @@ The fragments of a record are built once, when it is read from the store, by the
 * from a record whose values are still in the online layout's text encoding (Redis): each
   text goes to JSON through :func:`featurestore.online.layout.json_encoder` (numbers are
   parsed and re-serialized, so a stored text never reaches a response unchecked); with
-  every value present (the usual case) the whole record is then one ``%`` format of a
-  per-view template, with a null value it is built feature by feature;
+  every value present (the usual case) the whole record is then one join of its values
+  with text segments precomputed per feature timestamp, with a null value it is built
+  feature by feature;
 * from decoded values (SQLite, DynamoDB): feature by feature with :mod:`orjson`.
 
 Per-feature fragments (``record[PARTS]``) are only needed when a request asks for
@@ -31,6 +32,7 @@ import orjson
 from featurestore.online.layout import json_encoder
 from featurestore.online.store import EncodedRecord
 from featurestore.registry import ValueType
+from featurestore.timestamps import iso_micros
 
 __all__ = [
     "COUNTS",
@@ -45,7 +47,6 @@ __all__ = [
     "Fragment",
     "ViewRenderer",
     "constant_record",
-    "iso_micros",
     "json_value",
 ]
 
@@ -65,7 +66,6 @@ REASON_KINDS: Final = {"NULL": 1, "NOT_FOUND": 3, "STORE_UNAVAILABLE": 5}
 
 Fragment = bytes
 
-_EPOCH: Final = dt.datetime(1970, 1, 1)
 _TRUE: Final = b"true"
 _FALSE: Final = b"false"
 _INT_TYPES: Final = frozenset({int})
@@ -78,11 +78,6 @@ _STAMPS_MAX: Final = 65_536
 _SEGMENTS_MAX: Final = 4096
 #: where the timestamp goes in a NULL fallback template
 _PLACEHOLDER: Final = "@@featurestore-timestamp@@"
-
-
-def iso_micros(micros: int) -> str:
-    """ISO 8601 UTC with ``Z`` of microseconds since the epoch (fraction only if non-zero)."""
-    return (_EPOCH + dt.timedelta(microseconds=micros)).isoformat() + "Z"
 
 
 def json_value(value: object, value_type: ValueType) -> object:

@@ -20,9 +20,10 @@
                                                             2 half-open
 ==========================================================  ===================================
 
-Routes are labelled by their path template; any other path is ``other``, so label
-cardinality stays bounded. With several workers (``featurestore serve --workers N``) the
-CLI sets ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` aggregates every worker's values
+Routes are labelled by their path (:data:`sidecar.endpoints.ENDPOINTS`, without the
+``root_path`` prefix); any other path is ``other``, so label cardinality stays bounded.
+With several workers (``featurestore serve --workers N``) the CLI sets
+``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` aggregates every worker's values
 (prometheus_client's multiprocess mode).
 """
 
@@ -43,19 +44,12 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sidecar.routes import route_path
+from sidecar.endpoints import ENDPOINTS, route_path
 
 __all__ = ["ROUTE_LABELS", "Metrics", "MetricsMiddleware"]
 
-#: path -> route label (the templates of the routes in :mod:`sidecar.routes`)
-ROUTE_LABELS: Final = {
-    "/api/v1/features/retrieve": "/api/v1/features/retrieve",
-    "/api/v1/registry": "/api/v1/registry",
-    "/health": "/health",
-    "/ready": "/ready",
-    "/metrics": "/metrics",
-    "/openapi.json": "/openapi.json",
-}
+#: path -> route label (the paths of the route table)
+ROUTE_LABELS: Final = {endpoint.path: endpoint.path for endpoint in ENDPOINTS}
 STORE_OUTCOMES: Final = ("ok", "timeout", "unavailable", "error", "circuit_open", "saturated")
 CIRCUIT_VALUES: Final = {"closed": 0, "open": 1, "half_open": 2}
 _LATENCY_BUCKETS: Final = (

@@ -4,13 +4,19 @@ The request schema lists the registry's entities and online features as enums an
 the limits the validation enforces (nothing more: every schema-valid request is answered
 200 or a 4xx naming the field, e.g. a feature of another entity; every schema-invalid one
 a 4xx).
+
+Its paths are those of the route table (:data:`sidecar.endpoints.ENDPOINTS`), each with
+the operation id and summary written there; this module adds each operation's responses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from sidecar.catalog import Catalog
+from sidecar.endpoints import ENDPOINTS, RETRIEVE, Endpoint
+from sidecar.plans import EntityPlan
+from sidecar.settings import Settings
 
 __all__ = ["build_openapi"]
 
@@ -25,11 +31,12 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ERROR_REF, description)
 
 
-def build_openapi(catalog: Catalog, open_endpoints: frozenset[str]) -> dict[str, Any]:
-    settings = catalog.settings
+def build_openapi(plans: Mapping[str, EntityPlan], settings: Settings) -> dict[str, Any]:
+    """The document for these entity plans, limits and open endpoints."""
+    open_endpoints = settings.open_endpoints
     max_part = settings.max_key_part_chars
     requests = []
-    for plan in sorted(catalog.entities.values(), key=lambda p: p.name):
+    for plan in sorted(plans.values(), key=lambda p: p.name):
         if not plan.features:
             continue
         text: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_part}
@@ -112,13 +119,13 @@ def build_openapi(catalog: Catalog, open_endpoints: frozenset[str]) -> dict[str,
         }
     }
 
-    def security(endpoint: str | None) -> list[dict[str, list[str]]]:
-        if endpoint is not None and endpoint in open_endpoints:
+    def security(endpoint: Endpoint) -> list[dict[str, list[str]]]:
+        if endpoint.name in open_endpoints:
             return []
         return [{"ApiKey": []}]
 
-    def auth_errors(endpoint: str | None) -> dict[str, Any]:
-        if endpoint is not None and endpoint in open_endpoints:
+    def auth_errors(endpoint: Endpoint) -> dict[str, Any]:
+        if endpoint.name in open_endpoints:
             return {}
         return {
             "401": _error("No API key, or an unknown one."),
@@ -131,96 +138,64 @@ def build_openapi(catalog: Catalog, open_endpoints: frozenset[str]) -> dict[str,
             "headers": degraded_header,
         },
         "400": _error("The body is not JSON."),
-        **auth_errors(None),
+        **auth_errors(RETRIEVE),
         "413": _error(f"The body is over {settings.max_body_bytes} bytes."),
         "422": _error("A field is invalid: the error names it."),
+    }
+    #: per endpoint (by name): what its operation has besides its id, summary and security
+    operations: dict[str, dict[str, Any]] = {
+        "retrieve": {
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/RetrieveRequest"}}
+                },
+            }
+        },
+        "registry": {},
+        "health": {},
+        "ready": {},
+        "metrics": {},
+        "openapi": {},
+    }
+    #: per endpoint: its responses other than the authentication errors
+    responses: dict[str, dict[str, Any]] = {
+        "retrieve": retrieve_responses,
+        "registry": {"200": _json({"type": "object"}, "The registry.")},
+        "health": {"200": _json({"type": "object"}, "Alive.")},
+        "ready": {
+            "200": _json({"type": "object"}, "Ready."),
+            "503": _json({"type": "object"}, "Not ready (store unreachable)."),
+        },
+        "metrics": {
+            "200": {
+                "description": "Prometheus text exposition format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+        "openapi": {"200": _json({"type": "object"}, "The OpenAPI document.")},
     }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "featurestore sidecar",
             "version": "1",
-            "description": "Online feature retrieval for ML inference (issue 4). Statuses: "
+            "description": "Online feature retrieval for ML inference. Statuses: "
             "PRESENT (a value within its view's TTL), DEFAULT (the registered default: no "
             "value, a null value, or the store unavailable), MISSING (no value and no "
             "default); `reason` tells why a value is not PRESENT.",
         },
         "paths": {
-            "/api/v1/features/retrieve": {
-                "post": {
-                    "operationId": "retrieveFeatures",
-                    "summary": "Feature values of one entity for many keys, in key order.",
-                    "security": security(None),
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/RetrieveRequest"}
-                            }
-                        },
-                    },
-                    "responses": retrieve_responses,
+            endpoint.path: {
+                endpoint.method.lower(): {
+                    "operationId": endpoint.operation_id,
+                    "summary": endpoint.summary,
+                    "security": security(endpoint),
+                    **operations[endpoint.name],
+                    "responses": {**responses[endpoint.name], **auth_errors(endpoint)},
                 }
-            },
-            "/api/v1/registry": {
-                "get": {
-                    "operationId": "getRegistry",
-                    "summary": "Entities, feature views and features the key may read.",
-                    "security": security(None),
-                    "responses": {
-                        "200": _json({"type": "object"}, "The registry."),
-                        **auth_errors(None),
-                    },
-                }
-            },
-            "/health": {
-                "get": {
-                    "operationId": "health",
-                    "summary": "Liveness: the process answers.",
-                    "security": security("health"),
-                    "responses": {
-                        "200": _json({"type": "object"}, "Alive."),
-                        **auth_errors("health"),
-                    },
-                }
-            },
-            "/ready": {
-                "get": {
-                    "operationId": "ready",
-                    "summary": "Readiness: registry loaded and store reachable.",
-                    "security": security("ready"),
-                    "responses": {
-                        "200": _json({"type": "object"}, "Ready."),
-                        "503": _json({"type": "object"}, "Not ready (store unreachable)."),
-                        **auth_errors("ready"),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics.",
-                    "security": security("metrics"),
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text exposition format.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        },
-                        **auth_errors("metrics"),
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document.",
-                    "security": security("openapi"),
-                    "responses": {
-                        "200": _json({"type": "object"}, "The OpenAPI document."),
-                        **auth_errors("openapi"),
-                    },
-                }
-            },
+            }
+            for endpoint in ENDPOINTS
         },
         "components": {
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
@@ -228,7 +203,7 @@ def build_openapi(catalog: Catalog, open_endpoints: frozenset[str]) -> dict[str,
                 "RetrieveRequest": {
                     "oneOf": requests,
                     "description": "One entity's keys and features (one schema per entity).",
-                    "example": _example(catalog),
+                    "example": _example(plans),
                 },
                 "RetrieveResponse": {
                     "type": "object",
@@ -271,8 +246,8 @@ def build_openapi(catalog: Catalog, open_endpoints: frozenset[str]) -> dict[str,
     }
 
 
-def _example(catalog: Catalog) -> dict[str, Any]:
-    for plan in catalog.entities.values():
+def _example(plans: Mapping[str, EntityPlan]) -> dict[str, Any]:
+    for plan in plans.values():
         if plan.features:
             key: object = (
                 "key_1" if len(plan.key_columns) == 1 else {c: "key_1" for c in plan.key_columns}

@@ -40,11 +40,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import datetime as dt
-import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 import orjson
@@ -56,13 +55,15 @@ from featurestore.online.store import (
     StoreError,
     ViewRead,
 )
+from sidecar.admission import Doorkeeper
 from sidecar.breaker import CircuitBreaker
 from sidecar.cache import MISS, LFUCache
-from sidecar.catalog import ABSENT, KIND_LABELS, CachedRecord, EntityPlan, RetrieveRequest
-from sidecar.fragments import COUNTS, EXP, FULL, KINDS
+from sidecar.fragments import COUNTS, EXP, FULL, KIND_LABELS, KINDS, CachedRecord
 from sidecar.metrics import Metrics
+from sidecar.plans import ABSENT, EntityPlan
+from sidecar.request_body import RetrieveRequest
 
-__all__ = ["Retriever", "StoreReader"]
+__all__ = ["CacheKey", "Retriever", "StoreReader"]
 
 log = logging.getLogger("sidecar")
 
@@ -89,8 +90,6 @@ class StoreReader:
         self.metrics = metrics
         self._executor = cf.ThreadPoolExecutor(threads, thread_name_prefix="featurestore-store")
         self._slots = threading.BoundedSemaphore(threads)
-        # DynamoDB retries unprocessed keys within a deadline: give it the request's budget
-        self._deadline_kw = "deadline_s" in inspect.signature(store.read).parameters
         # Redis: reads on the event loop itself (no thread hop, no GIL hand-over), values
         # left encoded (turned into JSON directly, see ViewRenderer.from_encoded_many)
         self._async = self.encoded = store.async_reads
@@ -128,12 +127,12 @@ class StoreReader:
                 rows = await self.store.read_encoded_async(
                     entity, keys, views, now=now, deadline=deadline
                 )
-            else:
-                kwargs: dict[str, Any] = {"now": now}
-                if self._deadline_kw:
-                    kwargs["deadline_s"] = self.timeout_s
+            else:  # on a thread, within the same budget (DynamoDB retries within it)
                 store = self.store
-                future = self._submit(lambda: store.read(entity, keys, views, **kwargs))
+                budget = self.timeout_s
+                future = self._submit(
+                    lambda: store.read(entity, keys, views, now=now, deadline_s=budget)
+                )
                 if future is None:
                     self.breaker.failure()
                     self.metrics.store_read("saturated")
@@ -198,10 +197,7 @@ class Retriever:
         self.metrics = metrics
         self.now = now
         self._use_cache = cache.maxsize > 0 and any(ttl > 0 for ttl in cache_ttls.values())
-        # admission: TinyLFU's "doorkeeper" (Einziger et al. 2017), a one-hash Bloom filter
-        # of the (view, key) pairs missed since its last reset; a pair enters the cache on
-        # its second miss. A bit array, not a set: no object per pair, and a reset is one
-        # memset (a set of 100,000 tuples took up to ~40 ms to clear, a latency spike).
+        # admission (sidecar/admission.py): a pair enters the cache on its second miss
         self._door = Doorkeeper(max(cache.maxsize, 1))
 
     async def retrieve(self, request: RetrieveRequest) -> tuple[bytes, bool]:
@@ -369,32 +365,6 @@ class Retriever:
             if to_cache:
                 self.cache.put_many(to_cache)
                 self.metrics.cache_entries.set(len(self.cache))
-
-
-class Doorkeeper:
-    """A one-hash Bloom filter over ``8 * capacity`` bits: :meth:`admit` says whether an item
-    was offered before since the last reset (false positives: an item is admitted early
-    with probability about the fraction of bits set, at most 1/8 before a reset), and
-    records it. After ``capacity`` distinct items it starts over (all bits cleared)."""
-
-    __slots__ = ("_bits", "_capacity", "_set", "_size")
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._size = 8 * capacity
-        self._bits = bytearray(self._size)
-        self._set = 0
-
-    def admit(self, item: Hashable) -> bool:
-        index = hash(item) % self._size
-        if self._bits[index]:
-            return True
-        if self._set >= self._capacity:
-            self._bits[:] = bytes(self._size)
-            self._set = 0
-        self._bits[index] = 1
-        self._set += 1
-        return False
 
 
 _RESULT: Final = b'{"entity_key":%b,"features":{%b}},'

@@ -1,12 +1,14 @@
-"""The HTTP endpoints (module-level functions; state lives in ``request.app.state.sidecar``,
-a :class:`sidecar.app.Sidecar`)."""
+"""The HTTP endpoints: module-level functions, one per entry of the route table
+(:data:`sidecar.endpoints.ENDPOINTS`), and :data:`ROUTES` built from that table. State
+lives in ``request.app.state.sidecar``, a :class:`sidecar.state.Sidecar`."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -15,61 +17,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sidecar.auth import ApiKey
+from sidecar.auth import API_KEY_HEADER
+from sidecar.endpoints import ENDPOINTS, HEALTH, METRICS, OPENAPI, READY, REGISTRY, RETRIEVE
 from sidecar.errors import ApiError, error_response
+from sidecar.state import Sidecar
 
-if TYPE_CHECKING:
-    from sidecar.app import Sidecar
-
-__all__ = [
-    "RETRIEVE_ROUTE",
-    "ROUTES",
-    "RetrieveEndpoint",
-    "http_error",
-    "route_path",
-    "server_error",
-]
+__all__ = ["HANDLERS", "ROUTES", "RetrieveEndpoint", "http_error", "server_error"]
 
 log = logging.getLogger("sidecar")
 
 _JSON: Final = "application/json"
-RETRIEVE_ROUTE: Final = "/api/v1/features/retrieve"
-
-
-def route_path(scope: Scope) -> str:
-    """The request's path without the prefix the app is mounted under (``root_path``, e.g.
-    ``uvicorn --root-path``), as the routes are written."""
-    path: str = scope["path"]
-    root = scope.get("root_path")
-    if root and path.startswith(root):
-        return path[len(root) :]
-    return path
 
 
 def _sidecar(request: Request) -> Sidecar:
     sidecar: Sidecar = request.app.state.sidecar
     return sidecar
-
-
-def _principal(sidecar: Sidecar, request: Request, endpoint: str | None) -> ApiKey | None:
-    """The caller's key; None for an open endpoint. Raises 401 without a valid key."""
-    if endpoint is not None and endpoint in sidecar.settings.open_endpoints:
-        return None
-    presented = request.headers.getlist("x-api-key")
-    return _authenticate(sidecar, presented[0] if presented else None, len(presented))
-
-
-def _authenticate(sidecar: Sidecar, presented: str | None, count: int = 1) -> ApiKey:
-    """The key of a request that presented ``count`` X-API-Key headers (one allowed: with
-    two, which one counts would depend on the proxies in between)."""
-    if count > 1:
-        raise ApiError(401, "UNAUTHENTICATED", "more than one X-API-Key header", "X-API-Key")
-    if not presented:
-        raise ApiError(401, "UNAUTHENTICATED", "an X-API-Key header is required", "X-API-Key")
-    key = sidecar.auth.authenticate(presented)
-    if key is None:
-        raise ApiError(401, "UNAUTHENTICATED", "unknown API key", "X-API-Key")
-    return key
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
@@ -117,24 +79,23 @@ class RetrieveEndpoint:
             with contextlib.suppress(Exception):
                 await error_response(500, "INTERNAL", "internal error", None)(scope, receive, send)
         finally:
-            sidecar.metrics.request(RETRIEVE_ROUTE, "POST", status, time.perf_counter() - started)
+            sidecar.metrics.request(RETRIEVE.path, "POST", status, time.perf_counter() - started)
 
     async def _respond(self, sidecar: Sidecar, scope: Scope, receive: Receive, send: Send) -> int:
         presented: bytes | None = None
         keys = 0
         declared: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
+        key_header = API_KEY_HEADER
+        for name, value in scope["headers"]:  # one pass for the key and the body's length
+            if name == key_header:
                 presented = value
                 keys += 1
             elif name == b"content-length":
                 declared = value
         try:
-            principal = _authenticate(
-                sidecar, presented.decode("latin-1") if presented is not None else None, keys
-            )
+            principal = sidecar.auth.require(presented, keys)
             body = await _read_body(receive, declared, sidecar.settings.max_body_bytes)
-            parsed = sidecar.catalog.parse(body, principal)
+            parsed = sidecar.requests.parse(body, principal)
         except ApiError as exc:
             await exc.response()(scope, receive, send)
             return exc.status
@@ -151,18 +112,18 @@ async def registry(request: Request) -> Response:
     """``GET /api/v1/registry``: what the key may read."""
     sidecar = _sidecar(request)
     try:
-        principal = _principal(sidecar, request, None)
+        principal = sidecar.auth.principal(request.headers, REGISTRY.name)
     except ApiError as exc:
         return exc.response()
-    assert principal is not None
-    return Response(sidecar.registry_json(principal), media_type=_JSON)
+    assert principal is not None  # the registry endpoint cannot be opened
+    return Response(sidecar.registry_documents.json(principal), media_type=_JSON)
 
 
 async def health(request: Request) -> Response:
     """``GET /health``: the process is alive."""
     sidecar = _sidecar(request)
     try:
-        _principal(sidecar, request, "health")
+        sidecar.auth.principal(request.headers, HEALTH.name)
     except ApiError as exc:
         return exc.response()
     return Response(b'{"status":"ok"}', media_type=_JSON)
@@ -172,15 +133,15 @@ async def ready(request: Request) -> Response:
     """``GET /ready``: the registry is loaded and the store answers (503 otherwise)."""
     sidecar = _sidecar(request)
     try:
-        _principal(sidecar, request, "ready")
+        sidecar.auth.principal(request.headers, READY.name)
     except ApiError as exc:
         return exc.response()
     problem = await sidecar.reader.check(sidecar.settings.ready_timeout_s)
     body = {
         "status": "ready" if problem is None else "not_ready",
         "registry": {
-            "entities": len(sidecar.catalog.entities),
-            "features": sum(len(p.features) for p in sidecar.catalog.entities.values()),
+            "entities": len(sidecar.plans),
+            "features": sum(len(p.features) for p in sidecar.plans.values()),
         },
         "store": sidecar.reader.store.description,
         "store_problem": problem,
@@ -195,7 +156,7 @@ async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text format."""
     sidecar = _sidecar(request)
     try:
-        _principal(sidecar, request, "metrics")
+        sidecar.auth.principal(request.headers, METRICS.name)
     except ApiError as exc:
         return exc.response()
     sidecar.metrics.cache_entries.set(len(sidecar.cache))
@@ -208,20 +169,25 @@ async def openapi(request: Request) -> Response:
     """``GET /openapi.json``."""
     sidecar = _sidecar(request)
     try:
-        _principal(sidecar, request, "openapi")
+        sidecar.auth.principal(request.headers, OPENAPI.name)
     except ApiError as exc:
         return exc.response()
     return Response(sidecar.openapi_json, media_type=_JSON)
 
 
-ROUTES: Final = [
+#: the handler of each endpoint of the route table, by name
+HANDLERS: Final[dict[str, Callable[[Request], Awaitable[Response]] | RetrieveEndpoint]] = {
     # POST is answered by SidecarApp before routing; the route gives other methods a 405
-    Route(RETRIEVE_ROUTE, RetrieveEndpoint(), methods=["POST"]),
-    Route("/api/v1/registry", registry, methods=["GET"]),
-    Route("/health", health, methods=["GET"]),
-    Route("/ready", ready, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
+    RETRIEVE.name: RetrieveEndpoint(),
+    REGISTRY.name: registry,
+    HEALTH.name: health,
+    READY.name: ready,
+    METRICS.name: metrics,
+    OPENAPI.name: openapi,
+}
+ROUTES: Final = [
+    Route(endpoint.path, HANDLERS[endpoint.name], methods=[endpoint.method])
+    for endpoint in ENDPOINTS
 ]
 
 _HTTP_CODES: Final = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}

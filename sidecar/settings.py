@@ -22,9 +22,9 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
 ``FEATURESTORE_CACHE_SIZE``         cached records at most, 0 disables the cache (default
                                     100000)
 ``FEATURESTORE_CACHE_TTL``          cache time-to-live: a default and per-view overrides,
-                                    e.g. ``5s`` or ``2s,merchant_chargeback_features=30s``;
-                                    units ``ms``, ``s``, ``m``; ``0`` = never cached
-                                    (default ``5s``)
+                                    e.g. ``5s`` or ``2s,merchant_chargeback_features=30s``
+                                    (durations: :mod:`featurestore.durations`); ``0`` = never
+                                    cached (default ``5s``)
 ``FEATURESTORE_MAX_KEYS``           entity keys per request at most (default 1000)
 ``FEATURESTORE_MAX_BODY_BYTES``     request body size limit (default 1048576)
 ``FEATURESTORE_BREAKER_FAILURES``   consecutive store failures that open the circuit
@@ -43,19 +43,25 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
 Raw API keys never leave this module: they are hashed into :class:`~sidecar.auth.ApiKey`
 objects as soon as they are read, and ``featurestore serve`` hands only the digests to its
 workers.
+
+:class:`Settings` checks each value when it is built; :func:`check_settings` checks the
+names it holds against the registry, once per process, when the app is built
+(:func:`sidecar.app.create_app`; ``featurestore serve`` builds it before it starts serving, so
+a bad configuration fails with one message).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from featurestore import clock
+from featurestore.clock import parse_now
+from featurestore.durations import DurationError, parse_seconds
+from featurestore.registry import Registry
 from sidecar.auth import (
     OPENABLE_ENDPOINTS,
     ApiKey,
@@ -66,11 +72,16 @@ from sidecar.auth import (
     unscoped_key_from_digest,
 )
 
-__all__ = ["DEFAULT_OPEN_ENDPOINTS", "Settings", "SettingsError", "parse_cache_ttl", "parse_now"]
+__all__ = [
+    "DEFAULT_OPEN_ENDPOINTS",
+    "Settings",
+    "SettingsError",
+    "check_settings",
+    "parse_cache_ttl",
+    "parse_gc_thresholds",
+]
 
 DEFAULT_OPEN_ENDPOINTS: Final = frozenset({"health", "ready"})
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m)?$")
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
 
 class SettingsError(ValueError):
@@ -173,12 +184,16 @@ class Settings:
             raise SettingsError(str(exc)) from None
 
         default_ttl, per_view = parse_cache_ttl(env.get("FEATURESTORE_CACHE_TTL", "5s"))
+        try:
+            now = parse_now(env.get("FEATURESTORE_NOW"))
+        except ValueError as exc:
+            raise SettingsError(f"FEATURESTORE_NOW: {exc}") from None
         return cls(
             online_url=env.get("FEATURESTORE_ONLINE_URL", "").strip(),
             manifest_path=_manifest_path(env),
             api_keys=tuple(keys),
             open_endpoints=open_endpoints,
-            now=parse_now(env.get("FEATURESTORE_NOW")),
+            now=now,
             store_timeout_s=number("FEATURESTORE_STORE_TIMEOUT_MS", 10) / 1000,
             store_threads=int(number("FEATURESTORE_STORE_THREADS", 8, integer=True)),
             max_keys=int(number("FEATURESTORE_MAX_KEYS", 1000, integer=True)),
@@ -189,7 +204,7 @@ class Settings:
             breaker_failures=int(number("FEATURESTORE_BREAKER_FAILURES", 5, integer=True)),
             breaker_cooldown_s=number("FEATURESTORE_BREAKER_COOLDOWN_MS", 1000) / 1000,
             gc_thresholds=parse_gc_thresholds(env.get("FEATURESTORE_GC_THRESHOLDS", "")),
-            gc_full_interval_s=parse_duration_s(
+            gc_full_interval_s=_seconds(
                 env.get("FEATURESTORE_GC_FULL_INTERVAL", "10m"), "FEATURESTORE_GC_FULL_INTERVAL"
             ),
         )
@@ -207,12 +222,12 @@ def _manifest_path(env: Mapping[str, str]) -> Path:
     return Path(target or "target") / "manifest.json"
 
 
-def parse_duration_s(text: str, where: str) -> float:
-    """``500ms``, ``5s``, ``2m`` or a bare number of seconds."""
-    match = _DURATION.match(text.strip().lower())
-    if match is None:
-        raise SettingsError(f"{where}: {text!r} is not a duration such as 500ms, 5s or 2m")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+def _seconds(text: str, where: str) -> float:
+    """A duration setting in seconds (:func:`featurestore.durations.parse_seconds`)."""
+    try:
+        return parse_seconds(text)
+    except DurationError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
 
 
 def parse_cache_ttl(text: str) -> tuple[float, dict[str, float]]:
@@ -223,9 +238,9 @@ def parse_cache_ttl(text: str) -> tuple[float, dict[str, float]]:
     for part in _split(text):
         if "=" in part:
             view, _, value = part.partition("=")
-            per_view[view.strip()] = parse_duration_s(value, f"FEATURESTORE_CACHE_TTL {view}")
+            per_view[view.strip()] = _seconds(value, f"FEATURESTORE_CACHE_TTL {view}")
         else:
-            default = parse_duration_s(part, "FEATURESTORE_CACHE_TTL")
+            default = _seconds(part, "FEATURESTORE_CACHE_TTL")
     return default, per_view
 
 
@@ -243,9 +258,21 @@ def parse_gc_thresholds(text: str) -> tuple[int, int, int]:
     return first, second, third
 
 
-def parse_now(text: str | None) -> dt.datetime | None:
-    """``FEATURESTORE_NOW`` (:func:`featurestore.clock.parse_now`)."""
-    try:
-        return clock.parse_now(text)
-    except ValueError as exc:
-        raise SettingsError(f"FEATURESTORE_NOW: {exc}") from None
+def check_settings(settings: Settings, registry: Registry) -> None:
+    """Names in the configuration must exist in the registry (typos fail at startup): the
+    views of ``FEATURESTORE_CACHE_TTL`` must be online views, the API keys' scopes name
+    known entities and features. Raises SettingsError."""
+    online = {name for name, view in registry.views.items() if view.online}
+    for view in settings.cache_ttl_by_view:
+        if view not in online:
+            raise SettingsError(
+                f"FEATURESTORE_CACHE_TTL names {view!r}, which is not an online feature view "
+                f"(online views: {', '.join(sorted(online)) or 'none'})"
+            )
+    for key in settings.api_keys:
+        for entity in sorted(key.entities or ()):
+            if entity not in registry.entities:
+                raise SettingsError(f"API key {key.name}: unknown entity {entity!r} in scope")
+        for feature in sorted(key.features or ()):
+            if feature not in registry.features:
+                raise SettingsError(f"API key {key.name}: unknown feature {feature!r} in scope")

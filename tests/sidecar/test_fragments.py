@@ -14,6 +14,7 @@ import pytest
 from featurestore.online.layout import decode_value, encode_value
 from featurestore.online.store import EncodedRecord
 from featurestore.registry import ValueType
+from featurestore.timestamps import iso_micros
 from sidecar.fragments import (
     COUNTS,
     EXP,
@@ -24,7 +25,6 @@ from sidecar.fragments import (
     FeatureAnswer,
     ViewRenderer,
     constant_record,
-    iso_micros,
     json_value,
 )
 

@@ -1,0 +1,107 @@
+"""The retrieve request body: ``{"entity_name", "entity_keys", "features"}`` validated into
+a :class:`RetrieveRequest` (the contract is in :mod:`sidecar`'s docstring).
+
+Checked in this order, the first problem answered: the body is JSON (400), an object with
+exactly the three fields (422), each of its JSON type, the lists neither empty nor over
+their limits (1000 keys, ``FEATURESTORE_MAX_KEYS``; 1000 features); then the feature list
+against the key's scope and the registry (:mod:`sidecar.selection`: 403, 422, at most
+100,000 key x feature values) and each key (:mod:`sidecar.keys`: 422). The body's size
+(at most 1 MiB, 413) is checked while it is read (:mod:`sidecar.routes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from sidecar.auth import ApiKey
+from sidecar.errors import ApiError, type_error
+from sidecar.keys import KeyParser, key_parser
+from sidecar.plans import EntityPlan, FeaturePlan
+from sidecar.selection import Selection, Selector
+from sidecar.settings import Settings
+
+__all__ = ["RequestParser", "RetrieveRequest"]
+
+_FIELDS: Final = frozenset({"entity_name", "entity_keys", "features"})
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveRequest:
+    selection: Selection
+    #: the keys as sent (echoed in the response) and parsed
+    raw_keys: list[object]
+    keys: list[tuple[str, ...]]
+
+    @property
+    def features(self) -> tuple[FeaturePlan, ...]:
+        return self.selection.features
+
+
+class RequestParser:
+    """Validates retrieve request bodies against the plans and the settings' limits."""
+
+    def __init__(
+        self, plans: Mapping[str, EntityPlan], selector: Selector, settings: Settings
+    ) -> None:
+        self.max_keys = settings.max_keys
+        self.max_features = settings.max_features
+        self.selector = selector
+        self._key_parsers: dict[str, KeyParser] = {
+            name: key_parser(plan, settings.max_key_part_chars) for name, plan in plans.items()
+        }
+
+    def parse(self, body: bytes, principal: ApiKey) -> RetrieveRequest:
+        """Validate a retrieve request body (see the module docstring); raises ApiError."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            message = f"the body is not valid JSON: {exc}"
+            raise ApiError(400, "INVALID_JSON", message, "body") from None
+        if not isinstance(document, dict):
+            raise ApiError(
+                422,
+                "INVALID_BODY",
+                "the body must be a JSON object with entity_name, entity_keys and features",
+                "body",
+            )
+        for name in document:
+            if name not in _FIELDS:
+                raise ApiError(422, "UNKNOWN_FIELD", f"unknown field {name!r}", name)
+        for name in ("entity_name", "entity_keys", "features"):
+            if name not in document:
+                raise ApiError(422, "MISSING_FIELD", f"{name} is required", name)
+        entity_name = document["entity_name"]
+        raw_keys = document["entity_keys"]
+        names = document["features"]
+        if not isinstance(entity_name, str) or not entity_name:
+            raise type_error("entity_name", "a non-empty string", entity_name)
+        if not isinstance(raw_keys, list):
+            raise type_error("entity_keys", "a list", raw_keys)
+        if not raw_keys:
+            raise ApiError(422, "EMPTY_LIST", "entity_keys must not be empty", "entity_keys")
+        if len(raw_keys) > self.max_keys:
+            raise ApiError(
+                422,
+                "TOO_MANY_KEYS",
+                f"{len(raw_keys)} entity keys: at most {self.max_keys} per request",
+                "entity_keys",
+            )
+        if not isinstance(names, list):
+            raise type_error("features", "a list", names)
+        if not names:
+            raise ApiError(422, "EMPTY_LIST", "features must not be empty", "features")
+        if len(names) > self.max_features:
+            raise ApiError(
+                422,
+                "TOO_MANY_FEATURES",
+                f"{len(names)} features: at most {self.max_features} per request",
+                "features",
+            )
+        selection = self.selector.select(entity_name, names, len(raw_keys), principal)
+        parse_key = self._key_parsers[entity_name]
+        keys = [parse_key(raw, index) for index, raw in enumerate(raw_keys)]
+        return RetrieveRequest(selection=selection, raw_keys=raw_keys, keys=keys)

@@ -1,0 +1,98 @@
+"""What every request needs, built once at startup: :class:`Sidecar` (``app.state.sidecar``).
+
+The registry, already checked against the settings (:func:`sidecar.settings.
+check_settings`), becomes the entity plans (:mod:`sidecar.plans`), the request parser
+(:mod:`sidecar.request_body`, :mod:`sidecar.selection`, :mod:`sidecar.keys`), the registry
+documents (:mod:`sidecar.registry_document`) and the OpenAPI document
+(:mod:`sidecar.openapi`); with the store come its reader, circuit breaker, cache and
+retriever (:mod:`sidecar.retrieval`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import orjson
+
+from featurestore.online.store import OnlineStore
+from featurestore.registry import Registry
+from sidecar.auth import Authenticator
+from sidecar.breaker import CircuitBreaker, State
+from sidecar.cache import LFUCache
+from sidecar.fragments import CachedRecord
+from sidecar.metrics import Metrics
+from sidecar.openapi import build_openapi
+from sidecar.plans import plan_entities
+from sidecar.registry_document import RegistryDocuments
+from sidecar.request_body import RequestParser
+from sidecar.retrieval import CacheKey, Retriever, StoreReader
+from sidecar.selection import Selector
+from sidecar.settings import Settings
+
+__all__ = ["BREAKER_FIRST_COOLDOWN_S", "Sidecar"]
+
+log = logging.getLogger("sidecar")
+
+#: the first cool-down of the store's circuit breaker (doubling up to the configured one)
+BREAKER_FIRST_COOLDOWN_S: Final = 0.1
+
+
+class Sidecar:
+    """Everything a request needs, built once (``app.state.sidecar``) from settings that
+    were checked against ``registry``."""
+
+    def __init__(self, settings: Settings, registry: Registry, store: OnlineStore) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.plans = plan_entities(registry)
+        self.requests = RequestParser(
+            self.plans, Selector(registry, self.plans, settings.max_values), settings
+        )
+        self.registry_documents = RegistryDocuments(registry, self.plans, settings)
+        self.auth = Authenticator(settings.api_keys, settings.open_endpoints)
+        self.metrics = Metrics()
+        self.store = store
+        self.breaker = CircuitBreaker(
+            settings.breaker_failures,
+            settings.breaker_cooldown_s,
+            min_cooldown_s=BREAKER_FIRST_COOLDOWN_S,
+            on_change=self._circuit,
+        )
+        self.cache: LFUCache[CacheKey, CachedRecord | object] = LFUCache(settings.cache_size)
+        self.reader = StoreReader(
+            store,
+            timeout_s=settings.store_timeout_s,
+            threads=settings.store_threads,
+            breaker=self.breaker,
+            metrics=self.metrics,
+        )
+        online_views = [v.name for v in registry.views.values() if v.online]
+        self.retriever = Retriever(
+            self.reader,
+            self.cache,
+            {view: settings.cache_ttl(view) for view in online_views},
+            self.metrics,
+            _clock(settings.now),
+        )
+        self.openapi_json = orjson.dumps(build_openapi(self.plans, settings))
+
+    def _circuit(self, state: State) -> None:
+        self.metrics.circuit(state)
+        if state == "open":
+            log.warning("store circuit open: answering from the cache and defaults")
+        elif state == "closed":
+            log.warning("store circuit closed: the store answers again")
+
+    def close(self) -> None:
+        self.reader.close()
+        self.store.close()
+
+
+def _clock(pinned: dt.datetime | None) -> Callable[[], dt.datetime]:
+    """The clock of TTL checks and store reads (UTC): ``FEATURESTORE_NOW`` if pinned."""
+    if pinned is not None:
+        return lambda: pinned
+    return lambda: dt.datetime.now(dt.UTC)
