@@ -17,7 +17,7 @@ operation is O(1) (expiry O(1) amortized):
   in the order they were written (the clock is monotonic), so dead entries are found at the
   front of their queue, and the sidecar has one TTL per feature view, so a handful of queues.
 
-Semantics (what ``tests/test_sidecar_cache.py`` checks against a brute-force model):
+Semantics (what ``tests/sidecar/test_cache.py`` checks against a brute-force model):
 
 * ``get(key)``: a live entry (``now < expires_at``) is a hit and its frequency goes up by
   one; an expired entry is removed and is a miss.
