@@ -1,4 +1,4 @@
-"""The online store interface, shared by the loader, the sidecar and the stream worker.
+"""The online store interface, shared by the loader and the sidecar.
 
 Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
 :mod:`featurestore.online.layout` and these rules:
