@@ -25,18 +25,13 @@ from pathlib import Path
 
 import click
 
+from featurestore.commands import now_option, online_option
+
 __all__ = ["serve_command"]
 
 
 @click.command("serve")
-@click.option(
-    "--online",
-    "online_url",
-    required=True,
-    envvar="FEATURESTORE_ONLINE_URL",
-    show_envvar=True,
-    help="Online store URL: sqlite:///path.db, redis://host:port/db, dynamodb://region?...",
-)
+@online_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
@@ -58,14 +53,7 @@ __all__ = ["serve_command"]
     help="YAML/JSON file of hashed (optionally scoped) API keys (see sidecar/auth.py). "
     "Unscoped keys may also come from $FEATURESTORE_API_KEYS / $FEATURESTORE_API_KEY_SHA256.",
 )
-@click.option(
-    "--now",
-    "now_text",
-    default=None,
-    envvar="FEATURESTORE_NOW",
-    show_envvar=True,
-    help="Pin the clock, ISO 8601 UTC (TTL checks of past demo data).",
-)
+@now_option("Pin the clock, ISO 8601 UTC (TTL checks of past demo data).")
 @click.option(
     "--store-timeout-ms",
     type=click.FloatRange(min=0, min_open=True),

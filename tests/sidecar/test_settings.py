@@ -85,6 +85,22 @@ def test_bad_values_name_their_variable() -> None:
     assert parse_cache_ttl("2s,v=500ms,1m") == (60.0, {"v": 0.5})
 
 
+def test_durations_need_a_unit() -> None:
+    """The one duration grammar (README: Durations): a bare number other than 0 is refused,
+    with the variable named, since it could mean seconds or milliseconds."""
+    base = {"FEATURESTORE_ONLINE_URL": "sqlite:///x.db", "FEATURESTORE_API_KEYS": "k"}
+    for name, value in [
+        ("FEATURESTORE_CACHE_TTL", "5"),
+        ("FEATURESTORE_CACHE_TTL", "2s,v=1.5"),
+        ("FEATURESTORE_GC_FULL_INTERVAL", "600"),
+    ]:
+        with pytest.raises(SettingsError, match="is not a duration") as info:
+            Settings.from_env({**base, name: value})
+        assert str(info.value).startswith(name), info.value
+    assert Settings.from_env({**base, "FEATURESTORE_CACHE_TTL": "0"}).cache_ttl_s == 0.0
+    assert parse_cache_ttl("1.5s,v=1h") == (1.5, {"v": 3600.0})
+
+
 def test_names_in_the_settings_must_exist_in_the_registry(small_registry: Registry) -> None:
     key = ApiKey("k", b"0" * 32)
     check_settings(Settings(online_url="sqlite:///x.db", api_keys=(key,)), small_registry)
