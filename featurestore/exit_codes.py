@@ -7,27 +7,23 @@ README's "Exit codes" section. Errors carry their code as an ``exit_code`` class
 
 from __future__ import annotations
 
-from typing import Final
+from enum import IntEnum
 
-__all__ = [
-    "EXIT_ERROR",
-    "EXIT_OK",
-    "EXIT_REJECTED",
-    "EXIT_STORE_NOT_INITIALIZED",
-    "EXIT_STORE_UNAVAILABLE",
-    "EXIT_USAGE",
-    "exit_code_of",
-]
+__all__ = ["ExitCode", "exit_code_of"]
 
-EXIT_OK: Final = 0
-EXIT_ERROR: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_REJECTED: Final = 3
-EXIT_STORE_UNAVAILABLE: Final = 4
-EXIT_STORE_NOT_INITIALIZED: Final = 5
+
+class ExitCode(IntEnum):
+    """An exit code (an ``int``, so it goes to ``sys.exit`` and click as it is)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    REJECTED = 3
+    STORE_UNAVAILABLE = 4
+    STORE_NOT_INITIALIZED = 5
 
 
 def exit_code_of(exc: BaseException) -> int:
     """The exit code an error stands for: its ``exit_code`` attribute, else 1."""
-    code = getattr(exc, "exit_code", EXIT_ERROR)
-    return code if isinstance(code, int) else EXIT_ERROR
+    code = getattr(exc, "exit_code", ExitCode.ERROR)
+    return int(code) if isinstance(code, int) else ExitCode.ERROR

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featurestore.exit_codes import EXIT_ERROR, EXIT_USAGE
+from featurestore.exit_codes import ExitCode
 
 __all__ = [
     "LoaderError",
@@ -14,7 +14,7 @@ __all__ = [
 class LoaderError(RuntimeError):
     """A load cannot start or go on; ``exit_code`` is the CLI's exit code for it."""
 
-    exit_code: int = EXIT_ERROR
+    exit_code: int = ExitCode.ERROR
 
 
 class WarehouseError(LoaderError):
@@ -24,4 +24,4 @@ class WarehouseError(LoaderError):
 class ViewSelectionError(LoaderError):
     """``--views`` names a view that is unknown or not marked ``online: true``."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc
 
-from featurestore.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, exit_code_of
+from featurestore.exit_codes import ExitCode, exit_code_of
 from featurestore.online.layout import Record
 from featurestore.online.store import (
     LoadRecord,
@@ -118,10 +118,10 @@ class LoadReport:
             return self.aborted[0]
         outcomes = {result.outcome for result in self.views}
         if "failed" in outcomes:
-            return EXIT_ERROR
+            return ExitCode.ERROR
         if "rejected" in outcomes:
-            return EXIT_REJECTED
-        return EXIT_OK
+            return ExitCode.REJECTED
+        return ExitCode.OK
 
     def totals(self) -> dict[str, Any]:
         rows = sum(result.rows_read for result in self.views)

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from featurestore.exit_codes import EXIT_ERROR, EXIT_STORE_NOT_INITIALIZED, EXIT_STORE_UNAVAILABLE
+from featurestore.exit_codes import ExitCode
 from featurestore.online.layout import Record
 from featurestore.registry import ValueType
 
@@ -42,20 +42,20 @@ __all__ = [
 class StoreError(RuntimeError):
     """An online store operation failed (message says which store and why)."""
 
-    exit_code: int = EXIT_ERROR
+    exit_code: int = ExitCode.ERROR
 
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached, or refused the credentials."""
 
-    exit_code = EXIT_STORE_UNAVAILABLE
+    exit_code = ExitCode.STORE_UNAVAILABLE
 
 
 class StoreNotInitialized(StoreError):
     """The store is reachable but its table/schema does not exist (run
     ``featurestore init-store``)."""
 
-    exit_code = EXIT_STORE_NOT_INITIALIZED
+    exit_code = ExitCode.STORE_NOT_INITIALIZED
 
 
 @dataclass(frozen=True)

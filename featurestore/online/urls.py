@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
-from featurestore.exit_codes import EXIT_USAGE
+from featurestore.exit_codes import ExitCode
 from featurestore.online.redaction import redact_url
 from featurestore.online.store import OnlineStore, StoreError
 
@@ -24,7 +24,7 @@ __all__ = ["UnsupportedStoreURL", "open_store"]
 class UnsupportedStoreURL(StoreError):
     """The URL names no supported store or is malformed."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 #: the query options each scheme takes

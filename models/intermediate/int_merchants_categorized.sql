@@ -4,12 +4,8 @@
     its merchant (null reference columns) and fails the relationships test on `category`.
 -#}
 select
-    merchants.merchant_id,
-    merchants.category,
-    categories.category_name,
-    categories.risk_tier,
-    categories.relative_fraud_risk,
-    merchants.onboarded_at
+    merchants.*,
+    categories.category_name, categories.risk_tier, categories.relative_fraud_risk
 from {{ ref('stg_raw__merchants') }} as merchants
 left join {{ ref('merchant_categories') }} as categories
     on merchants.category = categories.category

@@ -41,13 +41,7 @@ from tests.warehouse import REPO, Warehouse
 
 if importlib.util.find_spec("loader") is None:  # an install from before loader/ existed
     sys.path.insert(0, str(REPO))
-from featurestore.exit_codes import (
-    EXIT_ERROR,
-    EXIT_REJECTED,
-    EXIT_STORE_NOT_INITIALIZED,
-    EXIT_STORE_UNAVAILABLE,
-    EXIT_USAGE,
-)
+from featurestore.exit_codes import ExitCode
 from loader import (
     LoadReport,
     WarehouseError,
@@ -417,7 +411,7 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     url = f"sqlite:///{tmp_path / 'online.db'}"
     assert run_cli("init-store", "--online", url, env=copy.env).returncode == 0
     proc = run_cli("load", "--online", url, "--now", "2026-05-01T00:00:00Z", env=copy.env)
-    assert proc.returncode == EXIT_REJECTED, proc.stderr
+    assert proc.returncode == ExitCode.REJECTED, proc.stderr
     logs = json_lines(proc.stderr)
     assert [line["event"] for line in logs].count("view.end") == 3
     ends = {line["view"]: line for line in logs if line["event"] == "view.end"}
@@ -439,7 +433,7 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     assert sorted(s["merchant_id"] for s in failure["sample_rows"]) == sorted(broken)
     assert {s["merchant_chargeback_rate_30d"] for s in failure["sample_rows"]} == {1.5}
     total = next(line for line in logs if line["event"] == "load.total")
-    assert total["exit_code"] == EXIT_REJECTED and total["level"] == "ERROR"
+    assert total["exit_code"] == ExitCode.REJECTED and total["level"] == "ERROR"
     summary = proc.stdout.strip().splitlines()
     assert len(summary) == 4 and summary[-1].startswith("total: 3 view(s)")
     assert summary[0].startswith("merchant_chargeback_features: rejected, ")
@@ -591,7 +585,7 @@ def test_gate_names_the_failed_expectation_and_its_rows(
     names = ["user_transaction_features", "merchant_chargeback_features"]
     sources = plan_views(_gate_registry(registry), names)
     report = load(sqlite_store, path, sources, now=NOW, validation_chunk_rows=16, batch_rows=8)
-    assert report.exit_code == EXIT_REJECTED
+    assert report.exit_code == ExitCode.REJECTED
     users, merchants = report.views
     assert (users.outcome, users.rows_read, users.rows_written) == ("rejected", 40, 0)
     if expectation == "expect_column_values_to_be_in_type_list":
@@ -691,36 +685,42 @@ def test_cli_errors_have_exit_codes_and_write_nothing(
     now = ("--now", "2026-05-01")
     closed = f"redis://127.0.0.1:{free_port()}/0"
     _assert_one_error(
-        run_cli("load", "--online", closed, *now, env=env), EXIT_STORE_UNAVAILABLE, "cannot reach"
+        run_cli("load", "--online", closed, *now, env=env),
+        ExitCode.STORE_UNAVAILABLE,
+        "cannot reach",
     )
     with password_redis(tmp_path / "auth", "s3cret-pw") as port:
         for credentials in ("default:wrong-password@", ""):
             proc = run_cli(
                 "load", "--online", f"redis://{credentials}127.0.0.1:{port}/0", *now, env=env
             )
-            _assert_one_error(proc, EXIT_STORE_UNAVAILABLE, "authentication failed")
+            _assert_one_error(proc, ExitCode.STORE_UNAVAILABLE, "authentication failed")
             assert "wrong-password" not in proc.stderr
     url = f"sqlite:///{tmp_path / 'online.db'}"
     _assert_one_error(
-        run_cli("load", "--online", url, *now, env=env), EXIT_STORE_NOT_INITIALIZED, "init-store"
+        run_cli("load", "--online", url, *now, env=env),
+        ExitCode.STORE_NOT_INITIALIZED,
+        "init-store",
     )
     assert run_cli("init-store", "--online", url, env=env).returncode == 0
     again = run_cli("init-store", "--online", url, env=env)
     assert again.returncode == 0 and again.stdout.startswith("initialized sqlite:///")
     _assert_one_error(
         run_cli("load", "--online", url, "--views", "user_device_features,nope", env=env),
-        EXIT_USAGE,
+        ExitCode.USAGE,
         "unknown feature view 'nope'",
     )
     _assert_one_error(
-        run_cli("load", "--online", "mysql://x", env=env), EXIT_USAGE, "unsupported online store"
+        run_cli("load", "--online", "mysql://x", env=env),
+        ExitCode.USAGE,
+        "unsupported online store",
     )
     _assert_one_error(
-        run_cli("load", "--online", url, "--now", "yesterday", env=env), EXIT_ERROR, "yesterday"
+        run_cli("load", "--online", url, "--now", "yesterday", env=env), ExitCode.ERROR, "yesterday"
     )
     missing = {**env, "FEATURESTORE_DUCKDB_PATH": str(tmp_path / "none.duckdb")}
     _assert_one_error(
-        run_cli("load", "--online", url, *now, env=missing), EXIT_ERROR, "does not exist"
+        run_cli("load", "--online", url, *now, env=missing), ExitCode.ERROR, "does not exist"
     )
     # a missing relation of one view: nothing is written for any view
     copy = copy_warehouse(demo_warehouse, tmp_path / "wh")
@@ -728,11 +728,11 @@ def test_cli_errors_have_exit_codes_and_write_nothing(
         con.execute("drop table main_online.online_user_transaction_features")
     _assert_one_error(
         run_cli("load", "--online", url, *now, env=copy.env),
-        EXIT_ERROR,
+        ExitCode.ERROR,
         "online_user_transaction_features",
     )
     text = run_cli("load", "--online", url, *now, "--log-format", "progress", env=copy.env)
-    assert text.returncode == EXIT_ERROR
+    assert text.returncode == ExitCode.ERROR
     assert text.stderr.strip().splitlines() == [
         next(line for line in text.stderr.splitlines() if line.startswith("Error: "))
     ]
@@ -743,7 +743,7 @@ def test_cli_errors_have_exit_codes_and_write_nothing(
     with sqlite3.connect(tmp_path / "online.db") as con:  # no record at all
         assert con.execute("select count(*) from online_records").fetchall() == [(0,)]
     not_initialized = run_cli("loads", "--online", f"sqlite:///{tmp_path / 'other.db'}", env=env)
-    assert not_initialized.returncode == EXIT_STORE_NOT_INITIALIZED
+    assert not_initialized.returncode == ExitCode.STORE_NOT_INITIALIZED
     assert not_initialized.stderr.startswith("Error: ")
     with open_store(url) as store, pytest.raises(WarehouseError, match="does not exist"):
         load(store, tmp_path / "none.duckdb", [])
@@ -773,7 +773,7 @@ def test_store_going_away_mid_load_stops_the_run(
         report = load(store, demo_warehouse.duckdb_path, sources, now=NOW, batch_rows=200)
         store.close()
     assert [s.name for s in sources] == list(VIEWS)
-    assert report.exit_code == EXIT_STORE_UNAVAILABLE
+    assert report.exit_code == ExitCode.STORE_UNAVAILABLE
     assert report.aborted is not None and "cannot reach" in report.aborted[1]
     # merchants fit in one write; the second write (user_device) found the store gone and
     # the run stopped there, without advancing that view's watermark

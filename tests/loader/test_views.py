@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from featurestore.exit_codes import EXIT_USAGE
+from featurestore.exit_codes import ExitCode
 from featurestore.registry import DataTest, Registry
 from loader import ViewSelectionError, WarehouseError, plan_views
 from loader.errors import LoaderError
@@ -27,7 +27,7 @@ GATED_YML_NAMES = {"not_null", "accepted_values", "featurestore.accepted_range"}
 def test_unknown_or_offline_views_are_refused(registry: Registry) -> None:
     with pytest.raises(ViewSelectionError, match="unknown feature view 'nope'") as caught:
         plan_views(registry, ["user_device_features", "nope"])
-    assert caught.value.exit_code == EXIT_USAGE
+    assert caught.value.exit_code == ExitCode.USAGE
     offline = dataclasses.replace(
         registry,
         views={
@@ -50,7 +50,7 @@ def test_unknown_or_offline_views_are_refused(registry: Registry) -> None:
 def test_an_empty_selection_or_no_online_view_is_refused(registry: Registry) -> None:
     with pytest.raises(ViewSelectionError, match="--views is empty") as caught:
         plan_views(registry, [])
-    assert caught.value.exit_code == EXIT_USAGE
+    assert caught.value.exit_code == ExitCode.USAGE
     none_online = dataclasses.replace(
         registry,
         views={
