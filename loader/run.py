@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc
 
+from featurestore.clock import Clock, clock_for
 from featurestore.exit_codes import ExitCode, exit_code_of
 from featurestore.online.layout import Record
 from featurestore.online.store import (
@@ -186,11 +187,12 @@ def load_project(
     now: dt.datetime | None = None,
     reporter: Reporter | None = None,
     warehouse: Warehouse | None = None,
+    clock: Clock | None = None,
 ) -> LoadReport:
     """Load the project's online views (``views``, default all) into ``store``: the registry
     and relations come from ``target/manifest.json``, the warehouse from the dbt profile's
     current target (:func:`~loader.targets.open_warehouse`: DuckDB or Snowflake) unless
-    ``warehouse`` is given."""
+    ``warehouse`` is given. ``now`` and ``clock``: as for :func:`load`."""
     from featurestore.project import DbtError
 
     try:
@@ -212,6 +214,7 @@ def load_project(
         batch_rows=batch_rows,
         now=now,
         reporter=reporter,
+        clock=clock,
     )
 
 
@@ -226,6 +229,7 @@ def load(
     reporter: Reporter | None = None,
     validation_chunk_rows: int = VALIDATION_CHUNK_ROWS,
     writers: int = DEFAULT_WRITERS,
+    clock: Clock | None = None,
 ) -> LoadReport:
     """Load ``views`` from ``warehouse`` (a :class:`~loader.warehouse.Warehouse`, or the path of
     a DuckDB file) into ``store`` (see :mod:`loader`).
@@ -236,9 +240,19 @@ def load(
     relation is missing (nothing written either). Once loading has started, problems are
     reported per view in the returned report (a store that goes away stops the run:
     ``report.aborted``).
+
+    What has expired is decided by ``clock`` (:mod:`featurestore.clock`), read once per
+    view when its rows are written: a row whose ``exp`` (``ts`` + the view's TTL, epoch
+    seconds, UTC) is not after ``clock.now()`` is counted in ``rows_expired`` and not sent.
+    Default: the system clock, or a :class:`~featurestore.clock.PinnedClock` at ``now``
+    (aware or naive UTC; ``FEATURESTORE_NOW``) if given; give one of the two, not both.
     """
     if batch_rows < 1:
         raise LoaderError("batch_rows must be at least 1")
+    if clock is None:
+        clock = clock_for(now)
+    elif now is not None:
+        raise LoaderError("give the loader a pinned now or a clock, not both")
     reporter = reporter or NullReporter()
     report = LoadReport(load_id=uuid.uuid4().hex, store=store.description)
     started = time.perf_counter()
@@ -259,7 +273,7 @@ def load(
                 report.load_id,
                 full_refresh=full_refresh,
                 batch_rows=batch_rows,
-                now=now,
+                clock=clock,
                 reporter=reporter,
                 chunk_rows=max(validation_chunk_rows, batch_rows),
                 writers=writers,
@@ -286,13 +300,13 @@ def _load_view(
     *,
     full_refresh: bool,
     batch_rows: int,
-    now: dt.datetime | None,
+    clock: Clock,
     reporter: Reporter,
     chunk_rows: int,
     writers: int,
 ) -> _ViewRun:
     result = _ViewRun(view=source.name, relation=source.relation, started_at=_utc_now())
-    clock = time.perf_counter()
+    started = time.perf_counter()
     try:
         result.watermark_before = store.get_watermark(source.name)
         since = None if full_refresh else result.watermark_before
@@ -306,7 +320,7 @@ def _load_view(
             )
             if result.outcome == "success" and result.rows_read:
                 reporter.phase(source, "write", result.rows_read)
-                _write(store, source, spill, batch_rows, now, result, reporter, writers)
+                _write(store, source, spill, batch_rows, clock, result, reporter, writers)
                 # only now is every row of this view in the store: advance the watermark
                 before = result.watermark_before
                 if before is not None and not full_refresh:
@@ -320,7 +334,7 @@ def _load_view(
     except Exception as exc:  # anything else fails this view only, with its type and text
         result.outcome, result.error = "failed", exc
         result.message = f"{type(exc).__name__}: {exc}"
-    result.seconds = time.perf_counter() - clock
+    result.seconds = time.perf_counter() - started
     result.finished_at = _utc_now()
     if result.outcome == "rejected":
         result.message = (
@@ -328,7 +342,7 @@ def _load_view(
             f"{result.rows_rejected} offending row(s); nothing written"
         )
     try:
-        _record(store, source, result, load_id, full_refresh, now)
+        _record(store, source, result, load_id, full_refresh, clock)
     except StoreError as exc:
         # the rows (and watermark) are in, only the log entry is lost; the run stops
         result.error = result.error or exc
@@ -394,7 +408,7 @@ def _write(
     source: ViewSource,
     spill: Path,
     batch_rows: int,
-    now: dt.datetime | None,
+    clock: Clock,
     result: ViewResult,
     reporter: Reporter,
     writers: int,
@@ -406,8 +420,11 @@ def _write(
     writers one packs and sends a batch while the other waits for the store to answer its
     own, so the store's work overlaps the client's. Order does not matter: each key occurs
     once per view and the store applies newer-wins per record."""
-    moment = now or dt.datetime.now(dt.UTC)
+    moment = clock.now()
     now_seconds = int(moment.timestamp())
+    # the store decides expiry at the same instant; on the real clock it reads its own
+    # (Redis then sets each key's expiry at exactly its exp, see redis_store.py)
+    now = None if clock.real_time else moment
     queue: Queue[list[Record] | None] = Queue(maxsize=_QUEUED_BATCHES)
     failures: list[BaseException] = []
     lock = threading.Lock()
@@ -460,15 +477,16 @@ def _record(
     result: _ViewRun,
     load_id: str,
     full_refresh: bool,
-    now: dt.datetime | None,
+    clock: Clock,
 ) -> None:
-    """Keep the load in the store's log (best effort if the store has just gone away)."""
+    """Keep the load in the store's log (best effort if the store has just gone away);
+    ``extra["now"]`` is the clock's time unless it is the real one."""
     extra: dict[str, Any] = {
         "relation": source.relation,
         "rows_expired": result.rows_expired,
         "full_refresh": full_refresh,
         "seconds": round(result.seconds, 3),
-        "now": now.isoformat() if now else None,
+        "now": None if clock.real_time else clock.now().isoformat(),
     }
     if result.failures:
         extra["failures"] = [failure.to_dict() for failure in result.failures]

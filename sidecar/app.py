@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
+from featurestore.clock import Clock
 from featurestore.online.store import OnlineStore
 from featurestore.online.urls import open_store
 from featurestore.registry import Registry, load_registry
@@ -74,17 +75,21 @@ def create_app(
     *,
     registry: Registry | None = None,
     store: OnlineStore | None = None,
+    clock: Clock | None = None,
 ) -> Starlette:
     """The sidecar app. Reads the registry (``settings.manifest_path``) unless given, checks
     the settings against it (the one place they are), opens the store
     (``settings.online_url``) unless given; raises RegistryError / SettingsError /
-    UnsupportedStoreURL on bad configuration."""
+    UnsupportedStoreURL on bad configuration. ``clock``: what every part of it reads
+    (record expiry in UTC, cache TTLs and breaker cool-downs in monotonic seconds; see
+    :mod:`featurestore.clock`); default the system clock, or the one ``settings.now``
+    pins. Tests pass a :class:`~featurestore.clock.ManualClock` to move time."""
     if registry is None:
         registry = load_registry(settings.manifest_path)
     check_settings(settings, registry)
     if store is None:
         store = open_store(settings.online_url)
-    sidecar = Sidecar(settings, registry, store)
+    sidecar = Sidecar(settings, registry, store, clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -15,8 +15,9 @@ flight) is retried after 100 ms instead of a full second, while a dead store is 
 probed once per ``cooldown_s``.
 
 A success in any state closes the circuit (the store answered). Failures reported while the
-circuit is open (reads started before it opened) change nothing. Thread-safe; the clock is
-injectable for tests.
+circuit is open (reads started before it opened) change nothing. Thread-safe; ``clock``
+is monotonic seconds (:func:`time.monotonic`, or the sidecar clock's
+:meth:`~featurestore.clock.Clock.monotonic`, which a test can advance).
 """
 
 from __future__ import annotations

@@ -86,6 +86,9 @@ class _Bucket:
 
 
 class LFUCache(Generic[K, V]):
+    """``clock``: monotonic seconds (:func:`time.monotonic`, or the sidecar clock's
+    :meth:`~featurestore.clock.Clock.monotonic`); a TTL is in the same seconds."""
+
     def __init__(self, maxsize: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must not be negative")

@@ -183,6 +183,12 @@ class StoreReader:
 
 
 class Retriever:
+    """Answers retrieve requests (see the module docstring). ``now`` is the clock's wall
+    time (an aware UTC datetime, :meth:`featurestore.clock.Clock.now` read once per
+    request): a record is served while its ``exp`` (epoch seconds) is greater, whether it
+    comes from the store or from the cache, where it may have been put while still fresh.
+    The cache's TTLs run on the cache's own (monotonic) clock."""
+
     def __init__(
         self,
         reader: StoreReader,

@@ -10,13 +10,12 @@ retriever (:mod:`sidecar.retrieval`).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from collections.abc import Callable
 from typing import Final
 
 import orjson
 
+from featurestore.clock import Clock, clock_for
 from featurestore.online.store import OnlineStore
 from featurestore.registry import Registry
 from sidecar.auth import Authenticator
@@ -42,9 +41,23 @@ BREAKER_FIRST_COOLDOWN_S: Final = 0.1
 
 class Sidecar:
     """Everything a request needs, built once (``app.state.sidecar``) from settings that
-    were checked against ``registry``."""
+    were checked against ``registry``.
 
-    def __init__(self, settings: Settings, registry: Registry, store: OnlineStore) -> None:
+    ``clock`` (default: :func:`featurestore.clock.clock_for` ``settings.now``, the system
+    clock unless ``FEATURESTORE_NOW`` pins it) is the one every part reads: its wall time
+    (UTC) decides which records have expired, its monotonic seconds run the cache TTLs and
+    the circuit breaker's cool-downs. Tests pass a :class:`~featurestore.clock.ManualClock`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        store: OnlineStore,
+        clock: Clock | None = None,
+    ) -> None:
+        if clock is None:
+            clock = clock_for(settings.now)
+        self.clock = clock
         self.settings = settings
         self.registry = registry
         self.plans = plan_entities(registry)
@@ -59,9 +72,12 @@ class Sidecar:
             settings.breaker_failures,
             settings.breaker_cooldown_s,
             min_cooldown_s=BREAKER_FIRST_COOLDOWN_S,
+            clock=clock.monotonic,
             on_change=self._circuit,
         )
-        self.cache: LFUCache[CacheKey, CachedRecord | object] = LFUCache(settings.cache_size)
+        self.cache: LFUCache[CacheKey, CachedRecord | object] = LFUCache(
+            settings.cache_size, clock=clock.monotonic
+        )
         self.reader = StoreReader(
             store,
             timeout_s=settings.store_timeout_s,
@@ -75,7 +91,7 @@ class Sidecar:
             self.cache,
             {view: settings.cache_ttl(view) for view in online_views},
             self.metrics,
-            _clock(settings.now),
+            clock.now,
         )
         self.openapi_json = orjson.dumps(build_openapi(self.plans, settings))
 
@@ -89,10 +105,3 @@ class Sidecar:
     def close(self) -> None:
         self.reader.close()
         self.store.close()
-
-
-def _clock(pinned: dt.datetime | None) -> Callable[[], dt.datetime]:
-    """The clock of TTL checks and store reads (UTC): ``FEATURESTORE_NOW`` if pinned."""
-    if pinned is not None:
-        return lambda: pinned
-    return lambda: dt.datetime.now(dt.UTC)
