@@ -1,0 +1,1 @@
+"""The mutation check of the contract code (``python -m mutation``; see mutation/run.py)."""
