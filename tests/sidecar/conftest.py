@@ -1,14 +1,18 @@
-"""Fixtures of the sidecar's unit suites: a small registry (entities ``user``, one key
-column, and ``user_device``, two) and an API key."""
+"""Fixtures of the sidecar's suites: a small registry (entities ``user``, one key column, and
+``user_device``, two), an API key, and the demo project's registry from a real ``dbt parse``
+(with the test variant of :func:`tests.sidecar.harness.variant_manifest`)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from featurestore.registry import Registry, registry_from_manifest
+from featurestore.registry import Registry, load_registry, registry_from_manifest
 from sidecar.auth import ApiKey
+from tests.sidecar.harness import variant_manifest
+from tests.warehouse import Warehouse
 
 
 def _manifest() -> dict[str, object]:
@@ -66,3 +70,14 @@ def small_registry() -> Registry:
 @pytest.fixture
 def unscoped_key() -> ApiKey:
     return ApiKey("k", b"0" * 32)
+
+
+@pytest.fixture(scope="session")
+def parsed_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """The demo project's registry from ``dbt parse`` (no build: records are written by
+    hand), with ``user_profile_features`` as a second view of the user entity and
+    ``avg_order_value_90d`` without a default (:func:`~tests.sidecar.harness.variant_manifest`)."""
+    workdir = tmp_path_factory.mktemp("dbt-parse")
+    Warehouse(workdir).dbt("parse")
+    manifest = workdir / "target" / "manifest.json"
+    return load_registry(variant_manifest(manifest, Path(workdir / "variant_manifest.json")))

@@ -1,14 +1,19 @@
 """Test support for the sidecar suites (tests/sidecar/test_*.py): the real server started as
-``python -m sidecar`` (uvicorn, uvloop, httptools) on a free port, stores filled by the real
-loader, and the warehouse's latest values read with plain SQL as the reference."""
+``python -m sidecar`` (uvicorn, uvloop, httptools) on a free port, or the same app under
+uvicorn in a thread of the test (:func:`serving_in_process`: the test holds its clock),
+stores filled by the real loader, and the warehouse's latest values read with plain SQL as
+the reference."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,6 +25,7 @@ import duckdb
 import httpx
 import pytest
 
+from featurestore.clock import Clock
 from featurestore.online.store import OnlineStore
 from featurestore.registry import FeatureView, Registry
 from tests.servers import free_port
@@ -130,6 +136,107 @@ def running_sidecar(
         yield server
     finally:
         server.terminate()
+
+
+@dataclass
+class InProcessSidecar:
+    """The real app (:func:`sidecar.app.create_app`) served by uvicorn on a free loopback
+    port from a thread of the test process, so that the test holds its clock and its state
+    (``sidecar``: the cache, the breaker)."""
+
+    port: int
+    server: Any  # uvicorn.Server
+    thread: threading.Thread
+    app: Any
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def sidecar(self) -> Any:  # sidecar.state.Sidecar
+        return self.app.state.sidecar
+
+    def client(self, api_key: str | None = API_KEY, timeout: float = 10.0) -> httpx.Client:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+
+@contextmanager
+def serving_in_process(
+    settings: Any, registry: Registry, store: OnlineStore, clock: Clock
+) -> Iterator[InProcessSidecar]:
+    """``create_app(settings, registry=, store=, clock=)`` under uvicorn (uvloop, httptools
+    as in production) in a background thread, until the block ends (the app then closes
+    ``store``)."""
+    import uvicorn
+
+    from sidecar.app import create_app
+
+    app = create_app(settings, registry=registry, store=store, clock=clock)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"sidecar-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the in-process sidecar did not start on port {port}")
+        time.sleep(0.01)
+    try:
+        yield InProcessSidecar(port=port, server=server, thread=thread, app=app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+# --- the registry served: the demo's, plus a second view of the user entity ------------------
+
+PROFILE = "user_profile_features"
+PROFILE_FEATURES = {  # name -> (data_type, default)
+    "user_segment": ("varchar", "unknown"),
+    "user_risk_score": ("double", None),
+    "user_is_vip": ("boolean", False),
+    "user_last_login_at": ("timestamp", None),
+}
+
+
+def variant_manifest(demo: Path, out: Path) -> Path:
+    """The demo manifest, avg_order_value_90d without a default, plus user_profile_features."""
+    manifest = json.loads(demo.read_text())
+    nodes = manifest["nodes"]
+    base = nodes["model.featurestore.user_transaction_features"]
+    column = base["columns"]["avg_order_value_90d"]
+    for meta in (column["meta"], column["config"]["meta"]):
+        meta["featurestore"]["default"] = None
+    extra = copy.deepcopy(base)
+    extra.update(
+        name=PROFILE,
+        unique_id=f"model.featurestore.{PROFILE}",
+        alias=PROFILE,
+        original_file_path=f"models/features/{PROFILE}.sql",
+        relation_name=f'"warehouse"."main_features"."{PROFILE}"',
+        description="User profile features (test-only view).",
+    )
+    extra["config"]["meta"]["featurestore"].update(ttl="1d", owner="profiles@shop.example")
+    columns = {name: base["columns"][name] for name in ("user_id", "feature_at", "available_at")}
+    for name, (data_type, default) in PROFILE_FEATURES.items():
+        meta = {"featurestore": {"feature": True, "default": default}}
+        columns[name] = {
+            "name": name,
+            "description": f"{name} (test-only feature)",
+            "data_type": data_type,
+            "meta": meta,
+            "config": {"meta": meta},
+        }
+    extra["columns"] = columns
+    nodes[extra["unique_id"]] = extra
+    out.write_text(json.dumps(manifest))
+    return out
 
 
 # --- filling stores with the real loader -----------------------------------------------------

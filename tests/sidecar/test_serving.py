@@ -14,7 +14,6 @@ values are MISSING) and an extra online view of the user entity, ``user_profile_
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 import json
@@ -37,6 +36,8 @@ from tests.sidecar.harness import (
     API_KEY,
     EPOCH,
     NOW,
+    PROFILE,
+    PROFILE_FEATURES,
     Latest,
     SidecarServer,
     expected_answer,
@@ -47,6 +48,7 @@ from tests.sidecar.harness import (
     running_sidecar,
     same_answer,
     sidecar_env,
+    variant_manifest,
     warehouse_latest,
 )
 from tests.warehouse import Warehouse
@@ -57,53 +59,12 @@ ENTITY_VIEWS = {
     "merchant": "merchant_chargeback_features",
     "user_device": "user_device_features",
 }
-PROFILE = "user_profile_features"
-PROFILE_FEATURES = {  # name -> (data_type, default)
-    "user_segment": ("varchar", "unknown"),
-    "user_risk_score": ("double", None),
-    "user_is_vip": ("boolean", False),
-    "user_last_login_at": ("timestamp", None),
-}
 USERS_ONLY_KEY = "users-only-key-8c2e51"
 ONE_FEATURE_KEY = "one-feature-key-93ab07"
 DYNAMO_SAMPLE = "user_id like '%3'"
 
 
 # --- the registry variant and the profile records -----------------------------------------
-
-
-def variant_manifest(demo: Path, out: Path) -> Path:
-    """The demo manifest, avg_order_value_90d without a default, plus user_profile_features."""
-    manifest = json.loads(demo.read_text())
-    nodes = manifest["nodes"]
-    base = nodes["model.featurestore.user_transaction_features"]
-    column = base["columns"]["avg_order_value_90d"]
-    for meta in (column["meta"], column["config"]["meta"]):
-        meta["featurestore"]["default"] = None
-    extra = copy.deepcopy(base)
-    extra.update(
-        name=PROFILE,
-        unique_id=f"model.featurestore.{PROFILE}",
-        alias=PROFILE,
-        original_file_path=f"models/features/{PROFILE}.sql",
-        relation_name=f'"warehouse"."main_features"."{PROFILE}"',
-        description="User profile features (test-only view).",
-    )
-    extra["config"]["meta"]["featurestore"].update(ttl="1d", owner="profiles@shop.example")
-    columns = {name: base["columns"][name] for name in ("user_id", "feature_at", "available_at")}
-    for name, (data_type, default) in PROFILE_FEATURES.items():
-        meta = {"featurestore": {"feature": True, "default": default}}
-        columns[name] = {
-            "name": name,
-            "description": f"{name} (test-only feature)",
-            "data_type": data_type,
-            "meta": meta,
-            "config": {"meta": meta},
-        }
-    extra["columns"] = columns
-    nodes[extra["unique_id"]] = extra
-    out.write_text(json.dumps(manifest))
-    return out
 
 
 def micros(moment: dt.datetime) -> int:
