@@ -179,7 +179,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         file="sidecar/retrieval.py",
         original="entry if type(entry) is tuple and entry[EXP] > now_s",
         replacement="entry if type(entry) is tuple",
-        tests=("tests/sidecar/test_serving.py::test_values_past_their_ttl_are_served_as_defaults",),
+        tests=(
+            f"{_MOVING_TIME}::test_one_view_a_record_cached_while_fresh_is_not_served_after_its_exp",
+            "tests/sidecar/test_serving.py::test_values_past_their_ttl_are_served_as_defaults",
+        ),
         description="one view: a cached record is served as PRESENT after its own exp",
     ),
     Mutation(
@@ -187,7 +190,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         file="sidecar/retrieval.py",
         original="                if type(entry) is tuple and entry[EXP] > now_s:",
         replacement="                if type(entry) is tuple:",
-        tests=("tests/sidecar/test_serving.py::test_values_past_their_ttl_are_served_as_defaults",),
+        tests=(
+            f"{_MOVING_TIME}::test_several_views_each_record_expires_at_its_own_exp",
+            "tests/sidecar/test_serving.py::test_values_past_their_ttl_are_served_as_defaults",
+        ),
         description="several views: a cached record is served as PRESENT after its own exp",
     ),
     # --- the sidecar: key order, cache, breaker, scopes -------------------------------------

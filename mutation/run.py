@@ -66,7 +66,7 @@ def test_path(node: str) -> str:
 def list_problems(root: Path, mutations: Iterable[Mutation]) -> list[str]:
     """Why ``mutations`` cannot be applied to the files under ``root`` (empty if they can):
     each snippet must occur exactly once and differ from its replacement, each test file
-    must exist, names must be unique."""
+    and test function must exist, names must be unique."""
     problems: list[str] = []
     seen: set[str] = set()
     for m in mutations:
@@ -85,8 +85,13 @@ def list_problems(root: Path, mutations: Iterable[Mutation]) -> list[str]:
         if not m.tests:
             problems.append(f"{m.name}: no tests")
         for node in m.tests:
-            if not (root / test_path(node)).is_file():
+            file = root / test_path(node)
+            if not file.is_file():
                 problems.append(f"{m.name}: test file {test_path(node)} does not exist")
+                continue
+            function = node.partition("::")[2].partition("[")[0]
+            if function and f"def {function}(" not in file.read_text():
+                problems.append(f"{m.name}: no test {function} in {test_path(node)}")
     return problems
 
 
