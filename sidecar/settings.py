@@ -9,7 +9,9 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
 ``FEATURESTORE_MANIFEST``           dbt's ``manifest.json`` (default ``$DBT_TARGET_PATH`` or
                                     ``target`` + ``/manifest.json``), read once at startup
 ``FEATURESTORE_NOW``                pin the clock (ISO 8601, naive = UTC) for TTL checks and
-                                    store reads: demos and tests of past data
+                                    store reads: demos and tests of past data (the wall
+                                    time only: cache TTLs still run in real time; see
+                                    :mod:`featurestore.clock`)
 ``FEATURESTORE_API_KEYS``           comma-separated API keys (unscoped), hashed at startup
 ``FEATURESTORE_API_KEY_SHA256``     comma-separated hex SHA-256 digests of API keys (unscoped)
 ``FEATURESTORE_AUTH_CONFIG``        a YAML/JSON file of hashed, optionally scoped keys and open
