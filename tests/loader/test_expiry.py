@@ -83,7 +83,13 @@ def test_a_row_expired_at_the_clocks_now_is_counted_and_not_sent(
             (result,) = report.views
             assert (result.rows_read, result.rows_written) == (len(keys), len(live))
             assert result.rows_expired == len(keys) - len(live)
-            assert stored_keys(store, view.name, keys, clock) == live
+            # Redis deletes a key max(_exp) - now real seconds after the write (the replay
+            # shift, featurestore/online/redis_store.py), so a key a second or two from its
+            # expiry may be gone before it is read back on a busy machine: there those are
+            # checked by the counts above only
+            checked = {key for key in keys if kind != "redis" or exp[key] - now_s > 2}
+            assert stored_keys(store, view.name, keys, clock) & checked == live & checked
+            assert checked & live or kind != "redis"
             (logged,) = store.list_loads()
             assert logged.extra["now"] == clock.now().isoformat()
             assert logged.extra["rows_expired"] == result.rows_expired
