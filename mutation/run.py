@@ -43,15 +43,20 @@ class ListError(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    name: str
-    file: str
-    description: str
-    tests: tuple[str, ...]
+    """What one mutation's test run gave."""
+
+    mutation: Mutation
     status: str  # killed | timeout | survived | equivalent (survived, explained)
     seconds: float
-    equivalent: str | None
-    canary: bool
     tail: str  # the end of pytest's output
+
+    @property
+    def name(self) -> str:
+        return self.mutation.name
+
+    @property
+    def canary(self) -> bool:
+        return self.mutation.canary
 
     @property
     def killed(self) -> bool:
@@ -179,17 +184,7 @@ def mutate(copy: Path, m: Mutation, timeout: float, basetemp: Path) -> Outcome:
         status = "equivalent" if m.equivalent else "survived"
     else:
         status = "killed"
-    return Outcome(
-        name=m.name,
-        file=m.file,
-        description=m.description,
-        tests=m.tests,
-        status=status,
-        seconds=round(seconds, 1),
-        equivalent=m.equivalent,
-        canary=m.canary,
-        tail=tail,
-    )
+    return Outcome(m, status, round(seconds, 1), tail)
 
 
 def markdown(outcomes: Sequence[Outcome], summary: str) -> str:
@@ -199,7 +194,8 @@ def markdown(outcomes: Sequence[Outcome], summary: str) -> str:
     ]
     for o in outcomes:
         result = o.status + (" (canary)" if o.canary else "")
-        lines.append(f"| `{o.name}` | `{o.file}` | {o.description} | {result} | {o.seconds:.0f} |")
+        m = o.mutation
+        lines.append(f"| `{m.name}` | `{m.file}` | {m.description} | {result} | {o.seconds:.0f} |")
     return "\n".join([*lines, "", summary])
 
 
