@@ -1,4 +1,4 @@
-"""The mutation check: apply each curated mutation (mutation/mutations.py) to an isolated
+"""The mutation check: apply each curated mutation (mutation/mutations.yml) to an isolated
 copy of the repository, one at a time, and run only the tests that should catch it.
 
     .venv/bin/python -m mutation [--only NAME ...] [--list] [--timeout S] [--rev REV]

@@ -1,4 +1,4 @@
-"""The mutation check's list (mutation/mutations.py) matches the code: every snippet occurs
+"""The mutation check's list (mutation/mutations.yml) matches the code: every snippet occurs
 exactly once in its file and every named test file exists (no mutation is run here)."""
 
 from __future__ import annotations
