@@ -110,6 +110,7 @@ def serve_command(
     import uvicorn
     from starlette.applications import Starlette
 
+    from featurestore.exit_codes import exit_code_of
     from featurestore.online.store import StoreError
     from featurestore.registry import RegistryError
     from sidecar.app import configure_logging, create_app, serving_worker
@@ -134,8 +135,9 @@ def serve_command(
     try:
         settings = Settings.from_env()
         app = create_app(settings)
-    except (SettingsError, RegistryError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (SettingsError, RegistryError, StoreError) as exc:  # with its exit code
+        click.echo(f"Error: {exc}", err=True)
+        raise click.exceptions.Exit(exit_code_of(exc)) from None
     # workers get the keys' digests only, never the keys
     raw_keys = [k.strip() for k in os.environ.pop("FEATURESTORE_API_KEYS", "").split(",")]
     digests = [hash_key(key).hex() for key in raw_keys if key]

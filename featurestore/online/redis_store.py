@@ -55,6 +55,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
+from urllib.parse import quote
 
 import hiredis
 import redis
@@ -178,7 +179,7 @@ class RedisStore(OnlineStore):
         self._aclient: AsyncRedisClient | None = None
         self._retries = retries
         scheme = "rediss" if ssl else "redis"
-        user = f"{username}@" if username else ""
+        user = f"{quote(username, safe='')}@" if username else ""
         self.description = f"{scheme}://{user}{host}:{port}/{db}?namespace={namespace}"
         self._client = redis.Redis(
             host=host,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from featurestore.exit_codes import ExitCode
 from featurestore.online.redaction import redact_url
@@ -67,15 +67,21 @@ def open_store(url: str) -> OnlineStore:
                 f"{redact_url(url)!r}: ssl_ca_certs {ca_file!r} is not a readable file"
             )
 
-        password = parts.password or os.environ.get("FEATURESTORE_REDIS_PASSWORD") or None
+        # user and password percent-decoded (RFC 3986 3.2.1), as redis-py's from_url does
+        username = unquote(parts.username) if parts.username else None
+        password = (
+            unquote(parts.password)
+            if parts.password
+            else os.environ.get("FEATURESTORE_REDIS_PASSWORD") or None
+        )
         db = parts.path.strip("/") or "0"
         if not db.isdigit():
             raise UnsupportedStoreURL(f"redis URL database must be a number, got {db!r}")
         return RedisStore(
             host=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
+            port=_port(url, parts) or 6379,
             db=int(db),
-            username=parts.username or None,
+            username=username,
             password=password,
             ssl=scheme == "rediss",
             namespace=query.get("namespace", "fs"),
@@ -95,3 +101,18 @@ def open_store(url: str) -> OnlineStore:
     raise UnsupportedStoreURL(
         f"unsupported online store URL {url!r} (use sqlite:///..., redis://..., dynamodb://...)"
     )
+
+
+def _port(url: str, parts: SplitResult) -> int | None:
+    """The URL's port (None if it names none), or UnsupportedStoreURL for one that is not a
+    number from 1 to 65535."""
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        spelled = parts.netloc.rpartition(":")[2]
+        raise UnsupportedStoreURL(
+            f"{redact_url(url)!r}: the port must be a number from 1 to 65535, got {spelled!r}"
+        )
+    return port

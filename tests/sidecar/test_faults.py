@@ -318,17 +318,23 @@ def test_several_workers_share_metrics(
 
 
 @pytest.mark.parametrize(
-    ("args", "env_changes", "message"),
+    ("args", "env_changes", "message", "code"),
     [
-        ([], {"FEATURESTORE_API_KEYS": ""}, "no API key configured"),
-        (["--cache-ttl", "5s,no_such_view=1s"], {}, "'no_such_view'"),
-        (["--manifest", "/nonexistent/manifest.json"], {}, "run `dbt parse`"),
-        (["--online", "mysql://x"], {}, "unsupported online store URL"),
-        (["--now", "yesterday"], {}, "FEATURESTORE_NOW"),
+        ([], {"FEATURESTORE_API_KEYS": ""}, "no API key configured", 1),
+        (["--cache-ttl", "5s,no_such_view=1s"], {}, "'no_such_view'", 1),
+        (["--manifest", "/nonexistent/manifest.json"], {}, "run `dbt parse`", 1),
+        (["--online", "mysql://x"], {}, "unsupported online store URL", 2),
+        (["--online", "redis://127.0.0.1:63x79/0"], {}, "port must be a number", 2),
+        (["--online", "redis://u:pw@127.0.0.1:65536/0"], {}, "got '65536'", 2),
+        (["--now", "yesterday"], {}, "FEATURESTORE_NOW", 1),
     ],
 )
 def test_bad_configuration_fails_at_startup(
-    demo_warehouse: Warehouse, args: list[str], env_changes: dict[str, str], message: str
+    demo_warehouse: Warehouse,
+    args: list[str],
+    env_changes: dict[str, str],
+    message: str,
+    code: int,
 ) -> None:
     env = sidecar_env("sqlite:///unused.db", demo_warehouse.target_path / "manifest.json")
     env.update(env_changes)
@@ -340,6 +346,7 @@ def test_bad_configuration_fails_at_startup(
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == code, proc.stderr
     assert message in proc.stderr, proc.stderr
-    assert API_KEY not in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert API_KEY not in proc.stderr + proc.stdout and "pw@" not in proc.stderr
