@@ -91,6 +91,10 @@ class SQLiteStore(OnlineStore):
         self.path = Path(path)
         self.description = f"sqlite:///{self.path}"
         self._local = threading.local()
+        #: every thread's connection, so that :meth:`close` closes them all (a finished
+        #: load then leaves the file checkpointed, with no -wal or -shm beside it)
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
 
     # one connection per thread (sqlite3 connections are not shared across threads)
     def _connection(self) -> sqlite3.Connection:
@@ -102,6 +106,8 @@ class SQLiteStore(OnlineStore):
                 )
             con = self._open_read_only() if self.read_only else self._open()
             self._local.con = con
+            with self._connections_lock:
+                self._connections.append(con)
         return con
 
     def _open(self) -> sqlite3.Connection:
@@ -275,10 +281,13 @@ class SQLiteStore(OnlineStore):
         return [LoadRecord(**json.loads(row[0])) for row in rows]
 
     def close(self) -> None:
-        con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is not None:
+        """Close the connection of every thread that opened one (call it when no thread
+        uses the store any more)."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for con in connections:
             con.close()
-            self._local.con = None
+        self._local = threading.local()
 
 
 class ReadOnlySQLiteStore(SQLiteStore):

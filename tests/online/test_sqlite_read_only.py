@@ -150,3 +150,31 @@ def test_a_read_only_mount_serves_while_a_loader_writes_behind_it(tmp_path: Path
             store.close()
     finally:
         writer.close()
+
+
+def test_close_closes_every_thread_s_connection(tmp_path: Path) -> None:
+    """A load writes from several threads; once closed, the file is checkpointed and alone
+    (what a read-only folder needs), whatever the threads' connections' lifetimes."""
+    import threading
+
+    path = tmp_path / "online.db"
+    store = SQLiteStore(path)
+    store.initialize()
+    alive = threading.Event()
+    threads = [
+        threading.Thread(target=lambda n=n: store.write([record(f"k{n}", 10, n)], now=NOW))
+        for n in range(3)
+    ]
+    keeper = threading.Thread(target=lambda: (store.check(), alive.wait(10)))
+    keeper.start()  # a thread still alive, holding its connection
+    for thread in threads:
+        thread.start()
+        thread.join()
+    assert any(p.name.endswith("-wal") for p in tmp_path.iterdir())
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["online.db"]
+    alive.set()
+    keeper.join()
+    assert values(ReadOnlySQLiteStore(path), ["k0", "k1", "k2"]) == [
+        {"count": n, "label": f"k{n}"} for n in range(3)
+    ]

@@ -49,6 +49,7 @@ def test_the_sidecar_serves_a_store_on_a_read_only_folder(
     store.initialize()
     load_demo(store, demo_warehouse, views=[VIEW])
     store.close()
+    assert sorted(p.name for p in source.iterdir()) == ["online.db"]  # checkpointed, alone
 
     # as the loader leaves it (WAL, checkpointed, no -shm): refused, and the reason given
     with read_only_folder(source) as folder:
