@@ -9,9 +9,10 @@ Endpoints (the route table: :mod:`sidecar.endpoints`)
                                         required)
     ``GET /health``                     alive (open by default)
     ``GET /ready``                      registry loaded and store reachable, else 503 (open by
-                                        default)
+                                        default; the details only for an unscoped key)
     ``GET /metrics``                    Prometheus (:mod:`sidecar.metrics`)
-    ``GET /openapi.json``               the OpenAPI 3.1 document of all of it
+    ``GET /openapi.json``               the OpenAPI 3.1 document of what the key may read
+                                        (opened and without a key: no entity or feature)
 
 Retrieve request and response (the design document's contract, section 2)::
 

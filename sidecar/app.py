@@ -79,16 +79,17 @@ def create_app(
 ) -> Starlette:
     """The sidecar app. Reads the registry (``settings.manifest_path``) unless given, checks
     the settings against it (the one place they are), opens the store
-    (``settings.online_url``) unless given; raises RegistryError / SettingsError /
-    UnsupportedStoreURL on bad configuration. ``clock``: what every part of it reads
-    (record expiry in UTC, cache TTLs and breaker cool-downs in monotonic seconds; see
-    :mod:`featurestore.clock`); default the system clock, or the one ``settings.now``
-    pins. Tests pass a :class:`~featurestore.clock.ManualClock` to move time."""
+    (``settings.online_url``, read-only: the sidecar never writes) unless given; raises
+    RegistryError / SettingsError / UnsupportedStoreURL on bad configuration. ``clock``:
+    what every part of it reads (record expiry in UTC, cache TTLs and breaker cool-downs
+    in monotonic seconds; see :mod:`featurestore.clock`); default the system clock, or the
+    one ``settings.now`` pins. Tests pass a :class:`~featurestore.clock.ManualClock` to move
+    time."""
     if registry is None:
         registry = load_registry(settings.manifest_path)
     check_settings(settings, registry)
     if store is None:
-        store = open_store(settings.online_url)
+        store = open_store(settings.online_url, read_only=True)
     sidecar = Sidecar(settings, registry, store, clock)
 
     @asynccontextmanager

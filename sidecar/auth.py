@@ -21,10 +21,13 @@ A request's key is hashed and compared with *every* configured digest by
 ``X-API-Key`` headers (which one counts would depend on the proxies in between) are
 answered 401; a key whose scope does not cover the requested entity or a requested feature
 is answered 403. A scope of ``entities`` allows every feature of those entities, a scope of
-``features`` only those features; with both, a feature must pass both. The registry
-endpoint shows a scoped key only what it may read. ``health``, ``ready``, ``metrics`` and
-``openapi`` can be opened (served without a key, :data:`~sidecar.endpoints.OPENABLE_ENDPOINTS`);
-the retrieve and registry endpoints never.
+``features`` only those features; with both, a feature must pass both. The registry and
+OpenAPI documents show a scoped key only what it may read (:mod:`sidecar.visibility`).
+``health``, ``ready``, ``metrics`` and ``openapi`` can be opened (served without a key,
+:data:`~sidecar.endpoints.OPENABLE_ENDPOINTS`); the retrieve and registry endpoints never.
+An open endpoint still checks a key that is sent (401 if unknown); without one it answers
+an anonymous caller, who learns nothing that names a store, a user, an entity or a
+feature (``/ready``: ready or not; ``/openapi.json``: the document without names).
 
 :class:`Authenticator` is the one place a request's ``X-API-Key`` headers are read and
 judged: :meth:`Authenticator.principal` for the endpoints served through Starlette,
@@ -84,6 +87,12 @@ class ApiKey:
     @property
     def scoped(self) -> bool:
         return self.entities is not None or self.features is not None
+
+    @property
+    def scope(self) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+        """What decides what the key may read and see: its ``entities`` and ``features``
+        (keys with the same scope share the documents built for it)."""
+        return self.entities, self.features
 
     def allows_entity(self, entity: str) -> bool:
         return self.entities is None or entity in self.entities
@@ -246,8 +255,11 @@ class Authenticator:
 
     def principal(self, headers: Headers, endpoint: str) -> ApiKey | None:
         """The caller's key for a request to ``endpoint`` (an :class:`~sidecar.endpoints.
-        Endpoint` name), None if that endpoint is open; raises ApiError 401 (:meth:`require`)."""
-        if endpoint in self._open:
-            return None
+        Endpoint` name); None when that endpoint is open and the request sends no
+        ``X-API-Key`` (an anonymous caller). A key that is sent is checked whether the
+        endpoint is open or not: raises ApiError 401 (:meth:`require`), so that a wrong
+        key is never silently taken for no key."""
         presented = headers.getlist("x-api-key")
+        if not presented and endpoint in self._open:
+            return None
         return self.require(presented[0] if presented else None, len(presented))

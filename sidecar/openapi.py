@@ -1,9 +1,12 @@
-"""The OpenAPI 3.1 document of the sidecar (``GET /openapi.json``), built once at startup.
+"""The OpenAPI 3.1 document of the sidecar (``GET /openapi.json``), built once per scope at
+startup (:class:`sidecar.documents.Documents`).
 
-The request schema lists the registry's entities and online features as enums and states
-the limits the validation enforces (nothing more: every schema-valid request is answered
-200 or a 4xx naming the field, e.g. a feature of another entity; every schema-invalid one
-a 4xx).
+The request schema lists the entities and online features the caller may see
+(:func:`sidecar.visibility.visibility`: every one for an unscoped key, a scoped key's own)
+as enums and states the limits the validation enforces (nothing more: every schema-valid
+request is answered 200 or a 4xx naming the field, e.g. a feature of another entity; every
+schema-invalid one a 4xx). For a caller without a key (``/openapi.json`` opened) it names no
+entity or feature: the request schema is the generic shape of every request.
 
 Its paths are those of the route table (:data:`sidecar.endpoints.ENDPOINTS`), each with
 the operation id and summary written there; this module adds each operation's responses.
@@ -17,6 +20,7 @@ from typing import Any
 from sidecar.endpoints import ENDPOINTS, RETRIEVE, Endpoint
 from sidecar.plans import EntityPlan
 from sidecar.settings import Settings
+from sidecar.visibility import Visibility
 
 __all__ = ["build_openapi"]
 
@@ -31,13 +35,18 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ERROR_REF, description)
 
 
-def build_openapi(plans: Mapping[str, EntityPlan], settings: Settings) -> dict[str, Any]:
-    """The document for these entity plans, limits and open endpoints."""
+def build_openapi(
+    plans: Mapping[str, EntityPlan], settings: Settings, visible: Visibility | None = None
+) -> dict[str, Any]:
+    """The document for these entity plans, limits and open endpoints, naming only the
+    entities and features in ``visible`` (None: every one)."""
     open_endpoints = settings.open_endpoints
     max_part = settings.max_key_part_chars
+    shown = _visible_features(plans, visible)
     requests = []
     for plan in sorted(plans.values(), key=lambda p: p.name):
-        if not plan.features:
+        features = shown.get(plan.name)
+        if not features:
             continue
         text: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_part}
         number: dict[str, Any] = {"oneOf": [text, {"type": "integer"}]}
@@ -86,7 +95,7 @@ def build_openapi(plans: Mapping[str, EntityPlan], settings: Settings) -> dict[s
                         "type": "array",
                         "minItems": 1,
                         "maxItems": settings.max_features,
-                        "items": {"type": "string", "enum": sorted(plan.features)},
+                        "items": {"type": "string", "enum": features},
                         "description": "Features of the entity (of one or several feature "
                         "views); a repeated name is answered once.",
                     },
@@ -200,11 +209,7 @@ def build_openapi(plans: Mapping[str, EntityPlan], settings: Settings) -> dict[s
         "components": {
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
             "schemas": {
-                "RetrieveRequest": {
-                    "oneOf": requests,
-                    "description": "One entity's keys and features (one schema per entity).",
-                    "example": _example(plans),
-                },
+                "RetrieveRequest": _retrieve_request(requests, plans, shown, settings),
                 "RetrieveResponse": {
                     "type": "object",
                     "required": ["entity_name", "results"],
@@ -246,15 +251,55 @@ def build_openapi(plans: Mapping[str, EntityPlan], settings: Settings) -> dict[s
     }
 
 
-def _example(plans: Mapping[str, EntityPlan]) -> dict[str, Any]:
+def _visible_features(
+    plans: Mapping[str, EntityPlan], visible: Visibility | None
+) -> dict[str, list[str]]:
+    """entity -> its online features in ``visible`` (sorted), for entities with any."""
+    shown = {}
     for plan in plans.values():
-        if plan.features:
-            key: object = (
-                "key_1" if len(plan.key_columns) == 1 else {c: "key_1" for c in plan.key_columns}
-            )
-            return {
-                "entity_name": plan.name,
-                "entity_keys": [key],
-                "features": list(plan.features)[:3],
-            }
-    return {"entity_name": "user", "entity_keys": ["key_1"], "features": ["feature"]}
+        if visible is not None and plan.name not in visible.entities:
+            continue
+        names = sorted(f for f in plan.features if visible is None or f in visible.features)
+        if names:
+            shown[plan.name] = names
+    return shown
+
+
+def _retrieve_request(
+    requests: list[dict[str, Any]],
+    plans: Mapping[str, EntityPlan],
+    shown: Mapping[str, list[str]],
+    settings: Settings,
+) -> dict[str, Any]:
+    """One schema per visible entity (``requests``) with an example of the first, or
+    (nothing visible) the shape of any request."""
+    if requests:
+        first = min(shown)
+        columns = plans[first].key_columns
+        key: object = "key_1" if len(columns) == 1 else {c: "key_1" for c in columns}
+        return {
+            "oneOf": requests,
+            "description": "One entity's keys and features (one schema per entity).",
+            "example": {"entity_name": first, "entity_keys": [key], "features": shown[first][:3]},
+        }
+    return {
+        "type": "object",
+        "required": ["entity_name", "entity_keys", "features"],
+        "description": "One entity's keys and features; the entities and features a key may "
+        "read are in GET /api/v1/registry (and in this document when fetched with the key).",
+        "properties": {
+            "entity_name": {"type": "string", "minLength": 1},
+            "entity_keys": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": settings.max_keys,
+                "items": {"type": ["string", "object"]},
+            },
+            "features": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": settings.max_features,
+                "items": {"type": "string", "minLength": 1},
+            },
+        },
+    }

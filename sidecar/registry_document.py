@@ -1,9 +1,7 @@
 """The ``GET /api/v1/registry`` document: entities (keys, how to address them), feature
 views (owner, TTL, freshness SLA, online, cache TTL) and features (type, default, view),
-limited to what the caller's API key may read, and the request limits.
-
-The JSON is built once per scope: at startup for unscoped keys, on a scoped key's first
-request for that key (:class:`RegistryDocuments`).
+limited to what the caller's API key may see (:func:`sidecar.visibility.visibility`), and
+the request limits. Built once per scope (:class:`sidecar.documents.Documents`).
 """
 
 from __future__ import annotations
@@ -11,34 +9,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from featurestore.registry import Registry
-from sidecar.auth import ApiKey
 from sidecar.fragments import json_value
 from sidecar.plans import EntityPlan
 from sidecar.settings import Settings
+from sidecar.visibility import Visibility
 
-__all__ = ["RegistryDocuments", "describe"]
+__all__ = ["describe"]
 
 
 def describe(
     registry: Registry,
     plans: Mapping[str, EntityPlan],
     settings: Settings,
-    principal: ApiKey | None,
+    visible: Visibility,
 ) -> dict[str, Any]:
-    """The registry as JSON, limited to what ``principal`` may read (None: everything)."""
-
-    def entity_ok(name: str) -> bool:
-        return principal is None or principal.allows_entity(name)
-
-    def feature_ok(entity: str, name: str) -> bool:
-        return principal is None or principal.allows_feature(entity, name)
-
+    """The registry as JSON, limited to the entities, views and features in ``visible``."""
     entities = {}
     for declared in registry.entities.values():
-        if not entity_ok(declared.name):
+        if declared.name not in visible.entities:
             continue
         plan = plans[declared.name]
         entities[declared.name] = {
@@ -56,8 +45,8 @@ def describe(
     features = {}
     for view in registry.views.values():
         entity = view.entity.name
-        visible = [f for f in view.features if feature_ok(entity, f.name)]
-        if not entity_ok(entity) or not visible:
+        shown = [f for f in view.features if f.name in visible.features]
+        if view.name not in visible.views or not shown:
             continue
         views[view.name] = {
             "entity": entity,
@@ -70,9 +59,9 @@ def describe(
             "online": view.online,
             "cache_ttl_seconds": settings.cache_ttl(view.name) if view.online else None,
             "description": view.description,
-            "features": [f.name for f in visible],
+            "features": [f.name for f in shown],
         }
-        for feature in visible:
+        for feature in shown:
             features[feature.name] = {
                 "entity": entity,
                 "view": view.name,
@@ -97,27 +86,3 @@ def describe(
             "max_key_part_chars": settings.max_key_part_chars,
         },
     }
-
-
-class RegistryDocuments:
-    """The registry document's JSON per API key scope, each built once."""
-
-    def __init__(
-        self, registry: Registry, plans: Mapping[str, EntityPlan], settings: Settings
-    ) -> None:
-        self._registry = registry
-        self._plans = plans
-        self._settings = settings
-        self._unscoped = orjson.dumps(describe(registry, plans, settings, None))
-        self._scoped: dict[bytes, bytes] = {}  # scoped key digest -> document
-
-    def json(self, principal: ApiKey) -> bytes:
-        """The document for ``principal`` as JSON bytes."""
-        if not principal.scoped:
-            return self._unscoped
-        cached = self._scoped.get(principal.digest)
-        if cached is None:
-            cached = self._scoped[principal.digest] = orjson.dumps(
-                describe(self._registry, self._plans, self._settings, principal)
-            )
-        return cached

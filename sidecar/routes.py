@@ -116,7 +116,7 @@ async def registry(request: Request) -> Response:
     except ApiError as exc:
         return exc.response()
     assert principal is not None  # the registry endpoint cannot be opened
-    return Response(sidecar.registry_documents.json(principal), media_type=_JSON)
+    return Response(sidecar.documents.registry(principal), media_type=_JSON)
 
 
 async def health(request: Request) -> Response:
@@ -130,14 +130,23 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """``GET /ready``: the registry is loaded and the store answers (503 otherwise)."""
+    """``GET /ready``: the registry is loaded and the store answers (200), or not (503).
+
+    The body is ``{"status": "ready"}`` or ``{"status": "not_ready"}``, nothing more, for a
+    caller without a key (``ready`` open) or with a scoped key; an unscoped key (an
+    operator's) also gets the details: the registry's size, the store (its redacted
+    description), why it does not answer, and the circuit breaker's state."""
     sidecar = _sidecar(request)
     try:
-        sidecar.auth.principal(request.headers, READY.name)
+        principal = sidecar.auth.principal(request.headers, READY.name)
     except ApiError as exc:
         return exc.response()
     problem = await sidecar.reader.check(sidecar.settings.ready_timeout_s)
-    body = {
+    status_code = 200 if problem is None else 503
+    if principal is None or principal.scoped:
+        body = _READY if problem is None else _NOT_READY
+        return Response(body, status_code=status_code, media_type=_JSON)
+    details = {
         "status": "ready" if problem is None else "not_ready",
         "registry": {
             "entities": len(sidecar.plans),
@@ -147,9 +156,11 @@ async def ready(request: Request) -> Response:
         "store_problem": problem,
         "circuit": sidecar.breaker.state,
     }
-    return Response(
-        orjson.dumps(body), status_code=200 if problem is None else 503, media_type=_JSON
-    )
+    return Response(orjson.dumps(details), status_code=status_code, media_type=_JSON)
+
+
+_READY: Final = b'{"status":"ready"}'
+_NOT_READY: Final = b'{"status":"not_ready"}'
 
 
 async def metrics(request: Request) -> Response:
@@ -166,13 +177,14 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    """``GET /openapi.json``."""
+    """``GET /openapi.json``: the document of the caller's scope (without a key, when
+    ``openapi`` is open: one that names no entity or feature)."""
     sidecar = _sidecar(request)
     try:
-        sidecar.auth.principal(request.headers, OPENAPI.name)
+        principal = sidecar.auth.principal(request.headers, OPENAPI.name)
     except ApiError as exc:
         return exc.response()
-    return Response(sidecar.openapi_json, media_type=_JSON)
+    return Response(sidecar.documents.openapi(principal), media_type=_JSON)
 
 
 #: the handler of each endpoint of the route table, by name

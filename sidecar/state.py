@@ -3,9 +3,8 @@
 The registry, already checked against the settings (:func:`sidecar.settings.
 check_settings`), becomes the entity plans (:mod:`sidecar.plans`), the request parser
 (:mod:`sidecar.request_body`, :mod:`sidecar.selection`, :mod:`sidecar.keys`), the registry
-documents (:mod:`sidecar.registry_document`) and the OpenAPI document
-(:mod:`sidecar.openapi`); with the store come its reader, circuit breaker, cache and
-retriever (:mod:`sidecar.retrieval`).
+and OpenAPI documents of every key's scope (:mod:`sidecar.documents`); with the store come
+its reader, circuit breaker, cache and retriever (:mod:`sidecar.retrieval`).
 """
 
 from __future__ import annotations
@@ -13,19 +12,16 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-import orjson
-
 from featurestore.clock import Clock, clock_for
 from featurestore.online.store import OnlineStore
 from featurestore.registry import Registry
 from sidecar.auth import Authenticator
 from sidecar.breaker import CircuitBreaker, State
 from sidecar.cache import LFUCache
+from sidecar.documents import Documents
 from sidecar.fragments import CachedRecord
 from sidecar.metrics import Metrics
-from sidecar.openapi import build_openapi
 from sidecar.plans import plan_entities
-from sidecar.registry_document import RegistryDocuments
 from sidecar.request_body import RequestParser
 from sidecar.retrieval import CacheKey, Retriever, StoreReader
 from sidecar.selection import Selector
@@ -64,7 +60,7 @@ class Sidecar:
         self.requests = RequestParser(
             self.plans, Selector(registry, self.plans, settings.max_values), settings
         )
-        self.registry_documents = RegistryDocuments(registry, self.plans, settings)
+        self.documents = Documents(registry, self.plans, settings)
         self.auth = Authenticator(settings.api_keys, settings.open_endpoints)
         self.metrics = Metrics()
         self.store = store
@@ -93,7 +89,6 @@ class Sidecar:
             self.metrics,
             clock.now,
         )
-        self.openapi_json = orjson.dumps(build_openapi(self.plans, settings))
 
     def _circuit(self, state: State) -> None:
         self.metrics.circuit(state)

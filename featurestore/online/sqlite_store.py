@@ -1,5 +1,28 @@
 """The embedded online store: one SQLite file in WAL mode (no server; for local use and the
-quickstart). Newer-wins is a conditional upsert on the ``(ts, ver)`` row value."""
+quickstart). Newer-wins is a conditional upsert on the ``(ts, ver)`` row value.
+
+:class:`ReadOnlySQLiteStore` is the same file opened for serving (``open_store(url,
+read_only=True)``, what the sidecar does): the file is opened with SQLite's ``mode=ro``
+(``file:<path>?mode=ro``), so the connection cannot write the database, and every write
+method refuses with a one-line :class:`~featurestore.online.store.StoreError`. It is not
+``immutable=1``: the loader may write while the sidecar serves, and a reader sees each
+committed load.
+
+What SQLite needs to read a file it cannot write (https://sqlite.org/wal.html, "Read-Only
+Databases"; checked by ``tests/online/test_sqlite_read_only.py`` and
+``tests/sidecar/test_read_only.py``):
+
+- a WAL-mode file (what the loader leaves) needs its ``-shm`` file: readable if it exists
+  (a loader has the file open), or created beside the file, so the *folder* must be
+  writable by the reader while the file itself can be read-only (``chmod a-w``);
+- on a read-only folder or file system (a read-only mount, an image layer) with no
+  ``-shm``, a WAL-mode file cannot be opened at all: switch it to rollback-journal mode
+  first (``pragma journal_mode=delete``, which also checkpoints the WAL into the file);
+  such a file is read with no other file, and the next load turns it back to WAL.
+
+A file that cannot be opened is :class:`~featurestore.online.store.StoreUnavailable`, with
+this explained in the message.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +39,14 @@ from featurestore.online.store import (
     LoadRecord,
     OnlineStore,
     StoredRecord,
+    StoreError,
     StoreNotInitialized,
     StoreUnavailable,
     ViewRead,
     WriteResult,
 )
 
-__all__ = ["SQLiteStore"]
+__all__ = ["ReadOnlySQLiteStore", "SQLiteStore"]
 
 _SCHEMA = """
 create table if not exists online_records (
@@ -60,10 +84,17 @@ where (excluded.ts, excluded.ver) > (online_records.ts, online_records.ver)
 class SQLiteStore(OnlineStore):
     """Records in ``online_records`` of a SQLite file (WAL journal, synchronous=NORMAL)."""
 
+    #: opened with ``mode=ro`` (:class:`ReadOnlySQLiteStore`)
+    read_only: bool = False
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.description = f"sqlite:///{self.path}"
         self._local = threading.local()
+        #: every thread's connection, so that :meth:`close` closes them all (a finished
+        #: load then leaves the file checkpointed, with no -wal or -shm beside it)
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
 
     # one connection per thread (sqlite3 connections are not shared across threads)
     def _connection(self) -> sqlite3.Connection:
@@ -73,16 +104,51 @@ class SQLiteStore(OnlineStore):
                 raise StoreUnavailable(
                     f"{self.description}: folder {self.path.parent} does not exist"
                 )
-            try:
-                con = sqlite3.connect(
-                    self.path, timeout=30, isolation_level=None, check_same_thread=False
-                )
-                con.execute("pragma journal_mode=wal")
-                con.execute("pragma synchronous=normal")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"{self.description}: {exc}") from None
+            con = self._open_read_only() if self.read_only else self._open()
             self._local.con = con
+            with self._connections_lock:
+                self._connections.append(con)
         return con
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            con = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            con.execute("pragma journal_mode=wal")
+            con.execute("pragma synchronous=normal")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.description}: {exc}") from None
+        return con
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A ``mode=ro`` connection, probed (SQLite opens the file, and a WAL file's
+        ``-shm``, on the first statement): the journal mode is left as the file has it."""
+        if not self.path.is_file():
+            raise StoreUnavailable(
+                f"{self.description}: no such file (the store is opened read-only: create "
+                "and fill it with `featurestore init-store` and `featurestore load`)"
+            )
+        uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        try:
+            con = sqlite3.connect(
+                uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            con.execute("select count(*) from sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.description}: {self._why_unreadable(exc)}") from None
+        return con
+
+    def _why_unreadable(self, exc: sqlite3.Error) -> str:
+        if _is_wal(self.path) and not Path(f"{self.path}-shm").exists():
+            return (
+                f"{exc}: a WAL-mode file opened read-only needs its -shm file, which cannot "
+                f"be created in {self.path.parent} (read-only); make the folder writable "
+                "for the sidecar, or switch the file to rollback-journal mode before "
+                "making it read-only (`pragma journal_mode=delete`, see the README's "
+                '"Store URLs")'
+            )
+        return str(exc)
 
     def initialize(self) -> None:
         self._connection().executescript(_SCHEMA)
@@ -215,10 +281,50 @@ class SQLiteStore(OnlineStore):
         return [LoadRecord(**json.loads(row[0])) for row in rows]
 
     def close(self) -> None:
-        con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is not None:
+        """Close the connection of every thread that opened one (call it when no thread
+        uses the store any more)."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for con in connections:
             con.close()
-            self._local.con = None
+        self._local = threading.local()
+
+
+class ReadOnlySQLiteStore(SQLiteStore):
+    """The store opened for serving (see the module docstring): reads as
+    :class:`SQLiteStore` does, from a ``mode=ro`` connection; every write method raises
+    :class:`~featurestore.online.store.StoreError` naming the store."""
+
+    read_only = True
+
+    def _refuse(self, what: str) -> StoreError:
+        return StoreError(
+            f"{self.description} is opened read-only (for serving): cannot {what}; "
+            "`featurestore init-store` and `featurestore load` open it for writing"
+        )
+
+    def initialize(self) -> None:
+        raise self._refuse("create its tables")
+
+    def write(self, records: Sequence[Record], *, now: dt.datetime | None = None) -> WriteResult:
+        raise self._refuse("write records")
+
+    def set_watermark(self, view: str, watermark: int) -> None:
+        raise self._refuse("set a watermark")
+
+    def record_load(self, load: LoadRecord) -> None:
+        raise self._refuse("record a load")
+
+
+def _is_wal(path: Path) -> bool:
+    """Whether the database file's header says WAL (bytes 18 and 19 are 2:
+    https://sqlite.org/fileformat.html#the_database_header)."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return header[18:20] == b"\x02\x02"
 
 
 def _now_seconds(now: dt.datetime | None) -> int:

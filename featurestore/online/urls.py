@@ -36,7 +36,12 @@ OPTIONS: Final = {
 }
 
 
-def open_store(url: str) -> OnlineStore:
+def open_store(url: str, *, read_only: bool = False) -> OnlineStore:
+    """The store ``url`` names, not yet connected. ``read_only``: opened for serving, never
+    writing (the sidecar's): the embedded store is then a
+    :class:`~featurestore.online.sqlite_store.ReadOnlySQLiteStore` (SQLite ``mode=ro``, every
+    write refused); Redis and DynamoDB have no such mode and are opened as usual (the
+    sidecar only reads them)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
@@ -55,9 +60,9 @@ def open_store(url: str) -> OnlineStore:
             raise UnsupportedStoreURL(
                 f"{url!r}: expected sqlite:///relative/path.db or sqlite:////abs/path.db"
             )
-        from featurestore.online.sqlite_store import SQLiteStore
+        from featurestore.online.sqlite_store import ReadOnlySQLiteStore, SQLiteStore
 
-        return SQLiteStore(Path(path.split("?")[0]))
+        return (ReadOnlySQLiteStore if read_only else SQLiteStore)(Path(path.split("?")[0]))
     if scheme in {"redis", "rediss"}:
         from featurestore.online.redis_store import RedisStore
 
