@@ -107,7 +107,7 @@ def build_openapi(plans: Mapping[str, EntityPlan], settings: Settings) -> dict[s
             "status": {"type": "string", "enum": ["PRESENT", "MISSING", "DEFAULT"]},
             "reason": {
                 "type": "string",
-                "enum": ["NULL", "NOT_FOUND", "STORE_UNAVAILABLE"],
+                "enum": ["NULL", "NOT_FOUND", "STORE_UNAVAILABLE", "INVALID_RECORD"],
                 "description": "Why a value is DEFAULT or MISSING (absent when PRESENT).",
             },
         },

@@ -10,6 +10,10 @@ Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
 * :meth:`OnlineStore.read` reads any set of views for many keys of one entity in one round
   trip (one pipeline, one BatchGetItem sequence, one query), returning records that have
   not expired (``exp`` > now) with values decoded as the registry types.
+* Decoding is per record: a stored record that cannot be decoded (a ``ts``/``ver``/``exp``
+  that is not an integer, a value that is not valid for its registry type, a malformed
+  payload or attribute) is read as an :class:`InvalidRecord` in its place, never raised:
+  the other records of the read are answered normally, and the store counts as up.
 * Loader bookkeeping (per-view watermark, load log) is kept in the store itself, so it
   always describes the data that is actually there.
 """
@@ -28,6 +32,7 @@ from featurestore.registry import ValueType
 
 __all__ = [
     "EncodedRecord",
+    "InvalidRecord",
     "LoadRecord",
     "OnlineStore",
     "StoreError",
@@ -96,6 +101,16 @@ class EncodedRecord(NamedTuple):
     values: tuple[bytes | None, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class InvalidRecord:
+    """What a read returns in place of a record that is stored but cannot be decoded (see
+    the module docstring): ``reason`` says in one line which field holds what, for logs
+    (never the whole record). The store answered: this is a data problem of that record
+    alone, not a store failure. Writing a newer valid record replaces it."""
+
+    reason: str
+
+
 @dataclass(frozen=True)
 class LoadRecord:
     """One loader run of one view into one store."""
@@ -142,8 +157,10 @@ class OnlineStore(abc.ABC):
         *,
         now: dt.datetime | None = None,
         deadline_s: float | None = None,
-    ) -> list[dict[str, StoredRecord | None]]:
-        """For each key (in order), view name -> its unexpired record or None.
+    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
+        """For each key (in order), view name -> its unexpired record, None (no unexpired
+        record), or :class:`InvalidRecord` (a record that cannot be decoded; one whose
+        ``exp`` can be read and has passed is None, like any expired record).
 
         ``now`` (aware or naive UTC; None: the real clock) decides what has expired.
         ``deadline_s`` is the call's time budget in seconds, counted from the call on the
@@ -165,10 +182,12 @@ class OnlineStore(abc.ABC):
         *,
         now: dt.datetime | None = None,
         deadline: float | None = None,
-    ) -> list[dict[str, EncodedRecord | None]]:
+    ) -> list[dict[str, EncodedRecord | InvalidRecord | None]]:
         """:meth:`read` on the event loop, values left encoded (only if :attr:`async_reads`).
-        ``deadline`` (event loop time): raise TimeoutError if the store has not answered by
-        then."""
+        Only ``ts``/``ver``/``exp`` are decoded here (a record where they cannot be is an
+        :class:`InvalidRecord`); whether each value is valid for its type is for the
+        caller to check when it converts them. ``deadline`` (event loop time): raise
+        TimeoutError if the store has not answered by then."""
         raise NotImplementedError(f"{type(self).__name__} has no asynchronous reads")
 
     async def check_async(self) -> None:
