@@ -179,10 +179,11 @@ LOADS_PK: Final = "_meta#loads"
 
 #: newer-wins: the brief's condition, verbatim (none of these names is a reserved word)
 #: (a stored record whose ts or ver is not a number is corrupt, read as an InvalidRecord:
-#: any write replaces it)
+#: any write replaces it; the type checks come first: moto fails with HTTP 500 comparing an
+#: S with an N, where DynamoDB finds the comparison false)
 NEWER_WINS: Final = (
-    "attribute_not_exists(pk) OR ts < :ts OR (ts = :ts AND ver < :ver)"
-    " OR NOT attribute_type(ts, :number) OR NOT attribute_type(ver, :number)"
+    "attribute_not_exists(pk) OR NOT attribute_type(ts, :number)"
+    " OR NOT attribute_type(ver, :number) OR ts < :ts OR (ts = :ts AND ver < :ver)"
 )
 _PROJECTION: Final = "pk, sk, ts, ver, exp, f"
 
