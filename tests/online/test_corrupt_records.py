@@ -11,13 +11,11 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from featurestore.online.dynamodb_store import DynamoDBStore
 from featurestore.online.layout import Record, redis_key
 from featurestore.online.redis_store import RedisStore
 from featurestore.online.sqlite_store import SQLiteStore
@@ -29,6 +27,7 @@ from featurestore.online.store import (
     ViewRead,
 )
 from featurestore.online.urls import open_store
+from tests.online.corruption import Corruption, corrupt
 from tests.stores import store_url
 
 NOW = dt.datetime(2026, 5, 1, 6, 0, 0)  # naive = UTC
@@ -66,16 +65,6 @@ def activity(key: tuple[str, ...], n: int) -> Record:
 
 def as_read(record: Record) -> StoredRecord:
     return StoredRecord(record.ts, record.ver, record.exp, dict(record.values))
-
-
-@dataclass(frozen=True)
-class Corruption:
-    """One stored field of the bad record replaced: ``field`` is ``ts``/``ver``/``exp`` or a
-    feature; ``text`` is what Redis and SQLite get, ``attribute`` what DynamoDB gets."""
-
-    field: str
-    text: str | None
-    attribute: dict[str, Any] | None
 
 
 #: every store
@@ -117,41 +106,6 @@ def kind_of(store: OnlineStore) -> str:
     return "redis" if isinstance(store, RedisStore) else "dynamodb"
 
 
-def corrupt(store: OnlineStore, key: tuple[str, ...], view: str, bad: Corruption) -> None:
-    """Replace one field of a stored record behind the store's back."""
-    if isinstance(store, SQLiteStore):
-        with sqlite3.connect(store.path) as con:
-            where = "where entity = 'user' and entity_key = ? and view = ?"
-            if bad.field in ("ts", "ver", "exp", "payload"):
-                sql = f"update online_records set {bad.field} = ? {where}"
-                con.execute(sql, (bad.text, key[0], view))
-            elif bad.text is None:  # a number where the layout keeps text
-                sql = f"update online_records set payload = json_set(payload, ?, 5) {where}"
-                con.execute(sql, (f"$.{bad.field}", key[0], view))
-            else:
-                sql = f"update online_records set payload = json_set(payload, ?, ?) {where}"
-                con.execute(sql, (f"$.{bad.field}", bad.text, key[0], view))
-    elif isinstance(store, RedisStore):
-        name = redis_key("user", key, store.namespace)
-        if bad.field == "key":
-            store.client.delete(name)
-            store.client.set(name, "a string")
-        else:
-            field = f"_{bad.field}:{view}" if bad.field in ("ts", "ver", "exp") else bad.field
-            assert bad.text is not None
-            store.client.hset(name, field, bad.text)
-    else:
-        assert isinstance(store, DynamoDBStore) and bad.attribute is not None
-        path = "#a" if bad.field in ("ts", "ver", "exp", "f") else "f.#a"
-        store.clients[0].update_item(
-            TableName=store.table,
-            Key={"pk": {"S": f"user#{key[0]}"}, "sk": {"S": view}},
-            UpdateExpression=f"SET {path} = :v",
-            ExpressionAttributeNames={"#a": bad.field},
-            ExpressionAttributeValues={":v": bad.attribute},
-        )
-
-
 def corruptions(store: OnlineStore) -> dict[str, Corruption]:
     return {**COMMON, **OWN[kind_of(store)]}
 
@@ -184,7 +138,7 @@ def test_each_kind_of_corruption_is_one_invalid_record(store: OnlineStore) -> No
         profiles = fill(store, keys)
         rows = store.read("user", keys, [PROFILE], now=NOW)
         assert [row[PROFILE.view] for row in rows] == [as_read(r) for r in profiles]
-        corrupt(store, keys[2], PROFILE.view, bad)
+        corrupt(store, "user", keys[2], PROFILE.view, bad)
         marker = check_read(store, keys, profiles, name)
         assert marker.reason and "\n" not in marker.reason, (name, marker)
         # repaired by the next load: a newer record replaces the corrupt one
@@ -205,7 +159,7 @@ def test_a_record_whose_order_cannot_be_read_is_replaced_by_any_write(
     writing the very same record again (same ts, ver) repairs it."""
     profiles = fill(store)
     bad = COMMON[f"{field} not an integer"]
-    corrupt(store, BAD_KEY, PROFILE.view, bad)
+    corrupt(store, "user", BAD_KEY, PROFILE.view, bad)
     assert store.write([profiles[2]], now=NOW).written == 1
     assert store.read("user", [BAD_KEY], [PROFILE], now=NOW)[0][PROFILE.view] == as_read(
         profiles[2]
@@ -216,7 +170,7 @@ def test_a_record_whose_order_cannot_be_read_is_replaced_by_any_write(
 
 def test_an_expired_record_is_none_whatever_else_it_holds(store: OnlineStore) -> None:
     fill(store)
-    corrupt(store, BAD_KEY, PROFILE.view, COMMON["int value not a number"])
+    corrupt(store, "user", BAD_KEY, PROFILE.view, COMMON["int value not a number"])
     later = NOW + dt.timedelta(days=2)  # past every record's exp
     rows = store.read("user", KEYS, [PROFILE, ACTIVITY], now=later)
     assert all(value is None for row in rows for value in row.values())
@@ -246,7 +200,7 @@ def test_redis_asynchronous_reads_mark_records_whose_order_cannot_be_read(
         for number, (name, bad) in enumerate(cases.items()):
             keys = keys_of(f"a{number}_")
             fill(redis_store, keys)
-            corrupt(redis_store, keys[2], PROFILE.view, bad)
+            corrupt(redis_store, "user", keys[2], PROFILE.view, bad)
             rows = await read(keys)
             assert isinstance(rows[2][PROFILE.view], InvalidRecord), name
             for n, row in enumerate(rows):
@@ -256,7 +210,7 @@ def test_redis_asynchronous_reads_mark_records_whose_order_cannot_be_read(
                     assert record.values[0] == b"%d" % (20 + n)
         keys = keys_of("v_")
         fill(redis_store, keys)
-        corrupt(redis_store, keys[2], PROFILE.view, COMMON["int value not a number"])
+        corrupt(redis_store, "user", keys[2], PROFILE.view, COMMON["int value not a number"])
         record = (await read(keys))[2][PROFILE.view]
         assert isinstance(record, EncodedRecord) and record.values[0] == b"abc"
         redis_store.close()  # on its event loop
@@ -274,7 +228,7 @@ def test_sqlite_payload_reasons_name_the_problem(tmp_path: Path) -> None:
         ("value not an encoded text", "age = 5 is not an encoded text"),
         ("exp stored as text", "exp = 'tomorrow'"),
     ]:
-        corrupt(store, BAD_KEY, PROFILE.view, OWN["sqlite"][name])
+        corrupt(store, "user", BAD_KEY, PROFILE.view, OWN["sqlite"][name])
         marker = store.read("user", [BAD_KEY], [PROFILE], now=NOW)[0][PROFILE.view]
         assert isinstance(marker, InvalidRecord) and want in marker.reason, (name, marker)
         fill_payload = json.dumps({"age": "22"})
