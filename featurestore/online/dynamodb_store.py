@@ -146,6 +146,8 @@ from featurestore.online.store import (
     StoreUnavailable,
     ViewRead,
     WriteResult,
+    load_record_of,
+    watermark_of,
 )
 from featurestore.registry import ValueType
 
@@ -392,6 +394,19 @@ def _decode_item(
     except ValueError as exc:
         return InvalidRecord(f"view {view}: {exc}")
     return StoredRecord(ts=ts, ver=ver, exp=exp, values=values)
+
+
+def _fits_integer(text: str) -> bool:
+    """Whether a DynamoDB number's text is an integer."""
+    number = Decimal(text)
+    return number.is_finite() and number == number.to_integral_value()
+
+
+def _text(attribute: object) -> str:
+    """The text of an ``S`` attribute (the attribute itself as text if it is not one)."""
+    if isinstance(attribute, dict) and isinstance(attribute.get("S"), str):
+        return str(attribute["S"])
+    return repr(attribute)
 
 
 def _integer(item: dict[str, Any], name: str) -> int:
@@ -864,7 +879,13 @@ class DynamoDBStore(OnlineStore):
             ConsistentRead=True,
         )
         item = response.get("Item")
-        return None if item is None else int(Decimal(item["watermark"]["N"]))
+        if item is None:
+            return None
+        stored = item.get("watermark")
+        number = stored.get("N") if isinstance(stored, dict) else stored
+        if isinstance(number, str) and _fits_integer(number):
+            return int(Decimal(number))
+        return watermark_of(repr(stored), view, self.description)
 
     def set_watermark(self, view: str, watermark: int) -> None:
         self._call(
@@ -917,7 +938,8 @@ class DynamoDBStore(OnlineStore):
         while True:
             response = self._call(self._client, "query", **params)
             loads.extend(
-                LoadRecord(**json.loads(item["record"]["S"])) for item in response["Items"]
+                load_record_of(_text(item.get("record")), self.description)
+                for item in response["Items"]
             )
             last = response.get("LastEvaluatedKey")
             # enough once the load at position `limit` has a strictly newer neighbour after it

@@ -98,6 +98,8 @@ from featurestore.online.store import (
     StoreUnavailable,
     ViewRead,
     WriteResult,
+    load_record_of,
+    watermark_of,
 )
 from featurestore.registry import ValueType
 
@@ -451,7 +453,7 @@ class RedisStore(OnlineStore):
     def get_watermark(self, view: str) -> int | None:
         with self._errors():
             value = self._client.hget(self._watermarks_key, view)
-        return None if value is None else int(value)
+        return watermark_of(value, view, self.description)
 
     def set_watermark(self, view: str, watermark: int) -> None:
         with self._errors():
@@ -470,7 +472,7 @@ class RedisStore(OnlineStore):
             return []
         with self._errors():
             rows = self._client.lrange(self._loads_key, 0, limit - 1)
-        return [LoadRecord(**json.loads(row)) for row in rows]
+        return [load_record_of(row, self.description) for row in rows]
 
 
 _NOT_FINITE: Final = frozenset({"nan", "inf", "-inf"})

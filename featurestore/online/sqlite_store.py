@@ -21,6 +21,8 @@ from featurestore.online.store import (
     StoreUnavailable,
     ViewRead,
     WriteResult,
+    load_record_of,
+    watermark_of,
 )
 
 __all__ = ["SQLiteStore"]
@@ -188,7 +190,7 @@ class SQLiteStore(OnlineStore):
             .execute("select watermark from loader_watermarks where view = ?", (view,))
             .fetchone()
         )
-        return None if row is None else int(row[0])
+        return None if row is None else watermark_of(row[0], view, self.description)
 
     def set_watermark(self, view: str, watermark: int) -> None:
         self._connection().execute(
@@ -212,7 +214,7 @@ class SQLiteStore(OnlineStore):
             )
             .fetchall()
         )
-        return [LoadRecord(**json.loads(row[0])) for row in rows]
+        return [load_record_of(row[0], self.description) for row in rows]
 
     def close(self) -> None:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)

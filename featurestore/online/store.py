@@ -15,13 +15,21 @@ Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
   payload or attribute) is read as an :class:`InvalidRecord` in its place, never raised:
   the other records of the read are answered normally, and the store counts as up.
 * Loader bookkeeping (per-view watermark, load log) is kept in the store itself, so it
-  always describes the data that is actually there.
+  always describes the data that is actually there. It is read per entry too: a stored
+  watermark that is not an integer counts as none (:func:`watermark_of`: the next load
+  then reads the whole view, which newer-wins makes safe, and stores a valid watermark),
+  and a load record that cannot be read is listed as one of outcome ``unreadable``
+  (:func:`load_record_of`).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import datetime as dt
+import json
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -41,7 +49,11 @@ __all__ = [
     "StoredRecord",
     "ViewRead",
     "WriteResult",
+    "load_record_of",
+    "watermark_of",
 ]
+
+log = logging.getLogger("featurestore.online")
 
 
 class StoreError(RuntimeError):
@@ -118,7 +130,7 @@ class LoadRecord:
     load_id: str
     view: str
     store: str
-    outcome: str  # "success" | "failed" | "rejected"
+    outcome: str  # "success" | "failed" | "rejected" ("unreadable": see load_record_of)
     started_at: str  # ISO 8601 UTC
     finished_at: str
     watermark_before: int | None
@@ -216,3 +228,53 @@ class OnlineStore(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def watermark_of(stored: object, view: str, description: str) -> int | None:
+    """A watermark as stored (an int, or its decimal text as str or bytes; None: no
+    watermark) as an int, or None with a warning if it is not an integer: the view is then
+    loaded as if for the first time (the rows already there are skipped by newer-wins)."""
+    if stored is None or type(stored) is int:
+        return stored
+    text = stored.decode(errors="replace") if isinstance(stored, bytes) else stored
+    if isinstance(text, str) and _INTEGER.fullmatch(text):
+        return int(text)
+    log.warning(
+        "%s: the watermark of view %s is not an integer (%.60r): ignored, the next load "
+        "of the view reads all of it",
+        description,
+        view,
+        stored,
+    )
+    return None
+
+
+_LOAD_FIELDS = frozenset(field.name for field in dataclasses.fields(LoadRecord))
+
+
+def load_record_of(stored: str | bytes, description: str) -> LoadRecord:
+    """A load record kept as JSON (the :class:`LoadRecord` fields), or, if it cannot be
+    read, a record of outcome ``unreadable`` whose ``message`` says why (so that one
+    corrupt entry neither hides the others nor stops a listing)."""
+    try:
+        fields = json.loads(stored)
+        if isinstance(fields, dict) and set(fields) <= _LOAD_FIELDS:
+            return LoadRecord(**fields)
+        problem = "not an object of load record fields"
+    except (ValueError, TypeError) as exc:
+        problem = f"not JSON ({exc})"
+    text = stored.decode(errors="replace") if isinstance(stored, bytes) else stored
+    return LoadRecord(
+        load_id="?",
+        view="?",
+        store=description,
+        outcome="unreadable",
+        started_at="",
+        finished_at="",
+        watermark_before=None,
+        watermark_after=None,
+        message=f"a stored load record cannot be read: {problem}: {text[:80]!r}",
+    )

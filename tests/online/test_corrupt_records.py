@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +17,14 @@ from typing import Any
 
 import pytest
 
+from featurestore.online.dynamodb_store import LOADS_PK, WATERMARK_PK, DynamoDBStore
 from featurestore.online.layout import Record, redis_key
 from featurestore.online.redis_store import RedisStore
 from featurestore.online.sqlite_store import SQLiteStore
 from featurestore.online.store import (
     EncodedRecord,
     InvalidRecord,
+    LoadRecord,
     OnlineStore,
     StoredRecord,
     ViewRead,
@@ -239,3 +242,64 @@ def test_sqlite_payload_reasons_name_the_problem(tmp_path: Path) -> None:
                 (fill_payload, NOW_S + 86_400),
             )
     store.close()
+
+
+# --- loader bookkeeping read back: per entry too ------------------------------------------
+
+
+def corrupt_bookkeeping(store: OnlineStore, view: str) -> None:
+    """A watermark that is not an integer and a load record that is not JSON."""
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as con:
+            con.execute("update loader_watermarks set watermark = 'soon' where view = ?", (view,))
+            con.execute(
+                "insert into loader_loads (load_id, view, started_at, record) "
+                "values ('x', ?, '9999-12-31T00:00:00Z', '{\"load_id\": ')",
+                (view,),
+            )
+    elif isinstance(store, RedisStore):
+        store.client.hset(f"{store.namespace}:_meta:watermarks", view, "soon")
+        store.client.lpush(f"{store.namespace}:_meta:loads", '{"load_id": ')
+    else:
+        assert isinstance(store, DynamoDBStore)
+        client = store.clients[0]
+        client.put_item(
+            TableName=store.table,
+            Item={"pk": {"S": WATERMARK_PK}, "sk": {"S": view}, "watermark": {"S": "soon"}},
+        )
+        client.put_item(
+            TableName=store.table,
+            Item={
+                "pk": {"S": LOADS_PK},
+                "sk": {"S": f"9999-12-31T00:00:00Z#x#{view}"},
+                "record": {"S": '{"load_id": '},
+            },
+        )
+
+
+def test_corrupt_bookkeeping_is_read_per_entry(
+    store: OnlineStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watermark that is not an integer reads as none (the next load reads the whole
+    view; logged); a load record that cannot be read is listed as ``unreadable`` beside the
+    others, which read as written."""
+    good = LoadRecord(
+        load_id="l1", view="v", store=store.description, outcome="success",
+        started_at="2026-05-01T00:00:00Z", finished_at="2026-05-01T00:00:01Z",
+        watermark_before=None, watermark_after=NOW_US, rows_read=3,
+    )  # fmt: skip
+    store.record_load(good)
+    store.set_watermark("v", NOW_US)
+    store.set_watermark("w", 7)
+    assert store.get_watermark("v") == NOW_US
+    corrupt_bookkeeping(store, "v")
+    with caplog.at_level(logging.WARNING, "featurestore.online"):
+        assert store.get_watermark("v") is None
+    assert "the watermark of view v is not an integer" in caplog.text
+    assert store.get_watermark("w") == 7
+    loads = {load.outcome: load for load in store.list_loads()}  # (where an unreadable
+    assert sorted(loads) == ["success", "unreadable"]  # one sorts is the store's business)
+    assert loads["success"] == good
+    assert loads["unreadable"].message.startswith("a stored load record cannot be read: not JSON")
+    store.set_watermark("v", NOW_US + 1)  # the next load's watermark replaces it
+    assert store.get_watermark("v") == NOW_US + 1
