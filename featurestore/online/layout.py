@@ -248,10 +248,10 @@ def _json_int(text: bytes) -> bytes:
 
 
 def _json_float(text: bytes) -> bytes:
-    number = float(text)
-    if not math.isfinite(number):
+    out = orjson.dumps(float(text))
+    if out == b"null":  # orjson's JSON for NaN and the infinities
         raise OnlineLayoutError(f"{text[:40]!r} is not a finite number")
-    return orjson.dumps(number)
+    return out
 
 
 def _json_bool(text: bytes) -> bytes:
