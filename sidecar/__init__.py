@@ -47,7 +47,11 @@ Retrieve request and response (the design document's contract, section 2)::
   (the record holds a null value), ``NOT_FOUND`` (no record within the TTL: never loaded,
   or expired), ``STORE_UNAVAILABLE`` (the store did not answer within the time budget,
   failed, or its circuit breaker is open; the response then carries
-  ``X-Featurestore-Degraded: 1``).
+  ``X-Featurestore-Degraded: 1``), ``INVALID_RECORD`` (the store holds a record of the
+  feature's view for that key that cannot be decoded, e.g. a value that is not a number
+  for a numeric feature: every feature of that view for that key is answered so, the other
+  keys and views normally; the store answered, so the response is not degraded and the
+  circuit breaker is not involved; see :mod:`sidecar.invalid_records`).
 * Composite entities (``user_device``) are addressed by the layout token
   ``"<user_id>:<device_id>"`` or by an object ``{"user_id": ..., "device_id": ...}``
   (:mod:`sidecar.keys`).

@@ -16,6 +16,12 @@ The fragments of a record are built once, when it is read from the store, by the
   feature by feature;
 * from decoded values (SQLite, DynamoDB): feature by feature with :mod:`orjson`.
 
+A record that cannot be rendered (a text not valid for its feature's type: not a number, a
+bool other than ``1``/``0``, a non-finite float, a timestamp out of range, an integer beyond
+64 bits, bytes that are not UTF-8; or a feature timestamp out of range) is not an error:
+the renderer returns an :class:`~featurestore.online.store.InvalidRecord` for it alone,
+naming the feature, and renders the others normally.
+
 Per-feature fragments (``record[PARTS]``) are only needed when a request asks for
 some of a view's features; for records rendered in bulk they are built on demand
 (:meth:`ViewRenderer.parts`).
@@ -24,13 +30,14 @@ some of a view's features; for records rendered in bulk they are built on demand
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 import orjson
 
 from featurestore.online.layout import json_encoder
-from featurestore.online.store import EncodedRecord
+from featurestore.online.store import EncodedRecord, InvalidRecord
 from featurestore.registry import ValueType
 from featurestore.timestamps import iso_micros
 
@@ -59,10 +66,17 @@ KIND_LABELS: Final = (
     ("MISSING", "NOT_FOUND"),
     ("DEFAULT", "STORE_UNAVAILABLE"),
     ("MISSING", "STORE_UNAVAILABLE"),
+    ("DEFAULT", "INVALID_RECORD"),
+    ("MISSING", "INVALID_RECORD"),
 )
 PRESENT: Final = 0
 #: reason -> the kind of its DEFAULT answer (its MISSING answer is the next kind)
-REASON_KINDS: Final = {"NULL": 1, "NOT_FOUND": 3, "STORE_UNAVAILABLE": 5}
+REASON_KINDS: Final = {"NULL": 1, "NOT_FOUND": 3, "STORE_UNAVAILABLE": 5, "INVALID_RECORD": 7}
+#: what converting a stored text that is not valid for its type raises (ValueError: see
+#: :func:`featurestore.online.layout.json_encoder`; OverflowError: a feature timestamp out
+#: of the datetime range; orjson's JSONEncodeError: an integer beyond 64 bits, decoded)
+_INVALID: Final = (ValueError, OverflowError, orjson.JSONEncodeError)
+_BOOL_TEXTS: Final = frozenset({b"1", b"0"})
 
 Fragment = bytes
 
@@ -178,20 +192,24 @@ class ViewRenderer:
         self._bools = [i for i, t in enumerate(types) if t == "bool"]
         self._others = [i for i, t in enumerate(types) if t not in ("int", "float", "bool")]
 
-    def from_encoded(self, record: EncodedRecord) -> CachedRecord:
-        """From the layout's encoded texts (see the module docstring)."""
+    def from_encoded(self, record: EncodedRecord) -> CachedRecord | InvalidRecord:
+        """From the layout's encoded texts (see the module docstring); an
+        :class:`InvalidRecord` if one of them is not valid for its type."""
         raw = record.values
-        stamp = stamp_of(record.ts)
-        if None in raw:
-            return self._one_by_one(record.exp, stamp, [
-                None if text is None else encode(text)
+        try:  # (free unless it raises)
+            stamp = stamp_of(record.ts)
+            if None in raw:
+                return self._one_by_one(record.exp, stamp, [
+                    None if text is None else encode(text)
+                    for encode, text in zip(self._encoders, raw, strict=True)
+                ])  # fmt: skip
+            # every value present (the usual case): the record's segments around its values
+            values = [
+                encode(text)  # type: ignore[arg-type]  # no None: checked above
                 for encode, text in zip(self._encoders, raw, strict=True)
-            ])  # fmt: skip
-        # every value present (the usual case): the record's segments around its values
-        values = [
-            encode(text)  # type: ignore[arg-type]  # no None: checked above
-            for encode, text in zip(self._encoders, raw, strict=True)
-        ]
+            ]
+        except _INVALID:
+            return self._invalid(record.ts, raw, self._encoders)
         pieces: list[bytes] = [b""] * (2 * len(values) + 1)
         pieces[0::2] = self._segments(stamp)
         pieces[1::2] = values
@@ -205,16 +223,30 @@ class ViewRenderer:
             stamp,
         )
 
-    def from_encoded_many(self, records: Sequence[EncodedRecord]) -> list[CachedRecord]:
+    def from_encoded_many(
+        self, records: Sequence[EncodedRecord]
+    ) -> list[CachedRecord | InvalidRecord]:
         """:meth:`from_encoded` of many records (the same result), cheaper per record: the
         texts of all complete records are converted column by column. Numbers are checked in
         one ``orjson.loads`` per type (each text must be one JSON number, ints integral: the
         layout writes ints as decimal digits and floats as Python's ``repr``) and then used
         as they are; a column group that fails the check is converted text by text (which
-        re-serializes odd but readable numbers such as ``007`` and raises on unreadable
-        ones)."""
+        re-serializes odd but readable numbers such as ``007``), and if a text cannot be
+        converted at all (an invalid record in the batch) every record is rendered on its
+        own by :meth:`from_encoded` instead, so that only the invalid ones are
+        :class:`InvalidRecord`."""
         if len(records) == 1:  # (a single-key request) the batch set-up would cost more
             return [self.from_encoded(records[0])]
+        try:
+            return self._from_encoded_batch(records)
+        except _INVALID:
+            return [self.from_encoded(record) for record in records]
+
+    def _from_encoded_batch(
+        self, records: Sequence[EncodedRecord]
+    ) -> list[CachedRecord | InvalidRecord]:
+        """:meth:`from_encoded_many` column by column; raises (see ``_INVALID``) if a text
+        cannot be converted."""
         complete = [r for r in records if None not in r.values]
         out: dict[int, CachedRecord] = {}
         if complete:
@@ -228,7 +260,10 @@ class ViewRenderer:
                     for i in indices:
                         flat[i::n] = list(map(self._encoders[i], flat[i::n]))
             for i in self._bools:
-                flat[i::n] = [_TRUE if text == b"1" else _FALSE for text in flat[i::n]]
+                column = flat[i::n]
+                if not _BOOL_TEXTS.issuperset(column):
+                    raise ValueError("a boolean other than 1 or 0")
+                flat[i::n] = [_TRUE if text == b"1" else _FALSE for text in column]
             for i in self._others:
                 flat[i::n] = list(map(self._encoders[i], flat[i::n]))
             # every record in one join, records separated by NUL (JSON text never holds a
@@ -278,13 +313,40 @@ class ViewRenderer:
             self._segment_cache[stamp] = segments
         return segments
 
-    def from_values(self, ts: int, exp: int, values: Sequence[object]) -> CachedRecord:
-        """From decoded values (in view order; None for null)."""
+    def from_values(
+        self, ts: int, exp: int, values: Sequence[object]
+    ) -> CachedRecord | InvalidRecord:
+        """From decoded values (in view order; None for null); an :class:`InvalidRecord` if
+        one cannot be served (an integer beyond 64 bits, a timestamp out of range)."""
         dumps = orjson.dumps
-        return self._one_by_one(exp, stamp_of(ts), [
-            None if value is None else dumps(json_value(value, feature.value_type))
-            for feature, value in zip(self.features, values, strict=True)
-        ])  # fmt: skip
+        try:
+            return self._one_by_one(exp, stamp_of(ts), [
+                None if value is None else dumps(json_value(value, feature.value_type))
+                for feature, value in zip(self.features, values, strict=True)
+            ])  # fmt: skip
+        except _INVALID:
+            convert = [
+                functools.partial(_dump_value, value_type=f.value_type) for f in self.features
+            ]
+            return self._invalid(ts, values, convert)
+
+    def _invalid(
+        self, ts: int, values: Sequence[Any], convert: Sequence[Callable[[Any], object]]
+    ) -> InvalidRecord:
+        """The marker of a record that failed to render, naming the first culprit (the cold
+        path: each value converted again on its own)."""
+        try:
+            stamp_of(ts)
+        except _INVALID:
+            return InvalidRecord(f"feature timestamp {ts} us is out of range")
+        for feature, value, function in zip(self.features, values, convert, strict=True):
+            if value is None:
+                continue
+            try:
+                function(value)
+            except _INVALID as exc:
+                return InvalidRecord(f"{feature.name} ({feature.value_type}): {exc}")
+        return InvalidRecord("cannot be rendered")  # pragma: no cover - one value failed
 
     def _one_by_one(self, exp: int, stamp: bytes, values: list[bytes | None]) -> CachedRecord:
         present = b',"timestamp":"' + stamp + b'","status":"PRESENT"}'
@@ -314,3 +376,7 @@ class ViewRenderer:
             prefix + (value or b"null") + present
             for prefix, value in zip(self._prefixes, record[VALUES], strict=True)
         )
+
+
+def _dump_value(value: object, value_type: ValueType) -> bytes:
+    return orjson.dumps(json_value(value, value_type))

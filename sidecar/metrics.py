@@ -14,6 +14,9 @@
                                                             outcomes above)
 ``featurestore_sidecar_store_read_duration_seconds``        histogram (reads that answered)
 ``featurestore_sidecar_degraded_responses_total``           counter
+``featurestore_sidecar_invalid_records_total``              counter by ``view``: stored records
+                                                            that cannot be decoded (answered
+                                                            ``INVALID_RECORD``)
 ``featurestore_sidecar_degraded``                           gauge: 1 while the circuit is not
                                                             closed
 ``featurestore_sidecar_circuit_state``                      gauge: 0 closed, 1 open,
@@ -117,6 +120,13 @@ class Metrics:
             "Retrieve responses answered (partly) without the store.",
             registry=registry,
         )
+        self.invalid_records = Counter(
+            f"{prefix}_invalid_records",
+            "Stored records that cannot be decoded (answered INVALID_RECORD), by view.",
+            ["view"],
+            registry=registry,
+        )
+        self._invalid_records: dict[str, Counter] = {}
         self.degraded = Gauge(
             f"{prefix}_degraded",
             "1 while the store circuit is open or half-open.",
@@ -156,6 +166,12 @@ class Metrics:
                 self.store_read_seconds.observe(seconds)
         else:
             self._store_errors[outcome].inc()
+
+    def invalid_record(self, view: str) -> None:
+        child = self._invalid_records.get(view)
+        if child is None:
+            child = self._invalid_records[view] = self.invalid_records.labels(view)
+        child.inc()
 
     def circuit(self, state: str) -> None:
         self.circuit_state.set(CIRCUIT_VALUES[state])

@@ -116,7 +116,7 @@ def build_openapi(
             "status": {"type": "string", "enum": ["PRESENT", "MISSING", "DEFAULT"]},
             "reason": {
                 "type": "string",
-                "enum": ["NULL", "NOT_FOUND", "STORE_UNAVAILABLE"],
+                "enum": ["NULL", "NOT_FOUND", "STORE_UNAVAILABLE", "INVALID_RECORD"],
                 "description": "Why a value is DEFAULT or MISSING (absent when PRESENT).",
             },
         },

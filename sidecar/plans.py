@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import orjson
 
-from featurestore.online.store import StoredRecord, ViewRead
+from featurestore.online.store import InvalidRecord, StoredRecord, ViewRead
 from featurestore.registry import Registry, ValueType
 from sidecar.fragments import (
     REASON_KINDS,
@@ -76,16 +76,19 @@ class EntityPlan:
     view_reads: Mapping[str, ViewRead]
     #: online view -> its features
     view_features: Mapping[str, tuple[FeaturePlan, ...]]
-    #: online view -> answers when the store has no record / is unavailable
+    #: online view -> answers when the store has no record / is unavailable / holds a
+    #: record that cannot be decoded (reason ``INVALID_RECORD``)
     not_found: Mapping[str, CachedRecord]
     unavailable: Mapping[str, CachedRecord]
+    invalid: Mapping[str, CachedRecord]
     #: online view -> its renderer (stored record -> answers)
     renderers: Mapping[str, ViewRenderer] = field(repr=False)
     #: ``{"entity_name":"<name>","results":[``
     response_head: bytes = b""
 
-    def record(self, view: str, stored: StoredRecord) -> CachedRecord:
-        """Answers for every feature of ``view`` from a stored record (decoded values)."""
+    def record(self, view: str, stored: StoredRecord) -> CachedRecord | InvalidRecord:
+        """Answers for every feature of ``view`` from a stored record (decoded values), or
+        :class:`InvalidRecord` if it cannot be served."""
         values = stored.values
         return self.renderers[view].from_values(
             stored.ts, stored.exp, [values.get(f.name) for f in self.view_features[view]]
@@ -146,6 +149,7 @@ def _plan_entity(registry: Registry, name: str) -> EntityPlan:
         view_features=view_features,
         not_found={v: constant("NOT_FOUND", fs) for v, fs in view_features.items()},
         unavailable={v: constant("STORE_UNAVAILABLE", fs) for v, fs in view_features.items()},
+        invalid={v: constant("INVALID_RECORD", fs) for v, fs in view_features.items()},
         renderers=renderers,
         response_head=b'{"entity_name":' + orjson.dumps(name) + b',"results":[',
     )

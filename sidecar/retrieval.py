@@ -29,10 +29,15 @@ thread is still busy with earlier (slow) reads, no read is attempted at all.
    default (``DEFAULT``) or nothing (``MISSING``) with a ``reason``: ``NULL`` (a record
    within TTL whose value is null), ``NOT_FOUND`` (no record within TTL: never loaded or
    expired; the stores do not return expired records, so the two are not told apart),
-   ``STORE_UNAVAILABLE`` (the store did not answer in time, failed, or its circuit is open).
+   ``STORE_UNAVAILABLE`` (the store did not answer in time, failed, or its circuit is open),
+   ``INVALID_RECORD`` (the store holds a record of that view for that key that cannot be
+   decoded: :class:`~featurestore.online.store.InvalidRecord`, see
+   :mod:`sidecar.invalid_records`; never cached, counted and logged per record).
 
 The response is degraded (header ``X-Featurestore-Degraded: 1``) when any answer is
-``STORE_UNAVAILABLE``; answers from the cache are not degraded.
+``STORE_UNAVAILABLE``; answers from the cache are not degraded, nor are ``INVALID_RECORD``
+answers (the store answered: degraded means a slow or failing store, while a bad record is
+reported by its reason, ``featurestore_sidecar_invalid_records_total`` and the log).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import orjson
 
 from featurestore.online.store import (
     EncodedRecord,
+    InvalidRecord,
     OnlineStore,
     StoredRecord,
     StoreError,
@@ -59,6 +65,7 @@ from sidecar.admission import Doorkeeper
 from sidecar.breaker import CircuitBreaker
 from sidecar.cache import MISS, LFUCache
 from sidecar.fragments import COUNTS, EXP, FULL, KIND_LABELS, KINDS, CachedRecord
+from sidecar.invalid_records import InvalidRecordLog
 from sidecar.metrics import Metrics
 from sidecar.plans import ABSENT, EntityPlan
 from sidecar.request_body import RetrieveRequest
@@ -67,8 +74,8 @@ __all__ = ["CacheKey", "Retriever", "StoreReader"]
 
 log = logging.getLogger("sidecar")
 
-Rows = list[dict[str, StoredRecord | None]]
-EncodedRows = list[dict[str, EncodedRecord | None]]
+Rows = list[dict[str, StoredRecord | InvalidRecord | None]]
+EncodedRows = list[dict[str, EncodedRecord | InvalidRecord | None]]
 CacheKey = tuple[str, tuple[str, ...]]  # (view, key)
 
 
@@ -205,6 +212,8 @@ class Retriever:
         self._use_cache = cache.maxsize > 0 and any(ttl > 0 for ttl in cache_ttls.values())
         # admission (sidecar/admission.py): a pair enters the cache on its second miss
         self._door = Doorkeeper(max(cache.maxsize, 1))
+        #: records that cannot be decoded: logged once per (view, key) and interval
+        self.invalid_log = InvalidRecordLog(log)
 
     async def retrieve(self, request: RetrieveRequest) -> tuple[bytes, bool]:
         """The JSON response body and whether it is degraded."""
@@ -248,8 +257,8 @@ class Retriever:
             else:
                 try:
                     self._fill(plan, slots, missing, unique, views, miss_keys, rows)
-                except Exception:  # a stored value the layout cannot read: a store fault
-                    log.exception("a record read from the store cannot be served")
+                except Exception:  # a bug (a record that cannot be decoded never raises)
+                    log.exception("the store's answer cannot be served")
                     self.metrics.store_read("error")
                     degraded = True
                     for i in missing:
@@ -326,8 +335,8 @@ class Retriever:
         rows: Rows | EncodedRows,
     ) -> None:
         """Put the store's answer in the missing slots, a view at a time; cache what is
-        admitted. (A record that cannot be read raises: the caller then answers every
-        missing slot as unavailable.)"""
+        admitted (a record that cannot be decoded is answered as ``INVALID_RECORD`` on its
+        own, see :meth:`_fill_view`)."""
         table = cast(list[dict[str, Any]], rows)
         nviews = len(views)
         if nviews == 1:  # missing slots are key indexes, in the order of miss_keys/rows
@@ -352,21 +361,35 @@ class Retriever:
         stored: list[Any],
     ) -> None:
         """The slots ``indexes`` (keys ``keys``) of one view from its stored records (None:
-        no record), rendered in one batch; admitted ones are cached."""
-        found = [record for record in stored if record is not None]
+        no record), rendered in one batch; admitted ones are cached. A record the store
+        could not decode, or that cannot be rendered (both :class:`InvalidRecord`), gets
+        the view's ``INVALID_RECORD`` answers, is counted and logged, and is not cached."""
+        valid = [r for r in stored if r is not None and type(r) is not InvalidRecord]
         if self.reader.encoded:
-            rendered = iter(plan.renderers[view].from_encoded_many(found))
+            rendered = iter(plan.renderers[view].from_encoded_many(valid))
         else:
-            rendered = iter([plan.record(view, record) for record in found])
-        for i, record in zip(indexes, stored, strict=True):
-            slots[i] = ABSENT if record is None else next(rendered)
+            rendered = iter([plan.record(view, record) for record in valid])
+        invalid = plan.invalid[view]
+        bad = False
+        for i, key, record in zip(indexes, keys, stored, strict=True):
+            if record is None:
+                slots[i] = ABSENT
+                continue
+            answer = record if type(record) is InvalidRecord else next(rendered)
+            if type(answer) is InvalidRecord:
+                slots[i] = invalid
+                bad = True
+                self.metrics.invalid_record(view)
+                self.invalid_log.report(plan.name, view, key, answer)
+            else:
+                slots[i] = answer
         ttl = self.cache_ttls[view]
         if ttl > 0 and self._use_cache:
             admit = self._door.admit
             to_cache = [
                 ((view, key), slots[i], ttl)
                 for i, key in zip(indexes, keys, strict=True)
-                if admit((view, key))
+                if not (bad and slots[i] is invalid) and admit((view, key))
             ]
             if to_cache:
                 self.cache.put_many(to_cache)

@@ -29,7 +29,11 @@ Values
     being refused or rounded; NaN and infinities are refused with
     :class:`~featurestore.online.layout.OnlineLayoutError` before anything is sent. Readers
     decode with the registry type (``N`` -> int/float/timestamp, ``BOOL`` -> bool, ``S``
-    through :func:`featurestore.online.layout.decode_value`).
+    through :func:`featurestore.online.layout.decode_value`); an item whose ``ts``, ``ver``
+    or ``exp`` is not an integral ``N``, or holding a value of another attribute type or not
+    valid for its type, is read as an :class:`~featurestore.online.store.InvalidRecord`
+    (decoding is per record), and any later write replaces an item whose ``ts``/``ver`` is
+    not a number.
 
 Writes: one conditional PutItem per record, from a small thread pool
     Newer-wins is the condition ``attribute_not_exists(pk) OR ts < :ts OR (ts = :ts AND
@@ -133,6 +137,7 @@ from featurestore.online.layout import (
 )
 from featurestore.online.redaction import redact_url
 from featurestore.online.store import (
+    InvalidRecord,
     LoadRecord,
     OnlineStore,
     StoredRecord,
@@ -141,9 +146,10 @@ from featurestore.online.store import (
     StoreUnavailable,
     ViewRead,
     WriteResult,
+    load_record_of,
+    watermark_of,
 )
 from featurestore.registry import ValueType
-from featurestore.timestamps import from_micros
 
 __all__ = [
     "MAX_ITEM_BYTES",
@@ -174,7 +180,13 @@ WATERMARK_PK: Final = "_meta#watermark"
 LOADS_PK: Final = "_meta#loads"
 
 #: newer-wins: the brief's condition, verbatim (none of these names is a reserved word)
-NEWER_WINS: Final = "attribute_not_exists(pk) OR ts < :ts OR (ts = :ts AND ver < :ver)"
+#: (a stored record whose ts or ver is not a number is corrupt, read as an InvalidRecord:
+#: any write replaces it; the type checks come first: moto fails with HTTP 500 comparing an
+#: S with an N, where DynamoDB finds the comparison false)
+NEWER_WINS: Final = (
+    "attribute_not_exists(pk) OR NOT attribute_type(ts, :number)"
+    " OR NOT attribute_type(ver, :number) OR ts < :ts OR (ts = :ts AND ver < :ver)"
+)
 _PROJECTION: Final = "pk, sk, ts, ver, exp, f"
 
 _NOT_FOUND = frozenset({"ResourceNotFoundException"})
@@ -356,31 +368,82 @@ def encode_record(record: Record) -> dict[str, dict[str, Any]]:
     return item
 
 
+def _decode_item(
+    spec: ViewRead, item: dict[str, Any], now_s: int
+) -> StoredRecord | InvalidRecord | None:
+    """One record item as read: None if it has expired (``exp`` <= ``now_s``), an
+    :class:`InvalidRecord` if ``ts``/``ver``/``exp`` are not integral numbers (N), ``f`` is not
+    a map (M) or a value is not valid for its feature's type (:func:`_decode`)."""
+    view = spec.view
+    try:
+        exp = _integer(item, "exp")
+        if exp <= now_s:
+            return None
+        ts, ver = _integer(item, "ts"), _integer(item, "ver")
+        stored = item.get("f", {"M": {}})
+        if not isinstance(stored, dict) or not isinstance(stored.get("M"), dict):
+            raise OnlineLayoutError(f"f is not a map (M): {stored!r:.60}")
+        attributes = stored["M"]
+        values = {}
+        for feature, value_type in spec.features.items():
+            value = attributes.get(feature)
+            try:
+                values[feature] = None if value is None else _decode(value, value_type)
+            except ValueError as exc:
+                raise OnlineLayoutError(f"{feature}: {exc}") from None
+    except ValueError as exc:
+        return InvalidRecord(f"view {view}: {exc}")
+    return StoredRecord(ts=ts, ver=ver, exp=exp, values=values)
+
+
+def _fits_integer(text: str) -> bool:
+    """Whether a DynamoDB number's text is an integer."""
+    number = Decimal(text)
+    return number.is_finite() and number == number.to_integral_value()
+
+
+def _text(attribute: object) -> str:
+    """The text of an ``S`` attribute (the attribute itself as text if it is not one)."""
+    if isinstance(attribute, dict) and isinstance(attribute.get("S"), str):
+        return str(attribute["S"])
+    return repr(attribute)
+
+
+def _integer(item: dict[str, Any], name: str) -> int:
+    """The integral number (N) attribute ``name`` (ValueError if it is not one)."""
+    attribute = item.get(name)
+    text = attribute.get("N") if isinstance(attribute, dict) else None
+    if not isinstance(text, str):
+        raise OnlineLayoutError(f"{name} is not a number (N): {attribute!r:.60}")
+    number = Decimal(text)  # DynamoDB numbers are finite decimals
+    if number != number.to_integral_value():
+        raise OnlineLayoutError(f"{name} = {text} is not an integer")
+    return int(number)
+
+
 def _decode(value: dict[str, Any], value_type: ValueType) -> object:
-    """A stored attribute value as the registry type (``layout.decode_value`` semantics)."""
+    """A stored attribute value as the registry type (``layout.decode_value`` semantics):
+    ``BOOL`` for bool features, ``N`` for numbers and timestamps, ``S`` for strings and for
+    the text of numbers DynamoDB cannot hold, ``NULL`` for null. Any other attribute type,
+    or a value not valid for the type, raises ValueError."""
+    if not isinstance(value, dict):
+        raise OnlineLayoutError(f"not an attribute value: {value!r:.60}")
     if "NULL" in value:
         return None
-    if "BOOL" in value:
-        flag = bool(value["BOOL"])
-        return flag if value_type == "bool" else decode_value("1" if flag else "0", value_type)
-    if "N" in value:
+    if "BOOL" in value and value_type == "bool":
+        return bool(value["BOOL"])
+    if "N" in value and value_type in {"int", "float", "timestamp"}:
         text = value["N"]
         if value_type == "float":
             return float(Decimal(text))
-        if value_type in {"int", "timestamp"}:
-            number = Decimal(text)
-            if number != number.to_integral_value():
-                raise StoreError(f"stored number {text} is not an integer ({value_type} feature)")
-            whole = int(number)
-            if value_type == "int":
-                return whole
-            return from_micros(whole)
-        if value_type == "bool":
-            return Decimal(text) != 0
-        return text
-    if "S" in value:
+        number = Decimal(text)
+        if number != number.to_integral_value():
+            raise OnlineLayoutError(f"stored number {text} is not an integer ({value_type})")
+        whole = int(number)
+        return whole if value_type == "int" else decode_value(str(whole), value_type)
+    if "S" in value and isinstance(value["S"], str):
         return decode_value(value["S"], value_type)
-    raise StoreError(f"unexpected DynamoDB attribute value {value!r}")
+    raise OnlineLayoutError(f"a {value_type} cannot be stored as {value!r:.60}")
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -709,6 +772,7 @@ class DynamoDBStore(OnlineStore):
                     ExpressionAttributeValues={
                         ":ts": {"N": str(put.ts)},
                         ":ver": {"N": str(put.ver)},
+                        ":number": {"S": "N"},
                     },
                 )
                 return True
@@ -733,8 +797,9 @@ class DynamoDBStore(OnlineStore):
         *,
         now: dt.datetime | None = None,
         deadline_s: float | None = None,
-    ) -> list[dict[str, StoredRecord | None]]:
-        """Records by BatchGetItem in chunks of at most 100 unique (pk, view) pairs.
+    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
+        """Records by BatchGetItem in chunks of at most 100 unique (pk, view) pairs; an item
+        that cannot be decoded is an :class:`InvalidRecord` (:func:`_decode_item`).
 
         ``deadline_s`` (seconds from the call, on the monotonic clock; default
         ``read_deadline_s``) is the time budget within which unprocessed keys are retried;
@@ -742,7 +807,7 @@ class DynamoDBStore(OnlineStore):
         now_s = _now_seconds(now)
         budget = self.read_deadline_s if deadline_s is None else deadline_s
         deadline = time.monotonic() + budget
-        results: list[dict[str, StoredRecord | None]] = [
+        results: list[dict[str, StoredRecord | InvalidRecord | None]] = [
             {view.view: None for view in views} for _ in keys
         ]
         if not keys or not views:
@@ -754,26 +819,13 @@ class DynamoDBStore(OnlineStore):
         items: list[dict[str, Any]] = []
         for chunk_items in self._run_all(lambda c: self._get_chunk(c, deadline, budget), chunks):
             items.extend(chunk_items)
-        found: dict[tuple[str, str], StoredRecord] = {}
+        found: dict[tuple[str, str], StoredRecord | InvalidRecord] = {}
         for item in items:
-            exp = int(Decimal(item["exp"]["N"]))
-            if exp <= now_s:
-                continue
-            view_name = item["sk"]["S"]
-            spec = wanted.get(view_name)
-            if spec is None:
-                continue
-            stored = item.get("f", {}).get("M", {})
-            values = {
-                feature: (None if feature not in stored else _decode(stored[feature], value_type))
-                for feature, value_type in spec.features.items()
-            }
-            found[(item["pk"]["S"], view_name)] = StoredRecord(
-                ts=int(Decimal(item["ts"]["N"])),
-                ver=int(Decimal(item["ver"]["N"])),
-                exp=exp,
-                values=values,
-            )
+            spec = wanted.get(item["sk"]["S"])
+            if spec is not None:
+                record = _decode_item(spec, item, now_s)
+                if record is not None:
+                    found[(item["pk"]["S"], spec.view)] = record
         for index, pk in enumerate(pks):
             for view_name in wanted:
                 results[index][view_name] = found.get((pk, view_name))
@@ -827,7 +879,13 @@ class DynamoDBStore(OnlineStore):
             ConsistentRead=True,
         )
         item = response.get("Item")
-        return None if item is None else int(Decimal(item["watermark"]["N"]))
+        if item is None:
+            return None
+        stored = item.get("watermark")
+        number = stored.get("N") if isinstance(stored, dict) else stored
+        if isinstance(number, str) and _fits_integer(number):
+            return int(Decimal(number))
+        return watermark_of(repr(stored), view, self.description)
 
     def set_watermark(self, view: str, watermark: int) -> None:
         self._call(
@@ -880,7 +938,8 @@ class DynamoDBStore(OnlineStore):
         while True:
             response = self._call(self._client, "query", **params)
             loads.extend(
-                LoadRecord(**json.loads(item["record"]["S"])) for item in response["Items"]
+                load_record_of(_text(item.get("record")), self.description)
+                for item in response["Items"]
             )
             last = response.get("LastEvaluatedKey")
             # enough once the load at position `limit` has a strictly newer neighbour after it

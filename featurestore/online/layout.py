@@ -56,6 +56,9 @@ Values
     round trip; NaN and infinities are refused), bool -> ``1``/``0``, string as is, timestamp
     -> microseconds since the epoch. :func:`decode_value` reads them back as the registry
     type. (DynamoDB stores numbers as numbers, see :mod:`featurestore.online.dynamodb_store`.)
+    A stored record whose ``ts``/``ver``/``exp`` is not an integer, or holding a text that is
+    not a valid encoding of its type (:func:`decode_value` raises ValueError), is read as an
+    :class:`~featurestore.online.store.InvalidRecord`: decoding is per record.
 """
 
 from __future__ import annotations
@@ -237,19 +240,44 @@ def encode_python_value(value: object) -> str | None:
     raise OnlineLayoutError(f"cannot store a {type(value).__name__} value online: {value!r}")
 
 
+def _json_int(text: bytes) -> bytes:
+    try:
+        return orjson.dumps(int(text))
+    except orjson.JSONEncodeError:  # beyond 64 bits: JSON (orjson) cannot carry it exactly
+        raise OnlineLayoutError(f"integer {text[:40]!r} is out of the 64-bit range") from None
+
+
+def _json_float(text: bytes) -> bytes:
+    out = orjson.dumps(float(text))
+    if out == b"null":  # orjson's JSON for NaN and the infinities
+        raise OnlineLayoutError(f"{text[:40]!r} is not a finite number")
+    return out
+
+
 def _json_bool(text: bytes) -> bytes:
-    return b"true" if text == b"1" else b"false"
+    if text == b"1":
+        return b"true"
+    if text == b"0":
+        return b"false"
+    raise OnlineLayoutError(f"{text[:40]!r} is not a boolean (1 or 0)")
 
 
 def _json_timestamp(text: bytes) -> bytes:
-    return b'"' + from_micros(int(text)).isoformat().encode() + b'Z"'
+    return b'"' + _timestamp(int(text)).isoformat().encode() + b'Z"'
+
+
+def _timestamp(us: int) -> dt.datetime:
+    try:
+        return from_micros(us)
+    except OverflowError:
+        raise OnlineLayoutError(f"timestamp {us} us is out of range (years 1-9999)") from None
 
 
 #: encoded bytes -> the JSON of the registry-typed value (what :func:`decode_value` reads,
 #: serialized: numbers re-serialized, so a stored text never reaches JSON unchecked)
 _JSON_ENCODERS: Final[dict[str, Callable[[bytes], bytes]]] = {
-    "int": lambda text: orjson.dumps(int(text)),
-    "float": lambda text: orjson.dumps(float(text)),
+    "int": _json_int,
+    "float": _json_float,
     "bool": _json_bool,
     "string": lambda text: orjson.dumps(text.decode()),
     "timestamp": _json_timestamp,
@@ -259,22 +287,37 @@ _JSON_ENCODERS: Final[dict[str, Callable[[bytes], bytes]]] = {
 def json_encoder(value_type: ValueType) -> Callable[[bytes], bytes]:
     """A function from a value's encoded bytes (as Redis returns them) to the JSON of its
     decoded value (timestamps as ISO 8601 UTC with ``Z``): the sidecar's path from the
-    store to a response without building Python values first."""
+    store to a response without building Python values first. It raises ValueError (see
+    :func:`decode_value`) where :func:`decode_value` does, and for an integer beyond 64
+    bits (JSON numbers are served as 64-bit integers or doubles)."""
     return _JSON_ENCODERS[value_type]
 
 
 def decode_value(text: str | bytes | None, value_type: ValueType) -> object:
-    """The registry-typed value of an encoded value (``None`` stays ``None``)."""
+    """The registry-typed value of an encoded value (``None`` stays ``None``).
+
+    Raises ValueError (:class:`OnlineLayoutError`, or the ValueError of ``int()``,
+    ``float()`` or UTF-8 decoding) if the text is not a valid encoding of the type: an int or
+    timestamp that is not an integer, a float that is not a finite number, a bool other than
+    ``1``/``0``, a timestamp outside the years 1-9999. Readers turn that into an
+    :class:`~featurestore.online.store.InvalidRecord` of the record holding it."""
     if text is None:
         return None
     if isinstance(text, bytes):
         text = text.decode()
     if value_type == "bool":
-        return text == "1"
+        if text == "1":
+            return True
+        if text == "0":
+            return False
+        raise OnlineLayoutError(f"{text[:40]!r} is not a boolean (1 or 0)")
     if value_type == "int":
         return int(text)
     if value_type == "float":
-        return float(text)
+        number = float(text)
+        if not math.isfinite(number):
+            raise OnlineLayoutError(f"{text[:40]!r} is not a finite number")
+        return number
     if value_type == "string":
         return text
-    return from_micros(int(text))
+    return _timestamp(int(text))

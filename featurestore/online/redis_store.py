@@ -11,16 +11,17 @@ Writes (newer wins, atomic per record)
     If the new pair is greater it sets the view's non-null features, deletes its null
     features, sets ``_ts/_ver/_exp:<view>`` and moves the key's expiry to the latest
     ``_exp`` of all views in the hash (it never shortens another view's life), returning 1;
-    otherwise it changes nothing and returns 0. The script touches only its one key
-    (``KEYS[1]``), so it runs unchanged on Redis Cluster. Records are sent in pipelines of
-    :attr:`RedisStore.batch_size` calls, each one packed write and its replies (one round
-    trip, no MULTI); records already expired at ``now`` are not sent. If the server lost
-    the script (restart, SCRIPT FLUSH, failover) the failed calls get NOSCRIPT: the script
-    is loaded again (SCRIPT LOAD, its sha kept in a redis-py
+    otherwise it changes nothing and returns 0. A stored view whose ``_ts`` or ``_ver`` is
+    not an integer (corrupt: read as an InvalidRecord) is replaced by any write. The script
+    touches only its one key (``KEYS[1]``), so it runs unchanged on Redis Cluster. Records
+    are sent in pipelines of :attr:`RedisStore.batch_size` calls, each one packed write and
+    its replies (one round trip, no MULTI); records already expired at ``now`` are not sent.
+    If the server lost the script (restart, SCRIPT FLUSH, failover) the failed calls get
+    NOSCRIPT: the script is loaded again (SCRIPT LOAD, its sha kept in a redis-py
     :class:`~redis.commands.core.Script`) and only those records are sent again. (Calling
     the Script object inside a redis-py Pipeline would add a SCRIPT EXISTS round trip to
-    every pipeline.) A dropped connection retries the whole pipeline (``retries``
-    times; safe, every write being newer-wins). Needs Redis 7.0 or newer (PEXPIRETIME).
+    every pipeline.) A dropped connection retries the whole pipeline (``retries`` times;
+    safe, every write being newer-wins). Needs Redis 7.0 or newer (PEXPIRETIME).
 
 Key expiry and ``now``
     Without ``now`` (production) the key expires at exactly ``max(_exp) * 1000`` ms
@@ -38,6 +39,10 @@ Reads
     round trip. A dropped connection retries the whole read (``retries`` times). A view
     whose ``_ts`` is absent or whose ``_exp`` <= now is ``None``; values are decoded as the
     registry type (the values of :func:`~featurestore.online.layout.decode_value`).
+    Decoding is per record: a view whose ``_ts``/``_ver``/``_exp`` is not an integer, or
+    (:meth:`RedisStore.read`) holding a value :func:`~featurestore.online.layout.decode_value`
+    refuses, is an :class:`~featurestore.online.store.InvalidRecord`, and so is every view of
+    a key that is not a hash (WRONGTYPE); any other error reply fails the read.
 
 Loader bookkeeping (beside the records, under the same namespace)
     * ``<ns>:_meta:watermarks``: a hash, field ``<view>`` -> watermark (microseconds).
@@ -86,6 +91,7 @@ from featurestore.online.redaction import redact
 from featurestore.online.redis_async import AsyncRedisClient, RedisAuthError
 from featurestore.online.store import (
     EncodedRecord,
+    InvalidRecord,
     LoadRecord,
     OnlineStore,
     StoredRecord,
@@ -93,6 +99,8 @@ from featurestore.online.store import (
     StoreUnavailable,
     ViewRead,
     WriteResult,
+    load_record_of,
+    watermark_of,
 )
 from featurestore.registry import ValueType
 
@@ -107,13 +115,21 @@ MAX_LOADS: Final = 1000
 #: Returns 1 if written, 0 if the stored (ts, ver) was as new or newer.
 #: Timestamps are compared as Lua numbers (doubles): exact for microseconds < 2^53
 #: (until the year 2255).
+#: A stored ``_ts``/``_ver`` that is not an integer (a corrupt record, read as an
+#: InvalidRecord) counts as no record: any write replaces it; a stored ``_exp`` that is not
+#: an integer is left out of the key's expiry.
 WRITE_SCRIPT: Final = """
+local function int(text)
+  if text and string.match(text, '^%-?%d+$') then return tonumber(text) end
+  return nil
+end
 local key = KEYS[1]
 local view = ARGV[1]
 local stored = redis.call('HMGET', key, '_ts:' .. view, '_ver:' .. view, '_exp:' .. view)
-if stored[1] then
-  local ts, sts = tonumber(ARGV[2]), tonumber(stored[1])
-  if sts > ts or (sts == ts and tonumber(stored[2]) >= tonumber(ARGV[3])) then
+local sts, sver = int(stored[1]), int(stored[2])
+if sts and sver then
+  local ts = tonumber(ARGV[2])
+  if sts > ts or (sts == ts and sver >= tonumber(ARGV[3])) then
     return 0
   end
 end
@@ -123,13 +139,14 @@ if #ARGV > 6 + n then
   redis.call('HDEL', key, unpack(ARGV, 7 + n, #ARGV))
 end
 local exp, shift = tonumber(ARGV[4]), tonumber(ARGV[5])
-if stored[3] and exp < tonumber(stored[3]) then
+local sexp = int(stored[3])
+if sexp and exp < sexp then
   -- this view's expiry moved earlier: the key lives until the latest _exp of all views
   local fields = redis.call('HGETALL', key)
   for i = 1, #fields, 2 do
     if string.sub(fields[i], 1, 5) == '_exp:' then
-      local other = tonumber(fields[i + 1])
-      if other > exp then exp = other end
+      local other = int(fields[i + 1])
+      if other and other > exp then exp = other end
     end
   end
   redis.call('PEXPIREAT', key, string.format('%.0f', (exp + shift) * 1000))
@@ -358,7 +375,7 @@ class RedisStore(OnlineStore):
         *,
         now: dt.datetime | None = None,
         deadline_s: float | None = None,
-    ) -> list[dict[str, StoredRecord | None]]:
+    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
         """:meth:`OnlineStore.read`: the HMGETs in one pipeline. ``deadline_s`` is accepted
         and not used: the call is bounded by the client's socket timeouts and reconnect
         retries instead (the sidecar reads Redis with :meth:`read_encoded_async`)."""
@@ -379,7 +396,7 @@ class RedisStore(OnlineStore):
         *,
         now: dt.datetime | None = None,
         deadline: float | None = None,
-    ) -> list[dict[str, EncodedRecord | None]]:
+    ) -> list[dict[str, EncodedRecord | InvalidRecord | None]]:
         """:meth:`read` on the event loop (:mod:`featurestore.online.redis_async`), values
         left encoded: the same HMGETs in one round trip, not retried (the sidecar's time
         budget is shorter than a reconnect)."""
@@ -437,7 +454,7 @@ class RedisStore(OnlineStore):
     def get_watermark(self, view: str) -> int | None:
         with self._errors():
             value = self._client.hget(self._watermarks_key, view)
-        return None if value is None else int(value)
+        return watermark_of(value, view, self.description)
 
     def set_watermark(self, view: str, watermark: int) -> None:
         with self._errors():
@@ -456,7 +473,7 @@ class RedisStore(OnlineStore):
             return []
         with self._errors():
             rows = self._client.lrange(self._loads_key, 0, limit - 1)
-        return [LoadRecord(**json.loads(row)) for row in rows]
+        return [load_record_of(row, self.description) for row in rows]
 
 
 _NOT_FINITE: Final = frozenset({"nan", "inf", "-inf"})
@@ -520,17 +537,26 @@ class _ReadPlan:
             return list(decoded.values())
         return [dict(decoded[key]) for key in self.redis_keys]
 
-    def decode(self, replies: Sequence[Any], now_s: int) -> list[dict[str, StoredRecord | None]]:
-        """:meth:`encoded`, the values decoded as their registry types."""
+    def decode(
+        self, replies: Sequence[Any], now_s: int
+    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
+        """:meth:`encoded`, the values decoded as their registry types (a record holding a
+        value that cannot be is an :class:`InvalidRecord`)."""
         plans = {view: plan for view, _, plan in self.slices}
 
-        def decoded(view: str, record: EncodedRecord | None) -> StoredRecord | None:
-            if record is None:
-                return None
-            values = {
-                name: None if raw is None else decode(raw)
-                for (name, _, decode), raw in zip(plans[view], record.values, strict=True)
-            }
+        def decoded(
+            view: str, record: EncodedRecord | InvalidRecord | None
+        ) -> StoredRecord | InvalidRecord | None:
+            if record is None or type(record) is InvalidRecord:
+                return record
+            assert type(record) is EncodedRecord
+            try:
+                values = {
+                    name: None if raw is None else decode(raw)
+                    for (name, _, decode), raw in zip(plans[view], record.values, strict=True)
+                }
+            except ValueError as exc:
+                return InvalidRecord(f"view {view}: {exc}")
             return StoredRecord(ts=record.ts, ver=record.ver, exp=record.exp, values=values)
 
         return [
@@ -538,24 +564,46 @@ class _ReadPlan:
             for row in self.encoded(replies, now_s)
         ]
 
-    def encoded(self, replies: Sequence[Any], now_s: int) -> list[dict[str, EncodedRecord | None]]:
-        decoded: dict[str, dict[str, EncodedRecord | None]] = {}
+    def encoded(
+        self, replies: Sequence[Any], now_s: int
+    ) -> list[dict[str, EncodedRecord | InvalidRecord | None]]:
+        """Per key (in key order), view -> its unexpired record with values left encoded,
+        None, or :class:`InvalidRecord` (see the module docstring: Reads)."""
+        decoded: dict[str, dict[str, EncodedRecord | InvalidRecord | None]] = {}
         slices = [(view, meta - len(plan), meta) for view, meta, plan in self.slices]
         record = _encoded_record
         for key, reply in zip(self.unique, replies, strict=True):
             if isinstance(reply, Exception):
-                raise reply
-            per_view: dict[str, EncodedRecord | None] = {}
+                if not str(reply).startswith("WRONGTYPE"):
+                    raise reply
+                wrong = InvalidRecord(f"key {key[:200]} is not a hash")
+                decoded[key] = {view: wrong for view, _, _ in slices}
+                continue
+            per_view: dict[str, EncodedRecord | InvalidRecord | None] = {}
             for view, start, meta in slices:
                 ts, ver, exp = reply[meta], reply[meta + 1], reply[meta + 2]
-                if ts is None or ver is None or exp is None or (exp := int(exp)) <= now_s:
-                    per_view[view] = None
-                else:
-                    per_view[view] = record(
-                        EncodedRecord, (int(ts), int(ver), exp, tuple(reply[start:meta]))
-                    )
+                try:  # (free unless it raises)
+                    if ts is None or ver is None or exp is None or (exp := int(exp)) <= now_s:
+                        per_view[view] = None
+                    else:
+                        per_view[view] = record(
+                            EncodedRecord, (int(ts), int(ver), exp, tuple(reply[start:meta]))
+                        )
+                except ValueError:
+                    per_view[view] = _invalid_times(view, reply[meta : meta + 3])
             decoded[key] = per_view
         return self._in_key_order(decoded)
+
+
+def _invalid_times(view: str, texts: Sequence[Any]) -> InvalidRecord:
+    """The marker of a view whose ``_ts``/``_ver``/``_exp`` are not all integers."""
+    bad = []
+    for name, text in zip(("_ts", "_ver", "_exp"), texts, strict=True):
+        try:
+            int(text)
+        except ValueError:
+            bad.append(f"{name}:{view} = {text[:40]!r}")
+    return InvalidRecord(f"not an integer: {', '.join(bad)}")
 
 
 #: ``EncodedRecord(*fields)`` without the Python-level ``__new__`` of a NamedTuple (the same
@@ -582,8 +630,6 @@ def _encode(value: object) -> str | None:
 #: :func:`~featurestore.online.layout.decode_value` without its per-value dispatch
 _BYTES_DECODERS: Final[dict[str, Callable[[bytes], object]]] = {
     "int": int,
-    "float": float,
-    "bool": b"1".__eq__,
     "string": bytes.decode,
 }
 

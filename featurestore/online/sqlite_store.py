@@ -36,6 +36,7 @@ from pathlib import Path
 
 from featurestore.online.layout import Record, decode_value, encode_python_value, entity_token
 from featurestore.online.store import (
+    InvalidRecord,
     LoadRecord,
     OnlineStore,
     StoredRecord,
@@ -44,6 +45,8 @@ from featurestore.online.store import (
     StoreUnavailable,
     ViewRead,
     WriteResult,
+    load_record_of,
+    watermark_of,
 )
 
 __all__ = ["ReadOnlySQLiteStore", "SQLiteStore"]
@@ -78,7 +81,10 @@ values (?, ?, ?, ?, ?, ?, ?)
 on conflict (entity, entity_key, view) do update set
     ts = excluded.ts, ver = excluded.ver, exp = excluded.exp, payload = excluded.payload
 where (excluded.ts, excluded.ver) > (online_records.ts, online_records.ver)
+    or typeof(online_records.ts) != 'integer' or typeof(online_records.ver) != 'integer'
 """
+#: (a stored record whose ts or ver is not an integer is corrupt, read as an InvalidRecord:
+#: any write replaces it)
 
 
 class SQLiteStore(OnlineStore):
@@ -209,12 +215,14 @@ class SQLiteStore(OnlineStore):
         *,
         now: dt.datetime | None = None,
         deadline_s: float | None = None,
-    ) -> list[dict[str, StoredRecord | None]]:
+    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
         """:meth:`OnlineStore.read`: one query; ``deadline_s`` is accepted and not needed
-        (a local file, no retries)."""
+        (a local file, no retries). A row whose ``ts``/``ver``/``exp`` is not an integer or
+        whose payload is not a JSON object of encoded texts valid for their types is an
+        :class:`InvalidRecord` (:func:`_decode_row`)."""
         now_s = _now_seconds(now)
         tokens = [entity_token(key) for key in keys]
-        results: list[dict[str, StoredRecord | None]] = [
+        results: list[dict[str, StoredRecord | InvalidRecord | None]] = [
             {view.view: None for view in views} for _ in keys
         ]
         if not tokens or not views:
@@ -234,15 +242,9 @@ class SQLiteStore(OnlineStore):
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.description}: {exc}") from None
-        found: dict[tuple[str, str], StoredRecord] = {}
+        found: dict[tuple[str, str], StoredRecord | InvalidRecord] = {}
         for token, view_name, ts, ver, exp, payload in rows:
-            spec = wanted[view_name]
-            encoded = json.loads(payload)
-            values = {
-                feature: decode_value(encoded.get(feature), value_type)
-                for feature, value_type in spec.features.items()
-            }
-            found[(token, view_name)] = StoredRecord(ts=ts, ver=ver, exp=exp, values=values)
+            found[(token, view_name)] = _decode_row(wanted[view_name], ts, ver, exp, payload)
         for index, token in enumerate(tokens):
             for view_name in wanted:
                 results[index][view_name] = found.get((token, view_name))
@@ -254,7 +256,7 @@ class SQLiteStore(OnlineStore):
             .execute("select watermark from loader_watermarks where view = ?", (view,))
             .fetchone()
         )
-        return None if row is None else int(row[0])
+        return None if row is None else watermark_of(row[0], view, self.description)
 
     def set_watermark(self, view: str, watermark: int) -> None:
         self._connection().execute(
@@ -278,7 +280,7 @@ class SQLiteStore(OnlineStore):
             )
             .fetchall()
         )
-        return [LoadRecord(**json.loads(row[0])) for row in rows]
+        return [load_record_of(row[0], self.description) for row in rows]
 
     def close(self) -> None:
         """Close the connection of every thread that opened one (call it when no thread
@@ -332,3 +334,30 @@ def _now_seconds(now: dt.datetime | None) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp())
+
+
+def _decode_row(
+    spec: ViewRead, ts: object, ver: object, exp: object, payload: object
+) -> StoredRecord | InvalidRecord:
+    """One ``online_records`` row as a record, or the marker of why it cannot be one."""
+    view = spec.view
+    if type(ts) is not int or type(ver) is not int or type(exp) is not int:
+        times = {"ts": ts, "ver": ver, "exp": exp}
+        bad = [f"{name} = {value!r:.40}" for name, value in times.items() if type(value) is not int]
+        return InvalidRecord(f"view {view}: not an integer: {', '.join(bad)}")
+    try:
+        encoded = json.loads(payload) if isinstance(payload, str | bytes) else None
+    except ValueError:
+        encoded = None
+    if not isinstance(encoded, dict):
+        return InvalidRecord(f"view {view}: the payload is not a JSON object: {payload!r:.60}")
+    values: dict[str, object] = {}
+    for feature, value_type in spec.features.items():
+        text = encoded.get(feature)
+        if text is not None and not isinstance(text, str):
+            return InvalidRecord(f"view {view}: {feature} = {text!r:.40} is not an encoded text")
+        try:
+            values[feature] = decode_value(text, value_type)
+        except ValueError as exc:
+            return InvalidRecord(f"view {view}: {feature}: {exc}")
+    return StoredRecord(ts=ts, ver=ver, exp=exp, values=values)

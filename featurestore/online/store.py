@@ -10,14 +10,26 @@ Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
 * :meth:`OnlineStore.read` reads any set of views for many keys of one entity in one round
   trip (one pipeline, one BatchGetItem sequence, one query), returning records that have
   not expired (``exp`` > now) with values decoded as the registry types.
+* Decoding is per record: a stored record that cannot be decoded (a ``ts``/``ver``/``exp``
+  that is not an integer, a value that is not valid for its registry type, a malformed
+  payload or attribute) is read as an :class:`InvalidRecord` in its place, never raised:
+  the other records of the read are answered normally, and the store counts as up.
 * Loader bookkeeping (per-view watermark, load log) is kept in the store itself, so it
-  always describes the data that is actually there.
+  always describes the data that is actually there. It is read per entry too: a stored
+  watermark that is not an integer counts as none (:func:`watermark_of`: the next load
+  then reads the whole view, which newer-wins makes safe, and stores a valid watermark),
+  and a load record that cannot be read is listed as one of outcome ``unreadable``
+  (:func:`load_record_of`).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import datetime as dt
+import json
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -28,6 +40,7 @@ from featurestore.registry import ValueType
 
 __all__ = [
     "EncodedRecord",
+    "InvalidRecord",
     "LoadRecord",
     "OnlineStore",
     "StoreError",
@@ -36,7 +49,11 @@ __all__ = [
     "StoredRecord",
     "ViewRead",
     "WriteResult",
+    "load_record_of",
+    "watermark_of",
 ]
+
+log = logging.getLogger("featurestore.online")
 
 
 class StoreError(RuntimeError):
@@ -96,6 +113,16 @@ class EncodedRecord(NamedTuple):
     values: tuple[bytes | None, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class InvalidRecord:
+    """What a read returns in place of a record that is stored but cannot be decoded (see
+    the module docstring): ``reason`` says in one line which field holds what, for logs
+    (never the whole record). The store answered: this is a data problem of that record
+    alone, not a store failure. Writing a newer valid record replaces it."""
+
+    reason: str
+
+
 @dataclass(frozen=True)
 class LoadRecord:
     """One loader run of one view into one store."""
@@ -103,7 +130,7 @@ class LoadRecord:
     load_id: str
     view: str
     store: str
-    outcome: str  # "success" | "failed" | "rejected"
+    outcome: str  # "success" | "failed" | "rejected" ("unreadable": see load_record_of)
     started_at: str  # ISO 8601 UTC
     finished_at: str
     watermark_before: int | None
@@ -142,8 +169,10 @@ class OnlineStore(abc.ABC):
         *,
         now: dt.datetime | None = None,
         deadline_s: float | None = None,
-    ) -> list[dict[str, StoredRecord | None]]:
-        """For each key (in order), view name -> its unexpired record or None.
+    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
+        """For each key (in order), view name -> its unexpired record, None (no unexpired
+        record), or :class:`InvalidRecord` (a record that cannot be decoded; one whose
+        ``exp`` can be read and has passed is None, like any expired record).
 
         ``now`` (aware or naive UTC; None: the real clock) decides what has expired.
         ``deadline_s`` is the call's time budget in seconds, counted from the call on the
@@ -165,10 +194,12 @@ class OnlineStore(abc.ABC):
         *,
         now: dt.datetime | None = None,
         deadline: float | None = None,
-    ) -> list[dict[str, EncodedRecord | None]]:
+    ) -> list[dict[str, EncodedRecord | InvalidRecord | None]]:
         """:meth:`read` on the event loop, values left encoded (only if :attr:`async_reads`).
-        ``deadline`` (event loop time): raise TimeoutError if the store has not answered by
-        then."""
+        Only ``ts``/``ver``/``exp`` are decoded here (a record where they cannot be is an
+        :class:`InvalidRecord`); whether each value is valid for its type is for the
+        caller to check when it converts them. ``deadline`` (event loop time): raise
+        TimeoutError if the store has not answered by then."""
         raise NotImplementedError(f"{type(self).__name__} has no asynchronous reads")
 
     async def check_async(self) -> None:
@@ -197,3 +228,53 @@ class OnlineStore(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def watermark_of(stored: object, view: str, description: str) -> int | None:
+    """A watermark as stored (an int, or its decimal text as str or bytes; None: no
+    watermark) as an int, or None with a warning if it is not an integer: the view is then
+    loaded as if for the first time (the rows already there are skipped by newer-wins)."""
+    if stored is None or type(stored) is int:
+        return stored
+    text = stored.decode(errors="replace") if isinstance(stored, bytes) else stored
+    if isinstance(text, str) and _INTEGER.fullmatch(text):
+        return int(text)
+    log.warning(
+        "%s: the watermark of view %s is not an integer (%.60r): ignored, the next load "
+        "of the view reads all of it",
+        description,
+        view,
+        stored,
+    )
+    return None
+
+
+_LOAD_FIELDS = frozenset(field.name for field in dataclasses.fields(LoadRecord))
+
+
+def load_record_of(stored: str | bytes, description: str) -> LoadRecord:
+    """A load record kept as JSON (the :class:`LoadRecord` fields), or, if it cannot be
+    read, a record of outcome ``unreadable`` whose ``message`` says why (so that one
+    corrupt entry neither hides the others nor stops a listing)."""
+    try:
+        fields = json.loads(stored)
+        if isinstance(fields, dict) and set(fields) <= _LOAD_FIELDS:
+            return LoadRecord(**fields)
+        problem = "not an object of load record fields"
+    except (ValueError, TypeError) as exc:
+        problem = f"not JSON ({exc})"
+    text = stored.decode(errors="replace") if isinstance(stored, bytes) else stored
+    return LoadRecord(
+        load_id="?",
+        view="?",
+        store=description,
+        outcome="unreadable",
+        started_at="",
+        finished_at="",
+        watermark_before=None,
+        watermark_after=None,
+        message=f"a stored load record cannot be read: {problem}: {text[:80]!r}",
+    )

@@ -1,6 +1,7 @@
 """sidecar/fragments.py: records rendered to JSON fragments equal the answers built the plain
 way (Python dicts serialized by orjson), for encoded and decoded values, every type, nulls,
-odd numbers and strings; texts the layout cannot read fail instead of reaching JSON."""
+odd numbers and strings; texts the layout cannot read are invalid records (alone) instead of
+reaching JSON."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from featurestore.online.layout import decode_value, encode_value
-from featurestore.online.store import EncodedRecord
+from featurestore.online.store import EncodedRecord, InvalidRecord
 from featurestore.registry import ValueType
 from featurestore.timestamps import iso_micros
 from sidecar.fragments import (
@@ -112,16 +113,45 @@ def test_encoded_and_decoded_records_render_like_the_reference(seed: int) -> Non
         assert list(record[COUNTS]) == [kinds.count(k) for k in range(len(KIND_LABELS))]
 
 
-@pytest.mark.parametrize(
-    ("value_type", "text"),
-    [("int", b"12x"), ("int", b""), ("float", b"abc"), ("timestamp", b"soon")],
-)
-def test_unreadable_texts_raise_instead_of_reaching_json(
+#: texts not valid for their type (the layout writes none of them), and why
+UNREADABLE: list[tuple[ValueType, bytes]] = [
+    ("int", b"12x"),
+    ("int", b""),
+    ("int", b"1" * 30),  # beyond 64 bits
+    ("float", b"abc"),
+    ("float", b"nan"),
+    ("float", b"-inf"),
+    ("bool", b"yes"),
+    ("bool", b""),
+    ("timestamp", b"soon"),
+    ("timestamp", b"99999999999999999999"),  # past the year 9999
+    ("string", b"\xff\xfe"),  # not UTF-8
+]
+
+
+@pytest.mark.parametrize(("value_type", "text"), UNREADABLE)
+def test_unreadable_texts_are_invalid_records_instead_of_reaching_json(
     value_type: ValueType, text: bytes
 ) -> None:
-    view = renderer(["f"], [value_type])
-    with pytest.raises(ValueError):
-        view.from_encoded(EncodedRecord(0, 0, 1, (text,)))
+    view = renderer(["ok", "f"], ["int", value_type])
+    record = view.from_encoded(EncodedRecord(0, 0, 1, (b"1", text)))
+    assert isinstance(record, InvalidRecord)
+    assert record.reason.startswith(f"f ({value_type}): ")  # names the culprit
+
+
+def test_a_feature_timestamp_out_of_range_is_an_invalid_record() -> None:
+    view = renderer(["a"], ["int"])
+    for ts in (10**20, -(10**20)):
+        record = view.from_encoded(EncodedRecord(ts, ts, 1, (b"1",)))
+        assert record == InvalidRecord(f"feature timestamp {ts} us is out of range")
+        assert view.from_values(ts, 1, [1]) == record
+
+
+def test_values_that_cannot_be_served_are_invalid_records() -> None:
+    view = renderer(["a", "b"], ["int", "float"])
+    record = view.from_values(0, 1, [10**30, 1.5])
+    assert isinstance(record, InvalidRecord) and record.reason.startswith("a (int): ")
+    assert not isinstance(view.from_values(0, 1, [2**63 - 1, 1.5]), InvalidRecord)
 
 
 def test_odd_but_readable_numbers_are_reserialized() -> None:
@@ -135,7 +165,7 @@ def test_constant_records_never_expire() -> None:
     record = constant_record([(b'"a":{"value":null}', 4), (b'"b":{"value":0}', 3)])
     assert record[EXP] > 10**18
     assert record[FULL] == b'"a":{"value":null},"b":{"value":0}'
-    assert record[COUNTS] == (0, 0, 0, 1, 1, 0, 0)
+    assert record[COUNTS] == (0, 0, 0, 1, 1, 0, 0, 0, 0)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -165,9 +195,19 @@ def test_rendering_many_records_equals_rendering_each(seed: int) -> None:
     assert many == [view.from_encoded(record) for record in records]
 
 
-def test_rendering_many_records_refuses_unreadable_texts() -> None:
-    view = renderer(["a", "b"], ["int", "float"])
-    good = EncodedRecord(0, 0, 1, (b"1", b"2.5"))
-    for bad in [(b"1,2", b"2.5"), (b"[1]", b"2.5"), (b"1.5", b"2.5"), (b"1", b"x")]:
-        with pytest.raises(ValueError):
-            view.from_encoded_many([good, EncodedRecord(0, 0, 1, bad)])
+@pytest.mark.parametrize("position", [0, 1, 4])
+def test_one_unreadable_record_among_many_is_invalid_alone(position: int) -> None:
+    """In a batch, each unreadable record is an InvalidRecord and every other record is
+    rendered exactly as it is alone (the batch path falls back record by record)."""
+    view = renderer(["a", "b", "c"], ["int", "float", "bool"])
+    bads = [(b"1,2", b"2.5", b"1"), (b"[1]", b"2.5", b"0"), (b"1.5", b"2.5", b"1"),
+            (b"1", b"x", b"1"), (b"1", b"nan", b"0"), (b"1", b"2.5", b"2")]  # fmt: skip
+    for bad in bads:
+        records = [EncodedRecord(k, k, 9, (b"%d" % k, b"0.5", b"1")) for k in range(5)]
+        records[position] = EncodedRecord(0, 0, 9, bad)
+        many = view.from_encoded_many(records)
+        assert isinstance(many[position], InvalidRecord), bad
+        for k, (got, record) in enumerate(zip(many, records, strict=True)):
+            if k != position:
+                assert got == view.from_encoded(record)
+                assert not isinstance(got, InvalidRecord)

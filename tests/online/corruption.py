@@ -1,0 +1,67 @@
+"""Corrupting one stored record behind a store's back (a real SQLite file, Redis hash or
+DynamoDB item), for the tests of records that cannot be decoded (tests/online and
+tests/sidecar)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from featurestore.online.dynamodb_store import DynamoDBStore
+from featurestore.online.layout import dynamodb_pk, entity_token, redis_key
+from featurestore.online.redis_store import RedisStore
+from featurestore.online.sqlite_store import SQLiteStore
+from featurestore.online.store import OnlineStore
+
+__all__ = ["Corruption", "corrupt"]
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """One stored field of a record replaced: ``field`` is ``ts``/``ver``/``exp``, a feature,
+    ``payload`` (SQLite), ``f`` (DynamoDB) or ``key`` (Redis: the hash replaced by a
+    string); ``text`` is what Redis and SQLite get (SQLite, a feature with ``text`` None:
+    the JSON number 5), ``attribute`` what DynamoDB gets."""
+
+    field: str
+    text: str | None
+    attribute: dict[str, Any] | None
+
+
+def corrupt(
+    store: OnlineStore, entity: str, key: tuple[str, ...], view: str, bad: Corruption
+) -> None:
+    """Replace one field of the stored record of (``entity``, ``key``, ``view``)."""
+    if isinstance(store, SQLiteStore):
+        where = "where entity = ? and entity_key = ? and view = ?"
+        args = (entity, entity_token(key), view)
+        with sqlite3.connect(store.path) as con:
+            if bad.field in ("ts", "ver", "exp", "payload"):
+                sql = f"update online_records set {bad.field} = ? {where}"
+                con.execute(sql, (bad.text, *args))
+            elif bad.text is None:  # a number where the layout keeps text
+                sql = f"update online_records set payload = json_set(payload, ?, 5) {where}"
+                con.execute(sql, (f"$.{bad.field}", *args))
+            else:
+                sql = f"update online_records set payload = json_set(payload, ?, ?) {where}"
+                con.execute(sql, (f"$.{bad.field}", bad.text, *args))
+    elif isinstance(store, RedisStore):
+        name = redis_key(entity, key, store.namespace)
+        if bad.field == "key":
+            store.client.delete(name)
+            store.client.set(name, "a string")
+        else:
+            field = f"_{bad.field}:{view}" if bad.field in ("ts", "ver", "exp") else bad.field
+            assert bad.text is not None
+            store.client.hset(name, field, bad.text)
+    else:
+        assert isinstance(store, DynamoDBStore) and bad.attribute is not None
+        path = "#a" if bad.field in ("ts", "ver", "exp", "f") else "f.#a"
+        store.clients[0].update_item(
+            TableName=store.table,
+            Key={"pk": {"S": dynamodb_pk(entity, key)}, "sk": {"S": view}},
+            UpdateExpression=f"SET {path} = :v",
+            ExpressionAttributeNames={"#a": bad.field},
+            ExpressionAttributeValues={":v": bad.attribute},
+        )
