@@ -49,6 +49,10 @@ Writes: one conditional PutItem per record, from a small thread pool
       (measured: ~10 records/s on a table of a few thousand items, and HTTP 500s under
       concurrency), so it cannot be benchmarked there.
 
+    Replace mode (``write(..., replace=True)``, the loader's full refresh) sends the same
+    PutItem without its condition, and a DeleteItem of ``(pk, view)`` for a record already
+    expired.
+
     The cost is one HTTP request per record; ``max_workers`` threads (default 16) keep that
     many requests in flight. Records of one item within a batch are written in order by one
     thread (the same outcome and counts as applying them one after another). Request-size
