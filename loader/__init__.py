@@ -74,8 +74,9 @@ Validation gate (great_expectations)
     reads that file back batch by batch (memory-mapped) and writes it. So the rows written
     are exactly the rows validated, the warehouse is queried once (on Snowflake a second
     query would cost and could see different data), and memory stays bounded by one
-    validation chunk plus the view's key columns (the duplicate-key check); the cost is temporary disk of about the view's online table,
-    compressed (~53 MB for 1,000,000 rows of 10 features).
+    validation chunk plus the view's key columns (the duplicate-key check); the cost is
+    temporary disk of about the view's online table, compressed (~53 MB for 1,000,000 rows
+    of 10 features).
 
     A view that fails writes nothing, keeps its watermark and is recorded with outcome
     ``rejected``; the report (log line, load record, terminal) names the view, each failed
