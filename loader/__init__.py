@@ -46,6 +46,14 @@ Incremental loads and the watermark
     warehouse get a later as-of time, so they are picked up; a correction whose as-of time
     is not later than the watermark is not.)
 
+Full refresh: the repair of a view
+    ``--full-refresh`` writes in replace mode (``OnlineStore.write(..., replace=True)``):
+    each record replaces the view's stored record of its key whatever their ``(ts, ver)``
+    order, a row already expired removes it, other views of the same key are untouched, and
+    the watermark is set to the greatest ``ver`` read (also back). Records of keys the
+    relation no longer holds stay until their ``exp``. Idempotent: a killed full refresh is
+    finished by running it again.
+
 Validation gate (great_expectations)
     Before any row of a view is written, all of its rows to load are validated against
     expectations derived from the registry and the view's yml
@@ -53,8 +61,10 @@ Validation gate (great_expectations)
     null and of the registry types; every feature of its registry type; declared ``range``
     and ``accepted_values``; the yml's ``not_null`` / ``accepted_values`` /
     ``accepted_range`` data tests on feature columns (as the registry read them from the
-    manifest); string keys non-empty, floats finite
-    and ``ver >= ts`` (the online layout's rules). GE runs with its pandas datasource in an
+    manifest); string keys of 1 to 256 characters (what the sidecar accepts), one row per
+    entity key (over the whole view), floats finite and ``ver >= ts`` (the online layout's
+    rules); no feature timestamp or as-of time later than ``--now`` (or the clock) + 5
+    minutes (:data:`loader.validation.FUTURE_TOLERANCE`). GE runs with its pandas datasource in an
     ephemeral context on chunks of up to 200,000 rows converted from the Arrow batches
     (its SQL datasource does not work on DuckDB).
 
@@ -64,8 +74,9 @@ Validation gate (great_expectations)
     reads that file back batch by batch (memory-mapped) and writes it. So the rows written
     are exactly the rows validated, the warehouse is queried once (on Snowflake a second
     query would cost and could see different data), and memory stays bounded by one
-    validation chunk; the cost is temporary disk of about the view's online table,
-    compressed (~53 MB for 1,000,000 rows of 10 features).
+    validation chunk plus the view's key columns (the duplicate-key check); the cost is
+    temporary disk of about the view's online table, compressed (~53 MB for 1,000,000 rows
+    of 10 features).
 
     A view that fails writes nothing, keeps its watermark and is recorded with outcome
     ``rejected``; the report (log line, load record, terminal) names the view, each failed
@@ -89,7 +100,8 @@ Load records
     rows read / written / skipped as older / rejected, start and end in ISO 8601 UTC, the
     message, and in ``extra`` the relation, rows expired, full refresh, the failed
     expectations). A load killed mid-way leaves no record (the next one shows the same
-    watermark before). ``featurestore loads`` lists them, newest first.
+    watermark before). ``featurestore loads`` lists them, newest first. A watermark or load
+    record that cannot be written (a read-only replica) fails the view and stops the run.
 
 Output
     On a terminal (stderr is a TTY) a tqdm progress bar per view and pass; otherwise JSON

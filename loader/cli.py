@@ -49,7 +49,8 @@ def init_store(online_url: str) -> None:
 @click.option(
     "--full-refresh",
     is_flag=True,
-    help="Read every row, not only those newer than the view's watermark.",
+    help="Read every row, replace the views' records whatever their order and reset their "
+    "watermarks (the repair after a bad load; README: Repairing a view).",
 )
 @click.option(
     "--batch-rows",

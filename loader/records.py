@@ -33,21 +33,26 @@ def micros_array(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArr
 
 @dataclass
 class Converted:
-    """Records to write (unexpired at ``now``), and how many rows were already expired."""
+    """Records to write (unexpired at ``now``, unless kept), and how many rows were already
+    expired."""
 
     records: list[Record]
     expired: int
 
 
-def to_records(batch: pa.RecordBatch, source: ViewSource, now_seconds: int) -> Converted:
-    """The batch's rows as records; rows whose ``exp`` <= ``now_seconds`` are left out."""
+def to_records(
+    batch: pa.RecordBatch, source: ViewSource, now_seconds: int, *, keep_expired: bool = False
+) -> Converted:
+    """The batch's rows as records; rows whose ``exp`` <= ``now_seconds`` are counted in
+    ``expired`` and left out, unless ``keep_expired`` (a replace-mode write, where an
+    expired record removes the stored one)."""
     view = source.view
     entity, name = view.entity.name, view.name
     ts = micros_array(batch.column(source.ts_column))
     exp = pc.add(pc.divide(ts, 1_000_000), view.ttl_seconds)  # whole seconds: ts >= 0
     live = pc.greater(exp, now_seconds)
     expired = batch.num_rows - pc.sum(live).as_py() if batch.num_rows else 0
-    if expired:
+    if expired and not keep_expired:
         batch, ts, exp = batch.filter(live), ts.filter(live), exp.filter(live)
     keys = zip(*(_text(batch.column(key)) for key in view.keys), strict=True)
     features = view.feature_names()

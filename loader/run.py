@@ -34,7 +34,13 @@ from loader.duckdb_warehouse import DuckDBWarehouse
 from loader.errors import LoaderError
 from loader.records import micros_array, to_records
 from loader.targets import open_warehouse
-from loader.validation import ExpectationFailure, ViewValidator, preload_validation
+from loader.validation import (
+    FUTURE_TOLERANCE,
+    ExpectationFailure,
+    ViewValidator,
+    preload_validation,
+    sample_row,
+)
 from loader.views import ViewSource, plan_views
 from loader.warehouse import Warehouse
 
@@ -188,11 +194,13 @@ def load_project(
     reporter: Reporter | None = None,
     warehouse: Warehouse | None = None,
     clock: Clock | None = None,
+    future_tolerance: dt.timedelta = FUTURE_TOLERANCE,
 ) -> LoadReport:
     """Load the project's online views (``views``, default all) into ``store``: the registry
     and relations come from ``target/manifest.json``, the warehouse from the dbt profile's
     current target (:func:`~loader.targets.open_warehouse`: DuckDB or Snowflake) unless
-    ``warehouse`` is given. ``now`` and ``clock``: as for :func:`load`."""
+    ``warehouse`` is given. ``full_refresh``, ``now``, ``clock`` and ``future_tolerance``:
+    as for :func:`load`."""
     from featurestore.project import DbtError
 
     try:
@@ -215,6 +223,7 @@ def load_project(
         now=now,
         reporter=reporter,
         clock=clock,
+        future_tolerance=future_tolerance,
     )
 
 
@@ -230,6 +239,7 @@ def load(
     validation_chunk_rows: int = VALIDATION_CHUNK_ROWS,
     writers: int = DEFAULT_WRITERS,
     clock: Clock | None = None,
+    future_tolerance: dt.timedelta = FUTURE_TOLERANCE,
 ) -> LoadReport:
     """Load ``views`` from ``warehouse`` (a :class:`~loader.warehouse.Warehouse`, or the path of
     a DuckDB file) into ``store`` (see :mod:`loader`).
@@ -246,6 +256,20 @@ def load(
     seconds, UTC) is not after ``clock.now()`` is counted in ``rows_expired`` and not sent.
     Default: the system clock, or a :class:`~featurestore.clock.PinnedClock` at ``now``
     (aware or naive UTC; ``FEATURESTORE_NOW``) if given; give one of the two, not both.
+    The same clock, read once per view before its rows are validated, bounds the rows'
+    times: a feature timestamp or as-of time later than it by more than
+    ``future_tolerance`` (default :data:`~loader.validation.FUTURE_TOLERANCE`, 5 minutes)
+    rejects the view.
+
+    ``full_refresh`` reads every row of each view, not only those after its watermark, and
+    writes them in replace mode (``store.write(..., replace=True)``): each record replaces
+    the view's stored record of its key whatever their ``(ts, ver)`` order, and a row
+    already expired removes it; the watermark is then set to the greatest as-of time read
+    (so also moved back). This repairs a view after a bad load (README, "Repairing a view").
+    Records of keys the relation no longer holds are left as they are.
+
+    A failure to keep the bookkeeping (the watermark or the load record, e.g. a read-only
+    Redis replica) fails the view like any other store error, never silently.
     """
     if batch_rows < 1:
         raise LoaderError("batch_rows must be at least 1")
@@ -277,6 +301,7 @@ def load(
                 reporter=reporter,
                 chunk_rows=max(validation_chunk_rows, batch_rows),
                 writers=writers,
+                future_tolerance=future_tolerance,
             )
             report.views.append(result)
             if isinstance(result.error, StoreNotInitialized | StoreUnavailable):
@@ -304,6 +329,7 @@ def _load_view(
     reporter: Reporter,
     chunk_rows: int,
     writers: int,
+    future_tolerance: dt.timedelta,
 ) -> _ViewRun:
     result = _ViewRun(view=source.name, relation=source.relation, started_at=_utc_now())
     started = time.perf_counter()
@@ -315,12 +341,22 @@ def _load_view(
         with tempfile.TemporaryDirectory(prefix="featurestore-load-") as spill_dir:
             spill = Path(spill_dir) / f"{source.name}.arrow"
             reporter.phase(source, "validate", total)
+            validator = ViewValidator(source, clock.now(), future_tolerance)
             max_ver = _validate_and_spill(
-                source_db, source, since, batch_rows, chunk_rows, spill, result, reporter
+                source_db, source, since, batch_rows, chunk_rows, spill, validator, result, reporter
             )
             if result.outcome == "success" and result.rows_read:
                 reporter.phase(source, "write", result.rows_read)
-                _write(store, source, spill, batch_rows, clock, result, reporter, writers)
+                _write(
+                    store,
+                    source,
+                    spill,
+                    clock,
+                    result,
+                    reporter,
+                    writers,
+                    replace=full_refresh,
+                )
                 # only now is every row of this view in the store: advance the watermark
                 before = result.watermark_before
                 if before is not None and not full_refresh:
@@ -344,7 +380,9 @@ def _load_view(
     try:
         _record(store, source, result, load_id, full_refresh, clock)
     except StoreError as exc:
-        # the rows (and watermark) are in, only the log entry is lost; the run stops
+        # bookkeeping that cannot be written fails the view (and a store that refuses
+        # writes, e.g. a read-only replica, stops the run): never a silent success
+        result.outcome = "failed"
         result.error = result.error or exc
         result.message = (result.message + "; " if result.message else "") + (
             f"the load record could not be kept: {exc}"
@@ -360,13 +398,14 @@ def _validate_and_spill(
     batch_rows: int,
     chunk_rows: int,
     spill: Path,
+    validator: ViewValidator,
     result: ViewResult,
     reporter: Reporter,
 ) -> int:
     """Pass 1: stream the rows once, validate them chunk by chunk and spill them to a temp
-    Arrow IPC file, lz4-compressed (the write pass reads it back). Returns the greatest
-    ``ver`` read."""
-    validator = ViewValidator(source)
+    Arrow IPC file, lz4-compressed (the write pass reads it back); then the whole-view
+    checks (duplicate keys, samples read back from the spill). Returns the greatest ``ver``
+    read."""
     sink: pa.NativeFile | None = None
     writer: pa.ipc.RecordBatchFileWriter | None = None
     pending: list[pa.RecordBatch] = []
@@ -396,6 +435,7 @@ def _validate_and_spill(
             writer.close()
         if sink is not None:
             sink.close()
+    validator.finish(lambda positions: _spilled_rows(spill, positions))
     if not validator.passed:
         result.outcome = "rejected"
         result.failures = validator.failures
@@ -403,17 +443,34 @@ def _validate_and_spill(
     return max_ver
 
 
+def _spilled_rows(spill: Path, positions: Sequence[int]) -> list[dict[str, Any]]:
+    """The spilled rows at these positions (0-based, in the order read), as sample rows."""
+    found: dict[int, dict[str, Any]] = {}
+    with pa.memory_map(str(spill)) as mapped:
+        spilled = pa.ipc.open_file(mapped)
+        start = 0
+        for index in range(spilled.num_record_batches):
+            batch = spilled.get_batch(index)
+            for position in positions:
+                if start <= position < start + batch.num_rows:
+                    found[position] = sample_row(pa.Table.from_batches([batch]), position - start)
+            start += batch.num_rows
+    return [found[position] for position in positions]
+
+
 def _write(
     store: OnlineStore,
     source: ViewSource,
     spill: Path,
-    batch_rows: int,
     clock: Clock,
     result: ViewResult,
     reporter: Reporter,
     writers: int,
+    *,
+    replace: bool,
 ) -> None:
-    """Pass 2: the validated rows, as records, into the store (newer wins).
+    """Pass 2: the validated rows, as records, into the store (newer wins; ``replace``:
+    in replace mode, expired rows included, see :func:`load`'s ``full_refresh``).
 
     This thread reads the spill and converts batches to records; ``writers`` threads call
     ``store.write`` on them (at most :data:`_QUEUED_BATCHES` batches wait). With two
@@ -434,14 +491,14 @@ def _write(
             if failures:
                 continue  # drain what is queued; the reader stops at the next batch
             try:
-                written = store.write(records, now=now)
+                written = store.write(records, now=now, replace=replace)
             except BaseException as exc:
                 failures.append(exc)
                 continue
             with lock:
                 result.rows_written += written.written
                 result.rows_skipped += written.skipped_older
-            reporter.advance(len(records))
+            reporter.advance(written.written + written.skipped_older)
 
     threads = [
         threading.Thread(target=writer, name=f"write-{source.name}-{n}", daemon=True)
@@ -456,7 +513,7 @@ def _write(
                 if failures:
                     break
                 batch = spilled.get_batch(index)
-                converted = to_records(batch, source, now_seconds)
+                converted = to_records(batch, source, now_seconds, keep_expired=replace)
                 result.rows_expired += converted.expired
                 if converted.expired:
                     reporter.advance(converted.expired)

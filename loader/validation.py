@@ -8,6 +8,12 @@ nullable dtypes, strings as ``StringDtype``, timestamps as ``datetime64`` (time-
 ones as naive UTC). pandas reads a float NaN as null, so NaN is shown to GE as +inf and the
 layout's "finite" expectation catches it; sample rows are taken from the Arrow rows, so they
 show the real value.
+
+One expectation is not run by great_expectations, because it concerns the whole view while GE
+sees one chunk at a time: one row per entity key (GE's ``expect_compound_columns_to_be_unique``
+over the key columns). The validator keeps the key columns of every chunk (Arrow: about the
+size of the keys, e.g. ~20 MB for 1,000,000 one-column keys) and finds the duplicates with an
+Arrow group-by in :meth:`ViewValidator.finish`; they are reported like any other failure.
 """
 
 from __future__ import annotations
@@ -16,17 +22,20 @@ import datetime as dt
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featurestore.online.layout import MAX_KEY_PART_CHARS
 from featurestore.registry import ValueType
 from loader.views import ViewSource
 
 __all__ = [
+    "FUTURE_TOLERANCE",
     "MAX_SAMPLES",
     "Check",
     "ExpectationFailure",
@@ -37,6 +46,11 @@ __all__ = [
 
 #: sample offending rows kept per failed expectation
 MAX_SAMPLES: Final = 5
+#: how much later than the load's ``now`` a feature timestamp or an as-of time may be (clock
+#: skew between the warehouse's writers and the loader); anything later is refused
+FUTURE_TOLERANCE: Final = dt.timedelta(minutes=5)
+#: the column holding each row's position in the view, beside the kept key columns
+_ROW: Final = "__featurestore_row"
 _FLOAT_MAX: Final = sys.float_info.max
 
 #: pandas dtypes (names great_expectations resolves) accepted for each registry type
@@ -59,28 +73,40 @@ class Check:
     expectation: str
     kwargs: Mapping[str, Any]
     source: str
+    #: checked over all of the view's rows by the validator itself (Arrow), not by GE
+    whole_view: bool = False
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         return f"{self.expectation}({args}) [{self.source}]"
 
 
-def derive_checks(source: ViewSource) -> list[Check]:
+def derive_checks(
+    source: ViewSource, now: dt.datetime, tolerance: dt.timedelta = FUTURE_TOLERANCE
+) -> list[Check]:
     """The expectations of a view's online rows:
 
     * registry: every key, the feature timestamp and the as-of time are not null and have
       their registry types; each feature has its registry type; declared ``range``
       (``min``/``max``, inclusive) and ``accepted_values``;
-    * layout: string key parts are non-empty, float features are finite, and the as-of
-      time is >= the feature timestamp (``ver >= ts``);
+    * layout: string key parts are 1 to :data:`~featurestore.online.layout.MAX_KEY_PART_CHARS`
+      characters long (what the sidecar accepts), one row per entity key (over the whole
+      view: ``whole_view``), float features are finite, and the as-of time is >= the
+      feature timestamp (``ver >= ts``);
+    * the clock: neither the feature timestamp nor the as-of time is later than ``now``
+      (the load's, aware or naive UTC) + ``tolerance``, so a bad upstream clock can neither
+      pin records (newer wins) nor move the watermark into the future;
     * the view's yml: the ``not_null``, ``accepted_values`` and
       ``featurestore.accepted_range`` data tests of its feature columns (severity error).
     """
     view = source.view
     checks: list[Check] = []
+    if now.tzinfo is not None:  # the frame GE sees holds naive UTC (ge_frame)
+        now = now.astimezone(dt.UTC).replace(tzinfo=None)
+    not_after = now + tolerance
 
-    def add(expectation: str, origin: str, **kwargs: Any) -> None:
-        check = Check(expectation, kwargs, origin)
+    def add(expectation: str, origin: str, *, whole_view: bool = False, **kwargs: Any) -> None:
+        check = Check(expectation, kwargs, origin, whole_view)
         if all((c.expectation, c.kwargs) != (check.expectation, check.kwargs) for c in checks):
             checks.append(check)
 
@@ -100,6 +126,18 @@ def derive_checks(source: ViewSource) -> list[Check]:
                 column=key,
                 min_value=1,
             )
+            add(
+                "expect_column_value_lengths_to_be_between",
+                f"layout: key of at most {MAX_KEY_PART_CHARS} characters (the sidecar's limit)",
+                column=key,
+                max_value=MAX_KEY_PART_CHARS,
+            )
+    add(
+        "expect_compound_columns_to_be_unique",
+        "layout: one row per entity key",
+        whole_view=True,
+        column_list=list(view.keys),
+    )
     for column in (source.ts_column, source.ver_column):
         add("expect_column_values_to_not_be_null", "registry: timestamp", column=column)
         add(
@@ -107,6 +145,12 @@ def derive_checks(source: ViewSource) -> list[Check]:
             "registry: timestamp type",
             column=column,
             type_list=TYPE_LISTS["timestamp"],
+        )
+        add(
+            "expect_column_values_to_be_between",
+            f"clock: not later than the load's now + {tolerance.total_seconds():g} s",
+            column=column,
+            max_value=not_after,
         )
     add(
         "expect_column_pair_values_a_to_be_greater_than_b",
@@ -132,7 +176,7 @@ def derive_checks(source: ViewSource) -> list[Check]:
                 max_value=_FLOAT_MAX,
             )
         if feature.range_min is not None or feature.range_max is not None:
-            bounds = {}
+            bounds: dict[str, Any] = {}
             if feature.range_min is not None:
                 bounds["min_value"] = feature.range_min
             if feature.range_max is not None:
@@ -158,13 +202,13 @@ def derive_checks(source: ViewSource) -> list[Check]:
                 value_set=list(test.kwargs.get("values") or []),
             )
         elif test.name == "accepted_range":
-            bounds = {
+            test_bounds: dict[str, Any] = {
                 name: test.kwargs[name]
                 for name in ("min_value", "max_value")
                 if test.kwargs.get(name) is not None
             }
-            if bounds:
-                add("expect_column_values_to_be_between", origin, column=test.column, **bounds)
+            if test_bounds:
+                add("expect_column_values_to_be_between", origin, column=test.column, **test_bounds)
     return checks
 
 
@@ -196,16 +240,31 @@ class ExpectationFailure:
 
 
 class ViewValidator:
-    """Runs a view's expectations over its rows, chunk by chunk, and keeps the failures."""
+    """Runs a view's expectations over its rows, chunk by chunk (:meth:`validate`), then
+    the whole-view ones (:meth:`finish`), and keeps the failures. ``now`` and
+    ``tolerance``: as for :func:`derive_checks`."""
 
-    def __init__(self, source: ViewSource) -> None:
+    def __init__(
+        self,
+        source: ViewSource,
+        now: dt.datetime,
+        tolerance: dt.timedelta = FUTURE_TOLERANCE,
+    ) -> None:
         self.source = source
-        self.checks = derive_checks(source)
+        self.checks = derive_checks(source, now, tolerance)
         self.rows_checked = 0
-        self.rows_rejected = 0
         self._failures: dict[int, ExpectationFailure] = {}
         self._definition: Any = None
         self._ids: dict[str, int] = {}
+        #: per chunk: which of its rows broke an expectation
+        self._offending: list[np.ndarray[Any, np.dtype[np.bool_]]] = []
+        #: per chunk: its key columns and each row's position in the view
+        self._keys: list[pa.Table] = []
+
+    @property
+    def rows_rejected(self) -> int:
+        """How many rows broke at least one expectation."""
+        return sum(int(mask.sum()) for mask in self._offending)
 
     @property
     def failures(self) -> list[ExpectationFailure]:
@@ -237,6 +296,8 @@ class ViewValidator:
         batch = asset.add_batch_definition_whole_dataframe("chunk")
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_online_rows"))
         for index, check in enumerate(self.checks):
+            if check.whole_view:
+                continue
             expectation = getattr(gxe, _camel(check.expectation))(**dict(check.kwargs))
             added = suite.add_expectation(expectation)
             self._ids[str(added.id)] = index
@@ -250,6 +311,10 @@ class ViewValidator:
         rows = table.num_rows
         if rows == 0:
             return
+        positions_column = pa.array(range(self.rows_checked, self.rows_checked + rows), pa.int64())
+        self._keys.append(
+            table.select(list(self.source.view.keys)).append_column(_ROW, positions_column)
+        )
         definition = self._prepare()
         frame = ge_frame(table)
         result = definition.run(batch_parameters={"dataframe": frame}, result_format="COMPLETE")
@@ -277,8 +342,62 @@ class ViewValidator:
             room = MAX_SAMPLES - len(failure.samples)
             for position in list(positions)[: max(room, 0)]:
                 failure.samples.append(sample_row(table, int(position)))
+        mask = np.ones(rows, dtype=np.bool_) if whole_chunk else np.zeros(rows, dtype=np.bool_)
+        mask[sorted(offending)] = True
+        self._offending.append(mask)
         self.rows_checked += rows
-        self.rows_rejected += rows if whole_chunk else len(offending)
+
+    def finish(
+        self, rows_at: Callable[[Sequence[int]], list[dict[str, Any]]] | None = None
+    ) -> None:
+        """Run the whole-view checks once every chunk is validated: one row per entity key
+        (rows with a null, empty or too long key part are left to those checks). ``rows_at`` returns
+        the view's rows at these positions (0-based, in the order validated) for the
+        samples; without it the samples hold the key columns only. The samples are the
+        rows of the first duplicated keys, each key's rows together."""
+        for index, check in enumerate(self.checks):
+            if check.whole_view and check.expectation == "expect_compound_columns_to_be_unique":
+                self._check_unique(index, check, rows_at)
+        self._keys = []
+
+    def _check_unique(
+        self,
+        index: int,
+        check: Check,
+        rows_at: Callable[[Sequence[int]], list[dict[str, Any]]] | None,
+    ) -> None:
+        if not self._keys:
+            return
+        columns = list(check.kwargs["column_list"])
+        keys = pa.concat_tables(self._keys, promote_options="permissive")
+        for column in columns:  # keys refused by their own checks are left to those
+            values = keys[column]
+            valid = pc.is_valid(values)
+            if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+                length = pc.utf8_length(values)
+                fits = pc.and_(pc.greater(length, 0), pc.less_equal(length, MAX_KEY_PART_CHARS))
+                valid = pc.and_(valid, fits)
+            keys = keys.filter(pc.fill_null(valid, False))
+        count, first = f"{_ROW}_count", f"{_ROW}_min"
+        groups = keys.group_by(columns).aggregate([(_ROW, "count"), (_ROW, "min")])
+        duplicated = groups.filter(pc.greater(groups[count], 1))
+        if duplicated.num_rows == 0:
+            return
+        rows = keys.join(duplicated.select([*columns, first]), keys=columns, join_type="inner")
+        rows = rows.sort_by([(first, "ascending"), (_ROW, "ascending")])
+        positions = [int(p) for p in rows[_ROW].to_pylist()]
+        failure = ExpectationFailure(check, unexpected_count=len(positions))
+        wanted = positions[:MAX_SAMPLES]
+        if rows_at is not None:
+            failure.samples = rows_at(wanted)
+        else:
+            failure.samples = [
+                sample_row(rows.drop_columns([first]), n) for n in range(len(wanted))
+            ]
+        mask = np.concatenate(self._offending)
+        mask[positions] = True
+        self._offending = [mask]
+        self._failures[index] = failure
 
 
 def preload_validation() -> None:

@@ -63,6 +63,7 @@ from typing import Final
 
 from featurestore.clock import parse_now
 from featurestore.durations import DurationError, parse_seconds
+from featurestore.online.layout import MAX_KEY_PART_CHARS
 from featurestore.registry import Registry
 from sidecar.auth import (
     OPENABLE_ENDPOINTS,
@@ -106,7 +107,7 @@ class Settings:
     #: keys x features per request at most
     max_values: int = 100_000
     #: characters of one entity key value at most
-    max_key_part_chars: int = 256
+    max_key_part_chars: int = MAX_KEY_PART_CHARS
     max_body_bytes: int = 1 << 20
     cache_size: int = 100_000
     cache_ttl_s: float = 5.0

@@ -53,6 +53,10 @@ Writes: one conditional PutItem per record, from a small thread pool
       (measured: ~10 records/s on a table of a few thousand items, and HTTP 500s under
       concurrency), so it cannot be benchmarked there.
 
+    Replace mode (``write(..., replace=True)``, the loader's full refresh) sends the same
+    PutItem without its condition, and a DeleteItem of ``(pk, view)`` for a record already
+    expired.
+
     The cost is one HTTP request per record; ``max_workers`` threads (default 16) keep that
     many requests in flight. Records of one item within a batch are written in order by one
     thread (the same outcome and counts as applying them one after another). Request-size
@@ -332,6 +336,9 @@ class _Put:
     ts: int
     ver: int
     item: dict[str, dict[str, Any]]
+    #: the write mode: "newer" (conditional PutItem), "replace" (PutItem without condition)
+    #: or "remove" (DeleteItem: replace mode, the record has expired)
+    mode: str = "newer"
 
 
 def encode_record(record: Record) -> dict[str, dict[str, Any]]:
@@ -741,30 +748,50 @@ class DynamoDBStore(OnlineStore):
 
     # --- records ---
 
-    def write(self, records: Sequence[Record], *, now: dt.datetime | None = None) -> WriteResult:
+    def write(
+        self, records: Sequence[Record], *, now: dt.datetime | None = None, replace: bool = False
+    ) -> WriteResult:
+        """:meth:`OnlineStore.write`: a conditional PutItem per record (newer wins); with
+        ``replace`` a PutItem without condition, or a DeleteItem for a record already
+        expired."""
         now_s = _now_seconds(now)
         groups: dict[tuple[str, str], list[_Put]] = {}
         for record in records:
             if record.exp <= now_s:
+                if replace:
+                    pk = dynamodb_pk(record.entity, record.key)
+                    put = _Put(pk, record.view, record.ts, record.ver, {}, "remove")
+                    groups.setdefault((put.pk, put.sk), []).append(put)
                 continue  # already expired: never written
             item = encode_record(record)  # checks every record before anything is sent
-            put = _Put(item["pk"]["S"], record.view, record.ts, record.ver, item)
+            mode = "replace" if replace else "newer"
+            put = _Put(item["pk"]["S"], record.view, record.ts, record.ver, item, mode)
             groups.setdefault((put.pk, put.sk), []).append(put)
         if not groups:
             return WriteResult()
         outcomes = self._run_all(self._put_in_order, list(groups.values()))
         written = sum(outcomes)
-        total = sum(len(group) for group in groups.values())
+        total = sum(put.mode != "remove" for group in groups.values() for put in group)
         return WriteResult(written=written, skipped_older=total - written)
 
     def _put_in_order(self, puts: list[_Put]) -> int:
         return sum(self._put(put) for put in puts)
 
     def _put(self, put: _Put) -> bool:
-        """One conditional PutItem: True if written, False if the stored record is as new."""
+        """One PutItem, conditional unless in replace mode (or a DeleteItem of a removal):
+        True if written, False if the stored record is as new (or it was a removal)."""
+        action = "DeleteItem" if put.mode == "remove" else "PutItem"
         attempt = 0
         while True:
             try:
+                if put.mode == "remove":
+                    self._writer.delete_item(
+                        TableName=self.table, Key={"pk": {"S": put.pk}, "sk": {"S": put.sk}}
+                    )
+                    return False
+                if put.mode == "replace":
+                    self._writer.put_item(TableName=self.table, Item=put.item)
+                    return True
                 self._writer.put_item(
                     TableName=self.table,
                     Item=put.item,
@@ -781,13 +808,13 @@ class DynamoDBStore(OnlineStore):
                 if code == "ConditionalCheckFailedException":
                     return False
                 if code in _RETRIED_HERE and attempt < 8:
-                    log.debug("retrying PutItem after %s", code)
+                    log.debug("retrying %s after %s", action, code)
                     time.sleep(_backoff(attempt))
                     attempt += 1
                     continue
-                raise self._error(exc, "PutItem") from exc
+                raise self._error(exc, action) from exc
             except BotoCoreError as exc:
-                raise self._error(exc, "PutItem") from exc
+                raise self._error(exc, action) from exc
 
     def read(
         self,

@@ -23,7 +23,9 @@ Timestamps
 Entity keys
     An entity key is the tuple of the entity's key column values, in the entity's declared
     order. Its *token* is the parts joined by ``:``, each part percent-escaping ``%``, ``:``,
-    ``{``, ``}`` and ``#`` (so ``usr_1`` stays ``usr_1``).
+    ``{``, ``}`` and ``#`` (so ``usr_1`` stays ``usr_1``). A part is a non-empty string of
+    at most :data:`MAX_KEY_PART_CHARS` (256) characters (code points, before escaping): the
+    longest the sidecar accepts by default, so the loader's gate refuses longer ones.
 
 Redis
     One hash per entity instance: ``<ns>:<entity>:{<first key part>}[:<other parts>]``, e.g.
@@ -76,6 +78,7 @@ from featurestore.timestamps import from_micros, micros
 
 __all__ = [
     "LAYOUT_VERSION",
+    "MAX_KEY_PART_CHARS",
     "OnlineLayoutError",
     "Record",
     "decode_value",
@@ -95,6 +98,9 @@ __all__ = [
 
 LAYOUT_VERSION: Final = 1
 DEFAULT_NAMESPACE: Final = "fs"
+#: characters (code points, before escaping) of one entity key part at most: what the
+#: sidecar accepts by default (``max_key_part_chars``) and the loader's gate lets through
+MAX_KEY_PART_CHARS: Final = 256
 _ESCAPES = {"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D", "#": "%23"}
 _SPECIAL = frozenset(_ESCAPES)
 

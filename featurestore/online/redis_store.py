@@ -12,12 +12,15 @@ Writes (newer wins, atomic per record)
     features, sets ``_ts/_ver/_exp:<view>`` and moves the key's expiry to the latest
     ``_exp`` of all views in the hash (it never shortens another view's life), returning 1;
     otherwise it changes nothing and returns 0. A stored view whose ``_ts`` or ``_ver`` is
-    not an integer (corrupt: read as an InvalidRecord) is replaced by any write. The script
-    touches only its one key (``KEYS[1]``), so it runs unchanged on Redis Cluster. Records
-    are sent in pipelines of :attr:`RedisStore.batch_size` calls, each one packed write and
-    its replies (one round trip, no MULTI); records already expired at ``now`` are not sent.
-    If the server lost the script (restart, SCRIPT FLUSH, failover) the failed calls get
-    NOSCRIPT: the script is loaded again (SCRIPT LOAD, its sha kept in a redis-py
+    not an integer (corrupt: read as an InvalidRecord) is replaced by any write. In replace
+    mode (``write(..., replace=True)``) it skips the comparison; a record already expired
+    then deletes the view's features and ``_ts/_ver/_exp:<view>`` and moves the key's expiry
+    to the latest ``_exp`` of the views left (other views' fields are never touched). The
+    script touches only its one key (``KEYS[1]``), so it runs unchanged on Redis Cluster.
+    Records are sent in pipelines of :attr:`RedisStore.batch_size` calls, each one packed
+    write and its replies (one round trip, no MULTI); records already expired at ``now`` are
+    not sent. If the server lost the script (restart, SCRIPT FLUSH, failover) the failed
+    calls get NOSCRIPT: the script is loaded again (SCRIPT LOAD, its sha kept in a redis-py
     :class:`~redis.commands.core.Script`) and only those records are sent again. (Calling
     the Script object inside a redis-py Pipeline would add a SCRIPT EXISTS round trip to
     every pipeline.) A dropped connection retries the whole pipeline (``retries`` times;
@@ -69,6 +72,7 @@ from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
     NoScriptError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
 )
@@ -109,10 +113,12 @@ __all__ = ["MAX_LOADS", "WRITE_SCRIPT", "RedisStore"]
 MAX_LOADS: Final = 1000
 
 #: KEYS[1] = the entity hash. ARGV: [1] view, [2] ts, [3] ver, [4] exp (s), [5] expiry shift
-#: (s, see "Key expiry and now"), [6] n = count of the field/value items that follow,
-#: [7 .. 6+n] field/value pairs to HSET (the view's non-null features and its
-#: _ts/_ver/_exp fields), [7+n ..] the view's null features to HDEL.
-#: Returns 1 if written, 0 if the stored (ts, ver) was as new or newer.
+#: (s, see "Key expiry and now"), [6] mode: "newer" (newer wins), "replace" (whatever the
+#: stored pair) or "remove" (replace mode, the record has expired), [7] n = count of the
+#: field/value items that follow, [8 .. 7+n] field/value pairs to HSET (the view's non-null
+#: features and its _ts/_ver/_exp fields), [8+n ..] fields to HDEL (the view's null
+#: features; to remove: all of its features and _ts/_ver/_exp fields).
+#: Returns 1 if written, 0 if the stored (ts, ver) was as new or newer, or removed.
 #: Timestamps are compared as Lua numbers (doubles): exact for microseconds < 2^53
 #: (until the year 2255).
 #: A stored ``_ts``/``_ver`` that is not an integer (a corrupt record, read as an
@@ -125,20 +131,38 @@ local function int(text)
 end
 local key = KEYS[1]
 local view = ARGV[1]
+local mode = ARGV[6]
 local stored = redis.call('HMGET', key, '_ts:' .. view, '_ver:' .. view, '_exp:' .. view)
 local sts, sver = int(stored[1]), int(stored[2])
-if sts and sver then
+if mode == 'newer' and sts and sver then
   local ts = tonumber(ARGV[2])
   if sts > ts or (sts == ts and sver >= tonumber(ARGV[3])) then
     return 0
   end
 end
-local n = tonumber(ARGV[6])
-redis.call('HSET', key, unpack(ARGV, 7, 6 + n))
-if #ARGV > 6 + n then
-  redis.call('HDEL', key, unpack(ARGV, 7 + n, #ARGV))
+local n = tonumber(ARGV[7])
+if n > 0 then
+  redis.call('HSET', key, unpack(ARGV, 8, 7 + n))
+end
+if #ARGV > 7 + n then
+  redis.call('HDEL', key, unpack(ARGV, 8 + n, #ARGV))
 end
 local exp, shift = tonumber(ARGV[4]), tonumber(ARGV[5])
+if mode == 'remove' then
+  -- the key lives until the latest _exp of the views left (none: it is empty, or gone)
+  local latest = nil
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 5) == '_exp:' then
+      local other = int(fields[i + 1])
+      if other and (latest == nil or other > latest) then latest = other end
+    end
+  end
+  if latest then
+    redis.call('PEXPIREAT', key, string.format('%.0f', (latest + shift) * 1000))
+  end
+  return 0
+end
 local sexp = int(stored[3])
 if sexp and exp < sexp then
   -- this view's expiry moved earlier: the key lives until the latest _exp of all views
@@ -242,6 +266,11 @@ class RedisStore(OnlineStore):
                 f"{self.description}: permission denied: {self._redact(str(exc))}"
             ) from None
         except RedisError as exc:
+            if str(exc).startswith("READONLY") or isinstance(exc, ReadOnlyError):
+                raise StoreUnavailable(
+                    f"{self.description}: READONLY: the store is a read-only replica and "
+                    "refuses writes (point --online at the primary)"
+                ) from None
             raise StoreError(f"{self.description}: {self._redact(str(exc))}") from None
 
     def _redact(self, message: str) -> str:
@@ -266,31 +295,41 @@ class RedisStore(OnlineStore):
 
     # --- records ----------------------------------------------------------------------
 
-    def write(self, records: Sequence[Record], *, now: dt.datetime | None = None) -> WriteResult:
+    def write(
+        self, records: Sequence[Record], *, now: dt.datetime | None = None, replace: bool = False
+    ) -> WriteResult:
         now_s, shift = _clock(now)
         shift_arg = str(shift)
+        mode = "replace" if replace else "newer"
         view_fields: dict[str, tuple[str, str, str]] = {}
         calls: list[tuple[str, ...]] = []
-        sent = written = 0
+        sent = written = removals = 0
         with self._errors():
             for record in records:
-                if record.exp <= now_s:
-                    continue
                 view = record.view
                 fields = view_fields.get(view)
                 if fields is None:
                     fields = view_fields[view] = (ts_field(view), ver_field(view), exp_field(view))
                 ts, ver, exp = str(record.ts), str(record.ver), str(record.exp)
-                pairs = [fields[0], ts, fields[1], ver, fields[2], exp]
-                nulls = []
-                for name, value in record.values.items():
-                    encoded = _encode(value)
-                    if encoded is None:
-                        nulls.append(name)
-                    else:
-                        pairs += (name, encoded)
                 key = redis_key(record.entity, record.key, self.namespace)
-                calls.append((key, view, ts, ver, exp, shift_arg, str(len(pairs)), *pairs, *nulls))
+                if record.exp <= now_s:
+                    if not replace:
+                        continue
+                    removals += 1
+                    calls.append((key, view, ts, ver, exp, shift_arg, "remove", "0",
+                                  *record.values, *fields))  # fmt: skip
+                else:
+                    pairs = [fields[0], ts, fields[1], ver, fields[2], exp]
+                    nulls = []
+                    for name, value in record.values.items():
+                        encoded = _encode(value)
+                        if encoded is None:
+                            nulls.append(name)
+                        else:
+                            pairs += (name, encoded)
+                    calls.append(
+                        (key, view, ts, ver, exp, shift_arg, mode, str(len(pairs)), *pairs, *nulls)
+                    )
                 if len(calls) == self.batch_size:
                     written += self._write_batch(calls)
                     sent += len(calls)
@@ -298,7 +337,7 @@ class RedisStore(OnlineStore):
             if calls:
                 written += self._write_batch(calls)
                 sent += len(calls)
-        return WriteResult(written=written, skipped_older=sent - written)
+        return WriteResult(written=written, skipped_older=sent - removals - written)
 
     def _write_batch(self, calls: list[tuple[str, ...]]) -> int:
         """EVALSHA of the write script for each call, pipelined in one round trip; records

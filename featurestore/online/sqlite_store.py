@@ -1,5 +1,7 @@
 """The embedded online store: one SQLite file in WAL mode (no server; for local use and the
-quickstart). Newer-wins is a conditional upsert on the ``(ts, ver)`` row value.
+quickstart). Newer-wins is a conditional upsert on the ``(ts, ver)`` row value; a replace-mode
+write (``write(..., replace=True)``) is the same upsert without the condition, and a delete
+of the rows of records already expired, all of a batch in one transaction.
 
 :class:`ReadOnlySQLiteStore` is the same file opened for serving (``open_store(url,
 read_only=True)``, what the sidecar does): the file is opened with SQLite's ``mode=ro``
@@ -86,6 +88,15 @@ where (excluded.ts, excluded.ver) > (online_records.ts, online_records.ver)
 #: (a stored record whose ts or ver is not an integer is corrupt, read as an InvalidRecord:
 #: any write replaces it)
 
+#: replace mode: the upsert whatever the stored (ts, ver)
+_REPLACE = """
+insert into online_records (entity, entity_key, view, ts, ver, exp, payload)
+values (?, ?, ?, ?, ?, ?, ?)
+on conflict (entity, entity_key, view) do update set
+    ts = excluded.ts, ver = excluded.ver, exp = excluded.exp, payload = excluded.payload
+"""
+_DELETE = "delete from online_records where entity = ? and entity_key = ? and view = ?"
+
 
 class SQLiteStore(OnlineStore):
     """Records in ``online_records`` of a SQLite file (WAL journal, synchronous=NORMAL)."""
@@ -169,11 +180,16 @@ class SQLiteStore(OnlineStore):
                 f"{self.description}: no online_records table (run `featurestore init-store`)"
             )
 
-    def write(self, records: Sequence[Record], *, now: dt.datetime | None = None) -> WriteResult:
+    def write(
+        self, records: Sequence[Record], *, now: dt.datetime | None = None, replace: bool = False
+    ) -> WriteResult:
         now_s = _now_seconds(now)
         rows = []
+        removed = []
         for record in records:
             if record.exp <= now_s:
+                if replace:
+                    removed.append((record.entity, entity_token(record.key), record.view))
                 continue
             payload = {
                 name: encode_python_value(value)
@@ -191,21 +207,30 @@ class SQLiteStore(OnlineStore):
                     json.dumps(payload, separators=(",", ":")),
                 )
             )
-        if not rows:
+        if not rows and not removed:
             return WriteResult()
         con = self._connection()
         try:
             con.execute("begin immediate")
             before = con.total_changes
-            con.executemany(_UPSERT, rows)
+            con.executemany(_REPLACE if replace else _UPSERT, rows)
             written = con.total_changes - before
+            con.executemany(_DELETE, removed)
             con.execute("commit")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             con.execute("rollback") if con.in_transaction else None
-            if "no such table" in str(exc):
-                raise StoreNotInitialized(f"{self.description}: {exc}") from None
-            raise StoreUnavailable(f"{self.description}: {exc}") from None
+            raise self._write_error(exc) from None
         return WriteResult(written=written, skipped_older=len(rows) - written)
+
+    def _write_error(self, exc: sqlite3.Error) -> StoreError:
+        """A failed write (records or bookkeeping) as the store error it stands for."""
+        if "no such table" in str(exc):
+            return StoreNotInitialized(f"{self.description}: {exc} (run `featurestore init-store`)")
+        if "readonly" in str(exc):
+            return StoreUnavailable(
+                f"{self.description}: READONLY: the store cannot be written ({exc})"
+            )
+        return StoreUnavailable(f"{self.description}: {exc}")
 
     def read(
         self,
@@ -259,18 +284,24 @@ class SQLiteStore(OnlineStore):
         return None if row is None else watermark_of(row[0], view, self.description)
 
     def set_watermark(self, view: str, watermark: int) -> None:
-        self._connection().execute(
-            "insert into loader_watermarks (view, watermark) values (?, ?) "
-            "on conflict (view) do update set watermark = excluded.watermark",
-            (view, watermark),
-        )
+        try:
+            self._connection().execute(
+                "insert into loader_watermarks (view, watermark) values (?, ?) "
+                "on conflict (view) do update set watermark = excluded.watermark",
+                (view, watermark),
+            )
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from None
 
     def record_load(self, load: LoadRecord) -> None:
-        self._connection().execute(
-            "insert or replace into loader_loads (load_id, view, started_at, record) "
-            "values (?, ?, ?, ?)",
-            (load.load_id, load.view, load.started_at, json.dumps(dataclasses.asdict(load))),
-        )
+        try:
+            self._connection().execute(
+                "insert or replace into loader_loads (load_id, view, started_at, record) "
+                "values (?, ?, ?, ?)",
+                (load.load_id, load.view, load.started_at, json.dumps(dataclasses.asdict(load))),
+            )
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from None
 
     def list_loads(self, limit: int = 50) -> list[LoadRecord]:
         rows = (
@@ -308,7 +339,9 @@ class ReadOnlySQLiteStore(SQLiteStore):
     def initialize(self) -> None:
         raise self._refuse("create its tables")
 
-    def write(self, records: Sequence[Record], *, now: dt.datetime | None = None) -> WriteResult:
+    def write(
+        self, records: Sequence[Record], *, now: dt.datetime | None = None, replace: bool = False
+    ) -> WriteResult:
         raise self._refuse("write records")
 
     def set_watermark(self, view: str, watermark: int) -> None:

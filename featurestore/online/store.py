@@ -6,7 +6,10 @@ Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
 * :meth:`OnlineStore.write` is atomic per record (one entity x one view: all of the view's
   values or none) and applies newer-wins on ``(ts, ver)``; records already expired at write
   time are not written. It returns how many records were written and how many were skipped
-  because the stored record was as new or newer.
+  because the stored record was as new or newer. With ``replace=True`` (the loader's
+  ``--full-refresh``, the repair of a view after a bad load) it ignores the stored
+  ``(ts, ver)``: each record replaces its view's stored record for its key, and a record
+  already expired removes it; other views of the same key are untouched.
 * :meth:`OnlineStore.read` reads any set of views for many keys of one entity in one round
   trip (one pipeline, one BatchGetItem sequence, one query), returning records that have
   not expired (``exp`` > now) with values decoded as the registry types.
@@ -157,8 +160,19 @@ class OnlineStore(abc.ABC):
         """Create the table/schema if the store needs one (idempotent)."""
 
     @abc.abstractmethod
-    def write(self, records: Sequence[Record], *, now: dt.datetime | None = None) -> WriteResult:
-        """Write records with the newer-wins rule, atomically per record."""
+    def write(
+        self, records: Sequence[Record], *, now: dt.datetime | None = None, replace: bool = False
+    ) -> WriteResult:
+        """Write records atomically per record; ``now`` (aware or naive UTC; None: the real
+        clock) decides what has expired.
+
+        Newer wins by default: a record replaces the stored one of its key and view only if
+        its ``(ts, ver)`` is greater, and a record already expired at ``now`` is not
+        written. ``replace=True`` writes whatever the stored ``(ts, ver)``, and a record
+        already expired removes the stored record of its key and view (so the view holds
+        nothing for that key); in both cases only that view's fields (Redis) or item
+        (DynamoDB, SQLite) are touched. Removals are counted neither as written nor as
+        skipped."""
 
     @abc.abstractmethod
     def read(

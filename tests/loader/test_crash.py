@@ -7,7 +7,9 @@ into a fresh store.
 
 The data: an online table of ``user_transaction_features`` (generated in DuckDB) in two
 versions. v1 holds N users; v2 changes every v1 row (a day later, new values) and adds N/4
-users interleaved with them. v1 is loaded cleanly, then the load of v2 is killed and rerun.
+users interleaved with them. v1 is loaded cleanly, then the load of v2 is killed and rerun:
+incrementally (newer wins), and as a full refresh (replace mode, the repair of a view), where
+a killed full refresh run again must equal one clean full refresh.
 """
 
 from __future__ import annotations
@@ -164,9 +166,11 @@ class Target:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["incremental", "full-refresh"])
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_kill_9_mid_load_then_rerun_equals_one_clean_load(
     kind: str,
+    mode: str,
     demo_warehouse: Warehouse,
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -204,8 +208,10 @@ def test_kill_9_mid_load_then_rerun_equals_one_clean_load(
         "FEATURESTORE_ONLINE_URL": crashed.url,
     }
     total_v2 = N * 5 // 4
+    full_refresh = mode == "full-refresh"
+    args = ["--full-refresh"] if full_refresh else []
     started = time.monotonic()
-    seen = kill_mid_load(run_cli(env), crashed.v2_records, total_v2)
+    seen = kill_mid_load(run_cli(env, *args), crashed.v2_records, total_v2)
     store = crashed.open()
     try:
         assert store.get_watermark(VIEW) == watermark_v1  # not advanced
@@ -235,19 +241,23 @@ def test_kill_9_mid_load_then_rerun_equals_one_clean_load(
     finally:
         store.close()
 
-    # rerun: converges, skipping what the killed run had written
-    rerun = run_cli(env)
+    # rerun: converges, skipping what the killed run had written (replace mode: rewriting it)
+    rerun = run_cli(env, *args)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-3000:]
     (end,) = [json.loads(line) for line in err.splitlines() if '"view.end"' in line]
     assert end["rows_read"] == total_v2
     assert end["rows_written"] + end["rows_skipped"] == total_v2
-    assert end["rows_skipped"] >= versions[2] > 0 and end["rows_written"] > 0
+    if full_refresh:
+        assert end["rows_written"] == total_v2
+    else:
+        assert end["rows_skipped"] >= versions[2] > 0 and end["rows_written"] > 0
 
     # the reference: clean loads of v1 then v2 into a fresh store
     store = clean.open()
     assert load(store, v1, sources, now=NOW).exit_code == 0
-    assert load(store, v2, sources, now=NOW).views[0].rows_written == total_v2
+    second = load(store, v2, sources, now=NOW, full_refresh=full_refresh)
+    assert second.views[0].rows_written == total_v2
     store.close()
     elapsed = time.monotonic() - started
 

@@ -234,9 +234,10 @@ def test_load_incremental_and_full_refresh(
         for result in second.views:
             assert result.watermark_after == result.watermark_before is not None
 
+        # a full refresh writes in replace mode: every record again, none skipped
         full = load_project(store, views=chosen, now=NOW, full_refresh=True)
         assert _counts(full) == {
-            name: ("success", len(rows), 0, len(rows), 0, 0) for name, rows in expected.items()
+            name: ("success", len(rows), len(rows), 0, 0, 0) for name, rows in expected.items()
         }
         for name, rows in expected.items():
             assert_store_holds(store, registry.view(name), rows)
@@ -256,7 +257,7 @@ def test_load_incremental_and_full_refresh(
             assert (one.watermark_before, one.watermark_after) == (None, top)
             assert (two.watermark_before, two.watermark_after) == (top, top)
             assert (three.rows_read, three.rows_written, three.rows_skipped) == (
-                len(rows), 0, len(rows),
+                len(rows), len(rows), 0,
             )  # fmt: skip
             assert {one.outcome, two.outcome, three.outcome} == {"success"}
             assert one.store == store.description
@@ -298,7 +299,7 @@ def test_warehouse_change_is_picked_up(
         with duckdb.connect(str(copy.duckdb_path)) as con:
             # a: a newer value (later feature time and as-of time)
             con.execute(
-                f"update {table} set {ts} = {ts} + interval 1 day, "
+                f"update {table} set {ts} = {ts} + interval 1 minute, "
                 f"{ver} = {after}, user_7d_transaction_count = user_7d_transaction_count + 5 "
                 "where user_id = ?",
                 [a[0]],
@@ -331,7 +332,12 @@ def test_warehouse_change_is_picked_up(
         written, skipped = replay(state, newer)
         assert (written, skipped) == (3, 1)
 
-        report = load_project(store, views=[view.name], now=NOW)
+        # the changes become known up to a few hours after NOW (each update's `after` is an
+        # hour past the latest as-of time then): load at the latest of them, the gate
+        # refusing as-of times later than the load's now
+        latest = max(row.ver for row in changed.values())
+        later = EPOCH.replace(tzinfo=dt.UTC) + dt.timedelta(microseconds=latest)
+        report = load_project(store, views=[view.name], now=later)
         assert _counts(report) == {view.name: ("success", 4, written, skipped, 0, 0)}
         assert_store_holds(store, view, state)
         assert store.get_watermark(view.name) == max(row.ver for row in changed.values())
@@ -339,12 +345,17 @@ def test_warehouse_change_is_picked_up(
         assert got[c] is not None and got[c].values["user_7d_transaction_count"] != 999
         assert got[e] is not None and got[e].values["user_7d_transaction_count"] != 777
 
-        # full refresh re-sends everything; equal (ts, ver) pairs change nothing (e stays)
-        written, skipped = replay(state, changed)
-        report = load_project(store, views=[view.name], now=NOW, full_refresh=True)
-        assert _counts(report) == {view.name: ("success", len(changed), written, skipped, 0, 0)}
-        assert written == 0
-        assert_store_holds(store, view, state)
+        # a full refresh replaces every record with the warehouse's, whatever the order
+        # (c's older feature time and e's unchanged pair too); rows expired by then go
+        cutoff = int(later.timestamp())
+        live = {key: row for key, row in changed.items() if row.exp > cutoff}
+        report = load_project(store, views=[view.name], now=later, full_refresh=True)
+        expired = len(changed) - len(live)
+        assert _counts(report) == {view.name: ("success", len(changed), len(live), 0, expired, 0)}
+        assert_store_holds(store, view, live)
+        got = read_all(store, view, [c, e])
+        assert got[c] is not None and got[c].values["user_7d_transaction_count"] == 999
+        assert got[e] is not None and got[e].values["user_7d_transaction_count"] == 777
     finally:
         store.close()
 
@@ -763,11 +774,13 @@ def test_store_going_away_mid_load_stops_the_run(
         original = store.write
         calls = {"n": 0}
 
-        def write_then_die(records: Any, *, now: dt.datetime | None = None) -> Any:
+        def write_then_die(
+            records: Any, *, now: dt.datetime | None = None, replace: bool = False
+        ) -> Any:
             calls["n"] += 1
             if calls["n"] == 2:
                 server.kill()
-            return original(records, now=now)
+            return original(records, now=now, replace=replace)
 
         store.write = write_then_die  # type: ignore[method-assign]
         report = load(store, demo_warehouse.duckdb_path, sources, now=NOW, batch_rows=200)

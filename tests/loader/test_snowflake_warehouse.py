@@ -375,7 +375,8 @@ def test_incremental_load_reads_only_newer_rows(
             "user_7d_transaction_count = 4242 "
             f"where user_id in ({', '.join(literal(k) for k in keys)})"
         )
-        second = load(store, warehouse, [copy], now=NOW)
+        # the update is known an hour after NOW (the gate refuses later as-of times than now)
+        second = load(store, warehouse, [copy], now=NOW + dt.timedelta(hours=1))
         (again,) = second.views
         failures = [failure.to_dict() for failure in again.failures]
         assert (again.outcome, again.rows_read, again.rows_written) == ("success", 3, 3), failures
