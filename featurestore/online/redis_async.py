@@ -29,6 +29,12 @@ What it does, and nothing more: connect (TCP, or TLS for ``rediss``), ``AUTH`` a
 loop iteration (``call_soon``), and give each call exactly its replies. Error replies come
 back in place as :class:`hiredis.ReplyError` instances.
 
+Connecting: one attempt at a time, shared by every call that needs the connection; the
+whole set-up (TCP connect, TLS handshake, AUTH, SELECT) must finish within the connect
+timeout, or the attempt is abandoned, its connection aborted, and the calls waiting on it
+fail with :class:`RedisConnectTimeout`; the next call starts a new attempt. A call never
+waits for an attempt beyond its own deadline (the attempt goes on for the others).
+
 Deadlines: a call may carry a deadline (event loop time). Past it, the call fails with
 TimeoutError unless Redis has been answering since the call was queued (replies parsed for
 it or for calls ahead of it, or bytes waiting in the socket that a busy event loop has not
@@ -54,11 +60,16 @@ from typing import Any, cast
 
 import hiredis
 
-__all__ = ["AsyncRedisClient", "RedisAuthError", "RedisConnectionLost"]
+__all__ = ["AsyncRedisClient", "RedisAuthError", "RedisConnectTimeout", "RedisConnectionLost"]
 
 
 class RedisConnectionLost(ConnectionError):
     """The connection closed (or the reply stream broke) before every reply arrived."""
+
+
+class RedisConnectTimeout(ConnectionError):
+    """Connection set-up (TCP connect, TLS handshake, AUTH, SELECT) did not finish within
+    the connect timeout; the attempt was abandoned and its connection aborted."""
 
 
 class RedisAuthError(ConnectionError):
@@ -231,8 +242,8 @@ class AsyncRedisClient:
     async def execute(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
         """The replies of ``commands`` (in order), sent in one write.
 
-        Raises :class:`RedisConnectionLost` / ``OSError`` (unreachable, closed) and
-        :class:`RedisAuthError`."""
+        Raises :class:`RedisConnectionLost` / ``OSError`` (unreachable, closed),
+        :class:`RedisConnectTimeout` (set-up stalled) and :class:`RedisAuthError`."""
         pack: Any = hiredis.pack_command
         return await self.execute_packed(b"".join(map(pack, commands)), len(commands))
 
@@ -285,29 +296,36 @@ class AsyncRedisClient:
             self._connection = task.result()
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        """A new connection, set up within the connect timeout: TCP connect, the TLS
+        handshake, then AUTH and SELECT, all of it. An attempt that has not finished by then
+        (a stalled network: bytes sent, no answer) is abandoned, its connection aborted, and
+        raises TimeoutError; the next call starts a new attempt."""
         connection = _Connection(loop)
-        await asyncio.wait_for(
-            loop.create_connection(
-                lambda: connection,
-                self.host,
-                self.port,
-                ssl=self._ssl,
-                server_hostname=self.host if self._ssl else None,
-            ),
-            self._connect_timeout,
-        )
-        self.connects += 1
-        if self._setup:
-            pack: Any = hiredis.pack_command
-            try:
-                replies = await connection.call(
-                    b"".join(pack(c) for c in self._setup), len(self._setup)
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await loop.create_connection(
+                    lambda: connection,
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl else None,
+                    ssl_handshake_timeout=self._connect_timeout if self._ssl else None,
                 )
-            except BaseException:
-                connection.close()
-                raise
-            for command, reply in zip(self._setup, replies, strict=True):
-                if isinstance(reply, hiredis.ReplyError):
-                    connection.close()
-                    raise RedisAuthError(f"{command[0]} refused: {reply}")
+                self.connects += 1
+                if self._setup:
+                    pack: Any = hiredis.pack_command
+                    replies = await connection.call(
+                        b"".join(pack(c) for c in self._setup), len(self._setup)
+                    )
+                    for command, reply in zip(self._setup, replies, strict=True):
+                        if isinstance(reply, hiredis.ReplyError):
+                            raise RedisAuthError(f"{command[0]} refused: {reply}")
+        except TimeoutError:
+            connection.close()
+            raise RedisConnectTimeout(
+                f"connection set-up took longer than {self._connect_timeout:g} s"
+            ) from None
+        except BaseException:
+            connection.close()
+            raise
         return connection
