@@ -276,6 +276,21 @@ def serve_bare(port: int) -> None:
     )
 
 
+@contextmanager
+def busy_loops(count: int, cpu: int | None) -> Iterator[None]:
+    """``count`` processes spinning in a pure-Python loop until the block ends, on ``cpu``
+    (the servers' CPU when pinning: the sidecar's host is busy with other work, while Redis,
+    which in production runs on a host of its own, keeps its CPU) or anywhere (None)."""
+    spin = "while True: pass"
+    procs = [subprocess.Popen([*pinned(cpu), sys.executable, "-c", spin]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 # --- load generators -----------------------------------------------------------------------
 
 
@@ -540,6 +555,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--only", default="0abc", help="scenarios to run: any of 0 (bare), a, b, c")
     parser.add_argument(
+        "--cpu-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N busy-loop processes running for the whole run, on the servers' CPU when "
+        "pinning: the sidecar's host busy with other work",
+    )
+    parser.add_argument(
         "--workdir", type=Path, default=Path("/tmp/featurestore-bench-serve"), help="scratch"
     )
     args = parser.parse_args(argv)
@@ -585,6 +608,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
 
     with ExitStack() as stack:
+        if args.cpu_load:
+            stack.enter_context(busy_loops(args.cpu_load, server_cpu))
+            where = f"on CPU {server_cpu}" if pin else "not pinned"
+            print(f"CPU load: {args.cpu_load} busy-loop processes ({where})")
+        results["cpu_load"] = args.cpu_load
         redis = stack.enter_context(redis_server(workdir / "redis"))
         if pin and redis.proc is not None:
             os.sched_setaffinity(redis.proc.pid, {CLIENT_CPU})
@@ -698,6 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"sidecar benchmark: {args.entities:,} entities x {len(features)} features in Redis, "
         f"1 uvicorn worker, concurrency {args.concurrency}, {client_kind}, "
         f"{args.runs} x {args.duration:g} s per scenario"
+        + (f", {args.cpu_load} busy-loop processes on the servers' CPU" if args.cpu_load else "")
         + (" (servers on CPU 0, client and Redis on CPU 1)" if pin else "")
     )
     print(

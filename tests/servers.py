@@ -1,19 +1,23 @@
 """Real servers for online-store tests: redis-server and moto's DynamoDB server, each
-started on a free loopback port by the tests and stopped at the end."""
+started on a free loopback port by the tests and stopped at the end; and a TCP proxy to put
+in front of one (:class:`TcpProxy`) that can freeze the network and heal it."""
 
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 def free_port() -> int:
@@ -156,3 +160,123 @@ def moto_server() -> Iterator[MotoServer]:
             server.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.proc.kill()
+
+
+# --- a TCP proxy that freezes and heals ------------------------------------------------------
+
+#: what :meth:`TcpProxy.heal` does with the connections the freeze caught: resume forwarding
+#: their bytes, close them, or leave them stalled forever (a network whose state for those
+#: flows was lost: their packets go nowhere) while new connections pass
+Healing = Literal["resume", "drop", "blackhole"]
+
+
+class TcpProxy:
+    """Forwards bytes between loopback clients and ``127.0.0.1:upstream_port`` (one thread,
+    ``select``). :meth:`freeze` stops forwarding without closing anything: connections are
+    still accepted (the client's connect succeeds) and what either side sends stays unread,
+    as on a stalled network. :meth:`heal` resumes; what becomes of the connections open at
+    that moment is its ``frozen`` argument (:data:`Healing`)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._peer: dict[socket.socket, socket.socket] = {}
+        self._stalled: set[socket.socket] = set()  # blackholed: never forwarded again
+        self._lock = threading.Lock()
+        self._frozen = False
+        self._drop = False
+        self._seen = threading.Condition(self._lock)
+        self._turns = 0  # loop iterations that saw the current settings
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, name=f"proxy-{self.port}", daemon=True)
+        self._thread.start()
+
+    @property
+    def connections(self) -> int:
+        """Client connections open through the proxy."""
+        with self._lock:
+            return len(self._peer) // 2
+
+    def freeze(self) -> None:
+        """Stop forwarding (returns once the proxy's thread forwards no more)."""
+        self._change(frozen=True)
+
+    def heal(self, frozen: Healing = "resume") -> None:
+        """Forward again; the connections caught by the freeze are resumed, dropped (closed)
+        or blackholed (never forwarded again, never closed) as ``frozen`` says."""
+        with self._lock:
+            if frozen == "blackhole":
+                self._stalled.update(self._peer)
+            self._drop = frozen == "drop"
+        self._change(frozen=False)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop = True
+        self._thread.join(timeout=5)
+        for sock in [self._listener, *self._peer]:
+            sock.close()
+
+    def _change(self, *, frozen: bool) -> None:
+        with self._seen:
+            self._frozen = frozen
+            wanted = self._turns + 2  # the loop's next full iteration runs with the change
+            self._seen.wait_for(lambda: self._turns >= wanted or self._stop, timeout=5)
+
+    def _close_pair(self, sock: socket.socket) -> None:
+        peer = self._peer.pop(sock, None)
+        self._stalled.discard(sock)
+        sock.close()
+        if peer is not None:
+            self._peer.pop(peer, None)
+            self._stalled.discard(peer)
+            peer.close()
+
+    def _serve(self) -> None:
+        while True:
+            with self._seen:
+                if self._stop:
+                    return
+                if self._drop:
+                    for sock in list(self._peer):
+                        if sock in self._peer:
+                            self._close_pair(sock)
+                    self._drop = False
+                frozen = self._frozen
+                watched = [] if frozen else [s for s in self._peer if s not in self._stalled]
+                self._turns += 1
+                self._seen.notify_all()
+            readable, _, _ = select.select([self._listener, *watched], [], [], 0.01)
+            with self._lock:
+                for sock in readable:
+                    if sock is self._listener:
+                        client, _ = self._listener.accept()
+                        try:
+                            upstream = socket.create_connection(
+                                ("127.0.0.1", self.upstream_port), timeout=2
+                            )
+                        except OSError:
+                            client.close()
+                            continue
+                        self._peer[client], self._peer[upstream] = upstream, client
+                        continue
+                    if self._frozen or sock not in self._peer:
+                        continue
+                    try:
+                        data = sock.recv(65536)
+                        if data:
+                            self._peer[sock].sendall(data)
+                            continue
+                    except OSError:
+                        pass
+                    self._close_pair(sock)
+
+
+@contextmanager
+def tcp_proxy(upstream_port: int) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(upstream_port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

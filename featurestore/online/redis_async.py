@@ -29,13 +29,33 @@ What it does, and nothing more: connect (TCP, or TLS for ``rediss``), ``AUTH`` a
 loop iteration (``call_soon``), and give each call exactly its replies. Error replies come
 back in place as :class:`hiredis.ReplyError` instances.
 
-Deadlines: a call may carry a deadline (event loop time). Past it, the call fails with
-TimeoutError unless Redis has been answering since the call was queued (replies parsed for
-it or for calls ahead of it, or bytes waiting in the socket that a busy event loop has not
-read yet: the lateness is then the caller's own queueing, not the store's), in which case
-it gets up to the same budget again. A call that times out with no reply at all since it
-was queued (a silent server) closes the connection: every call queued on it fails with
-:class:`RedisConnectionLost`, and the next call connects again.
+Connecting: one attempt at a time, shared by every call that needs the connection; the
+whole set-up (TCP connect, TLS handshake, AUTH, SELECT) must finish within the connect
+timeout, or the attempt is abandoned, its connection aborted, and the calls waiting on it
+fail with :class:`RedisConnectTimeout`; the next call starts a new attempt. A call never
+waits for an attempt beyond its own deadline (the attempt goes on for the others).
+
+Deadlines: a call may carry a deadline (event loop time); the store's budget is the
+deadline minus the loop's time at the call, counted from the moment the call's commands are
+written to the socket, on the monotonic clock: time a call spends waiting for its write, or
+a timer that fires late because the loop was busy (or the process was not scheduled), is
+this process's, not the store's. The call fails with TimeoutError once Redis has been
+silent for its budget: no byte since the later of the write and the last byte received
+(replies to calls ahead of it are Redis working through the queue, the calls of a shared
+connection being answered in order), and none waiting in the socket for the busy loop to
+read (bytes that arrived in time are in time). A reply that keeps arriving fails anyway
+four budgets after the write (the slack of a trickling store). So a frozen or dead store
+fails one budget after the write, plus the loop's own lateness. A timeout leaves the
+connection open (the calls queued on it keep their own budgets); once Redis has owed
+replies and been silent for the connect timeout, the connection is closed (a frozen
+server, a blackholed connection): every call queued on it fails with
+:class:`RedisConnectionLost`, and the next call connects again. (Measured on the 2-core
+bench host with two busy-loop processes, bench/README.md: the loop's timers fired up to
+18 ms late and a call could wait a loop iteration for its write, so a budget counted from
+the queueing on the loop's cached clock timed out reads that Redis answered in time; Redis,
+on a CPU shared with busy loops, answered 8 queued 100-key pipelines in bursts with gaps;
+and closing the connection at the first silent timeout failed every call in flight, which
+opened the circuit breaker: 85% of 100-key responses degraded.)
 
 Cancellation: a call abandoned for any other reason (its task cancelled) stays in the queue
 with its future cancelled; its replies are read and dropped when they arrive, so the calls
@@ -47,18 +67,32 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import select
 import ssl as ssl_module
+import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import hiredis
 
-__all__ = ["AsyncRedisClient", "RedisAuthError", "RedisConnectionLost"]
+__all__ = ["AsyncRedisClient", "RedisAuthError", "RedisConnectTimeout", "RedisConnectionLost"]
+
+
+#: a call whose reply keeps arriving fails at this many budgets after its write anyway
+_MAX_BUDGETS: Final = 4
+#: bytes waiting in the socket at a check: look again this much later (s), once the busy
+#: loop has read them
+_LOOK_S: Final = 0.0005
 
 
 class RedisConnectionLost(ConnectionError):
     """The connection closed (or the reply stream broke) before every reply arrived."""
+
+
+class RedisConnectTimeout(ConnectionError):
+    """Connection set-up (TCP connect, TLS handshake, AUTH, SELECT) did not finish within
+    the connect timeout; the attempt was abandoned and its connection aborted."""
 
 
 class RedisAuthError(ConnectionError):
@@ -66,29 +100,38 @@ class RedisAuthError(ConnectionError):
 
 
 class _Call:
-    """One call in flight on a connection."""
+    """One call in flight on a connection (times on :func:`time.monotonic`, seconds)."""
 
-    __slots__ = ("count", "future", "progress", "replies")
+    __slots__ = ("budget", "count", "future", "last_chance", "replies", "timer", "written")
 
-    def __init__(self, count: int, future: asyncio.Future[None], progress: int) -> None:
+    def __init__(self, count: int, future: asyncio.Future[None], budget: float | None) -> None:
         self.count = count
         self.replies: list[Any] = []
         self.future = future
-        #: replies the connection had received when the call was queued
-        self.progress = progress
+        #: the store's time budget (None: no deadline) and when the call was written
+        self.budget = budget
+        self.written = 0.0
+        #: past the hard limit, the one more look given to bytes waiting in the socket
+        self.last_chance = False
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class _Connection(asyncio.Protocol):
     """One connection shared by concurrent calls (see the module docstring)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, silence_limit: float) -> None:
         self.loop = loop
+        #: owed replies and no byte for this long (s): the connection is dead, closed
+        self.silence_limit = silence_limit
+        #: when the last byte came (monotonic s; the connection's opening before that)
+        self.last_byte = time.monotonic()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
         self._calls: collections.deque[_Call] = collections.deque()
         self._out: list[bytes] = []
-        #: replies received so far; writes made (tests)
-        self.progress = 0
+        #: bytes received so far; writes made (tests)
+        self.received = 0
         self.writes = 0
         self.closed = False
 
@@ -101,10 +144,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         calls = self._calls
+        self.received += len(data)
+        self.last_byte = time.monotonic()
         try:
             reader.feed(data)
             while (reply := reader.gets()) is not False:
-                self.progress += 1
                 call = calls[0]  # IndexError: a reply nobody asked for
                 call.replies.append(reply)
                 if len(call.replies) == call.count:
@@ -131,51 +175,81 @@ class _Connection(asyncio.Protocol):
     async def call(self, payload: bytes, count: int, deadline: float | None = None) -> list[Any]:
         """Queue ``payload`` (``count`` packed commands) and return their ``count`` replies.
 
-        ``deadline`` (event loop time): raise TimeoutError if by then Redis has not been
-        answering (see :meth:`_deadline_passed`); with no reply at all since the call was
-        queued, the connection is closed too."""
+        ``deadline`` (event loop time) gives the store its time budget, ``deadline`` minus
+        the loop's time now, counted from the moment the payload is written: TimeoutError
+        once Redis has been silent that long (see :meth:`_check`)."""
         if self.closed or self._transport is None:
             raise RedisConnectionLost("the connection is closed")
         if count == 0:
             return []
-        call = _Call(count, self.loop.create_future(), self.progress)
+        budget = None if deadline is None else max(deadline - self.loop.time(), 0.0)
+        call = _Call(count, self.loop.create_future(), budget)
         self._calls.append(call)
         if not self._out:  # the first call of this loop iteration: write them all after it
             self.loop.call_soon(self._flush)
         self._out.append(payload)
-        timer = None
-        if deadline is not None:
-            grace = max((deadline - self.loop.time()) / 8, 0.0005)
-            timer = self.loop.call_at(deadline, self._deadline_passed, call, grace, 8)
         try:
             await call.future
         except TimeoutError:
-            if self.progress == call.progress:  # nothing came back since: a silent server
-                self.close()
+            self._watch()
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            if call.timer is not None:
+                call.timer.cancel()
         return call.replies
 
     def _flush(self) -> None:
         out, self._out = self._out, []
-        if self._transport is not None and not self.closed:
-            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
-            self.writes += 1
-
-    def _deadline_passed(self, call: _Call, grace: float, left: int) -> None:
-        """The deadline passed with replies missing. If Redis has been answering since the
-        call was queued (replies parsed, or bytes waiting in the socket that a busy event
-        loop has not read yet), the lateness is this process's, not the store's: check
-        again ``grace`` later, at most ``left`` more times (twice the budget in all).
-        Otherwise give up: TimeoutError."""
-        if call.future.done():
+        if self._transport is None or self.closed:
             return
-        if left > 0 and (self.progress > call.progress or self._readable()):
-            self.loop.call_later(grace, self._deadline_passed, call, grace, left - 1)
+        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self.writes += 1
+        # the budgets start now: the time a call waited for its write is this process's
+        now = time.monotonic()
+        for call in itertools.islice(reversed(self._calls), len(out)):
+            call.written = now
+            if call.budget is not None:
+                call.timer = self.loop.call_later(call.budget, self._check, call)
+
+    def _check(self, call: _Call) -> None:
+        """The call's timer: TimeoutError once Redis has been silent for the call's budget,
+        counted from the later of its write and the last byte received (replies to calls
+        ahead of it are Redis working through the queue), unless bytes wait in the socket
+        for a busy loop to read them (bytes that arrived in time are in time). The loop's
+        clock is cached per iteration (uvloop: in whole milliseconds) and a busy loop fires
+        timers late, so the times are read from the monotonic clock here. A reply still
+        arriving gets at most ``_MAX_BUDGETS`` budgets after the write in all (then one more
+        look if bytes are waiting)."""
+        if call.future.done() or call.budget is None:
+            return
+        now = time.monotonic()
+        limit = call.written + _MAX_BUDGETS * call.budget
+        until = min(max(call.written, self.last_byte) + call.budget, limit)
+        if now < until:  # early (a cached clock), or Redis spoke since: wait for the rest
+            call.timer = self.loop.call_later(until - now, self._check, call)
+            return
+        if (now < limit or not call.last_chance) and self._readable():
+            call.last_chance = now >= limit
+            call.timer = self.loop.call_later(_LOOK_S, self._check, call)
             return
         call.future.set_exception(TimeoutError("Redis did not answer within the time budget"))
+
+    def _watch(self) -> None:
+        """After a timeout: close the connection if Redis stays silent with replies owed for
+        ``silence_limit`` (a frozen server or a blackholed connection), so that the next call
+        connects again; every call queued on it then fails with RedisConnectionLost."""
+        if self._watchdog is not None or self.closed:
+            return
+        silent = time.monotonic() - self.last_byte
+        if silent >= self.silence_limit:
+            if self._calls:
+                self.close()
+            return
+        self._watchdog = self.loop.call_later(self.silence_limit - silent, self._watched)
+
+    def _watched(self) -> None:
+        self._watchdog = None
+        self._watch()
 
     def _readable(self) -> bool:
         sock = self._transport.get_extra_info("socket") if self._transport else None
@@ -189,6 +263,8 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._transport is not None:
             self._transport.abort()
 
@@ -231,8 +307,8 @@ class AsyncRedisClient:
     async def execute(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
         """The replies of ``commands`` (in order), sent in one write.
 
-        Raises :class:`RedisConnectionLost` / ``OSError`` (unreachable, closed) and
-        :class:`RedisAuthError`."""
+        Raises :class:`RedisConnectionLost` / ``OSError`` (unreachable, closed),
+        :class:`RedisConnectTimeout` (set-up stalled) and :class:`RedisAuthError`."""
         pack: Any = hiredis.pack_command
         return await self.execute_packed(b"".join(map(pack, commands)), len(commands))
 
@@ -241,9 +317,8 @@ class AsyncRedisClient:
     ) -> list[Any]:
         """:meth:`execute` of ``count`` commands already packed (RESP) into ``payload``.
 
-        ``deadline`` (event loop time) bounds connecting and the first replies
-        (TimeoutError); replies already arriving at the deadline may finish (see
-        ``_Connection._deadline_passed``)."""
+        ``deadline`` (event loop time) bounds waiting for a connection, then gives the
+        store its budget from the write (TimeoutError; see the module docstring)."""
         connection = self._connection
         if (
             connection is None
@@ -285,29 +360,36 @@ class AsyncRedisClient:
             self._connection = task.result()
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
-        connection = _Connection(loop)
-        await asyncio.wait_for(
-            loop.create_connection(
-                lambda: connection,
-                self.host,
-                self.port,
-                ssl=self._ssl,
-                server_hostname=self.host if self._ssl else None,
-            ),
-            self._connect_timeout,
-        )
-        self.connects += 1
-        if self._setup:
-            pack: Any = hiredis.pack_command
-            try:
-                replies = await connection.call(
-                    b"".join(pack(c) for c in self._setup), len(self._setup)
+        """A new connection, set up within the connect timeout: TCP connect, the TLS
+        handshake, then AUTH and SELECT, all of it. An attempt that has not finished by then
+        (a stalled network: bytes sent, no answer) is abandoned, its connection aborted, and
+        raises TimeoutError; the next call starts a new attempt."""
+        connection = _Connection(loop, self._connect_timeout)
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await loop.create_connection(
+                    lambda: connection,
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl else None,
+                    ssl_handshake_timeout=self._connect_timeout if self._ssl else None,
                 )
-            except BaseException:
-                connection.close()
-                raise
-            for command, reply in zip(self._setup, replies, strict=True):
-                if isinstance(reply, hiredis.ReplyError):
-                    connection.close()
-                    raise RedisAuthError(f"{command[0]} refused: {reply}")
+                self.connects += 1
+                if self._setup:
+                    pack: Any = hiredis.pack_command
+                    replies = await connection.call(
+                        b"".join(pack(c) for c in self._setup), len(self._setup)
+                    )
+                    for command, reply in zip(self._setup, replies, strict=True):
+                        if isinstance(reply, hiredis.ReplyError):
+                            raise RedisAuthError(f"{command[0]} refused: {reply}")
+        except TimeoutError:
+            connection.close()
+            raise RedisConnectTimeout(
+                f"connection set-up took longer than {self._connect_timeout:g} s"
+            ) from None
+        except BaseException:
+            connection.close()
+            raise
         return connection

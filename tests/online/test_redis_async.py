@@ -245,9 +245,10 @@ def test_read_encoded_async_on_a_dead_server_is_store_unavailable(tmp_path: Path
 
 def test_deadline_fails_a_silent_server_but_not_a_busy_caller(tmp_path: Path) -> None:
     """Past the deadline with no reply: TimeoutError. A reply that reached the socket in time
-    while the event loop was busy (blocked here by a sleep) is still taken."""
+    while the event loop was busy (blocked here by a sleep) is still taken. A connection
+    silent for the connect timeout with replies owed is closed."""
     with redis_server(tmp_path / "redis") as server:
-        client = AsyncRedisClient("127.0.0.1", server.port)
+        client = AsyncRedisClient("127.0.0.1", server.port, connect_timeout=0.3)
 
         async def busy_caller() -> list[object]:
             await client.execute([("PING",)])  # connected
@@ -274,9 +275,12 @@ def test_deadline_fails_a_silent_server_but_not_a_busy_caller(tmp_path: Path) ->
                 with pytest.raises(TimeoutError):
                     await client.execute_packed(b"*1\r\n$4\r\nPING\r\n", 1, started + 0.05)
                 assert loop.time() - started < 1.0
-                # nothing came back: the connection is closed, failing what was queued on it
+                assert not other.done()  # a timeout alone leaves the connection open
+                # silent for the connect timeout: the connection is closed, failing what
+                # was queued on it
                 with pytest.raises(RedisConnectionLost):
                     await asyncio.wait_for(other, 1)
+                assert 0.3 - 0.02 < loop.time() - started < 1.0
 
             run(silent)
         finally:
