@@ -119,20 +119,38 @@ def read_to_close(sock: socket.socket, since: float, limit_s: float = 30) -> Ans
     return Answer(status, headers, body, closed)
 
 
+class Responses:
+    """Responses with a Content-Length read one at a time from a connection left open (what
+    one ``recv`` returns beyond a response is kept for the next)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def _more(self) -> None:
+        self.sock.settimeout(30)
+        chunk = self.sock.recv(65536)
+        assert chunk, f"closed after {self.buffer!r}"
+        self.buffer += chunk
+
+    def next(self) -> Answer:
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            n.strip().lower(): v.strip() for n, _, v in (li.partition(":") for li in lines[1:])
+        }
+        size = int(headers["content-length"])
+        while len(self.buffer) < size:
+            self._more()
+        body, self.buffer = self.buffer[:size], self.buffer[size:]
+        return Answer(int(lines[0].split(" ")[1]), headers, body, 0.0)
+
+
 def read_one(sock: socket.socket) -> Answer:
-    """One response with a Content-Length, leaving the connection open."""
-    sock.settimeout(30)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {n.strip().lower(): v.strip() for n, _, v in (li.partition(":") for li in lines[1:])}
-    while len(body) < int(headers["content-length"]):
-        body += sock.recv(65536)
-    return Answer(int(lines[0].split(" ")[1]), headers, body, 0.0)
+    """One response on a connection that carries no other."""
+    return Responses(sock).next()
 
 
 def retrieve_request(body: bytes = BODY, key: bool = True) -> bytes:
@@ -210,6 +228,19 @@ def test_a_keep_alive_connection_outlives_the_header_timeout(server: SidecarServ
             statuses.append(read_one(sock).status)
             time.sleep(HEADER_TIMEOUT / 3)
     assert len(statuses) >= 6 and set(statuses) == {200}
+
+
+def test_pipelined_requests_are_answered_in_order(server: SidecarServer) -> None:
+    """Three requests in one write (the second without a key): three answers in order, on
+    a connection that stays open, the body deadline of each starting when it is handled."""
+    with connect(server) as sock:
+        responses = Responses(sock)
+        sock.sendall(retrieve_request() + retrieve_request(key=False) + retrieve_request())
+        statuses = [responses.next().status for _ in range(3)]
+        time.sleep(HEADER_TIMEOUT / 2)
+        sock.sendall(retrieve_request())
+        statuses.append(responses.next().status)
+    assert statuses == [200, 401, 200, 200]
 
 
 # --- bodies --------------------------------------------------------------------------------
