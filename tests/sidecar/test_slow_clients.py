@@ -243,6 +243,18 @@ def test_pipelined_requests_are_answered_in_order(server: SidecarServer) -> None
     assert statuses == [200, 401, 200, 200]
 
 
+def test_many_pipelined_requests_are_not_taken_for_large_headers(server: SidecarServer) -> None:
+    """400 requests of 1 KiB headers each in one write (the server reads them in chunks
+    that end inside some request's headers): each is counted on its own, none is refused
+    with 431."""
+    request = RETRIEVE + b"X-Pad: " + b"p" * 1000 + b"\r\nContent-Length: 2\r\n\r\n{}"
+    with connect(server) as sock:
+        responses = Responses(sock)
+        sock.sendall(request * 400)
+        statuses = [responses.next().status for _ in range(400)]
+    assert statuses == [401] * 400
+
+
 # --- bodies --------------------------------------------------------------------------------
 
 
