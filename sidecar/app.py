@@ -34,6 +34,7 @@ from featurestore.registry import Registry, load_registry
 from sidecar.endpoints import RETRIEVE, route_path
 from sidecar.metrics import MetricsMiddleware
 from sidecar.routes import ROUTES, RetrieveEndpoint, http_error, server_error
+from sidecar.server import ConnectionLimits, SidecarProtocol
 from sidecar.settings import Settings, check_settings
 from sidecar.state import Sidecar
 
@@ -133,9 +134,17 @@ def configure_logging() -> None:
 
 def serving_worker(app: Starlette) -> Starlette:
     """``app`` made ready to serve in this process: the garbage collector tuned for it
-    (:func:`tune_gc`, after everything built at startup). Call it where uvicorn loads the
-    app, as :func:`app_from_env` does."""
+    (:func:`tune_gc`, after everything built at startup), the connection limits of its
+    settings given to the HTTP protocol (:class:`~sidecar.server.SidecarProtocol`). Call it
+    where uvicorn loads the app, as :func:`app_from_env` does."""
     settings: Settings = app.state.sidecar.settings
+    SidecarProtocol.use_limits(
+        ConnectionLimits(
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            max_connections=settings.max_connections,
+        )
+    )
     tune_gc(settings.gc_thresholds)
     return app
 

@@ -1,4 +1,5 @@
-"""``featurestore serve``: run the sidecar with uvicorn (uvloop, httptools).
+"""``featurestore serve``: run the sidecar with uvicorn (uvloop, httptools bounded against
+slow and malformed clients: :mod:`sidecar.server`).
 
 Register it on the command line's main group::
 
@@ -78,6 +79,29 @@ __all__ = ["serve_command"]
     help="Cache TTL, default and per view: '5s' or '2s,merchant_chargeback_features=30s'.",
 )
 @click.option(
+    "--header-timeout",
+    default=None,
+    envvar="FEATURESTORE_HEADER_TIMEOUT",
+    show_envvar=True,
+    help="Time a client has to send a request's line and headers, e.g. '5s' (then 408) "
+    "[default: 5s].",
+)
+@click.option(
+    "--body-timeout",
+    default=None,
+    envvar="FEATURESTORE_BODY_TIMEOUT",
+    show_envvar=True,
+    help="Time a client has to send a request's body once its headers are in [default: 10s].",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="FEATURESTORE_MAX_CONNECTIONS",
+    show_envvar=True,
+    help="Open connections per worker at most; one more is answered 503 [default: 1024].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -102,6 +126,9 @@ def serve_command(
     store_timeout_ms: float | None,
     cache_size: int | None,
     cache_ttl: str | None,
+    header_timeout: str | None,
+    body_timeout: str | None,
+    max_connections: int | None,
     log_level: str,
     access_log: bool,
     graceful_timeout: int,
@@ -115,6 +142,7 @@ def serve_command(
     from featurestore.registry import RegistryError
     from sidecar.app import configure_logging, create_app, serving_worker
     from sidecar.auth import hash_key
+    from sidecar.server import SidecarProtocol
     from sidecar.settings import Settings, SettingsError
 
     overrides = {
@@ -127,6 +155,9 @@ def serve_command(
         else repr(store_timeout_ms),
         "FEATURESTORE_CACHE_SIZE": None if cache_size is None else str(cache_size),
         "FEATURESTORE_CACHE_TTL": cache_ttl,
+        "FEATURESTORE_HEADER_TIMEOUT": header_timeout,
+        "FEATURESTORE_BODY_TIMEOUT": body_timeout,
+        "FEATURESTORE_MAX_CONNECTIONS": None if max_connections is None else str(max_connections),
     }
     for name, value in overrides.items():
         if value is not None:
@@ -169,7 +200,7 @@ def serve_command(
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=SidecarProtocol,  # httptools, bounded: sidecar/server.py
             lifespan="on",
             log_level=log_level,
             access_log=access_log,

@@ -28,7 +28,17 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
                                     (durations: :mod:`featurestore.durations`); ``0`` = never
                                     cached (default ``5s``)
 ``FEATURESTORE_MAX_KEYS``           entity keys per request at most (default 1000)
-``FEATURESTORE_MAX_BODY_BYTES``     request body size limit (default 1048576)
+``FEATURESTORE_MAX_BODY_BYTES``     request body size limit (default 1048576), checked
+                                    while the body is read
+``FEATURESTORE_HEADER_TIMEOUT``     time a client has to send a request's line and headers,
+                                    from the connection's opening (first request) or the
+                                    request's first byte, in total (default ``5s``; a
+                                    duration, :mod:`featurestore.durations`); then 408
+``FEATURESTORE_BODY_TIMEOUT``       time a client has to send a request's body once its
+                                    headers are in (default ``10s``); then 408
+``FEATURESTORE_MAX_CONNECTIONS``    open connections per worker process at most (default
+                                    1024); one more is answered 503 and closed
+                                    (:mod:`sidecar.server`)
 ``FEATURESTORE_BREAKER_FAILURES``   consecutive store failures that open the circuit
                                     (default 5)
 ``FEATURESTORE_BREAKER_COOLDOWN_MS`` the longest the circuit stays open before one trial
@@ -116,6 +126,9 @@ class Settings:
     breaker_cooldown_s: float = 1.0
     gc_thresholds: tuple[int, int, int] = (700, 10, 1_000_000)
     gc_full_interval_s: float = 600.0
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 1024
 
     def __post_init__(self) -> None:
         if not self.online_url:
@@ -131,6 +144,9 @@ class Settings:
             "max_body_bytes": self.max_body_bytes,
             "breaker_failures": self.breaker_failures,
             "breaker_cooldown_s": self.breaker_cooldown_s,
+            "header_timeout_s (FEATURESTORE_HEADER_TIMEOUT)": self.header_timeout_s,
+            "body_timeout_s (FEATURESTORE_BODY_TIMEOUT)": self.body_timeout_s,
+            "max_connections (FEATURESTORE_MAX_CONNECTIONS)": self.max_connections,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -210,6 +226,13 @@ class Settings:
             gc_full_interval_s=_seconds(
                 env.get("FEATURESTORE_GC_FULL_INTERVAL", "10m"), "FEATURESTORE_GC_FULL_INTERVAL"
             ),
+            header_timeout_s=_seconds(
+                env.get("FEATURESTORE_HEADER_TIMEOUT", "5s"), "FEATURESTORE_HEADER_TIMEOUT"
+            ),
+            body_timeout_s=_seconds(
+                env.get("FEATURESTORE_BODY_TIMEOUT", "10s"), "FEATURESTORE_BODY_TIMEOUT"
+            ),
+            max_connections=int(number("FEATURESTORE_MAX_CONNECTIONS", 1024, integer=True)),
         )
 
 
