@@ -75,6 +75,10 @@ class Check:
     source: str
     #: checked over all of the view's rows by the validator itself (Arrow), not by GE
     whole_view: bool = False
+    #: checked chunk by chunk by the validator itself with Arrow, not by GE (GE's pandas
+    #: ``expect_column_values_to_be_between`` on a datetime column calls Python per value:
+    #: ~1.2 s per 400,000 values, a fifth of a load's time)
+    arrow: bool = False
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
@@ -105,8 +109,15 @@ def derive_checks(
         now = now.astimezone(dt.UTC).replace(tzinfo=None)
     not_after = now + tolerance
 
-    def add(expectation: str, origin: str, *, whole_view: bool = False, **kwargs: Any) -> None:
-        check = Check(expectation, kwargs, origin, whole_view)
+    def add(
+        expectation: str,
+        origin: str,
+        *,
+        whole_view: bool = False,
+        arrow: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        check = Check(expectation, kwargs, origin, whole_view, arrow)
         if all((c.expectation, c.kwargs) != (check.expectation, check.kwargs) for c in checks):
             checks.append(check)
 
@@ -149,6 +160,7 @@ def derive_checks(
         add(
             "expect_column_values_to_be_between",
             f"clock: not later than the load's now + {tolerance.total_seconds():g} s",
+            arrow=True,
             column=column,
             max_value=not_after,
         )
@@ -296,7 +308,7 @@ class ViewValidator:
         batch = asset.add_batch_definition_whole_dataframe("chunk")
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_online_rows"))
         for index, check in enumerate(self.checks):
-            if check.whole_view:
+            if check.whole_view or check.arrow:
                 continue
             expectation = getattr(gxe, _camel(check.expectation))(**dict(check.kwargs))
             added = suite.add_expectation(expectation)
@@ -342,6 +354,16 @@ class ViewValidator:
             room = MAX_SAMPLES - len(failure.samples)
             for position in list(positions)[: max(room, 0)]:
                 failure.samples.append(sample_row(table, int(position)))
+        for index, check in enumerate(self.checks):
+            if check.arrow:
+                later = _later_than(table, check)
+                if later:
+                    failure = self._failures.setdefault(index, ExpectationFailure(check))
+                    failure.unexpected_count += len(later)
+                    offending.update(later)
+                    room = MAX_SAMPLES - len(failure.samples)
+                    for position in later[: max(room, 0)]:
+                        failure.samples.append(sample_row(table, position))
         mask = np.ones(rows, dtype=np.bool_) if whole_chunk else np.zeros(rows, dtype=np.bool_)
         mask[sorted(offending)] = True
         self._offending.append(mask)
@@ -398,6 +420,23 @@ class ViewValidator:
         mask[positions] = True
         self._offending = [mask]
         self._failures[index] = failure
+
+
+def _later_than(table: pa.Table, check: Check) -> list[int]:
+    """The positions of the rows whose ``check.kwargs["column"]`` (a timestamp column) is
+    later than ``check.kwargs["max_value"]`` (naive UTC), as GE's
+    ``expect_column_values_to_be_between(max_value=...)`` would find them (nulls pass: the
+    not-null check reports them; a column of another type is left to the type check)."""
+    limit = check.kwargs.get("max_value")
+    column = table[check.kwargs["column"]]
+    if limit is None or not pa.types.is_timestamp(column.type):
+        return []
+    if column.type.tz is not None:  # as ge_frame shows it: naive UTC
+        column = column.cast(pa.timestamp(column.type.unit))
+    later = pc.fill_null(pc.greater(column, pa.scalar(limit, column.type)), False)
+    if not pc.any(later).as_py():
+        return []
+    return [int(i) for i in pc.indices_nonzero(later).to_pylist()]
 
 
 def preload_validation() -> None:
