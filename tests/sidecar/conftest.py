@@ -73,11 +73,17 @@ def unscoped_key() -> ApiKey:
 
 
 @pytest.fixture(scope="session")
-def parsed_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    """The demo project's registry from ``dbt parse`` (no build: records are written by
+def parsed_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo project's manifest from ``dbt parse`` (no build: records are written by
     hand), with ``user_profile_features`` as a second view of the user entity and
     ``avg_order_value_90d`` without a default (:func:`~tests.sidecar.harness.variant_manifest`)."""
     workdir = tmp_path_factory.mktemp("dbt-parse")
     Warehouse(workdir).dbt("parse")
     manifest = workdir / "target" / "manifest.json"
-    return load_registry(variant_manifest(manifest, Path(workdir / "variant_manifest.json")))
+    return variant_manifest(manifest, Path(workdir / "variant_manifest.json"))
+
+
+@pytest.fixture(scope="session")
+def parsed_registry(parsed_manifest: Path) -> Registry:
+    """The registry of :func:`parsed_manifest`."""
+    return load_registry(parsed_manifest)

@@ -19,7 +19,7 @@ import pytest
 from featurestore.online.layout import Record
 from featurestore.online.store import InvalidRecord, OnlineStore
 from featurestore.online.urls import open_store
-from featurestore.registry import FeatureView, Registry, ValueType, load_registry
+from featurestore.registry import FeatureView, Registry, ValueType
 from sidecar.invalid_records import InvalidRecordLog
 from tests.online.corruption import Corruption, corrupt
 from tests.sidecar.harness import (
@@ -29,9 +29,7 @@ from tests.sidecar.harness import (
     metric,
     running_sidecar,
     sidecar_env,
-    variant_manifest,
 )
-from tests.warehouse import Warehouse
 
 TXN = "user_transaction_features"
 PROFILE = "user_profile_features"
@@ -43,17 +41,14 @@ NOT_A_NUMBER = Corruption("user_7d_transaction_count", "many", {"S": "many"})
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo project's manifest from ``dbt parse`` (no build: records are written here),
-    with the test variant's second view of the user entity."""
-    workdir = tmp_path_factory.mktemp("invalid-parse")
-    Warehouse(workdir).dbt("parse")
-    return variant_manifest(workdir / "target" / "manifest.json", workdir / "manifest.json")
+def manifest(parsed_manifest: Path) -> Path:
+    """The parsed demo manifest with the test variant's second view of the user entity."""
+    return parsed_manifest
 
 
 @pytest.fixture(scope="module")
-def registry(manifest: Path) -> Registry:
-    return load_registry(manifest)
+def registry(parsed_registry: Registry) -> Registry:
+    return parsed_registry
 
 
 def value(value_type: ValueType, n: int) -> object:

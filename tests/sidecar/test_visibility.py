@@ -22,16 +22,14 @@ import httpx
 import pytest
 import redis
 
-from featurestore.registry import Registry, load_registry
+from featurestore.registry import Registry
 from tests.servers import RedisServer, redis_server
 from tests.sidecar.harness import (
     API_KEY,
     SidecarServer,
     running_sidecar,
     sidecar_env,
-    variant_manifest,
 )
-from tests.warehouse import Warehouse
 
 ADMIN_PASSWORD = "admin-pw-0c41d2"
 USER = "fsreader7"
@@ -49,16 +47,14 @@ SCOPES: dict[str, tuple[list[str] | None, list[str] | None]] = {
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo project's manifest (``dbt parse``) with a second view of the user entity."""
-    workdir = tmp_path_factory.mktemp("visibility-dbt")
-    Warehouse(workdir).dbt("parse")
-    return variant_manifest(workdir / "target" / "manifest.json", workdir / "variant.json")
+def manifest(parsed_manifest: Path) -> Path:
+    """The parsed demo manifest with the test variant's second view of the user entity."""
+    return parsed_manifest
 
 
 @pytest.fixture(scope="module")
-def registry(manifest: Path) -> Registry:
-    return load_registry(manifest)
+def registry(parsed_registry: Registry) -> Registry:
+    return parsed_registry
 
 
 def add_reader(server: RedisServer) -> None:
