@@ -191,7 +191,11 @@ class SidecarProtocol(HttpToolsProtocol):
         self._deadline = self.loop.time() + timeout_s
         if phase == _HEADERS:
             self._header_bytes = 0
-        if self._timer is None:
+        timer = self._timer
+        if timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+        elif timer.when() > self._deadline:  # armed for a later phase (a body): fire sooner
+            timer.cancel()
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
 
     def _on_timer(self) -> None:

@@ -115,7 +115,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Self, TypeVar
 
 import boto3
@@ -422,8 +422,11 @@ def _integer(item: dict[str, Any], name: str) -> int:
     text = attribute.get("N") if isinstance(attribute, dict) else None
     if not isinstance(text, str):
         raise OnlineLayoutError(f"{name} is not a number (N): {attribute!r:.60}")
-    number = Decimal(text)  # DynamoDB numbers are finite decimals
-    if number != number.to_integral_value():
+    try:
+        number = Decimal(text)  # DynamoDB numbers are finite decimals
+    except InvalidOperation:  # not a number at all (a server that does not check N values)
+        raise OnlineLayoutError(f"{name} = {text!r:.60} is not a number") from None
+    if not number.is_finite() or number != number.to_integral_value():
         raise OnlineLayoutError(f"{name} = {text} is not an integer")
     return int(number)
 

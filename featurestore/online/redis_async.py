@@ -240,7 +240,10 @@ class _Connection(asyncio.Protocol):
         connects again; every call queued on it then fails with RedisConnectionLost."""
         if self._watchdog is not None or self.closed:
             return
-        silent = time.monotonic() - self.last_byte
+        # silent since the last byte, or since the oldest reply owed was asked for (an idle
+        # connection is not silent: it owes nothing)
+        since = max(self.last_byte, self._calls[0].written) if self._calls else self.last_byte
+        silent = time.monotonic() - since
         if silent >= self.silence_limit:
             if self._calls:
                 self.close()

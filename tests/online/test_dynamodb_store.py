@@ -705,3 +705,16 @@ def test_a_huge_load_message_is_truncated_not_lost(ddb: DynamoDBStore) -> None:
     assert back.message.startswith("rows: xxx") and back.message.endswith("[truncated]")
     assert len(back.message) < 64 * 1024 and back.watermark_after == 1
     assert dataclasses.replace(back, message=big.message) == big
+
+
+@pytest.mark.parametrize("text", ["soon", "NaN", "Infinity", "1e", "2.5"])
+def test_a_number_attribute_that_is_no_integer_is_a_layout_error(text: str) -> None:
+    """The item decoder's integer reading (pure logic: moto itself fails on such an N, real
+    DynamoDB refuses to store it): a layout error, read as an InvalidRecord, never an
+    arithmetic traceback."""
+    from featurestore.online.dynamodb_store import _integer
+    from featurestore.online.layout import OnlineLayoutError
+
+    with pytest.raises(OnlineLayoutError, match="exp"):
+        _integer({"exp": {"N": text}}, "exp")
+    assert _integer({"exp": {"N": "1700000000"}}, "exp") == 1_700_000_000

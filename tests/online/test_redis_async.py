@@ -286,3 +286,31 @@ def test_deadline_fails_a_silent_server_but_not_a_busy_caller(tmp_path: Path) ->
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         client.close()
+
+
+def test_a_timeout_after_an_idle_spell_leaves_the_connection_open(tmp_path: Path) -> None:
+    """Silence is counted from the oldest reply owed, not from the last byte ever received: a
+    connection idle for longer than the connect timeout, then one call timing out while Redis
+    is briefly stopped, keeps the connection, and the call queued beside it gets its reply."""
+    with redis_server(tmp_path / "redis") as server:
+        client = AsyncRedisClient("127.0.0.1", server.port, connect_timeout=0.3)
+        assert server.proc is not None
+        pid = server.proc.pid
+
+        async def idle_then_timeout() -> object:
+            await client.execute([("PING",)])  # connected, then idle past the connect timeout
+            await asyncio.sleep(0.5)
+            loop = asyncio.get_running_loop()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                other = asyncio.ensure_future(client.execute([("PING",)]))  # no deadline
+                with pytest.raises(TimeoutError):
+                    await client.execute_packed(b"*1\r\n$4\r\nPING\r\n", 1, loop.time() + 0.05)
+                await asyncio.sleep(0.1)  # Redis back well within the connect timeout
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            return await asyncio.wait_for(other, 2)
+
+        assert run(idle_then_timeout) == [b"PONG"]
+        assert client.connects == 1
+        client.close()

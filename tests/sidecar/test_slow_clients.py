@@ -230,6 +230,28 @@ def test_a_keep_alive_connection_outlives_the_header_timeout(server: SidecarServ
     assert len(statuses) >= 6 and set(statuses) == {200}
 
 
+def test_slow_headers_after_a_request_with_a_body_are_cut_at_the_header_timeout(
+    server: SidecarServer,
+) -> None:
+    """A request with a body (its deadline the later body timeout) then, on the same
+    connection, one whose headers never end: cut at the header timeout from its first byte,
+    not at the body deadline left armed by the request before it."""
+    request = retrieve_request()
+    head, _, body = request.partition(b"\r\n\r\n")
+    with connect(server) as sock:
+        sock.sendall(head + b"\r\n\r\n")  # the app gets the request before its body, which
+        time.sleep(HEADER_TIMEOUT + 0.1)  # comes after the first header deadline: the timer
+        # is then armed for the body's (BODY_TIMEOUT after the request began)
+        sock.sendall(body)
+        assert read_one(sock).status == 200
+        started = time.monotonic()
+        sock.sendall(RETRIEVE + b"X-API-Key: " + API_KEY.encode() + b"\r\n")
+        answer = read_to_close(sock, started)
+    assert answer.status == 408 and answer.error_code() == "REQUEST_TIMEOUT"
+    # the body's deadline would cut it at about BODY_TIMEOUT - HEADER_TIMEOUT - 0.1 = 0.9 s
+    assert answer.closed_after_s < HEADER_TIMEOUT + 0.3, answer.closed_after_s
+
+
 def test_pipelined_requests_are_answered_in_order(server: SidecarServer) -> None:
     """Three requests in one write (the second without a key): three answers in order, on
     a connection that stays open, the body deadline of each starting when it is handled."""
