@@ -302,6 +302,12 @@ def test_several_workers_share_metrics(
     merchants = present_keys(rows, 5)
     env = sidecar_env(url, demo_warehouse.target_path / "manifest.json")
     with running_sidecar(tmp_path, env, ["--workers", "2"]) as server:
+        # the port answers once one worker is up: wait for the other (a busy host starts it
+        # seconds later), so that the requests can land on both
+        deadline = time.monotonic() + 60
+        while server.output().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
         sent = 12
         for _ in range(sent):
             with server.client() as client:  # a new connection each time
