@@ -87,3 +87,15 @@ def parsed_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def parsed_registry(parsed_manifest: Path) -> Registry:
     """The registry of :func:`parsed_manifest`."""
     return load_registry(parsed_manifest)
+
+
+@pytest.fixture(scope="session")
+def manifest(parsed_manifest: Path) -> Path:
+    """The sidecar suites' manifest, :func:`parsed_manifest` (a module may override it)."""
+    return parsed_manifest
+
+
+@pytest.fixture(scope="session")
+def registry(parsed_registry: Registry) -> Registry:
+    """The registry of :func:`manifest` (a module may override it)."""
+    return parsed_registry

@@ -40,17 +40,6 @@ LOG_LINE = "a stored record cannot be decoded"
 NOT_A_NUMBER = Corruption("user_7d_transaction_count", "many", {"S": "many"})
 
 
-@pytest.fixture(scope="module")
-def manifest(parsed_manifest: Path) -> Path:
-    """The parsed demo manifest with the test variant's second view of the user entity."""
-    return parsed_manifest
-
-
-@pytest.fixture(scope="module")
-def registry(parsed_registry: Registry) -> Registry:
-    return parsed_registry
-
-
 def value(value_type: ValueType, n: int) -> object:
     """The written value of feature number ``n`` (a pure function of it)."""
     if value_type == "int":

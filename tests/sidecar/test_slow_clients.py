@@ -26,7 +26,7 @@ from tests.sidecar.harness import (
     running_sidecar,
     sidecar_env,
 )
-from tests.warehouse import REPO, Warehouse
+from tests.warehouse import REPO
 
 HEADER_TIMEOUT = 0.5
 BODY_TIMEOUT = 1.5
@@ -37,15 +37,6 @@ SLACK = 1.0
 
 RETRIEVE = b"POST /api/v1/features/retrieve HTTP/1.1\r\nHost: sidecar\r\n"
 BODY = b'{"entity_name":"user","entity_keys":["u1"],"features":["user_7d_transaction_count"]}'
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo project's manifest from ``dbt parse`` (nothing is built: the store is empty
-    and requests are answered with defaults)."""
-    workdir = tmp_path_factory.mktemp("dbt-parse")
-    Warehouse(workdir).dbt("parse")
-    return workdir / "target" / "manifest.json"
 
 
 def limits_env(manifest: Path, workdir: Path) -> dict[str, str]:

@@ -46,17 +46,6 @@ SCOPES: dict[str, tuple[list[str] | None, list[str] | None]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def manifest(parsed_manifest: Path) -> Path:
-    """The parsed demo manifest with the test variant's second view of the user entity."""
-    return parsed_manifest
-
-
-@pytest.fixture(scope="module")
-def registry(parsed_registry: Registry) -> Registry:
-    return parsed_registry
-
-
 def add_reader(server: RedisServer) -> None:
     """The ACL user the sidecar connects as (lost when the server restarts)."""
     admin = redis.Redis(port=server.port, password=ADMIN_PASSWORD)
