@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeGuard
 
 from featurestore.durations import DurationError, parse_duration
 from featurestore.suggestions import did_you_mean
+from featurestore.windows import Aggregation, WindowedSource
 
 __all__ = [
     "DEFAULT_MANIFEST",
@@ -124,6 +125,8 @@ class Feature:
     range_min: float | None = None
     range_max: float | None = None
     accepted_values: tuple[object, ...] | None = None
+    #: the declared windowed aggregation (None: a hand-written feature)
+    aggregation: Aggregation | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,14 @@ class FeatureView:
     features: tuple[Feature, ...]
     #: the generic data tests declared on the view's columns, by column then test name
     data_tests: tuple[DataTest, ...] = ()
+    #: a declared (windowed) view's event model (``meta.featurestore.windowed``); None: a
+    #: hand-written view. Every feature of a windowed view has an ``aggregation``.
+    windowed: WindowedSource | None = None
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the online store holds tiles of this view (a declared view)."""
+        return self.windowed is not None
 
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)

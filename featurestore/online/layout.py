@@ -1,7 +1,7 @@
 """The online layout: how feature values are keyed and encoded in every online store.
 
 This module owns the contract. The loader and the sidecar build keys and encode values
-only through it. Layout version 1:
+only through it. Layout version 2 (version 1 plus record timelines):
 
 Record
     One *record* per (entity key, feature view): ALL of the view's feature values for that
@@ -53,6 +53,29 @@ SQLite (embedded, WAL)
     Table ``online_records(entity, entity_key, view, ts, ver, exp, payload)`` keyed by
     (entity, entity_key, view); ``payload`` is the JSON object of non-null encoded values.
 
+Timelines (layout version 2)
+    A record may carry a *timeline*: one opaque text next to its values (Redis field
+    ``_tl:<view>``, SQLite column ``timeline``, DynamoDB attribute ``tl`` (S)), written and
+    removed atomically with the record and read back in the same round trip. Stores never
+    look inside it; the loader encodes it and the sidecar decodes it with the functions below.
+
+    * A *tiled* (declared, windowed) view's record holds no feature values: its timeline is
+      the entity's tile set (:func:`encode_tile_set`), ``ts`` the latest ingestion time of the
+      entity's events in it, ``ver`` the load's cutoff ``C`` (every event ingested up to ``C``
+      is in it), ``exp`` the instant its last tile leaves its last window. A re-run of the same
+      load is an equal ``(ts, ver)``: a no-op. Tile set JSON: ``{"<hop s>": {"<tile start s>":
+      [partial, ...]}}``, one partial per feature of that hop in the view's feature order:
+      ``count`` an integer, ``sum`` an integer or a decimal string (``"123.45"``, exact),
+      ``avg`` ``[count, sum]``, ``null`` for none (see :mod:`featurestore.windows`).
+    * A *hand-written* view's record holds its value at ``ts``, the **last** row of the
+      entity's history up to the load's cutoff plus the schedule horizon (the view's
+      ``freshness_sla``); its timeline (absent when there is none) lists the earlier rows
+      from the one valid at the cutoff: the *scheduled* values, ``[[ts_us, [encoded value
+      or null, ...]], ...]`` ascending, values in the view's feature order
+      (:func:`encode_steps`). At time ``T`` a reader serves the latest of (steps, record)
+      whose ``ts`` <= ``T`` (the first step if ``T`` is earlier), each with its own expiry
+      ``ts + ttl``. Newer-wins compares the record's (last) ``(ts, ver)``.
+
 Values
     Encoded as text by :func:`encode_value`: int -> decimal digits, float -> ``repr`` (exact
     round trip; NaN and infinities are refused), bool -> ``1``/``0``, string as is, timestamp
@@ -69,6 +92,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Final
 
 import orjson
@@ -81,9 +105,14 @@ __all__ = [
     "MAX_KEY_PART_CHARS",
     "OnlineLayoutError",
     "Record",
+    "TileSet",
+    "decode_steps",
+    "decode_tile_set",
     "decode_value",
     "dynamodb_pk",
     "encode_python_value",
+    "encode_steps",
+    "encode_tile_set",
     "encode_value",
     "entity_token",
     "exp_field",
@@ -92,11 +121,12 @@ __all__ = [
     "parse_entity_token",
     "redis_key",
     "redis_keys",
+    "timeline_field",
     "ts_field",
     "ver_field",
 ]
 
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2
 DEFAULT_NAMESPACE: Final = "fs"
 #: characters (code points, before escaping) of one entity key part at most: what the
 #: sidecar accepts by default (``max_key_part_chars``) and the loader's gate lets through
@@ -120,6 +150,8 @@ class Record:
     ver: int
     exp: int
     values: dict[str, object]
+    #: the encoded timeline (tile set or scheduled steps, see the module docstring), or None
+    timeline: bytes | None = None
 
     def newer_than(self, ts: int, ver: int) -> bool:
         return (self.ts, self.ver) > (ts, ver)
@@ -198,6 +230,99 @@ def ver_field(view: str) -> str:
 
 def exp_field(view: str) -> str:
     return f"_exp:{view}"
+
+
+def timeline_field(view: str) -> str:
+    return f"_tl:{view}"
+
+
+#: a tile set: hop seconds -> tile start seconds -> the partials of the hop's features
+TileSet = dict[int, dict[int, tuple[object, ...]]]
+
+
+def _partial_json(partial: object) -> object:
+    if partial is None or (isinstance(partial, int) and not isinstance(partial, bool)):
+        return partial
+    if isinstance(partial, Decimal):
+        if not partial.is_finite():
+            raise OnlineLayoutError(f"a tile partial must be finite, got {partial!r}")
+        return format(partial, "f")
+    if isinstance(partial, tuple | list) and len(partial) == 2:
+        return [_partial_json(partial[0]), _partial_json(partial[1])]
+    raise OnlineLayoutError(f"not a tile partial: {partial!r}")
+
+
+def _partial_of(item: object) -> object:
+    if item is None or (isinstance(item, int) and not isinstance(item, bool)):
+        return item
+    if isinstance(item, str):
+        return Decimal(item)  # ValueError subclass (InvalidOperation) if it is not a number
+    if isinstance(item, list) and len(item) == 2:
+        return (_partial_of(item[0]), _partial_of(item[1]))
+    raise OnlineLayoutError(f"not a tile partial: {item!r}"[:80])
+
+
+def encode_tile_set(tiles: TileSet) -> bytes:
+    """The timeline text of a tiled view's record (see the module docstring)."""
+    return orjson.dumps(
+        {
+            str(hop): {
+                str(start): [_partial_json(p) for p in partials]
+                for start, partials in sorted(starts.items())
+            }
+            for hop, starts in sorted(tiles.items())
+        }
+    )
+
+
+def decode_tile_set(data: bytes | str) -> TileSet:
+    """:func:`encode_tile_set` read back (decimal strings as Decimal, pairs as tuples).
+
+    Raises ValueError if the text is not a tile set (readers: an InvalidRecord)."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise OnlineLayoutError(f"tile set is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise OnlineLayoutError("tile set is not a JSON object")
+    out: TileSet = {}
+    for hop, starts in parsed.items():
+        if not isinstance(starts, dict):
+            raise OnlineLayoutError(f"tile set hop {hop!r}: not an object")
+        tiles = out[int(hop)] = {}
+        for start, partials in starts.items():
+            if not isinstance(partials, list):
+                raise OnlineLayoutError(f"tile {hop}/{start}: not a list of partials")
+            tiles[int(start)] = tuple(_partial_of(item) for item in partials)
+    return out
+
+
+def encode_steps(steps: Sequence[tuple[int, Sequence[str | None]]]) -> bytes:
+    """The timeline text of a hand-written view's record: its scheduled earlier values,
+    ``(ts_us, encoded values in the view's feature order)`` ascending by ``ts``."""
+    return orjson.dumps([[ts, list(values)] for ts, values in steps])
+
+
+def decode_steps(data: bytes | str) -> list[tuple[int, list[str | None]]]:
+    """:func:`encode_steps` read back. Raises ValueError if it is not a list of steps."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise OnlineLayoutError(f"steps are not JSON: {exc}") from None
+    if not isinstance(parsed, list):
+        raise OnlineLayoutError("steps are not a JSON list")
+    out: list[tuple[int, list[str | None]]] = []
+    for step in parsed:
+        if (
+            not isinstance(step, list)
+            or len(step) != 2
+            or type(step[0]) is not int
+            or not isinstance(step[1], list)
+            or not all(v is None or isinstance(v, str) for v in step[1])
+        ):
+            raise OnlineLayoutError(f"not a step [ts, [values]]: {step!r}"[:80])
+        out.append((step[0], step[1]))
+    return out
 
 
 def encode_value(value: object, value_type: ValueType) -> str | None:

@@ -10,6 +10,9 @@ Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
   ``--full-refresh``, the repair of a view after a bad load) it ignores the stored
   ``(ts, ver)``: each record replaces its view's stored record for its key, and a record
   already expired removes it; other views of the same key are untouched.
+* A record's timeline (:attr:`Record.timeline`) is stored, replaced and removed with it, and
+  read back with it (``timeline`` of :class:`StoredRecord` / :class:`EncodedRecord`, None
+  when the record has none); stores never decode it.
 * :meth:`OnlineStore.read` reads any set of views for many keys of one entity in one round
   trip (one pipeline, one BatchGetItem sequence, one query), returning records that have
   not expired (``exp`` > now) with values decoded as the registry types.
@@ -103,6 +106,8 @@ class StoredRecord:
     ver: int
     exp: int
     values: dict[str, object]
+    #: the record's timeline as stored (see :mod:`featurestore.online.layout`), or None
+    timeline: bytes | None = None
 
 
 class EncodedRecord(NamedTuple):
@@ -114,6 +119,8 @@ class EncodedRecord(NamedTuple):
     ver: int
     exp: int
     values: tuple[bytes | None, ...]
+    #: the record's timeline as stored, or None
+    timeline: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
