@@ -60,6 +60,9 @@ __all__ = ["ReadOnlySQLiteStore", "SQLiteStore"]
 #: connection's SQLITE_LIMIT_LENGTH (SQLite's bytes per string, blob or row: 1e9 by default,
 #: lowered by :meth:`sqlite3.Connection.setlimit` only) before the batch is written
 _LARGE = 100_000
+#: bytes of a row besides its texts, at most: the record header (a varint per column) and
+#: the three integers (https://sqlite.org/fileformat.html#record_format)
+_ROW_OVERHEAD = 2 + 8 * 9 + 3 * 8
 
 _SCHEMA = """
 create table if not exists online_records (
@@ -240,12 +243,15 @@ class SQLiteStore(OnlineStore):
                 separators=(",", ":"),
             )  # ASCII (json escapes the rest): its length is its size in bytes
             size = len(payload) + (0 if timeline is None else len(timeline))
-            if size > _LARGE:
+            if size > _LARGE:  # the row as SQLite encodes it: keys, header and integers too
+                size += len(record.entity.encode()) + len(record.view.encode()) + _ROW_OVERHEAD
+                size += len(entity_token(record.key).encode())
                 limit = limit or self._connection().getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
                 if size > limit:
                     raise RecordRefused(
-                        f"{self.description}: {record_where(record)}: the payload and "
-                        f"timeline are {size} bytes, over SQLite's {limit} bytes per row "
+                        f"{self.description}: {record_where(record)}: the record is {size} "
+                        f"bytes as a row (payload {len(payload)}, timeline "
+                        f"{len(timeline or b'')}), over SQLite's {limit} bytes per row "
                         "(SQLITE_LIMIT_LENGTH)"
                     )
             rows.append(
