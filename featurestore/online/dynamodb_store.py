@@ -5,8 +5,11 @@ Table
     (``PAY_PER_REQUEST``), key schema ``pk`` (S, hash) = ``<entity>#<token>`` and ``sk``
     (S, range) = ``<view>``. Attributes: ``ts``, ``ver`` (N, microseconds), ``exp`` (N, epoch
     seconds; the table's TTL attribute, so DynamoDB deletes expired records itself, usually
-    within a few days: readers also drop records with ``exp <= now``) and ``f`` (M: feature
-    -> value). Loader bookkeeping lives in the same table under reserved partition keys:
+    within a few days: readers also drop records with ``exp <= now``), ``f`` (M: feature
+    -> value) and, when the record has a timeline, ``tl`` (S: its UTF-8 text, as given;
+    returned as its bytes, a B as it is, any other type an InvalidRecord). A PutItem
+    replaces the whole item, so a record without a timeline drops a stored ``tl``. Loader
+    bookkeeping lives in the same table under reserved partition keys:
     ``pk = "_meta#watermark"``, ``sk = <view>`` (attribute ``watermark``, N) and
     ``pk = "_meta#loads"``, ``sk = "<started_at>#<load_id>#<view>"`` (attribute ``record``:
     the :class:`~featurestore.online.store.LoadRecord` as JSON), listed newest first with a
@@ -64,8 +67,10 @@ Writes: one conditional PutItem per record, from a small thread pool
     botocore ``before-call`` guard on every client refuses a request carrying more than
     :data:`MAX_WRITE_ITEMS` write items (BatchWriteItem, TransactWriteItems) or more than
     :data:`MAX_READ_KEYS` keys (BatchGetItem); reads are chunked to at most 100 keys; every
-    item's size is computed by DynamoDB's rules (:func:`item_size`) and a record over 400 KB
-    is refused before anything of its batch is written, naming entity, key and view.
+    item's size is computed by DynamoDB's rules (:func:`item_size`, the timeline's ``tl``
+    included) and a record over 400 KB, or whose timeline is not bytes of UTF-8, is refused
+    (:class:`ItemTooLarge` / :class:`~featurestore.online.store.RecordRefused`, both
+    StoreErrors) before anything of its batch is written, naming entity, key and view.
 
 Retries
     Throttling (``ProvisionedThroughputExceededException``, ``ThrottlingException``,
@@ -90,7 +95,7 @@ Retries
 
 Reads
     BatchGetItem of the unique ``(pk, view)`` pairs in chunks of at most 100 (chunks fetched in
-    parallel), projecting ``pk, sk, ts, ver, exp, f``; eventually consistent unless
+    parallel), projecting ``pk, sk, ts, ver, exp, f, tl``; eventually consistent unless
     ``consistent_reads=True``; records with ``exp <= now`` are answered as ``None``, and a
     key asked for twice is answered at each position.
 

@@ -1,7 +1,15 @@
 """The embedded online store: one SQLite file in WAL mode (no server; for local use and the
 quickstart). Newer-wins is a conditional upsert on the ``(ts, ver)`` row value; a replace-mode
 write (``write(..., replace=True)``) is the same upsert without the condition, and a delete
-of the rows of records already expired, all of a batch in one transaction.
+of the rows of records already expired, all of a batch in one transaction. The upsert sets
+the ``timeline`` column with the rest of the row (NULL for a record without one), and a
+read selects it in the same query.
+
+Layout version 1 created ``online_records`` without ``timeline``: :meth:`SQLiteStore.initialize`
+(``featurestore init-store``) adds the column to such a file (idempotent), and until then
+``check``, ``read`` and ``write`` raise :class:`~featurestore.online.store.StoreNotInitialized`
+saying so. A record whose row would exceed SQLite's ``SQLITE_LIMIT_LENGTH`` is refused with
+:class:`~featurestore.online.store.RecordRefused` before the batch's transaction starts.
 
 :class:`ReadOnlySQLiteStore` is the same file opened for serving (``open_store(url,
 read_only=True)``, what the sidecar does): the file is opened with SQLite's ``mode=ro``

@@ -10,9 +10,14 @@ Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
   ``--full-refresh``, the repair of a view after a bad load) it ignores the stored
   ``(ts, ver)``: each record replaces its view's stored record for its key, and a record
   already expired removes it; other views of the same key are untouched.
-* A record's timeline (:attr:`Record.timeline`) is stored, replaced and removed with it, and
-  read back with it (``timeline`` of :class:`StoredRecord` / :class:`EncodedRecord`, None
-  when the record has none); stores never decode it.
+* A record's timeline (:attr:`Record.timeline`, bytes) is stored, replaced and removed with
+  it (a written record without one removes the stored one), and read back with it in the
+  same round trip (``timeline`` of :class:`StoredRecord` / :class:`EncodedRecord`, None
+  when the record has none); stores never decode it, so a corrupt one is returned as is.
+  A record may hold no feature values at all (a tiled view's: values ``{}`` or all None).
+* A record a store cannot hold (a timeline that is not bytes, or over one of the store's
+  size limits) is refused with :class:`RecordRefused` naming its entity, key and view,
+  before anything of the batch is written.
 * :meth:`OnlineStore.read` reads any set of views for many keys of one entity in one round
   trip (one pipeline, one BatchGetItem sequence, one query), returning records that have
   not expired (``exp`` > now) with values decoded as the registry types.
