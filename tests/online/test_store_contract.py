@@ -853,3 +853,8 @@ def test_a_timeline_that_is_not_bytes_is_refused_before_anything_is_written(
     with pytest.raises(RecordRefused, match=r"user \('u:2',\) view 'user_activity'.*bytes"):
         store.write([good, bad], now=NOW)
     assert read(store, "user", [("u1",)], NOW) == [{"user_profile": None, "user_activity": None}]
+    expired = replace(bad, exp=NOW_S)  # refused too, whether it would be skipped or removed
+    for replace_mode in (False, True):
+        with pytest.raises(RecordRefused, match=r"user \('u:2',\) view 'user_activity'"):
+            store.write([good, expired], now=NOW, replace=replace_mode)
+    assert read(store, "user", [("u1",)], NOW) == [{"user_profile": None, "user_activity": None}]
