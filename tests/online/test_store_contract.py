@@ -388,6 +388,27 @@ def test_random_interleavings_end_in_the_reference_state(store: OnlineStore, see
         assert read_everything(store, read_at) == read_reference(reference, read_at), read_at
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_random_loads_and_repairs_end_in_the_reference_state(store: OnlineStore, seed: int) -> None:
+    """Newer-wins batches interleaved with replace-mode repairs (the loader's full refresh),
+    records with and without timelines, some already expired when written: after every
+    operation the store reads as the reference (values and timelines)."""
+    rng = random.Random(seed)
+    reference = Reference()
+    modes = []
+    for step in range(14):
+        records = random_records(rng, rng.randint(3, 15))  # one record per slot
+        replace_mode = rng.random() < 0.35
+        modes.append(replace_mode)
+        now = NOW + dt.timedelta(seconds=rng.choice([0, 600, DAY + 7]))
+        got, expected = write_both(store, reference, records, now, replace=replace_mode)
+        assert got == expected, (step, replace_mode)
+        assert read_everything(store, now) == read_reference(reference, now), step
+    assert any(modes) and not all(modes)
+    with_timeline = [r for r in reference.records.values() if r.timeline is not None]
+    assert with_timeline and len(with_timeline) < len(reference.records)
+
+
 # --- expiry ------------------------------------------------------------------------------
 
 
