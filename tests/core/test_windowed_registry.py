@@ -5,13 +5,18 @@ A valid declaration is parsed into exactly the typed definitions written out in 
 every broken declaration fails with one problem naming the model and the field; the hop's
 defaults follow the README's table (written here, not taken from the code); hand-written
 views beside a declared one read as before; the demo project's manifest (`dbt parse`) reads,
-each view declared or hand-written as its yml says.
+each view declared or hand-written as its yml says; and the README's redeclared user view, in
+an edited copy of the project, goes through `dbt parse` and `featurestore registry --json`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -651,3 +656,108 @@ def test_the_demo_manifest_reads_as_its_yml_declares(demo_manifest: Path) -> Non
                 assert aggregation.function == declared_aggregation["function"]
                 assert aggregation.window == declared_aggregation["window"]
                 assert aggregation.column == declared_aggregation.get("column")
+
+
+# -- end to end: the user view redeclared in a copy of the project, `dbt parse`, the CLI ------
+
+EVENT_COLUMNS = {
+    "transaction_id": "varchar", "user_id": "varchar", "merchant_id": "varchar",
+    "device_id": "varchar", "amount": "decimal(18, 2)", "currency": "varchar",
+    "transacted_at": "timestamp", "ingested_at": "timestamp",
+}  # fmt: skip
+USER_AGGREGATIONS = {
+    "user_7d_transaction_count": {"function": "count", "window": "7d"},
+    "avg_order_value_90d": {"function": "avg", "column": "amount", "window": "90d", "hop": "1d"},
+}
+
+
+def _edit_yml(path: Path, model: str, edit: Callable[[dict[str, Any]], None]) -> None:
+    doc = yaml.safe_load(path.read_text())
+    edit(next(m for m in doc["models"] if m["name"] == model))
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _declare_events(model: dict[str, Any]) -> None:
+    model["columns"] = [{"name": name, "data_type": t} for name, t in EVENT_COLUMNS.items()]
+
+
+def _redeclare_user_view(model: dict[str, Any]) -> None:
+    meta = model["config"]["meta"]["featurestore"]
+    meta.pop("available_at", None)
+    meta["ttl"] = "91d"
+    meta["windowed"] = {
+        "events": "int_transactions_deduplicated",
+        "event_time": "transacted_at",
+        "ingested_at": "ingested_at",
+        "event_id": "transaction_id",
+    }
+    model["columns"] = [c for c in model["columns"] if c["name"] != "available_at"]
+    for column in model["columns"]:
+        featurestore = (column.get("meta") or {}).get("featurestore") or {}
+        if featurestore.get("feature"):
+            featurestore["aggregation"] = USER_AGGREGATIONS.get(
+                column["name"], featurestore.get("aggregation")
+            )
+
+
+def test_a_redeclared_demo_view_through_dbt_parse_and_the_cli(tmp_path: Path) -> None:
+    """The README's declaration of user_transaction_features in a copy of the project: `dbt
+    parse` keeps it in the manifest as the registry reads it, `featurestore registry --json`
+    prints it; the same manifest with `amount` declared double is refused."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for folder in ("models", "macros", "snapshots", "seeds", "tests/dbt/data_tests"):
+        if (REPO / folder).is_dir():
+            shutil.copytree(REPO / folder, project / folder)
+    for name in ("dbt_project.yml", "profiles.yml"):
+        shutil.copy2(REPO / name, project / name)
+    models = project / "models"
+    _edit_yml(models / "intermediate" / "_intermediate__models.yml",
+              "int_transactions_deduplicated", _declare_events)  # fmt: skip
+    _edit_yml(models / "features" / "_features__models.yml",
+              "user_transaction_features", _redeclare_user_view)  # fmt: skip
+    warehouse = Warehouse(tmp_path / "warehouse")
+    warehouse.workdir.mkdir()
+    env = {"DBT_PROFILES_DIR": str(project)}
+    warehouse.dbt("parse", "--project-dir", str(project), extra_env=env)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "featurestore"), "registry", "--json",
+         "--project-dir", str(project)],
+        cwd=REPO, env={**os.environ, **warehouse.env, **env}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    user = printed["feature_views"]["user_transaction_features"]
+    assert user["tiled"] is True
+    assert user["available_at"] is None
+    assert user["windowed"]["events"] == "int_transactions_deduplicated"
+    assert (
+        user["windowed"]["events_relation"]
+        .replace('"', "")
+        .endswith("int_transactions_deduplicated")
+    )
+    assert user["windowed"]["column_types"] == {"amount": "decimal"}
+    features = printed["features"]
+    assert features["user_7d_transaction_count"]["aggregation"] == {
+        "function": "count", "column": None, "window": "7d", "window_seconds": 7 * DAY,
+        "hop": "1h", "hop_seconds": HOUR,
+    }  # fmt: skip
+    assert features["avg_order_value_90d"]["aggregation"] == {
+        "function": "avg", "column": "amount", "window": "90d", "window_seconds": 90 * DAY,
+        "hop": "1d", "hop_seconds": DAY,
+    }  # fmt: skip
+    assert printed["feature_views"]["merchant_chargeback_features"]["windowed"] is None
+
+    manifest = json.loads((warehouse.target_path / "manifest.json").read_text())
+    events = next(
+        n for n in manifest["nodes"].values()
+        if n["resource_type"] == "model" and n["name"] == "int_transactions_deduplicated"
+    )  # fmt: skip
+    events["columns"]["amount"]["data_type"] = "double"
+    with pytest.raises(RegistryError) as info:
+        registry_from_manifest(manifest)
+    problems = [line for line in str(info.value).splitlines() if line.startswith("  - ")]
+    assert len(problems) == 1, info.value
+    assert "model user_transaction_features: column avg_order_value_90d:" in problems[0]
+    assert "aggregation.column" in problems[0] and "would not be exact" in problems[0]
