@@ -1,7 +1,7 @@
 """Reading a declared (windowed) feature view from the dbt manifest: the registry's part for
 ``meta.featurestore.windowed`` on the view and ``meta.featurestore.aggregation`` on each
 feature column (README "Windowed features: declared once"; the semantics are
-:mod:`featurestore.windows`').
+:mod:`featurestore.windows`).
 
 :func:`read_event_model` reads the view's event model and its columns, :func:`read_aggregation`
 one feature's aggregation, :func:`windowed_source` the typed :class:`WindowedSource`, and
@@ -177,7 +177,7 @@ def read_event_model(
         if data_type is not None and value_type_of(data_type) != "timestamp":
             problems.append(
                 f"{where}.{name}: column {getattr(model, name)!r} of event model {events} is "
-                f"{data_type!r}, not a timestamp"
+                f"{data_type!r}, not a timestamp (declare timestamp or timestamp_ntz, UTC)"
             )
     model.event_column(model.event_id, f"{where}.event_id", problems)
     for key in keys:
