@@ -124,7 +124,7 @@ def test_registry_table_lists_every_feature(warehouse: Warehouse, declared: dict
                     "default": json.dumps(column_meta["default"]),
                     "aggregation": _aggregation_cell(column_meta.get("aggregation")),
                 }
-    assert len(rows) == len(expected) == 4
+    assert len(rows) == len(expected) >= 4
     assert got == expected
 
 
