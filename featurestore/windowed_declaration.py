@@ -163,6 +163,13 @@ def read_event_model(
     for name, spec in (node.get("columns") or {}).items():
         data_type = spec.get("data_type") if isinstance(spec, Mapping) else None
         columns[str(name)] = data_type if isinstance(data_type, str) and data_type else None
+    if not columns:  # one problem, not one per column the view reads
+        problems.append(
+            f"{where}.events: event model {events} declares no columns: its yml must declare "
+            "every column a windowed view reads (event time, ingestion time, event id, keys, "
+            "aggregated columns) with a data_type"
+        )
+        return None
     model = EventModel(
         view=view,
         events=events,

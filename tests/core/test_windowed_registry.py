@@ -365,6 +365,10 @@ def _drop_event_column(column: str) -> Mutation:
     return mutate
 
 
+def _no_event_columns(manifest: dict[str, Any]) -> None:
+    _node(manifest, EVENTS)["columns"] = {}
+
+
 def _no_aggregation(manifest: dict[str, Any]) -> None:
     del _node(manifest, VIEW)["columns"]["notes_1h"]["meta"]["featurestore"]["aggregation"]
 
@@ -405,6 +409,8 @@ INVALID: list[tuple[str, Mutation, str, str, str]] = [
     ("events-missing", _windowed("events", _DROP), VIEW, "windowed.events", "dbt model"),
     ("events-unknown", _windowed("events", "stg_event"), VIEW, "windowed.events",
      "did you mean 'stg_events'"),
+    ("events-without-columns", _no_event_columns, VIEW, "windowed.events",
+     f"event model {EVENTS} declares no columns"),
     ("event-time-missing", _windowed("event_time", None), VIEW, "windowed.event_time", "None"),
     ("event-time-undeclared", _windowed("event_time", "happened_at"), VIEW,
      "windowed.event_time", "declare every column"),
