@@ -19,6 +19,7 @@ from featurestore.historical import HistoricalFeaturesError
 from featurestore.project import DbtError
 from featurestore.registry import RegistryError
 from featurestore.training_files import TrainingFileError
+from featurestore.windows import Aggregation
 
 __all__ = ["generate", "offline_errors", "registry", "training_set"]
 
@@ -101,6 +102,7 @@ def registry(as_json: bool, project_dir: Path | None) -> None:
         "sla",
         "online",
         "default",
+        "aggregation",
     ):
         table.add_column(column)
     for feature in reg.features.values():
@@ -116,6 +118,7 @@ def registry(as_json: bool, project_dir: Path | None) -> None:
             view.freshness_sla,
             "yes" if view.online else "no",
             json.dumps(feature.default),
+            _aggregation_cell(feature.aggregation),
         )
     Console(width=200).print(table)
 
@@ -178,3 +181,12 @@ def training_set(
         f"wrote {len(result):,} rows x {len(result.columns)} columns to {out_path} "
         f"in {seconds:.2f} s"
     )
+
+
+def _aggregation_cell(aggregation: Aggregation | None) -> str:
+    """A declared feature's aggregation in the registry table: ``avg(amount) 90d/1d``
+    (function, column, window/hop); ``-`` for a hand-written feature."""
+    if aggregation is None:
+        return "-"
+    column = f"({aggregation.column})" if aggregation.column is not None else ""
+    return f"{aggregation.function}{column} {aggregation.window}/{aggregation.hop}"

@@ -17,7 +17,11 @@ Rules checked on load (each failure names the model and the field):
 * every feature column has a ``data_type`` of a supported type, a description, and a
   ``default`` key whose value matches the type (``null`` means no default); an optional
   ``range`` is a mapping with numeric ``min``/``max``, ``accepted_values`` a list;
-* feature names are unique across the project (the online API addresses them by bare name).
+* feature names are unique across the project (the online API addresses them by bare name);
+* a declared (windowed) view's ``meta.featurestore.windowed`` and its features'
+  ``meta.featurestore.aggregation`` follow the rules of :mod:`featurestore.windowed_declaration`
+  (every feature of a windowed view has an aggregation, no feature of a hand-written view has
+  one).
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import Any, TypeGuard
 
+from featurestore import windowed_declaration
+from featurestore.data_types import ValueType, value_type_of
 from featurestore.durations import DurationError, parse_duration
 from featurestore.suggestions import did_you_mean
 from featurestore.windows import Aggregation, WindowedSource
@@ -50,27 +56,9 @@ __all__ = [
 
 DEFAULT_MANIFEST = Path("target/manifest.json")
 
-ValueType = Literal["int", "float", "bool", "string", "timestamp"]
-
-_TYPE_NAMES: dict[str, ValueType] = {
-    "bigint": "int", "int": "int", "integer": "int", "int64": "int", "smallint": "int",
-    "tinyint": "int", "hugeint": "int", "number": "int",
-    "double": "float", "float": "float", "float8": "float", "float64": "float", "real": "float",
-    "double precision": "float",
-    "boolean": "bool", "bool": "bool",
-    "varchar": "string", "string": "string", "text": "string",
-    "timestamp": "timestamp", "timestamp_ntz": "timestamp", "datetime": "timestamp",
-}  # fmt: skip
-
 
 class RegistryError(ValueError):
     """The dbt manifest holds invalid feature metadata (the message names model and field)."""
-
-
-def value_type_of(data_type: str) -> ValueType | None:
-    """The registry value type of a dbt contract ``data_type`` (``None`` if unsupported)."""
-    base = data_type.strip().lower().split("(")[0].strip()
-    return _TYPE_NAMES.get(base)
 
 
 @dataclass(frozen=True)
@@ -219,6 +207,8 @@ class Registry:
                     "freshness_sla_seconds": v.freshness_sla_seconds,
                     "online": v.online,
                     "features": list(v.feature_names()),
+                    "tiled": v.tiled,
+                    "windowed": _windowed_dict(v.windowed),
                 }
                 for v in self.views.values()
             },
@@ -230,10 +220,40 @@ class Registry:
                     "data_type": f.data_type,
                     "default": f.default,
                     "description": f.description,
+                    "aggregation": _aggregation_dict(f.aggregation),
                 }
                 for f in self.features.values()
             },
         }
+
+
+def _windowed_dict(source: WindowedSource | None) -> dict[str, Any] | None:
+    """A declared view's event model for :meth:`Registry.to_dict` (None: hand-written)."""
+    if source is None:
+        return None
+    return {
+        "events": source.events,
+        "events_relation": source.events_relation,
+        "event_time": source.event_time,
+        "ingested_at": source.ingested_at,
+        "event_id": source.event_id,
+        "keys": list(source.keys),
+        "column_types": dict(source.column_types),
+    }
+
+
+def _aggregation_dict(aggregation: Aggregation | None) -> dict[str, Any] | None:
+    """A declared feature's aggregation for :meth:`Registry.to_dict` (None: hand-written)."""
+    if aggregation is None:
+        return None
+    return {
+        "function": aggregation.function,
+        "column": aggregation.column,
+        "window": aggregation.window,
+        "window_seconds": aggregation.window_seconds,
+        "hop": aggregation.hop,
+        "hop_seconds": aggregation.hop_seconds,
+    }
 
 
 def load_registry(manifest_path: Path | str = DEFAULT_MANIFEST) -> Registry:
@@ -258,6 +278,7 @@ def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
     models.sort(key=lambda node: str(node.get("original_file_path", node.get("name"))))
     problems: list[str] = []
     entities = _read_entities(models, problems)
+    by_name = {str(node.get("name")): node for node in models}
     tests = _read_data_tests(manifest)
     views: dict[str, FeatureView] = {}
     features: dict[str, Feature] = {}
@@ -265,7 +286,7 @@ def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
         meta = node.get("config", {}).get("meta", {}).get("featurestore")
         if meta is None:
             continue
-        view = _read_view(node, meta, entities, problems)
+        view = _read_view(node, meta, entities, by_name, problems)
         if view is None:
             continue
         view = replace(view, data_tests=tests.get(node.get("unique_id"), ()))
@@ -357,8 +378,11 @@ def _read_view(
     node: Mapping[str, Any],
     meta: Any,
     entities: Mapping[str, Entity],
+    models: Mapping[str, Mapping[str, Any]],
     problems: list[str],
 ) -> FeatureView | None:
+    """One view (``meta`` its ``meta.featurestore``); ``models`` every model by name (a
+    windowed view's event model is one of them)."""
     name = str(node["name"])
     where = f"model {name}"
     if not isinstance(meta, Mapping):
@@ -414,8 +438,16 @@ def _read_view(
         problems.append(
             f"{where}: meta.featurestore.timestamp column {timestamp!r} is not a timestamp"
         )
+    declared_windowed = meta.get("windowed")
+    events = (
+        windowed_declaration.read_event_model(
+            name, declared_windowed, keys, key_types, models, problems
+        )
+        if declared_windowed is not None
+        else None
+    )
     available_at = meta.get("available_at")
-    if available_at is not None:
+    if available_at is not None and declared_windowed is None:
         if not isinstance(available_at, str):
             problems.append(f"{where}: meta.featurestore.available_at must name a column")
         elif column_type(available_at, "available_at") not in (None, "timestamp"):
@@ -436,7 +468,8 @@ def _read_view(
         except DurationError as exc:
             problems.append(f"{where}: meta.featurestore.{field_name}: {exc}")
 
-    features = []
+    features: list[Feature] = []
+    aggregations: list[Aggregation] = []
     marked = 0  # feature columns, valid or not (an invalid one is reported by _read_feature)
     for column_name, spec in columns.items():
         column_meta = (spec.get("meta") or {}).get("featurestore") or {}
@@ -448,10 +481,19 @@ def _read_view(
             continue
         marked += 1
         feature = _read_feature(name, column_name, spec, column_meta, problems)
-        if feature is not None:
-            features.append(feature)
+        if feature is None:
+            continue
+        aggregation = _read_feature_aggregation(
+            feature, column_meta, declared_windowed is not None, events, problems
+        )
+        if aggregation is not None:
+            aggregations.append(aggregation)
+            feature = replace(feature, aggregation=aggregation)
+        features.append(feature)
     if not marked:
         problems.append(f"{where}: no column is marked meta.featurestore.feature: true")
+    if declared_windowed is not None:
+        windowed_declaration.check_view(name, meta, durations.get("ttl"), aggregations, problems)
     if len(problems) > before or entity is None:
         return None
     return FeatureView(
@@ -470,6 +512,47 @@ def _read_view(
         online=bool(online),
         description=str(node.get("description", "")).strip(),
         features=tuple(features),
+        windowed=(
+            windowed_declaration.windowed_source(events, tuple(keys), aggregations)
+            if events is not None
+            else None
+        ),
+    )
+
+
+def _read_feature_aggregation(
+    feature: Feature,
+    column_meta: Mapping[str, Any],
+    windowed: bool,
+    events: windowed_declaration.EventModel | None,
+    problems: list[str],
+) -> Aggregation | None:
+    """A feature's declared aggregation: required in a windowed view (``windowed``; its
+    event model ``events``, None when invalid), refused in a hand-written one."""
+    where = f"model {feature.view}: column {feature.name}: meta.featurestore.aggregation"
+    declared = column_meta.get("aggregation")
+    if not windowed:
+        if declared is not None:
+            problems.append(
+                f"{where} is declared, but the view is hand-written (no "
+                "meta.featurestore.windowed): declare windowed: {events, event_time, "
+                "ingested_at, event_id} on the view to compute it from events"
+            )
+        return None
+    if declared is None:
+        problems.append(
+            f"{where} is missing: every feature of a windowed view is a declared aggregation "
+            "(a hand-written feature belongs in a hand-written view)"
+        )
+        return None
+    return windowed_declaration.read_aggregation(
+        feature.view,
+        feature.name,
+        declared,
+        events,
+        feature.data_type,
+        feature.value_type,
+        problems,
     )
 
 
