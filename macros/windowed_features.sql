@@ -24,7 +24,7 @@
         (the exact decimal sum cast once), avg -> double: cast(exact sum as double) / count of
         the non-null values, null when there is none. Empty window: count and sum 0, avg null.
 
-    output='history' (the feature view; incremental, unique_key [keys, feature_at])
+    output='history' (the feature view; incremental delete+insert, unique_key: the keys)
       Columns: keys, feature_at, last_ingested_at (the latest ingested_at of the entity's
       counting events ingested at or before feature_at: bookkeeping for incremental runs),
       then each feature. One row per entity and change instant: the ingested_at of every
@@ -37,9 +37,11 @@
       ingestion_watermark('last_ingested_at') are recomputed for their rows at or after R,
       the earliest ingested_at of their new events, from their events still in some window
       at R (an event leaving before R adds and removes its deltas before R), with
-      last_ingested_at continued from the entity's stored rows before R: the same rows as a
-      full refresh. (Rows of an instant that stops being one, e.g. an event's first copy
-      replaced upstream by an earlier-ingested one, are not deleted.)
+      last_ingested_at continued from the entity's stored rows before R, which are kept as
+      they are. The model's unique_key is the entity's keys, so every stored row of a changed
+      entity is replaced: a row at an instant that stopped being one (an event's first copy
+      replaced upstream by an earlier-ingested one) goes away. The same rows as a full
+      refresh.
 
     output='tiles' (the view's online model; `view` names the feature view)
       Over the events ingested at or before the cutoff C (var online_as_of, UTC
@@ -344,6 +346,22 @@ inner join __fs_changed as changed
     on {% for key in keys %}running.{{ key }} = changed.{{ key }} and {% endfor %}running.feature_at >= changed.__fs_recompute_from
 left join __fs_prior as prior
     on {% for key in keys %}running.{{ key }} = prior.{{ key }}{% if not loop.last %} and {% endif %}{% endfor %}
+
+union all
+
+-- the changed entities' stored rows before R, unchanged (unique_key is the entity: its rows
+-- are all replaced, so a stored row at an instant that is no longer one goes away)
+select
+    {% for key in keys %}stored.{{ key }},
+    {% endfor -%}
+    stored.feature_at,
+    stored.last_ingested_at
+    {%- for f in d.features %},
+    stored.{{ f.name }}
+    {%- endfor %}
+from {{ this }} as stored
+inner join __fs_changed as changed
+    on {% for key in keys %}stored.{{ key }} = changed.{{ key }} and {% endfor %}stored.feature_at < changed.__fs_recompute_from
 {%- endif %}
 {% endmacro %}
 
