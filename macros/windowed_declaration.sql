@@ -20,7 +20,9 @@
     integer or a decimal); featurestore/registry.py does the full validation.
 -#}
 {% macro windowed_declaration(view=none) %}
-    {%- set name = view if view is not none else model.name -%}
+    {#- in a unit test, `model` is the test's node: the tested model is tested_node_unique_id -#}
+    {%- set tested = model.get('tested_node_unique_id') if model is mapping else none -%}
+    {%- set name = view if view is not none else (tested.split('.')[2] if tested else model.name) -%}
     {%- set graph_nodes = graph.get('nodes') or {} -%}
     {%- set unit_test = var('featurestore_unit_test_windowed', {}).get(name) -%}
     {%- set aggregations = {} -%}
