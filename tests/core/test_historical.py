@@ -59,11 +59,12 @@ MAX_REPORTED = 15
 
 _TS_TYPE = pa.timestamp("us")
 SCHEMAS = {
+    # a declared (windowed) view: no availability column (last_ingested_at is bookkeeping)
     USER: pa.schema(
         [
             ("user_id", pa.string()),
             ("feature_at", _TS_TYPE),
-            ("available_at", _TS_TYPE),
+            ("last_ingested_at", _TS_TYPE),
             (COUNT, pa.int64()),
             (AVG, pa.float64()),
         ]
@@ -196,7 +197,7 @@ def _check_spine_unchanged(result: pd.DataFrame, spine: pd.DataFrame) -> None:
 def crafted_view_rows(ttl: dict[str, dt.timedelta]) -> dict[str, list[dict[str, Any]]]:
     def user(key: str, at: dt.datetime, avail: dt.datetime | None, n: int | None, avg: float | None
              ) -> dict[str, Any]:  # fmt: skip
-        return {"user_id": key, "feature_at": at, "available_at": avail, COUNT: n, AVG: avg}
+        return {"user_id": key, "feature_at": at, "last_ingested_at": avail, COUNT: n, AVG: avg}
 
     def merchant(key: str, at: dt.datetime, avail: dt.datetime | None, rate: float | None
                  ) -> dict[str, Any]:  # fmt: skip
@@ -392,7 +393,7 @@ def random_view_rows(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
     for _ in range(2500):
         at = when()
         users.append(
-            {"user_id": user_key(), "feature_at": at, "available_at": available(at),
+            {"user_id": user_key(), "feature_at": at, "last_ingested_at": available(at),
              COUNT: rng.choice([0, 1, 1, 2, 3, None]),
              AVG: rng.choice([None, 0.5, 1.25, 2.0, 0.1 + 0.2, 0.3, math.pi, 1e-300])}
         )  # fmt: skip
@@ -417,7 +418,7 @@ def random_view_rows(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
 
 
 def _asof(row: dict[str, Any]) -> dt.datetime:
-    return max(row["feature_at"], row["available_at"] or row["feature_at"])  # type: ignore[no-any-return]
+    return max(row["feature_at"], row.get("available_at") or row["feature_at"])  # type: ignore[no-any-return]
 
 
 def random_spine_rows(
