@@ -3,9 +3,11 @@ full refresh.
 
 1. Every row of every feature view built from the demo data equals the reference computed in
    plain Python from the raw Parquet events (tests/feature_reference.py, which states the
-   definitions tested, available_at included), the views have a row exactly at the documented
+   definitions tested, available_at included; the declared views: tests/window_reference.py,
+   the rule of featurestore/windows.py), the views have a row exactly at the documented
    instants, and the value read from a view at an instant T (its latest row at or before T)
    equals the reference at T: at every window edge, just before it, and at random instants.
+   The declared views' tile models equal the reference tiles as of the demo cutoff.
 2. The demo data is split into four cumulative batches by ingestion time: late transactions
    and chargebacks, redeliveries and replayed exact duplicates straddle the cutoffs, and
    transactions land 30 minutes after chargebacks so the merchant view's watermark is ahead
