@@ -227,8 +227,10 @@ def _demo_keys(project: Project) -> tuple[str, str]:
     users = _relation(manifest, "online_user_transaction_features")
     with duckdb.connect(str(duckdb_path(project)), read_only=True) as con:
         row = con.sql(
-            f"select d.user_id, d.device_id from {relation} as d inner join {users} as u "
-            "using (user_id) order by u.user_7d_transaction_count desc, d.user_id, d.device_id "
+            # (the user view is declared: its online model holds tiles, one row per tile)
+            f"select d.user_id, d.device_id from {relation} as d inner join ("
+            f"select user_id, sum(user_7d_transaction_count__count) as n from {users} "
+            "group by user_id) as u using (user_id) order by u.n desc, d.user_id, d.device_id "
             "limit 1"
         ).fetchall()
     if not row:

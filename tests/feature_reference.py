@@ -10,13 +10,11 @@ models/features/_features__models.yml and the model headers:
 * chargebacks: one row per chargeback_id, the copy ingested first (ties by charged_back_at,
   transaction_id, reason nulls last); a transaction's chargeback is its earliest one (by
   charged_back_at, then ingested_at, then chargeback_id).
-* user_7d_transaction_count(T): transactions with transacted_at in (T - 7d, T].
-* avg_order_value_90d(T): mean of the non-null amounts with transacted_at in (T - 90d, T]
-  (the exact decimal sum divided as a float), None when there is none.
+* the declared (windowed) views user_transaction_features and merchant_transaction_features:
+  tests/window_reference.py over these deduplicated transactions (Reference.declared).
 * merchant_chargeback_rate_30d(T): of the merchant's transactions with transacted_at in
   (T - 30d, T], the fraction whose chargeback has charged_back_at <= T; None when none.
-* available_at(F) of a user row: the latest ingested_at of the user's transactions with
-  transacted_at <= F. Of a merchant row: the latest ingested_at of the merchant's
+* available_at(F) of a merchant row: the latest ingested_at of the merchant's
   transactions with transacted_at <= F and of the chargebacks that count in a window at or
   before F (charged_back_at <= F and transacted_at <= charged_back_at < transacted_at + 30d).
 * user_device: per (user, device) pair, feature_at = first transacted_at, available_at =
@@ -36,9 +34,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from tests.window_reference import MERCHANT_VIEW, USER_VIEW, Entity, View, entities
+
 DAY = dt.timedelta(days=1)
-SHORT_WINDOW = 7 * DAY
-LONG_WINDOW = 90 * DAY
 MERCHANT_WINDOW = 30 * DAY
 
 
@@ -139,59 +137,6 @@ def _prefix_max(values: list[dt.datetime]) -> list[dt.datetime]:
 
 
 @dataclass
-class UserHistory:
-    """One user's deduplicated transactions, sorted by event time."""
-
-    transactions: list[Transaction]
-    times: list[dt.datetime] = field(init=False)
-    _ingested_max: list[dt.datetime] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.transactions.sort(key=lambda tx: (tx.transacted_at, tx.transaction_id))
-        self.times = [tx.transacted_at for tx in self.transactions]
-        self._ingested_max = _prefix_max([tx.ingested_at for tx in self.transactions])
-
-    def has_history(self, at: dt.datetime) -> bool:
-        return bool(self.times) and self.times[0] <= at
-
-    def value(self, at: dt.datetime) -> tuple[int, float | None]:
-        """(user_7d_transaction_count, avg_order_value_90d) at `at`."""
-        # (the list is sorted by time: only the 90 days before `at` can be in a window)
-        recent = self.transactions[
-            bisect.bisect_right(self.times, at - LONG_WINDOW) : bisect.bisect_right(self.times, at)
-        ]
-        count = sum(1 for tx in recent if at - SHORT_WINDOW < tx.transacted_at <= at)
-        amounts = [
-            tx.amount
-            for tx in recent
-            if at - LONG_WINDOW < tx.transacted_at <= at and tx.amount is not None
-        ]
-        avg = float(sum(amounts, Decimal(0))) / len(amounts) if amounts else None
-        return count, avg
-
-    def available_at(self, feature_at: dt.datetime) -> dt.datetime | None:
-        n = bisect.bisect_right(self.times, feature_at)
-        return self._ingested_max[n - 1] if n else None
-
-    def row_instants(self) -> set[dt.datetime]:
-        """Where a transaction enters or leaves a window it counts in (documented row set)."""
-        out: set[dt.datetime] = set()
-        for tx in self.transactions:
-            out.update((tx.transacted_at, tx.transacted_at + SHORT_WINDOW))
-            if tx.amount is not None:
-                out.add(tx.transacted_at + LONG_WINDOW)
-        return out
-
-    def uses_late(self, feature_at: dt.datetime, known_at: dt.datetime) -> list[Transaction]:
-        """Transactions a row at feature_at depends on that were not ingested by known_at."""
-        return [
-            tx
-            for tx in self.transactions
-            if tx.transacted_at <= feature_at and tx.ingested_at > known_at
-        ]
-
-
-@dataclass
 class MerchantHistory:
     """One merchant's deduplicated transactions and their first chargebacks."""
 
@@ -283,7 +228,8 @@ class DeviceRow:
 class Reference:
     transactions: dict[str, Transaction]
     chargebacks: dict[str, Chargeback]
-    users: dict[str, UserHistory]
+    #: declared view name -> (its View, entity key -> Entity)
+    declared: dict[str, tuple[View, dict[tuple[Any, ...], Entity]]]
     merchants: dict[str, MerchantHistory]
     devices: dict[tuple[str, str], DeviceRow]
     pair_transactions: dict[tuple[str, str], list[Transaction]]
@@ -296,11 +242,9 @@ def build_reference(raw_path: Path) -> Reference:
     all_by_transaction: dict[str, list[Chargeback]] = defaultdict(list)
     for cb in chargebacks.values():
         all_by_transaction[cb.transaction_id].append(cb)
-    by_user: dict[str, list[Transaction]] = defaultdict(list)
     by_merchant: dict[str, list[Transaction]] = defaultdict(list)
     by_pair: dict[tuple[str, str], list[Transaction]] = defaultdict(list)
     for tx in transactions.values():
-        by_user[tx.user_id].append(tx)
         if tx.merchant_id is not None:
             by_merchant[tx.merchant_id].append(tx)
         if tx.device_id is not None:
@@ -316,7 +260,10 @@ def build_reference(raw_path: Path) -> Reference:
     return Reference(
         transactions=transactions,
         chargebacks=chargebacks,
-        users={user: UserHistory(txs) for user, txs in by_user.items()},
+        declared={
+            view.name: (view, entities(view, (vars(tx) for tx in transactions.values())))
+            for view in (USER_VIEW, MERCHANT_VIEW)
+        },
         merchants={
             m: MerchantHistory(txs, first, all_by_transaction) for m, txs in by_merchant.items()
         },

@@ -1,1 +1,3 @@
-{{ featurestore.latest_feature_values('user_transaction_features') }}
+{#- The tiles of user_transaction_features as of online_as_of (macros/windowed_features.sql). -#}
+-- depends_on: {{ ref('int_transactions_deduplicated') }}
+{{ featurestore.windowed_features('user_transaction_features', output='tiles') }}

@@ -3,9 +3,11 @@ full refresh.
 
 1. Every row of every feature view built from the demo data equals the reference computed in
    plain Python from the raw Parquet events (tests/feature_reference.py, which states the
-   definitions tested, available_at included), the views have a row exactly at the documented
+   definitions tested, available_at included; the declared views: tests/window_reference.py,
+   the rule of featurestore/windows.py), the views have a row exactly at the documented
    instants, and the value read from a view at an instant T (its latest row at or before T)
    equals the reference at T: at every window edge, just before it, and at random instants.
+   The declared views' tile models equal the reference tiles as of the demo cutoff.
 2. The demo data is split into four cumulative batches by ingestion time: late transactions
    and chargebacks, redeliveries and replayed exact duplicates straddle the cutoffs, and
    transactions land 30 minutes after chargebacks so the merchant view's watermark is ahead
@@ -45,15 +47,16 @@ import pytest
 
 from demo.synthetic import SCHEMAS
 from featurestore.registry import load_registry
+from featurestore.windows import window_start
 from tests.feature_reference import (
     DAY,
-    SHORT_WINDOW,
     MerchantHistory,
     Reference,
     build_reference,
     read_rows,
 )
 from tests.warehouse import DEMO_AS_OF, REPO, Warehouse
+from tests.window_reference import from_us, tile_columns, tile_row_values, to_us
 
 pytestmark = pytest.mark.slow
 
@@ -151,58 +154,118 @@ def _event_problems(warehouse: Warehouse, reference: Reference) -> list[str]:
     return problems
 
 
-def _user_problems(
-    warehouse: Warehouse, reference: Reference, only: Collection[str] | None = None
+def _declared_problems(
+    warehouse: Warehouse,
+    reference: Reference,
+    view_name: str,
+    only: Collection[tuple[Any, ...]] | None = None,
 ) -> tuple[list[str], int]:
-    """Problems of user_transaction_features (of the users in `only`, default all) and the
-    number of instants looked up."""
-    view = _grouped(
+    """Problems of a declared (windowed) view (of the entities in `only`, default all) against
+    tests/window_reference.py, and the number of instants looked up: rows exactly at the
+    change instants, each row's values and last_ingested_at, and as-of reads (the latest row
+    at or before T) at every instant, just before it, and at random instants."""
+    view, expected = reference.declared[view_name]
+    n = len(view.keys)
+    features = [agg.feature for agg in view.features]
+    got = _grouped(
         warehouse.query(
-            "select user_id, feature_at, available_at, user_7d_transaction_count, "
-            "avg_order_value_90d from main_features.user_transaction_features"
+            f"select {', '.join(view.keys)}, feature_at, last_ingested_at, {', '.join(features)} "
+            f"from main_features.{view_name}"
         ),
-        n_keys=1,
+        n_keys=n,
     )
-    users = set(reference.users) if only is None else set(only)
+    got = {(k if isinstance(k, tuple) else (k,)): rows for k, rows in got.items()}
+    keys = set(expected) if only is None else set(only)
     problems: list[str] = []
-    if set(view) & users != set(reference.users) & users:
-        problems.append(f"users {sorted((set(view) ^ set(reference.users)) & users)[:5]} differ")
-    rng = random.Random(7)
+    # entities with a row: those with an event that counts at all
+    with_rows = {key for key, entity in expected.items() if entity.change_instants(view)}
+    if set(got) & keys != with_rows & keys:
+        problems.append(f"{view_name}: entities {sorted((set(got) ^ with_rows) & keys)[:5]}")
+    rng = random.Random(11)
     checked = 0
 
-    def check(user: str, at: dt.datetime, expected: tuple[int, float | None], got: Any) -> None:
-        if got[0] != expected[0] or not _same_float(expected[1], got[1]):
+    def check(key: tuple[Any, ...], at_us: int, values: Sequence[Any]) -> None:
+        entity = expected[key]
+        want = [entity.value(agg, at_us) for agg in view.features]
+        if any(
+            (w != v) if not isinstance(w, float) else not _same_float(w, v)
+            for w, v in zip(want, values, strict=True)
+        ):
             problems.append(
-                f"user {user} at T={at}: expected (count_7d, avg_90d)={expected}, got {got}"
+                f"{view_name} {key} at T={from_us(at_us)}: expected {features}={want}, "
+                f"got {list(values)}"
             )
 
-    for user in sorted(users & set(reference.users)):
-        history = reference.users[user]
-        rows = view.get(user, [])
-        times = [row[0] for row in rows]
-        documented = history.row_instants()
-        if len(set(times)) != len(times) or set(times) != documented:
+    for key in sorted(keys & set(expected)):
+        entity = expected[key]
+        rows = sorted(got.get(key, []))
+        times = [to_us(row[0]) for row in rows]
+        instants = entity.change_instants(view)
+        if len(set(times)) != len(times) or set(times) != instants:
             problems.append(
-                f"user {user}: rows at {sorted(set(times) - documented)} are not window edges, "
-                f"edges {sorted(documented - set(times))} have no row"
+                f"{view_name} {key}: rows at {sorted(map(from_us, set(times) - instants))[:3]} "
+                f"are no change instants, {sorted(map(from_us, instants - set(times)))[:3]} "
+                "have no row"
             )
-        for feature_at, available_at, count, avg in rows:
-            check(user, feature_at, history.value(feature_at), (count, avg))
-            if available_at != history.available_at(feature_at):
+        for feature_at, last_ingested_at, *values in rows:
+            check(key, to_us(feature_at), values)
+            want_last = entity.last_ingested_at(view, to_us(feature_at))
+            if last_ingested_at is None or to_us(last_ingested_at) != want_last:
                 problems.append(
-                    f"user {user} row feature_at={feature_at}: expected available_at="
-                    f"{history.available_at(feature_at)}, got {available_at}"
+                    f"{view_name} {key} row {feature_at}: expected last_ingested_at "
+                    f"{want_last and from_us(want_last)}, got {last_ingested_at}"
                 )
-        lo, hi = history.times[0] - 8 * DAY, history.times[-1] + 95 * DAY
-        for at in _query_instants(documented, lo, hi, rng):
+        if not instants:
+            continue
+        lo, hi = from_us(min(instants)) - DAY, from_us(max(instants)) + DAY
+        edges = [from_us(t) for t in instants]
+        for at in _query_instants(edges, lo, hi, rng):
             checked += 1
-            latest = bisect.bisect_right(times, at) - 1
-            if latest < 0:
-                if history.has_history(at):
-                    problems.append(f"user {user} at T={at}: no row, but transactions before")
+            at_us = to_us(at)
+            latest = bisect.bisect_right(times, at_us) - 1
+            if latest < 0:  # no row yet: nothing counts yet either
+                check(key, at_us, [0 if a.function != "avg" else None for a in view.features])
                 continue
-            check(user, at, history.value(at), rows[latest][2:])
+            check(key, at_us, rows[latest][2:])
     return problems, checked
+
+
+def _tile_problems(warehouse: Warehouse, reference: Reference, view_name: str) -> list[str]:
+    """The online tile model against the reference tiles as of DEMO_AS_OF."""
+    view, expected = reference.declared[view_name]
+    cutoff = dt.datetime.fromisoformat(DEMO_AS_OF)
+    columns = tile_columns(view)
+    got = Counter(
+        warehouse.query(
+            f"select {', '.join(view.keys)}, {view_name}__feature_at, {view_name}__as_of_at, "
+            f"{view_name}__changed_at, as_of_at, tile_hop_seconds, tile_start, "
+            f"{', '.join(columns)} from main_online.online_{view_name}"
+        )
+    )
+    want: Counter[tuple[Any, ...]] = Counter()
+    for key, entity in expected.items():
+        tiles = entity.tiles(view, to_us(cutoff))
+        feature_at = entity.tiles_feature_at(view, to_us(cutoff))
+        for (hop, start), partials in tiles.items():
+            assert feature_at is not None
+            fat = from_us(feature_at)
+            want[
+                (
+                    *key,
+                    fat,
+                    cutoff,
+                    fat,
+                    cutoff,
+                    hop,
+                    from_us(start),
+                    *tile_row_values(view, partials),
+                )
+            ] += 1
+    problems = [f"{view_name} tile only expected: {row}" for row in sorted(want - got)][:10]
+    problems += [f"{view_name} tile only got: {row}" for row in sorted(got - want)][:10]
+    if not want:
+        problems.append(f"{view_name}: the reference has no live tile at {cutoff}")
+    return problems
 
 
 def _merchant_problems(
@@ -296,12 +359,26 @@ def test_deduplicated_events_match_reference(
     _report(_event_problems(demo_warehouse, demo_reference), "deduplicated events differ")
 
 
-def test_user_transaction_features_match_reference(
-    demo_warehouse: Warehouse, demo_reference: Reference
+@pytest.mark.parametrize(
+    ("view_name", "least_checked"),
+    [("user_transaction_features", 100_000), ("merchant_transaction_features", 50_000)],
+)
+def test_declared_views_match_reference(
+    demo_warehouse: Warehouse, demo_reference: Reference, view_name: str, least_checked: int
 ) -> None:
-    problems, checked = _user_problems(demo_warehouse, demo_reference)
-    _report(problems, "user_transaction_features values differ from the reference")
-    assert checked > 100_000
+    problems, checked = _declared_problems(demo_warehouse, demo_reference, view_name)
+    _report(problems, f"{view_name} values differ from the reference")
+    assert checked > least_checked
+
+
+DECLARED_VIEWS = ("user_transaction_features", "merchant_transaction_features")
+
+
+@pytest.mark.parametrize("view_name", DECLARED_VIEWS)
+def test_declared_view_tiles_match_reference(
+    demo_warehouse: Warehouse, demo_reference: Reference, view_name: str
+) -> None:
+    _report(_tile_problems(demo_warehouse, demo_reference, view_name), f"{view_name} tiles differ")
 
 
 def test_merchant_chargeback_features_match_reference(
@@ -368,13 +445,16 @@ def test_training_set_is_point_in_time_correct(
     }
     rows = demo_warehouse.query(
         "select transaction_id, user_id, merchant_id, device_id, transacted_at, "
-        "user_7d_transaction_count, avg_order_value_90d, user_transaction_features__feature_at, "
+        "user_10m_transaction_count, user_7d_transaction_count, avg_order_value_90d, "
+        "user_transaction_features__feature_at, "
         "user_transaction_features__as_of_at, merchant_chargeback_rate_30d, "
         "merchant_chargeback_features__feature_at, merchant_chargeback_features__as_of_at, "
         "device_seen_before from main_training.fraud_training_set"
     )
     assert len(rows) == len(demo_reference.transactions)  # one label per transaction
-    users = {u: (sorted(h.row_instants()), h) for u, h in demo_reference.users.items()}
+    user_view, user_entities = demo_reference.declared["user_transaction_features"]
+    users = {key[0]: (sorted(e.change_instants(user_view)), e) for key, e in user_entities.items()}
+    seven_days = next(a for a in user_view.features if a.feature == "user_7d_transaction_count")
     merchants = {m: (sorted(h.row_instants()), h) for m, h in demo_reference.merchants.items()}
     problems: list[str] = []
     late_tx_in_window = late_cb_in_flight = 0
@@ -384,6 +464,7 @@ def test_training_set_is_point_in_time_correct(
         merchant,
         device,
         at,
+        count_10m,
         count,
         avg,
         user_fat,
@@ -393,32 +474,47 @@ def test_training_set_is_point_in_time_correct(
         merchant_asof,
         seen,
     ) in rows:
-        instants, user_history = users[user]
-        served = _served(instants, user_history.available_at, at, ttl["user_transaction_features"])
-        if served is None:
-            expected_user: tuple[Any, ...] = (None, None, None, None)
-        else:
-            expected_user = (*user_history.value(served[0]), *served)
-        got_user = (count, avg, user_fat, user_asof)
+        # a declared view: the row at the latest change instant at or before T (no
+        # availability), within the TTL, holds the rule's value at T
+        user_instants, user_entity = users.get(user, ([], None))
+        at_us = to_us(at)
+        index = bisect.bisect_right(user_instants, at_us) - 1
         if (
-            got_user[0] != expected_user[0]
-            or got_user[2:] != expected_user[2:]
-            or not (_same_float(expected_user[1], avg))
+            user_entity is None
+            or index < 0
+            or user_instants[index]
+            < at_us - ttl["user_transaction_features"] // dt.timedelta(microseconds=1)
+        ):
+            expected_user: tuple[Any, ...] = (None, None, None, None, None)
+        else:
+            fat = from_us(user_instants[index])
+            expected_user = (
+                *(user_entity.value(agg, at_us) for agg in user_view.features),
+                fat,
+                fat,
+            )
+        got_user = (count_10m, count, avg, user_fat, user_asof)
+        if (
+            got_user[:2] != expected_user[:2]
+            or got_user[3:] != expected_user[3:]
+            or not (_same_float(expected_user[2], avg))
         ):
             problems.append(
-                f"training row {tid} user {user} T={at}: expected (count, avg, feature_at, "
-                f"as_of_at)={expected_user}, got {got_user}"
+                f"training row {tid} user {user} T={at}: expected (count_10m, count_7d, avg, "
+                f"feature_at, as_of_at)={expected_user}, got {got_user}"
             )
-        if user_fat is not None and user_history.uses_late(user_fat, at):
-            problems.append(f"training row {tid}: uses {user_history.uses_late(user_fat, at)}")
         # another transaction of the user inside the 7-day window at T, ingested a day or
         # more late and not yet at T: counted with hindsight, not in the training row
-        late_tx_in_window += any(
-            tx.transaction_id != tid
-            and at - SHORT_WINDOW < tx.transacted_at <= at < tx.ingested_at
-            and tx.ingested_at - tx.transacted_at >= DAY
-            for tx in user_history.transactions
-        )
+        if user_entity is not None:
+            late_tx_in_window += any(
+                e.event_id != tid
+                and e.ingested_us > at_us
+                and e.ingested_us - e.event_us >= DAY // dt.timedelta(microseconds=1)
+                and window_start(at_us, seven_days.hop_seconds, seven_days.window_seconds)
+                <= e.t_e
+                <= at_us
+                for e in user_entity.events
+            )
 
         instants, merchant_history = merchants.get(merchant, ([], MerchantHistory([], {})))
         served = _served(
@@ -494,6 +590,7 @@ COMPARED_TABLES = (
     "main_intermediate.int_transactions_deduplicated",
     "main_intermediate.int_chargebacks_deduplicated",
     "main_features.user_transaction_features",
+    "main_features.merchant_transaction_features",
     "main_features.merchant_chargeback_features",
     "main_features.user_device_features",
 )
@@ -745,6 +842,7 @@ def _known_bug_row(table: str, row: tuple[Any, ...]) -> bool:
     return {
         "main_intermediate.int_transactions_deduplicated": row[0] == redelivered_tx,
         "main_features.user_transaction_features": row[0] == redelivered_user,
+        "main_features.merchant_transaction_features": row[0] == redelivered_merchant,
         "main_features.user_device_features": row[0] == redelivered_user,
         "main_features.merchant_chargeback_features": row[0]
         in (FIRST_CHARGEBACK_REPLACED, redelivered_merchant),
@@ -790,11 +888,22 @@ def _crafted_problems(warehouse: Warehouse, reference: Reference, bugs: bool) ->
     bug_merchants = {FIRST_CHARGEBACK_REPLACED, redelivered_merchant}
     users = bug_users if bugs else set(CRAFTED_USERS) - bug_users
     merchants = bug_merchants if bugs else set(CRAFTED_MERCHANTS) - bug_merchants
-    assert users <= reference.users.keys() and merchants <= reference.merchants.keys()
+    user_entities = reference.declared["user_transaction_features"][1]
+    merchant_entities = reference.declared["merchant_transaction_features"][1]
+    assert {(u,) for u in users} <= user_entities.keys()
+    assert merchants <= reference.merchants.keys()
     problems = [
         line for line in _event_problems(warehouse, reference) if (redelivered_tx in line) == bugs
     ]
-    problems += _user_problems(warehouse, reference, users)[0]
+    problems += _declared_problems(
+        warehouse, reference, "user_transaction_features", {(u,) for u in users}
+    )[0]
+    problems += _declared_problems(
+        warehouse,
+        reference,
+        "merchant_transaction_features",
+        {(m,) for m in merchants} & merchant_entities.keys(),
+    )[0]
     problems += _merchant_problems(warehouse, reference, merchants)[0]
     problems += _device_problems(warehouse, reference, users)
     return problems
