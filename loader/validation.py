@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Final
 
 import numpy as np
@@ -32,7 +33,7 @@ import pyarrow.compute as pc
 
 from featurestore.online.layout import MAX_KEY_PART_CHARS
 from featurestore.registry import ValueType
-from loader.views import ViewSource
+from loader.views import HOP_COLUMN, TILE_START_COLUMN, ViewSource
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -79,6 +80,9 @@ class Check:
     #: ``expect_column_values_to_be_between`` on a datetime column calls Python per value:
     #: ~1.2 s per 400,000 values, a fifth of a load's time)
     arrow: bool = False
+    #: for an ``arrow`` check: the positions of a chunk's offending rows (default: the rows
+    #: whose ``column`` is later than ``max_value``)
+    offending: Callable[[pa.Table], list[int]] | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
@@ -88,83 +92,83 @@ class Check:
 def derive_checks(
     source: ViewSource, now: dt.datetime, tolerance: dt.timedelta = FUTURE_TOLERANCE
 ) -> list[Check]:
-    """The expectations of a view's online rows:
+    """The expectations of a view's online rows.
 
-    * registry: every key, the feature timestamp and the as-of time are not null and have
-      their registry types; each feature has its registry type; declared ``range``
-      (``min``/``max``, inclusive) and ``accepted_values``;
+    Every view:
+
+    * registry: every key, the feature timestamp, the as-of time, the change time
+      (``<view>__changed_at``) and the cutoff (``as_of_at``) are not null and have their
+      registry types;
     * layout: string key parts are 1 to :data:`~featurestore.online.layout.MAX_KEY_PART_CHARS`
-      characters long (what the sidecar accepts), one row per entity key (over the whole
-      view: ``whole_view``), float features are finite, and the as-of time is >= the
-      feature timestamp (``ver >= ts``);
-    * the clock: neither the feature timestamp nor the as-of time is later than ``now``
-      (the load's, aware or naive UTC) + ``tolerance``, so a bad upstream clock can neither
-      pin records (newer wins) nor move the watermark into the future;
-    * the view's yml: the ``not_null``, ``accepted_values`` and
-      ``featurestore.accepted_range`` data tests of its feature columns (severity error).
+      characters long (what the sidecar accepts), the as-of time is >= the feature timestamp
+      (``ver >= ts``), the change time is <= the cutoff, and each row is unique over the
+      whole view (``whole_view``) on :attr:`ViewSource.unique_columns`: (keys, feature
+      timestamp) for a hand-written view, (keys, hop, tile start) for a tiled one;
+    * the clock: the cutoff is not later than ``now`` (the load's, aware or naive UTC) +
+      ``tolerance``, so a bad upstream clock can neither pin records (newer wins) nor move
+      the watermark into the future.
+
+    A hand-written view (:func:`_row_checks`): a row is *scheduled* if its feature timestamp
+    is later than the cutoff, else *current*. Current rows: neither the feature timestamp nor
+    the as-of time is later than ``now`` + ``tolerance``; scheduled rows: neither is later
+    than the cutoff + the view's ``freshness_sla`` (the schedule's horizon). Each feature has
+    its registry type; float features are finite; declared ``range`` (``min``/``max``,
+    inclusive) and ``accepted_values``; the ``not_null``, ``accepted_values`` and
+    ``featurestore.accepted_range`` data tests of its feature columns (severity error).
+
+    A tiled view (:func:`_tile_checks`).
     """
-    view = source.view
-    checks: list[Check] = []
     if now.tzinfo is not None:  # the frame GE sees holds naive UTC (ge_frame)
         now = now.astimezone(dt.UTC).replace(tzinfo=None)
+    checks = _Checks()
+    view = source.view
     not_after = now + tolerance
-
-    def add(
-        expectation: str,
-        origin: str,
-        *,
-        whole_view: bool = False,
-        arrow: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        check = Check(expectation, kwargs, origin, whole_view, arrow)
-        if all((c.expectation, c.kwargs) != (check.expectation, check.kwargs) for c in checks):
-            checks.append(check)
-
     for key in view.keys:
-        add("expect_column_values_to_not_be_null", "registry: key", column=key)
+        checks.add("expect_column_values_to_not_be_null", "registry: key", column=key)
         key_type = view.key_types.get(key, "string")
-        add(
+        checks.add(
             "expect_column_values_to_be_in_type_list",
             "registry: key type",
             column=key,
             type_list=TYPE_LISTS[key_type],
         )
         if key_type == "string":
-            add(
+            checks.add(
                 "expect_column_value_lengths_to_be_between",
                 "layout: non-empty key",
                 column=key,
                 min_value=1,
             )
-            add(
+            checks.add(
                 "expect_column_value_lengths_to_be_between",
                 f"layout: key of at most {MAX_KEY_PART_CHARS} characters (the sidecar's limit)",
                 column=key,
                 max_value=MAX_KEY_PART_CHARS,
             )
-    add(
+    checks.add(
         "expect_compound_columns_to_be_unique",
-        "layout: one row per entity key",
+        "layout: one row per " + ", ".join(source.unique_columns),
         whole_view=True,
-        column_list=list(view.keys),
+        column_list=list(source.unique_columns),
     )
-    for column in (source.ts_column, source.ver_column):
-        add("expect_column_values_to_not_be_null", "registry: timestamp", column=column)
-        add(
+    times = (source.ts_column, source.ver_column, source.changed_column, source.cutoff_column)
+    for column in times:
+        checks.add("expect_column_values_to_not_be_null", "registry: timestamp", column=column)
+        checks.add(
             "expect_column_values_to_be_in_type_list",
             "registry: timestamp type",
             column=column,
             type_list=TYPE_LISTS["timestamp"],
         )
-        add(
-            "expect_column_values_to_be_between",
-            f"clock: not later than the load's now + {tolerance.total_seconds():g} s",
-            arrow=True,
-            column=column,
-            max_value=not_after,
-        )
-    add(
+    clock = f"clock: not later than the load's now + {tolerance.total_seconds():g} s"
+    checks.add(
+        "expect_column_values_to_be_between",
+        clock,
+        arrow=True,
+        column=source.cutoff_column,
+        max_value=not_after,
+    )
+    checks.add(
         "expect_column_pair_values_a_to_be_greater_than_b",
         "layout: as-of time >= feature timestamp",
         column_A=source.ver_column,
@@ -172,31 +176,91 @@ def derive_checks(
         or_equal=True,
         ignore_row_if="either_value_is_missing",  # nulls fail their not-null checks
     )
+    checks.add(
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "layout: the change time is not later than the cutoff",
+        column_A=source.cutoff_column,
+        column_B=source.changed_column,
+        or_equal=True,
+        ignore_row_if="either_value_is_missing",
+    )
+    if source.tiled:
+        _tile_checks(source, checks, not_after, clock)
+    else:
+        _row_checks(source, checks, not_after, clock)
+    return checks.checks
+
+
+class _Checks:
+    """The checks of a view, each once (by expectation and arguments)."""
+
+    def __init__(self) -> None:
+        self.checks: list[Check] = []
+
+    def add(
+        self,
+        expectation: str,
+        origin: str,
+        *,
+        whole_view: bool = False,
+        arrow: bool = False,
+        offending: Callable[[pa.Table], list[int]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        check = Check(expectation, kwargs, origin, whole_view, arrow, offending)
+        if all((c.expectation, c.kwargs) != (check.expectation, check.kwargs) for c in self.checks):
+            self.checks.append(check)
+
+
+def _row_checks(source: ViewSource, checks: _Checks, not_after: dt.datetime, clock: str) -> None:
+    """The checks of a hand-written view's rows (see :func:`derive_checks`)."""
+    view = source.view
+    sla = dt.timedelta(seconds=view.freshness_sla_seconds)
+    for column in (source.ts_column, source.ver_column):
+        checks.add(
+            "expect_column_values_to_be_between",
+            f"{clock} (current rows)",
+            arrow=True,
+            offending=_current_later_than(source, column, not_after),
+            column=column,
+            max_value=not_after,
+            row_condition=f"{source.ts_column} <= {source.cutoff_column}",
+        )
+        checks.add(
+            "expect_column_values_to_be_between",
+            f"layout: a scheduled row is at most the cutoff + freshness_sla ({view.freshness_sla})"
+            " ahead",
+            arrow=True,
+            offending=_scheduled_beyond(source, column, sla),
+            column=column,
+            max_value=f"{source.cutoff_column} + {view.freshness_sla}",
+            row_condition=f"{source.ts_column} > {source.cutoff_column}",
+        )
     for feature in view.features:
-        add(
+        checks.add(
             "expect_column_values_to_be_in_type_list",
             f"registry: {feature.data_type}",
             column=feature.name,
             type_list=TYPE_LISTS[feature.value_type],
         )
         if feature.value_type == "float":
-            add(
+            checks.add(
                 "expect_column_values_to_be_between",
                 "layout: finite float",
                 column=feature.name,
                 min_value=-_FLOAT_MAX,
                 max_value=_FLOAT_MAX,
             )
-        if feature.range_min is not None or feature.range_max is not None:
-            bounds: dict[str, Any] = {}
-            if feature.range_min is not None:
-                bounds["min_value"] = feature.range_min
-            if feature.range_max is not None:
-                bounds["max_value"] = feature.range_max
-            add("expect_column_values_to_be_between", "registry: range", column=feature.name,
-                **bounds)  # fmt: skip
+        bounds = _bounds(feature.range_min, feature.range_max)
+        if bounds:
+            checks.add(
+                "expect_column_values_to_be_between",
+                "registry: range",
+                column=feature.name,
+                **bounds,
+            )
         if feature.accepted_values is not None:
-            add(
+            checks.add(
                 "expect_column_values_to_be_in_set",
                 "registry: accepted_values",
                 column=feature.name,
@@ -205,23 +269,283 @@ def derive_checks(
     for test in source.data_tests:
         origin = f"yml: {test.name} test"
         if test.name == "not_null":
-            add("expect_column_values_to_not_be_null", origin, column=test.column)
+            checks.add("expect_column_values_to_not_be_null", origin, column=test.column)
         elif test.name == "accepted_values":
-            add(
+            checks.add(
                 "expect_column_values_to_be_in_set",
                 origin,
                 column=test.column,
                 value_set=list(test.kwargs.get("values") or []),
             )
         elif test.name == "accepted_range":
-            test_bounds: dict[str, Any] = {
-                name: test.kwargs[name]
-                for name in ("min_value", "max_value")
-                if test.kwargs.get(name) is not None
-            }
+            test_bounds = _bounds(test.kwargs.get("min_value"), test.kwargs.get("max_value"))
             if test_bounds:
-                add("expect_column_values_to_be_between", origin, column=test.column, **test_bounds)
-    return checks
+                checks.add(
+                    "expect_column_values_to_be_between", origin, column=test.column, **test_bounds
+                )
+
+
+def _tile_checks(source: ViewSource, checks: _Checks, not_after: dt.datetime, clock: str) -> None:
+    """The checks of a tiled view's rows: the feature timestamp, as-of time and change time
+    not later than the load's now + tolerance; the hop (``tile_hop_seconds``) not null, an
+    integer and one of the view's hops; the tile start not null, a timestamp and aligned to
+    its hop. Per feature, on the rows of its hop: every ``<f>__count`` a non-null integer
+    >= 0; an ``avg``'s ``<f>__sum`` present if and only if its count is > 0; a ``sum``'s or an
+    ``avg``'s ``<f>__sum`` an integer or a decimal. Declared ranges (registry ``range``, yml
+    ``featurestore.accepted_range``) are checked where a tile's bound carries over to the
+    merged value: ``avg``: the tile's mean within the range (the merged mean is a weighted
+    mean of tile means, so it is too); ``count``: only the lower bound 0 (a sum of tile
+    counts can exceed a bound no tile does); ``sum``: none (a tile's sum bounds nothing)."""
+    view = source.view
+    for column in (source.ts_column, source.ver_column, source.changed_column):
+        checks.add(
+            "expect_column_values_to_be_between",
+            clock,
+            arrow=True,
+            column=column,
+            max_value=not_after,
+        )
+    hops = sorted({f.aggregation.hop_seconds for f in view.features if f.aggregation})
+    checks.add("expect_column_values_to_not_be_null", "tiles: hop", column=HOP_COLUMN)
+    checks.add(
+        "expect_column_values_to_be_in_type_list",
+        "tiles: hop type",
+        column=HOP_COLUMN,
+        type_list=TYPE_LISTS["int"],
+    )
+    checks.add(
+        "expect_column_values_to_be_in_set",
+        "tiles: a hop of the view's features",
+        column=HOP_COLUMN,
+        value_set=hops,
+    )
+    checks.add("expect_column_values_to_not_be_null", "tiles: tile start", column=TILE_START_COLUMN)
+    checks.add(
+        "expect_column_values_to_be_in_type_list",
+        "tiles: tile start type",
+        column=TILE_START_COLUMN,
+        type_list=TYPE_LISTS["timestamp"],
+    )
+    checks.add(
+        "expect_column_values_to_be_aligned_to_hop",
+        "tiles: tile start a whole number of hops since the epoch",
+        arrow=True,
+        offending=_misaligned,
+        column=TILE_START_COLUMN,
+    )
+    ranges = _declared_ranges(source)
+    for feature in view.features:
+        aggregation = feature.aggregation
+        if aggregation is None:
+            continue
+        hop, function = aggregation.hop_seconds, aggregation.function
+        count, total = f"{feature.name}__count", f"{feature.name}__sum"
+        if function in ("count", "avg"):
+            checks.add(
+                "expect_column_values_to_be_in_type_list",
+                "tiles: count type",
+                column=count,
+                type_list=TYPE_LISTS["int"],
+            )
+            checks.add(
+                "expect_column_values_to_be_between",
+                "tiles: a count is >= 0",
+                column=count,
+                min_value=0,
+            )
+            checks.add(
+                "expect_column_values_to_not_be_null",
+                f"tiles: a count on every tile of its hop ({hop} s)",
+                arrow=True,
+                offending=_null_on_hop(count, hop),
+                column=count,
+                row_condition=f"{HOP_COLUMN} = {hop}",
+            )
+        if function in ("sum", "avg"):
+            checks.add(
+                "expect_column_values_to_be_of_type",
+                "tiles: a sum is an integer or a decimal",
+                arrow=True,
+                offending=_not_exact_number(total),
+                column=total,
+            )
+        if function == "avg":
+            checks.add(
+                "expect_column_values_to_be_present_iff_count_positive",
+                "tiles: an avg's sum present if and only if its count is > 0",
+                arrow=True,
+                offending=_sum_iff_count(count, total, hop),
+                column=total,
+                count_column=count,
+            )
+            for origin, (low, high) in ranges.get(feature.name, []):
+                checks.add(
+                    "expect_tile_mean_to_be_between",
+                    f"{origin} (the tile's mean)",
+                    arrow=True,
+                    offending=_mean_outside(count, total, hop, low, high),
+                    column=feature.name,
+                    **_bounds(low, high),
+                )
+
+
+def _bounds(low: object, high: object) -> dict[str, Any]:
+    bounds: dict[str, Any] = {}
+    if low is not None:
+        bounds["min_value"] = low
+    if high is not None:
+        bounds["max_value"] = high
+    return bounds
+
+
+def _declared_ranges(source: ViewSource) -> dict[str, list[tuple[str, tuple[Any, Any]]]]:
+    """Feature -> its declared ranges: (origin, (min or None, max or None))."""
+    out: dict[str, list[tuple[str, tuple[Any, Any]]]] = {}
+    for feature in source.view.features:
+        if feature.range_min is not None or feature.range_max is not None:
+            out.setdefault(feature.name, []).append(
+                ("registry: range", (feature.range_min, feature.range_max))
+            )
+    for test in source.view.data_tests:
+        if (
+            test.name == "accepted_range"
+            and test.namespace == "featurestore"
+            and test.severity == "error"
+            and test.where is None
+        ):
+            low, high = test.kwargs.get("min_value"), test.kwargs.get("max_value")
+            if low is not None or high is not None:
+                out.setdefault(test.column, []).append(("yml: accepted_range test", (low, high)))
+    return out
+
+
+def _positions(mask: pa.Array | pa.ChunkedArray) -> list[int]:
+    mask = pc.fill_null(mask, False)
+    if not pc.any(mask).as_py():
+        return []
+    return [int(i) for i in pc.indices_nonzero(mask).to_pylist()]
+
+
+def _naive(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    if column.type.tz is not None:  # as ge_frame shows it: naive UTC
+        column = column.cast(pa.timestamp(column.type.unit))
+    return column
+
+
+def _timestamps(table: pa.Table, *columns: str) -> list[pa.ChunkedArray] | None:
+    """The columns as naive timestamps in microseconds, None if one is no timestamp (the
+    type check reports it)."""
+    out = []
+    for name in columns:
+        column = table[name]
+        if not pa.types.is_timestamp(column.type):
+            return None
+        out.append(_naive(column).cast(pa.timestamp("us"), safe=False))
+    return out
+
+
+def _current_later_than(
+    source: ViewSource, column: str, limit: dt.datetime
+) -> Callable[[pa.Table], list[int]]:
+    def offending(table: pa.Table) -> list[int]:
+        found = _timestamps(table, column, source.ts_column, source.cutoff_column)
+        if found is None:
+            return []
+        value, ts, cutoff = found
+        current = pc.less_equal(ts, cutoff)
+        later = pc.greater(value, pa.scalar(limit, pa.timestamp("us")))
+        return _positions(pc.and_(current, later))
+
+    return offending
+
+
+def _scheduled_beyond(
+    source: ViewSource, column: str, horizon: dt.timedelta
+) -> Callable[[pa.Table], list[int]]:
+    def offending(table: pa.Table) -> list[int]:
+        found = _timestamps(table, column, source.ts_column, source.cutoff_column)
+        if found is None:
+            return []
+        value, ts, cutoff = found
+        scheduled = pc.greater(ts, cutoff)
+        end = pc.add(cutoff, pa.scalar(horizon, pa.duration("us")))
+        return _positions(pc.and_(scheduled, pc.greater(value, end)))
+
+    return offending
+
+
+def _micros(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.cast(_naive(column).cast(pa.timestamp("us"), safe=False), pa.int64())
+
+
+def _misaligned(table: pa.Table) -> list[int]:
+    start, hop = table[TILE_START_COLUMN], table[HOP_COLUMN]
+    if not pa.types.is_timestamp(start.type) or not pa.types.is_integer(hop.type):
+        return []
+    hop_us = pc.multiply(pc.cast(hop, pa.int64()), 1_000_000)
+    positive = pc.greater(hop_us, 0)  # other hops: refused by the hop's set check
+    safe = pc.if_else(positive, hop_us, 1)
+    starts = _micros(start)
+    quotient = pc.divide(starts, safe)  # integer division: zero remainder iff aligned
+    remainder = pc.subtract(starts, pc.multiply(quotient, safe))
+    return _positions(pc.and_(positive, pc.not_equal(remainder, 0)))
+
+
+def _on_hop(table: pa.Table, hop: int) -> pa.ChunkedArray:
+    return pc.fill_null(pc.equal(table[HOP_COLUMN], hop), False)
+
+
+def _null_on_hop(column: str, hop: int) -> Callable[[pa.Table], list[int]]:
+    def offending(table: pa.Table) -> list[int]:
+        return _positions(pc.and_(_on_hop(table, hop), pc.is_null(table[column])))
+
+    return offending
+
+
+def _not_exact_number(column: str) -> Callable[[pa.Table], list[int]]:
+    def offending(table: pa.Table) -> list[int]:
+        kind = table[column].type
+        if pa.types.is_integer(kind) or pa.types.is_decimal(kind) or pa.types.is_null(kind):
+            return []
+        return list(range(table.num_rows))
+
+    return offending
+
+
+def _sum_iff_count(count: str, total: str, hop: int) -> Callable[[pa.Table], list[int]]:
+    def offending(table: pa.Table) -> list[int]:
+        if not pa.types.is_integer(table[count].type):
+            return []
+        positive = pc.fill_null(pc.greater(table[count], 0), False)
+        present = pc.is_valid(table[total])
+        return _positions(pc.and_(_on_hop(table, hop), pc.not_equal(positive, present)))
+
+    return offending
+
+
+def _mean_outside(
+    count: str, total: str, hop: int, low: Any, high: Any
+) -> Callable[[pa.Table], list[int]]:
+    """Rows of the hop whose tile mean ``sum / count`` is outside [low, high], compared as
+    ``sum`` against ``bound * count`` exactly (Python decimals) on the rows with a count."""
+
+    def offending(table: pa.Table) -> list[int]:
+        if not pa.types.is_integer(table[count].type):
+            return []
+        on_hop = _on_hop(table, hop).to_pylist()
+        counts, totals = table[count].to_pylist(), table[total].to_pylist()
+        out = []
+        for position, (here, n, s) in enumerate(zip(on_hop, counts, totals, strict=True)):
+            if not here or not n or s is None or isinstance(s, float):
+                continue
+            value = Decimal(s)
+            if (low is not None and value < Decimal(str(low)) * n) or (
+                high is not None and value > Decimal(str(high)) * n
+            ):
+                out.append(position)
+        return out
+
+    return offending
 
 
 @dataclass
@@ -325,7 +649,7 @@ class ViewValidator:
             return
         positions_column = pa.array(range(self.rows_checked, self.rows_checked + rows), pa.int64())
         self._keys.append(
-            table.select(list(self.source.view.keys)).append_column(_ROW, positions_column)
+            table.select(list(self.source.unique_columns)).append_column(_ROW, positions_column)
         )
         definition = self._prepare()
         frame = ge_frame(table)
@@ -356,7 +680,7 @@ class ViewValidator:
                 failure.samples.append(sample_row(table, int(position)))
         for index, check in enumerate(self.checks):
             if check.arrow:
-                later = _later_than(table, check)
+                later = check.offending(table) if check.offending else _later_than(table, check)
                 if later:
                     failure = self._failures.setdefault(index, ExpectationFailure(check))
                     failure.unexpected_count += len(later)
@@ -394,6 +718,9 @@ class ViewValidator:
         keys = pa.concat_tables(self._keys, promote_options="permissive")
         for column in columns:  # keys refused by their own checks are left to those
             values = keys[column]
+            if column not in self.source.view.keys:
+                keys = keys.filter(pc.is_valid(values))
+                continue
             valid = pc.is_valid(values)
             if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
                 length = pc.utf8_length(values)
