@@ -60,6 +60,12 @@ class Converted:
     expired: int = 0
     rows: int = 0
 
+    def add(self, other: Converted) -> None:
+        """Append ``other``'s records and counts."""
+        self.records += other.records
+        self.expired += other.expired
+        self.rows += other.rows
+
 
 @dataclass
 class _Row:
@@ -214,10 +220,7 @@ def to_records(
     :class:`RecordGrouper`."""
     grouper = RecordGrouper(source, now_seconds, keep_expired=keep_expired)
     out = grouper.feed(batch)
-    last = grouper.finish()
-    out.records += last.records
-    out.expired += last.expired
-    out.rows += last.rows
+    out.add(grouper.finish())
     return out
 
 

@@ -515,13 +515,13 @@ def _write(
         grouper = RecordGrouper(source, now_seconds, keep_expired=replace)
         with pa.memory_map(str(spill)) as mapped:
             spilled = pa.ipc.open_file(mapped)
-            for index in range(spilled.num_record_batches + 1):
+            last = spilled.num_record_batches - 1
+            for index in range(spilled.num_record_batches):
                 if failures:
                     break
-                if index < spilled.num_record_batches:
-                    converted = grouper.feed(spilled.get_batch(index))
-                else:  # the entity still open after the last batch
-                    converted = grouper.finish()
+                converted = grouper.feed(spilled.get_batch(index))
+                if index == last:  # the entity still open after the last batch
+                    converted.add(grouper.finish())
                 result.rows_expired += converted.expired
                 if converted.expired and not replace:
                     reporter.advance(converted.expired)
