@@ -10,9 +10,14 @@ Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
   ``--full-refresh``, the repair of a view after a bad load) it ignores the stored
   ``(ts, ver)``: each record replaces its view's stored record for its key, and a record
   already expired removes it; other views of the same key are untouched.
-* A record's timeline (:attr:`Record.timeline`) is stored, replaced and removed with it, and
-  read back with it (``timeline`` of :class:`StoredRecord` / :class:`EncodedRecord`, None
-  when the record has none); stores never decode it.
+* A record's timeline (:attr:`Record.timeline`, bytes) is stored, replaced and removed with
+  it (a written record without one removes the stored one), and read back with it in the
+  same round trip (``timeline`` of :class:`StoredRecord` / :class:`EncodedRecord`, None
+  when the record has none); stores never decode it, so a corrupt one is returned as is.
+  A record may hold no feature values at all (a tiled view's: values ``{}`` or all None).
+* A record a store cannot hold (a timeline that is not bytes, or over one of the store's
+  size limits) is refused with :class:`RecordRefused` naming its entity, key and view,
+  before anything of the batch is written.
 * :meth:`OnlineStore.read` reads any set of views for many keys of one entity in one round
   trip (one pipeline, one BatchGetItem sequence, one query), returning records that have
   not expired (``exp`` > now) with values decoded as the registry types.
@@ -49,13 +54,16 @@ __all__ = [
     "InvalidRecord",
     "LoadRecord",
     "OnlineStore",
+    "RecordRefused",
     "StoreError",
     "StoreNotInitialized",
     "StoreUnavailable",
     "StoredRecord",
     "ViewRead",
     "WriteResult",
+    "checked_timeline",
     "load_record_of",
+    "record_where",
     "watermark_of",
 ]
 
@@ -79,6 +87,30 @@ class StoreNotInitialized(StoreError):
     ``featurestore init-store``)."""
 
     exit_code = ExitCode.STORE_NOT_INITIALIZED
+
+
+class RecordRefused(StoreError):
+    """A record the store cannot hold (over one of the store's limits, or a timeline that
+    is not bytes); the message names its entity, key and view. Raised by
+    :meth:`OnlineStore.write` before anything of the batch is sent."""
+
+
+def record_where(record: Record) -> str:
+    """How a store's error names one record: entity, key and view."""
+    return f"{record.entity} {record.key!r} view {record.view!r}"
+
+
+def checked_timeline(record: Record, description: str = "") -> bytes | None:
+    """The record's timeline, refused (:class:`RecordRefused`, the message starting with
+    ``description``: the store's) unless it is bytes or None: stores keep it as it is and
+    never encode it themselves."""
+    timeline = record.timeline
+    if timeline is None or isinstance(timeline, bytes):
+        return timeline
+    raise RecordRefused(
+        f"{description}{': ' if description else ''}{record_where(record)}: the timeline "
+        f"must be bytes (the layout's encoding), got a {type(timeline).__name__}"
+    )
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ __all__ = ["Corruption", "corrupt"]
 
 @dataclass(frozen=True)
 class Corruption:
-    """One stored field of a record replaced: ``field`` is ``ts``/``ver``/``exp``, a feature,
-    ``payload`` (SQLite), ``f`` (DynamoDB) or ``key`` (Redis: the hash replaced by a
-    string); ``text`` is what Redis and SQLite get (SQLite, a feature with ``text`` None:
-    the JSON number 5), ``attribute`` what DynamoDB gets."""
+    """One stored field of a record replaced: ``field`` is ``ts``/``ver``/``exp``, ``tl``
+    (the timeline: Redis ``_tl:<view>``, SQLite column ``timeline``, DynamoDB ``tl``), a
+    feature, ``payload`` (SQLite), ``f`` (DynamoDB) or ``key`` (Redis: the hash replaced by a
+    string); ``text`` is what Redis and SQLite get (SQLite, a feature or the timeline with
+    ``text`` None: the number 5), ``attribute`` what DynamoDB gets."""
 
     field: str
     text: str | None
@@ -37,9 +38,11 @@ def corrupt(
         where = "where entity = ? and entity_key = ? and view = ?"
         args = (entity, entity_token(key), view)
         with sqlite3.connect(store.path) as con:
-            if bad.field in ("ts", "ver", "exp", "payload"):
-                sql = f"update online_records set {bad.field} = ? {where}"
-                con.execute(sql, (bad.text, *args))
+            if bad.field in ("ts", "ver", "exp", "payload", "tl"):
+                column = "timeline" if bad.field == "tl" else bad.field
+                sql = f"update online_records set {column} = ? {where}"
+                text = 5 if bad.field == "tl" and bad.text is None else bad.text
+                con.execute(sql, (text, *args))
             elif bad.text is None:  # a number where the layout keeps text
                 sql = f"update online_records set payload = json_set(payload, ?, 5) {where}"
                 con.execute(sql, (f"$.{bad.field}", *args))
@@ -52,12 +55,13 @@ def corrupt(
             store.client.delete(name)
             store.client.set(name, "a string")
         else:
-            field = f"_{bad.field}:{view}" if bad.field in ("ts", "ver", "exp") else bad.field
+            meta = ("ts", "ver", "exp", "tl")
+            field = f"_{bad.field}:{view}" if bad.field in meta else bad.field
             assert bad.text is not None
             store.client.hset(name, field, bad.text)
     else:
         assert isinstance(store, DynamoDBStore) and bad.attribute is not None
-        path = "#a" if bad.field in ("ts", "ver", "exp", "f") else "f.#a"
+        path = "#a" if bad.field in ("ts", "ver", "exp", "f", "tl") else "f.#a"
         store.clients[0].update_item(
             TableName=store.table,
             Key={"pk": {"S": dynamodb_pk(entity, key)}, "sk": {"S": view}},

@@ -7,6 +7,7 @@ other view of the same key) exactly as written. A later write repairs it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -242,6 +243,74 @@ def test_sqlite_payload_reasons_name_the_problem(tmp_path: Path) -> None:
                 (fill_payload, NOW_S + 86_400),
             )
     store.close()
+
+
+# --- timelines: opaque to the store ---------------------------------------------------------
+
+#: a stored timeline that no reader can decode (not JSON), the same text in every store
+UNDECODABLE = '{"60": [ not a tile set ✓'
+
+
+def test_an_undecodable_timeline_is_returned_as_is(store: OnlineStore) -> None:
+    """The store never decodes a timeline, so a corrupt one is no InvalidRecord here (the
+    sidecar finds it undecodable): the record reads with the stored bytes, on the blocking
+    and (Redis) the asynchronous path; a later record replaces it."""
+    keys = keys_of("tl_")
+    profiles = [dataclasses.replace(r, timeline=b"[]") for r in fill(store, keys)]
+    store.write(profiles, now=NOW, replace=True)
+    corrupt(store, "user", keys[2], PROFILE.view, Corruption("tl", UNDECODABLE, {"S": UNDECODABLE}))
+    rows = store.read("user", keys, [PROFILE, ACTIVITY], now=NOW)
+    for n, (key, row) in enumerate(zip(keys, rows, strict=True)):
+        timeline = UNDECODABLE.encode() if n == 2 else b"[]"
+        assert row[PROFILE.view] == dataclasses.replace(as_read(profiles[n]), timeline=timeline)
+        assert row[ACTIVITY.view] == as_read(activity(key, n))
+    if isinstance(store, RedisStore):
+
+        async def read() -> list[dict[str, Any]]:
+            rows = await store.read_encoded_async("user", keys, [PROFILE], now=NOW)
+            store.close()  # on its event loop
+            return rows
+
+        encoded = asyncio.run(read())
+        timelines = [row[PROFILE.view].timeline for row in encoded]
+        assert timelines == [b"[]", b"[]", UNDECODABLE.encode(), b"[]", b"[]"]
+    newer = dataclasses.replace(profiles[2], ts=profiles[2].ts + 1, timeline=None)
+    assert store.write([newer], now=NOW).written == 1
+    assert store.read("user", [keys[2]], [PROFILE], now=NOW)[0][PROFILE.view] == as_read(newer)
+
+
+@pytest.mark.parametrize(
+    ("kind", "bad", "expected"),
+    [
+        ("sqlite", Corruption("tl", None, None), b"5"),  # an integer: its text
+        ("dynamodb", Corruption("tl", None, {"B": b"\xff\x00raw"}), b"\xff\x00raw"),
+        ("dynamodb", Corruption("tl", None, {"N": "5"}), "tl is not a string (S)"),
+        ("dynamodb", Corruption("tl", None, {"L": []}), "tl is not a string (S)"),
+    ],
+)
+def test_a_timeline_of_another_type(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, bad: Corruption, expected: object
+) -> None:
+    """What a store holds in the timeline's place that is not what it writes: SQLite's
+    other values are their text, a DynamoDB binary (B) its bytes; a DynamoDB attribute of
+    any other type is an InvalidRecord (the record's attributes are the store's layout)."""
+    store = open_store(store_url(kind, request, tmp_path))
+    store.initialize()
+    try:
+        profiles = fill(store)
+        corrupt(store, "user", BAD_KEY, PROFILE.view, bad)
+        rows = store.read("user", KEYS, [PROFILE, ACTIVITY], now=NOW)
+        got = rows[2][PROFILE.view]
+        if isinstance(expected, bytes):
+            assert got == dataclasses.replace(as_read(profiles[2]), timeline=expected)
+        else:
+            assert isinstance(got, InvalidRecord) and expected in got.reason
+        assert rows[2][ACTIVITY.view] == as_read(activity(BAD_KEY, 2))
+        assert [row[PROFILE.view] for n, row in enumerate(rows) if n != 2] == [
+            as_read(r) for n, r in enumerate(profiles) if n != 2
+        ]
+    finally:
+        store.close()
 
 
 # --- loader bookkeeping read back: per entry too ------------------------------------------

@@ -595,6 +595,60 @@ def test_items_over_400_kb_are_refused_naming_the_record(ddb: DynamoDBStore) -> 
     assert stored is not None and stored.values == {"blob": "y" * 300_000, "n": 12345678901}
 
 
+def test_the_timeline_counts_in_the_item_size_and_round_trips(ddb: DynamoDBStore, raw: Any) -> None:
+    """``tl`` (S) counts by DynamoDB's rules (2 bytes of name + its UTF-8 bytes): a record
+    whose timeline takes it one byte over 400 KB is refused before anything of its batch is
+    written, naming entity, key and view; as a StoreError too (the loader's clean error)."""
+    ts, exp = NOW_US, NOW_S + 30 * DAY
+    plain = _with(rec("big", ts, exp=exp), n=7)
+    tail = "✓"  # 3 bytes of UTF-8: sizes are bytes, not characters
+    filler = (
+        MAX_ITEM_BYTES - size_by_hand("big", ts, exp, {"n": 7}) - len("tl") - len(tail.encode())
+    )
+    at_limit = dataclasses.replace(plain, timeline=("x" * filler + tail).encode())
+    item = encode_record(at_limit)
+    assert item["tl"] == {"S": "x" * filler + tail} and item_size(item) == MAX_ITEM_BYTES
+    over = dataclasses.replace(plain, timeline=b"x" * (filler + 4))
+    wire = Wire()
+    hook(ddb, "before-send.dynamodb.PutItem", wire)
+    for refused in (ItemTooLarge, StoreError):
+        with pytest.raises(refused, match=r"user \('big',\) view 'stats'.*409601 bytes"):
+            ddb.write([rec("small", ts, n=1), over], now=NOW)
+    assert wire.sent == []
+    # a large timeline within moto's (smaller) limit round-trips, in one BatchGetItem
+    large = dataclasses.replace(plain, timeline=b"[" + b"1," * 150_000 + b"1]")
+    assert ddb.write([large, rec("small", ts, n=1)], now=NOW) == WriteResult(2, 0)
+    reads = Wire()
+    hook(ddb, "before-send.dynamodb.BatchGetItem", reads)
+    rows = ddb.read("user", [("big",), ("small",)], [STATS], now=NOW)
+    assert reads.sent == [("BatchGetItem", 2)]
+    assert rows[0]["stats"] is not None and rows[0]["stats"].timeline == large.timeline
+    assert rows[1]["stats"] is not None and rows[1]["stats"].timeline is None
+    stored = raw.get_item(
+        TableName=ddb.table, Key={"pk": {"S": "user#small"}, "sk": {"S": "stats"}}
+    )
+    assert "tl" not in stored["Item"]  # no timeline: no attribute
+
+
+def test_a_timeline_that_is_not_utf8_is_refused(ddb: DynamoDBStore) -> None:
+    """A DynamoDB string (S) holds UTF-8 text; the layout's timelines are JSON (UTF-8)."""
+    bad = dataclasses.replace(rec("k:1", NOW_US, n=1), timeline=b'{"60": "\xff"}')
+    with pytest.raises(StoreError, match=r"user \('k:1',\) view 'stats'.*not UTF-8.*byte 8"):
+        ddb.write([rec("ok", NOW_US, n=2), bad], now=NOW)
+    assert ddb.read("user", [("ok",)], [STATS], now=NOW) == [{"stats": None}]
+
+
+def test_a_record_without_a_timeline_removes_the_stored_attribute(
+    ddb: DynamoDBStore, raw: Any
+) -> None:
+    key = {"pk": {"S": "user#k"}, "sk": {"S": "stats"}}
+    first = dataclasses.replace(rec("k", NOW_US - 10, n=1), timeline=b"[]")
+    assert ddb.write([first], now=NOW) == WriteResult(1, 0)
+    assert raw.get_item(TableName=ddb.table, Key=key)["Item"]["tl"] == {"S": "[]"}
+    assert ddb.write([rec("k", NOW_US, n=2)], now=NOW) == WriteResult(1, 0)
+    assert "tl" not in raw.get_item(TableName=ddb.table, Key=key)["Item"]
+
+
 def _with(record: Record, **values: object) -> Record:
     return Record(
         record.entity,

@@ -21,9 +21,16 @@ import redis as redis_py
 from redis.connection import Connection
 from redis.crc import key_slot
 
+from featurestore.online import redis_store
 from featurestore.online.layout import OnlineLayoutError, Record, encode_python_value
 from featurestore.online.redis_store import MAX_LOADS, RedisStore, _encode
-from featurestore.online.store import LoadRecord, StoreUnavailable, ViewRead, WriteResult
+from featurestore.online.store import (
+    LoadRecord,
+    RecordRefused,
+    StoreUnavailable,
+    ViewRead,
+    WriteResult,
+)
 from featurestore.online.urls import open_store
 from tests.servers import RedisServer, free_port, redis_server
 
@@ -182,6 +189,78 @@ def test_null_features_are_deleted_from_the_hash(store: RedisStore, admin: redis
     )
     fields = admin.hgetall(f"{store.namespace}:user:{{u1}}")
     assert b"age" not in fields and fields[b"name"] == b"b"
+
+
+def test_the_timeline_field_is_set_deleted_and_removed_with_its_view(
+    store: RedisStore, admin: redis_py.Redis
+) -> None:
+    """``_tl:<view>`` holds the timeline's bytes as given; a newer record without one
+    deletes it, a skipped older one leaves it, a removal (replace mode, expired) deletes it
+    with the view's other fields; the other view's fields are never touched."""
+    exp = NOW_S + DAY
+    key = f"{store.namespace}:user:{{u1}}"
+    tiled = Record("user", ("u1",), "user_windows", NOW_US, NOW_US + 5, exp, {}, b'{"60":{}}')
+    first = Record("user", ("u1",), "user_profile", NOW_US, NOW_US, exp, {"age": 1}, b"\x00\xff")
+    assert store.write([tiled, first], now=NOW) == WriteResult(2, 0)
+    assert admin.hgetall(key) == {
+        b"age": b"1",
+        b"_ts:user_profile": str(NOW_US).encode(),
+        b"_ver:user_profile": str(NOW_US).encode(),
+        b"_exp:user_profile": str(exp).encode(),
+        b"_tl:user_profile": b"\x00\xff",  # any bytes: the store never looks inside
+        b"_ts:user_windows": str(NOW_US).encode(),
+        b"_ver:user_windows": str(NOW_US + 5).encode(),
+        b"_exp:user_windows": str(exp).encode(),
+        b"_tl:user_windows": b'{"60":{}}',
+    }
+    older = Record("user", ("u1",), "user_profile", NOW_US - 1, NOW_US, exp, {"age": 2})
+    assert store.write([older], now=NOW) == WriteResult(0, 1)
+    assert admin.hget(key, "_tl:user_profile") == b"\x00\xff"
+    newer = Record("user", ("u1",), "user_profile", NOW_US + 1, NOW_US + 1, exp, {"age": 3})
+    assert store.write([newer], now=NOW) == WriteResult(1, 0)
+    assert admin.hget(key, "_tl:user_profile") is None and admin.hget(key, "age") == b"3"
+    removal = Record("user", ("u1",), "user_windows", NOW_US, NOW_US, NOW_S, {})
+    assert store.write([removal], now=NOW, replace=True) == WriteResult(0, 0)
+    assert sorted(admin.hgetall(key)) == [
+        b"_exp:user_profile", b"_ts:user_profile", b"_ver:user_profile", b"age"
+    ]  # fmt: skip
+    assert admin.pexpiretime(key) > 0  # the key lives on for the view left
+
+
+def test_a_timeline_over_redis_value_limit_is_refused_before_anything_is_sent(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis refuses a string over ``proto-max-bulk-len`` (512 MB): the store refuses such
+    a timeline itself, naming the record (the limit lowered here, not the server's)."""
+    monkeypatch.setattr(redis_store, "MAX_VALUE_BYTES", 1000)
+    fine = Record("user", ("a",), "user_profile", NOW_US, NOW_US, NOW_S + DAY, {}, b"x" * 1000)
+    big = Record("user", ("b:1",), "user_profile", NOW_US, NOW_US, NOW_S + DAY, {}, b"x" * 1001)
+    with pytest.raises(RecordRefused, match=r"user \('b:1',\) view 'user_profile'.*1001 bytes"):
+        store.write([fine, big], now=NOW)
+    assert store.read("user", [("a",)], [PROFILE], now=NOW) == [{"user_profile": None}]
+    assert store.write([fine], now=NOW) == WriteResult(1, 0)
+
+
+def test_write_pipelines_are_also_cut_by_bytes(
+    store: RedisStore, admin: redis_py.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large timelines: a pipeline is cut once its arguments reach MAX_PIPELINE_BYTES
+    (lowered here), far below the server's query buffer limit; each call is whole."""
+    monkeypatch.setattr(redis_store, "MAX_PIPELINE_BYTES", 10_000)
+    records = [
+        Record("user", (f"u{i}",), "user_profile", NOW_US, NOW_US, NOW_S + DAY, {"age": i},
+               b"t" * 4_000)
+        for i in range(7)
+    ]  # fmt: skip
+    evalsha_before = command_calls(admin, "evalsha")
+    spy = SendSpy(monkeypatch)
+    assert store.write(records, now=NOW) == WriteResult(7, 0)
+    sends = spy.sends
+    monkeypatch.undo()
+    assert sends == 4  # 2 + 2 + 2 + 1 records (each call is a little over 4,000 bytes)
+    assert command_calls(admin, "evalsha") - evalsha_before == 7
+    rows = store.read("user", [(f"u{i}",) for i in range(7)], [PROFILE], now=NOW)
+    assert [row["user_profile"].timeline for row in rows] == [b"t" * 4_000] * 7  # type: ignore[union-attr]
 
 
 def test_the_key_expires_at_the_latest_exp_of_its_views(
