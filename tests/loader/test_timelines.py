@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from featurestore.online.layout import Record, decode_steps, decode_tile_set
-from featurestore.online.sqlite_store import SQLiteStore
-from featurestore.online.store import StoredRecord, ViewRead, WriteResult
+from featurestore.online.store import OnlineStore, StoredRecord, ViewRead, WriteResult
+from featurestore.online.urls import open_store
 from featurestore.registry import FeatureView
 from featurestore.windows import tile_expires_at
 from loader import load
@@ -33,6 +33,7 @@ from tests.loader.crafted_views import (
     write_rows,
     write_tiles,
 )
+from tests.stores import store_url
 
 C1 = 1_777_593_600 * US  # 2026-05-01 00:00 UTC: the first load's cutoff
 H = 3600 * US
@@ -43,33 +44,47 @@ def clock_at(micros: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
 
 
-class RecordingStore(SQLiteStore):
-    """The real SQLite store, keeping every record it is sent (per write call)."""
+class Recorded:
+    """A real store whose ``write`` also keeps every record it is sent."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.sent: list[list[Record]] = []
+    def __init__(self, store: OnlineStore) -> None:
+        self.store = store
+        self.sent: list[Record] = []
+        original = store.write
 
-    def write(
-        self, records: Sequence[Record], *, now: dt.datetime | None = None, replace: bool = False
-    ) -> WriteResult:
-        self.sent.append(list(records))
-        return super().write(records, now=now, replace=replace)
+        def write(
+            records: Sequence[Record],
+            *,
+            now: dt.datetime | None = None,
+            replace: bool = False,
+        ) -> WriteResult:
+            self.sent += records
+            return original(records, now=now, replace=replace)
+
+        store.write = write  # type: ignore[method-assign]
 
     def take(self) -> dict[tuple[str, ...], Record]:
         """The records sent since the last take, by key (each key sent once)."""
-        sent = [record for call in self.sent for record in call]
-        self.sent = []
+        sent, self.sent = self.sent, []
         by_key = {record.key: record for record in sent}
         assert len(by_key) == len(sent), "a key was sent twice in one load"
         return by_key
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[RecordingStore]:
-    online = RecordingStore(tmp_path / "online.db")
+@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
+def recorded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Recorded]:
+    """A real, empty store of each kind, recording what it is sent."""
+    online = open_store(store_url(request.param, request, tmp_path))
     online.initialize()
-    yield online
+    yield Recorded(online)
+    online.close()
+
+
+@pytest.fixture
+def sqlite_recorded(tmp_path: Path) -> Iterator[Recorded]:
+    online = open_store(f"sqlite:///{tmp_path / 'online.db'}")
+    online.initialize()
+    yield Recorded(online)
     online.close()
 
 
@@ -144,16 +159,33 @@ def second_rows() -> list[Row]:
     ]
 
 
-def read_back(store: SQLiteStore, view: FeatureView, users: list[str], now: int) -> dict:
-    read = ViewRead(view.name, {f.name: f.value_type for f in view.features})
-    got = store.read("user", [(u,) for u in users], [read], now=clock_at(now))
-    return {user: row[view.name] for user, row in zip(users, got, strict=True)}
-
-
-@pytest.mark.parametrize("batch_rows", [1, 2, 1000])
-def test_scheduled_rows_load_incrementally_one_record_per_entity(
-    batch_rows: int, store: RecordingStore, tmp_path: Path
+def assert_stored(
+    store: OnlineStore, view: FeatureView, want: dict[tuple[str, ...], Record], now: int
 ) -> None:
+    """The store holds exactly ``want``'s records, timelines included (read back)."""
+    read = ViewRead(view.name, {f.name: f.value_type for f in view.features})
+    keys = sorted(want)
+    for key, row in zip(keys, store.read("user", keys, [read], now=clock_at(now)), strict=True):
+        got, record = row[view.name], want[key]
+        assert isinstance(got, StoredRecord), (key, got)
+        assert (got.ts, got.ver, got.exp, got.values) == (
+            record.ts,
+            record.ver,
+            record.exp,
+            record.values,
+        ), key
+        if record.timeline is None:
+            assert got.timeline is None, key
+        else:
+            assert got.timeline is not None, key
+            assert repr(decode_steps(got.timeline)).encode() == record.timeline, key
+
+
+@pytest.mark.parametrize("batch_rows", [1, 1000])
+def test_scheduled_rows_load_incrementally_one_record_per_entity(
+    batch_rows: int, recorded: Recorded, tmp_path: Path
+) -> None:
+    store = recorded.store
     view = scheduled_view()
     source = source_of(view)
     path = tmp_path / "warehouse.duckdb"
@@ -162,19 +194,15 @@ def test_scheduled_rows_load_incrementally_one_record_per_entity(
     report = load(store, path, [source], now=clock_at(C1), batch_rows=batch_rows, writers=2)
     (result,) = report.views
     assert (result.outcome, result.rows_read, result.rows_written) == ("success", 6, 4)
-    assert_records(store.take(), expected(rows1, view))
+    assert_records(recorded.take(), expected(rows1, view))
     # the watermark: the greatest change time read (d's: C1 - 1h, its current row's as-of)
     assert store.get_watermark(view.name) == C1 - 1 * H
-    stored = read_back(store, view, ["usr_b", "usr_d"], C1)
-    assert stored["usr_b"] == StoredRecord(
-        C1 + 20 * H, C1 + 20 * H, (C1 + 20 * H) // US + view.ttl_seconds, {
-            "n_events": 1, "mean_amount": None}
-    )  # fmt: skip
+    assert_stored(store, view, expected(rows1, view), C1)
 
     # a re-run reads nothing and writes nothing
     again = load(store, path, [source], now=clock_at(C1), batch_rows=batch_rows)
     assert (again.views[0].rows_read, again.views[0].rows_written) == (0, 0)
-    assert store.take() == {}
+    assert recorded.take() == {}
 
     # a day later: exactly the changed entities are read and written
     rows2 = second_rows()
@@ -184,22 +212,16 @@ def test_scheduled_rows_load_incrementally_one_record_per_entity(
     changed = {("usr_b",), ("usr_c",), ("usr_e",)}
     want = {key: record for key, record in expected(rows2, view).items() if key in changed}
     assert (result.rows_read, result.rows_written, result.rows_skipped) == (4, 3, 0)
-    assert_records(store.take(), want)
+    assert_records(recorded.take(), want)
     # b's new scheduled row: C2 + 25h - freshness_sla 26h
     assert store.get_watermark(view.name) == C2 - 1 * H
-    stored = read_back(store, view, ["usr_a", "usr_b", "usr_c", "usr_d", "usr_e"], C2)
-    for user, record in expected(rows2, view).items():
-        got = stored[user[0]]
-        assert got is not None and (got.ts, got.ver, got.values) == (
-            record.ts,
-            record.ver,
-            record.values,
-        )
+    # the store holds the newest of each entity: a and d from the first load, the rest now
+    assert_stored(store, view, expected(rows2, view), C2)
 
     # a full refresh writes every entity again, in replace mode
     full = load(store, path, [source], now=clock_at(C2), full_refresh=True, batch_rows=batch_rows)
     assert (full.views[0].rows_read, full.views[0].rows_written) == (len(rows2), 5)
-    assert_records(store.take(), expected(rows2, view))
+    assert_records(recorded.take(), expected(rows2, view))
 
 
 @pytest.mark.parametrize(
@@ -207,11 +229,12 @@ def test_scheduled_rows_load_incrementally_one_record_per_entity(
     [(0, True), (26 * H, True), (26 * H + 1, False), (400 * 86400 * US, False)],
 )
 def test_a_scheduled_row_beyond_the_horizon_is_refused(
-    ahead: int, passes: bool, store: RecordingStore, tmp_path: Path
+    ahead: int, passes: bool, sqlite_recorded: Recorded, tmp_path: Path
 ) -> None:
     """freshness_sla 26h: a scheduled row at most the cutoff + 26h ahead; the view's other
     rows are fine (and rows ahead of the load's clock by more than the tolerance are
     refused only when current)."""
+    store = sqlite_recorded.store
     view = scheduled_view()
     path = tmp_path / "warehouse.duckdb"
     rows = first_rows()
@@ -239,13 +262,14 @@ def test_a_scheduled_row_beyond_the_horizon_is_refused(
         assert [s["user_id"] for s in failure.samples] == ["usr_c"]
     others = {f.check.source for f in result.failures} - {f.check.source for f in horizon}
     assert others == {"layout: the change time is not later than the cutoff"}
-    assert store.take() == {}
+    assert sqlite_recorded.take() == {}
     assert store.get_watermark(view.name) is None
 
 
 def test_two_rows_of_one_entity_at_one_feature_time_are_refused(
-    store: RecordingStore, tmp_path: Path
+    sqlite_recorded: Recorded, tmp_path: Path
 ) -> None:
+    store = sqlite_recorded.store
     view = scheduled_view()
     path = tmp_path / "warehouse.duckdb"
     rows = [*first_rows(), Row("usr_b", C1 + 20 * H, C1 + 20 * H, 9, None)]
@@ -279,8 +303,9 @@ def tiled_table(path: Path, view: FeatureView, events: list[Event], cutoff: int)
 
 
 def test_tiles_load_as_one_tile_set_per_entity_incrementally(
-    store: RecordingStore, tmp_path: Path
+    recorded: Recorded, tmp_path: Path
 ) -> None:
+    store = recorded.store
     view = tiled_view()
     source = source_of(view)
     path = tmp_path / "warehouse.duckdb"
@@ -290,7 +315,7 @@ def test_tiles_load_as_one_tile_set_per_entity_incrementally(
     (result,) = report.views
     assert result.outcome == "success", result.message
     assert result.rows_read == len(tiles)
-    sent = store.take()
+    sent = recorded.take()
     users = sorted({k[0] for k in tiles})
     assert sorted(sent) == [(u,) for u in users]
     longest: dict[int, int] = {}
@@ -317,13 +342,21 @@ def test_tiles_load_as_one_tile_set_per_entity_incrementally(
                     partials.append((columns[f"{d.feature}__count"], total or 0))
             want.setdefault(hop, {})[start // US] = tuple(partials)
         assert decode_tile_set(record.timeline) == want
+    # read back: the store holds each user's tile set as sent
+    keys = sorted(sent)
+    read = ViewRead(view.name, {f.name: f.value_type for f in view.features})
+    for key, row in zip(keys, store.read("user", keys, [read], now=clock_at(C1)), strict=True):
+        got = row[view.name]
+        assert isinstance(got, StoredRecord) and got.timeline is not None, key
+        assert (got.ts, got.ver, got.exp) == (sent[key].ts, sent[key].ver, sent[key].exp)
+        assert decode_tile_set(got.timeline) == decode_tile_set(sent[key].timeline or b"")
 
     # a new event of one user only: the next load writes exactly that user
     late = Event("usr_3", C1 + 2 * H, C1 + 2 * H, 5, Decimal("1.00"))
     tiled_table(path, view, [*events, late], C1 + 3 * H)
     (result,) = load(store, path, [source], now=clock_at(C1 + 3 * H), batch_rows=3).views
     assert (result.outcome, result.rows_written) == ("success", 1)
-    assert list(store.take()) == [("usr_3",)]
+    assert list(recorded.take()) == [("usr_3",)]
     again = load(store, path, [source], now=clock_at(C1 + 3 * H))
     assert (again.views[0].rows_read, again.views[0].rows_written) == (0, 0)
 
@@ -358,8 +391,9 @@ BREAKS = {
 
 @pytest.mark.parametrize("case", sorted(BREAKS))
 def test_each_bad_tile_row_refuses_the_view(
-    case: str, store: RecordingStore, tmp_path: Path
+    case: str, sqlite_recorded: Recorded, tmp_path: Path
 ) -> None:
+    store = sqlite_recorded.store
     path = tmp_path / "warehouse.duckdb"
     view, tiles = _tile_rows(path)
     minute, hour = _first(tiles, 60), _first(tiles, 3600)
@@ -403,13 +437,14 @@ def test_each_bad_tile_row_refuses_the_view(
         f.check.source for f in result.failures
     ]
     assert result.rows_read == len(tiles) + extra_rows
-    assert result.rows_written == 0 and store.take() == {}
+    assert result.rows_written == 0 and sqlite_recorded.take() == {}
     assert store.get_watermark(view.name) is None
 
 
-def test_valid_tile_rows_pass_the_gate(store: RecordingStore, tmp_path: Path) -> None:
+def test_valid_tile_rows_pass_the_gate(sqlite_recorded: Recorded, tmp_path: Path) -> None:
     """The rows the cases above break, unbroken: loaded (a tile mean exactly at the bound
     too)."""
+    store = sqlite_recorded.store
     path = tmp_path / "warehouse.duckdb"
     view, tiles = _tile_rows(path)
     hour = _first(tiles, 3600)
