@@ -67,11 +67,8 @@ class Converted:
         self.rows += other.rows
 
 
-@dataclass
-class _Row:
-    ts: int
-    ver: int
-    values: tuple[object, ...]
+#: one row as grouped: (ts us, ver us, values or tile columns)
+_Row = tuple[int, int, tuple[object, ...]]
 
 
 class RecordGrouper:
@@ -90,6 +87,7 @@ class RecordGrouper:
         view = source.view
         self._entity, self._name = view.entity.name, view.name
         self._features = view.feature_names()
+        self._ttl = view.ttl_seconds
         self._open_key: tuple[str, ...] | None = None
         self._open_rows: list[_Row] = []
         if source.tiled:
@@ -126,12 +124,14 @@ class RecordGrouper:
             else:
                 values = [()] * batch.num_rows
         open_key, open_rows = self._open_key, self._open_rows
+        close = self._close
         for key, ts_, ver_, row in zip(keys, ts, ver, values, strict=True):
             if key != open_key:
                 if open_key is not None:
-                    self._close(open_key, open_rows, out)
-                open_key, open_rows = key, []
-            open_rows.append(_Row(ts_, ver_, row))
+                    close(open_key, open_rows, out)
+                open_key, open_rows = key, [(ts_, ver_, row)]
+            else:
+                open_rows.append((ts_, ver_, row))
         self._open_key, self._open_rows = open_key, open_rows
         return out
 
@@ -153,28 +153,27 @@ class RecordGrouper:
         out.rows += len(rows)
 
     def _handwritten(self, key: tuple[str, ...], rows: list[_Row]) -> Record:
-        last = rows[-1]
+        ts, ver, values = rows[-1]
         timeline = None
         if len(rows) > 1:
             timeline = encode_steps(
-                [(row.ts, [encode_python_value(v) for v in row.values]) for row in rows[:-1]]
+                [(step[0], [encode_python_value(v) for v in step[2]]) for step in rows[:-1]]
             )
         return Record(
             self._entity,
             key,
             self._name,
-            last.ts,
-            last.ver,
-            last.ts // _US + self.source.view.ttl_seconds,
-            dict(zip(self._features, last.values, strict=True)),
+            ts,
+            ver,
+            ts // _US + self._ttl,
+            dict(zip(self._features, values, strict=True)),
             timeline,
         )
 
     def _tiled(self, key: tuple[str, ...], rows: list[_Row]) -> Record:
         tiles: dict[int, dict[int, tuple[object, ...]]] = {}
         exp_us = 0
-        for row in rows:
-            hop, start_us, partials = row.values
+        for _, _, (hop, start_us, partials) in rows:
             assert isinstance(hop, int) and isinstance(start_us, int)
             assert isinstance(partials, tuple)
             positions = self._hop_features.get(hop, [])
@@ -184,8 +183,8 @@ class RecordGrouper:
             self._entity,
             key,
             self._name,
-            max(row.ts for row in rows),
-            max(row.ver for row in rows),
+            max(row[0] for row in rows),
+            max(row[1] for row in rows),
             exp_us // _US,
             {},
             encode_tile_set(tiles),

@@ -151,12 +151,28 @@ def derive_checks(
         whole_view=True,
         column_list=list(source.unique_columns),
     )
-    times = (source.ts_column, source.ver_column, source.changed_column, source.cutoff_column)
-    for column in times:
+    for column in (source.ts_column, source.ver_column):
         checks.add("expect_column_values_to_not_be_null", "registry: timestamp", column=column)
         checks.add(
             "expect_column_values_to_be_in_type_list",
             "registry: timestamp type",
+            column=column,
+            type_list=TYPE_LISTS["timestamp"],
+        )
+    # the bookkeeping columns: checked with Arrow (GE's pandas checks cost per expectation)
+    for column in (source.changed_column, source.cutoff_column):
+        checks.add(
+            "expect_column_values_to_not_be_null",
+            "registry: timestamp",
+            arrow=True,
+            offending=_nulls(column),
+            column=column,
+        )
+        checks.add(
+            "expect_column_values_to_be_in_type_list",
+            "registry: timestamp type",
+            arrow=True,
+            offending=_not_timestamp(column),
             column=column,
             type_list=TYPE_LISTS["timestamp"],
         )
@@ -179,6 +195,8 @@ def derive_checks(
     checks.add(
         "expect_column_pair_values_a_to_be_greater_than_b",
         "layout: the change time is not later than the cutoff",
+        arrow=True,
+        offending=_changed_after_cutoff(source),
         column_A=source.cutoff_column,
         column_B=source.changed_column,
         or_equal=True,
@@ -442,6 +460,34 @@ def _timestamps(table: pa.Table, *columns: str) -> list[pa.ChunkedArray] | None:
             return None
         out.append(_naive(column).cast(pa.timestamp("us"), safe=False))
     return out
+
+
+def _nulls(column: str) -> Callable[[pa.Table], list[int]]:
+    def offending(table: pa.Table) -> list[int]:
+        return _positions(pc.is_null(table[column]))
+
+    return offending
+
+
+def _not_timestamp(column: str) -> Callable[[pa.Table], list[int]]:
+    def offending(table: pa.Table) -> list[int]:
+        kind = table[column].type
+        if pa.types.is_timestamp(kind) or pa.types.is_null(kind):
+            return []
+        return list(range(table.num_rows))
+
+    return offending
+
+
+def _changed_after_cutoff(source: ViewSource) -> Callable[[pa.Table], list[int]]:
+    def offending(table: pa.Table) -> list[int]:
+        found = _timestamps(table, source.changed_column, source.cutoff_column)
+        if found is None:
+            return []
+        changed, cutoff = found
+        return _positions(pc.greater(changed, cutoff))
+
+    return offending
 
 
 def _current_later_than(
