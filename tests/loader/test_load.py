@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pytest
 
 from featurestore.online.store import OnlineStore, StoredRecord, StoreUnavailable, ViewRead
@@ -99,9 +100,28 @@ class Row:
     #: the entity's change time (the watermark's unit) and its rows in the warehouse
     changed: int = 0
     read: int = 1
+    #: the earlier rows (its scheduled steps): (ts, values as the layout's text)
+    steps: tuple[tuple[int, tuple[str | None, ...]], ...] = ()
 
     def stored(self) -> StoredRecord:
-        return StoredRecord(ts=self.ts, ver=self.ver, exp=self.exp, values=self.values)
+        timeline = None
+        if self.steps:  # the layout's JSON of steps: [[ts, [text or null, ...]], ...]
+            timeline = orjson.dumps([[ts, list(values)] for ts, values in self.steps])
+        return StoredRecord(
+            ts=self.ts, ver=self.ver, exp=self.exp, values=self.values, timeline=timeline
+        )
+
+
+def value_text(value: object) -> str | None:
+    """A value as the layout's text, written out here: bools 1/0, ints as digits, floats as
+    repr, strings as they are."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def warehouse_rows(path: Path, view: FeatureView, where: str = "") -> dict[tuple[str, ...], Row]:
@@ -122,10 +142,15 @@ def warehouse_rows(path: Path, view: FeatureView, where: str = "") -> dict[tuple
         key = tuple(str(part) for part in row[:nk])
         ts, ver, changed = micros(row[nk]), micros(row[nk + 1]), micros(row[nk + 2])
         values = dict(zip(features, row[nk + 3 :], strict=True))
-        before = out[key].read if key in out else 0
-        assert key not in out or out[key].ts < ts, f"duplicate row {key} in online_{view.name}"
+        earlier = out.get(key)
+        assert earlier is None or earlier.ts < ts, f"duplicate row {key} in online_{view.name}"
         exp = ts // 1_000_000 + view.ttl_seconds
-        out[key] = Row(key, ts, ver, exp, values, changed, before + 1)
+        steps: tuple[tuple[int, tuple[str | None, ...]], ...] = ()
+        if earlier is not None:
+            texts = tuple(value_text(v) for v in earlier.values.values())
+            steps = (*earlier.steps, (earlier.ts, texts))
+        read = earlier.read + 1 if earlier else 1
+        out[key] = Row(key, ts, ver, exp, values, changed, read, steps)
     return out
 
 
