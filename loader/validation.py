@@ -1,19 +1,21 @@
 """The validation gate: great_expectations checks of a view's rows before any is written.
 
-Expectations are derived from the registry and the view's yml (:func:`loader.checks.derive_checks`)
-and run with great_expectations' pandas datasource in an ephemeral (in-memory) context on
-the Arrow rows the loader already holds, converted to pandas chunk by chunk (GE's SQL
-datasource does not work on DuckDB). Arrow -> pandas: integers and booleans as pandas'
-nullable dtypes, strings as ``StringDtype``, timestamps as ``datetime64`` (time-zone-aware
-ones as naive UTC). pandas reads a float NaN as null, so NaN is shown to GE as +inf and the
-layout's "finite" expectation catches it; sample rows are taken from the Arrow rows, so they
-show the real value.
+Expectations are derived from the registry and the view's yml
+(:func:`loader.checks.derive_checks`) and run with great_expectations' pandas datasource in
+an ephemeral (in-memory) context on the Arrow rows the loader already holds, converted to
+pandas chunk by chunk (GE's SQL datasource does not work on DuckDB). Arrow -> pandas:
+integers and booleans as pandas' nullable dtypes, strings as ``StringDtype``, timestamps as
+``datetime64`` (time-zone-aware ones as naive UTC). pandas reads a float NaN as null, so NaN
+is shown to GE as +inf and the layout's "finite" expectation catches it; sample rows are
+taken from the Arrow rows, so they show the real value.
 
 One expectation is not run by great_expectations, because it concerns the whole view while GE
-sees one chunk at a time: one row per entity key (GE's ``expect_compound_columns_to_be_unique``
-over the key columns). The validator keeps the key columns of every chunk (Arrow: about the
-size of the keys, e.g. ~20 MB for 1,000,000 one-column keys) and finds the duplicates with an
-Arrow group-by in :meth:`ViewValidator.finish`; they are reported like any other failure.
+sees one chunk at a time: one row per (keys, feature timestamp), or per (keys, hop, tile
+start) for a tiled view (GE's ``expect_compound_columns_to_be_unique`` over
+:attr:`~loader.views.ViewSource.unique_columns`). The validator keeps those columns of every
+chunk (Arrow: about the size of the keys, e.g. ~28 MB for 1,000,000 one-column keys) and
+finds the duplicates with an Arrow group-by in :meth:`ViewValidator.finish`; they are
+reported like any other failure.
 """
 
 from __future__ import annotations
