@@ -8,10 +8,14 @@ features each (4 int, 4 float, 2 bool, like ``bench_user_features``): ``plain`` 
 without a timeline, ``steps`` with a 3-step schedule (~120 bytes) and ``tiles`` with a
 tile set of 24 hourly tiles (~500 bytes). Each round times, on one uvloop event loop,
 ``--calls`` reads of 1 random key and ``--calls // 10`` reads of 100 random keys per view,
-interleaved so that the machine's other load hits every case alike; printed: the median
-over rounds of microseconds per call (min-max). Run it on the code before timelines (the
-same script, ``PYTHONPATH`` at a checkout of that commit) for the comparison: there the
-HMGET asks for ``_ts/_ver/_exp`` only and no timeline is read back.
+interleaved so that the machine's other load hits every case alike; printed per case: the
+median over rounds (min-max) of wall-clock and client CPU microseconds per call, and the
+server's own microseconds per HMGET (``INFO commandstats``). For the comparison, run the
+same script on the code before timelines (``PYTHONPATH`` at a checkout of that commit):
+there the HMGET asks for ``_ts/_ver/_exp`` only and no timeline is written or read.
+``--separate`` keeps each view in a hash of its own; ``--listpack-value`` raises Redis'
+``hash-max-listpack-value`` (a hash holding a value over it, such as a tile set, is a
+hashtable, which reads slower).
 """
 
 from __future__ import annotations
@@ -72,17 +76,26 @@ def records(view: str, entity: str) -> list[Record]:
     return out
 
 
+#: per case: wall us/call, client CPU us/call, server us per HMGET (INFO commandstats)
+Figures = tuple[float, float, float]
+
+
 async def time_calls(
     store: RedisStore, entity: str, view: ViewRead, keys: int, calls: int
-) -> float:
-    """Microseconds per read_encoded_async call of ``keys`` random keys."""
+) -> Figures:
+    """Per read_encoded_async call of ``keys`` random keys: wall-clock microseconds, the
+    client's CPU microseconds (this process: the figure other load on the host changes
+    least) and the server's microseconds per HMGET (its own accounting)."""
     rng = random.Random(keys)
     batches = [[(f"usr_{rng.randrange(USERS):08d}",) for _ in range(keys)] for _ in range(calls)]
-    start = time.perf_counter()
+    store.client.config_resetstat()
+    start, cpu = time.perf_counter(), time.process_time()
     for batch in batches:
         rows = await store.read_encoded_async(entity, batch, [view])
         assert rows[0][view.view] is not None
-    return (time.perf_counter() - start) / calls * 1e6
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    hmget = store.client.info("commandstats")["cmdstat_hmget"]
+    return wall / calls * 1e6, cpu / calls * 1e6, float(hmget["usec_per_call"])
 
 
 def entity_of(view: str, separate: bool) -> str:
@@ -91,8 +104,8 @@ def entity_of(view: str, separate: bool) -> str:
 
 async def main(
     store: RedisStore, rounds: int, calls: int, separate: bool
-) -> dict[tuple[str, int], list[float]]:
-    results: dict[tuple[str, int], list[float]] = {}
+) -> dict[tuple[str, int], list[Figures]]:
+    results: dict[tuple[str, int], list[Figures]] = {}
     views = [ViewRead(name, FEATURES) for name in ("plain", "steps", "tiles")]  # type: ignore[arg-type]
     for view in views:  # warm-up: connection, caches
         await time_calls(store, entity_of(view.view, separate), view, 100, 50)
@@ -117,10 +130,19 @@ def run() -> None:
         help="each view under its own entity (its own hash) instead of the three views of "
         "one user in one hash, as the layout keeps them",
     )
+    parser.add_argument(
+        "--listpack-value",
+        type=int,
+        default=None,
+        help="CONFIG SET hash-max-listpack-value before writing (Redis' default: 64 bytes; "
+        "a hash holding a longer value is a hashtable)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir, redis_server(Path(workdir)) as server:
         store = RedisStore(port=server.port)
         store.initialize()
+        if args.listpack_value is not None:
+            store.client.config_set("hash-max-listpack-value", args.listpack_value)
         for name in ("plain", "steps", "tiles"):
             store.write(records(name, entity_of(name, args.separate)), now=None)
         encoding = store.client.object(
@@ -128,12 +150,17 @@ def run() -> None:
         )
         print(f"hash encoding of a user's plain record: {encoding!r}")
         results = uvloop.run(main(store, args.rounds, args.calls, args.separate))
-    print(f"{'view':<8}{'keys':>6}  us/call median (min-max) over {args.rounds} rounds")
+    print(
+        f"{'view':<8}{'keys':>5}  median over {args.rounds} rounds (min-max): wall us/call, "
+        "client CPU us/call, server us/HMGET"
+    )
     for (view, keys), figures in sorted(results.items(), key=lambda item: item[0][::-1]):
-        print(
-            f"{view:<8}{keys:>6}  {statistics.median(figures):8.1f} "
-            f"({min(figures):.1f}-{max(figures):.1f})"
-        )
+        columns = []
+        for column in zip(*figures, strict=True):
+            columns.append(
+                f"{statistics.median(column):8.1f} ({min(column):.1f}-{max(column):.1f})"
+            )
+        print(f"{view:<8}{keys:>5}  " + "  ".join(columns))
 
 
 if __name__ == "__main__":

@@ -795,8 +795,8 @@ class DynamoDBStore(OnlineStore):
         groups: dict[tuple[str, str], list[_Put]] = {}
         for record in records:
             if record.exp <= now_s:
+                checked_timeline(record, self.description)  # refused even if not written
                 if replace:
-                    checked_timeline(record, self.description)
                     pk = dynamodb_pk(record.entity, record.key)
                     put = _Put(pk, record.view, record.ts, record.ver, {}, "remove")
                     groups.setdefault((put.pk, put.sk), []).append(put)

@@ -59,21 +59,6 @@ Timelines (layout version 2)
     ``_tl:<view>``, SQLite column ``timeline``, DynamoDB attribute ``tl`` (S)), written and
     removed atomically with the record and read back in the same round trip. Stores never
     look inside it; the loader encodes it and the sidecar decodes it with the functions below.
-    It is bytes (:attr:`Record.timeline`; anything else is refused on write), returned as
-    stored (an undecodable one is the reader's InvalidRecord, not the store's). A record
-    without one removes the stored one (newer-wins and replace alike), a skipped older one
-    leaves it, a removal removes it. Each store refuses a record over its own limits before
-    anything of the batch is written, naming entity, key and view: DynamoDB 400 KB per
-    item with ``tl`` counted, and a UTF-8 timeline (an S is UTF-8 text, which the JSON
-    encodings below always are); Redis 512 MB per value; SQLite its ``SQLITE_LIMIT_LENGTH``
-    per row (1e9 bytes by default).
-
-    Upgrading from layout version 1: Redis and DynamoDB need no migration (the field or
-    attribute is simply absent from version 1 records, which read with no timeline). An
-    SQLite store created by version 1 lacks the ``timeline`` column: ``featurestore
-    init-store`` adds it in place (``alter table ... add column``, idempotent, records
-    kept); until then its reads, writes and ``check`` raise StoreNotInitialized ("run
-    `featurestore init-store`"), not an SQL error.
 
     * A *tiled* (declared, windowed) view's record holds no feature values: its timeline is
       the entity's tile set (:func:`encode_tile_set`), ``ts`` the latest ingestion time of the
@@ -91,6 +76,22 @@ Timelines (layout version 2)
       (:func:`encode_steps`). At time ``T`` a reader serves the latest of (steps, record)
       whose ``ts`` <= ``T`` (the first step if ``T`` is earlier), each with its own expiry
       ``ts + ttl``. Newer-wins compares the record's (last) ``(ts, ver)``.
+
+    A timeline is bytes (:attr:`Record.timeline`; anything else is refused on write), returned as
+    stored (an undecodable one is the reader's InvalidRecord, not the store's). A record
+    without one removes the stored one (newer-wins and replace alike), a skipped older one
+    leaves it, a removal removes it. Each store refuses a record over its own limits before
+    anything of the batch is written, naming entity, key and view: DynamoDB 400 KB per
+    item with ``tl`` counted, and a UTF-8 timeline (an S is UTF-8 text, which the JSON
+    encodings above always are); Redis 512 MB per value; SQLite its ``SQLITE_LIMIT_LENGTH``
+    per row (1e9 bytes by default).
+
+    Upgrading from layout version 1: Redis and DynamoDB need no migration (the field or
+    attribute is simply absent from version 1 records, which read with no timeline). An
+    SQLite store created by version 1 lacks the ``timeline`` column: ``featurestore
+    init-store`` adds it in place (``alter table ... add column``, idempotent, records
+    kept); until then its reads, writes and ``check`` raise StoreNotInitialized ("run
+    `featurestore init-store`"), not an SQL error.
 
 Values
     Encoded as text by :func:`encode_value`: int -> decimal digits, float -> ``repr`` (exact

@@ -388,6 +388,27 @@ def test_random_interleavings_end_in_the_reference_state(store: OnlineStore, see
         assert read_everything(store, read_at) == read_reference(reference, read_at), read_at
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_random_loads_and_repairs_end_in_the_reference_state(store: OnlineStore, seed: int) -> None:
+    """Newer-wins batches interleaved with replace-mode repairs (the loader's full refresh),
+    records with and without timelines, some already expired when written: after every
+    operation the store reads as the reference (values and timelines)."""
+    rng = random.Random(seed)
+    reference = Reference()
+    modes = []
+    kinds: set[bool] = set()  # records without a timeline (True) and with one (False)
+    for step in range(14):
+        records = random_records(rng, rng.randint(3, 15))  # one record per slot
+        replace_mode = rng.random() < 0.35
+        modes.append(replace_mode)
+        kinds.update(r.timeline is None for r in records)
+        now = NOW + dt.timedelta(seconds=rng.choice([0, 600, DAY + 7]))
+        got, expected = write_both(store, reference, records, now, replace=replace_mode)
+        assert got == expected, (step, replace_mode)
+        assert read_everything(store, now) == read_reference(reference, now), step
+    assert any(modes) and not all(modes) and kinds == {True, False}
+
+
 # --- expiry ------------------------------------------------------------------------------
 
 
@@ -852,4 +873,9 @@ def test_a_timeline_that_is_not_bytes_is_refused_before_anything_is_written(
     bad = replace(record(("u:2",), "user_activity", NOW_US), timeline=timeline)
     with pytest.raises(RecordRefused, match=r"user \('u:2',\) view 'user_activity'.*bytes"):
         store.write([good, bad], now=NOW)
+    assert read(store, "user", [("u1",)], NOW) == [{"user_profile": None, "user_activity": None}]
+    expired = replace(bad, exp=NOW_S)  # refused too, whether it would be skipped or removed
+    for replace_mode in (False, True):
+        with pytest.raises(RecordRefused, match=r"user \('u:2',\) view 'user_activity'"):
+            store.write([good, expired], now=NOW, replace=replace_mode)
     assert read(store, "user", [("u1",)], NOW) == [{"user_profile": None, "user_activity": None}]
