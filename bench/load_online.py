@@ -112,7 +112,8 @@ def generate_table(path: Path, entities: int) -> None:
                    timestamp '2026-05-01' as as_of_at,
                    {", ".join(ints + floats + bools)},
                    ts as {VIEW}__feature_at,
-                   ts + to_seconds(cast(hash(i, 'a') % 3600 as bigint)) as {VIEW}__as_of_at
+                   ts + to_seconds(cast(hash(i, 'a') % 3600 as bigint)) as {VIEW}__as_of_at,
+                   ts + to_seconds(cast(hash(i, 'a') % 3600 as bigint)) as {VIEW}__changed_at
             from base order by i
             """
         )

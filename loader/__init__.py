@@ -33,18 +33,31 @@ What is read
     memory stays flat however large the table.
 
 Records
-    One record per row: key = the entity's key columns in registry order, ``ts`` =
+    ONE record per entity (:class:`loader.records.RecordGrouper`): the rows are read ordered
+    by the keys (then ``<view>__feature_at``, or hop and ``tile_start``) and an entity's
+    consecutive rows are grouped, also across batch boundaries (the open entity is carried
+    over) and before any writer thread sees them. Key = the entity's key columns in registry
+    order. A hand-written view (its current row and its scheduled rows, see
+    ``macros/latest_feature_values.sql``): the record is the entity's last row, ``ts`` =
     ``<view>__feature_at``, ``ver`` = ``<view>__as_of_at`` (microseconds, UTC), ``exp`` =
-    ``ts`` (seconds) + the view's TTL, values = the view's features (null = absent). Rows
-    already expired at ``--now`` are counted as ``expired`` and not sent.
+    ``ts`` (seconds) + the view's TTL, values = the view's features (null = absent), and its
+    timeline the earlier rows as steps (:func:`featurestore.online.layout.encode_steps`;
+    none for an entity of one row). A tiled view (one row per entity, hop and tile):
+    ``ts`` = ``<view>__feature_at``, ``ver`` = the cutoff ``as_of_at``, no values, ``exp``
+    = when its last tile leaves the longest window of its hop, timeline = the tile set
+    (:func:`featurestore.online.layout.encode_tile_set`). Records already expired at
+    ``--now`` are counted (their rows) as ``expired`` and not sent. ``rows_read`` and
+    ``rows_expired`` count rows, ``rows_written`` / ``rows_skipped`` records.
 
 Incremental loads and the watermark
     Each store keeps, per view, the watermark of the last successful load: the greatest
-    ``ver`` it loaded. A load reads only rows with ``ver`` > the watermark; the first load
-    (no watermark) and ``--full-refresh`` read every row. The watermark is advanced only
-    after every row of the view is in the store, never before. (Rows that change in the
-    warehouse get a later as-of time, so they are picked up; a correction whose as-of time
-    is not later than the watermark is not.)
+    change time (``<view>__changed_at``, the same on all rows of an entity and at most the
+    cutoff) it loaded. A load reads only the entities whose change time is later than the
+    watermark; the first load (no watermark) and ``--full-refresh`` read every row. The
+    watermark is advanced only after every row of the view is in the store, never before.
+    (An entity whose stored record would differ after a later load has a change time later
+    than the earlier load's cutoff, so it is picked up; a correction whose change time is
+    not later than the watermark is not.)
 
 Full refresh: the repair of a view
     ``--full-refresh`` writes in replace mode (``OnlineStore.write(..., replace=True)``):
@@ -62,9 +75,12 @@ Validation gate (great_expectations)
     and ``accepted_values``; the yml's ``not_null`` / ``accepted_values`` /
     ``accepted_range`` data tests on feature columns (as the registry read them from the
     manifest); string keys of 1 to 256 characters (what the sidecar accepts), one row per
-    entity key (over the whole view), floats finite and ``ver >= ts`` (the online layout's
-    rules); no feature timestamp or as-of time later than ``--now`` (or the clock) + 5
-    minutes (:data:`loader.validation.FUTURE_TOLERANCE`). GE runs with its pandas datasource in an
+    (keys, feature timestamp) or per (keys, hop, tile start) over the whole view, floats
+    finite and ``ver >= ts`` (the online layout's rules); no current row's feature timestamp
+    or as-of time, and no cutoff, later than ``--now`` (or the clock) + 5 minutes
+    (:data:`loader.validation.FUTURE_TOLERANCE`); no scheduled row later than the cutoff +
+    the view's freshness SLA; the tile rows' checks of a tiled view
+    (:func:`loader.validation.derive_checks`). GE runs with its pandas datasource in an
     ephemeral context on chunks of up to 200,000 rows converted from the Arrow batches
     (its SQL datasource does not work on DuckDB).
 

@@ -84,14 +84,15 @@ class DuckDBWarehouse(Warehouse):
     def _select(self, source: ViewSource, watermark: int | None) -> str:
         where = ""
         if watermark is not None:
-            # microseconds -> TIMESTAMP; strictly newer than the last successful load
-            ver = quote_identifier(source.ver_column)
-            where = f" where {ver} > make_timestamp({int(watermark)}::bigint)"
+            # microseconds -> TIMESTAMP; entities changed after the last successful load
+            changed = quote_identifier(source.changed_column)
+            where = f" where {changed} > make_timestamp({int(watermark)}::bigint)"
         columns = ", ".join(quote_identifier(column) for column in source.columns)
-        return f"select {columns} from {source.relation}{where}"
+        order = ", ".join(quote_identifier(column) for column in source.order_columns)
+        return f"select {columns} from {source.relation}{where} order by {order}"
 
     def count(self, source: ViewSource, watermark: int | None) -> int:
-        query = f"select count(*) from ({self._select(source, watermark)})"
+        query = f"select count(*) from ({self._select(source, watermark)})"  # order: dropped
         return int(self._sql(query).fetchall()[0][0])
 
     def batches(

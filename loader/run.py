@@ -32,7 +32,7 @@ from featurestore.registry import RegistryError, load_registry
 from featurestore.timestamps import iso_micros
 from loader.duckdb_warehouse import DuckDBWarehouse
 from loader.errors import LoaderError
-from loader.records import micros_array, to_records
+from loader.records import RecordGrouper, micros_array
 from loader.targets import open_warehouse
 from loader.validation import (
     FUTURE_TOLERANCE,
@@ -404,8 +404,8 @@ def _validate_and_spill(
 ) -> int:
     """Pass 1: stream the rows once, validate them chunk by chunk and spill them to a temp
     Arrow IPC file, lz4-compressed (the write pass reads it back); then the whole-view
-    checks (duplicate keys, samples read back from the spill). Returns the greatest ``ver``
-    read."""
+    checks (duplicate keys, samples read back from the spill). Returns the greatest change
+    time (``<view>__changed_at``) read: the watermark once every record is written."""
     sink: pa.NativeFile | None = None
     writer: pa.ipc.RecordBatchFileWriter | None = None
     pending: list[pa.RecordBatch] = []
@@ -419,9 +419,9 @@ def _validate_and_spill(
                 writer = pa.ipc.new_file(sink, batch.schema, options=options)
             writer.write_batch(batch)
             result.rows_read += batch.num_rows
-            ver = pc.max(micros_array(batch.column(source.ver_column))).as_py()
-            if ver is not None:
-                max_ver = max(max_ver, ver)
+            changed = pc.max(micros_array(batch.column(source.changed_column))).as_py()
+            if changed is not None:
+                max_ver = max(max_ver, changed)
             pending.append(batch)
             pending_rows += batch.num_rows
             if pending_rows >= chunk_rows:
@@ -475,19 +475,24 @@ def _write(
     This thread reads the spill and converts batches to records; ``writers`` threads call
     ``store.write`` on them (at most :data:`_QUEUED_BATCHES` batches wait). With two
     writers one packs and sends a batch while the other waits for the store to answer its
-    own, so the store's work overlaps the client's. Order does not matter: each key occurs
-    once per view and the store applies newer-wins per record."""
+    own, so the store's work overlaps the client's. This thread groups each entity's
+    consecutive rows into one record (:class:`~loader.records.RecordGrouper`, across batch
+    boundaries) before any writer sees it, so order between writers does not matter: each
+    key occurs in one record per view and the store applies newer-wins per record.
+    ``rows_written``/``rows_skipped`` count records; ``rows_expired`` and progress count
+    rows."""
     moment = clock.now()
     now_seconds = int(moment.timestamp())
     # the store decides expiry at the same instant; on the real clock it reads its own
     # (Redis then sets each key's expiry at exactly its exp, see redis_store.py)
     now = None if clock.real_time else moment
-    queue: Queue[list[Record] | None] = Queue(maxsize=_QUEUED_BATCHES)
+    queue: Queue[tuple[list[Record], int] | None] = Queue(maxsize=_QUEUED_BATCHES)
     failures: list[BaseException] = []
     lock = threading.Lock()
 
     def writer() -> None:
-        while (records := queue.get()) is not None:
+        while (item := queue.get()) is not None:
+            records, rows = item
             if failures:
                 continue  # drain what is queued; the reader stops at the next batch
             try:
@@ -498,7 +503,7 @@ def _write(
             with lock:
                 result.rows_written += written.written
                 result.rows_skipped += written.skipped_older
-            reporter.advance(written.written + written.skipped_older)
+            reporter.advance(rows)
 
     threads = [
         threading.Thread(target=writer, name=f"write-{source.name}-{n}", daemon=True)
@@ -507,18 +512,21 @@ def _write(
     for thread in threads:
         thread.start()
     try:
+        grouper = RecordGrouper(source, now_seconds, keep_expired=replace)
         with pa.memory_map(str(spill)) as mapped:
             spilled = pa.ipc.open_file(mapped)
+            last = spilled.num_record_batches - 1
             for index in range(spilled.num_record_batches):
                 if failures:
                     break
-                batch = spilled.get_batch(index)
-                converted = to_records(batch, source, now_seconds, keep_expired=replace)
+                converted = grouper.feed(spilled.get_batch(index))
+                if index == last:  # the entity still open after the last batch
+                    converted.add(grouper.finish())
                 result.rows_expired += converted.expired
-                if converted.expired:
+                if converted.expired and not replace:
                     reporter.advance(converted.expired)
                 if converted.records:
-                    queue.put(converted.records)
+                    queue.put((converted.records, converted.rows))
     finally:
         for _ in threads:
             queue.put(None)

@@ -58,7 +58,13 @@ import pyarrow as pa
 
 from featurestore.registry import ValueType
 from loader.errors import WarehouseError
-from loader.views import ViewSource, quote_identifier
+from loader.views import (
+    HOP_COLUMN,
+    TILE_START_COLUMN,
+    ViewSource,
+    partial_columns,
+    quote_identifier,
+)
 from loader.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -208,17 +214,30 @@ def relation_name(source: ViewSource) -> str:
     return ".".join(_identifier(part) for part in [*parts, source.schema, source.table])
 
 
-def _column_types(source: ViewSource) -> dict[str, ValueType]:
+def _column_types(source: ViewSource) -> dict[str, ValueType | None]:
+    """The registry type each read column is conformed to (None: kept as fetched)."""
     view = source.view
-    types: dict[str, ValueType] = {key: view.key_types.get(key, "string") for key in view.keys}
-    types[source.ts_column] = "timestamp"
-    types[source.ver_column] = "timestamp"
+    types: dict[str, ValueType | None] = {
+        key: view.key_types.get(key, "string") for key in view.keys
+    }
+    for column in (source.ts_column, source.ver_column, source.changed_column):
+        types[column] = "timestamp"
+    types[source.cutoff_column] = "timestamp"
+    if not source.tiled:
+        for feature in view.features:
+            types[feature.name] = feature.value_type
+        return types
+    types[HOP_COLUMN], types[TILE_START_COLUMN] = "int", "timestamp"
     for feature in view.features:
-        types[feature.name] = feature.value_type
+        for column in partial_columns(feature):
+            # counts are integers; a sum keeps its type (integer, or an exact decimal)
+            types[column] = "int" if column.endswith("__count") else None
     return types
 
 
-def _conform_column(column: pa.ChunkedArray, kind: ValueType) -> pa.ChunkedArray:
+def _conform_column(column: pa.ChunkedArray, kind: ValueType | None) -> pa.ChunkedArray:
+    if kind is None:
+        return column
     have, want = column.type, _ARROW_TYPES[kind]
     if have == want:
         return column
@@ -416,10 +435,11 @@ class SnowflakeWarehouse(Warehouse):
         )
         where = ""
         if watermark is not None:
-            # microseconds -> TIMESTAMP_NTZ; strictly newer than the last successful load
-            ver = quote_identifier(mapping[source.ver_column])
-            where = f" where {ver} > to_timestamp_ntz({int(watermark)}, 6)"
-        return f"select {columns} from {relation_name(source)}{where}"
+            # microseconds -> TIMESTAMP_NTZ; entities changed after the last successful load
+            changed = quote_identifier(mapping[source.changed_column])
+            where = f" where {changed} > to_timestamp_ntz({int(watermark)}, 6)"
+        order = ", ".join(quote_identifier(mapping[name]) for name in source.order_columns)
+        return f"select {columns} from {relation_name(source)}{where} order by {order}"
 
     def count(self, source: ViewSource, watermark: int | None) -> int:
         cursor = self._execute(f"select count(*) from ({self._select(source, watermark)})", source)

@@ -1,19 +1,21 @@
 """The validation gate: great_expectations checks of a view's rows before any is written.
 
-Expectations are derived from the registry and the view's yml (see :func:`derive_checks`)
-and run with great_expectations' pandas datasource in an ephemeral (in-memory) context on
-the Arrow rows the loader already holds, converted to pandas chunk by chunk (GE's SQL
-datasource does not work on DuckDB). Arrow -> pandas: integers and booleans as pandas'
-nullable dtypes, strings as ``StringDtype``, timestamps as ``datetime64`` (time-zone-aware
-ones as naive UTC). pandas reads a float NaN as null, so NaN is shown to GE as +inf and the
-layout's "finite" expectation catches it; sample rows are taken from the Arrow rows, so they
-show the real value.
+Expectations are derived from the registry and the view's yml
+(:func:`loader.checks.derive_checks`) and run with great_expectations' pandas datasource in
+an ephemeral (in-memory) context on the Arrow rows the loader already holds, converted to
+pandas chunk by chunk (GE's SQL datasource does not work on DuckDB). Arrow -> pandas:
+integers and booleans as pandas' nullable dtypes, strings as ``StringDtype``, timestamps as
+``datetime64`` (time-zone-aware ones as naive UTC). pandas reads a float NaN as null, so NaN
+is shown to GE as +inf and the layout's "finite" expectation catches it; sample rows are
+taken from the Arrow rows, so they show the real value.
 
 One expectation is not run by great_expectations, because it concerns the whole view while GE
-sees one chunk at a time: one row per entity key (GE's ``expect_compound_columns_to_be_unique``
-over the key columns). The validator keeps the key columns of every chunk (Arrow: about the
-size of the keys, e.g. ~20 MB for 1,000,000 one-column keys) and finds the duplicates with an
-Arrow group-by in :meth:`ViewValidator.finish`; they are reported like any other failure.
+sees one chunk at a time: one row per (keys, feature timestamp), or per (keys, hop, tile
+start) for a tiled view (GE's ``expect_compound_columns_to_be_unique`` over
+:attr:`~loader.views.ViewSource.unique_columns`). The validator keeps those columns of every
+chunk (Arrow: about the size of the keys, e.g. ~28 MB for 1,000,000 one-column keys) and
+finds the duplicates with an Arrow group-by in :meth:`ViewValidator.finish`; they are
+reported like any other failure.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.online.layout import MAX_KEY_PART_CHARS
-from featurestore.registry import ValueType
+from loader.checks import FUTURE_TOLERANCE, Check, derive_checks
 from loader.views import ViewSource
 
 __all__ = [
@@ -46,182 +47,8 @@ __all__ = [
 
 #: sample offending rows kept per failed expectation
 MAX_SAMPLES: Final = 5
-#: how much later than the load's ``now`` a feature timestamp or an as-of time may be (clock
-#: skew between the warehouse's writers and the loader); anything later is refused
-FUTURE_TOLERANCE: Final = dt.timedelta(minutes=5)
 #: the column holding each row's position in the view, beside the kept key columns
 _ROW: Final = "__featurestore_row"
-_FLOAT_MAX: Final = sys.float_info.max
-
-#: pandas dtypes (names great_expectations resolves) accepted for each registry type
-TYPE_LISTS: Final[dict[ValueType, list[str]]] = {
-    "int": [
-        "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype",
-        "UInt8Dtype", "UInt16Dtype", "UInt32Dtype",
-    ],
-    "float": ["float16", "float32", "float64"],
-    "bool": ["BooleanDtype"],
-    "string": ["StringDtype"],
-    "timestamp": ["datetime64[s]", "datetime64[ms]", "datetime64[us]", "datetime64[ns]"],
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Check:
-    """One expectation: its great_expectations type, arguments and where it comes from."""
-
-    expectation: str
-    kwargs: Mapping[str, Any]
-    source: str
-    #: checked over all of the view's rows by the validator itself (Arrow), not by GE
-    whole_view: bool = False
-    #: checked chunk by chunk by the validator itself with Arrow, not by GE (GE's pandas
-    #: ``expect_column_values_to_be_between`` on a datetime column calls Python per value:
-    #: ~1.2 s per 400,000 values, a fifth of a load's time)
-    arrow: bool = False
-
-    def describe(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
-        return f"{self.expectation}({args}) [{self.source}]"
-
-
-def derive_checks(
-    source: ViewSource, now: dt.datetime, tolerance: dt.timedelta = FUTURE_TOLERANCE
-) -> list[Check]:
-    """The expectations of a view's online rows:
-
-    * registry: every key, the feature timestamp and the as-of time are not null and have
-      their registry types; each feature has its registry type; declared ``range``
-      (``min``/``max``, inclusive) and ``accepted_values``;
-    * layout: string key parts are 1 to :data:`~featurestore.online.layout.MAX_KEY_PART_CHARS`
-      characters long (what the sidecar accepts), one row per entity key (over the whole
-      view: ``whole_view``), float features are finite, and the as-of time is >= the
-      feature timestamp (``ver >= ts``);
-    * the clock: neither the feature timestamp nor the as-of time is later than ``now``
-      (the load's, aware or naive UTC) + ``tolerance``, so a bad upstream clock can neither
-      pin records (newer wins) nor move the watermark into the future;
-    * the view's yml: the ``not_null``, ``accepted_values`` and
-      ``featurestore.accepted_range`` data tests of its feature columns (severity error).
-    """
-    view = source.view
-    checks: list[Check] = []
-    if now.tzinfo is not None:  # the frame GE sees holds naive UTC (ge_frame)
-        now = now.astimezone(dt.UTC).replace(tzinfo=None)
-    not_after = now + tolerance
-
-    def add(
-        expectation: str,
-        origin: str,
-        *,
-        whole_view: bool = False,
-        arrow: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        check = Check(expectation, kwargs, origin, whole_view, arrow)
-        if all((c.expectation, c.kwargs) != (check.expectation, check.kwargs) for c in checks):
-            checks.append(check)
-
-    for key in view.keys:
-        add("expect_column_values_to_not_be_null", "registry: key", column=key)
-        key_type = view.key_types.get(key, "string")
-        add(
-            "expect_column_values_to_be_in_type_list",
-            "registry: key type",
-            column=key,
-            type_list=TYPE_LISTS[key_type],
-        )
-        if key_type == "string":
-            add(
-                "expect_column_value_lengths_to_be_between",
-                "layout: non-empty key",
-                column=key,
-                min_value=1,
-            )
-            add(
-                "expect_column_value_lengths_to_be_between",
-                f"layout: key of at most {MAX_KEY_PART_CHARS} characters (the sidecar's limit)",
-                column=key,
-                max_value=MAX_KEY_PART_CHARS,
-            )
-    add(
-        "expect_compound_columns_to_be_unique",
-        "layout: one row per entity key",
-        whole_view=True,
-        column_list=list(view.keys),
-    )
-    for column in (source.ts_column, source.ver_column):
-        add("expect_column_values_to_not_be_null", "registry: timestamp", column=column)
-        add(
-            "expect_column_values_to_be_in_type_list",
-            "registry: timestamp type",
-            column=column,
-            type_list=TYPE_LISTS["timestamp"],
-        )
-        add(
-            "expect_column_values_to_be_between",
-            f"clock: not later than the load's now + {tolerance.total_seconds():g} s",
-            arrow=True,
-            column=column,
-            max_value=not_after,
-        )
-    add(
-        "expect_column_pair_values_a_to_be_greater_than_b",
-        "layout: as-of time >= feature timestamp",
-        column_A=source.ver_column,
-        column_B=source.ts_column,
-        or_equal=True,
-        ignore_row_if="either_value_is_missing",  # nulls fail their not-null checks
-    )
-    for feature in view.features:
-        add(
-            "expect_column_values_to_be_in_type_list",
-            f"registry: {feature.data_type}",
-            column=feature.name,
-            type_list=TYPE_LISTS[feature.value_type],
-        )
-        if feature.value_type == "float":
-            add(
-                "expect_column_values_to_be_between",
-                "layout: finite float",
-                column=feature.name,
-                min_value=-_FLOAT_MAX,
-                max_value=_FLOAT_MAX,
-            )
-        if feature.range_min is not None or feature.range_max is not None:
-            bounds: dict[str, Any] = {}
-            if feature.range_min is not None:
-                bounds["min_value"] = feature.range_min
-            if feature.range_max is not None:
-                bounds["max_value"] = feature.range_max
-            add("expect_column_values_to_be_between", "registry: range", column=feature.name,
-                **bounds)  # fmt: skip
-        if feature.accepted_values is not None:
-            add(
-                "expect_column_values_to_be_in_set",
-                "registry: accepted_values",
-                column=feature.name,
-                value_set=list(feature.accepted_values),
-            )
-    for test in source.data_tests:
-        origin = f"yml: {test.name} test"
-        if test.name == "not_null":
-            add("expect_column_values_to_not_be_null", origin, column=test.column)
-        elif test.name == "accepted_values":
-            add(
-                "expect_column_values_to_be_in_set",
-                origin,
-                column=test.column,
-                value_set=list(test.kwargs.get("values") or []),
-            )
-        elif test.name == "accepted_range":
-            test_bounds: dict[str, Any] = {
-                name: test.kwargs[name]
-                for name in ("min_value", "max_value")
-                if test.kwargs.get(name) is not None
-            }
-            if test_bounds:
-                add("expect_column_values_to_be_between", origin, column=test.column, **test_bounds)
-    return checks
 
 
 @dataclass
@@ -325,7 +152,7 @@ class ViewValidator:
             return
         positions_column = pa.array(range(self.rows_checked, self.rows_checked + rows), pa.int64())
         self._keys.append(
-            table.select(list(self.source.view.keys)).append_column(_ROW, positions_column)
+            table.select(list(self.source.unique_columns)).append_column(_ROW, positions_column)
         )
         definition = self._prepare()
         frame = ge_frame(table)
@@ -356,7 +183,7 @@ class ViewValidator:
                 failure.samples.append(sample_row(table, int(position)))
         for index, check in enumerate(self.checks):
             if check.arrow:
-                later = _later_than(table, check)
+                later = check.offending(table) if check.offending else _later_than(table, check)
                 if later:
                     failure = self._failures.setdefault(index, ExpectationFailure(check))
                     failure.unexpected_count += len(later)
@@ -394,6 +221,9 @@ class ViewValidator:
         keys = pa.concat_tables(self._keys, promote_options="permissive")
         for column in columns:  # keys refused by their own checks are left to those
             values = keys[column]
+            if column not in self.source.view.keys:
+                keys = keys.filter(pc.is_valid(values))
+                continue
             valid = pc.is_valid(values)
             if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
                 length = pc.utf8_length(values)

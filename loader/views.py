@@ -9,14 +9,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from featurestore.registry import DataTest, FeatureView, Registry
+from featurestore.registry import DataTest, Feature, FeatureView, Registry
 from loader.errors import LoaderError, ViewSelectionError, WarehouseError
 
 __all__ = [
+    "CUTOFF_COLUMN",
     "GATED_TESTS",
+    "HOP_COLUMN",
+    "TILE_START_COLUMN",
     "ViewSource",
     "gated_tests",
     "online_model_name",
+    "partial_columns",
     "plan_views",
     "quote_identifier",
 ]
@@ -27,6 +31,13 @@ GATED_TESTS: Final[dict[str, str | None]] = {
     "accepted_values": None,
     "accepted_range": "featurestore",
 }
+
+
+#: the online model's cutoff column (``online_as_of``)
+CUTOFF_COLUMN: Final = "as_of_at"
+#: a tile row's hop in seconds (bigint) and tile start (timestamp, UTC)
+HOP_COLUMN: Final = "tile_hop_seconds"
+TILE_START_COLUMN: Final = "tile_start"
 
 
 def online_model_name(view: str) -> str:
@@ -78,9 +89,71 @@ class ViewSource:
         return f"{self.view.name}__as_of_at"
 
     @property
+    def changed_column(self) -> str:
+        """The entity's change time (the same on all its rows, <= the cutoff): a load reads
+        the rows whose change time is later than its watermark, and advances the watermark
+        to the greatest it read (see ``macros/latest_feature_values.sql``)."""
+        return f"{self.view.name}__changed_at"
+
+    @property
+    def cutoff_column(self) -> str:
+        """The cutoff ``C`` of the online model (``online_as_of``), the same on every row."""
+        return CUTOFF_COLUMN
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the relation holds tiles (a declared view) or rows (a hand-written one)."""
+        return self.view.tiled
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        """What a row holds besides keys and times: the features (hand-written), or the tile
+        columns and the partial columns of each feature (tiled, :func:`partial_columns`)."""
+        if not self.tiled:
+            return self.view.feature_names()
+        partials = [column for f in self.view.features for column in partial_columns(f)]
+        return (HOP_COLUMN, TILE_START_COLUMN, *partials)
+
+    @property
     def columns(self) -> tuple[str, ...]:
-        """Columns read, in this order: keys, ts, ver, features."""
-        return (*self.view.keys, self.ts_column, self.ver_column, *self.view.feature_names())
+        """Columns read, in this order: keys, ts, ver, change time, cutoff, then
+        :attr:`value_columns`."""
+        return (
+            *self.view.keys,
+            self.ts_column,
+            self.ver_column,
+            self.changed_column,
+            self.cutoff_column,
+            *self.value_columns,
+        )
+
+    @property
+    def order_columns(self) -> tuple[str, ...]:
+        """The order the rows are read in: the keys, then the feature timestamp
+        (hand-written) or the hop and tile start (tiled), so one entity's rows are
+        consecutive."""
+        if self.tiled:
+            return (*self.view.keys, HOP_COLUMN, TILE_START_COLUMN)
+        return (*self.view.keys, self.ts_column)
+
+    @property
+    def unique_columns(self) -> tuple[str, ...]:
+        """What identifies a row: the keys and the feature timestamp (hand-written) or the
+        keys, hop and tile start (tiled)."""
+        return self.order_columns
+
+
+def partial_columns(feature: Feature) -> tuple[str, ...]:
+    """The tile columns of a declared feature: ``count`` -> ``<f>__count``; ``sum`` ->
+    ``<f>__sum``; ``avg`` -> ``<f>__count`` (non-null values) and ``<f>__sum``."""
+    aggregation = feature.aggregation
+    if aggregation is None:
+        raise LoaderError(f"feature {feature.name} of a tiled view declares no aggregation")
+    if aggregation.function == "count":
+        return (f"{feature.name}__count",)
+    if aggregation.function == "sum":
+        return (f"{feature.name}__sum",)
+    return (f"{feature.name}__count", f"{feature.name}__sum")
 
 
 def gated_tests(view: FeatureView) -> tuple[DataTest, ...]:

@@ -1,7 +1,8 @@
 {#-
     The as_of_join description of a feature view, read from its yml meta (the registry):
     featurestore.feature_view('user_transaction_features') ->
-      {name, relation, join_keys, timestamp, available_at, ttl_seconds, features}.
+      {name, relation, join_keys, timestamp, available_at, ttl_seconds, freshness_sla_seconds,
+       features}.
     `features` narrows the feature columns (default: all columns whose meta marks them as a
     feature); `join_keys` maps spine columns to the view's key columns (default: same names).
 
@@ -14,7 +15,8 @@
     {%- set relation = ref(model_name) -%}
     {%- if not execute -%}
         {{ return({'name': model_name, 'relation': relation, 'join_keys': {}, 'timestamp': 'feature_at',
-                   'available_at': none, 'ttl_seconds': none, 'features': []}) }}
+                   'available_at': none, 'ttl_seconds': none, 'freshness_sla_seconds': none,
+                   'features': [], 'tie_breakers': []}) }}
     {%- endif -%}
     {%- set graph_nodes = graph.get('nodes') or {} -%}
     {%- set unit_test_meta = var('featurestore_unit_test_views', {}).get(model_name) -%}
@@ -57,6 +59,7 @@
         'timestamp': meta['timestamp'],
         'available_at': meta.get('available_at'),
         'ttl_seconds': featurestore.parse_duration(meta['ttl'], model_name, 'ttl') if meta.get('ttl') else none,
+        'freshness_sla_seconds': featurestore.parse_duration(meta['freshness_sla'], model_name, 'freshness_sla') if meta.get('freshness_sla') else none,
         'features': chosen,
         'tie_breakers': all_features,
     }) }}

@@ -14,6 +14,9 @@ import pyarrow as pa
 VIEW = "user_transaction_features"
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 EPOCH = dt.datetime(1970, 1, 1)
+#: the crafted online table's cutoff (its ``as_of_at`` column, naive UTC)
+CUTOFF = dt.datetime(2026, 5, 1)
+CUTOFF_US = (CUTOFF - EPOCH) // dt.timedelta(microseconds=1)
 TTL_S = 90 * 86_400  # user_transaction_features: ttl 90d
 
 
@@ -59,17 +62,20 @@ def user_rows(count: int, *, day: int = 20, shift: int = 0) -> list[UserRow]:
     ]
 
 
-def write_users(path: Path, rows: Sequence[UserRow]) -> None:
-    """(Re)create main_online.online_user_transaction_features holding exactly ``rows``."""
+def write_users(path: Path, rows: Sequence[UserRow], cutoff: dt.datetime = CUTOFF) -> None:
+    """(Re)create main_online.online_user_transaction_features holding exactly ``rows``, each
+    a current row as of ``cutoff`` (its change time: its as-of time, ``cutoff`` at most)."""
     stamp = pa.timestamp("us")
     table = pa.table(
         {
             "user_id": pa.array([r.user_id for r in rows], pa.string()),
-            "as_of_at": pa.array([dt.datetime(2026, 5, 1)] * len(rows), stamp),
+            "as_of_at": pa.array([cutoff] * len(rows), stamp),
             "user_7d_transaction_count": pa.array([r.count for r in rows], pa.int64()),
             "avg_order_value_90d": pa.array([r.average for r in rows], pa.float64()),
             f"{VIEW}__feature_at": pa.array([r.feature_at for r in rows], stamp),
             f"{VIEW}__as_of_at": pa.array([r.as_of_at for r in rows], stamp),
+            # one current row per user: its change time is its as-of time (the cutoff at most)
+            f"{VIEW}__changed_at": pa.array([min(r.as_of_at, cutoff) for r in rows], stamp),
         }
     )
     with duckdb.connect(str(path)) as con:

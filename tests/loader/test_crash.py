@@ -66,7 +66,9 @@ def write_table(path: Path, version: int) -> None:
                         else cast((i * 3 + {shift}) % 5000 as double) / 8 end
                        as avg_order_value_90d,
                    timestamp '2026-04-01' + to_days({day}) + to_seconds(i) as {VIEW}__feature_at,
-                   timestamp '2026-04-01' + to_days({day}) + to_seconds(i + 60) as {VIEW}__as_of_at
+                   timestamp '2026-04-01' + to_days({day}) + to_seconds(i + 60) as {VIEW}__as_of_at,
+                   timestamp '2026-04-01' + to_days({day}) + to_seconds(i + 60)
+                       as {VIEW}__changed_at
             from range({total}) as r(i) {where} order by i
             """
         )

@@ -34,7 +34,8 @@ def sample(demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory) 
         con.sql("create schema online_sample")
         con.sql(
             f"create table online_sample.online_{VIEW} as select * from "
-            f"demo.main_online.online_{VIEW} order by merchant_id limit 30"
+            f"demo.main_online.online_{VIEW} where {VIEW}__feature_at <= as_of_at "
+            "order by merchant_id limit 30"  # current rows only: one per merchant
         )
         con.sql("detach demo")
     return path

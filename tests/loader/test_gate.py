@@ -21,7 +21,7 @@ from featurestore.registry import Registry
 from loader import load, plan_views
 from loader.validation import FUTURE_TOLERANCE
 from sidecar.settings import Settings
-from tests.loader.tables import NOW, VIEW, UserRow, user_rows, write_users
+from tests.loader.tables import CUTOFF_US, NOW, VIEW, UserRow, user_rows, write_users
 from tests.warehouse import Warehouse
 
 FAR = dt.datetime(9999, 12, 31)
@@ -69,13 +69,25 @@ def test_rows_from_the_future_are_refused_and_nothing_moves(
     assert (result.outcome, result.rows_read, result.rows_written) == ("rejected", 20, 0)
     assert result.rows_rejected == 3
     limit = NAIVE_NOW + FUTURE_TOLERANCE
-    by_column = {f.check.kwargs["column"]: f for f in result.failures}
-    assert set(by_column) == {f"{VIEW}__as_of_at", f"{VIEW}__feature_at"}
-    for column, users in ((f"{VIEW}__as_of_at", [3, 11, 17]), (f"{VIEW}__feature_at", [17])):
-        failure = by_column[column]
+    # rows 3 and 11 are current rows (feature time <= the cutoff): the clock refuses them;
+    # row 17's feature time is after the cutoff: a scheduled row far beyond the horizon
+    by_check = {
+        (f.check.source.split(" (")[0], f.check.kwargs["column"]): f for f in result.failures
+    }
+    clock = f"clock: not later than the load's now + {FUTURE_TOLERANCE.total_seconds():g} s"
+    horizon = "layout: a scheduled row is at most the cutoff + freshness_sla"
+    expected = {
+        (clock, f"{VIEW}__as_of_at"): [3, 11],
+        (horizon, f"{VIEW}__as_of_at"): [17],
+        (horizon, f"{VIEW}__feature_at"): [17],
+    }
+    assert set(by_check) == set(expected)
+    for (origin, column), users in expected.items():
+        failure = by_check[origin, column]
         assert failure.check.expectation == "expect_column_values_to_be_between"
-        assert failure.check.kwargs["max_value"] == limit
-        assert failure.to_dict()["kwargs"]["max_value"] == limit.isoformat()
+        if origin == clock:
+            assert failure.check.kwargs["max_value"] == limit
+            assert failure.to_dict()["kwargs"]["max_value"] == limit.isoformat()
         assert failure.unexpected_count == len(users)
         assert [s["user_id"] for s in failure.samples] == [f"usr_{i:04d}" for i in users]
         assert all(s[column].startswith("9999-12-31") for s in failure.samples)
@@ -112,7 +124,8 @@ def test_the_tolerance_of_clock_skew(
     (result,) = report.views
     if passes:
         assert (result.outcome, result.rows_written) == ("success", 4)
-        assert sqlite_store.get_watermark(VIEW) == rows[2].ver
+        # the change time of a current row is its as-of time, the cutoff at most
+        assert sqlite_store.get_watermark(VIEW) == min(rows[2].ver, CUTOFF_US)
         assert stored(sqlite_store, registry, ["usr_0002"]) == {"usr_0002": record_of(rows[2])}
     else:
         assert (result.outcome, result.rows_rejected, result.rows_written) == ("rejected", 1, 0)
@@ -127,14 +140,15 @@ def test_the_tolerance_follows_the_load_s_clock(
     """The same rows pass or fail with the load's now (and a tolerance given to load())."""
     path = tmp_path / "users.duckdb"
     rows = user_rows(3)  # as-of times 2026-04-20 00:00:30 .. 00:02:30
-    write_users(path, rows)
+    write_users(path, rows, cutoff=rows[-1].as_of_at)
     sources = plan_views(registry, [VIEW])
     early = dt.datetime(2026, 4, 19, 23, 58, tzinfo=dt.UTC)  # row 2 is 4.5 min ahead of it
     assert load(sqlite_store, path, sources, now=early).views[0].outcome == "success"
     strict = load(
         sqlite_store, path, sources, now=early, full_refresh=True, future_tolerance=dt.timedelta(0)
     )
-    assert [f.unexpected_count for f in strict.views[0].failures] == [3, 3]  # ts and as-of
+    # the cutoff, ts and as-of
+    assert [f.unexpected_count for f in strict.views[0].failures] == [3, 3, 3]
 
 
 def test_duplicate_keys_are_refused_across_chunks(
@@ -143,7 +157,9 @@ def test_duplicate_keys_are_refused_across_chunks(
     path = tmp_path / "users.duckdb"
     rows = user_rows(30)
     for index, user in ((25, 2), (12, 7), (29, 7)):  # usr_0002 twice, usr_0007 three times
-        rows[index] = dataclasses.replace(rows[index], user_id=f"usr_{user:04d}")
+        rows[index] = dataclasses.replace(
+            rows[index], user_id=f"usr_{user:04d}", feature_at=rows[user].feature_at
+        )
     write_users(path, rows)
     report = load(
         sqlite_store, path, plan_views(registry, [VIEW]), now=NOW, validation_chunk_rows=8,
@@ -153,10 +169,11 @@ def test_duplicate_keys_are_refused_across_chunks(
     (result,) = report.views
     (failure,) = result.failures
     assert failure.check.expectation == "expect_compound_columns_to_be_unique"
-    assert failure.check.kwargs == {"column_list": ["user_id"]}
+    assert failure.check.kwargs == {"column_list": ["user_id", f"{VIEW}__feature_at"]}
     assert failure.unexpected_count == result.rows_rejected == 5
-    # the samples are whole rows, each duplicated key's rows together, in the order read
-    assert [(s["user_id"], s["avg_order_value_90d"]) for s in failure.samples] == [
+    # the samples are whole rows, each duplicated key's rows together (read in key order;
+    # tied rows in any order)
+    assert sorted((s["user_id"], s["avg_order_value_90d"]) for s in failure.samples) == [
         ("usr_0002", 2 * 1.25), ("usr_0002", 25 * 1.25),
         ("usr_0007", 7 * 1.25), ("usr_0007", 12 * 1.25), ("usr_0007", 29 * 1.25),
     ]  # fmt: skip
@@ -181,14 +198,18 @@ def test_duplicate_composite_keys_are_refused(
         con.sql(
             f"""create table main_online.online_user_device_features as
             select user_id, device_id, {columns},
-                   timestamp '2026-04-20' + to_minutes(n) as user_device_features__feature_at,
-                   timestamp '2026-04-21' as user_device_features__as_of_at
+                   timestamp '2026-04-20' + to_minutes(n % 3) as user_device_features__feature_at,
+                   timestamp '2026-04-21' as user_device_features__as_of_at,
+                   timestamp '2026-04-21' as user_device_features__changed_at,
+                   timestamp '2026-04-21' as as_of_at
             from (values {values}) v(user_id, device_id, n)"""
         )
     report = load(sqlite_store, path, plan_views(registry, [view.name]), now=NOW)
     (result,) = report.views
     (failure,) = result.failures
-    assert failure.check.kwargs == {"column_list": ["user_id", "device_id"]}
+    assert failure.check.kwargs == {
+        "column_list": ["user_id", "device_id", "user_device_features__feature_at"]
+    }
     assert failure.unexpected_count == result.rows_rejected == 2
     assert [(s["user_id"], s["device_id"]) for s in failure.samples] == [("usr_1", "dev_a")] * 2
     assert result.rows_written == 0

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pytest
 
 from featurestore.online.store import OnlineStore, StoredRecord, StoreUnavailable, ViewRead
@@ -96,28 +97,66 @@ class Row:
     ver: int
     exp: int
     values: dict[str, object]
+    #: the entity's change time (the watermark's unit) and its rows in the warehouse
+    changed: int = 0
+    read: int = 1
+    #: the earlier rows (its scheduled steps): (ts, values as the layout's text)
+    steps: tuple[tuple[int, tuple[str | None, ...]], ...] = ()
 
     def stored(self) -> StoredRecord:
-        return StoredRecord(ts=self.ts, ver=self.ver, exp=self.exp, values=self.values)
+        timeline = None
+        if self.steps:  # the layout's JSON of steps: [[ts, [text or null, ...]], ...]
+            timeline = orjson.dumps([[ts, list(values)] for ts, values in self.steps])
+        return StoredRecord(
+            ts=self.ts, ver=self.ver, exp=self.exp, values=self.values, timeline=timeline
+        )
+
+
+def value_text(value: object) -> str | None:
+    """A value as the layout's text, written out here: bools 1/0, ints as digits, floats as
+    repr, strings as they are."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def warehouse_rows(path: Path, view: FeatureView, where: str = "") -> dict[tuple[str, ...], Row]:
-    """The online relation's rows, read with plain SQL and converted in Python."""
+    """The online relation's rows, read with plain SQL and converted in Python: per key its
+    last row by feature time (the record), its change time and how many rows it has."""
     features = list(view.feature_names())
-    columns = [*view.keys, f"{view.name}__feature_at", f"{view.name}__as_of_at", *features]
+    columns = [
+        *view.keys, f"{view.name}__feature_at", f"{view.name}__as_of_at",
+        f"{view.name}__changed_at", *features,
+    ]  # fmt: skip
     with duckdb.connect(str(path), read_only=True) as con:
         rows = con.sql(
             f"select {', '.join(columns)} from main_online.online_{view.name} {where}"
         ).fetchall()
-    out = {}
+    out: dict[tuple[str, ...], Row] = {}
     nk = len(view.keys)
-    for row in rows:
+    for row in sorted(rows, key=lambda r: (tuple(str(p) for p in r[:nk]), r[nk])):
         key = tuple(str(part) for part in row[:nk])
-        ts, ver = micros(row[nk]), micros(row[nk + 1])
-        values = dict(zip(features, row[nk + 2 :], strict=True))
-        assert key not in out, f"duplicate key {key} in online_{view.name}"
-        out[key] = Row(key, ts, ver, ts // 1_000_000 + view.ttl_seconds, values)
+        ts, ver, changed = micros(row[nk]), micros(row[nk + 1]), micros(row[nk + 2])
+        values = dict(zip(features, row[nk + 3 :], strict=True))
+        earlier = out.get(key)
+        assert earlier is None or earlier.ts < ts, f"duplicate row {key} in online_{view.name}"
+        exp = ts // 1_000_000 + view.ttl_seconds
+        steps: tuple[tuple[int, tuple[str | None, ...]], ...] = ()
+        if earlier is not None:
+            texts = tuple(value_text(v) for v in earlier.values.values())
+            steps = (*earlier.steps, (earlier.ts, texts))
+        read = earlier.read + 1 if earlier else 1
+        out[key] = Row(key, ts, ver, exp, values, changed, read, steps)
     return out
+
+
+def rows_in(rows: dict[tuple[str, ...], Row]) -> int:
+    """How many warehouse rows the records hold."""
+    return sum(row.read for row in rows.values())
 
 
 def view_read(view: FeatureView) -> ViewRead:
@@ -219,12 +258,12 @@ def test_load_incremental_and_full_refresh(
         first = load_project(store, views=chosen, now=NOW)
         assert first.exit_code == 0
         assert _counts(first) == {
-            name: ("success", len(rows), len(rows), 0, 0, 0) for name, rows in expected.items()
+            name: ("success", rows_in(rows), len(rows), 0, 0, 0) for name, rows in expected.items()
         }
         for name, rows in expected.items():
             view = registry.view(name)
             assert_store_holds(store, view, rows)
-            assert store.get_watermark(name) == max(row.ver for row in rows.values())
+            assert store.get_watermark(name) == max(row.changed for row in rows.values())
             # keys the warehouse does not have are not in the store
             ghost = [tuple(f"zz_{part}" for part in next(iter(rows)))]
             assert read_all(store, view, ghost) == {ghost[0]: None}
@@ -237,11 +276,11 @@ def test_load_incremental_and_full_refresh(
         # a full refresh writes in replace mode: every record again, none skipped
         full = load_project(store, views=chosen, now=NOW, full_refresh=True)
         assert _counts(full) == {
-            name: ("success", len(rows), len(rows), 0, 0, 0) for name, rows in expected.items()
+            name: ("success", rows_in(rows), len(rows), 0, 0, 0) for name, rows in expected.items()
         }
         for name, rows in expected.items():
             assert_store_holds(store, registry.view(name), rows)
-            assert store.get_watermark(name) == max(row.ver for row in rows.values())
+            assert store.get_watermark(name) == max(row.changed for row in rows.values())
 
         records = store.list_loads(limit=20)
         assert len(records) == 3 * len(names)
@@ -252,12 +291,12 @@ def test_load_incremental_and_full_refresh(
         newest = records[: len(names)]
         assert [r.load_id for r in newest] == [full.load_id] * len(names)  # newest first
         for name, rows in expected.items():
-            top = max(row.ver for row in rows.values())
+            top = max(row.changed for row in rows.values())
             one, two, three = (by_load[r.load_id][name] for r in (first, second, full))
             assert (one.watermark_before, one.watermark_after) == (None, top)
             assert (two.watermark_before, two.watermark_after) == (top, top)
             assert (three.rows_read, three.rows_written, three.rows_skipped) == (
-                len(rows), len(rows), 0,
+                rows_in(rows), len(rows), 0,
             )  # fmt: skip
             assert {one.outcome, two.outcome, three.outcome} == {"success"}
             assert one.store == store.description
@@ -290,57 +329,58 @@ def test_warehouse_change_is_picked_up(
         replay(state, rows)
         assert load_project(store, views=[view.name], now=NOW).exit_code == 0
         watermark = store.get_watermark(view.name)
-        assert watermark == max(row.ver for row in rows.values())
+        assert watermark == max(row.changed for row in rows.values())
 
-        a, b, c, e = sorted(rows)[:4]
+        # users with one row (no scheduled row), changed at the cutoff (`as_of_at`): later
+        # than the watermark, the greatest change time read
+        a, b, c, e = sorted(key for key, row in rows.items() if row.read == 1)[:4]
         table = "main_online.online_user_transaction_features"
         ts, ver = f"{view.name}__feature_at", f"{view.name}__as_of_at"
-        after = "(select max(" + ver + f") from {table}) + interval 1 hour"
+        changed_at = f"{view.name}__changed_at"
+        after = "as_of_at"
         with duckdb.connect(str(copy.duckdb_path)) as con:
             # a: a newer value (later feature time and as-of time)
             con.execute(
-                f"update {table} set {ts} = {ts} + interval 1 minute, "
-                f"{ver} = {after}, user_7d_transaction_count = user_7d_transaction_count + 5 "
-                "where user_id = ?",
+                f"update {table} set {ts} = {ts} + interval 1 minute, {ver} = {after}, "
+                f"{changed_at} = {after}, "
+                "user_7d_transaction_count = user_7d_transaction_count + 5 where user_id = ?",
                 [a[0]],
             )
             # b: a correction at the same feature time, known later
             con.execute(
-                f"update {table} set {ver} = {after}, avg_order_value_90d = 1234.5 "
-                "where user_id = ?",
+                f"update {table} set {ver} = {after}, {changed_at} = {after}, "
+                "avg_order_value_90d = 1234.5 where user_id = ?",
                 [b[0]],
             )
             # c: known later but with an older feature time: newer-wins keeps the stored one
             con.execute(
                 f"update {table} set {ts} = {ts} - interval 1 second, {ver} = {after}, "
-                "user_7d_transaction_count = 999 where user_id = ?",
+                f"{changed_at} = {after}, user_7d_transaction_count = 999 where user_id = ?",
                 [c[0]],
             )
-            # e: changed without a later as-of time: invisible to an incremental load
+            # e: changed without a later change time: invisible to an incremental load
             con.execute(
                 f"update {table} set user_7d_transaction_count = 777 where user_id = ?", [e[0]]
             )
             # d: a new user
             con.execute(
-                f"insert into {table} select 'usr_new_1', as_of_at, 3, 42.0, {ts}, {after} "
-                f"from {table} where user_id = ?",
+                f"insert into {table} by name select 'usr_new_1' as user_id, as_of_at, "
+                f"3 as user_7d_transaction_count, 42.0 as avg_order_value_90d, {ts}, "
+                f"{after} as {ver}, {after} as {changed_at} from {table} where user_id = ?",
                 [a[0]],
             )
         changed = warehouse_rows(copy.duckdb_path, view)
-        newer = {key: row for key, row in changed.items() if row.ver > watermark}
+        newer = {key: row for key, row in changed.items() if row.changed > watermark}
         assert set(newer) == {a, b, c, ("usr_new_1",)}
         written, skipped = replay(state, newer)
         assert (written, skipped) == (3, 1)
 
-        # the changes become known up to a few hours after NOW (each update's `after` is an
-        # hour past the latest as-of time then): load at the latest of them, the gate
-        # refusing as-of times later than the load's now
-        latest = max(row.ver for row in changed.values())
-        later = EPOCH.replace(tzinfo=dt.UTC) + dt.timedelta(microseconds=latest)
+        # a load a day later
+        later = NOW + dt.timedelta(days=1)
         report = load_project(store, views=[view.name], now=later)
         assert _counts(report) == {view.name: ("success", 4, written, skipped, 0, 0)}
         assert_store_holds(store, view, state)
-        assert store.get_watermark(view.name) == max(row.ver for row in changed.values())
+        assert store.get_watermark(view.name) == max(row.changed for row in changed.values())
         got = read_all(store, view, [c, e])
         assert got[c] is not None and got[c].values["user_7d_transaction_count"] != 999
         assert got[e] is not None and got[e].values["user_7d_transaction_count"] != 777
@@ -350,8 +390,9 @@ def test_warehouse_change_is_picked_up(
         cutoff = int(later.timestamp())
         live = {key: row for key, row in changed.items() if row.exp > cutoff}
         report = load_project(store, views=[view.name], now=later, full_refresh=True)
-        expired = len(changed) - len(live)
-        assert _counts(report) == {view.name: ("success", len(changed), len(live), 0, expired, 0)}
+        expired = rows_in(changed) - rows_in(live)
+        counts = ("success", rows_in(changed), len(live), 0, expired, 0)
+        assert _counts(report) == {view.name: counts}  # expired records remove stored ones
         assert_store_holds(store, view, live)
         got = read_all(store, view, [c, e])
         assert got[c] is not None and got[c].values["user_7d_transaction_count"] == 999
@@ -382,8 +423,8 @@ def test_views_selects_and_expired_rows_are_not_sent(
     for view in (merchant, device):
         rows = warehouse_rows(demo_warehouse.duckdb_path, view)
         live = {key: row for key, row in rows.items() if row.exp > cutoff}
-        expired = len(rows) - len(live)
-        assert counts[view.name] == ("success", len(rows), len(live), 0, expired, 0)
+        expired = rows_in(rows) - rows_in(live)
+        assert counts[view.name] == ("success", rows_in(rows), len(live), 0, expired, 0)
         got = read_all(sqlite_store, view, sorted(rows))
         assert {key for key, record in got.items() if record is not None} == set(live)
     assert 0 < counts[merchant.name][4] < counts[merchant.name][1]  # some, not all, expired
@@ -403,7 +444,10 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     with duckdb.connect(str(copy.duckdb_path)) as con:
         broken = [
             row[0]
-            for row in con.sql(f"select merchant_id from {table} order by merchant_id").fetchall()
+            for row in con.sql(
+                f"select merchant_id from {table} group by merchant_id having count(*) = 1 "
+                "order by merchant_id"  # merchants with no scheduled row: one row each
+            ).fetchall()
         ][3:5]
         con.execute(
             f"update {table} set merchant_chargeback_rate_30d = 1.5 where merchant_id in (?, ?)",
@@ -568,7 +612,8 @@ def _gate_table(path: Path, broken: dict[str, str], bad_rows: set[int]) -> None:
             select {pick("user_id")} as user_id, timestamp '2026-05-01' as as_of_at,
                    {pick("cnt")} as user_7d_transaction_count,
                    {pick("avg")} as avg_order_value_90d,
-                   {pick("ts")} as {view}__feature_at, {pick("ver")} as {view}__as_of_at
+                   {pick("ts")} as {view}__feature_at, {pick("ver")} as {view}__as_of_at,
+                   least({pick("ver")}, timestamp '2026-05-01') as {view}__changed_at
             from base order by i"""
         )
         con.sql(
@@ -576,7 +621,8 @@ def _gate_table(path: Path, broken: dict[str, str], bad_rows: set[int]) -> None:
             select 'mer_' || i as merchant_id, timestamp '2026-05-01' as as_of_at,
                    cast(i / 10 as double) as merchant_chargeback_rate_30d,
                    timestamp '2026-04-25' as merchant_chargeback_features__feature_at,
-                   timestamp '2026-04-26' as merchant_chargeback_features__as_of_at
+                   timestamp '2026-04-26' as merchant_chargeback_features__as_of_at,
+                   timestamp '2026-04-26' as merchant_chargeback_features__changed_at
             from range(5) r(i)"""
         )
 
@@ -783,7 +829,7 @@ def test_store_going_away_mid_load_stops_the_run(
             return original(records, now=now, replace=replace)
 
         store.write = write_then_die  # type: ignore[method-assign]
-        report = load(store, demo_warehouse.duckdb_path, sources, now=NOW, batch_rows=200)
+        report = load(store, demo_warehouse.duckdb_path, sources, now=NOW, batch_rows=400)
         store.close()
     assert [s.name for s in sources] == list(VIEWS)
     assert report.exit_code == ExitCode.STORE_UNAVAILABLE

@@ -89,8 +89,11 @@ def test_each_view_reads_its_online_models_relation(
             *source.view.keys,
             f"{source.name}__feature_at",
             f"{source.name}__as_of_at",
+            f"{source.name}__changed_at",
+            "as_of_at",
             *source.view.feature_names(),
         )
+        assert source.order_columns == (*source.view.keys, f"{source.name}__feature_at")
 
 
 def test_a_view_without_its_online_model_is_a_warehouse_error(registry: Registry) -> None:
