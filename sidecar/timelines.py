@@ -13,8 +13,9 @@ record becomes a *timeline entry* instead of a fixed :data:`~sidecar.fragments.C
   of the tiles of its hop whose start is in ``[window_start(T), T]``
   (:func:`featurestore.windows.window_start`: ``floor_hop(T) - window``, inclusive; found
   by bisection in the sorted starts, the same set as
-  :func:`featurestore.windows.tiles_in_window`). Over an empty window ``count``/``sum`` are
-  0 and ``avg`` null (answered like a null value: the default with reason ``NULL``). The
+  :func:`featurestore.windows.tiles_in_window`), as the feature's registry type (a ``float``
+  feature's value is a JSON float even when the sum is a whole 0). Over an empty window
+  ``count``/``sum`` are 0 and ``avg`` null (answered like a null value: the default with reason ``NULL``). The
   answer's ``timestamp`` is ``T`` itself (the window's end), ``status`` ``PRESENT`` for a
   value. The record is served while its ``exp`` (the instant its last tile leaves its last
   window) is later than ``T``.
@@ -70,6 +71,8 @@ class WindowedFeature:
     window_seconds: int
     #: its partial's position among the partials of its hop (view order)
     slot: int
+    #: whether its registry type is ``float`` (a sum over no decimal is 0.0 then, not 0)
+    as_float: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,13 @@ class TimelinePlan:
             slot = widths.get(hop, 0)
             widths[hop] = slot + 1
             features.append(
-                WindowedFeature(aggregation.function, hop, aggregation.window_seconds, slot)
+                WindowedFeature(
+                    aggregation.function,
+                    hop,
+                    aggregation.window_seconds,
+                    slot,
+                    feature.value_type == "float",
+                )
             )
         return cls(view.name, view.ttl_seconds, renderer, tuple(features), tuple(widths.items()))
 
@@ -226,13 +235,16 @@ class TiledEntry:
         empty: tuple[list[int], list[list[Partial]]] = ([], [])
         for feature in self.plan.windowed:
             starts, columns = self._hops.get(feature.hop_seconds, empty)
-            if not starts:
-                out.append(merge(feature.function, ()))
-                continue
-            first = window_start(now_us, feature.hop_seconds, feature.window_seconds)
-            lo = bisect.bisect_left(starts, first)
-            hi = bisect.bisect_right(starts, now_us)
-            out.append(merge(feature.function, columns[feature.slot][lo:hi]))
+            if starts:
+                first = window_start(now_us, feature.hop_seconds, feature.window_seconds)
+                lo = bisect.bisect_left(starts, first)
+                hi = bisect.bisect_right(starts, now_us)
+                value = merge(feature.function, columns[feature.slot][lo:hi])
+            else:
+                value = merge(feature.function, ())
+            if feature.as_float and type(value) is int:
+                value = float(value)
+            out.append(value)
         return out
 
     def at(self, now_us: int, stamp: bytes) -> CachedRecord:
