@@ -144,13 +144,16 @@ from featurestore.online.store import (
     InvalidRecord,
     LoadRecord,
     OnlineStore,
+    RecordRefused,
     StoredRecord,
     StoreError,
     StoreNotInitialized,
     StoreUnavailable,
     ViewRead,
     WriteResult,
+    checked_timeline,
     load_record_of,
+    record_where,
     watermark_of,
 )
 from featurestore.registry import ValueType
@@ -191,7 +194,7 @@ NEWER_WINS: Final = (
     "attribute_not_exists(pk) OR NOT attribute_type(ts, :number)"
     " OR NOT attribute_type(ver, :number) OR ts < :ts OR (ts = :ts AND ver < :ver)"
 )
-_PROJECTION: Final = "pk, sk, ts, ver, exp, f"
+_PROJECTION: Final = "pk, sk, ts, ver, exp, f, tl"
 
 _NOT_FOUND = frozenset({"ResourceNotFoundException"})
 _CREDENTIAL_CODES = frozenset(
@@ -226,8 +229,9 @@ _MAX_ADJUSTED = 125
 T = TypeVar("T")
 
 
-class ItemTooLarge(OnlineLayoutError):
-    """A record does not fit in one DynamoDB item (400 KB)."""
+class ItemTooLarge(OnlineLayoutError, RecordRefused):
+    """A record does not fit in one DynamoDB item (400 KB): a layout error of the record
+    and a :class:`~featurestore.online.store.RecordRefused` of the store."""
 
 
 @dataclass(frozen=True)
@@ -343,9 +347,12 @@ class _Put:
 
 def encode_record(record: Record) -> dict[str, dict[str, Any]]:
     """The DynamoDB item of a record (what PutItem sends), checked against DynamoDB's limits:
-    raises OnlineLayoutError for a value it cannot hold and ItemTooLarge over 400 KB."""
+    raises OnlineLayoutError for a value it cannot hold, ItemTooLarge over 400 KB (the
+    timeline counted in) and RecordRefused for a timeline that is not bytes of UTF-8 (an S
+    attribute holds UTF-8 text)."""
     pk = dynamodb_pk(record.entity, record.key)
-    where = f"{record.entity} {record.key!r} view {record.view!r}"
+    where = record_where(record)
+    timeline = checked_timeline(record)
     if len(pk.encode()) > MAX_PK_BYTES:
         raise ItemTooLarge(f"{where}: partition key is over DynamoDB's {MAX_PK_BYTES} bytes")
     if not record.view or len(record.view.encode()) > MAX_SK_BYTES:
@@ -366,6 +373,14 @@ def encode_record(record: Record) -> dict[str, dict[str, Any]]:
         "exp": {"N": str(int(record.exp))},
         "f": {"M": features},
     }
+    if timeline is not None:
+        try:
+            item["tl"] = {"S": timeline.decode()}
+        except UnicodeDecodeError as exc:
+            raise RecordRefused(
+                f"{where}: the timeline is not UTF-8 text ({exc.reason} at byte {exc.start}), "
+                "which a DynamoDB string (S) must be"
+            ) from None
     size = item_size(item)
     if size > MAX_ITEM_BYTES:
         raise ItemTooLarge(
@@ -387,6 +402,7 @@ def _decode_item(
         if exp <= now_s:
             return None
         ts, ver = _integer(item, "ts"), _integer(item, "ver")
+        timeline = _timeline(item.get("tl"))
         stored = item.get("f", {"M": {}})
         if not isinstance(stored, dict) or not isinstance(stored.get("M"), dict):
             raise OnlineLayoutError(f"f is not a map (M): {stored!r:.60}")
@@ -400,7 +416,20 @@ def _decode_item(
                 raise OnlineLayoutError(f"{feature}: {exc}") from None
     except ValueError as exc:
         return InvalidRecord(f"view {view}: {exc}")
-    return StoredRecord(ts=ts, ver=ver, exp=exp, values=values)
+    return StoredRecord(ts=ts, ver=ver, exp=exp, values=values, timeline=timeline)
+
+
+def _timeline(attribute: object) -> bytes | None:
+    """The ``tl`` attribute as the timeline's bytes (None if absent): an S as its UTF-8
+    bytes, undecoded otherwise; an attribute of another type raises ValueError."""
+    if attribute is None:
+        return None
+    if isinstance(attribute, dict):
+        if isinstance(text := attribute.get("S"), str):
+            return text.encode()
+        if isinstance(data := attribute.get("B"), bytes):
+            return data
+    raise OnlineLayoutError(f"tl is not a string (S): {attribute!r:.60}")
 
 
 def _fits_integer(text: str) -> bool:
@@ -762,11 +791,15 @@ class DynamoDBStore(OnlineStore):
         for record in records:
             if record.exp <= now_s:
                 if replace:
+                    checked_timeline(record, self.description)
                     pk = dynamodb_pk(record.entity, record.key)
                     put = _Put(pk, record.view, record.ts, record.ver, {}, "remove")
                     groups.setdefault((put.pk, put.sk), []).append(put)
                 continue  # already expired: never written
-            item = encode_record(record)  # checks every record before anything is sent
+            try:
+                item = encode_record(record)  # checks every record before anything is sent
+            except RecordRefused as exc:
+                raise type(exc)(f"{self.description}: {exc}") from None
             mode = "replace" if replace else "newer"
             put = _Put(item["pk"]["S"], record.view, record.ts, record.ver, item, mode)
             groups.setdefault((put.pk, put.sk), []).append(put)

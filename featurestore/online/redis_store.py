@@ -3,28 +3,36 @@
 Records
     One hash per entity instance (:func:`~featurestore.online.layout.redis_key`), holding
     every view of that entity: ``<feature>`` -> encoded value, and per view ``_ts:<view>``,
-    ``_ver:<view>``, ``_exp:<view>``.
+    ``_ver:<view>``, ``_exp:<view>`` and, when the record has a timeline, ``_tl:<view>`` (its
+    bytes as they are, never decoded here).
 
 Writes (newer wins, atomic per record)
     One Lua script (:data:`WRITE_SCRIPT`), loaded once and called with EVALSHA for each
     record, compares the stored ``(_ts, _ver)`` pair of the record's view with the new one.
     If the new pair is greater it sets the view's non-null features, deletes its null
-    features, sets ``_ts/_ver/_exp:<view>`` and moves the key's expiry to the latest
+    features, sets ``_ts/_ver/_exp:<view>``, sets ``_tl:<view>`` to the record's timeline or
+    deletes it if the record has none, and moves the key's expiry to the latest
     ``_exp`` of all views in the hash (it never shortens another view's life), returning 1;
     otherwise it changes nothing and returns 0. A stored view whose ``_ts`` or ``_ver`` is
     not an integer (corrupt: read as an InvalidRecord) is replaced by any write. In replace
     mode (``write(..., replace=True)``) it skips the comparison; a record already expired
-    then deletes the view's features and ``_ts/_ver/_exp:<view>`` and moves the key's expiry
-    to the latest ``_exp`` of the views left (other views' fields are never touched). The
-    script touches only its one key (``KEYS[1]``), so it runs unchanged on Redis Cluster.
-    Records are sent in pipelines of :attr:`RedisStore.batch_size` calls, each one packed
-    write and its replies (one round trip, no MULTI); records already expired at ``now`` are
-    not sent. If the server lost the script (restart, SCRIPT FLUSH, failover) the failed
-    calls get NOSCRIPT: the script is loaded again (SCRIPT LOAD, its sha kept in a redis-py
-    :class:`~redis.commands.core.Script`) and only those records are sent again. (Calling
-    the Script object inside a redis-py Pipeline would add a SCRIPT EXISTS round trip to
-    every pipeline.) A dropped connection retries the whole pipeline (``retries`` times;
-    safe, every write being newer-wins). Needs Redis 7.0 or newer (PEXPIRETIME).
+    then deletes the view's features and ``_ts/_ver/_exp/_tl:<view>`` and moves the key's
+    expiry to the latest ``_exp`` of the views left (other views' fields are never touched).
+    The script touches only its one key (``KEYS[1]``), so it runs unchanged on Redis Cluster.
+    A record of a tiled view may hold no feature values at all (only
+    ``_ts/_ver/_exp/_tl``). Every record is checked before anything is sent (a value it
+    cannot encode; a timeline that is not bytes or is over :data:`MAX_VALUE_BYTES`:
+    :class:`~featurestore.online.store.RecordRefused` naming entity, key and view).
+    Records are sent in pipelines of :attr:`RedisStore.batch_size` calls, cut earlier at
+    :data:`MAX_PIPELINE_BYTES` of arguments (large timelines: no pipeline nears the
+    server's ``client-query-buffer-limit``, 1 GB, past which it drops the connection), each
+    one packed write and its replies (one round trip, no MULTI); records already expired at
+    ``now`` are not sent. If the server lost the script (restart, SCRIPT FLUSH, failover)
+    the failed calls get NOSCRIPT: the script is loaded again (SCRIPT LOAD, its sha kept in
+    a redis-py :class:`~redis.commands.core.Script`) and only those records are sent again.
+    (Calling the Script object inside a redis-py Pipeline would add a SCRIPT EXISTS round
+    trip to every pipeline.) A dropped connection retries the whole pipeline (``retries``
+    times; safe, every write being newer-wins). Needs Redis 7.0 or newer (PEXPIRETIME).
 
 Key expiry and ``now``
     Without ``now`` (production) the key expires at exactly ``max(_exp) * 1000`` ms
@@ -36,12 +44,13 @@ Key expiry and ``now``
     expiry, and readers compare them with their ``now``.
 
 Reads
-    One HMGET per distinct key (the requested features plus ``_ts/_ver/_exp`` of each
+    One HMGET per distinct key (the requested features plus ``_ts/_ver/_exp/_tl`` of each
     requested view), all packed into one write on one connection and the replies read
     back in order (the same :meth:`RedisStore._pipeline` as the writes, no MULTI): one
     round trip. A dropped connection retries the whole read (``retries`` times). A view
     whose ``_ts`` is absent or whose ``_exp`` <= now is ``None``; values are decoded as the
-    registry type (the values of :func:`~featurestore.online.layout.decode_value`).
+    registry type (the values of :func:`~featurestore.online.layout.decode_value`); the
+    timeline is returned as the stored bytes (None if the field is absent), undecoded.
     Decoding is per record: a view whose ``_ts``/``_ver``/``_exp`` is not an integer, or
     (:meth:`RedisStore.read`) holding a value :func:`~featurestore.online.layout.decode_value`
     refuses, is an :class:`~featurestore.online.store.InvalidRecord`, and so is every view of
@@ -88,6 +97,7 @@ from featurestore.online.layout import (
     exp_field,
     redis_key,
     redis_keys,
+    timeline_field,
     ts_field,
     ver_field,
 )
@@ -98,26 +108,38 @@ from featurestore.online.store import (
     InvalidRecord,
     LoadRecord,
     OnlineStore,
+    RecordRefused,
     StoredRecord,
     StoreError,
     StoreUnavailable,
     ViewRead,
     WriteResult,
+    checked_timeline,
     load_record_of,
+    record_where,
     watermark_of,
 )
 from featurestore.registry import ValueType
 
-__all__ = ["MAX_LOADS", "WRITE_SCRIPT", "RedisStore"]
+__all__ = ["MAX_LOADS", "MAX_PIPELINE_BYTES", "MAX_VALUE_BYTES", "WRITE_SCRIPT", "RedisStore"]
 
 MAX_LOADS: Final = 1000
+#: bytes of one value (a timeline) at most: Redis' own limit on one string
+#: (``proto-max-bulk-len``, 512 MB by default)
+MAX_VALUE_BYTES: Final = 512 * 1024 * 1024
+#: a write pipeline is cut once its arguments reach this many bytes (about: characters of
+#: text), far below Redis' ``client-query-buffer-limit`` (1 GB by default), past which the
+#: server drops the connection
+MAX_PIPELINE_BYTES: Final = 64 * 1024 * 1024
 
 #: KEYS[1] = the entity hash. ARGV: [1] view, [2] ts, [3] ver, [4] exp (s), [5] expiry shift
 #: (s, see "Key expiry and now"), [6] mode: "newer" (newer wins), "replace" (whatever the
 #: stored pair) or "remove" (replace mode, the record has expired), [7] n = count of the
 #: field/value items that follow, [8 .. 7+n] field/value pairs to HSET (the view's non-null
-#: features and its _ts/_ver/_exp fields), [8+n ..] fields to HDEL (the view's null
-#: features; to remove: all of its features and _ts/_ver/_exp fields).
+#: features, its _ts/_ver/_exp fields and its _tl field if the record has a timeline),
+#: [8+n ..] fields to HDEL (the view's null features and _tl if it has none; to remove: all
+#: of its features and _ts/_ver/_exp/_tl fields). The script never looks at the values, so
+#: a timeline (or a record with no feature values, a tiled view's) is one more pair.
 #: Returns 1 if written, 0 if the stored (ts, ver) was as new or newer, or removed.
 #: Timestamps are compared as Lua numbers (doubles): exact for microseconds < 2^53
 #: (until the year 2255).
@@ -301,45 +323,59 @@ class RedisStore(OnlineStore):
         now_s, shift = _clock(now)
         shift_arg = str(shift)
         mode = "replace" if replace else "newer"
-        view_fields: dict[str, tuple[str, str, str]] = {}
-        calls: list[tuple[str, ...]] = []
+        view_fields: dict[str, tuple[str, str, str, str]] = {}
+        calls: list[tuple[str | bytes, ...]] = []
+        for record in records:  # every record checked before anything is sent
+            view = record.view
+            fields = view_fields.get(view)
+            if fields is None:
+                fields = view_fields[view] = (
+                    ts_field(view), ver_field(view), exp_field(view), timeline_field(view)
+                )  # fmt: skip
+            ts, ver, exp = str(record.ts), str(record.ver), str(record.exp)
+            key = redis_key(record.entity, record.key, self.namespace)
+            timeline = self._checked_timeline(record)
+            if record.exp <= now_s:
+                if not replace:
+                    continue
+                calls.append((key, view, ts, ver, exp, shift_arg, "remove", "0",
+                              *record.values, *fields))  # fmt: skip
+                continue
+            pairs: list[str | bytes] = [fields[0], ts, fields[1], ver, fields[2], exp]
+            nulls = []
+            for name, value in record.values.items():
+                encoded = _encode(value)
+                if encoded is None:
+                    nulls.append(name)
+                else:
+                    pairs += (name, encoded)
+            if timeline is None:
+                nulls.append(fields[3])  # a record without a timeline removes a stored one
+            else:
+                pairs += (fields[3], timeline)
+            calls.append(
+                (key, view, ts, ver, exp, shift_arg, mode, str(len(pairs)), *pairs, *nulls)
+            )
         sent = written = removals = 0
         with self._errors():
-            for record in records:
-                view = record.view
-                fields = view_fields.get(view)
-                if fields is None:
-                    fields = view_fields[view] = (ts_field(view), ver_field(view), exp_field(view))
-                ts, ver, exp = str(record.ts), str(record.ver), str(record.exp)
-                key = redis_key(record.entity, record.key, self.namespace)
-                if record.exp <= now_s:
-                    if not replace:
-                        continue
-                    removals += 1
-                    calls.append((key, view, ts, ver, exp, shift_arg, "remove", "0",
-                                  *record.values, *fields))  # fmt: skip
-                else:
-                    pairs = [fields[0], ts, fields[1], ver, fields[2], exp]
-                    nulls = []
-                    for name, value in record.values.items():
-                        encoded = _encode(value)
-                        if encoded is None:
-                            nulls.append(name)
-                        else:
-                            pairs += (name, encoded)
-                    calls.append(
-                        (key, view, ts, ver, exp, shift_arg, mode, str(len(pairs)), *pairs, *nulls)
-                    )
-                if len(calls) == self.batch_size:
-                    written += self._write_batch(calls)
-                    sent += len(calls)
-                    calls = []
-            if calls:
-                written += self._write_batch(calls)
-                sent += len(calls)
+            for batch in _batches(calls, self.batch_size, MAX_PIPELINE_BYTES):
+                written += self._write_batch(batch)
+                sent += len(batch)
+                removals += sum(call[6] == "remove" for call in batch)
         return WriteResult(written=written, skipped_older=sent - removals - written)
 
-    def _write_batch(self, calls: list[tuple[str, ...]]) -> int:
+    def _checked_timeline(self, record: Record) -> bytes | None:
+        """The record's timeline, refused (:class:`RecordRefused`) unless it is bytes of at
+        most :data:`MAX_VALUE_BYTES`."""
+        timeline = checked_timeline(record, self.description)
+        if timeline is not None and len(timeline) > MAX_VALUE_BYTES:
+            raise RecordRefused(
+                f"{self.description}: {record_where(record)}: the timeline is {len(timeline)} "
+                f"bytes, over Redis' {MAX_VALUE_BYTES} bytes per value (proto-max-bulk-len)"
+            )
+        return timeline
+
+    def _write_batch(self, calls: list[tuple[str | bytes, ...]]) -> int:
         """EVALSHA of the write script for each call, pipelined in one round trip; records
         that met NOSCRIPT are sent once more after the script is loaded again. Returns how
         many records were written."""
@@ -361,7 +397,7 @@ class RedisStore(OnlineStore):
             calls = missing
         return written
 
-    def _pipeline(self, commands: list[tuple[str, ...]]) -> list[object]:
+    def _pipeline(self, commands: list[tuple[str | bytes, ...]]) -> list[object]:
         """Send commands as one packed write on one pooled connection and read every
         reply (an error reply is returned in its place): one round trip.
 
@@ -518,6 +554,24 @@ class RedisStore(OnlineStore):
 _NOT_FINITE: Final = frozenset({"nan", "inf", "-inf"})
 
 
+def _batches(
+    calls: list[tuple[str | bytes, ...]], size: int, max_bytes: int
+) -> Iterator[list[tuple[str | bytes, ...]]]:
+    """``calls`` cut into batches of at most ``size`` calls and (unless one call is larger
+    on its own) about ``max_bytes`` of arguments."""
+    batch: list[tuple[str | bytes, ...]] = []
+    weight = 0
+    for call in calls:
+        cost = sum(map(len, call))
+        if batch and (len(batch) == size or weight + cost > max_bytes):
+            yield batch
+            batch, weight = [], 0
+        batch.append(call)
+        weight += cost
+    if batch:
+        yield batch
+
+
 def _bulk(text: str) -> bytes:
     data = text.encode()
     return b"$%d\r\n%b\r\n" % (len(data), data)
@@ -529,7 +583,8 @@ def _hmget_layout(
 ) -> tuple[bytes, bytes, list[tuple[str, int, list[tuple[str, int, Any]]]]]:
     """For a set of views (name, features): the RESP head ``*<n>\r\n$5\r\nHMGET\r\n`` and
     the packed field list of their HMGET, and per view (name, index of ``_ts`` in the reply,
-    per feature (name, reply index, bytes decoder)). Cached: the sidecar asks
+    followed by ``_ver``, ``_exp`` and ``_tl``; per feature (name, reply index, bytes
+    decoder)). Cached: the sidecar asks
     for the same few view sets over and over."""
     fields: list[str] = []
     slices: list[tuple[str, int, list[tuple[str, int, Any]]]] = []
@@ -540,7 +595,7 @@ def _hmget_layout(
         ]
         fields += [name for name, _ in features]
         slices.append((view, len(fields), plan))
-        fields += (ts_field(view), ver_field(view), exp_field(view))
+        fields += (ts_field(view), ver_field(view), exp_field(view), timeline_field(view))
     head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
     return head, b"".join(map(_bulk, fields)), slices
 
@@ -596,7 +651,8 @@ class _ReadPlan:
                 }
             except ValueError as exc:
                 return InvalidRecord(f"view {view}: {exc}")
-            return StoredRecord(ts=record.ts, ver=record.ver, exp=record.exp, values=values)
+            ts, ver, exp, _, timeline = record
+            return StoredRecord(ts=ts, ver=ver, exp=exp, values=values, timeline=timeline)
 
         return [
             {view: decoded(view, record) for view, record in row.items()}
@@ -626,7 +682,8 @@ class _ReadPlan:
                         per_view[view] = None
                     else:
                         per_view[view] = record(
-                            EncodedRecord, (int(ts), int(ver), exp, tuple(reply[start:meta]))
+                            EncodedRecord,
+                            (int(ts), int(ver), exp, tuple(reply[start:meta]), reply[meta + 3]),
                         )
                 except ValueError:
                     per_view[view] = _invalid_times(view, reply[meta : meta + 3])

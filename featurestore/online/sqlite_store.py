@@ -41,17 +41,25 @@ from featurestore.online.store import (
     InvalidRecord,
     LoadRecord,
     OnlineStore,
+    RecordRefused,
     StoredRecord,
     StoreError,
     StoreNotInitialized,
     StoreUnavailable,
     ViewRead,
     WriteResult,
+    checked_timeline,
     load_record_of,
+    record_where,
     watermark_of,
 )
 
 __all__ = ["ReadOnlySQLiteStore", "SQLiteStore"]
+
+#: a record whose payload and timeline are longer than this is checked against the
+#: connection's SQLITE_LIMIT_LENGTH (SQLite's bytes per string, blob or row: 1e9 by default,
+#: lowered by :meth:`sqlite3.Connection.setlimit` only) before the batch is written
+_LARGE = 100_000
 
 _SCHEMA = """
 create table if not exists online_records (
@@ -62,6 +70,7 @@ create table if not exists online_records (
     ver integer not null,
     exp integer not null,
     payload text not null,
+    timeline blob,
     primary key (entity, entity_key, view)
 ) without rowid;
 create table if not exists loader_watermarks (
@@ -77,11 +86,16 @@ create table if not exists loader_loads (
 );
 """
 
+#: layout version 1 created ``online_records`` without it (:meth:`SQLiteStore.initialize`
+#: adds it)
+_TIMELINE_COLUMN = "alter table online_records add column timeline blob"
+
 _UPSERT = """
-insert into online_records (entity, entity_key, view, ts, ver, exp, payload)
-values (?, ?, ?, ?, ?, ?, ?)
+insert into online_records (entity, entity_key, view, ts, ver, exp, payload, timeline)
+values (?, ?, ?, ?, ?, ?, ?, ?)
 on conflict (entity, entity_key, view) do update set
-    ts = excluded.ts, ver = excluded.ver, exp = excluded.exp, payload = excluded.payload
+    ts = excluded.ts, ver = excluded.ver, exp = excluded.exp, payload = excluded.payload,
+    timeline = excluded.timeline
 where (excluded.ts, excluded.ver) > (online_records.ts, online_records.ver)
     or typeof(online_records.ts) != 'integer' or typeof(online_records.ver) != 'integer'
 """
@@ -90,10 +104,11 @@ where (excluded.ts, excluded.ver) > (online_records.ts, online_records.ver)
 
 #: replace mode: the upsert whatever the stored (ts, ver)
 _REPLACE = """
-insert into online_records (entity, entity_key, view, ts, ver, exp, payload)
-values (?, ?, ?, ?, ?, ?, ?)
+insert into online_records (entity, entity_key, view, ts, ver, exp, payload, timeline)
+values (?, ?, ?, ?, ?, ?, ?, ?)
 on conflict (entity, entity_key, view) do update set
-    ts = excluded.ts, ver = excluded.ver, exp = excluded.exp, payload = excluded.payload
+    ts = excluded.ts, ver = excluded.ver, exp = excluded.exp, payload = excluded.payload,
+    timeline = excluded.timeline
 """
 _DELETE = "delete from online_records where entity = ? and entity_key = ? and view = ?"
 
@@ -168,7 +183,22 @@ class SQLiteStore(OnlineStore):
         return str(exc)
 
     def initialize(self) -> None:
-        self._connection().executescript(_SCHEMA)
+        """Create the tables, or upgrade a store of layout version 1 (no ``timeline``
+        column) in place (``alter table ... add column``); idempotent."""
+        con = self._connection()
+        try:
+            con.executescript(_SCHEMA)
+            if not self._has_timeline_column(con):
+                con.execute(_TIMELINE_COLUMN)
+        except sqlite3.Error as exc:
+            if "duplicate column" in str(exc):  # another writer upgraded it meanwhile
+                return
+            raise self._write_error(exc) from None
+
+    @staticmethod
+    def _has_timeline_column(con: sqlite3.Connection) -> bool:
+        columns = con.execute("select name from pragma_table_info('online_records')")
+        return any(name == "timeline" for (name,) in columns)
 
     def check(self) -> None:
         con = self._connection()
@@ -179,6 +209,14 @@ class SQLiteStore(OnlineStore):
             raise StoreNotInitialized(
                 f"{self.description}: no online_records table (run `featurestore init-store`)"
             )
+        if not self._has_timeline_column(con):
+            raise StoreNotInitialized(self._version_1())
+
+    def _version_1(self) -> str:
+        return (
+            f"{self.description}: the store has layout version 1 (online_records has no "
+            "timeline column): run `featurestore init-store` to upgrade it"
+        )
 
     def write(
         self, records: Sequence[Record], *, now: dt.datetime | None = None, replace: bool = False
@@ -186,16 +224,30 @@ class SQLiteStore(OnlineStore):
         now_s = _now_seconds(now)
         rows = []
         removed = []
+        limit: int | None = None
         for record in records:
+            timeline = checked_timeline(record, self.description)
             if record.exp <= now_s:
                 if replace:
                     removed.append((record.entity, entity_token(record.key), record.view))
                 continue
-            payload = {
-                name: encode_python_value(value)
-                for name, value in record.values.items()
-                if value is not None
-            }
+            payload = json.dumps(
+                {
+                    name: encode_python_value(value)
+                    for name, value in record.values.items()
+                    if value is not None
+                },
+                separators=(",", ":"),
+            )  # ASCII (json escapes the rest): its length is its size in bytes
+            size = len(payload) + (0 if timeline is None else len(timeline))
+            if size > _LARGE:
+                limit = limit or self._connection().getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+                if size > limit:
+                    raise RecordRefused(
+                        f"{self.description}: {record_where(record)}: the payload and "
+                        f"timeline are {size} bytes, over SQLite's {limit} bytes per row "
+                        "(SQLITE_LIMIT_LENGTH)"
+                    )
             rows.append(
                 (
                     record.entity,
@@ -204,7 +256,8 @@ class SQLiteStore(OnlineStore):
                     record.ts,
                     record.ver,
                     record.exp,
-                    json.dumps(payload, separators=(",", ":")),
+                    payload,
+                    timeline,
                 )
             )
         if not rows and not removed:
@@ -224,6 +277,8 @@ class SQLiteStore(OnlineStore):
 
     def _write_error(self, exc: sqlite3.Error) -> StoreError:
         """A failed write (records or bookkeeping) as the store error it stands for."""
+        if "no column named timeline" in str(exc):
+            return StoreNotInitialized(self._version_1())
         if "no such table" in str(exc):
             return StoreNotInitialized(f"{self.description}: {exc} (run `featurestore init-store`)")
         if "readonly" in str(exc):
@@ -255,7 +310,7 @@ class SQLiteStore(OnlineStore):
         wanted = {view.view: view for view in views}
         unique = sorted(set(tokens))
         query = (
-            "select entity_key, view, ts, ver, exp, payload from online_records "
+            "select entity_key, view, ts, ver, exp, payload, timeline from online_records "
             f"where entity = ? and view in ({','.join('?' * len(wanted))}) "
             f"and entity_key in (select value from json_each(?)) and exp > ?"
         )
@@ -266,10 +321,15 @@ class SQLiteStore(OnlineStore):
                 .fetchall()
             )
         except sqlite3.Error as exc:
+            if "no such column: timeline" in str(exc):
+                raise StoreNotInitialized(self._version_1()) from None
             raise StoreUnavailable(f"{self.description}: {exc}") from None
         found: dict[tuple[str, str], StoredRecord | InvalidRecord] = {}
-        for token, view_name, ts, ver, exp, payload in rows:
-            found[(token, view_name)] = _decode_row(wanted[view_name], ts, ver, exp, payload)
+        for token, view_name, ts, ver, exp, payload, timeline in rows:
+            record = _decode_row(wanted[view_name], ts, ver, exp, payload)
+            if timeline is not None and type(record) is StoredRecord:
+                record = dataclasses.replace(record, timeline=_bytes(timeline))
+            found[(token, view_name)] = record
         for index, token in enumerate(tokens):
             for view_name in wanted:
                 results[index][view_name] = found.get((token, view_name))
@@ -360,6 +420,14 @@ def _is_wal(path: Path) -> bool:
     except OSError:
         return False
     return header[18:20] == b"\x02\x02"
+
+
+def _bytes(stored: object) -> bytes:
+    """A stored timeline as bytes: a blob as it is; any other SQLite value (written by
+    something else) as its text, left for the reader to find undecodable."""
+    if isinstance(stored, bytes):
+        return stored
+    return str(stored).encode()
 
 
 def _now_seconds(now: dt.datetime | None) -> int:

@@ -49,13 +49,16 @@ __all__ = [
     "InvalidRecord",
     "LoadRecord",
     "OnlineStore",
+    "RecordRefused",
     "StoreError",
     "StoreNotInitialized",
     "StoreUnavailable",
     "StoredRecord",
     "ViewRead",
     "WriteResult",
+    "checked_timeline",
     "load_record_of",
+    "record_where",
     "watermark_of",
 ]
 
@@ -79,6 +82,30 @@ class StoreNotInitialized(StoreError):
     ``featurestore init-store``)."""
 
     exit_code = ExitCode.STORE_NOT_INITIALIZED
+
+
+class RecordRefused(StoreError):
+    """A record the store cannot hold (over one of the store's limits, or a timeline that
+    is not bytes); the message names its entity, key and view. Raised by
+    :meth:`OnlineStore.write` before anything of the batch is sent."""
+
+
+def record_where(record: Record) -> str:
+    """How a store's error names one record: entity, key and view."""
+    return f"{record.entity} {record.key!r} view {record.view!r}"
+
+
+def checked_timeline(record: Record, description: str = "") -> bytes | None:
+    """The record's timeline, refused (:class:`RecordRefused`, the message starting with
+    ``description``: the store's) unless it is bytes or None: stores keep it as it is and
+    never encode it themselves."""
+    timeline = record.timeline
+    if timeline is None or isinstance(timeline, bytes):
+        return timeline
+    raise RecordRefused(
+        f"{description}{': ' if description else ''}{record_where(record)}: the timeline "
+        f"must be bytes (the layout's encoding), got a {type(timeline).__name__}"
+    )
 
 
 @dataclass(frozen=True)

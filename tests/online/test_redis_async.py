@@ -14,7 +14,7 @@ import orjson
 import pytest
 import uvloop
 
-from featurestore.online.layout import Record, json_encoder
+from featurestore.online.layout import Record, encode_tile_set, json_encoder
 from featurestore.online.redis_async import AsyncRedisClient, RedisAuthError, RedisConnectionLost
 from featurestore.online.redis_store import RedisStore
 from featurestore.online.store import StoreUnavailable, ViewRead
@@ -206,6 +206,44 @@ def test_read_encoded_async_matches_the_blocking_read(redis: RedisServer) -> Non
                 else orjson.dumps(value)
             )
             assert text == expected, (name, raw, text)
+    store.close()
+
+
+def test_read_encoded_async_returns_timelines_in_the_same_round_trip(redis: RedisServer) -> None:
+    """The timeline comes back with the record from the one HMGET per key (a record without
+    one: None), as the stored bytes; a tiled view's record with no values has one too."""
+    store = RedisStore(port=redis.port, namespace="asynctl")
+    store.initialize()
+    plain = ViewRead("v", {"n": "int"})
+    tiled = ViewRead("w", {"c": "int", "a": "float"})
+    tiles = encode_tile_set({60: {1_777_593_540: (2, None)}})
+    records = [
+        Record("user", ("u1",), "v", 1_000_000, 1_000_000, 1_900_000_000, {"n": 1}, b"steps"),
+        Record("user", ("u1",), "w", 2_000_000, 3_000_000, 1_900_000_000, {}, tiles),
+        Record("user", ("u2",), "v", 1_000_000, 1_000_000, 1_900_000_000, {"n": 2}),
+    ]
+    store.write(records, now=NOW)
+    keys = [("u1",), ("u2",), ("u3",)]
+    sent: list[tuple[bytes, int]] = []
+    execute = store._async_client().execute_packed
+
+    async def counting(payload: bytes, count: int, deadline: float | None) -> list[object]:
+        sent.append((payload, count))
+        return await execute(payload, count, deadline)
+
+    store._async_client().execute_packed = counting  # type: ignore[method-assign]
+
+    async def main() -> object:
+        return await store.read_encoded_async("user", keys, [plain, tiled], now=NOW)
+
+    rows = run(main)
+    assert isinstance(rows, list)
+    assert len(sent) == 1 and sent[0][1] == 3  # one write: one HMGET per key
+    assert sent[0][0].count(b"HMGET") == 3
+    assert [row["v"].timeline if row["v"] else "none" for row in rows] == [b"steps", None, "none"]
+    assert rows[0]["w"] is not None and rows[0]["w"].timeline == tiles
+    assert rows[0]["w"].values == (None, None) and rows[0]["w"].ver == 3_000_000
+    assert rows[1]["w"] is None and rows[2]["w"] is None
     store.close()
 
 

@@ -3,9 +3,10 @@ against every store through the ``store`` fixture (SQLite, Redis, DynamoDB).
 
 Expected results come from :class:`Reference`, a plain dict applying the rules by hand:
 a record is dropped if ``exp <= now`` at write time, replaces the stored record of its
-(entity, key, view) only if its ``(ts, ver)`` pair is greater, and is served while
-``exp > now``. Values are compared exactly, with their type (``True`` is not ``1``, and
-``-0.0`` is not ``0.0``). All clocks are fixed ``now`` datetimes.
+(entity, key, view) only if its ``(ts, ver)`` pair is greater (in replace mode: always, and
+an expired one removes it), and is served while ``exp > now``, with its timeline (the one
+of the record that won, None if it had none). Values are compared exactly, with their type
+(``True`` is not ``1``, and ``-0.0`` is not ``0.0``). All clocks are fixed ``now`` datetimes.
 """
 
 from __future__ import annotations
@@ -14,11 +15,19 @@ import datetime as dt
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 
 import pytest
 
-from featurestore.online.layout import Record
-from featurestore.online.store import LoadRecord, OnlineStore, StoredRecord, ViewRead, WriteResult
+from featurestore.online.layout import Record, TileSet, encode_steps, encode_tile_set
+from featurestore.online.store import (
+    LoadRecord,
+    OnlineStore,
+    RecordRefused,
+    StoredRecord,
+    ViewRead,
+    WriteResult,
+)
 from featurestore.registry import ValueType
 
 EPOCH = dt.datetime(1970, 1, 1)
@@ -48,14 +57,17 @@ PROFILE = ViewRead(
 ACTIVITY = ViewRead("user_activity", {"txn_count_7d": "int", "txn_avg_7d": "float"})
 DEVICE = ViewRead("user_device_stats", {"sessions": "int", "last_seen_at": "timestamp"})
 VIEWS: dict[str, list[ViewRead]] = {"user": [PROFILE, ACTIVITY], "user_device": [DEVICE]}
+#: a tiled view: its records hold no feature values, only a timeline (the tile set)
+TILED = ViewRead("user_windows", {"txn_count_10m": "int", "amount_avg_1h": "float"})
 ENTITY_OF = {view.view: entity for entity, views in VIEWS.items() for view in views}
-FEATURES = {view.view: view for views in VIEWS.values() for view in views}
+ENTITY_OF[TILED.view] = "user"
+FEATURES = {view.view: view for views in [*VIEWS.values(), [TILED]] for view in views}
 
 
 # --- the reference -------------------------------------------------------------------------
 
 Slot = tuple[str, tuple[str, ...], str]  # entity, key, view
-Expected = tuple[int, int, int, dict[str, object]] | None
+Expected = tuple[int, int, int, dict[str, object], bytes | None] | None
 
 
 def canon(value: object) -> object:
@@ -90,15 +102,24 @@ def as_read(value: object, value_type: ValueType) -> object:
 class Reference:
     records: dict[Slot, Record] = field(default_factory=dict)
 
-    def write(self, records: Iterable[Record], now: dt.datetime) -> WriteResult:
+    def write(
+        self, records: Iterable[Record], now: dt.datetime, replace: bool = False
+    ) -> WriteResult:
         now_s = seconds(now)
         written = skipped = 0
         for record in records:
-            if record.exp <= now_s:
-                continue
             slot = (record.entity, record.key, record.view)
+            if record.exp <= now_s:
+                if replace:
+                    self.records.pop(slot, None)
+                continue
             old = self.records.get(slot)
-            if old is None or record.ts > old.ts or (record.ts == old.ts and record.ver > old.ver):
+            if (
+                replace
+                or old is None
+                or record.ts > old.ts
+                or (record.ts == old.ts and record.ver > old.ver)
+            ):
                 self.records[slot] = record
                 written += 1
             else:
@@ -125,7 +146,7 @@ class Reference:
                         name: as_read(record.values.get(name), value_type)
                         for name, value_type in view.features.items()
                     }
-                    row[view.view] = (record.ts, record.ver, record.exp, values)
+                    row[view.view] = (record.ts, record.ver, record.exp, values, record.timeline)
             rows.append(row)
         return rows
 
@@ -139,7 +160,7 @@ def observed(rows: list[dict[str, StoredRecord | None]]) -> list[dict[str, Expec
                 converted[view] = None
             else:
                 values = {name: canon(value) for name, value in stored.values.items()}
-                converted[view] = (stored.ts, stored.ver, stored.exp, values)
+                converted[view] = (stored.ts, stored.ver, stored.exp, values, stored.timeline)
         out.append(converted)
     return out
 
@@ -160,6 +181,7 @@ def record(
     ts: int,
     ver: int | None = None,
     exp: int | None = None,
+    timeline: bytes | None = None,
     **values: object,
 ) -> Record:
     """A record; ``ts``/``ver`` in micros, ``exp`` in seconds (default ts + 30 days)."""
@@ -174,13 +196,21 @@ def record(
         ver=ts if ver is None else ver,
         exp=ts // MICROS + 30 * DAY if exp is None else exp,
         values=full,
+        timeline=timeline,
     )
 
 
 def write_both(
-    store: OnlineStore, reference: Reference, records: Sequence[Record], now: dt.datetime
+    store: OnlineStore,
+    reference: Reference,
+    records: Sequence[Record],
+    now: dt.datetime,
+    replace: bool = False,
 ) -> tuple[WriteResult, WriteResult]:
-    return store.write(records, now=now), reference.write(records, now)
+    return (
+        store.write(records, now=now, replace=replace),
+        reference.write(records, now, replace),
+    )
 
 
 # --- newer wins --------------------------------------------------------------------------
@@ -280,7 +310,22 @@ def random_record(seed: object, rng: random.Random) -> Record:
     # so the final state does not depend on the order of writes inside one batch
     values_rng = random.Random(f"{seed}|{entity}|{key}|{view.view}|{ts}|{ver}")
     values = {name: random_value(values_rng, t) for name, t in view.features.items()}
-    return Record(entity, key, view.view, ts, ver, exp, values)
+    return Record(entity, key, view.view, ts, ver, exp, values, random_timeline(values_rng))
+
+
+def random_timeline(rng: random.Random) -> bytes | None:
+    """None, or a timeline of the layout's (a tile set, steps) or any other bytes."""
+    choice = rng.randrange(4)
+    if choice == 0:
+        return None
+    if choice == 1:
+        tiles: TileSet = {
+            3_600: {NOW_S - 3_600 * i: (rng.randint(0, 9), Decimal("1.25")) for i in range(3)}
+        }
+        return encode_tile_set(tiles)
+    if choice == 2:
+        return encode_steps([(NOW_US - MICROS, ["1", None]), (NOW_US, [str(rng.random()), "x"])])
+    return rng.choice([b"", b"{}", "ünï ✓".encode(), b"[" * 1000])
 
 
 def random_records(rng: random.Random, count: int) -> list[Record]:
@@ -667,3 +712,144 @@ def test_a_read_within_its_deadline_reads_the_same(store: OnlineStore) -> None:
     assert read(store, "user", keys, NOW) == expected
     got = store.read("user", keys, VIEWS["user"], now=NOW, deadline_s=5.0)
     assert observed(got) == expected
+
+
+# --- timelines (layout version 2) ------------------------------------------------------------
+
+TILE_SET = encode_tile_set({60: {NOW_S - 120: (3,), NOW_S - 60: (1,)}, 3_600: {NOW_S: ((2, 5),)}})
+STEPS = encode_steps([(NOW_US - 2 * MICROS, ["4", None]), (NOW_US - MICROS, ["5", "0.5"])])
+TIMELINES = [
+    TILE_SET,
+    STEPS,
+    b"",  # empty, not absent
+    "ünïcødé ✓ 𝄞".encode(),
+    b'{"not": "a tile set"}',  # the store never looks inside
+    b"x" * 150_000,  # large (within every store's limits)
+]
+
+
+def timeline_of(store: OnlineStore, key: str, view: ViewRead, now: dt.datetime) -> object:
+    """The stored timeline of one record, "no record" if there is none."""
+    stored = store.read("user", [(key,)], [view], now=now)[0][view.view]
+    return "no record" if stored is None else stored.timeline
+
+
+def test_timelines_round_trip_as_they_are(store: OnlineStore) -> None:
+    reference = Reference()
+    records = [
+        record(f"t{i}", "user_activity", NOW_US - i, timeline=timeline, txn_count_7d=i)
+        for i, timeline in enumerate(TIMELINES)
+    ]
+    records.append(record("plain", "user_activity", NOW_US, txn_count_7d=1))  # no timeline
+    assert write_both(store, reference, records, NOW) == (WriteResult(len(records), 0),) * 2
+    keys = [(f"t{i}",) for i in range(len(TIMELINES))] + [("plain",)]
+    rows = store.read("user", keys, [ACTIVITY], now=NOW)
+    assert observed(rows) == reference.read("user", keys, [ACTIVITY], NOW)
+    got = [row["user_activity"].timeline for row in rows]  # type: ignore[union-attr]
+    assert got == [*TIMELINES, None]  # by hand too
+    assert all(type(timeline) is bytes for timeline in got[:-1])
+
+
+def test_newer_wins_keeps_or_replaces_the_timeline(store: OnlineStore) -> None:
+    ts = NOW_US - 3_600 * MICROS
+    reference = Reference()
+    steps: list[tuple[Record, WriteResult, object]] = [
+        (record("u1", "user_activity", ts, timeline=b"first"), WriteResult(1, 0), b"first"),
+        # older, or an equal pair, with another timeline (or none): the stored one stays
+        (
+            record("u1", "user_activity", ts - 1, ts + 9, timeline=b"old"),
+            WriteResult(0, 1),
+            b"first",
+        ),
+        (record("u1", "user_activity", ts, timeline=b"equal"), WriteResult(0, 1), b"first"),
+        (record("u1", "user_activity", ts, txn_count_7d=9), WriteResult(0, 1), b"first"),
+        # newer without a timeline: removes the stored one
+        (record("u1", "user_activity", ts, ts + 1, txn_count_7d=2), WriteResult(1, 0), None),
+        # newer with one: sets it again
+        (record("u1", "user_activity", ts + 1, timeline=b"again"), WriteResult(1, 0), b"again"),
+        (record("u1", "user_activity", ts + 2, timeline=TILE_SET), WriteResult(1, 0), TILE_SET),
+    ]
+    for step, (rec, expected, timeline) in enumerate(steps):
+        assert write_both(store, reference, [rec], NOW) == (expected, expected), step
+        assert timeline_of(store, "u1", ACTIVITY, NOW) == timeline, step
+        assert read(store, "user", [("u1",)], NOW) == reference.read(
+            "user", [("u1",)], VIEWS["user"], NOW
+        ), step
+
+
+def test_replace_and_remove_clear_the_timeline_of_their_view_only(store: OnlineStore) -> None:
+    ts = NOW_US - 3_600 * MICROS
+    reference = Reference()
+    first = [
+        record("u1", "user_activity", ts, timeline=b"activity", txn_count_7d=1),
+        record("u1", "user_profile", ts, timeline=b"profile", age=3),
+        record("u2", "user_activity", ts, timeline=b"u2", txn_count_7d=2),
+    ]
+    assert write_both(store, reference, first, NOW) == (WriteResult(3, 0),) * 2
+    # replace mode: an older record without a timeline replaces the record and clears it;
+    # an expired one removes the record and its timeline
+    repair = [
+        record("u1", "user_activity", ts - 10, txn_count_7d=7),
+        record("u2", "user_activity", ts - 10, exp=NOW_S - 1, timeline=b"dead"),
+    ]
+    assert write_both(store, reference, repair, NOW, replace=True) == (WriteResult(1, 0),) * 2
+    assert timeline_of(store, "u1", ACTIVITY, NOW) is None
+    assert timeline_of(store, "u2", ACTIVITY, NOW) == "no record"
+    assert timeline_of(store, "u1", PROFILE, NOW) == b"profile"  # the other view's stays
+    keys = [("u1",), ("u2",)]
+    assert read(store, "user", keys, NOW) == reference.read("user", keys, VIEWS["user"], NOW)
+    # a record written again after its removal has only its own timeline
+    again = [record("u2", "user_activity", ts - 20, txn_count_7d=3)]
+    assert write_both(store, reference, again, NOW) == (WriteResult(1, 0),) * 2
+    assert timeline_of(store, "u2", ACTIVITY, NOW) is None
+    # replace mode with a timeline sets it whatever the stored pair
+    older = [record("u2", "user_activity", ts - 30, timeline=b"repaired")]
+    assert write_both(store, reference, older, NOW, replace=True) == (WriteResult(1, 0),) * 2
+    assert timeline_of(store, "u2", ACTIVITY, NOW) == b"repaired"
+    assert read(store, "user", keys, NOW) == reference.read("user", keys, VIEWS["user"], NOW)
+
+
+def test_a_timeline_only_record_of_a_tiled_view(store: OnlineStore) -> None:
+    """A tiled view's record holds no feature values (``{}`` or all None), only ``ts``,
+    ``ver``, ``exp`` and its tile set; it follows the same rules."""
+    reference = Reference()
+    ts = NOW_US - 60 * MICROS
+    empty = Record("user", ("u1",), TILED.view, ts, NOW_US, NOW_S + DAY, {}, TILE_SET)
+    nulls = replace(empty, key=("u2",), values=dict.fromkeys(TILED.features))
+    other = record("u1", "user_activity", ts, txn_count_7d=4, timeline=b"activity")
+    assert write_both(store, reference, [empty, nulls, other], NOW) == (WriteResult(3, 0),) * 2
+    keys = [("u1",), ("u2",), ("u3",)]
+    views = [TILED, ACTIVITY]
+    assert read(store, "user", keys, NOW, views) == reference.read("user", keys, views, NOW)
+    for view in (TILED, ViewRead(TILED.view, {})):  # also when no feature is asked for
+        for key in ("u1", "u2"):
+            stored = store.read("user", [(key,)], [view], now=NOW)[0][TILED.view]
+            assert stored == StoredRecord(
+                ts=ts,
+                ver=NOW_US,
+                exp=NOW_S + DAY,
+                values=dict.fromkeys(view.features),
+                timeline=TILE_SET,
+            ), (view, key)
+    # the next load: a later cutoff with new tiles replaces it; a re-run is a no-op
+    later = replace(empty, ver=NOW_US + MICROS, timeline=STEPS)
+    assert write_both(store, reference, [later], NOW) == (WriteResult(1, 0),) * 2
+    assert write_both(store, reference, [later], NOW) == (WriteResult(0, 1),) * 2
+    assert timeline_of(store, "u1", TILED, NOW) == STEPS
+    # it expires like any record, and a removal in replace mode takes it away
+    assert timeline_of(store, "u1", TILED, at(NOW_S + DAY)) == "no record"
+    gone = replace(nulls, exp=NOW_S)
+    assert write_both(store, reference, [gone], NOW, replace=True) == (WriteResult(0, 0),) * 2
+    assert read(store, "user", keys, NOW, views) == reference.read("user", keys, views, NOW)
+    assert timeline_of(store, "u1", ACTIVITY, NOW) == b"activity"
+
+
+@pytest.mark.parametrize("timeline", ["a str", bytearray(b"x"), 7])
+def test_a_timeline_that_is_not_bytes_is_refused_before_anything_is_written(
+    store: OnlineStore, timeline: object
+) -> None:
+    good = record("u1", "user_activity", NOW_US, txn_count_7d=1)
+    bad = replace(record(("u:2",), "user_activity", NOW_US), timeline=timeline)
+    with pytest.raises(RecordRefused, match=r"user \('u:2',\) view 'user_activity'.*bytes"):
+        store.write([good, bad], now=NOW)
+    assert read(store, "user", [("u1",)], NOW) == [{"user_profile": None, "user_activity": None}]
