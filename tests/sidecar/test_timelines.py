@@ -66,9 +66,9 @@ def test_a_tiled_entry_answers_the_rule_at_every_edge(plan: TimelinePlan, seed: 
             want["timestamp"] = "stamp"
             assert got[feature] == want, (seed, now_us, feature)
             assert type(got[feature]["value"]) is type(want["value"])
-        decayed |= got["w_user_7d_count"]["value"] < expected("w_user_7d_count", events, CUTOFF)[
-            "value"
-        ]
+        decayed |= (
+            got["w_user_7d_count"]["value"] < expected("w_user_7d_count", events, CUTOFF)["value"]
+        )
     assert decayed  # the probes did see values leave their windows
 
 
@@ -134,7 +134,8 @@ def test_scheduled_steps_switch_at_their_ts(handwritten: TimelinePlan) -> None:
     renderer = handwritten.renderer
     record = renderer.from_values(t3, t3 // US + 90 * DAY, [3, 20.5])
     assert not isinstance(record, InvalidRecord)
-    entry = handwritten.scheduled_entry(record, t3, encode_steps([(t1, ["5", "1.25"]), (t2, ["4", None])]))
+    steps = encode_steps([(t1, ["5", "1.25"]), (t2, ["4", None])])
+    entry = handwritten.scheduled_entry(record, t3, steps)
     assert isinstance(entry, ScheduledEntry), entry
     ttl = handwritten.ttl_seconds
     cases = [(t1 - 1, t1, "5"), (t1, t1, "5"), (t2 - 1, t1, "5"), (t2, t2, "4"),
@@ -151,11 +152,11 @@ def test_scheduled_steps_switch_at_their_ts(handwritten: TimelinePlan) -> None:
     ("steps", "reason"),
     [
         (b"{}", "not a JSON list"),
-        (b"[[1, [\"5\"]]]", "1 values, the view has 2"),
-        (b"[[1, [\"x\", null]]]", "user_7d_transaction_count"),
-        (b"[[5, [\"1\", null]], [4, [\"1\", null]]]", "out of order"),
-        (b"[[99999999999999999, [\"1\", null]]]", "out of order"),
-        (b"[[1.5, [\"1\", null]]]", "not a step"),
+        (b'[[1, ["5"]]]', "1 values, the view has 2"),
+        (b'[[1, ["x", null]]]', "user_7d_transaction_count"),
+        (b'[[5, ["1", null]], [4, ["1", null]]]', "out of order"),
+        (b'[[99999999999999999, ["1", null]]]', "out of order"),
+        (b'[[1.5, ["1", null]]]', "not a step"),
     ],
 )
 def test_malformed_steps_are_an_invalid_record(

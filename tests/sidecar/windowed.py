@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from featurestore.online.layout import Record, encode_tile_set
-from featurestore.registry import Feature, FeatureView, Registry
+from featurestore.registry import Feature, Registry
 from featurestore.timestamps import micros
 from featurestore.windows import Aggregation, WindowedSource, counts_at
 
@@ -44,7 +44,13 @@ def tiled_registry(base: Registry) -> Registry:
             description=f"{function} over {window}",
             default=default,
             aggregation=Aggregation(
-                name, function, column, window, window_s, hop, hop_s  # type: ignore[arg-type]
+                name,
+                function,
+                column,
+                window,
+                window_s,
+                hop,
+                hop_s,  # type: ignore[arg-type]
             ),
         )
         for name, (function, column, window, window_s, hop, hop_s, value_type, default) in (
@@ -157,9 +163,7 @@ def tiled_record(user: str, events: Sequence[Event], cutoff_us: int) -> Record:
 def reference_value(feature: str, events: Iterable[Event], now_us: int) -> Any:
     """The rule, event by event: the feature's value at ``now_us`` over ``events``."""
     function, column, _, window_s, _, hop_s = TILED_FEATURES[feature][:6]
-    counted = [
-        e for e in events if counts_at(now_us, e.event_us, e.ingested_us, hop_s, window_s)
-    ]
+    counted = [e for e in events if counts_at(now_us, e.event_us, e.ingested_us, hop_s, window_s)]
     values = [e.amount if column else 1 for e in counted]
     present = [v for v in values if v is not None]
     if function == "count":
@@ -188,6 +192,14 @@ def expected(feature: str, events: Iterable[Event], now_us: int) -> dict[str, An
     default = TILED_FEATURES[feature][7]
     status = "MISSING" if default is None else "DEFAULT"
     return {"value": default, "timestamp": iso(now_us), "status": status, "reason": "NULL"}
+
+
+def not_found(feature: str) -> dict[str, Any]:
+    """The answer of a windowed feature for a key with no live record (none written, or
+    every tile has left every window: the record's ``exp`` has passed)."""
+    default = TILED_FEATURES[feature][7]
+    status = "MISSING" if default is None else "DEFAULT"
+    return {"value": default, "timestamp": None, "status": status, "reason": "NOT_FOUND"}
 
 
 def probe_times(events: Sequence[Event], cutoff_us: int, rng: random.Random, n: int) -> list[int]:
@@ -222,6 +234,7 @@ __all__ = [
     "expected",
     "iso",
     "micros",
+    "not_found",
     "probe_times",
     "reference_value",
     "tile_set",
