@@ -15,10 +15,10 @@ record becomes a *timeline entry* instead of a fixed :data:`~sidecar.fragments.C
   by bisection in the sorted starts, the same set as
   :func:`featurestore.windows.tiles_in_window`), as the feature's registry type (a ``float``
   feature's value is a JSON float even when the sum is a whole 0). Over an empty window
-  ``count``/``sum`` are 0 and ``avg`` null (answered like a null value: the default with reason ``NULL``). The
-  answer's ``timestamp`` is ``T`` itself (the window's end), ``status`` ``PRESENT`` for a
-  value. The record is served while its ``exp`` (the instant its last tile leaves its last
-  window) is later than ``T``.
+  ``count``/``sum`` are 0 and ``avg`` null (answered like a null value: the default with
+  reason ``NULL``). The answer's ``timestamp`` is ``T`` itself (the window's end),
+  ``status`` ``PRESENT`` for a value. The record is served while its ``exp`` (the instant
+  its last tile leaves its last window) is later than ``T``.
 * a **hand-written** view's record with scheduled steps becomes a :class:`ScheduledEntry`:
   each step and the record itself (the last step) rendered once. At ``T`` the latest whose
   ``ts <= T`` is served (the first if ``T`` is earlier than all), with its own ``ts`` as
