@@ -45,14 +45,15 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from itertools import accumulate
+from typing import Any, Final, cast
 
 import orjson
 
-from featurestore.online.layout import decode_steps, decode_tile_set
+from featurestore.online.layout import decode_steps
 from featurestore.online.store import EncodedRecord, InvalidRecord
 from featurestore.registry import FeatureView
-from featurestore.windows import AggregationFunction, Partial, merge, window_start
+from featurestore.windows import AggregationFunction, merge, window_start
 from sidecar.fragments import CachedRecord, ViewRenderer
 
 __all__ = ["ScheduledEntry", "TiledEntry", "TimelinePlan", "WindowedFeature", "is_entry"]
@@ -118,42 +119,70 @@ class TimelinePlan:
     # --- from the store's answer ----------------------------------------------------------
 
     def tiled_entry(self, exp: int, timeline: bytes | None) -> TiledEntry | InvalidRecord:
-        """The entry of a tiled view's record (``exp`` epoch seconds), or why it is invalid."""
+        """The entry of a tiled view's record (``exp`` epoch seconds), or why it is invalid.
+
+        Reads the layout's tile-set JSON (:func:`featurestore.online.layout.encode_tile_set`)
+        in one pass, checking each partial for its feature's aggregation, and keeps per
+        feature the prefix sums of its partials in tile order (see :class:`TiledEntry`)."""
         if timeline is None:
             return InvalidRecord("a tiled view's record without a tile set")
         try:
-            decoded = decode_tile_set(timeline)
+            parsed = orjson.loads(timeline)
+        except orjson.JSONDecodeError as exc:
+            return InvalidRecord(f"tile set is not JSON: {exc}"[:200])
+        if type(parsed) is not dict:
+            return InvalidRecord("tile set is not a JSON object")
+        functions = self._functions()
+        hops: dict[int, tuple[list[int], list[_Prefix]]] = {}
+        try:
+            for hop_text, tiles in parsed.items():
+                hop = int(hop_text)
+                hop_functions = functions.get(hop)
+                if hop_functions is None:  # a hop no feature uses (the registry changed)
+                    continue
+                if type(tiles) is not dict:
+                    return InvalidRecord(f"tile set hop {hop_text!r}: not an object")
+                starts = list(map(int, tiles))
+                rows = list(tiles.values())
+                if starts != sorted(starts):
+                    order = sorted(range(len(starts)), key=starts.__getitem__)
+                    starts, rows = [starts[i] for i in order], [rows[i] for i in order]
+                if len(set(starts)) != len(starts):
+                    return InvalidRecord(f"tile set hop {hop}: a tile start twice")
+                width = len(hop_functions)
+                # (checked with C-level map/set first; the loop only names the culprit)
+                if not set(map(hop.__rmod__, starts)) <= {0}:
+                    start = next(start for start in starts if start % hop)
+                    return InvalidRecord(f"tile {hop}/{start}: not a multiple of the hop")
+                if not (set(map(type, rows)) <= {list} and set(map(len, rows)) <= {width}):
+                    start, row = next(
+                        (start, row)
+                        for start, row in zip(starts, rows, strict=True)
+                        if type(row) is not list or len(row) != width
+                    )
+                    count = len(row) if type(row) is list else "no list of"
+                    return InvalidRecord(
+                        f"tile {hop}/{start}: {count} partials, the view has {width} "
+                        f"features of hop {hop} s"
+                    )
+                columns = list(zip(*rows, strict=True)) if rows else [()] * width
+                prefixes: list[_Prefix] = []
+                for slot, (function, column) in enumerate(zip(hop_functions, columns, strict=True)):
+                    prefix = _prefix(function, column)
+                    if type(prefix) is str:
+                        return InvalidRecord(f"tile set hop {hop} partial {slot}: {prefix}")
+                    prefixes.append(prefix)  # type: ignore[arg-type]  # not a str: checked
+                hops[hop] = ([start * _US for start in starts], prefixes)
         except _UNREADABLE as exc:
             return InvalidRecord(f"tile set: {exc}"[:200])
-        widths = dict(self.hop_widths)
+        return TiledEntry(self, exp, hops)
+
+    def _functions(self) -> dict[int, list[AggregationFunction]]:
+        """Hop seconds -> the aggregation of each of its partials (view order)."""
         functions: dict[int, list[AggregationFunction]] = {}
         for feature in self.windowed:
             functions.setdefault(feature.hop_seconds, []).append(feature.function)
-        hops: dict[int, tuple[list[int], list[list[Partial]]]] = {}
-        for hop, tiles in decoded.items():
-            width = widths.get(hop)
-            if width is None:  # a hop no feature uses (the registry changed): not read
-                continue
-            starts = sorted(tiles)
-            columns: list[list[Partial]] = [[] for _ in range(width)]
-            for start in starts:
-                partials = tiles[start]
-                if start % hop:
-                    return InvalidRecord(f"tile {hop}/{start}: not a multiple of the hop")
-                if len(partials) != width:
-                    return InvalidRecord(
-                        f"tile {hop}/{start}: {len(partials)} partials, the view has {width} "
-                        f"features of hop {hop} s"
-                    )
-                for slot, (function, partial) in enumerate(
-                    zip(functions[hop], partials, strict=True)
-                ):
-                    problem = _partial_problem(function, partial)
-                    if problem:
-                        return InvalidRecord(f"tile {hop}/{start} partial {slot}: {problem}")
-                    columns[slot].append(partial)  # type: ignore[arg-type]  # checked above
-            hops[hop] = ([start * _US for start in starts], columns)
-        return TiledEntry(self, exp, hops)
+        return functions
 
     def scheduled_entry(
         self, record: CachedRecord, ts: int, timeline: bytes
@@ -192,39 +221,124 @@ class TimelinePlan:
         return ScheduledEntry(starts, records)
 
 
-def _partial_problem(function: AggregationFunction, partial: object) -> str:
-    """Why ``partial`` is no partial of ``function`` ("" if it is one; None: no events)."""
-    if partial is None:
-        return ""
+#: one feature's partials, ready to merge: ``(prefix sums, partials as read)`` for ``count``
+#: and ``sum`` (``prefix[k]``: the sum of the first ``k`` tiles' partials), ``(prefix of the
+#: counts, prefix of the sums, partials as read)`` for ``avg``
+_Prefix = tuple[list[Any], ...]
+#: a decimal prefix sum this large could round in Decimal's 28 digits: merge the slice instead
+_EXACT_BELOW: Final = Decimal(10) ** 24
+_NONE_TYPE: Final = type(None)
+
+
+def _prefix(function: AggregationFunction, column: Sequence[object]) -> _Prefix | str:
+    """The prefix sums of one feature's partials (None: no events, counted as 0), or why a
+    partial is not one of ``function``."""
     if function == "count":
-        return "" if _integer(partial) else f"a count must be an integer, got {partial!r}"[:80]
+        counts = _integers(column)
+        if counts is None:
+            return _refused("a count must be an integer", column, int)
+        return (list(accumulate(counts, initial=0)), list(column))
     if function == "sum":
-        return "" if _number(partial) else f"a sum must be a number, got {partial!r}"[:80]
-    if isinstance(partial, tuple) and _integer(partial[0]) and _number(partial[1]):
-        return ""
-    return f"an avg must be [count, sum], got {partial!r}"[:80]
+        sums = _numbers(column)
+        if isinstance(sums, str):
+            return f"a sum must be a number, got {sums}"
+        return (_sums(sums), sums)
+    lists = cast(Sequence[list[object]], column)
+    if set(map(type, column)) <= {list} and set(map(len, lists)) <= {2}:  # no None
+        counts_read, totals_read = zip(*lists, strict=True) if lists else ((), ())
+        counts = _integers(counts_read)
+        totals = _numbers(totals_read)
+        if counts is not None and not isinstance(totals, str):
+            pairs_ = list(zip(counts, totals, strict=True))
+            return (list(accumulate(counts, initial=0)), _sums(totals), pairs_)
+    pairs = []
+    for partial in column:
+        if partial is None:
+            pairs.append((0, 0))
+        elif type(partial) is list and len(partial) == 2:
+            pairs.append((partial[0], partial[1]))
+        else:
+            return f"an avg must be [count, sum], got {partial!r}"[:80]
+    counts = _integers([count for count, _ in pairs])
+    totals = _numbers([total for _, total in pairs])
+    if counts is None or isinstance(totals, str):
+        return f"an avg must be [count, sum], got {column!r}"[:80]
+    merged = [None if p is None else (n, t) for p, n, t in zip(column, counts, totals, strict=True)]
+    return (list(accumulate(counts, initial=0)), _sums(totals), merged)
 
 
-def _integer(value: object) -> bool:
-    return type(value) is int
+def _refused(what: str, column: Sequence[object], wanted: type) -> str:
+    culprit = next((p for p in column if p is not None and type(p) is not wanted), None)
+    return f"{what}, got {culprit!r}"[:80]
 
 
-def _number(value: object) -> bool:
-    return type(value) is int or (isinstance(value, Decimal) and value.is_finite())
+def _integers(column: Sequence[object]) -> list[int] | None:
+    """The partials as ints (None as 0), or None if one is no integer."""
+    types = set(map(type, column))
+    if types <= {int}:
+        return list(column)  # type: ignore[arg-type]  # ints: checked
+    if types <= {int, _NONE_TYPE}:
+        return [0 if p is None else p for p in column]  # type: ignore[misc]
+    return None
+
+
+def _numbers(column: Sequence[object]) -> list[int | Decimal] | str:
+    """The partials as ints or exact decimals (decimal strings; None as 0), or the text of
+    the first that is neither (a non-finite decimal included)."""
+    types = set(map(type, column))
+    if types <= {int}:
+        return list(column)  # type: ignore[arg-type]  # ints: checked
+    if types == {str}:  # decimal strings (the usual decimal column): converted in C
+        try:
+            numbers = list(map(Decimal, column))  # type: ignore[arg-type]  # strs: checked
+        except ArithmeticError:
+            numbers = []
+        if numbers and all(map(Decimal.is_finite, numbers)):
+            return numbers  # type: ignore[return-value]  # Decimals
+    out: list[int | Decimal] = []
+    for partial in column:
+        if partial is None:
+            out.append(0)
+        elif type(partial) is int:
+            out.append(partial)
+        elif type(partial) is str:
+            try:
+                number = Decimal(partial)
+            except ArithmeticError:
+                return repr(partial)[:40]
+            if not number.is_finite():
+                return repr(partial)[:40]
+            out.append(number)
+        else:
+            return repr(partial)[:40]
+    return out
+
+
+def _sums(values: list[int | Decimal]) -> list[Any]:
+    """Prefix sums, or an empty list when a decimal total could be rounded (the merge then
+    adds the window's partials with :func:`featurestore.windows.merge` instead)."""
+    prefix = list(accumulate(values, initial=0))
+    total = prefix[-1]
+    if isinstance(total, Decimal) and abs(total) >= _EXACT_BELOW:
+        return []
+    return prefix
 
 
 class TiledEntry:
-    """A tiled view's record for one key: its tiles, merged at each request's time (see the
-    module docstring)."""
+    """A tiled view's record for one key: per feature the prefix sums of its partials in
+    tile order, so that its value at any ``T`` is one difference of two prefix sums at the
+    window's first and last tile (found by bisection): the arithmetic of
+    :func:`featurestore.windows.merge` (integers exact; decimals exact: a total that could
+    round in 28 digits is merged from the window's partials with ``merge`` itself)."""
 
     __slots__ = ("_hops", "_memo", "exp", "plan")
 
     def __init__(
-        self, plan: TimelinePlan, exp: int, hops: dict[int, tuple[list[int], list[list[Partial]]]]
+        self, plan: TimelinePlan, exp: int, hops: dict[int, tuple[list[int], list[_Prefix]]]
     ) -> None:
         self.plan = plan
         self.exp = exp
-        #: hop seconds -> (tile starts in microseconds ascending, partials per slot)
+        #: hop seconds -> (tile starts in microseconds ascending, per slot its _Prefix)
         self._hops = hops
         #: (first instant, end instant, value JSON per feature) of the last merge
         self._memo: tuple[int, int, list[bytes | None]] | None = None
@@ -232,16 +346,29 @@ class TiledEntry:
     def values_at(self, now_us: int) -> list[int | float | None]:
         """Each feature's value (view order) at ``now_us`` (microseconds, UTC)."""
         out: list[int | float | None] = []
-        empty: tuple[list[int], list[list[Partial]]] = ([], [])
+        hops = self._hops
         for feature in self.plan.windowed:
-            starts, columns = self._hops.get(feature.hop_seconds, empty)
-            if starts:
+            function = feature.function
+            found = hops.get(feature.hop_seconds)
+            if found is None or not found[0]:
+                value = merge(function, ())
+            else:
+                starts, prefixes = found
                 first = window_start(now_us, feature.hop_seconds, feature.window_seconds)
                 lo = bisect.bisect_left(starts, first)
                 hi = bisect.bisect_right(starts, now_us)
-                value = merge(feature.function, columns[feature.slot][lo:hi])
-            else:
-                value = merge(feature.function, ())
+                prefix = prefixes[feature.slot]
+                if function == "count":
+                    value = prefix[0][hi] - prefix[0][lo]
+                elif not prefix[-2]:  # a decimal total too large for prefix sums
+                    value = merge(function, [p for p in prefix[-1][lo:hi] if p is not None])
+                elif function == "sum":
+                    total = prefix[0][hi] - prefix[0][lo]
+                    value = float(total) if isinstance(total, Decimal) else total
+                else:
+                    count = prefix[0][hi] - prefix[0][lo]
+                    whole = prefix[1][hi] - prefix[1][lo]
+                    value = float(whole) / count if count else None
             if feature.as_float and type(value) is int:
                 value = float(value)
             out.append(value)

@@ -98,10 +98,15 @@ def test_avg_is_exact_over_decimal_sums(plan: TimelinePlan) -> None:
         (b'{"60": {"1777593600": [1]}, "3600": {"1777593600": [1]}}', "1 partials"),
         (b'{"60": {"1777593630": [1]}}', "not a multiple of the hop"),
         (b'{"60": {"1777593600": ["1.5"]}}', "a count must be an integer"),
-        (b'{"60": {"1777593600": [true]}}', "not a tile partial"),
+        (b'{"60": {"1777593600": [true]}}', "a count must be an integer"),
+        (b'{"60": {"1777593600": 1}}', "no list of partials"),
+        (b'{"60": {"1777593600": [1], "01777593600": [1]}}', "a tile start twice"),
+        (b'{"60": [1]}', "not an object"),
         (b'{"3600": {"1777593600": [1, "NaN"]}}', "a sum must be a number"),
-        (b'{"3600": {"1777593600": [1, "x"]}}', "tile set"),
-        (b'{"86400": {"1777593600": [[1]]}}', "not a tile partial"),
+        (b'{"3600": {"1777593600": [1, "Infinity"]}}', "a sum must be a number"),
+        (b'{"3600": {"1777593600": [1, "x"]}}', "a sum must be a number, got 'x'"),
+        (b'{"3600": {"1777593600": [1, 1.5]}}', "a sum must be a number, got 1.5"),
+        (b'{"86400": {"1777593600": [[1]]}}', "an avg must be [count, sum]"),
         (b'{"86400": {"1777593600": [["1", "2"]]}}', "an avg must be [count, sum]"),
         (b'{"x": {}}', "tile set"),
     ],
@@ -115,10 +120,30 @@ def test_a_malformed_tile_set_is_an_invalid_record(
 
 
 def test_a_hop_no_feature_uses_is_left_alone(plan: TimelinePlan) -> None:
+    """A hop of no feature (a feature removed from the registry since the load) is not read."""
     entry = plan.tiled_entry(CUTOFF // US + DAY, b'{"7": {"x": "anything"}, "60": {}}')
-    assert isinstance(entry, InvalidRecord)  # the unknown hop is skipped; the "x" start is not
-    entry = plan.tiled_entry(CUTOFF // US + DAY, b'{"7": {"14": [1, 2, 3]}, "60": {}}')
     assert isinstance(entry, TiledEntry)
+    assert answers(entry.at(CUTOFF, b"t"))["w_user_10m_count"]["value"] == 0
+
+
+def test_tiles_out_of_order_and_huge_decimal_sums(plan: TimelinePlan) -> None:
+    """Tile starts in any order in the JSON are sorted; a decimal total too large for exact
+    prefix sums in 28 digits is merged from the window's partials (windows.merge)."""
+    hour = CUTOFF // US // 3600 * 3600
+    big = "12345678901234567890123456.78"
+    tiles = b'{"3600": {"%d": [1, "%s"], "%d": [2, "0.01"]}, "86400": {}}' % (
+        hour,
+        big.encode(),
+        hour - 3600,
+    )
+    entry = plan.tiled_entry(CUTOFF // US + 91 * DAY, tiles)
+    assert isinstance(entry, TiledEntry), entry
+    got = answers(entry.at(CUTOFF, b"t"))
+    assert got["w_user_7d_count"]["value"] == 3
+    assert got["w_user_7d_amount"]["value"] == float(Decimal(big) + Decimal("0.01"))
+    later = answers(entry.at(CUTOFF + (7 * DAY) * US, b"t"))  # the older tile has left
+    assert later["w_user_7d_count"]["value"] == 1
+    assert later["w_user_7d_amount"]["value"] == float(Decimal(big))
 
 
 @pytest.fixture(scope="module")
