@@ -25,13 +25,16 @@ own lateness (plus, on the thread path, at most a budget more if the thread star
 1. every distinct (key, view) pair is looked up in the local LFU cache;
 2. the pairs not cached are read in **one** store call (the distinct keys missing any view x
    the views missing for any key);
-3. records read are turned into answers once (JSON fragments, :meth:`EntityPlan.record`)
-   and cached with their view's cache TTL (``ABSENT`` is cached too: a key the store has no
-   record of), if admitted: a (view, key) pair enters the cache on its *second* miss within
-   a window of ``cache_size`` distinct missed pairs (the "doorkeeper" of TinyLFU, Einziger
-   et al. 2017: a Bloom filter, :class:`Doorkeeper`, so a pair may be admitted early with
-   probability <= 1/8). Keys read once (a long tail of random keys, a scan) then cost no
-   insertion and evict nothing; a key read twice is cached from then on;
+3. records read are turned into answers once (JSON fragments, :meth:`EntityPlan.record`; a
+   record with a timeline into a timeline entry, :mod:`sidecar.timelines`, which answers at
+   each request's time: merged tiles, or the scheduled value valid then, each checked
+   against its own expiry) and cached with their view's cache TTL (``ABSENT`` is cached too:
+   a key the store has no record of), if admitted: a (view, key) pair enters the cache on
+   its *second* miss within a window of ``cache_size`` distinct missed pairs (the
+   "doorkeeper" of TinyLFU, Einziger et al. 2017: a Bloom filter, :class:`Doorkeeper`, so a
+   pair may be admitted early with probability <= 1/8). Keys read once (a long tail of
+   random keys, a scan) then cost no insertion and evict nothing; a key read twice is cached
+   from then on;
 4. each requested key, in request order (repeats answered at each position), gets every
    requested feature: ``PRESENT`` (a value within its view's TTL), else the registered
    default (``DEFAULT``) or nothing (``MISSING``) with a ``reason``: ``NULL`` (a record
