@@ -42,6 +42,7 @@ with its own timestamp.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -132,7 +133,7 @@ class TimelinePlan:
             return InvalidRecord(f"tile set is not JSON: {exc}"[:200])
         if type(parsed) is not dict:
             return InvalidRecord("tile set is not a JSON object")
-        functions = self._functions()
+        functions = self.hop_functions
         hops: dict[int, tuple[list[int], list[_Prefix]]] = {}
         try:
             for hop_text, tiles in parsed.items():
@@ -172,12 +173,13 @@ class TimelinePlan:
                     if type(prefix) is str:
                         return InvalidRecord(f"tile set hop {hop} partial {slot}: {prefix}")
                     prefixes.append(prefix)  # type: ignore[arg-type]  # not a str: checked
-                hops[hop] = ([start * _US for start in starts], prefixes)
+                hops[hop] = (list(map(_US.__mul__, starts)), prefixes)
         except _UNREADABLE as exc:
             return InvalidRecord(f"tile set: {exc}"[:200])
         return TiledEntry(self, exp, hops)
 
-    def _functions(self) -> dict[int, list[AggregationFunction]]:
+    @functools.cached_property
+    def hop_functions(self) -> dict[int, list[AggregationFunction]]:
         """Hop seconds -> the aggregation of each of its partials (view order)."""
         functions: dict[int, list[AggregationFunction]] = {}
         for feature in self.windowed:
@@ -221,9 +223,10 @@ class TimelinePlan:
         return ScheduledEntry(starts, records)
 
 
-#: one feature's partials, ready to merge: ``(prefix sums, partials as read)`` for ``count``
-#: and ``sum`` (``prefix[k]``: the sum of the first ``k`` tiles' partials), ``(prefix of the
-#: counts, prefix of the sums, partials as read)`` for ``avg``
+#: one feature's partials, ready to merge: ``(prefix sums,)`` for ``count`` (``prefix[k]``:
+#: the sum of the first ``k`` tiles' partials), ``(prefix sums, partials)`` for ``sum`` and
+#: ``(prefix of the counts, prefix of the sums, (count, sum) pairs)`` for ``avg``; the
+#: partials/pairs are kept only when the decimal prefix is empty (merged with ``merge``)
 _Prefix = tuple[list[Any], ...]
 #: a decimal prefix sum this large could round in Decimal's 28 digits: merge the slice instead
 _EXACT_BELOW: Final = Decimal(10) ** 24
@@ -237,20 +240,20 @@ def _prefix(function: AggregationFunction, column: Sequence[object]) -> _Prefix 
         counts = _integers(column)
         if counts is None:
             return _refused("a count must be an integer", column, int)
-        return (list(accumulate(counts, initial=0)), list(column))
+        return (list(accumulate(counts, initial=0)),)
     if function == "sum":
         sums = _numbers(column)
         if isinstance(sums, str):
             return f"a sum must be a number, got {sums}"
-        return (_sums(sums), sums)
+        prefix = _sums(sums)
+        return (prefix, [] if prefix else sums)
     lists = cast(Sequence[list[object]], column)
     if set(map(type, column)) <= {list} and set(map(len, lists)) <= {2}:  # no None
         counts_read, totals_read = zip(*lists, strict=True) if lists else ((), ())
         counts = _integers(counts_read)
         totals = _numbers(totals_read)
         if counts is not None and not isinstance(totals, str):
-            pairs_ = list(zip(counts, totals, strict=True))
-            return (list(accumulate(counts, initial=0)), _sums(totals), pairs_)
+            return _avg_prefix(counts, totals)
     pairs = []
     for partial in column:
         if partial is None:
@@ -263,8 +266,14 @@ def _prefix(function: AggregationFunction, column: Sequence[object]) -> _Prefix 
     totals = _numbers([total for _, total in pairs])
     if counts is None or isinstance(totals, str):
         return f"an avg must be [count, sum], got {column!r}"[:80]
-    merged = [None if p is None else (n, t) for p, n, t in zip(column, counts, totals, strict=True)]
-    return (list(accumulate(counts, initial=0)), _sums(totals), merged)
+    return _avg_prefix(counts, totals)
+
+
+def _avg_prefix(counts: list[int], totals: list[int | Decimal]) -> _Prefix:
+    """An avg's prefixes; the (count, sum) pairs only if the sums are merged instead."""
+    sums = _sums(totals)
+    pairs = [] if sums else list(zip(counts, totals, strict=True))
+    return (list(accumulate(counts, initial=0)), sums, pairs)
 
 
 def _refused(what: str, column: Sequence[object], wanted: type) -> str:
