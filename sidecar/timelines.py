@@ -7,13 +7,16 @@ the store's answer is turned into answers (:meth:`sidecar.retrieval.Retriever`),
 record becomes a *timeline entry* instead of a fixed :data:`~sidecar.fragments.CachedRecord`:
 
 * a **tiled** (declared, windowed) view's record becomes a :class:`TiledEntry`: its tile
-  set decoded and checked once (every hop's partials are as many as the view's features of
-  that hop, of the shape of each feature's aggregation; tile starts whole multiples of the
-  hop). At ``T`` each feature's value is :func:`featurestore.windows.merge` of the partials
-  of the tiles of its hop whose start is in ``[window_start(T), T]``
-  (:func:`featurestore.windows.window_start`: ``floor_hop(T) - window``, inclusive; found
-  by bisection in the sorted starts, the same set as
-  :func:`featurestore.windows.tiles_in_window`), as the feature's registry type (a ``float``
+  set (the JSON of :func:`featurestore.online.layout.encode_tile_set`, read here in one pass
+  rather than with ``decode_tile_set``: see :meth:`TimelinePlan.tiled_entry`) decoded and
+  checked once (every hop's partials are as many as the view's features of that hop, of
+  the shape of each feature's aggregation; tile starts whole multiples of the hop, each
+  once) into per-feature prefix sums. At ``T`` each feature's value is what
+  :func:`featurestore.windows.merge` gives for the partials of the tiles of its hop whose
+  start is in ``[window_start(T), T]`` (:func:`featurestore.windows.window_start`:
+  ``floor_hop(T) - window``, inclusive; found by bisection in the sorted starts, the same
+  set as :func:`featurestore.windows.tiles_in_window`): one difference of two prefix sums,
+  as the feature's registry type (a ``float``
   feature's value is a JSON float even when the sum is a whole 0). Over an empty window
   ``count``/``sum`` are 0 and ``avg`` null (answered like a null value: the default with
   reason ``NULL``). The answer's ``timestamp`` is ``T`` itself (the window's end),
