@@ -40,7 +40,10 @@ Retrieve request and response (the design document's contract, section 2)::
 * ``features`` may mix features of several feature views of the entity: one store read.
 * ``value`` has the registry type (integer, number, boolean, string; timestamps as ISO
   8601 strings); ``timestamp`` is the feature timestamp (ISO 8601 UTC, ``Z``) of the record
-  the answer comes from, null if there is none.
+  the answer comes from, null if there is none. For a windowed (tiled) feature it is the
+  request's time, the end of the window its value was merged over at that time; for a
+  hand-written view with scheduled values, the timestamp of the value valid at the
+  request's time (:mod:`sidecar.timelines`).
 * ``status``: ``PRESENT`` a value within its view's TTL; ``DEFAULT`` the registered default
   was served; ``MISSING`` no value and no default. ``reason`` (only when not PRESENT, an
   added field so that clients of the design document's contract keep working): ``NULL``

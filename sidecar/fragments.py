@@ -330,6 +330,11 @@ class ViewRenderer:
             ]
             return self._invalid(ts, values, convert)
 
+    def from_json(self, exp: int, stamp: bytes, values: Sequence[bytes | None]) -> CachedRecord:
+        """From values already in JSON (view order; None for null) answered with the
+        timestamp ``stamp`` (ISO 8601): a windowed value at the request's time."""
+        return self._one_by_one(exp, stamp, values)
+
     def _invalid(
         self, ts: int, values: Sequence[Any], convert: Sequence[Callable[[Any], object]]
     ) -> InvalidRecord:
@@ -348,7 +353,7 @@ class ViewRenderer:
                 return InvalidRecord(f"{feature.name} ({feature.value_type}): {exc}")
         return InvalidRecord("cannot be rendered")  # pragma: no cover - one value failed
 
-    def _one_by_one(self, exp: int, stamp: bytes, values: list[bytes | None]) -> CachedRecord:
+    def _one_by_one(self, exp: int, stamp: bytes, values: Sequence[bytes | None]) -> CachedRecord:
         present = b',"timestamp":"' + stamp + b'","status":"PRESENT"}'
         parts: list[Fragment] = []
         kinds: list[int] = []

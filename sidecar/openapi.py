@@ -111,7 +111,11 @@ def build_openapi(
             "timestamp": {
                 "type": ["string", "null"],
                 "description": "ISO 8601 UTC feature timestamp of the record the answer comes "
-                "from (null when no record was found).",
+                "from (null when no record was found). For a windowed feature (one with an "
+                "aggregation and a window in the registry document) it is the request's time, "
+                "the end of the window the value was merged over; for a hand-written view "
+                "with scheduled values, the feature timestamp of the value valid at the "
+                "request's time.",
             },
             "status": {"type": "string", "enum": ["PRESENT", "MISSING", "DEFAULT"]},
             "reason": {

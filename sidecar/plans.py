@@ -27,6 +27,7 @@ from sidecar.fragments import (
     constant_record,
     json_value,
 )
+from sidecar.timelines import TimelinePlan
 
 __all__ = ["ABSENT", "EntityPlan", "FeaturePlan", "plan_entities"]
 
@@ -85,6 +86,8 @@ class EntityPlan:
     renderers: Mapping[str, ViewRenderer] = field(repr=False)
     #: ``{"entity_name":"<name>","results":[``
     response_head: bytes = b""
+    #: online view -> what its records' timelines need (:mod:`sidecar.timelines`)
+    timelines: Mapping[str, TimelinePlan] = field(default_factory=dict, repr=False)
 
     def record(self, view: str, stored: StoredRecord) -> CachedRecord | InvalidRecord:
         """Answers for every feature of ``view`` from a stored record (decoded values), or
@@ -114,6 +117,7 @@ def _plan_entity(registry: Registry, name: str) -> EntityPlan:
     view_reads: dict[str, ViewRead] = {}
     view_features: dict[str, tuple[FeaturePlan, ...]] = {}
     renderers: dict[str, ViewRenderer] = {}
+    timelines: dict[str, TimelinePlan] = {}
     for view in views:
         plans = []
         for index, feature in enumerate(view.features):
@@ -136,6 +140,7 @@ def _plan_entity(registry: Registry, name: str) -> EntityPlan:
                 for plan in plans
             ]
         )
+        timelines[view.name] = TimelinePlan.of(view, renderers[view.name])
 
     def constant(reason: str, plans: tuple[FeaturePlan, ...]) -> CachedRecord:
         return constant_record([plan.fallback(reason, None) for plan in plans])
@@ -152,6 +157,7 @@ def _plan_entity(registry: Registry, name: str) -> EntityPlan:
         invalid={v: constant("INVALID_RECORD", fs) for v, fs in view_features.items()},
         renderers=renderers,
         response_head=b'{"entity_name":' + orjson.dumps(name) + b',"results":[',
+        timelines=timelines,
     )
 
 

@@ -1,5 +1,8 @@
 """The ``GET /api/v1/registry`` document: entities (keys, how to address them), feature
-views (owner, TTL, freshness SLA, online, cache TTL) and features (type, default, view),
+views (owner, TTL, freshness SLA, online, cache TTL, ``tiled``: whether the store holds
+tiles merged at the request's time) and features (type, default, view; for a declared
+windowed feature its ``aggregation``, ``column``, ``window`` and ``hop``, each with its
+seconds; null for a hand-written one),
 limited to what the caller's API key may see (:func:`sidecar.visibility.visibility`), and
 the request limits. Built once per scope (:class:`sidecar.documents.Documents`).
 """
@@ -10,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from featurestore.registry import Registry
+from featurestore.windows import Aggregation
 from sidecar.fragments import json_value
 from sidecar.plans import EntityPlan
 from sidecar.settings import Settings
@@ -58,6 +62,7 @@ def describe(
             "freshness_sla_seconds": view.freshness_sla_seconds,
             "online": view.online,
             "cache_ttl_seconds": settings.cache_ttl(view.name) if view.online else None,
+            "tiled": view.tiled,
             "description": view.description,
             "features": [f.name for f in shown],
         }
@@ -73,6 +78,7 @@ def describe(
                 "ttl_seconds": view.ttl_seconds,
                 "freshness_sla_seconds": view.freshness_sla_seconds,
                 "online": view.online,
+                **_windowed(feature.aggregation),
             }
     return {
         "entities": entities,
@@ -85,4 +91,20 @@ def describe(
             "max_body_bytes": settings.max_body_bytes,
             "max_key_part_chars": settings.max_key_part_chars,
         },
+    }
+
+
+def _windowed(aggregation: Aggregation | None) -> dict[str, Any]:
+    """A feature's declared aggregation and window (all null for a hand-written feature):
+    a windowed value is served at the request's time, its ``timestamp`` that time."""
+    if aggregation is None:
+        return {"aggregation": None, "column": None, "window": None, "window_seconds": None,
+                "hop": None, "hop_seconds": None}  # fmt: skip
+    return {
+        "aggregation": aggregation.function,
+        "column": aggregation.column,
+        "window": aggregation.window,
+        "window_seconds": aggregation.window_seconds,
+        "hop": aggregation.hop,
+        "hop_seconds": aggregation.hop_seconds,
     }

@@ -25,13 +25,16 @@ own lateness (plus, on the thread path, at most a budget more if the thread star
 1. every distinct (key, view) pair is looked up in the local LFU cache;
 2. the pairs not cached are read in **one** store call (the distinct keys missing any view x
    the views missing for any key);
-3. records read are turned into answers once (JSON fragments, :meth:`EntityPlan.record`)
-   and cached with their view's cache TTL (``ABSENT`` is cached too: a key the store has no
-   record of), if admitted: a (view, key) pair enters the cache on its *second* miss within
-   a window of ``cache_size`` distinct missed pairs (the "doorkeeper" of TinyLFU, Einziger
-   et al. 2017: a Bloom filter, :class:`Doorkeeper`, so a pair may be admitted early with
-   probability <= 1/8). Keys read once (a long tail of random keys, a scan) then cost no
-   insertion and evict nothing; a key read twice is cached from then on;
+3. records read are turned into answers once (JSON fragments, :meth:`EntityPlan.record`; a
+   record with a timeline into a timeline entry, :mod:`sidecar.timelines`, which answers at
+   each request's time: merged tiles, or the scheduled value valid then, each checked
+   against its own expiry) and cached with their view's cache TTL (``ABSENT`` is cached too:
+   a key the store has no record of), if admitted: a (view, key) pair enters the cache on
+   its *second* miss within a window of ``cache_size`` distinct missed pairs (the
+   "doorkeeper" of TinyLFU, Einziger et al. 2017: a Bloom filter, :class:`Doorkeeper`, so a
+   pair may be admitted early with probability <= 1/8). Keys read once (a long tail of
+   random keys, a scan) then cost no insertion and evict nothing; a key read twice is cached
+   from then on;
 4. each requested key, in request order (repeats answered at each position), gets every
    requested feature: ``PRESENT`` (a value within its view's TTL), else the registered
    default (``DEFAULT``) or nothing (``MISSING``) with a ``reason``: ``NULL`` (a record
@@ -56,7 +59,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, cast
 
 import orjson
@@ -69,6 +72,7 @@ from featurestore.online.store import (
     StoreError,
     ViewRead,
 )
+from featurestore.timestamps import iso_micros, micros
 from sidecar.admission import Doorkeeper
 from sidecar.breaker import CircuitBreaker
 from sidecar.cache import MISS, LFUCache
@@ -259,6 +263,9 @@ class Retriever:
         self._door = Doorkeeper(max(cache.maxsize, 1))
         #: records that cannot be decoded: logged once per (view, key) and interval
         self.invalid_log = InvalidRecordLog(log)
+        #: the request whose time :meth:`_at` converted last: (microseconds, ISO 8601)
+        self._now: dt.datetime | None = None
+        self._now_us_stamp: tuple[int, bytes] = (0, b"")
 
     async def retrieve(self, request: RetrieveRequest) -> tuple[bytes, bool]:
         """The JSON response body and whether it is degraded."""
@@ -319,7 +326,8 @@ class Retriever:
             answers = [
                 entry if type(entry) is tuple and entry[EXP] > now_s
                 else down if entry is MISS
-                else absent
+                else absent if entry is ABSENT or type(entry) is tuple
+                else self._at(plan, entry, now, now_s, absent)
                 for entry in slots
             ]  # fmt: skip
         else:
@@ -329,8 +337,10 @@ class Retriever:
                     answers.append(entry)
                 elif entry is MISS:
                     answers.append(unavailable[i % nviews])
-                else:  # ABSENT or expired
+                elif entry is ABSENT or type(entry) is tuple:  # absent or expired
                     answers.append(not_found[i % nviews])
+                else:  # a timeline: its answers at now
+                    answers.append(self._at(plan, entry, now, now_s, not_found[i % nviews]))
 
         whole = selection.whole
         wanted = selection.wanted
@@ -368,6 +378,31 @@ class Retriever:
         if degraded:
             self.metrics.degraded_responses.inc()
         return b"".join(out), degraded
+
+    def _at(
+        self,
+        plan: EntityPlan,
+        entry: Any,
+        now: dt.datetime,
+        now_s: int,
+        absent: CachedRecord,
+    ) -> CachedRecord:
+        """A timeline entry's answers at ``now`` (:mod:`sidecar.timelines`), or ``absent``
+        if the answer picked has expired. The request's time in microseconds and as ISO 8601
+        (the timestamp of windowed values) are computed once per request."""
+        if self._now is not now:
+            self._now = now
+            now_us = micros(now)
+            self._now_us_stamp = (now_us, iso_micros(now_us).encode())
+        now_us, stamp = self._now_us_stamp
+        try:
+            answer: CachedRecord = entry.at(now_us, stamp)
+        except orjson.JSONEncodeError as exc:  # a merged integer beyond 64 bits
+            view = entry.plan.view
+            self.metrics.invalid_record(view)
+            self.invalid_log.report(plan.name, view, ("?",), InvalidRecord(str(exc)))
+            return plan.invalid[view]
+        return answer if answer[EXP] > now_s else absent
 
     def _fill(
         self,
@@ -409,18 +444,32 @@ class Retriever:
         no record), rendered in one batch; admitted ones are cached. A record the store
         could not decode, or that cannot be rendered (both :class:`InvalidRecord`), gets
         the view's ``INVALID_RECORD`` answers, is counted and logged, and is not cached."""
-        valid = [r for r in stored if r is not None and type(r) is not InvalidRecord]
-        if self.reader.encoded:
-            rendered = iter(plan.renderers[view].from_encoded_many(valid))
+        timeline = plan.timelines[view]
+        tiled = timeline.tiled
+        rendered: Iterator[CachedRecord | InvalidRecord]
+        if tiled:  # no values: answers at each request's time from the tiles
+            rendered = iter(())
         else:
-            rendered = iter([plan.record(view, record) for record in valid])
+            valid = [r for r in stored if r is not None and type(r) is not InvalidRecord]
+            if self.reader.encoded:
+                rendered = iter(plan.renderers[view].from_encoded_many(valid))
+            else:
+                rendered = iter([plan.record(view, record) for record in valid])
         invalid = plan.invalid[view]
         bad = False
         for i, key, record in zip(indexes, keys, stored, strict=True):
             if record is None:
                 slots[i] = ABSENT
                 continue
-            answer = record if type(record) is InvalidRecord else next(rendered)
+            answer: Any
+            if type(record) is InvalidRecord:
+                answer = record
+            elif tiled:
+                answer = timeline.tiled_entry(record.exp, record.timeline)
+            else:
+                answer = next(rendered)
+                if record.timeline is not None and type(answer) is not InvalidRecord:
+                    answer = timeline.scheduled_entry(answer, record.ts, record.timeline)
             if type(answer) is InvalidRecord:
                 slots[i] = invalid
                 bad = True

@@ -1,0 +1,194 @@
+"""Timeline entries (sidecar/timelines.py) as pure logic: a tiled record's answers at many
+instants against the brute-force rule over the events (tests/sidecar/windowed.py), the
+scheduled steps picked at their edges, and every malformed timeline refused with a reason.
+The same paths over HTTP and real stores: test_windowed_serving.py."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+
+from featurestore.online.layout import encode_steps, encode_tile_set
+from featurestore.online.store import InvalidRecord
+from featurestore.registry import Registry
+from sidecar.fragments import FULL
+from sidecar.plans import plan_entities
+from sidecar.timelines import ScheduledEntry, TiledEntry, TimelinePlan
+from tests.sidecar.windowed import (
+    DAY,
+    TILED,
+    TILED_FEATURES,
+    US,
+    edge_events,
+    expected,
+    probe_times,
+    tiled_record,
+    tiled_registry,
+)
+
+CUTOFF = 1_777_593_600 * US  # 2026-05-01T00:00:00Z
+
+
+@pytest.fixture(scope="module")
+def plan(parsed_registry: Registry) -> TimelinePlan:
+    return plan_entities(tiled_registry(parsed_registry))["user"].timelines[TILED]
+
+
+def answers(record: tuple[Any, ...]) -> dict[str, Any]:
+    parsed: dict[str, Any] = orjson.loads(b"{" + record[FULL] + b"}")
+    return parsed
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_tiled_entry_answers_the_rule_at_every_edge(plan: TimelinePlan, seed: int) -> None:
+    """At tile starts, one microsecond before, the instants events leave each window, and
+    random instants up to 91 days after the cutoff, visited in random order and then in
+    ascending order (the entry's memo must hold only where no tile enters or leaves), every
+    feature equals the rule."""
+    rng = random.Random(seed)
+    events = edge_events("u1", CUTOFF, rng)
+    record = tiled_record("u1", events, CUTOFF)
+    assert record.timeline is not None
+    entry = plan.tiled_entry(record.exp, record.timeline)
+    assert isinstance(entry, TiledEntry), entry
+    times = probe_times(events, CUTOFF, rng, 200)
+    shuffled = rng.sample(times, len(times))
+    decayed = False
+    for now_us in shuffled + times:  # random order, then ascending (edge - 1 us, edge)
+        stamp = b"stamp"
+        got = answers(entry.at(now_us, stamp))
+        for feature in TILED_FEATURES:
+            want = expected(feature, events, now_us)
+            want["timestamp"] = "stamp"
+            assert got[feature] == want, (seed, now_us, feature)
+            assert type(got[feature]["value"]) is type(want["value"])
+        decayed |= (
+            got["w_user_7d_count"]["value"] < expected("w_user_7d_count", events, CUTOFF)["value"]
+        )
+    assert decayed  # the probes did see values leave their windows
+
+
+def test_avg_is_exact_over_decimal_sums(plan: TimelinePlan) -> None:
+    """Amounts 0.10 + 0.20 in one tile and 0.30 in another: in floats they sum to
+    0.6000000000000001; the average is the exact decimal sum over the count."""
+    assert 0.1 + 0.2 + 0.3 != 0.6
+    day = CUTOFF // US // DAY * DAY
+    tiles = {DAY: {day - DAY: ((2, Decimal("0.30")),), day: ((1, Decimal("0.30")),)}}
+    entry = plan.tiled_entry(CUTOFF // US + 91 * DAY, encode_tile_set(tiles))
+    assert isinstance(entry, TiledEntry)
+    got = answers(entry.at(CUTOFF, b"t"))
+    assert got["w_user_90d_avg_amount"]["value"] == float(Decimal("0.60")) / 3
+    assert got["w_user_90d_avg_amount"]["value"] != (0.1 + 0.2 + 0.3) / 3
+    # hops without tiles: empty windows (a sum of a decimal column is a float 0.0)
+    assert got["w_user_10m_count"] == {"value": 0, "timestamp": "t", "status": "PRESENT"}
+    assert got["w_user_7d_amount"] == {"value": 0.0, "timestamp": "t", "status": "PRESENT"}
+    assert type(got["w_user_7d_amount"]["value"]) is float
+
+
+@pytest.mark.parametrize(
+    ("timeline", "reason"),
+    [
+        (None, "without a tile set"),
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"60": {"1777593600": [1]}, "3600": {"1777593600": [1]}}', "1 partials"),
+        (b'{"60": {"1777593630": [1]}}', "not a multiple of the hop"),
+        (b'{"60": {"1777593600": ["1.5"]}}', "a count must be an integer"),
+        (b'{"60": {"1777593600": [true]}}', "a count must be an integer"),
+        (b'{"60": {"1777593600": 1}}', "no list of partials"),
+        (b'{"60": {"1777593600": [1], "01777593600": [1]}}', "a tile start twice"),
+        (b'{"60": [1]}', "not an object"),
+        (b'{"3600": {"1777593600": [1, "NaN"]}}', "a sum must be a number"),
+        (b'{"3600": {"1777593600": [1, "Infinity"]}}', "a sum must be a number"),
+        (b'{"3600": {"1777593600": [1, "x"]}}', "a sum must be a number, got 'x'"),
+        (b'{"3600": {"1777593600": [1, 1.5]}}', "a sum must be a number, got 1.5"),
+        (b'{"86400": {"1777593600": [[1]]}}', "an avg must be [count, sum]"),
+        (b'{"86400": {"1777593600": [["1", "2"]]}}', "an avg must be [count, sum]"),
+        (b'{"x": {}}', "tile set"),
+    ],
+)
+def test_a_malformed_tile_set_is_an_invalid_record(
+    plan: TimelinePlan, timeline: bytes | None, reason: str
+) -> None:
+    entry = plan.tiled_entry(CUTOFF // US + DAY, timeline)
+    assert isinstance(entry, InvalidRecord), entry
+    assert reason in entry.reason
+
+
+def test_a_hop_no_feature_uses_is_left_alone(plan: TimelinePlan) -> None:
+    """A hop of no feature (a feature removed from the registry since the load) is not read."""
+    entry = plan.tiled_entry(CUTOFF // US + DAY, b'{"7": {"x": "anything"}, "60": {}}')
+    assert isinstance(entry, TiledEntry)
+    assert answers(entry.at(CUTOFF, b"t"))["w_user_10m_count"]["value"] == 0
+
+
+def test_tiles_out_of_order_and_huge_decimal_sums(plan: TimelinePlan) -> None:
+    """Tile starts in any order in the JSON are sorted; a decimal total too large for exact
+    prefix sums in 28 digits is merged from the window's partials (windows.merge)."""
+    hour = CUTOFF // US // 3600 * 3600
+    big = "12345678901234567890123456.78"
+    tiles = b'{"3600": {"%d": [1, "%s"], "%d": [2, "0.01"]}, "86400": {}}' % (
+        hour,
+        big.encode(),
+        hour - 3600,
+    )
+    entry = plan.tiled_entry(CUTOFF // US + 91 * DAY, tiles)
+    assert isinstance(entry, TiledEntry), entry
+    got = answers(entry.at(CUTOFF, b"t"))
+    assert got["w_user_7d_count"]["value"] == 3
+    assert got["w_user_7d_amount"]["value"] == float(Decimal(big) + Decimal("0.01"))
+    later = answers(entry.at(CUTOFF + (7 * DAY) * US, b"t"))  # the older tile has left
+    assert later["w_user_7d_count"]["value"] == 1
+    assert later["w_user_7d_amount"]["value"] == float(Decimal(big))
+
+
+@pytest.fixture(scope="module")
+def handwritten(parsed_registry: Registry) -> TimelinePlan:
+    return plan_entities(parsed_registry)["user"].timelines["user_transaction_features"]
+
+
+def test_scheduled_steps_switch_at_their_ts(handwritten: TimelinePlan) -> None:
+    """Steps at t1 < t2 and the record at t3: at t1 - 1 us the first step (earlier than
+    all), t1 .. t2 - 1 us the first, t2 .. t3 - 1 us the second, t3 on the record; each
+    with its own timestamp and expiry (ts // 10**6 + TTL)."""
+    t1, t2, t3 = CUTOFF + 7, CUTOFF + 3600 * US, CUTOFF + 20 * 3600 * US
+    renderer = handwritten.renderer
+    record = renderer.from_values(t3, t3 // US + 90 * DAY, [3, 20.5])
+    assert not isinstance(record, InvalidRecord)
+    steps = encode_steps([(t1, ["5", "1.25"]), (t2, ["4", None])])
+    entry = handwritten.scheduled_entry(record, t3, steps)
+    assert isinstance(entry, ScheduledEntry), entry
+    ttl = handwritten.ttl_seconds
+    cases = [(t1 - 1, t1, "5"), (t1, t1, "5"), (t2 - 1, t1, "5"), (t2, t2, "4"),
+             (t3 - 1, t2, "4"), (t3, t3, "3"), (t3 + 10 * DAY * US, t3, "3")]  # fmt: skip
+    for now_us, ts, count in cases:
+        got = entry.at(now_us, b"unused")
+        assert got[0] == ts // US + ttl
+        parsed = answers(got)["user_7d_transaction_count"]
+        assert parsed["value"] == int(count)
+        assert parsed["timestamp"].startswith("2026-05-01T")
+
+
+@pytest.mark.parametrize(
+    ("steps", "reason"),
+    [
+        (b"{}", "not a JSON list"),
+        (b'[[1, ["5"]]]', "1 values, the view has 2"),
+        (b'[[1, ["x", null]]]', "user_7d_transaction_count"),
+        (b'[[5, ["1", null]], [4, ["1", null]]]', "out of order"),
+        (b'[[99999999999999999, ["1", null]]]', "out of order"),
+        (b'[[1.5, ["1", null]]]', "not a step"),
+    ],
+)
+def test_malformed_steps_are_an_invalid_record(
+    handwritten: TimelinePlan, steps: bytes, reason: str
+) -> None:
+    record = handwritten.renderer.from_values(CUTOFF, CUTOFF // US + DAY, [1, None])
+    assert not isinstance(record, InvalidRecord)
+    entry = handwritten.scheduled_entry(record, CUTOFF, steps)
+    assert isinstance(entry, InvalidRecord), entry
+    assert reason in entry.reason
