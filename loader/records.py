@@ -8,7 +8,8 @@ The record's ``key`` = the entity key columns in registry order (as text):
 
 * **hand-written** view (rows: the entity's current row, then its scheduled rows): the
   record is the entity's **last** row, ``ts`` = ``<view>__feature_at`` and ``ver`` =
-  ``<view>__as_of_at`` as microseconds since the epoch (UTC), ``exp`` = ``ts`` (whole
+  ``<view>__as_of_at`` as microseconds since the epoch (UTC), or the load's cutoff
+  ``as_of_at`` when that row is a scheduled one (``ts`` after the cutoff), ``exp`` = ``ts`` (whole
   seconds) + the view's TTL, ``values`` = the view's features (``None`` for null); its
   timeline is :func:`~featurestore.online.layout.encode_steps` of the earlier rows in order
   (values encoded with :func:`~featurestore.online.layout.encode_python_value`), absent when
@@ -116,7 +117,11 @@ class RecordGrouper:
             ver = micros_array(batch.column(source.cutoff_column)).to_pylist()
             values = self._tile_values(batch)
         else:
-            ver = micros_array(batch.column(source.ver_column)).to_pylist()
+            # a scheduled last row (ts after the cutoff) is versioned by the cutoff: see
+            # _handwritten
+            as_of = micros_array(batch.column(source.ver_column)).to_pylist()
+            cutoff = micros_array(batch.column(source.cutoff_column)).to_pylist()
+            ver = [c if t > c else v for t, v, c in zip(ts, as_of, cutoff, strict=True)]
             if self._features:
                 values = list(
                     zip(*(batch.column(f).to_pylist() for f in self._features), strict=True)
@@ -153,6 +158,14 @@ class RecordGrouper:
         out.rows += len(rows)
 
     def _handwritten(self, key: tuple[str, ...], rows: list[_Row]) -> Record:
+        """The last row, versioned by its as-of time, or by the cutoff if it is scheduled.
+
+        A scheduled row's as-of time is its own ``ts`` in every load that schedules it, so
+        ``(ts, ver)`` would be equal in a later load that corrected it (a late event ingested
+        between the loads) and newer-wins would keep the stale record and steps. Versioned by
+        the cutoff, a later load wins (a larger cutoff), a re-run of the same load is an equal
+        pair (a no-op), and an older load loses; once the row is current its as-of time is at
+        least its ``ts``, greater than any earlier cutoff that scheduled it."""
         ts, ver, values = rows[-1]
         timeline = None
         if len(rows) > 1:

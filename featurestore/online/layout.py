@@ -64,10 +64,15 @@ Timelines (layout version 2)
       the entity's tile set (:func:`encode_tile_set`), ``ts`` the latest ingestion time of the
       entity's events in it, ``ver`` the load's cutoff ``C`` (every event ingested up to ``C``
       is in it), ``exp`` the instant its last tile leaves its last window. A re-run of the same
-      load is an equal ``(ts, ver)``: a no-op. Tile set JSON: ``{"<hop s>": {"<tile start s>":
-      [partial, ...]}}``, one partial per feature of that hop in the view's feature order:
-      ``count`` an integer, ``sum`` an integer or a decimal string (``"123.45"``, exact),
-      ``avg`` ``[count, sum]``, ``null`` for none (see :mod:`featurestore.windows`).
+      load is an equal ``(ts, ver)``: a no-op. Tile set JSON, per hop (seconds) its tiles as
+      prefix sums, so that a reader merges any window with two lookups per column:
+      ``{"<hop>": {"t": [tile start s, ...ascending], "k": [1 or 2 per feature of the hop,
+      in the view's feature order], "x": [decimal scale per column], "p": [[0, ...], ...]}}``.
+      A feature has one column (``count``: its counts; ``sum``: its sums) or two (``avg``:
+      counts, sums); column ``c`` holds ``len(t) + 1`` integers, ``p[c][i]`` the sum of the
+      first ``i`` tiles' partials in units of ``10**-x[c]`` (exact decimals as integers), so
+      the tiles ``i..j-1`` hold ``(p[c][j] - p[c][i]) / 10**x[c]`` (see
+      :mod:`featurestore.windows`; :func:`read_tile_columns` checks a stored one).
     * A *hand-written* view's record holds its value at ``ts``, the **last** row of the
       entity's history up to the load's cutoff plus the schedule horizon (the view's
       ``freshness_sla``); its timeline (absent when there is none) lists the earlier rows
@@ -106,6 +111,7 @@ Values
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -122,6 +128,7 @@ __all__ = [
     "MAX_KEY_PART_CHARS",
     "OnlineLayoutError",
     "Record",
+    "TileColumns",
     "TileSet",
     "decode_steps",
     "decode_tile_set",
@@ -136,6 +143,7 @@ __all__ = [
     "json_encoder",
     "micros",
     "parse_entity_token",
+    "read_tile_columns",
     "redis_key",
     "redis_keys",
     "timeline_field",
@@ -257,60 +265,169 @@ def timeline_field(view: str) -> str:
 TileSet = dict[int, dict[int, tuple[object, ...]]]
 
 
-def _partial_json(partial: object) -> object:
-    if partial is None or (isinstance(partial, int) and not isinstance(partial, bool)):
-        return partial
-    if isinstance(partial, Decimal):
-        if not partial.is_finite():
-            raise OnlineLayoutError(f"a tile partial must be finite, got {partial!r}")
-        return format(partial, "f")
-    if isinstance(partial, tuple | list) and len(partial) == 2:
-        return [_partial_json(partial[0]), _partial_json(partial[1])]
-    raise OnlineLayoutError(f"not a tile partial: {partial!r}")
+def _scaled(value: object, scale: int) -> int:
+    """A partial's sum as an integer count of ``10**-scale`` units (exact)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise OnlineLayoutError(f"not a tile partial sum: {value!r}"[:80])
+    if isinstance(value, int):
+        return int(value * 10**scale)
+    if not value.is_finite():
+        raise OnlineLayoutError(f"a tile partial must be finite, got {value!r}")
+    scaled = value.scaleb(scale)
+    if scaled != scaled.to_integral_value():
+        raise OnlineLayoutError(f"{value!r} has more than {scale} decimals")
+    return int(scaled)
 
 
-def _partial_of(item: object) -> object:
-    if item is None or (isinstance(item, int) and not isinstance(item, bool)):
-        return item
-    if isinstance(item, str):
-        return Decimal(item)  # ValueError subclass (InvalidOperation) if it is not a number
-    if isinstance(item, list) and len(item) == 2:
-        return (_partial_of(item[0]), _partial_of(item[1]))
-    raise OnlineLayoutError(f"not a tile partial: {item!r}"[:80])
+def _scale_of(values: Sequence[object]) -> int:
+    scale = 0
+    for value in values:
+        if isinstance(value, Decimal) and value.is_finite():
+            exponent = value.as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > scale:
+                scale = -exponent
+    return scale
+
+
+def _prefix(values: Sequence[int]) -> list[int]:
+    out = [0]
+    total = 0
+    for value in values:
+        total += value
+        out.append(total)
+    return out
 
 
 def encode_tile_set(tiles: TileSet) -> bytes:
-    """The timeline text of a tiled view's record (see the module docstring)."""
-    return orjson.dumps(
-        {
-            str(hop): {
-                str(start): [_partial_json(p) for p in partials]
-                for start, partials in sorted(starts.items())
-            }
-            for hop, starts in sorted(tiles.items())
-        }
-    )
+    """The timeline text of a tiled view's record (see the module docstring): per hop its
+    tile starts ascending and, per column, the prefix sums of the partials over the tiles.
+
+    ``tiles`` holds per hop and tile start (seconds) the partials of the hop's features in
+    view order (:data:`featurestore.windows.Partial`; ``None`` counts as zero)."""
+    out: dict[str, object] = {}
+    for hop, by_start in sorted(tiles.items()):
+        starts = sorted(by_start)
+        rows = [by_start[start] for start in starts]
+        width = {len(row) for row in rows}
+        if len(width) > 1:
+            raise OnlineLayoutError(f"tiles of hop {hop} have different numbers of partials")
+        kinds: list[int] = []
+        columns: list[list[int]] = []
+        scales: list[int] = []
+        for position in range(width.pop() if width else 0):
+            partials = [row[position] for row in rows]
+            pairs = [p for p in partials if isinstance(p, tuple | list)]
+            if pairs and len(pairs) != len([p for p in partials if p is not None]):
+                raise OnlineLayoutError(f"hop {hop} partial {position}: pairs mixed with numbers")
+            if pairs:
+                kinds.append(2)
+                counts = [p[0] if isinstance(p, tuple | list) else 0 for p in partials]
+                sums = [p[1] if isinstance(p, tuple | list) else None for p in partials]
+                scale = _scale_of(sums)
+                columns += [
+                    _prefix([_scaled(c, 0) for c in counts]),
+                    _prefix([_scaled(v, scale) for v in sums]),
+                ]
+                scales += [0, scale]
+            else:
+                kinds.append(1)
+                scale = _scale_of(partials)
+                columns.append(_prefix([_scaled(p, scale) for p in partials]))
+                scales.append(scale)
+        out[str(hop)] = {"t": starts, "k": kinds, "x": scales, "p": columns}
+    return orjson.dumps(out)
 
 
-def decode_tile_set(data: bytes | str) -> TileSet:
-    """:func:`encode_tile_set` read back (decimal strings as Decimal, pairs as tuples).
+@dataclass(frozen=True, slots=True)
+class TileColumns:
+    """One hop of a tile set as stored: ``starts`` (seconds, ascending), per feature of the
+    hop its number of columns (``kinds``: 1, or 2 for a (count, sum) pair), per column its
+    decimal scale and its prefix sums (``prefixes[c][i]``: the sum of the first ``i`` tiles'
+    partials in units of ``10**-scales[c]``; ``len(starts) + 1`` entries)."""
 
-    Raises ValueError if the text is not a tile set (readers: an InvalidRecord)."""
+    starts: list[int]
+    kinds: list[int]
+    scales: list[int]
+    prefixes: list[list[int]]
+
+
+def _int_list(value: object) -> bool:
+    return isinstance(value, list) and all(type(item) is int for item in value)
+
+
+def read_tile_columns(data: bytes | str) -> dict[int, TileColumns]:
+    """A stored tile set, checked: hop -> :class:`TileColumns` (what the sidecar merges).
+
+    Raises ValueError (:class:`OnlineLayoutError`) if it is not a valid tile set: not JSON,
+    a hop or start that is not a positive/whole number of seconds aligned to its hop, starts
+    not strictly ascending, columns of the wrong length or not integers, a prefix not
+    starting at 0, kinds and scales that do not match the columns."""
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise OnlineLayoutError(f"tile set is not JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise OnlineLayoutError("tile set is not a JSON object")
+    out: dict[int, TileColumns] = {}
+    for hop_text, spec in parsed.items():
+        if not hop_text.isdigit() or int(hop_text) <= 0:
+            raise OnlineLayoutError(f"tile set hop {hop_text[:20]!r} is not a positive integer")
+        hop = int(hop_text)
+        if not isinstance(spec, dict) or set(spec) != {"t", "k", "x", "p"}:
+            raise OnlineLayoutError(f"tile set hop {hop}: not an object of t, k, x, p")
+        starts, kinds, scales, prefixes = spec["t"], spec["k"], spec["x"], spec["p"]
+        if not (_int_list(starts) and _int_list(kinds) and _int_list(scales)):
+            raise OnlineLayoutError(f"tile set hop {hop}: t, k and x must be lists of integers")
+        if any(start % hop for start in starts) or any(
+            a >= b for a, b in itertools.pairwise(starts)
+        ):
+            raise OnlineLayoutError(
+                f"tile set hop {hop}: tile starts must ascend and be multiples of the hop"
+            )
+        if any(kind not in (1, 2) for kind in kinds) or any(scale < 0 for scale in scales):
+            raise OnlineLayoutError(f"tile set hop {hop}: kinds must be 1 or 2, scales >= 0")
+        if (
+            not isinstance(prefixes, list)
+            or len(prefixes) != sum(kinds)
+            or len(scales) != len(prefixes)
+            or not all(
+                _int_list(column) and len(column) == len(starts) + 1 and column[0] == 0
+                for column in prefixes
+            )
+        ):
+            raise OnlineLayoutError(
+                f"tile set hop {hop}: p must hold one prefix-sum list per column, "
+                f"{len(starts) + 1} integers from 0"
+            )
+        out[hop] = TileColumns(starts, kinds, scales, prefixes)
+    return out
+
+
+def _unscaled(units: int, scale: int) -> int | Decimal:
+    return units if scale == 0 else Decimal(units).scaleb(-scale)
+
+
+def decode_tile_set(data: bytes | str) -> TileSet:
+    """:func:`encode_tile_set` read back as partials per tile (sums with a scale as Decimal,
+    pairs as tuples). Raises ValueError if the text is not a tile set."""
     out: TileSet = {}
-    for hop, starts in parsed.items():
-        if not isinstance(starts, dict):
-            raise OnlineLayoutError(f"tile set hop {hop!r}: not an object")
-        tiles = out[int(hop)] = {}
-        for start, partials in starts.items():
-            if not isinstance(partials, list):
-                raise OnlineLayoutError(f"tile {hop}/{start}: not a list of partials")
-            tiles[int(start)] = tuple(_partial_of(item) for item in partials)
+    for hop, columns in read_tile_columns(data).items():
+        tiles = out[hop] = {}
+        for i, start in enumerate(columns.starts):
+            partials: list[object] = []
+            column = 0
+            for kind in columns.kinds:
+                values = [
+                    _unscaled(
+                        columns.prefixes[c][i + 1] - columns.prefixes[c][i], columns.scales[c]
+                    )
+                    for c in range(column, column + kind)
+                ]
+                partials.append(values[0] if kind == 1 else (values[0], values[1]))
+                column += kind
+            tiles[start] = tuple(partials)
     return out
 
 

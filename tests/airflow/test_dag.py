@@ -104,7 +104,7 @@ def monkeypatch_module() -> Any:
 def online_views(demo_warehouse: Warehouse) -> list[str]:
     registry = load_registry(demo_warehouse.target_path / "manifest.json")
     views = [view.name for view in registry.views.values() if view.online]
-    assert len(views) == 3
+    assert len(views) == 4
     return views
 
 
