@@ -156,7 +156,10 @@ def sum_iff_count(count: str, total: str, hop: int) -> Callable[[pa.Table], list
             return []
         positive = pc.fill_null(pc.greater(table[count], 0), False)
         present = pc.is_valid(table[total])
-        return _positions(pc.and_(_on_hop(table, hop), pc.not_equal(positive, present)))
+        # a tile of events without a value holds (0, 0): a zero sum is "no sum" there
+        nonzero = pc.fill_null(pc.not_equal(table[total], pc.cast(0, table[total].type)), False)
+        wrong = pc.or_(pc.and_(positive, pc.invert(present)), pc.and_(pc.invert(positive), nonzero))
+        return _positions(pc.and_(_on_hop(table, hop), wrong))
 
     return offending
 

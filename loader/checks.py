@@ -289,7 +289,8 @@ def _tile_checks(source: ViewSource, checks: _Checks, not_after: dt.datetime, cl
     not later than the load's now + tolerance; the hop (``tile_hop_seconds``) not null, an
     integer and one of the view's hops; the tile start not null, a timestamp and aligned to
     its hop. Per feature, on the rows of its hop: every ``<f>__count`` a non-null integer
-    >= 0; an ``avg``'s ``<f>__sum`` present if and only if its count is > 0; a ``sum``'s or an
+    >= 0; an ``avg``'s ``<f>__sum`` present when its count is > 0 and 0 or absent when it is
+    0 (a tile of events without a value: the macro's ``(0, 0)``); a ``sum``'s or an
     ``avg``'s ``<f>__sum`` an integer or a decimal. Declared ranges (registry ``range``, yml
     ``featurestore.accepted_range``) are checked where a tile's bound carries over to the
     merged value: ``avg``: the tile's mean within the range (the merged mean is a weighted
@@ -371,7 +372,7 @@ def _tile_checks(source: ViewSource, checks: _Checks, not_after: dt.datetime, cl
         if function == "avg":
             checks.add(
                 "expect_column_values_to_be_present_iff_count_positive",
-                "tiles: an avg's sum present if and only if its count is > 0",
+                "tiles: an avg's sum present when its count is > 0, 0 or absent when it is 0",
                 arrow=True,
                 offending=sum_iff_count(count, total, hop),
                 column=total,

@@ -7,11 +7,9 @@ the store's answer is turned into answers (:meth:`sidecar.retrieval.Retriever`),
 record becomes a *timeline entry* instead of a fixed :data:`~sidecar.fragments.CachedRecord`:
 
 * a **tiled** (declared, windowed) view's record becomes a :class:`TiledEntry`: its tile
-  set (the JSON of :func:`featurestore.online.layout.encode_tile_set`, read here in one pass
-  rather than with ``decode_tile_set``: see :meth:`TimelinePlan.tiled_entry`) decoded and
-  checked once (every hop's partials are as many as the view's features of that hop, of
-  the shape of each feature's aggregation; tile starts whole multiples of the hop, each
-  once) into per-feature prefix sums. At ``T`` each feature's value is what
+  set (prefix sums per hop and column, :func:`featurestore.online.layout.read_tile_columns`)
+  read and checked once (its shape; every hop's partials one per feature of that hop, of the
+  kind of its aggregation). At ``T`` each feature's value is what
   :func:`featurestore.windows.merge` gives for the partials of the tiles of its hop whose
   start is in ``[window_start(T), T]`` (:func:`featurestore.windows.window_start`:
   ``floor_hop(T) - window``, inclusive; found by bisection in the sorted starts, the same
@@ -52,13 +50,12 @@ import bisect
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from itertools import accumulate
-from typing import Any, Final, cast
+from typing import Final
 
 import orjson
 
-from featurestore.online.layout import decode_steps
+from featurestore.online.layout import decode_steps, read_tile_columns
 from featurestore.online.store import EncodedRecord, InvalidRecord
 from featurestore.registry import FeatureView
 from featurestore.windows import AggregationFunction, merge, window_start
@@ -129,60 +126,39 @@ class TimelinePlan:
     def tiled_entry(self, exp: int, timeline: bytes | None) -> TiledEntry | InvalidRecord:
         """The entry of a tiled view's record (``exp`` epoch seconds), or why it is invalid.
 
-        Reads the layout's tile-set JSON (:func:`featurestore.online.layout.encode_tile_set`)
-        in one pass, checking each partial for its feature's aggregation, and keeps per
-        feature the prefix sums of its partials in tile order (see :class:`TiledEntry`)."""
+        Reads the layout's tile set (prefix sums per hop and column,
+        :func:`featurestore.online.layout.read_tile_columns`, which checks its shape) and
+        checks that each hop the view uses has one feature per partial of the kind of its
+        aggregation (``avg``: a (count, sum) pair of columns; ``count``/``sum``: one)."""
         if timeline is None:
             return InvalidRecord("a tiled view's record without a tile set")
         try:
-            parsed = orjson.loads(timeline)
-        except orjson.JSONDecodeError as exc:
-            return InvalidRecord(f"tile set is not JSON: {exc}"[:200])
-        if type(parsed) is not dict:
-            return InvalidRecord("tile set is not a JSON object")
-        functions = self.hop_functions
-        hops: _Hops = {}
-        try:
-            for hop_text, tiles in parsed.items():
-                hop = int(hop_text)
-                hop_functions = functions.get(hop)
-                if hop_functions is None:  # a hop no feature uses (the registry changed)
-                    continue
-                if type(tiles) is not dict:
-                    return InvalidRecord(f"tile set hop {hop_text!r}: not an object")
-                starts = list(map(int, tiles))
-                rows = list(tiles.values())
-                if starts != sorted(starts):
-                    order = sorted(range(len(starts)), key=starts.__getitem__)
-                    starts, rows = [starts[i] for i in order], [rows[i] for i in order]
-                if len(set(starts)) != len(starts):
-                    return InvalidRecord(f"tile set hop {hop}: a tile start twice")
-                width = len(hop_functions)
-                # (checked with C-level map/set first; the loop only names the culprit)
-                if not set(map(hop.__rmod__, starts)) <= {0}:
-                    start = next(start for start in starts if start % hop)
-                    return InvalidRecord(f"tile {hop}/{start}: not a multiple of the hop")
-                if not (set(map(type, rows)) <= {list} and set(map(len, rows)) <= {width}):
-                    start, row = next(
-                        (start, row)
-                        for start, row in zip(starts, rows, strict=True)
-                        if type(row) is not list or len(row) != width
-                    )
-                    count = len(row) if type(row) is list else "no list of"
-                    return InvalidRecord(
-                        f"tile {hop}/{start}: {count} partials, the view has {width} "
-                        f"features of hop {hop} s"
-                    )
-                columns = list(zip(*rows, strict=True)) if rows else [()] * width
-                prefixes: list[_Prefix] = []
-                for slot, (function, column) in enumerate(zip(hop_functions, columns, strict=True)):
-                    prefix = _prefix(function, column)
-                    if type(prefix) is str:
-                        return InvalidRecord(f"tile set hop {hop} partial {slot}: {prefix}")
-                    prefixes.append(prefix)  # type: ignore[arg-type]  # not a str: checked
-                hops[hop] = (tuple(map(_US.__mul__, starts)), tuple(prefixes))
+            stored = read_tile_columns(timeline)
         except _UNREADABLE as exc:
             return InvalidRecord(f"tile set: {exc}"[:200])
+        functions = self.hop_functions
+        hops: _Hops = {}
+        for hop, columns in stored.items():
+            hop_functions = functions.get(hop)
+            if hop_functions is None:  # a hop no feature uses (the registry changed)
+                continue
+            wanted = [2 if function == "avg" else 1 for function in hop_functions]
+            if columns.kinds != wanted:
+                return InvalidRecord(
+                    f"tile set hop {hop}: partial kinds {columns.kinds}, the view's features "
+                    f"of hop {hop} s need {wanted}"
+                )
+            offsets = tuple(accumulate(wanted[:-1], initial=0))
+            hops[hop] = (
+                tuple(columns.starts),
+                tuple(
+                    tuple(
+                        (tuple(columns.prefixes[c]), columns.scales[c])
+                        for c in range(offset, offset + kind)
+                    )
+                    for offset, kind in zip(offsets, wanted, strict=True)
+                ),
+            )
         return TiledEntry(self, exp, hops)
 
     @functools.cached_property
@@ -230,116 +206,12 @@ class TimelinePlan:
         return ScheduledEntry(starts, records)
 
 
-#: one feature's partials, ready to merge: ``(prefix sums,)`` for ``count`` (``prefix[k]``:
-#: the sum of the first ``k`` tiles' partials), ``(prefix sums, partials)`` for ``sum`` and
-#: ``(prefix of the counts, prefix of the sums, (count, sum) pairs)`` for ``avg``; the
-#: partials/pairs are kept only when the decimal prefix is empty (merged with ``merge``)
-_Prefix = tuple[tuple[Any, ...], ...]
-#: a decimal prefix sum this large could round in Decimal's 28 digits: merge the slice instead
-_EXACT_BELOW: Final = Decimal(10) ** 24
-#: hop seconds -> (tile starts in microseconds ascending, per slot its _Prefix)
-_Hops = dict[int, tuple[tuple[int, ...], tuple[_Prefix, ...]]]
-_NONE_TYPE: Final = type(None)
-
-
-def _prefix(function: AggregationFunction, column: Sequence[object]) -> _Prefix | str:
-    """The prefix sums of one feature's partials (None: no events, counted as 0), or why a
-    partial is not one of ``function``."""
-    if function == "count":
-        counts = _integers(column)
-        if counts is None:
-            return _refused("a count must be an integer", column, int)
-        return (tuple(accumulate(counts, initial=0)),)
-    if function == "sum":
-        sums = _numbers(column)
-        if isinstance(sums, str):
-            return f"a sum must be a number, got {sums}"
-        prefix = _sums(sums)
-        return (prefix, () if prefix else tuple(sums))
-    lists = cast(Sequence[list[object]], column)
-    if set(map(type, column)) <= {list} and set(map(len, lists)) <= {2}:  # no None
-        counts_read, totals_read = zip(*lists, strict=True) if lists else ((), ())
-        counts = _integers(counts_read)
-        totals = _numbers(totals_read)
-        if counts is not None and not isinstance(totals, str):
-            return _avg_prefix(counts, totals)
-    pairs = []
-    for partial in column:
-        if partial is None:
-            pairs.append((0, 0))
-        elif type(partial) is list and len(partial) == 2:
-            pairs.append((partial[0], partial[1]))
-        else:
-            return f"an avg must be [count, sum], got {partial!r}"[:80]
-    counts = _integers([count for count, _ in pairs])
-    totals = _numbers([total for _, total in pairs])
-    if counts is None or isinstance(totals, str):
-        return f"an avg must be [count, sum], got {column!r}"[:80]
-    return _avg_prefix(counts, totals)
-
-
-def _avg_prefix(counts: list[int], totals: list[int | Decimal]) -> _Prefix:
-    """An avg's prefixes; the (count, sum) pairs only if the sums are merged instead."""
-    sums = _sums(totals)
-    pairs = () if sums else tuple(zip(counts, totals, strict=True))
-    return (tuple(accumulate(counts, initial=0)), sums, pairs)
-
-
-def _refused(what: str, column: Sequence[object], wanted: type) -> str:
-    culprit = next((p for p in column if p is not None and type(p) is not wanted), None)
-    return f"{what}, got {culprit!r}"[:80]
-
-
-def _integers(column: Sequence[object]) -> list[int] | None:
-    """The partials as ints (None as 0), or None if one is no integer."""
-    types = set(map(type, column))
-    if types <= {int}:
-        return list(column)  # type: ignore[arg-type]  # ints: checked
-    if types <= {int, _NONE_TYPE}:
-        return [0 if p is None else p for p in column]  # type: ignore[misc]
-    return None
-
-
-def _numbers(column: Sequence[object]) -> list[int | Decimal] | str:
-    """The partials as ints or exact decimals (decimal strings; None as 0), or the text of
-    the first that is neither (a non-finite decimal included)."""
-    types = set(map(type, column))
-    if types <= {int}:
-        return list(column)  # type: ignore[arg-type]  # ints: checked
-    if types == {str}:  # decimal strings (the usual decimal column): converted in C
-        try:
-            numbers = list(map(Decimal, column))  # type: ignore[arg-type]  # strs: checked
-        except ArithmeticError:
-            numbers = []
-        if numbers and all(map(Decimal.is_finite, numbers)):
-            return numbers  # type: ignore[return-value]  # Decimals
-    out: list[int | Decimal] = []
-    for partial in column:
-        if partial is None:
-            out.append(0)
-        elif type(partial) is int:
-            out.append(partial)
-        elif type(partial) is str:
-            try:
-                number = Decimal(partial)
-            except ArithmeticError:
-                return repr(partial)[:40]
-            if not number.is_finite():
-                return repr(partial)[:40]
-            out.append(number)
-        else:
-            return repr(partial)[:40]
-    return out
-
-
-def _sums(values: list[int | Decimal]) -> tuple[Any, ...]:
-    """Prefix sums, or an empty list when a decimal total could be rounded (the merge then
-    adds the window's partials with :func:`featurestore.windows.merge` instead)."""
-    prefix = tuple(accumulate(values, initial=0))
-    total = prefix[-1]
-    if isinstance(total, Decimal) and abs(total) >= _EXACT_BELOW:
-        return ()
-    return prefix
+#: one feature's columns: per column (its prefix sums, ``prefix[k]`` the sum of the first
+#: ``k`` tiles' partials in units of ``10**-scale``; its scale): one column for ``count``
+#: and ``sum``, (counts, sums) for ``avg``
+_Columns = tuple[tuple[tuple[int, ...], int], ...]
+#: hop seconds -> (tile starts in seconds ascending, per slot its _Columns)
+_Hops = dict[int, tuple[tuple[int, ...], tuple[_Columns, ...]]]
 
 
 class TiledEntry:
@@ -365,31 +237,37 @@ class TiledEntry:
         self._memo: tuple[int, int, tuple[bytes | None, ...]] | None = None
 
     def values_at(self, now_us: int) -> list[int | float | None]:
-        """Each feature's value (view order) at ``now_us`` (microseconds, UTC)."""
+        """Each feature's value (view order) at ``now_us`` (microseconds, UTC).
+
+        Sums are exact integers of ``10**-scale`` units; a decimal one becomes a float by one
+        correctly rounded division (Python's int / int), as ``float(Decimal)`` and the SQL
+        ``cast(sum as double)`` round it; an avg is that float divided by the count."""
         out: list[int | float | None] = []
         hops = self._hops
+        now_s = now_us // _US
+        value: int | float | None
         for feature in self.plan.windowed:
             function = feature.function
             found = hops.get(feature.hop_seconds)
             if found is None or not found[0]:
                 value = merge(function, ())
             else:
-                starts, prefixes = found
-                first = window_start(now_us, feature.hop_seconds, feature.window_seconds)
+                starts, slots = found
+                first = window_start(now_us, feature.hop_seconds, feature.window_seconds) // _US
                 lo = bisect.bisect_left(starts, first)
-                hi = bisect.bisect_right(starts, now_us)
-                prefix = prefixes[feature.slot]
+                hi = bisect.bisect_right(starts, now_s)
+                columns = slots[feature.slot]
+                prefix, scale = columns[0]
                 if function == "count":
-                    value = prefix[0][hi] - prefix[0][lo]
-                elif not prefix[-2]:  # a decimal total too large for prefix sums
-                    value = merge(function, [p for p in prefix[-1][lo:hi] if p is not None])
+                    value = prefix[hi] - prefix[lo]
                 elif function == "sum":
-                    total = prefix[0][hi] - prefix[0][lo]
-                    value = float(total) if isinstance(total, Decimal) else total
+                    units = prefix[hi] - prefix[lo]
+                    value = units if scale == 0 else units / 10**scale
                 else:
-                    count = prefix[0][hi] - prefix[0][lo]
-                    whole = prefix[1][hi] - prefix[1][lo]
-                    value = float(whole) / count if count else None
+                    count = prefix[hi] - prefix[lo]
+                    sums, scale = columns[1]
+                    units = sums[hi] - sums[lo]
+                    value = (units / 10**scale) / count if count else None
             if feature.as_float and type(value) is int:
                 value = float(value)
             out.append(value)
