@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 import secrets
@@ -12,8 +14,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -131,12 +134,62 @@ def run_online_demo(project_dir: Path | None, *, as_of: str, echo: Callable[[str
     _run([cli, "load", "--online", online, "--now", now, "--log-format", "json"], project.root)
 
     api_key = secrets.token_urlsafe(24)
+    user, device = _demo_keys(project)
+    later = _next_decay(project, user, as_of)
+    requests = [
+        {
+            "entity_name": "user",
+            "entity_keys": [user, "usr_01928374"],
+            "features": [
+                "user_7d_transaction_count",
+                "avg_order_value_90d",
+                "user_10m_transaction_count",
+            ],
+        },
+        {
+            "entity_name": "user_device",
+            "entity_keys": [f"{user}:{device}", "usr_01928374:dev_unknown"],
+            "features": ["device_seen_before"],
+        },
+    ]
+    with _sidecar(cli, online, now, api_key, project.root, echo) as base:
+        for body in requests:
+            _show(base, body, api_key, echo)
+    # The same user later, with no load in between: the windowed value is merged from the
+    # stored tiles at the sidecar's time, so it decays as a transaction leaves the window.
+    later_now = later.strftime("%Y-%m-%dT%H:%M:%SZ")
+    echo("")
+    echo(
+        f"==> {later_now}: one of {user}'s transactions has left the 7-day window since "
+        f"{now}; no load in between"
+    )
+    with _sidecar(cli, online, later_now, api_key, project.root, echo) as base:
+        answer = _show(base, requests[0] | {"entity_keys": [user]}, api_key, echo)
+    spine = pd.DataFrame({"user_id": [user], "event_timestamp": [later]})
+    training = get_historical_features(
+        spine, ["user_7d_transaction_count"], project_dir=project.root
+    )
+    offline = int(training["user_7d_transaction_count"].iloc[0])
+    served = answer["results"][0]["features"]["user_7d_transaction_count"]["value"]
+    echo(
+        f"user_7d_transaction_count of {user} at {later_now}: served {served}, "
+        f"get_historical_features {offline} ({'equal' if served == offline else 'DIFFERENT'})"
+    )
+    if served != offline:
+        raise DbtError("the served windowed value differs from the training value")
+
+
+@contextlib.contextmanager
+def _sidecar(
+    cli: str, online: str, now: str, api_key: str, root: Path, echo: Callable[[str], object]
+) -> Iterator[str]:
+    """``featurestore serve`` pinned at ``now`` on a free port, until the block ends."""
     port = _free_port()
     env = {**os.environ, "FEATURESTORE_API_KEYS": api_key}
     echo(f"==> featurestore serve --online {online} --port {port} --now {now}")
     server = subprocess.Popen(
         [cli, "serve", "--online", online, "--port", str(port), "--now", now],
-        cwd=project.root,
+        cwd=root,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -144,33 +197,46 @@ def run_online_demo(project_dir: Path | None, *, as_of: str, echo: Callable[[str
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base, server)
-        user, device = _demo_keys(project)
-        requests = [
-            {
-                "entity_name": "user",
-                "entity_keys": [user, "usr_01928374"],
-                "features": ["user_7d_transaction_count", "avg_order_value_90d"],
-            },
-            {
-                "entity_name": "user_device",
-                "entity_keys": [f"{user}:{device}", "usr_01928374:dev_unknown"],
-                "features": ["device_seen_before"],
-            },
-        ]
-        for body in requests:
-            echo(f"==> POST {base}/api/v1/features/retrieve")
-            echo(json.dumps(body))
-            status, headers, answer = _post(f"{base}/api/v1/features/retrieve", body, api_key)
-            degraded = headers.get("X-Featurestore-Degraded")
-            echo(f"<== HTTP {status}{' (degraded)' if degraded else ''}")
-            echo(json.dumps(answer, indent=2))
+        yield base
     finally:
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
-    echo("==> sidecar stopped")
+        echo("==> sidecar stopped")
+
+
+def _show(
+    base: str, body: Mapping[str, object], api_key: str, echo: Callable[[str], object]
+) -> Any:
+    echo(f"==> POST {base}/api/v1/features/retrieve")
+    echo(json.dumps(body))
+    status, headers, answer = _post(f"{base}/api/v1/features/retrieve", body, api_key)
+    degraded = headers.get("X-Featurestore-Degraded")
+    echo(f"<== HTTP {status}{' (degraded)' if degraded else ''}")
+    echo(json.dumps(answer, indent=2))
+    return answer
+
+
+def _next_decay(project: Project, user: str, as_of: str) -> dt.datetime:
+    """The first instant after ``as_of`` at which one of ``user``'s transactions leaves the
+    7-day window (its 1-hour tile's start + 1 h + 7 d: featurestore.windows.leaves_at), plus
+    a minute; from the user's stored tiles (the online model)."""
+    manifest = json.loads(project.manifest_path.read_text())
+    tiles = _relation(manifest, "online_user_transaction_features")
+    cutoff = dt.datetime.fromisoformat(as_of)
+    with duckdb.connect(str(duckdb_path(project)), read_only=True) as con:
+        rows = con.execute(
+            f"select min(tile_start) from {tiles} where user_id = ? and tile_hop_seconds = 3600 "
+            "and user_7d_transaction_count__count > 0 and tile_start + interval 1 hour "
+            "+ interval 7 day > ?",
+            [user, cutoff],
+        ).fetchall()
+    if not rows or rows[0][0] is None:
+        return cutoff + dt.timedelta(hours=6)
+    start: dt.datetime = rows[0][0]
+    return start + dt.timedelta(hours=1, days=7, minutes=1)
 
 
 def _run(command: list[str], cwd: Path) -> None:
