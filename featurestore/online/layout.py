@@ -80,7 +80,9 @@ Timelines (layout version 2)
       or null, ...]], ...]`` ascending, values in the view's feature order
       (:func:`encode_steps`). At time ``T`` a reader serves the latest of (steps, record)
       whose ``ts`` <= ``T`` (the first step if ``T`` is earlier), each with its own expiry
-      ``ts + ttl``. Newer-wins compares the record's (last) ``(ts, ver)``.
+      ``ts + ttl``. Newer-wins compares the record's (last) ``(ts, ver)``; when that last
+      row is a scheduled one (``ts`` after the load's cutoff ``C``) its ``ver`` is ``C``
+      (so ``ver < ts``): a later load that corrected it wins, a re-run is a no-op.
 
     A timeline is bytes (:attr:`Record.timeline`; anything else is refused on write), returned as
     stored (an undecodable one is the reader's InvalidRecord, not the store's). A record
