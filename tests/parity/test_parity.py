@@ -135,7 +135,7 @@ def windowed_value(
     aggregation = next(f.aggregation for f in view.features if f.name == feature)
     assert spec is not None and aggregation is not None
     hop, window = aggregation.hop_seconds, aggregation.window_seconds
-    mine = [e for e in events if tuple(str(e[k]) for k in spec.keys) == key]
+    mine = _by_key(events, spec.keys).get(key, [])
     # the history's row at T is its latest change instant <= T (an event entering at its
     # ingestion time, if before it leaves, or leaving a window of any feature of the view);
     # none, or one older than the TTL: null
@@ -167,6 +167,23 @@ def windowed_value(
     if aggregation.function == "sum":
         return float(total) if isinstance(total, Decimal) else total
     return float(total) / count if count else None
+
+
+_GROUPED: dict[tuple[int, tuple[str, ...]], dict[tuple[str, ...], list[dict[str, Any]]]] = {}
+
+
+def _by_key(
+    events: list[dict[str, Any]], keys: tuple[str, ...]
+) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """The events grouped by entity key (computed once per event list)."""
+    found = _GROUPED.get((id(events), keys))
+    if found is None:
+        found = defaultdict(list)
+        for event in events:
+            if all(event[k] is not None for k in keys):
+                found[tuple(str(event[k]) for k in keys)].append(event)
+        _GROUPED[(id(events), keys)] = found
+    return found
 
 
 def hand_written_value(
@@ -280,6 +297,73 @@ def _load(cut: Cut, url: str) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+@dataclass
+class Expected:
+    """One cut's questions and their two independent answers, computed once per module."""
+
+    samples: list[Sample]
+    times: list[int]
+    #: (view, key, time us, feature) -> (get_historical_features' value, brute force's)
+    answers: dict[tuple[str, tuple[str, ...], int, str], tuple[object, object]]
+
+
+_EXPECTED: dict[dt.datetime, Expected] = {}
+
+
+def _expected(cut: Cut, monkeypatch: pytest.MonkeyPatch) -> Expected:
+    """The samples, times and answers of ``cut``: one ``get_historical_features`` call per
+    view over every (key, time) pair, and the brute force of each."""
+    if cut.cutoff in _EXPECTED:
+        return _EXPECTED[cut.cutoff]
+    views = [v for v in cut.registry.views.values() if v.online]
+    event_rows = [
+        tx.__dict__ for tx in dedupe_transactions(read_rows(cut.raw, "transactions")).values()
+    ]
+    samples = _samples(cut, views, random.Random(cut.cutoff.toordinal() + 1))
+    times = _times(cut, views, event_rows)
+    answers: dict[tuple[str, tuple[str, ...], int, str], tuple[object, object]] = {}
+    cut.warehouse.use(monkeypatch)
+    for sample in samples:
+        view = sample.view
+        features = list(view.feature_names())
+        pairs = [(key, at_us) for at_us in times for key in sample.keys]
+        spine = pd.DataFrame(
+            {
+                **{k: [key[i] for key, _ in pairs] for i, k in enumerate(view.keys)},
+                "event_timestamp": [_at(at_us) for _, at_us in pairs],
+            }
+        )
+        training = get_historical_features(spine, features)
+        for row, (key, at_us) in enumerate(pairs):
+            for feature in features:
+                offline = training[feature].iloc[row]
+                offline = None if pd.isna(offline) else offline
+                if view.windowed is not None:
+                    brute = windowed_value(view, feature, key, at_us, event_rows)
+                else:
+                    brute = hand_written_value(cut.reference, view, feature, key, _at(at_us))
+                answers[(view.name, key, at_us, feature)] = (offline, brute)
+    _EXPECTED[cut.cutoff] = expected = Expected(samples, times, answers)
+    return expected
+
+
+def test_training_equals_brute_force(cuts: list[Cut], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``get_historical_features`` at every asked time equals the brute force."""
+    for cut in cuts:
+        for (view, key, at_us, feature), (offline, brute) in _expected(
+            cut, monkeypatch
+        ).answers.items():
+            assert _same(offline, brute), (
+                cut.cutoff,
+                view,
+                key,
+                feature,
+                _at(at_us),
+                offline,
+                brute,
+            )
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_sidecar_equals_training_equals_brute_force(
     kind: str,
@@ -289,7 +373,6 @@ def test_sidecar_equals_training_equals_brute_force(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = store_url(kind, request, tmp_path)
-    rng = random.Random(11)
     with ExitStack() as stack:
         writer = stack.enter_context(open_store(url))
         writer.initialize()
@@ -297,13 +380,9 @@ def test_sidecar_equals_training_equals_brute_force(
         #: (cutoff, view, key, feature) -> the values served at the times after one load
         served_values: dict[tuple[object, ...], set[object]] = defaultdict(set)
         for cut in cuts:
+            expected = _expected(cut, monkeypatch)
             _load(cut, url)
             registry = cut.registry
-            views = [v for v in registry.views.values() if v.online]
-            events = list(dedupe_transactions(read_rows(cut.raw, "transactions")).values())
-            event_rows = [tx.__dict__ for tx in events]
-            samples = _samples(cut, views, rng)
-            times = _times(cut, views, event_rows)
             clock = ManualClock(cut.cutoff.replace(tzinfo=dt.UTC))
             settings = Settings(
                 online_url=url,
@@ -313,10 +392,9 @@ def test_sidecar_equals_training_equals_brute_force(
             )
             with serving_in_process(settings, registry, open_store(url), clock) as server:
                 client = stack.enter_context(server.client())
-                for at_us in times:
-                    at = _at(at_us)
-                    clock.set(at.replace(tzinfo=dt.UTC))
-                    for sample in samples:
+                for at_us in expected.times:
+                    clock.set(_at(at_us).replace(tzinfo=dt.UTC))
+                    for sample in expected.samples:
                         view = sample.view
                         features = list(view.feature_names())
                         sent = [k[0] if len(k) == 1 else entity_token(k) for k in sample.keys]
@@ -330,30 +408,12 @@ def test_sidecar_equals_training_equals_brute_force(
                         )
                         assert response.status_code == 200, response.text
                         results = response.json()["results"]
-                        spine = pd.DataFrame(
-                            {
-                                **{
-                                    k: [key[i] for key in sample.keys]
-                                    for i, k in enumerate(view.keys)
-                                },
-                                "event_timestamp": [at] * len(sample.keys),
-                            }
-                        )
-                        cut.warehouse.use(monkeypatch)
-                        training = get_historical_features(spine, features)
-                        for row, (key, result) in enumerate(zip(sample.keys, results, strict=True)):
+                        for key, result in zip(sample.keys, results, strict=True):
                             for feature in features:
                                 default = registry.features[feature].default
-                                offline = training[feature].iloc[row]
-                                offline = None if pd.isna(offline) else offline
-                                if view.windowed is not None:
-                                    brute = windowed_value(view, feature, key, at_us, event_rows)
-                                else:
-                                    brute = hand_written_value(
-                                        cut.reference, view, feature, key, at
-                                    )
+                                offline, brute = expected.answers[(view.name, key, at_us, feature)]
                                 served = _served_value(result["features"][feature])
-                                what = (kind, cut.cutoff, view.name, key, feature, at)
+                                what = (kind, cut.cutoff, view.name, key, feature, _at(at_us))
                                 assert _same(offline, brute), (*what, "training", offline, brute)
                                 want = default if brute is None else brute
                                 assert _same(served, want), (*what, "served", served, want)
