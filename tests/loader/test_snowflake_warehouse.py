@@ -78,7 +78,12 @@ pytestmark = pytest.mark.filterwarnings(
 
 FEATURESTORE = str(Path(sys.executable).parent / "featurestore")
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
-VIEWS = ("merchant_chargeback_features", "user_device_features", "user_transaction_features")
+VIEWS = (
+    "merchant_chargeback_features",
+    "merchant_transaction_features",
+    "user_device_features",
+    "user_transaction_features",
+)
 PASSWORD = "pw-Sekret-4711"
 SF_ENV = {
     "FEATURESTORE_TARGET": "snowflake",
@@ -98,6 +103,15 @@ SNOWFLAKE_TYPES = {
     "DOUBLE": "float",
     "BOOLEAN": "boolean",
 }
+
+
+def snowflake_type(duckdb_type: str) -> str:
+    """The Snowflake DDL type of a DuckDB column type (``DECIMAL(p,s)``: ``number(p, s)``, as
+    dbt-snowflake creates the tile sums)."""
+    match = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", duckdb_type)
+    if match:
+        return f"number({match[1]}, {match[2]})"
+    return SNOWFLAKE_TYPES[duckdb_type]
 
 
 # --- fixtures: a Snowflake manifest, a fakesnow server holding the demo online tables -------
@@ -200,7 +214,7 @@ def fake_snowflake(
                 table = f"main_online.online_{source.name}"
                 described = con.sql(f"describe {table}").fetchall()
                 columns = ", ".join(
-                    f"{name} {SNOWFLAKE_TYPES[kind]}" for name, kind, *_ in described
+                    f"{name} {snowflake_type(kind)}" for name, kind, *_ in described
                 )
                 server.execute(
                     f"create schema if not exists {source.database}.{source.schema}",
