@@ -516,18 +516,50 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     assert table_out.returncode == 0 and "rejected" in table_out.stdout
 
 
+#: the gate cases' hand-written view of the user entity (test-only, like the sidecar suites'
+#: variant view of that name): user_transaction_features' count and average as hand-written
+#: features (the declared view itself holds tiles, whose gate is tests/loader/test_timelines.py)
+GATE_VIEW = "user_profile_features"
+GATE_FEATURES = ("user_7d_transaction_count", "avg_order_value_90d")
+
+
 def _gate_registry(registry: Registry) -> Registry:
-    """The demo registry with accepted_values declared on user_7d_transaction_count."""
-    view = registry.view("user_transaction_features")
+    """The demo registry plus GATE_VIEW: hand-written (no windowed declaration, no
+    aggregations), the features and data tests of GATE_FEATURES as the yml declares them on
+    user_transaction_features, and accepted_values declared on user_7d_transaction_count."""
+    base = registry.view("user_transaction_features")
     features = tuple(
-        dataclasses.replace(f, accepted_values=tuple(range(0, 60)))
-        if f.name == "user_7d_transaction_count"
-        else f
-        for f in view.features
+        dataclasses.replace(
+            f,
+            view=GATE_VIEW,
+            aggregation=None,
+            accepted_values=tuple(range(0, 60)) if f.name == "user_7d_transaction_count" else None,
+        )
+        for f in base.features
+        if f.name in GATE_FEATURES
+    )
+    view = dataclasses.replace(
+        base,
+        name=GATE_VIEW,
+        relation=f"main_features.{GATE_VIEW}",
+        windowed=None,
+        available_at="available_at",
+        features=features,
+        data_tests=tuple(t for t in base.data_tests if t.column in GATE_FEATURES),
+    )
+    assert not view.tiled
+    assert {(t.column, t.name) for t in view.data_tests} >= {
+        ("user_7d_transaction_count", "not_null"),
+        ("avg_order_value_90d", "accepted_range"),
+    }
+    model = f"online_{GATE_VIEW}"
+    relation = dataclasses.replace(
+        registry.relations["online_user_transaction_features"], alias=model
     )
     return dataclasses.replace(
         registry,
-        views={**registry.views, view.name: dataclasses.replace(view, features=features)},
+        views={**registry.views, GATE_VIEW: view},
+        relations={**registry.relations, model: relation},
     )
 
 
@@ -547,12 +579,12 @@ GATE_CASES: dict[str, tuple[dict[str, str], str, dict[str, object]]] = {
     "null feature time": (
         {"ts": "null"},
         "expect_column_values_to_not_be_null",
-        {"column": "user_transaction_features__feature_at"},
+        {"column": f"{GATE_VIEW}__feature_at"},
     ),
     "as-of before feature time": (
         {"ver": "ts - interval 1 second"},
         "expect_column_pair_values_a_to_be_greater_than_b",
-        {"column_A": "user_transaction_features__as_of_at", "or_equal": True},
+        {"column_A": f"{GATE_VIEW}__as_of_at", "or_equal": True},
     ),
     "NaN": (
         {"avg": "'nan'::double"},
@@ -584,7 +616,7 @@ GATE_CASES: dict[str, tuple[dict[str, str], str, dict[str, object]]] = {
 
 
 def _gate_table(path: Path, broken: dict[str, str], bad_rows: set[int]) -> None:
-    """main_online.online_user_transaction_features (40 users, rows in bad_rows broken) and
+    """main_online.online_user_profile_features (40 users, rows in bad_rows broken) and
     a valid online_merchant_chargeback_features (5 merchants)."""
     exprs = {
         "user_id": "'usr_' || lpad(cast(i as varchar), 4, '0')",
@@ -603,7 +635,7 @@ def _gate_table(path: Path, broken: dict[str, str], bad_rows: set[int]) -> None:
             usual = f"cast({usual} as varchar)"
         return f"case when i in ({bad}) then {broken[name]} else {usual} end"
 
-    view = "user_transaction_features"
+    view = GATE_VIEW
     with duckdb.connect(str(path)) as con:
         con.sql("create schema main_online")
         con.sql(
@@ -639,8 +671,9 @@ def test_gate_names_the_failed_expectation_and_its_rows(
     bad_rows = {3, 17, 18, 31, 33, 35, 37}  # more than the 5 samples kept, over 3 chunks
     path = tmp_path / "gate.duckdb"
     _gate_table(path, broken, bad_rows)
-    names = ["user_transaction_features", "merchant_chargeback_features"]
-    sources = plan_views(_gate_registry(registry), names)
+    gate_registry = _gate_registry(registry)
+    names = [GATE_VIEW, "merchant_chargeback_features"]
+    sources = plan_views(gate_registry, names)
     report = load(sqlite_store, path, sources, now=NOW, validation_chunk_rows=16, batch_rows=8)
     assert report.exit_code == ExitCode.REJECTED
     users, merchants = report.views
@@ -663,7 +696,7 @@ def test_gate_names_the_failed_expectation_and_its_rows(
     if "user_id" in broken:
         start = dt.datetime(2026, 4, 20)
         numbers = [
-            (dt.datetime.fromisoformat(s["user_transaction_features__feature_at"]) - start)
+            (dt.datetime.fromisoformat(s[f"{GATE_VIEW}__feature_at"]) - start)
             // dt.timedelta(minutes=1)
             for s in failure.samples
         ]
@@ -674,7 +707,7 @@ def test_gate_names_the_failed_expectation_and_its_rows(
         assert {s["avg_order_value_90d"] for s in failure.samples} == {"nan"}
     # nothing of the rejected view is written, all of the other view is
     keys = [(f"usr_{i:04d}",) for i in range(40)]
-    view = registry.view("user_transaction_features")
+    view = gate_registry.view(GATE_VIEW)
     assert set(read_all(sqlite_store, view, keys).values()) == {None}
     assert sqlite_store.get_watermark(view.name) is None
     assert (merchants.outcome, merchants.rows_written) == ("success", 5)
@@ -689,10 +722,11 @@ def test_a_valid_table_passes_every_check(
     """The gate's table with nothing broken loads (so the cases above fail for their break)."""
     path = tmp_path / "gate.duckdb"
     _gate_table(path, {}, {0})
-    sources = plan_views(_gate_registry(registry), ["user_transaction_features"])
+    gate_registry = _gate_registry(registry)
+    sources = plan_views(gate_registry, [GATE_VIEW])
     report = load(sqlite_store, path, sources, now=NOW, validation_chunk_rows=16, batch_rows=8)
-    assert _counts(report) == {"user_transaction_features": ("success", 40, 40, 0, 0, 0)}
-    view = registry.view("user_transaction_features")
+    assert _counts(report) == {GATE_VIEW: ("success", 40, 40, 0, 0, 0)}
+    view = gate_registry.view(GATE_VIEW)
     got = read_all(sqlite_store, view, [("usr_0039",)])[("usr_0039",)]
     assert got is not None and math.isclose(float(got.values["avg_order_value_90d"]), 39 * 1.25)
 
