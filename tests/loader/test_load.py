@@ -425,7 +425,8 @@ def test_warehouse_change_is_picked_up(
 ) -> None:
     copy = copy_warehouse(demo_warehouse, tmp_path / "wh")
     copy.use(monkeypatch)
-    view = registry.view("user_transaction_features")
+    view = registry.view("merchant_chargeback_features")  # hand-written: rows
+    rate = "merchant_chargeback_rate_30d"
     store = open_store(store_url(kind, request, tmp_path))
     store.initialize()
     try:
@@ -436,10 +437,10 @@ def test_warehouse_change_is_picked_up(
         watermark = store.get_watermark(view.name)
         assert watermark == max(row.changed for row in rows.values())
 
-        # users with one row (no scheduled row), changed at the cutoff (`as_of_at`): later
+        # merchants with one row (no scheduled row), changed at the cutoff (`as_of_at`): later
         # than the watermark, the greatest change time read
         a, b, c, e = sorted(key for key, row in rows.items() if row.read == 1)[:4]
-        table = "main_online.online_user_transaction_features"
+        table = "main_online.online_merchant_chargeback_features"
         ts, ver = f"{view.name}__feature_at", f"{view.name}__as_of_at"
         changed_at = f"{view.name}__changed_at"
         after = "as_of_at"
@@ -448,35 +449,33 @@ def test_warehouse_change_is_picked_up(
             con.execute(
                 f"update {table} set {ts} = {ts} + interval 1 minute, {ver} = {after}, "
                 f"{changed_at} = {after}, "
-                "user_7d_transaction_count = user_7d_transaction_count + 5 where user_id = ?",
+                f"{rate} = coalesce({rate}, 0) / 2 + 0.01 where merchant_id = ?",
                 [a[0]],
             )
             # b: a correction at the same feature time, known later
             con.execute(
                 f"update {table} set {ver} = {after}, {changed_at} = {after}, "
-                "avg_order_value_90d = 1234.5 where user_id = ?",
+                f"{rate} = 0.625 where merchant_id = ?",
                 [b[0]],
             )
             # c: known later but with an older feature time: newer-wins keeps the stored one
             con.execute(
                 f"update {table} set {ts} = {ts} - interval 1 second, {ver} = {after}, "
-                f"{changed_at} = {after}, user_7d_transaction_count = 999 where user_id = ?",
+                f"{changed_at} = {after}, {rate} = 0.999 where merchant_id = ?",
                 [c[0]],
             )
             # e: changed without a later change time: invisible to an incremental load
+            con.execute(f"update {table} set {rate} = 0.777 where merchant_id = ?", [e[0]])
+            # d: a new merchant
             con.execute(
-                f"update {table} set user_7d_transaction_count = 777 where user_id = ?", [e[0]]
-            )
-            # d: a new user
-            con.execute(
-                f"insert into {table} by name select 'usr_new_1' as user_id, as_of_at, "
-                f"3 as user_7d_transaction_count, 42.0 as avg_order_value_90d, {ts}, "
-                f"{after} as {ver}, {after} as {changed_at} from {table} where user_id = ?",
+                f"insert into {table} by name select 'mer_new_1' as merchant_id, as_of_at, "
+                f"0.42 as {rate}, {ts}, "
+                f"{after} as {ver}, {after} as {changed_at} from {table} where merchant_id = ?",
                 [a[0]],
             )
         changed = warehouse_rows(copy.duckdb_path, view)
         newer = {key: row for key, row in changed.items() if row.changed > watermark}
-        assert set(newer) == {a, b, c, ("usr_new_1",)}
+        assert set(newer) == {a, b, c, ("mer_new_1",)}
         written, skipped = replay(state, newer)
         assert (written, skipped) == (3, 1)
 
@@ -487,8 +486,8 @@ def test_warehouse_change_is_picked_up(
         assert_store_holds(store, view, state)
         assert store.get_watermark(view.name) == max(row.changed for row in changed.values())
         got = read_all(store, view, [c, e])
-        assert got[c] is not None and got[c].values["user_7d_transaction_count"] != 999
-        assert got[e] is not None and got[e].values["user_7d_transaction_count"] != 777
+        assert got[c] is not None and got[c].values[rate] != 0.999
+        assert got[e] is not None and got[e].values[rate] != 0.777
 
         # a full refresh replaces every record with the warehouse's, whatever the order
         # (c's older feature time and e's unchanged pair too); rows expired by then go
@@ -500,8 +499,8 @@ def test_warehouse_change_is_picked_up(
         assert _counts(report) == {view.name: counts}  # expired records remove stored ones
         assert_store_holds(store, view, live)
         got = read_all(store, view, [c, e])
-        assert got[c] is not None and got[c].values["user_7d_transaction_count"] == 999
-        assert got[e] is not None and got[e].values["user_7d_transaction_count"] == 777
+        assert got[c] is not None and got[c].values[rate] == 0.999
+        assert got[e] is not None and got[e].values[rate] == 0.777
     finally:
         store.close()
 
@@ -573,10 +572,11 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     proc = run_cli("load", "--online", url, "--now", "2026-05-01T00:00:00Z", env=copy.env)
     assert proc.returncode == ExitCode.REJECTED, proc.stderr
     logs = json_lines(proc.stderr)
-    assert [line["event"] for line in logs].count("view.end") == 3
+    assert [line["event"] for line in logs].count("view.end") == len(VIEWS)
     ends = {line["view"]: line for line in logs if line["event"] == "view.end"}
     assert {view: line["outcome"] for view, line in ends.items()} == {
         "merchant_chargeback_features": "rejected",
+        "merchant_transaction_features": "success",
         "user_device_features": "success",
         "user_transaction_features": "success",
     }
@@ -595,15 +595,15 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     total = next(line for line in logs if line["event"] == "load.total")
     assert total["exit_code"] == ExitCode.REJECTED and total["level"] == "ERROR"
     summary = proc.stdout.strip().splitlines()
-    assert len(summary) == 4 and summary[-1].startswith("total: 3 view(s)")
+    assert len(summary) == 5 and summary[-1].startswith("total: 4 view(s)")
     assert summary[0].startswith("merchant_chargeback_features: rejected, ")
 
     with open_store(url) as store:
         assert read_all(store, merchant, sorted(rows)) == dict.fromkeys(sorted(rows))
         assert store.get_watermark(merchant.name) is None
-        for name in ("user_device_features", "user_transaction_features"):
+        for name in VIEWS[1:]:
             other = registry.view(name)
-            assert_store_holds(store, other, warehouse_rows(copy.duckdb_path, other))
+            assert_store_holds(store, other, expected_rows(copy.duckdb_path, other))
         (record,) = [r for r in store.list_loads() if r.view == merchant.name]
         assert record.outcome == "rejected" and record.rows_rejected == 2
         assert record.rows_written == 0 and record.watermark_after is None
@@ -614,6 +614,7 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     assert listed.returncode == 0, listed.stderr
     assert {(r["view"], r["outcome"]) for r in json.loads(listed.stdout)} == {
         ("merchant_chargeback_features", "rejected"),
+        ("merchant_transaction_features", "success"),
         ("user_device_features", "success"),
         ("user_transaction_features", "success"),
     }
