@@ -508,3 +508,29 @@ def _duplicate(path: Path, view: FeatureView, key: tuple[str, int, int]) -> None
             "where user_id = ? and tile_hop_seconds = ? and tile_start = make_timestamp(?)",
             [key[0], key[1], key[2]],
         )
+
+
+def test_an_avg_tile_of_events_without_a_value_may_hold_a_zero_sum(
+    sqlite_recorded: Recorded, tmp_path: Path
+) -> None:
+    """usr_1's last hour tile holds one event without a price: its avg partial is a count of
+    0 and a sum of 0.00 as the tile model writes it (decimal(18, 2) here: the gate's zero is
+    of the column's type), loaded as (0, 0); a non-zero sum on a count of 0 is refused."""
+    store = sqlite_recorded.store
+    path = tmp_path / "warehouse.duckdb"
+    view, tiles = _tile_rows(path)
+    key = ("usr_1", 3600, (C1 - 90 * US) // H * H)
+    assert (tiles[key]["mean_7d__count"], tiles[key]["mean_7d__sum"]) == (0, None)
+    latest = {"usr_1": C1 - 90 * US, "usr_2": C1 - 26 * H}
+    for total, outcome in ((Decimal("0.00"), "success"), (Decimal("0.01"), "rejected")):
+        tiles[key] = {**tiles[key], "mean_7d__sum": total}
+        write_tiles(path, view, tiles, C1, feature_at=latest, changed_at=latest)
+        # a full refresh: the same change times, read again
+        report = load(store, path, [source_of(view)], now=clock_at(C1), full_refresh=True)
+        (result,) = report.views
+        assert (result.outcome, result.rows_read) == (outcome, len(tiles)), result.failures
+    sent = sqlite_recorded.take()
+    record = sent["usr_1",]
+    assert record.timeline is not None
+    count = tiles[key]["n_7d__count"]
+    assert count == 1 and decode_tile_set(record.timeline)[3600][key[2] // US] == (count, (0, 0))
