@@ -152,12 +152,20 @@ def not_exact_number(column: str) -> Callable[[pa.Table], list[int]]:
 
 def sum_iff_count(count: str, total: str, hop: int) -> Callable[[pa.Table], list[int]]:
     def offending(table: pa.Table) -> list[int]:
+        kind = table[total].type
         if not pa.types.is_integer(table[count].type):
             return []
+        if not (
+            pa.types.is_decimal(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        ):
+            return []  # the type check reports it
         positive = pc.fill_null(pc.greater(table[count], 0), False)
         present = pc.is_valid(table[total])
-        # a tile of events without a value holds (0, 0): a zero sum is "no sum" there
-        nonzero = pc.fill_null(pc.not_equal(table[total], pc.cast(0, table[total].type)), False)
+        # a tile of events without a value holds (0, 0): a zero sum is "no sum" there. The zero
+        # is a scalar of the column's own type (an int64 0 cast to decimal(18, 2) needs a
+        # precision of 21 and fails)
+        zero = pa.scalar(Decimal(0) if pa.types.is_decimal(kind) else 0, kind)
+        nonzero = pc.fill_null(pc.not_equal(table[total], zero), False)
         wrong = pc.or_(pc.and_(positive, pc.invert(present)), pc.and_(pc.invert(positive), nonzero))
         return _positions(pc.and_(_on_hop(table, hop), wrong))
 

@@ -42,6 +42,7 @@ from airflow.sdk import DAG
 
 ONLINE_VIEWS = (
     "merchant_chargeback_features",
+    "merchant_transaction_features",
     "user_device_features",
     "user_transaction_features",
 )

@@ -18,7 +18,9 @@ from tests.warehouse import DEMO_AS_OF, Warehouse
 #: the demo's cutoff (nothing is ingested after it) and an earlier one (rows become
 #: available after it: the scheduled rows' availability filter matters)
 CUTOFFS = (DEMO_AS_OF, "2026-04-20 06:30:00")
-HAND_WRITTEN = ("user_transaction_features", "merchant_chargeback_features", "user_device_features")
+#: the demo's hand-written online views (the declared ones, user_ and
+#: merchant_transaction_features, hold tiles: tests/dbt/test_feature_views.py)
+HAND_WRITTEN = ("merchant_chargeback_features", "user_device_features")
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,16 @@ def brute_force(
             asof = r["asof"] if r["feature_at"] <= cutoff else r["feature_at"]
             out[(*key, r["feature_at"])] = (values, asof, changed)
     return out
+
+
+def test_the_hand_written_online_views_are_the_ones_checked_here(registry: Registry) -> None:
+    """Every online view that is not declared (tiled) has its online model checked below."""
+    online = {view.name: view.tiled for view in registry.views.values() if view.online}
+    assert sorted(name for name, tiled in online.items() if not tiled) == sorted(HAND_WRITTEN)
+    assert {name for name, tiled in online.items() if tiled} == {
+        "merchant_transaction_features",
+        "user_transaction_features",
+    }
 
 
 @pytest.mark.slow

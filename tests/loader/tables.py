@@ -1,5 +1,8 @@
 """Crafted online tables for the loader's gate and repair tests: rows given in Python, written
-to ``main_online.online_<view>`` of a DuckDB file (the relation the demo registry names)."""
+to ``main_online.online_<view>`` of a DuckDB file (the relation the demo registry names).
+
+The view is the demo's hand-written ``merchant_chargeback_features`` (one feature, a rate in
+[0, 1]; the declared views hold tiles, see tests/loader/crafted_views.py)."""
 
 from __future__ import annotations
 
@@ -11,24 +14,36 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-VIEW = "user_transaction_features"
+VIEW = "merchant_chargeback_features"
+ENTITY = "merchant"
+KEY = "merchant_id"
+FEATURE = "merchant_chargeback_rate_30d"
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 EPOCH = dt.datetime(1970, 1, 1)
 #: the crafted online table's cutoff (its ``as_of_at`` column, naive UTC)
 CUTOFF = dt.datetime(2026, 5, 1)
 CUTOFF_US = (CUTOFF - EPOCH) // dt.timedelta(microseconds=1)
-TTL_S = 90 * 86_400  # user_transaction_features: ttl 90d
+TTL_S = 30 * 86_400  # merchant_chargeback_features: ttl 30d
+
+
+def key_of(i: int) -> str:
+    """The key of merchant ``i``."""
+    return f"mer_{i:04d}"
+
+
+def rate_of(i: int) -> float:
+    """The rate of row ``i`` (shifted): an exact binary fraction in [0, 1)."""
+    return (i % 8) / 8
 
 
 @dataclass(frozen=True)
-class UserRow:
-    """One row of online_user_transaction_features (times naive UTC)."""
+class KeyRow:
+    """One row of online_merchant_chargeback_features (times naive UTC)."""
 
-    user_id: str
+    key: str
     feature_at: dt.datetime
     as_of_at: dt.datetime
-    count: int
-    average: float
+    rate: float
 
     @property
     def ts(self) -> int:
@@ -44,37 +59,37 @@ class UserRow:
 
     @property
     def values(self) -> dict[str, object]:
-        return {"user_7d_transaction_count": self.count, "avg_order_value_90d": self.average}
+        return {FEATURE: self.rate}
 
 
-def user_rows(count: int, *, day: int = 20, shift: int = 0) -> list[UserRow]:
-    """``count`` valid rows: user i at 2026-04-<day> + i minutes, as-of 30 s later."""
+def key_rows(count: int, *, day: int = 20, shift: int = 0) -> list[KeyRow]:
+    """``count`` valid rows: merchant i at 2026-04-<day> + i minutes, as-of 30 s later."""
     start = dt.datetime(2026, 4, day)
     return [
-        UserRow(
-            f"usr_{i:04d}",
+        KeyRow(
+            key_of(i),
             start + dt.timedelta(minutes=i),
             start + dt.timedelta(minutes=i, seconds=30),
-            (i + shift) % 7,
-            (i + shift) * 1.25,
+            rate_of(i + shift),
         )
         for i in range(count)
     ]
 
 
-def write_users(path: Path, rows: Sequence[UserRow], cutoff: dt.datetime = CUTOFF) -> None:
-    """(Re)create main_online.online_user_transaction_features holding exactly ``rows``, each
-    a current row as of ``cutoff`` (its change time: its as-of time, ``cutoff`` at most)."""
+def write_rows(path: Path, rows: Sequence[KeyRow], cutoff: dt.datetime = CUTOFF) -> None:
+    """(Re)create main_online.online_merchant_chargeback_features holding exactly ``rows``,
+    each a current row as of ``cutoff`` (its change time: its as-of time, ``cutoff`` at
+    most)."""
     stamp = pa.timestamp("us")
     table = pa.table(
         {
-            "user_id": pa.array([r.user_id for r in rows], pa.string()),
+            KEY: pa.array([r.key for r in rows], pa.string()),
             "as_of_at": pa.array([cutoff] * len(rows), stamp),
-            "user_7d_transaction_count": pa.array([r.count for r in rows], pa.int64()),
-            "avg_order_value_90d": pa.array([r.average for r in rows], pa.float64()),
+            FEATURE: pa.array([r.rate for r in rows], pa.float64()),
             f"{VIEW}__feature_at": pa.array([r.feature_at for r in rows], stamp),
             f"{VIEW}__as_of_at": pa.array([r.as_of_at for r in rows], stamp),
-            # one current row per user: its change time is its as-of time (the cutoff at most)
+            # one current row per merchant: its change time is its as-of time (the cutoff at
+            # most)
             f"{VIEW}__changed_at": pa.array([min(r.as_of_at, cutoff) for r in rows], stamp),
         }
     )

@@ -20,7 +20,7 @@ from featurestore.exit_codes import ExitCode
 from featurestore.online.urls import open_store
 from featurestore.registry import Registry
 from loader import load, plan_views
-from tests.loader.tables import NOW, VIEW, user_rows, write_users
+from tests.loader.tables import NOW, VIEW, key_rows, write_rows
 from tests.servers import redis_server
 from tests.warehouse import REPO, Warehouse
 
@@ -53,9 +53,9 @@ def lines(stderr: str) -> list[dict[str, Any]]:
 def test_a_read_only_replica_fails_the_load(
     demo_warehouse: Warehouse, registry: Registry, tmp_path: Path
 ) -> None:
-    path = tmp_path / "users.duckdb"
-    rows = user_rows(10)
-    write_users(path, rows)
+    path = tmp_path / "merchants.duckdb"
+    rows = key_rows(10)
+    write_rows(path, rows)
     env = {
         **os.environ,
         **demo_warehouse.env,

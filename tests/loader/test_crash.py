@@ -5,11 +5,12 @@ watermark must not have moved and no load may be recorded; after a rerun the sto
 contents (every key and field, watermarks) must equal those of clean loads of the same data
 into a fresh store.
 
-The data: an online table of ``user_transaction_features`` (generated in DuckDB) in two
-versions. v1 holds N users; v2 changes every v1 row (a day later, new values) and adds N/4
-users interleaved with them. v1 is loaded cleanly, then the load of v2 is killed and rerun:
-incrementally (newer wins), and as a full refresh (replace mode, the repair of a view), where
-a killed full refresh run again must equal one clean full refresh.
+The data: an online table of the hand-written view ``merchant_chargeback_features``
+(generated in DuckDB) in two versions. v1 holds N merchants; v2 changes every v1 row (ten days
+later, new values) and adds N/4 merchants interleaved with them. v1 is loaded cleanly,
+then the load of v2 is killed and rerun: incrementally (newer wins), and as a full refresh
+(replace mode, the repair of a view), where a killed full refresh run again must equal one
+clean full refresh.
 """
 
 from __future__ import annotations
@@ -42,14 +43,16 @@ if importlib.util.find_spec("loader") is None:  # an install from before loader/
 from loader import load, plan_views
 
 FEATURESTORE = str(Path(sys.executable).parent / "featurestore")
-VIEW = "user_transaction_features"
-N = 48_000  # v1 users; v2 adds N / 4 (users i with i % 5 == 4)
+VIEW = "merchant_chargeback_features"  # hand-written: one row per merchant here
+ENTITY = "merchant"
+N = 48_000  # v1 merchants; v2 adds N / 4 (merchants i with i % 5 == 4)
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 V2_FROM = dt.datetime(2026, 4, 10)  # every v2 feature time is after this, every v1 one before
 
 
 def write_table(path: Path, version: int) -> None:
-    """The online relation: v1 = users i < 1.25 N with i % 5 != 4, v2 = all of them."""
+    """The online relation: v1 = merchants i < 1.25 N with i % 5 != 4, v2 = all of them
+    (feature times 2026-04-05 + i s in v1, 2026-04-15 + i s in v2: within the 30-day TTL)."""
     total = N * 5 // 4
     day = "0" if version == 1 else "10"
     where = "where i % 5 != 4" if version == 1 else ""
@@ -59,29 +62,25 @@ def write_table(path: Path, version: int) -> None:
         con.sql(
             f"""
             create or replace table main_online.online_{VIEW} as
-            select 'usr_' || lpad(cast(i as varchar), 7, '0') as user_id,
+            select 'mer_' || lpad(cast(i as varchar), 7, '0') as merchant_id,
                    timestamp '2026-05-01' as as_of_at,
-                   cast((i + {shift}) % 97 as bigint) as user_7d_transaction_count,
                    case when i % 11 = 0 then null
-                        else cast((i * 3 + {shift}) % 5000 as double) / 8 end
-                       as avg_order_value_90d,
-                   timestamp '2026-04-01' + to_days({day}) + to_seconds(i) as {VIEW}__feature_at,
-                   timestamp '2026-04-01' + to_days({day}) + to_seconds(i + 60) as {VIEW}__as_of_at,
-                   timestamp '2026-04-01' + to_days({day}) + to_seconds(i + 60)
+                        else cast((i * 3 + {shift}) % 97 as double) / 128 end
+                       as merchant_chargeback_rate_30d,
+                   timestamp '2026-04-05' + to_days({day}) + to_seconds(i) as {VIEW}__feature_at,
+                   timestamp '2026-04-05' + to_days({day}) + to_seconds(i + 60) as {VIEW}__as_of_at,
+                   timestamp '2026-04-05' + to_days({day}) + to_seconds(i + 60)
                        as {VIEW}__changed_at
             from range({total}) as r(i) {where} order by i
             """
         )
 
 
-def expected_values(user: str, version: int) -> dict[str, object]:
-    """A user's values in a version, computed in Python."""
-    i = int(user[4:])
+def expected_values(merchant: str, version: int) -> dict[str, object]:
+    """A merchant's values in a version, computed in Python."""
+    i = int(merchant[4:])
     shift = 0 if version == 1 else 1000
-    return {
-        "user_7d_transaction_count": (i + shift) % 97,
-        "avg_order_value_90d": None if i % 11 == 0 else ((i * 3 + shift) % 5000) / 8,
-    }
+    return {"merchant_chargeback_rate_30d": None if i % 11 == 0 else ((i * 3 + shift) % 97) / 128}
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -139,7 +138,7 @@ class Target:
         client = redis_py.Redis(port=self.server.port, db=db)
         size = int(client.dbsize())
         client.close()
-        # N v1 hashes and 2 bookkeeping keys; each new key is a v2 user (1 in 5 of them)
+        # N v1 hashes and 2 bookkeeping keys; each new key is a v2 merchant (1 in 5 of them)
         return max(size - N - 2, 0) * 5
 
     def contents(self) -> dict[str, Any]:
@@ -157,7 +156,7 @@ class Target:
         client = redis_py.Redis(port=self.server.port, db=db)
         keys = sorted(k for k in client.scan_iter(count=5000) if not k.endswith(b":_meta:loads"))
         pipe = client.pipeline(transaction=False)
-        for key in keys:  # user hashes and the watermark hash
+        for key in keys:  # merchant hashes and the watermark hash
             pipe.hgetall(key)
             pipe.pexpiretime(key)
         replies = pipe.execute()
@@ -218,24 +217,25 @@ def test_kill_9_mid_load_then_rerun_equals_one_clean_load(
     try:
         assert store.get_watermark(VIEW) == watermark_v1  # not advanced
         assert [(r.view, r.rows_written) for r in store.list_loads()] == [(VIEW, N)]
-        users = [(f"usr_{i:07d}",) for i in range(total_v2)]
+        merchants = [(f"mer_{i:07d}",) for i in range(total_v2)]
         view = registry.view(VIEW)
         read = ViewRead(VIEW, {f.name: f.value_type for f in view.features})
         versions = {1: 0, 2: 0, 0: 0}
         for start in range(0, total_v2, 2000):
-            chunk = users[start : start + 2000]
-            for (user,), got in zip(chunk, store.read("user", chunk, [read], now=NOW), strict=True):
+            chunk = merchants[start : start + 2000]
+            read_back = store.read(ENTITY, chunk, [read], now=NOW)
+            for (merchant,), got in zip(chunk, read_back, strict=True):
                 record = got[VIEW]
-                i = int(user[4:])
+                i = int(merchant[4:])
                 if record is None:
-                    assert i % 5 == 4, f"{user} lost its v1 record"
+                    assert i % 5 == 4, f"{merchant} lost its v1 record"
                     versions[0] += 1
                     continue
                 version = 2 if record.ts >= int(V2_FROM.timestamp()) * 1_000_000 else 1
                 assert version == 2 or i % 5 != 4
                 # whole: the values belong to the same version as the timestamps
-                assert record.values == expected_values(user, version), (user, record)
-                base = dt.datetime(2026, 4, 1 if version == 1 else 11) + dt.timedelta(seconds=i)
+                assert record.values == expected_values(merchant, version), (merchant, record)
+                base = dt.datetime(2026, 4, 5 if version == 1 else 15) + dt.timedelta(seconds=i)
                 assert record.ts == int(base.replace(tzinfo=dt.UTC).timestamp()) * 1_000_000
                 assert record.ver == record.ts + 60_000_000
                 versions[version] += 1

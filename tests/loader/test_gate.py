@@ -21,7 +21,19 @@ from featurestore.registry import Registry
 from loader import load, plan_views
 from loader.validation import FUTURE_TOLERANCE
 from sidecar.settings import Settings
-from tests.loader.tables import CUTOFF_US, NOW, VIEW, UserRow, user_rows, write_users
+from tests.loader.tables import (
+    CUTOFF_US,
+    ENTITY,
+    FEATURE,
+    KEY,
+    NOW,
+    VIEW,
+    KeyRow,
+    key_of,
+    key_rows,
+    rate_of,
+    write_rows,
+)
 from tests.warehouse import Warehouse
 
 FAR = dt.datetime(9999, 12, 31)
@@ -35,34 +47,34 @@ def sqlite_store(tmp_path: Path) -> OnlineStore:
     return store
 
 
-def stored(store: OnlineStore, registry: Registry, users: list[str]) -> dict[str, object]:
+def stored(store: OnlineStore, registry: Registry, keys: list[str]) -> dict[str, object]:
     view = registry.view(VIEW)
     read = ViewRead(VIEW, {f.name: f.value_type for f in view.features})
-    got = store.read("user", [(u,) for u in users], [read], now=NOW)
-    return {user: row[VIEW] for user, row in zip(users, got, strict=True)}
+    got = store.read(ENTITY, [(k,) for k in keys], [read], now=NOW)
+    return {key: row[VIEW] for key, row in zip(keys, got, strict=True)}
 
 
-def record_of(row: UserRow) -> StoredRecord:
+def record_of(row: KeyRow) -> StoredRecord:
     return StoredRecord(ts=row.ts, ver=row.ver, exp=row.exp, values=row.values)
 
 
 def test_rows_from_the_future_are_refused_and_nothing_moves(
     registry: Registry, sqlite_store: OnlineStore, tmp_path: Path
 ) -> None:
-    path = tmp_path / "users.duckdb"
-    first = user_rows(20)
-    write_users(path, first)
+    path = tmp_path / "merchants.duckdb"
+    first = key_rows(20)
+    write_rows(path, first)
     sources = plan_views(registry, [VIEW])
     assert load(sqlite_store, path, sources, now=NOW).exit_code == ExitCode.OK
     watermark = sqlite_store.get_watermark(VIEW)
     assert watermark == max(row.ver for row in first)
 
     # a day later, new values; three rows from a bad clock (one with both times in 9999)
-    second = user_rows(20, day=21, shift=100)
+    second = key_rows(20, day=21, shift=100)
     second[3] = dataclasses.replace(second[3], as_of_at=FAR)
     second[11] = dataclasses.replace(second[11], as_of_at=FAR)
     second[17] = dataclasses.replace(second[17], feature_at=FAR, as_of_at=FAR)
-    write_users(path, second)
+    write_rows(path, second)
     report = load(sqlite_store, path, sources, now=NOW, validation_chunk_rows=8, batch_rows=4)
     assert report.exit_code == ExitCode.REJECTED
     (result,) = report.views
@@ -82,18 +94,18 @@ def test_rows_from_the_future_are_refused_and_nothing_moves(
         (horizon, f"{VIEW}__feature_at"): [17],
     }
     assert set(by_check) == set(expected)
-    for (origin, column), users in expected.items():
+    for (origin, column), positions in expected.items():
         failure = by_check[origin, column]
         assert failure.check.expectation == "expect_column_values_to_be_between"
         if origin == clock:
             assert failure.check.kwargs["max_value"] == limit
             assert failure.to_dict()["kwargs"]["max_value"] == limit.isoformat()
-        assert failure.unexpected_count == len(users)
-        assert [s["user_id"] for s in failure.samples] == [f"usr_{i:04d}" for i in users]
+        assert failure.unexpected_count == len(positions)
+        assert [s[KEY] for s in failure.samples] == [key_of(i) for i in positions]
         assert all(s[column].startswith("9999-12-31") for s in failure.samples)
     # nothing written, the watermark and every record as the first load left them
     assert sqlite_store.get_watermark(VIEW) == watermark
-    want = {row.user_id: record_of(row) for row in first}
+    want = {row.key: record_of(row) for row in first}
     assert stored(sqlite_store, registry, list(want)) == want
     latest = sqlite_store.list_loads()[0]
     assert (latest.outcome, latest.watermark_after) == ("rejected", None)
@@ -116,17 +128,17 @@ def test_the_tolerance_of_clock_skew(
     sqlite_store: OnlineStore,
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "users.duckdb"
-    rows = user_rows(4)
+    path = tmp_path / "merchants.duckdb"
+    rows = key_rows(4)
     rows[2] = dataclasses.replace(rows[2], feature_at=NAIVE_NOW, as_of_at=NAIVE_NOW + ahead)
-    write_users(path, rows)
+    write_rows(path, rows)
     report = load(sqlite_store, path, plan_views(registry, [VIEW]), now=NOW)
     (result,) = report.views
     if passes:
         assert (result.outcome, result.rows_written) == ("success", 4)
         # the change time of a current row is its as-of time, the cutoff at most
         assert sqlite_store.get_watermark(VIEW) == min(rows[2].ver, CUTOFF_US)
-        assert stored(sqlite_store, registry, ["usr_0002"]) == {"usr_0002": record_of(rows[2])}
+        assert stored(sqlite_store, registry, [key_of(2)]) == {key_of(2): record_of(rows[2])}
     else:
         assert (result.outcome, result.rows_rejected, result.rows_written) == ("rejected", 1, 0)
         (failure,) = result.failures
@@ -138,9 +150,9 @@ def test_the_tolerance_follows_the_load_s_clock(
     registry: Registry, sqlite_store: OnlineStore, tmp_path: Path
 ) -> None:
     """The same rows pass or fail with the load's now (and a tolerance given to load())."""
-    path = tmp_path / "users.duckdb"
-    rows = user_rows(3)  # as-of times 2026-04-20 00:00:30 .. 00:02:30
-    write_users(path, rows, cutoff=rows[-1].as_of_at)
+    path = tmp_path / "merchants.duckdb"
+    rows = key_rows(3)  # as-of times 2026-04-20 00:00:30 .. 00:02:30
+    write_rows(path, rows, cutoff=rows[-1].as_of_at)
     sources = plan_views(registry, [VIEW])
     early = dt.datetime(2026, 4, 19, 23, 58, tzinfo=dt.UTC)  # row 2 is 4.5 min ahead of it
     assert load(sqlite_store, path, sources, now=early).views[0].outcome == "success"
@@ -154,13 +166,13 @@ def test_the_tolerance_follows_the_load_s_clock(
 def test_duplicate_keys_are_refused_across_chunks(
     registry: Registry, sqlite_store: OnlineStore, tmp_path: Path
 ) -> None:
-    path = tmp_path / "users.duckdb"
-    rows = user_rows(30)
-    for index, user in ((25, 2), (12, 7), (29, 7)):  # usr_0002 twice, usr_0007 three times
+    path = tmp_path / "merchants.duckdb"
+    rows = key_rows(30)
+    for index, other in ((25, 2), (12, 7), (29, 7)):  # mer_0002 twice, mer_0007 three times
         rows[index] = dataclasses.replace(
-            rows[index], user_id=f"usr_{user:04d}", feature_at=rows[user].feature_at
+            rows[index], key=key_of(other), feature_at=rows[other].feature_at
         )
-    write_users(path, rows)
+    write_rows(path, rows)
     report = load(
         sqlite_store, path, plan_views(registry, [VIEW]), now=NOW, validation_chunk_rows=8,
         batch_rows=4,
@@ -169,15 +181,14 @@ def test_duplicate_keys_are_refused_across_chunks(
     (result,) = report.views
     (failure,) = result.failures
     assert failure.check.expectation == "expect_compound_columns_to_be_unique"
-    assert failure.check.kwargs == {"column_list": ["user_id", f"{VIEW}__feature_at"]}
+    assert failure.check.kwargs == {"column_list": [KEY, f"{VIEW}__feature_at"]}
     assert failure.unexpected_count == result.rows_rejected == 5
     # the samples are whole rows, each duplicated key's rows together (read in key order;
     # tied rows in any order)
-    assert sorted((s["user_id"], s["avg_order_value_90d"]) for s in failure.samples) == [
-        ("usr_0002", 2 * 1.25), ("usr_0002", 25 * 1.25),
-        ("usr_0007", 7 * 1.25), ("usr_0007", 12 * 1.25), ("usr_0007", 29 * 1.25),
-    ]  # fmt: skip
-    assert set(stored(sqlite_store, registry, ["usr_0002", "usr_0000"]).values()) == {None}
+    assert sorted((s[KEY], s[FEATURE]) for s in failure.samples) == sorted(
+        [(key_of(2), rate_of(i)) for i in (2, 25)] + [(key_of(7), rate_of(i)) for i in (7, 12, 29)]
+    )
+    assert set(stored(sqlite_store, registry, [key_of(2), key_of(0)]).values()) == {None}
     assert sqlite_store.get_watermark(VIEW) is None
 
 
@@ -223,17 +234,17 @@ def test_the_sidecar_s_key_limit_is_the_layout_s() -> None:
 def test_a_key_longer_than_the_sidecar_accepts_is_refused(
     registry: Registry, sqlite_store: OnlineStore, tmp_path: Path
 ) -> None:
-    path = tmp_path / "users.duckdb"
-    rows = user_rows(6)
-    rows[4] = dataclasses.replace(rows[4], user_id="k" * (MAX_KEY_PART_CHARS + 1))
-    write_users(path, rows)
+    path = tmp_path / "merchants.duckdb"
+    rows = key_rows(6)
+    rows[4] = dataclasses.replace(rows[4], key="k" * (MAX_KEY_PART_CHARS + 1))
+    write_rows(path, rows)
     report = load(sqlite_store, path, plan_views(registry, [VIEW]), now=NOW)
     (result,) = report.views
     (failure,) = result.failures
     assert failure.check.expectation == "expect_column_value_lengths_to_be_between"
-    assert failure.check.kwargs == {"column": "user_id", "max_value": 256}
+    assert failure.check.kwargs == {"column": KEY, "max_value": 256}
     assert failure.unexpected_count == result.rows_rejected == 1
-    assert [len(s["user_id"]) for s in failure.samples] == [257]
+    assert [len(s[KEY]) for s in failure.samples] == [257]
     assert result.rows_written == 0
 
 
@@ -245,12 +256,12 @@ def test_keys_of_256_characters_load_and_are_served(
     multi-byte (256 characters, 512 bytes) and full of ':' (sent as an object)."""
     from tests.sidecar.harness import running_sidecar, sidecar_env
 
-    path = tmp_path / "users.duckdb"
+    path = tmp_path / "merchants.duckdb"
     long_keys = ["k" * 256, "é" * 256, "a:" * 128]
-    rows = user_rows(5)
+    rows = key_rows(5)
     for index, key in enumerate(long_keys):
-        rows[index] = dataclasses.replace(rows[index], user_id=key)
-    write_users(path, rows)
+        rows[index] = dataclasses.replace(rows[index], key=key)
+    write_rows(path, rows)
     url = f"sqlite:///{tmp_path / 'online.db'}"
     with open_store(url) as store:
         store.initialize()
@@ -258,11 +269,11 @@ def test_keys_of_256_characters_load_and_are_served(
         assert report.views[0].outcome == "success" and report.views[0].rows_written == 5
     env = sidecar_env(url, demo_warehouse.target_path / "manifest.json")
     features = list(registry.view(VIEW).feature_names())
-    asked = [long_keys[0], long_keys[1], {"user_id": long_keys[2]}]
+    asked = [long_keys[0], long_keys[1], {KEY: long_keys[2]}]
     with running_sidecar(tmp_path / "sidecar", env) as server, server.client() as client:
         response = client.post(
             "/api/v1/features/retrieve",
-            json={"entity_name": "user", "entity_keys": asked, "features": features},
+            json={"entity_name": ENTITY, "entity_keys": asked, "features": features},
         )
         assert response.status_code == 200, response.text
         for row, result in zip(rows, response.json()["results"], strict=False):
@@ -273,6 +284,6 @@ def test_keys_of_256_characters_load_and_are_served(
             assert got == row.values
         too_long = client.post(
             "/api/v1/features/retrieve",
-            json={"entity_name": "user", "entity_keys": ["k" * 257], "features": features},
+            json={"entity_name": ENTITY, "entity_keys": ["k" * 257], "features": features},
         )
         assert too_long.status_code == 422

@@ -33,6 +33,7 @@ import duckdb
 import orjson
 import pytest
 
+from featurestore.online.layout import decode_tile_set
 from featurestore.online.store import OnlineStore, StoredRecord, StoreUnavailable, ViewRead
 from featurestore.online.urls import open_store
 from featurestore.registry import FeatureView, Registry
@@ -54,7 +55,14 @@ from loader import (
 FEATURESTORE = str(Path(sys.executable).parent / "featurestore")
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 EPOCH = dt.datetime(1970, 1, 1)
-VIEWS = ("merchant_chargeback_features", "user_device_features", "user_transaction_features")
+VIEWS = (
+    "merchant_chargeback_features",
+    "merchant_transaction_features",
+    "user_device_features",
+    "user_transaction_features",
+)
+#: the declared views: their online relations hold tiles
+TILED = ("merchant_transaction_features", "user_transaction_features")
 KINDS = ["sqlite", "redis"]
 if importlib.util.find_spec("featurestore.online.dynamodb_store") is not None:
     KINDS.append("dynamodb")
@@ -130,7 +138,7 @@ def warehouse_rows(path: Path, view: FeatureView, where: str = "") -> dict[tuple
     features = list(view.feature_names())
     columns = [
         *view.keys, f"{view.name}__feature_at", f"{view.name}__as_of_at",
-        f"{view.name}__changed_at", *features,
+        f"{view.name}__changed_at", "as_of_at", *features,
     ]  # fmt: skip
     with duckdb.connect(str(path), read_only=True) as con:
         rows = con.sql(
@@ -141,7 +149,10 @@ def warehouse_rows(path: Path, view: FeatureView, where: str = "") -> dict[tuple
     for row in sorted(rows, key=lambda r: (tuple(str(p) for p in r[:nk]), r[nk])):
         key = tuple(str(part) for part in row[:nk])
         ts, ver, changed = micros(row[nk]), micros(row[nk + 1]), micros(row[nk + 2])
-        values = dict(zip(features, row[nk + 3 :], strict=True))
+        cutoff = micros(row[nk + 3])
+        if ts > cutoff:  # a scheduled row: versioned by the load's cutoff
+            ver = cutoff
+        values = dict(zip(features, row[nk + 4 :], strict=True))
         earlier = out.get(key)
         assert earlier is None or earlier.ts < ts, f"duplicate row {key} in online_{view.name}"
         exp = ts // 1_000_000 + view.ttl_seconds
@@ -154,7 +165,98 @@ def warehouse_rows(path: Path, view: FeatureView, where: str = "") -> dict[tuple
     return out
 
 
-def rows_in(rows: dict[tuple[str, ...], Row]) -> int:
+@dataclasses.dataclass(frozen=True)
+class TiledRow:
+    """One entity of a declared view as the reference sees it: its tile rows."""
+
+    key: tuple[str, ...]
+    ts: int
+    ver: int
+    exp: int
+    #: hop seconds -> tile start seconds -> the partials of the hop's features in view order
+    #: (an avg: (count, sum), a missing sum read as 0)
+    tiles: dict[int, dict[int, tuple[object, ...]]]
+    changed: int = 0
+    read: int = 1
+
+    def matches(self, got: StoredRecord | None) -> bool:
+        if got is None or got.timeline is None:
+            return False
+        # a tile set holds no values: the read gives every feature as None
+        return (
+            (got.ts, got.ver, got.exp) == (self.ts, self.ver, self.exp)
+            and set(got.values.values()) <= {None}
+            and decode_tile_set(got.timeline) == self.tiles
+        )
+
+
+def tiled_warehouse_rows(path: Path, view: FeatureView) -> dict[tuple[str, ...], TiledRow]:
+    """The tile relation's rows, read with plain SQL and grouped in Python: per entity the
+    greatest feature time (ts), the cutoff (ver), the instant its last tile leaves the longest
+    window of its hop (exp, whole seconds) and its tiles."""
+    hops: dict[int, list[tuple[str, str]]] = {}  # hop -> (feature, function) in view order
+    longest: dict[int, int] = {}
+    for feature in view.features:
+        aggregation = feature.aggregation
+        assert aggregation is not None
+        hops.setdefault(aggregation.hop_seconds, []).append((feature.name, aggregation.function))
+        longest[aggregation.hop_seconds] = max(
+            longest.get(aggregation.hop_seconds, 0), aggregation.window_seconds
+        )
+    partials = [
+        f"{name}__{part}"
+        for name, function in (pair for pairs in hops.values() for pair in pairs)
+        for part in ({"count": ["count"], "sum": ["sum"], "avg": ["count", "sum"]}[function])
+    ]
+    partials = list(dict.fromkeys(partials))
+    columns = [
+        *view.keys, f"{view.name}__feature_at", "as_of_at", f"{view.name}__changed_at",
+        "tile_hop_seconds", "tile_start", *partials,
+    ]  # fmt: skip
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.sql(
+            f"select {', '.join(columns)} from main_online.online_{view.name}"
+        ).fetchall()
+    nk = len(view.keys)
+    grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        named = dict(zip(columns, row, strict=True))
+        grouped.setdefault(tuple(str(p) for p in row[:nk]), []).append(named)
+    out: dict[tuple[str, ...], TiledRow] = {}
+    for key, mine in grouped.items():
+        tiles: dict[int, dict[int, tuple[object, ...]]] = {}
+        exp = 0
+        for r in mine:
+            hop = r["tile_hop_seconds"]
+            start = (r["tile_start"] - EPOCH) // dt.timedelta(seconds=1)
+            values: list[object] = []
+            for name, function in hops[hop]:
+                if function == "avg":
+                    total = r[f"{name}__sum"]
+                    values.append((r[f"{name}__count"], 0 if total is None else total))
+                else:
+                    values.append(r[f"{name}__{function}"])
+            assert start not in tiles.setdefault(hop, {}), f"tile twice: {key} {hop} {start}"
+            tiles[hop][start] = tuple(values)
+            exp = max(exp, start + hop + longest[hop])
+        out[key] = TiledRow(
+            key,
+            max(micros(r[f"{view.name}__feature_at"]) for r in mine),
+            micros(mine[0]["as_of_at"]),
+            exp,
+            tiles,
+            micros(mine[0][f"{view.name}__changed_at"]),
+            len(mine),
+        )
+    return out
+
+
+def expected_rows(path: Path, view: FeatureView) -> dict[tuple[str, ...], Any]:
+    """The reference records of a view: tiles (declared) or rows (hand-written)."""
+    return tiled_warehouse_rows(path, view) if view.tiled else warehouse_rows(path, view)
+
+
+def rows_in(rows: dict[tuple[str, ...], Any]) -> int:
     """How many warehouse rows the records hold."""
     return sum(row.read for row in rows.values())
 
@@ -177,14 +279,17 @@ def read_all(
 
 
 def assert_store_holds(
-    store: OnlineStore, view: FeatureView, expected: dict[tuple[str, ...], Row]
+    store: OnlineStore, view: FeatureView, expected: dict[tuple[str, ...], Any]
 ) -> None:
     keys = sorted(expected)
     got = read_all(store, view, keys)
-    mismatched = [key for key in keys if got[key] != expected[key].stored()]
+    if view.tiled:
+        mismatched = [key for key in keys if not expected[key].matches(got[key])]
+    else:
+        mismatched = [key for key in keys if got[key] != expected[key].stored()]
     assert not mismatched, (
         f"{view.name}: {len(mismatched)} of {len(keys)} records differ, e.g. "
-        f"{mismatched[0]}: {got[mismatched[0]]} != {expected[mismatched[0]].stored()}"
+        f"{mismatched[0]}: {got[mismatched[0]]} != {expected[mismatched[0]]}"
     )
 
 
@@ -249,9 +354,9 @@ def test_load_incremental_and_full_refresh(
     names = VIEWS if kind != "dynamodb" else ("merchant_chargeback_features",)
     chosen = list(names)
     expected = {
-        name: warehouse_rows(demo_warehouse.duckdb_path, registry.view(name)) for name in names
+        name: expected_rows(demo_warehouse.duckdb_path, registry.view(name)) for name in names
     }
-    assert all(len(rows) > 50 for rows in expected.values())
+    assert all(len(rows) > 5 for rows in expected.values())
     store = open_store(store_url(kind, request, tmp_path))
     store.initialize()
     try:
@@ -320,7 +425,8 @@ def test_warehouse_change_is_picked_up(
 ) -> None:
     copy = copy_warehouse(demo_warehouse, tmp_path / "wh")
     copy.use(monkeypatch)
-    view = registry.view("user_transaction_features")
+    view = registry.view("merchant_chargeback_features")  # hand-written: rows
+    rate = "merchant_chargeback_rate_30d"
     store = open_store(store_url(kind, request, tmp_path))
     store.initialize()
     try:
@@ -331,10 +437,10 @@ def test_warehouse_change_is_picked_up(
         watermark = store.get_watermark(view.name)
         assert watermark == max(row.changed for row in rows.values())
 
-        # users with one row (no scheduled row), changed at the cutoff (`as_of_at`): later
+        # merchants with one row (no scheduled row), changed at the cutoff (`as_of_at`): later
         # than the watermark, the greatest change time read
         a, b, c, e = sorted(key for key, row in rows.items() if row.read == 1)[:4]
-        table = "main_online.online_user_transaction_features"
+        table = "main_online.online_merchant_chargeback_features"
         ts, ver = f"{view.name}__feature_at", f"{view.name}__as_of_at"
         changed_at = f"{view.name}__changed_at"
         after = "as_of_at"
@@ -343,35 +449,33 @@ def test_warehouse_change_is_picked_up(
             con.execute(
                 f"update {table} set {ts} = {ts} + interval 1 minute, {ver} = {after}, "
                 f"{changed_at} = {after}, "
-                "user_7d_transaction_count = user_7d_transaction_count + 5 where user_id = ?",
+                f"{rate} = coalesce({rate}, 0) / 2 + 0.01 where merchant_id = ?",
                 [a[0]],
             )
             # b: a correction at the same feature time, known later
             con.execute(
                 f"update {table} set {ver} = {after}, {changed_at} = {after}, "
-                "avg_order_value_90d = 1234.5 where user_id = ?",
+                f"{rate} = 0.625 where merchant_id = ?",
                 [b[0]],
             )
             # c: known later but with an older feature time: newer-wins keeps the stored one
             con.execute(
                 f"update {table} set {ts} = {ts} - interval 1 second, {ver} = {after}, "
-                f"{changed_at} = {after}, user_7d_transaction_count = 999 where user_id = ?",
+                f"{changed_at} = {after}, {rate} = 0.999 where merchant_id = ?",
                 [c[0]],
             )
             # e: changed without a later change time: invisible to an incremental load
+            con.execute(f"update {table} set {rate} = 0.777 where merchant_id = ?", [e[0]])
+            # d: a new merchant
             con.execute(
-                f"update {table} set user_7d_transaction_count = 777 where user_id = ?", [e[0]]
-            )
-            # d: a new user
-            con.execute(
-                f"insert into {table} by name select 'usr_new_1' as user_id, as_of_at, "
-                f"3 as user_7d_transaction_count, 42.0 as avg_order_value_90d, {ts}, "
-                f"{after} as {ver}, {after} as {changed_at} from {table} where user_id = ?",
+                f"insert into {table} by name select 'mer_new_1' as merchant_id, as_of_at, "
+                f"0.42 as {rate}, {ts}, "
+                f"{after} as {ver}, {after} as {changed_at} from {table} where merchant_id = ?",
                 [a[0]],
             )
         changed = warehouse_rows(copy.duckdb_path, view)
         newer = {key: row for key, row in changed.items() if row.changed > watermark}
-        assert set(newer) == {a, b, c, ("usr_new_1",)}
+        assert set(newer) == {a, b, c, ("mer_new_1",)}
         written, skipped = replay(state, newer)
         assert (written, skipped) == (3, 1)
 
@@ -382,8 +486,8 @@ def test_warehouse_change_is_picked_up(
         assert_store_holds(store, view, state)
         assert store.get_watermark(view.name) == max(row.changed for row in changed.values())
         got = read_all(store, view, [c, e])
-        assert got[c] is not None and got[c].values["user_7d_transaction_count"] != 999
-        assert got[e] is not None and got[e].values["user_7d_transaction_count"] != 777
+        assert got[c] is not None and got[c].values[rate] != 0.999
+        assert got[e] is not None and got[e].values[rate] != 0.777
 
         # a full refresh replaces every record with the warehouse's, whatever the order
         # (c's older feature time and e's unchanged pair too); rows expired by then go
@@ -395,8 +499,8 @@ def test_warehouse_change_is_picked_up(
         assert _counts(report) == {view.name: counts}  # expired records remove stored ones
         assert_store_holds(store, view, live)
         got = read_all(store, view, [c, e])
-        assert got[c] is not None and got[c].values["user_7d_transaction_count"] == 999
-        assert got[e] is not None and got[e].values["user_7d_transaction_count"] == 777
+        assert got[c] is not None and got[c].values[rate] == 0.999
+        assert got[e] is not None and got[e].values[rate] == 0.777
     finally:
         store.close()
 
@@ -468,10 +572,11 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     proc = run_cli("load", "--online", url, "--now", "2026-05-01T00:00:00Z", env=copy.env)
     assert proc.returncode == ExitCode.REJECTED, proc.stderr
     logs = json_lines(proc.stderr)
-    assert [line["event"] for line in logs].count("view.end") == 3
+    assert [line["event"] for line in logs].count("view.end") == len(VIEWS)
     ends = {line["view"]: line for line in logs if line["event"] == "view.end"}
     assert {view: line["outcome"] for view, line in ends.items()} == {
         "merchant_chargeback_features": "rejected",
+        "merchant_transaction_features": "success",
         "user_device_features": "success",
         "user_transaction_features": "success",
     }
@@ -490,15 +595,15 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     total = next(line for line in logs if line["event"] == "load.total")
     assert total["exit_code"] == ExitCode.REJECTED and total["level"] == "ERROR"
     summary = proc.stdout.strip().splitlines()
-    assert len(summary) == 4 and summary[-1].startswith("total: 3 view(s)")
+    assert len(summary) == 5 and summary[-1].startswith("total: 4 view(s)")
     assert summary[0].startswith("merchant_chargeback_features: rejected, ")
 
     with open_store(url) as store:
         assert read_all(store, merchant, sorted(rows)) == dict.fromkeys(sorted(rows))
         assert store.get_watermark(merchant.name) is None
-        for name in ("user_device_features", "user_transaction_features"):
+        for name in VIEWS[1:]:
             other = registry.view(name)
-            assert_store_holds(store, other, warehouse_rows(copy.duckdb_path, other))
+            assert_store_holds(store, other, expected_rows(copy.duckdb_path, other))
         (record,) = [r for r in store.list_loads() if r.view == merchant.name]
         assert record.outcome == "rejected" and record.rows_rejected == 2
         assert record.rows_written == 0 and record.watermark_after is None
@@ -509,6 +614,7 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     assert listed.returncode == 0, listed.stderr
     assert {(r["view"], r["outcome"]) for r in json.loads(listed.stdout)} == {
         ("merchant_chargeback_features", "rejected"),
+        ("merchant_transaction_features", "success"),
         ("user_device_features", "success"),
         ("user_transaction_features", "success"),
     }
@@ -516,18 +622,50 @@ def test_gate_rejects_an_out_of_range_view_and_loads_the_others(
     assert table_out.returncode == 0 and "rejected" in table_out.stdout
 
 
+#: the gate cases' hand-written view of the user entity (test-only, like the sidecar suites'
+#: variant view of that name): user_transaction_features' count and average as hand-written
+#: features (the declared view itself holds tiles, whose gate is tests/loader/test_timelines.py)
+GATE_VIEW = "user_profile_features"
+GATE_FEATURES = ("user_7d_transaction_count", "avg_order_value_90d")
+
+
 def _gate_registry(registry: Registry) -> Registry:
-    """The demo registry with accepted_values declared on user_7d_transaction_count."""
-    view = registry.view("user_transaction_features")
+    """The demo registry plus GATE_VIEW: hand-written (no windowed declaration, no
+    aggregations), the features and data tests of GATE_FEATURES as the yml declares them on
+    user_transaction_features, and accepted_values declared on user_7d_transaction_count."""
+    base = registry.view("user_transaction_features")
     features = tuple(
-        dataclasses.replace(f, accepted_values=tuple(range(0, 60)))
-        if f.name == "user_7d_transaction_count"
-        else f
-        for f in view.features
+        dataclasses.replace(
+            f,
+            view=GATE_VIEW,
+            aggregation=None,
+            accepted_values=tuple(range(0, 60)) if f.name == "user_7d_transaction_count" else None,
+        )
+        for f in base.features
+        if f.name in GATE_FEATURES
+    )
+    view = dataclasses.replace(
+        base,
+        name=GATE_VIEW,
+        relation=f"main_features.{GATE_VIEW}",
+        windowed=None,
+        available_at="available_at",
+        features=features,
+        data_tests=tuple(t for t in base.data_tests if t.column in GATE_FEATURES),
+    )
+    assert not view.tiled
+    assert {(t.column, t.name) for t in view.data_tests} >= {
+        ("user_7d_transaction_count", "not_null"),
+        ("avg_order_value_90d", "accepted_range"),
+    }
+    model = f"online_{GATE_VIEW}"
+    relation = dataclasses.replace(
+        registry.relations["online_user_transaction_features"], alias=model
     )
     return dataclasses.replace(
         registry,
-        views={**registry.views, view.name: dataclasses.replace(view, features=features)},
+        views={**registry.views, GATE_VIEW: view},
+        relations={**registry.relations, model: relation},
     )
 
 
@@ -547,12 +685,12 @@ GATE_CASES: dict[str, tuple[dict[str, str], str, dict[str, object]]] = {
     "null feature time": (
         {"ts": "null"},
         "expect_column_values_to_not_be_null",
-        {"column": "user_transaction_features__feature_at"},
+        {"column": f"{GATE_VIEW}__feature_at"},
     ),
     "as-of before feature time": (
         {"ver": "ts - interval 1 second"},
         "expect_column_pair_values_a_to_be_greater_than_b",
-        {"column_A": "user_transaction_features__as_of_at", "or_equal": True},
+        {"column_A": f"{GATE_VIEW}__as_of_at", "or_equal": True},
     ),
     "NaN": (
         {"avg": "'nan'::double"},
@@ -584,7 +722,7 @@ GATE_CASES: dict[str, tuple[dict[str, str], str, dict[str, object]]] = {
 
 
 def _gate_table(path: Path, broken: dict[str, str], bad_rows: set[int]) -> None:
-    """main_online.online_user_transaction_features (40 users, rows in bad_rows broken) and
+    """main_online.online_user_profile_features (40 users, rows in bad_rows broken) and
     a valid online_merchant_chargeback_features (5 merchants)."""
     exprs = {
         "user_id": "'usr_' || lpad(cast(i as varchar), 4, '0')",
@@ -603,7 +741,7 @@ def _gate_table(path: Path, broken: dict[str, str], bad_rows: set[int]) -> None:
             usual = f"cast({usual} as varchar)"
         return f"case when i in ({bad}) then {broken[name]} else {usual} end"
 
-    view = "user_transaction_features"
+    view = GATE_VIEW
     with duckdb.connect(str(path)) as con:
         con.sql("create schema main_online")
         con.sql(
@@ -639,8 +777,9 @@ def test_gate_names_the_failed_expectation_and_its_rows(
     bad_rows = {3, 17, 18, 31, 33, 35, 37}  # more than the 5 samples kept, over 3 chunks
     path = tmp_path / "gate.duckdb"
     _gate_table(path, broken, bad_rows)
-    names = ["user_transaction_features", "merchant_chargeback_features"]
-    sources = plan_views(_gate_registry(registry), names)
+    gate_registry = _gate_registry(registry)
+    names = [GATE_VIEW, "merchant_chargeback_features"]
+    sources = plan_views(gate_registry, names)
     report = load(sqlite_store, path, sources, now=NOW, validation_chunk_rows=16, batch_rows=8)
     assert report.exit_code == ExitCode.REJECTED
     users, merchants = report.views
@@ -663,7 +802,7 @@ def test_gate_names_the_failed_expectation_and_its_rows(
     if "user_id" in broken:
         start = dt.datetime(2026, 4, 20)
         numbers = [
-            (dt.datetime.fromisoformat(s["user_transaction_features__feature_at"]) - start)
+            (dt.datetime.fromisoformat(s[f"{GATE_VIEW}__feature_at"]) - start)
             // dt.timedelta(minutes=1)
             for s in failure.samples
         ]
@@ -674,7 +813,7 @@ def test_gate_names_the_failed_expectation_and_its_rows(
         assert {s["avg_order_value_90d"] for s in failure.samples} == {"nan"}
     # nothing of the rejected view is written, all of the other view is
     keys = [(f"usr_{i:04d}",) for i in range(40)]
-    view = registry.view("user_transaction_features")
+    view = gate_registry.view(GATE_VIEW)
     assert set(read_all(sqlite_store, view, keys).values()) == {None}
     assert sqlite_store.get_watermark(view.name) is None
     assert (merchants.outcome, merchants.rows_written) == ("success", 5)
@@ -689,10 +828,11 @@ def test_a_valid_table_passes_every_check(
     """The gate's table with nothing broken loads (so the cases above fail for their break)."""
     path = tmp_path / "gate.duckdb"
     _gate_table(path, {}, {0})
-    sources = plan_views(_gate_registry(registry), ["user_transaction_features"])
+    gate_registry = _gate_registry(registry)
+    sources = plan_views(gate_registry, [GATE_VIEW])
     report = load(sqlite_store, path, sources, now=NOW, validation_chunk_rows=16, batch_rows=8)
-    assert _counts(report) == {"user_transaction_features": ("success", 40, 40, 0, 0, 0)}
-    view = registry.view("user_transaction_features")
+    assert _counts(report) == {GATE_VIEW: ("success", 40, 40, 0, 0, 0)}
+    view = gate_registry.view(GATE_VIEW)
     got = read_all(sqlite_store, view, [("usr_0039",)])[("usr_0039",)]
     assert got is not None and math.isclose(float(got.values["avg_order_value_90d"]), 39 * 1.25)
 
@@ -834,8 +974,9 @@ def test_store_going_away_mid_load_stops_the_run(
     assert [s.name for s in sources] == list(VIEWS)
     assert report.exit_code == ExitCode.STORE_UNAVAILABLE
     assert report.aborted is not None and "cannot reach" in report.aborted[1]
-    # merchants fit in one write; the second write (user_device) found the store gone and
-    # the run stopped there, without advancing that view's watermark
+    # merchants' rates fit in one write; the second write (merchant_transaction_features'
+    # tile sets) found the store gone and the run stopped there, without advancing that
+    # view's watermark
     assert [r.outcome for r in report.views] == ["success", "failed"]
     assert report.views[1].watermark_after is None
     assert "cannot reach" in report.views[1].message

@@ -23,33 +23,42 @@ from featurestore.online.store import OnlineStore, StoredRecord, ViewRead
 from featurestore.online.urls import open_store
 from featurestore.registry import Registry
 from loader import load, plan_views
-from tests.loader.tables import EPOCH, NOW, TTL_S, VIEW, UserRow, user_rows, write_users
+from tests.loader.tables import (
+    ENTITY,
+    EPOCH,
+    FEATURE,
+    NOW,
+    TTL_S,
+    VIEW,
+    KeyRow,
+    key_of,
+    key_rows,
+    write_rows,
+)
 from tests.warehouse import REPO, Warehouse
 
 FAR_TS = (dt.datetime(9999, 12, 31) - EPOCH) // dt.timedelta(microseconds=1)
-OTHER = "user_profile_features"  # a second view of the user entity, written directly
-OTHER_READ = ViewRead(OTHER, {"user_segment": "string"})
+OTHER = "merchant_profile_features"  # a second view of the merchant entity, written directly
+OTHER_READ = ViewRead(OTHER, {"merchant_segment": "string"})
 FEATURESTORE = str(Path(sys.executable).parent / "featurestore")
 
 
-def bad_record(user: str, view: str = VIEW) -> Record:
+def bad_record(key: str, view: str = VIEW) -> Record:
     """What a load of rows from a bad clock leaves: year 9999, never expiring."""
     values: dict[str, object] = (
-        {"user_7d_transaction_count": 999, "avg_order_value_90d": 999.5}
-        if view == VIEW
-        else {"user_segment": "from-9999"}
+        {FEATURE: 0.999} if view == VIEW else {"merchant_segment": "from-9999"}
     )
-    return Record("user", (user,), view, FAR_TS, FAR_TS, FAR_TS // 1_000_000 + TTL_S, values)
+    return Record(ENTITY, (key,), view, FAR_TS, FAR_TS, FAR_TS // 1_000_000 + TTL_S, values)
 
 
-def read(store: OnlineStore, registry: Registry, users: list[str]) -> dict[str, object]:
+def read(store: OnlineStore, registry: Registry, keys: list[str]) -> dict[str, object]:
     view = registry.view(VIEW)
     views = [ViewRead(VIEW, {f.name: f.value_type for f in view.features}), OTHER_READ]
-    got = store.read("user", [(u,) for u in users], views, now=NOW)
-    return {user: row for user, row in zip(users, got, strict=True)}
+    got = store.read(ENTITY, [(k,) for k in keys], views, now=NOW)
+    return {key: row for key, row in zip(keys, got, strict=True)}
 
 
-def record_of(row: UserRow) -> StoredRecord:
+def record_of(row: KeyRow) -> StoredRecord:
     return StoredRecord(ts=row.ts, ver=row.ver, exp=row.exp, values=row.values)
 
 
@@ -57,12 +66,12 @@ def far(record: Record) -> StoredRecord:
     return StoredRecord(ts=record.ts, ver=record.ver, exp=record.exp, values=record.values)
 
 
-def make_bad_store(store: OnlineStore, rows: list[UserRow]) -> None:
+def make_bad_store(store: OnlineStore, rows: list[KeyRow]) -> None:
     """A store after a bad load: 9999 records over some keys (one whose warehouse row has
     expired by now, one the warehouse does not hold), the watermark in 9999, and a second
     view of one key that is not the loader's to touch."""
-    users = [rows[1].user_id, rows[2].user_id, rows[5].user_id, "usr_gone"]
-    written = store.write([bad_record(u) for u in users] + [bad_record(rows[1].user_id, OTHER)])
+    keys = [rows[1].key, rows[2].key, rows[5].key, "mer_gone"]
+    written = store.write([bad_record(k) for k in keys] + [bad_record(rows[1].key, OTHER)])
     assert written.written == 5
     store.set_watermark(VIEW, FAR_TS)
 
@@ -71,21 +80,21 @@ def make_bad_store(store: OnlineStore, rows: list[UserRow]) -> None:
 def test_full_refresh_replaces_a_view_after_a_bad_load(
     store: OnlineStore, registry: Registry, tmp_path: Path
 ) -> None:
-    path = tmp_path / "users.duckdb"
-    rows = user_rows(8)
-    expired = UserRow("usr_0005", dt.datetime(2025, 1, 1), dt.datetime(2025, 1, 2), 5, 6.25)
-    rows[5] = expired  # ts + 90 days < NOW
-    write_users(path, rows)
+    path = tmp_path / "merchants.duckdb"
+    rows = key_rows(8)
+    expired = KeyRow(key_of(5), dt.datetime(2025, 1, 1), dt.datetime(2025, 1, 2), 0.625)
+    rows[5] = expired  # ts + 30 days < NOW
+    write_rows(path, rows)
     sources = plan_views(registry, [VIEW])
     first = load(store, path, sources, now=NOW)
     assert first.views[0].rows_expired == 1
     make_bad_store(store, rows)
-    users = [row.user_id for row in rows] + ["usr_gone"]
+    keys = [row.key for row in rows] + ["mer_gone"]
 
     # the failure the repair is for: newer wins keeps 9999, an incremental load reads nothing
     stuck = load(store, path, sources, now=NOW)
     assert (stuck.exit_code, stuck.views[0].rows_read) == (ExitCode.OK, 0)
-    assert read(store, registry, ["usr_0001"])["usr_0001"][VIEW] == far(bad_record("usr_0001"))
+    assert read(store, registry, ["mer_0001"])["mer_0001"][VIEW] == far(bad_record("mer_0001"))
 
     repair = load(store, path, sources, now=NOW, full_refresh=True, batch_rows=3)
     (result,) = repair.views
@@ -94,15 +103,15 @@ def test_full_refresh_replaces_a_view_after_a_bad_load(
     live = [row for row in rows if row is not expired]
     assert result.watermark_after == max(row.ver for row in rows)
     assert store.get_watermark(VIEW) == max(row.ver for row in rows)
-    got = read(store, registry, users)
-    assert {user: got[user][VIEW] for user in users} == {
-        **{row.user_id: record_of(row) for row in live},
-        "usr_0005": None,  # expired in the warehouse: its 9999 record is removed
-        "usr_gone": far(bad_record("usr_gone")),  # not in the warehouse: left as it is
+    got = read(store, registry, keys)
+    assert {key: got[key][VIEW] for key in keys} == {
+        **{row.key: record_of(row) for row in live},
+        "mer_0005": None,  # expired in the warehouse: its 9999 record is removed
+        "mer_gone": far(bad_record("mer_gone")),  # not in the warehouse: left as it is
     }
-    assert got["usr_0001"][OTHER] == far(bad_record("usr_0001", OTHER))  # untouched
-    assert {user: got[user][OTHER] for user in users if user != "usr_0001"} == dict.fromkeys(
-        (u for u in users if u != "usr_0001"), None
+    assert got["mer_0001"][OTHER] == far(bad_record("mer_0001", OTHER))  # untouched
+    assert {key: got[key][OTHER] for key in keys if key != "mer_0001"} == dict.fromkeys(
+        (k for k in keys if k != "mer_0001"), None
     )
     (last, *_) = store.list_loads()
     assert (last.outcome, last.extra["full_refresh"], last.watermark_after) == (
@@ -115,23 +124,23 @@ def test_full_refresh_replaces_a_view_after_a_bad_load(
         # a repaired hash expires with its record again; the hash of the removed record is
         # gone; the one holding the other view lives as long as that view
         shift = int(dt.datetime.now(dt.UTC).timestamp()) - int(NOW.timestamp())
-        when = client.pexpiretime(redis_key("user", ("usr_0002",), ns)) / 1000
+        when = client.pexpiretime(redis_key(ENTITY, ("mer_0002",), ns)) / 1000
         assert abs(when - (rows[2].exp + shift)) <= 5
-        assert client.exists(redis_key("user", ("usr_0005",), ns)) == 0
-        when = client.pexpiretime(redis_key("user", ("usr_0001",), ns)) / 1000
-        assert abs(when - (bad_record("usr_0001").exp + shift)) <= 5
+        assert client.exists(redis_key(ENTITY, ("mer_0005",), ns)) == 0
+        when = client.pexpiretime(redis_key(ENTITY, ("mer_0001",), ns)) / 1000
+        assert abs(when - (bad_record("mer_0001").exp + shift)) <= 5
 
     # the watermark is back: a later row is loaded incrementally again
-    later = [*rows, UserRow("usr_0100", dt.datetime(2026, 4, 30), dt.datetime(2026, 4, 30), 1, 2.5)]
-    write_users(path, later)
+    later = [*rows, KeyRow("mer_0100", dt.datetime(2026, 4, 30), dt.datetime(2026, 4, 30), 0.25)]
+    write_rows(path, later)
     nxt = load(store, path, sources, now=NOW)
     assert (nxt.views[0].rows_read, nxt.views[0].rows_written) == (1, 1)
-    assert read(store, registry, ["usr_0100"])["usr_0100"][VIEW] == record_of(later[-1])
+    assert read(store, registry, ["mer_0100"])["mer_0100"][VIEW] == record_of(later[-1])
 
     # a second full refresh changes nothing (idempotent, e.g. after a crash)
-    before = read(store, registry, [*users, "usr_0100"])
+    before = read(store, registry, [*keys, "mer_0100"])
     assert load(store, path, sources, now=NOW, full_refresh=True).exit_code == ExitCode.OK
-    assert read(store, registry, [*users, "usr_0100"]) == before
+    assert read(store, registry, [*keys, "mer_0100"]) == before
 
 
 def test_replace_mode_writes_whatever_the_order(store: OnlineStore) -> None:
@@ -170,9 +179,9 @@ def test_full_refresh_from_the_command_line(
     demo_warehouse: Warehouse, registry: Registry, tmp_path: Path
 ) -> None:
     """The documented repair: `featurestore load --full-refresh --views <view>`."""
-    path = tmp_path / "users.duckdb"
-    rows = user_rows(6)
-    write_users(path, rows)
+    path = tmp_path / "merchants.duckdb"
+    rows = key_rows(6)
+    write_rows(path, rows)
     url = f"sqlite:///{tmp_path / 'online.db'}"
     with open_store(url) as store:
         store.initialize()
@@ -200,7 +209,7 @@ def test_full_refresh_from_the_command_line(
     (end,) = [json.loads(line) for line in fixed.stderr.splitlines() if '"view.end"' in line]
     assert (end["rows_read"], end["rows_written"], end["rows_skipped"]) == (6, 6, 0)
     with open_store(url) as store:
-        users = [row.user_id for row in rows]
-        got = read(store, registry, users)
-        assert {u: got[u][VIEW] for u in users} == {r.user_id: record_of(r) for r in rows}
+        keys = [row.key for row in rows]
+        got = read(store, registry, keys)
+        assert {k: got[k][VIEW] for k in keys} == {r.key: record_of(r) for r in rows}
         assert store.get_watermark(VIEW) == max(row.ver for row in rows)

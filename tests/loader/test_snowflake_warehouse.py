@@ -78,7 +78,12 @@ pytestmark = pytest.mark.filterwarnings(
 
 FEATURESTORE = str(Path(sys.executable).parent / "featurestore")
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
-VIEWS = ("merchant_chargeback_features", "user_device_features", "user_transaction_features")
+VIEWS = (
+    "merchant_chargeback_features",
+    "merchant_transaction_features",
+    "user_device_features",
+    "user_transaction_features",
+)
 PASSWORD = "pw-Sekret-4711"
 SF_ENV = {
     "FEATURESTORE_TARGET": "snowflake",
@@ -98,6 +103,15 @@ SNOWFLAKE_TYPES = {
     "DOUBLE": "float",
     "BOOLEAN": "boolean",
 }
+
+
+def snowflake_type(duckdb_type: str) -> str:
+    """The Snowflake DDL type of a DuckDB column type (``DECIMAL(p,s)``: ``number(p, s)``, as
+    dbt-snowflake creates the tile sums)."""
+    match = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", duckdb_type)
+    if match:
+        return f"number({match[1]}, {match[2]})"
+    return SNOWFLAKE_TYPES[duckdb_type]
 
 
 # --- fixtures: a Snowflake manifest, a fakesnow server holding the demo online tables -------
@@ -200,7 +214,7 @@ def fake_snowflake(
                 table = f"main_online.online_{source.name}"
                 described = con.sql(f"describe {table}").fetchall()
                 columns = ", ".join(
-                    f"{name} {SNOWFLAKE_TYPES[kind]}" for name, kind, *_ in described
+                    f"{name} {snowflake_type(kind)}" for name, kind, *_ in described
                 )
                 server.execute(
                     f"create schema if not exists {source.database}.{source.schema}",
@@ -216,7 +230,7 @@ def fake_snowflake(
                     schema=source.schema,
                 )
                 shared.close()
-                assert written[2] == rows.num_rows > 50
+                assert written[2] == rows.num_rows > 10  # merchant_transaction_features: 14
         yield server
 
 
@@ -299,7 +313,7 @@ def test_snowflake_load_equals_the_duckdb_load(
     assert [(r.view, r.rows_read, r.rows_written) for r in report.views] == [
         (r.view, r.rows_read, r.rows_written) for r in duck.views
     ]
-    assert all(r.rows_read > 50 for r in report.views)
+    assert all(r.rows_read > 10 for r in report.views)  # merchant_transaction_features: 14
     from_snowflake, from_duckdb = (
         store_contents(tmp_path / "sf.db"),
         store_contents(tmp_path / "duck.db"),
@@ -348,7 +362,7 @@ def test_profiles_and_reader_read_the_same_variables() -> None:
 def test_incremental_load_reads_only_newer_rows(
     fake_snowflake: FakeSnowflake, sf_target: SnowflakeTarget, tmp_path: Path
 ) -> None:
-    (source,) = sf_target.sources(("user_transaction_features",))
+    (source,) = sf_target.sources(("merchant_chargeback_features",))  # hand-written
     copy = dataclasses.replace(source, database="FS_INCREMENTAL")
     fake_snowflake.execute(
         "create database if not exists FS_INCREMENTAL",
@@ -365,17 +379,18 @@ def test_incremental_load_reads_only_newer_rows(
         watermark = store.get_watermark(source.name)
         assert watermark == result.watermark_after
 
-        # three users with one row (no scheduled row), changed at the cutoff (`as_of_at`)
+        # three merchants with one row (no scheduled row), changed at the cutoff (`as_of_at`)
         keys = [row[0] for row in fake_snowflake.execute(
-            f"select user_id from {relation_name(copy)} group by user_id "
-            "having count(*) = 1 order by user_id limit 3"
+            f"select merchant_id from {relation_name(copy)} group by merchant_id "
+            "having count(*) = 1 order by merchant_id limit 3"
         )]  # fmt: skip
+        assert len(keys) == 3
         ver, ts = f"{source.name}__as_of_at", f"{source.name}__feature_at"
         changed = f"{source.name}__changed_at"
         fake_snowflake.execute(
             f"update {relation_name(copy)} set {ts} = dateadd(minute, 1, {ts}), "
-            f"{ver} = as_of_at, {changed} = as_of_at, user_7d_transaction_count = 4242 "
-            f"where user_id in ({', '.join(literal(k) for k in keys)})"
+            f"{ver} = as_of_at, {changed} = as_of_at, merchant_chargeback_rate_30d = 0.4242 "
+            f"where merchant_id in ({', '.join(literal(k) for k in keys)})"
         )
         second = load(store, warehouse, [copy], now=NOW)
         (again,) = second.views
@@ -388,7 +403,7 @@ def test_incremental_load_reads_only_newer_rows(
         records = store.read(view.entity.name, [(key,) for key in keys], [read], now=NOW)
         for record in records:
             stored = record[view.name]
-            assert stored is not None and stored.values["user_7d_transaction_count"] == 4242
+            assert stored is not None and stored.values["merchant_chargeback_rate_30d"] == 0.4242
             assert stored.ver == again.watermark_after
 
         third = load(store, warehouse, [copy], now=NOW)

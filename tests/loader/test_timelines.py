@@ -216,8 +216,12 @@ def test_scheduled_rows_load_incrementally_one_record_per_entity(
     assert_records(recorded.take(), want)
     # b's new scheduled row: C2 + 25h - freshness_sla 26h
     assert store.get_watermark(view.name) == C2 - 1 * H
-    # the store holds the newest of each entity: a and d from the first load, the rest now
-    assert_stored(store, view, expected(rows2, view, C2), C2)
+    # the store holds the newest of each entity: a and d from the first load (d's scheduled
+    # last row keeps the first load's cutoff as its version), the rest now
+    first = expected(rows1, view, C1)
+    assert_stored(
+        store, view, {**want, ("usr_a",): first["usr_a",], ("usr_d",): first["usr_d",]}, C2
+    )
 
     # a full refresh writes every entity again, in replace mode
     full = load(store, path, [source], now=clock_at(C2), full_refresh=True, batch_rows=batch_rows)
@@ -411,6 +415,8 @@ def _first(tiles: dict, hop: int) -> tuple[str, int, int]:
     return sorted(k for k in tiles if k[1] == hop)[0]
 
 
+_AVG_PAIR = "tiles: an avg's sum present when its count is > 0, 0 or absent when it is 0"
+
 #: a break of valid tile rows -> the source of the check that must refuse it
 BREAKS = {
     "null hop": "tiles: hop",
@@ -418,8 +424,8 @@ BREAKS = {
     "a tile start off its hop": "tiles: tile start a whole number of hops since the epoch",
     "a negative count": "tiles: a count is >= 0",
     "no count on a tile of its hop": "tiles: a count on every tile of its hop (60 s)",
-    "an avg's sum without a count": "tiles: an avg's sum present when its count is > 0, 0 or absent when it is 0",
-    "an avg's count without a sum": "tiles: an avg's sum present when its count is > 0, 0 or absent when it is 0",
+    "an avg's sum without a count": _AVG_PAIR,
+    "an avg's count without a sum": _AVG_PAIR,
     "a tile mean above the range": "registry: range (the tile's mean)",
     "a tile twice": "layout: one row per user_id, tile_hop_seconds, tile_start",
 }
@@ -502,3 +508,29 @@ def _duplicate(path: Path, view: FeatureView, key: tuple[str, int, int]) -> None
             "where user_id = ? and tile_hop_seconds = ? and tile_start = make_timestamp(?)",
             [key[0], key[1], key[2]],
         )
+
+
+def test_an_avg_tile_of_events_without_a_value_may_hold_a_zero_sum(
+    sqlite_recorded: Recorded, tmp_path: Path
+) -> None:
+    """usr_1's last hour tile holds one event without a price: its avg partial is a count of
+    0 and a sum of 0.00 as the tile model writes it (decimal(18, 2) here: the gate's zero is
+    of the column's type), loaded as (0, 0); a non-zero sum on a count of 0 is refused."""
+    store = sqlite_recorded.store
+    path = tmp_path / "warehouse.duckdb"
+    view, tiles = _tile_rows(path)
+    key = ("usr_1", 3600, (C1 - 90 * US) // H * H)
+    assert (tiles[key]["mean_7d__count"], tiles[key]["mean_7d__sum"]) == (0, None)
+    latest = {"usr_1": C1 - 90 * US, "usr_2": C1 - 26 * H}
+    for total, outcome in ((Decimal("0.00"), "success"), (Decimal("0.01"), "rejected")):
+        tiles[key] = {**tiles[key], "mean_7d__sum": total}
+        write_tiles(path, view, tiles, C1, feature_at=latest, changed_at=latest)
+        # a full refresh: the same change times, read again
+        report = load(store, path, [source_of(view)], now=clock_at(C1), full_refresh=True)
+        (result,) = report.views
+        assert (result.outcome, result.rows_read) == (outcome, len(tiles)), result.failures
+    sent = sqlite_recorded.take()
+    record = sent["usr_1",]
+    assert record.timeline is not None
+    count = tiles[key]["n_7d__count"]
+    assert count == 1 and decode_tile_set(record.timeline)[3600][key[2] // US] == (count, (0, 0))

@@ -18,7 +18,12 @@ from loader.errors import LoaderError
 from loader.views import gated_tests, online_model_name
 from tests.warehouse import REPO, Warehouse
 
-VIEWS = ("merchant_chargeback_features", "user_device_features", "user_transaction_features")
+VIEWS = (
+    "merchant_chargeback_features",
+    "merchant_transaction_features",
+    "user_device_features",
+    "user_transaction_features",
+)
 FEATURES_YML = REPO / "models" / "features" / "_features__models.yml"
 #: the yml's names of the data tests the gate also checks
 GATED_YML_NAMES = {"not_null", "accepted_values", "featurestore.accepted_range"}
@@ -91,9 +96,26 @@ def test_each_view_reads_its_online_models_relation(
             f"{source.name}__as_of_at",
             f"{source.name}__changed_at",
             "as_of_at",
-            *source.view.feature_names(),
+            *source.value_columns,
         )
-        assert source.order_columns == (*source.view.keys, f"{source.name}__feature_at")
+        if source.name.endswith("_transaction_features"):  # declared: tiles
+            assert source.tiled
+            partials = {
+                "merchant_transaction_features": ["merchant_1h_transaction_count__count"],
+                "user_transaction_features": [
+                    "user_10m_transaction_count__count",
+                    "user_7d_transaction_count__count",
+                    "avg_order_value_90d__count",
+                    "avg_order_value_90d__sum",
+                ],
+            }[source.name]
+            assert source.value_columns == ("tile_hop_seconds", "tile_start", *partials)
+            order = (*source.view.keys, "tile_hop_seconds", "tile_start")
+        else:
+            assert not source.tiled
+            assert source.value_columns == source.view.feature_names()
+            order = (*source.view.keys, f"{source.name}__feature_at")
+        assert source.order_columns == source.unique_columns == order
 
 
 def test_a_view_without_its_online_model_is_a_warehouse_error(registry: Registry) -> None:
