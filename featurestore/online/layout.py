@@ -112,6 +112,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -337,7 +338,10 @@ def encode_tile_set(tiles: TileSet) -> bytes:
                 columns.append(_prefix([_scaled(p, scale) for p in partials]))
                 scales.append(scale)
         out[str(hop)] = {"t": starts, "k": kinds, "x": scales, "p": columns}
-    return orjson.dumps(out)
+    try:
+        return orjson.dumps(out)
+    except TypeError:  # a prefix sum beyond 64 bits (a decimal(38, s) total): still a JSON int
+        return json.dumps(out, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +372,19 @@ def read_tile_columns(data: bytes | str) -> dict[int, TileColumns]:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise OnlineLayoutError(f"tile set is not JSON: {exc}") from None
+    try:
+        return _tile_columns(parsed)
+    except OnlineLayoutError:
+        # orjson reads an integer beyond 64 bits as a float: read such a set exactly (rare:
+        # only decimal totals that large), and check it again (a bad set fails the same way)
+        return _tile_columns(json.loads(data, parse_constant=_no_constant))
+
+
+def _no_constant(name: str) -> object:
+    raise OnlineLayoutError(f"tile set is not JSON: {name}")
+
+
+def _tile_columns(parsed: object) -> dict[int, TileColumns]:
     if not isinstance(parsed, dict):
         raise OnlineLayoutError("tile set is not a JSON object")
     out: dict[int, TileColumns] = {}
