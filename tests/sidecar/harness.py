@@ -431,3 +431,49 @@ def metric(text: str, name: str, labels: Mapping[str, str] | None = None) -> flo
         if all(found.get(k) == v for k, v in wanted.items()):
             return float(value)
     return 0.0
+
+
+# --- a second hand-written view of the user entity, for the in-process suites ----------------
+
+SPEND = "user_spend_features"
+#: name -> (data_type, value type, default)
+SPEND_FEATURES: dict[str, tuple[str, str, object]] = {
+    "user_spend_7d_count": ("bigint", "int", 0),
+    "user_spend_avg_90d": ("double", "float", None),
+}
+
+
+def with_spend_view(base: Registry) -> Registry:
+    """``base`` plus :data:`SPEND`: a hand-written view of the user entity (TTL 90 d, no
+    declaration) holding :data:`SPEND_FEATURES`, a copy of user_profile_features' settings
+    (the demo's user_transaction_features is declared: its records hold tiles)."""
+    import dataclasses
+
+    from featurestore.registry import Feature
+
+    template = base.views[PROFILE]
+    features = tuple(
+        Feature(
+            name=name,
+            view=SPEND,
+            data_type=data_type,
+            value_type=value_type,  # type: ignore[arg-type]
+            description=name,
+            default=default,
+        )
+        for name, (data_type, value_type, default) in SPEND_FEATURES.items()
+    )
+    view = dataclasses.replace(
+        template,
+        name=SPEND,
+        relation=f'"warehouse"."main_features"."{SPEND}"',
+        ttl="90d",
+        ttl_seconds=90 * 86_400,
+        features=features,
+        data_tests=(),
+    )
+    assert view.windowed is None and view.available_at is not None
+    views = {**base.views, SPEND: view}
+    return dataclasses.replace(
+        base, views=views, features={**base.features, **{f.name: f for f in features}}
+    )
