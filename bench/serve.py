@@ -72,9 +72,9 @@ sys.path.insert(0, str(REPO))  # tests/servers.py: redis-server on a free port
 from bench.serve_tiled import (  # noqa: E402
     TILED_FEATURES,
     TILED_VIEW,
+    check_declaration,
     check_tiled,
     fill_tiled,
-    serve_tiled,
 )
 from featurestore.online.layout import Record  # noqa: E402
 from featurestore.online.redis_store import RedisStore  # noqa: E402
@@ -608,6 +608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     view = registry.views[VIEW]
     if was_offline:
         print(f"{VIEW} is declared online: false; served from a copy with online: true")
+    if tiled:
+        check_declaration(registry)
     features = list(view.feature_names())
     features_json = json.dumps(features, separators=(",", ":"))
     mixed_json = json.dumps([*features, *TILED_FEATURES], separators=(",", ":"))
@@ -665,13 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             env[name] = value
         results["sidecar_env"] = args.sidecar_env
         sidecar_port, bare_port = free_port(), free_port()
-        if tiled:  # featurestore serve --workers 1 with the tiled view in the registry
-            env["FEATURESTORE_ONLINE_URL"] = redis.url
-            sidecar_args = [*pinned(server_cpu), sys.executable, __file__, "--tiled-sidecar"]
-            sidecar_args += [str(sidecar_port), str(manifest_path), VIEW]
-        else:
-            sidecar_args = [*pinned(server_cpu), sys.executable, "-m", "sidecar"]
-            sidecar_args += ["--online", redis.url, "--port", str(sidecar_port), "--workers", "1"]
+        sidecar_args = [*pinned(server_cpu), sys.executable, "-m", "sidecar"]
+        sidecar_args += ["--online", redis.url, "--port", str(sidecar_port), "--workers", "1"]
         sidecar_proc = stack.enter_context(
             process(
                 sidecar_args,
@@ -841,8 +838,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--bare-server":
         serve_bare(int(sys.argv[2]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "--tiled-sidecar":
-        serve_tiled(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "--client-process":
         client_process(sys.argv[2:])
     else:

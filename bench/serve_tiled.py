@@ -1,37 +1,31 @@
-"""The tiled part of ``bench/serve.py``: a tiled (windowed) view of the bench's user entity,
-its tiles in Redis, the checks of its served values, and the sidecar process that serves it.
+"""The tiled part of ``bench/serve.py``: tile sets of a declared (windowed) view of the
+bench's user entity in Redis, and the checks of its served values.
 
-The view ``bench_user_windows`` is declared here in code (:func:`with_tiled_view`), next
-to the bench's plain view: ``bench_count_10m`` (count, 10m window, 1m hop),
-``bench_count_7d`` (count, 7d/1h) and ``bench_avg_amount_90d`` (avg of a decimal amount,
-90d/1d). Each entity has 50 events (:func:`events_of`, a pure function of its id): 5 in the
-last 10 minutes, 15 in the last 7 days, 30 in the last 90 days, so a tile set holds up to 5
-one-minute, 20 one-hour and 50 one-day tiles, ~1.5 KB of JSON. The sidecar process
-(``bench/serve.py --tiled-sidecar PORT MANIFEST``) is what ``featurestore serve --workers 1``
-runs (``create_app`` + ``serving_worker`` under uvicorn with uvloop and the bounded
-httptools protocol), with the registry of the manifest plus this view.
+The view is the demo project's declared ``user_transaction_features`` as the registry reads
+it from the bench's manifest (``featurestore/windowed_declaration.py``): count 10m/1m,
+count 7d/1h, avg of a decimal amount 90d/1d; :func:`check_declaration` checks that the
+manifest still declares it so (else the tile sets written here would not be the view's).
+Each entity has 50 events (:func:`events_of`, a pure function of its id): 5 in the last 10
+minutes, 15 in the last 7 days, 30 in the last 90 days, so a tile set holds up to 5
+one-minute, 20 one-hour and 50 one-day tiles. The sidecar is the plain ``python -m sidecar``
+over the manifest (no view added in code).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import json
 import random
 import time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from featurestore.online.layout import Record, TileSet, encode_tile_set
 from featurestore.online.redis_store import RedisStore
-from featurestore.registry import Feature, Registry, registry_from_manifest
+from featurestore.registry import Registry
 from featurestore.timestamps import micros
 from featurestore.windows import (
-    Aggregation,
-    WindowedSource,
     add_event,
     counts_at,
     live_tile,
@@ -39,59 +33,31 @@ from featurestore.windows import (
     tile_start,
 )
 
-TILED_VIEW = "bench_user_windows"
+TILED_VIEW = "user_transaction_features"
 ENTITY = "user"
 US = 1_000_000
 DAY = 86_400
-#: name -> (function, column, window, window s, hop, hop s, value type, default)
-TILED_FEATURES: dict[str, tuple[Any, str | None, str, int, str, int, Any, object]] = {
-    "bench_count_10m": ("count", None, "10m", 600, "1m", 60, "int", 0),
-    "bench_count_7d": ("count", None, "7d", 7 * DAY, "1h", 3600, "int", 0),
-    "bench_avg_amount_90d": ("avg", "amount", "90d", 90 * DAY, "1d", DAY, "float", 0.0),
+#: name -> (function, column, window, window s, hop, hop s): what the manifest declares
+TILED_FEATURES: dict[str, tuple[Any, str | None, str, int, str, int]] = {
+    "user_10m_transaction_count": ("count", None, "10m", 600, "1m", 60),
+    "user_7d_transaction_count": ("count", None, "7d", 7 * DAY, "1h", 3600),
+    "avg_order_value_90d": ("avg", "amount", "90d", 90 * DAY, "1d", DAY),
 }
 
 
-def with_tiled_view(registry: Registry, template_view: str) -> Registry:
-    """``registry`` plus :data:`TILED_VIEW` (of the entity of ``template_view``)."""
-    template = registry.views[template_view]
-    features = tuple(
-        Feature(
-            name=name,
-            view=TILED_VIEW,
-            data_type="bigint" if value_type == "int" else "double",
-            value_type=value_type,
-            description=f"{function} over {window}",
-            default=default,
-            aggregation=Aggregation(name, function, column, window, window_s, hop, hop_s),
-        )
-        for name, (function, column, window, window_s, hop, hop_s, value_type, default) in (
-            TILED_FEATURES.items()
-        )
-    )
-    view = dataclasses.replace(
-        template,
-        name=TILED_VIEW,
-        available_at=None,
-        ttl="91d",
-        ttl_seconds=91 * DAY,
-        online=True,
-        features=features,
-        data_tests=(),
-        windowed=WindowedSource(
-            events="bench_events",
-            events_relation="bench_events",
-            event_time="event_at",
-            ingested_at="ingested_at",
-            event_id="event_id",
-            keys=tuple(template.keys),
-            column_types=(("amount", "decimal"),),
-        ),
-    )
-    return dataclasses.replace(
-        registry,
-        views={**registry.views, TILED_VIEW: view},
-        features={**registry.features, **{f.name: f for f in features}},
-    )
+def check_declaration(registry: Registry) -> None:
+    """Exit unless the manifest declares :data:`TILED_VIEW` with :data:`TILED_FEATURES`."""
+    view = registry.views.get(TILED_VIEW)
+    if view is None or not view.tiled or not view.online:
+        raise SystemExit(f"the manifest has no online declared view {TILED_VIEW}")
+    declared = {
+        f.name: (a.function, a.column, a.window_seconds, a.hop_seconds)
+        for f in view.features
+        if (a := f.aggregation) is not None
+    }
+    wanted = {name: (s[0], s[1], s[3], s[5]) for name, s in TILED_FEATURES.items()}
+    if declared != wanted:
+        raise SystemExit(f"{TILED_VIEW} declares {declared}, the bench writes {wanted}")
 
 
 def events_of(entity_id: int, now_us: int) -> list[tuple[int, Decimal]]:
@@ -205,44 +171,13 @@ def check_tiled(
     return checked, bad
 
 
-def serve_tiled(port: int, manifest: Path, template_view: str) -> None:
-    """``featurestore serve --workers 1`` with the tiled view added to the registry (the
-    settings from the environment, as the sidecar reads them)."""
-    import uvicorn
-
-    from sidecar.app import configure_logging, create_app, serving_worker
-    from sidecar.server import SidecarProtocol
-    from sidecar.settings import Settings
-
-    registry = with_tiled_view(
-        registry_from_manifest(json.loads(manifest.read_text())), template_view
-    )
-    configure_logging()
-    app = create_app(Settings.from_env(), registry=registry)
-    uvicorn.run(
-        lambda: serving_worker(app),
-        factory=True,
-        host="127.0.0.1",
-        port=port,
-        workers=1,
-        loop="uvloop",
-        http=SidecarProtocol,
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        server_header=False,
-    )
-
-
 __all__ = [
     "TILED_FEATURES",
     "TILED_VIEW",
+    "check_declaration",
     "check_tiled",
     "events_of",
     "fill_tiled",
     "reference",
-    "serve_tiled",
     "tiles_of",
-    "with_tiled_view",
 ]

@@ -140,8 +140,8 @@ class TimelinePlan:
         hops: _Hops = {}
         for hop, columns in stored.items():
             hop_functions = functions.get(hop)
-            if hop_functions is None:  # a hop no feature uses (the registry changed)
-                continue
+            if hop_functions is None or not columns.starts:
+                continue  # a hop no feature uses (the registry changed), or no tiles
             wanted = [2 if function == "avg" else 1 for function in hop_functions]
             if columns.kinds != wanted:
                 return InvalidRecord(
@@ -231,7 +231,7 @@ class TiledEntry:
     ) -> None:
         self.plan = plan
         self.exp = exp
-        #: hop seconds -> (tile starts in microseconds ascending, per slot its _Prefix)
+        #: hop seconds -> (tile starts in seconds ascending, per slot its _Columns)
         self._hops = hops
         #: (first instant, end instant, value JSON per feature) of the last merge
         self._memo: tuple[int, int, tuple[bytes | None, ...]] | None = None

@@ -114,7 +114,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -339,7 +341,10 @@ def encode_tile_set(tiles: TileSet) -> bytes:
                 columns.append(_prefix([_scaled(p, scale) for p in partials]))
                 scales.append(scale)
         out[str(hop)] = {"t": starts, "k": kinds, "x": scales, "p": columns}
-    return orjson.dumps(out)
+    try:
+        return orjson.dumps(out)
+    except TypeError:  # a prefix sum beyond 64 bits (a decimal(38, s) total): still a JSON int
+        return json.dumps(out, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,8 +360,13 @@ class TileColumns:
     prefixes: list[list[int]]
 
 
+_INT_TYPE: Final = frozenset({int})
+
+
 def _int_list(value: object) -> bool:
-    return isinstance(value, list) and all(type(item) is int for item in value)
+    """A list of integers (not booleans); C-level loops only (the sidecar reads every tile
+    set it serves with this)."""
+    return type(value) is list and _INT_TYPE.issuperset(map(type, value))
 
 
 def read_tile_columns(data: bytes | str) -> dict[int, TileColumns]:
@@ -370,6 +380,31 @@ def read_tile_columns(data: bytes | str) -> dict[int, TileColumns]:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise OnlineLayoutError(f"tile set is not JSON: {exc}") from None
+    try:
+        return _tile_columns(parsed)
+    except OnlineLayoutError:
+        # orjson reads an integer beyond 64 bits as a float: read such a set exactly (rare:
+        # only decimal totals that large), and check it again (a bad set fails the same way)
+        return _tile_columns(json.loads(data, parse_constant=_no_constant))
+
+
+def _no_constant(name: str) -> object:
+    raise OnlineLayoutError(f"tile set is not JSON: {name}")
+
+
+_KINDS: Final = frozenset({1, 2})
+
+
+def _prefix_column(column: object, width: int) -> bool:
+    return (
+        type(column) is list
+        and len(column) == width
+        and column[0] == 0
+        and _INT_TYPE.issuperset(map(type, column))
+    )
+
+
+def _tile_columns(parsed: object) -> dict[int, TileColumns]:
     if not isinstance(parsed, dict):
         raise OnlineLayoutError("tile set is not a JSON object")
     out: dict[int, TileColumns] = {}
@@ -382,22 +417,18 @@ def read_tile_columns(data: bytes | str) -> dict[int, TileColumns]:
         starts, kinds, scales, prefixes = spec["t"], spec["k"], spec["x"], spec["p"]
         if not (_int_list(starts) and _int_list(kinds) and _int_list(scales)):
             raise OnlineLayoutError(f"tile set hop {hop}: t, k and x must be lists of integers")
-        if any(start % hop for start in starts) or any(
-            a >= b for a, b in itertools.pairwise(starts)
-        ):
+        if any(map(hop.__rmod__, starts)) or not all(map(operator.lt, starts, starts[1:])):
             raise OnlineLayoutError(
                 f"tile set hop {hop}: tile starts must ascend and be multiples of the hop"
             )
-        if any(kind not in (1, 2) for kind in kinds) or any(scale < 0 for scale in scales):
+        if not _KINDS.issuperset(kinds) or (scales and min(scales) < 0):
             raise OnlineLayoutError(f"tile set hop {hop}: kinds must be 1 or 2, scales >= 0")
+        width = len(starts) + 1
         if (
-            not isinstance(prefixes, list)
+            type(prefixes) is not list
             or len(prefixes) != sum(kinds)
             or len(scales) != len(prefixes)
-            or not all(
-                _int_list(column) and len(column) == len(starts) + 1 and column[0] == 0
-                for column in prefixes
-            )
+            or not all(map(_prefix_column, prefixes, itertools.repeat(width)))
         ):
             raise OnlineLayoutError(
                 f"tile set hop {hop}: p must hold one prefix-sum list per column, "

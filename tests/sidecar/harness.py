@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import json
 import os
 import signal
@@ -206,7 +207,9 @@ PROFILE_FEATURES = {  # name -> (data_type, default)
 
 
 def variant_manifest(demo: Path, out: Path) -> Path:
-    """The demo manifest, avg_order_value_90d without a default, plus user_profile_features."""
+    """The demo manifest, avg_order_value_90d (declared, tiled) without a default, plus
+    user_profile_features: a hand-written view of the user entity (``available_at``, no
+    declaration)."""
     manifest = json.loads(demo.read_text())
     nodes = manifest["nodes"]
     base = nodes["model.featurestore.user_transaction_features"]
@@ -222,8 +225,15 @@ def variant_manifest(demo: Path, out: Path) -> Path:
         relation_name=f'"warehouse"."main_features"."{PROFILE}"',
         description="User profile features (test-only view).",
     )
-    extra["config"]["meta"]["featurestore"].update(ttl="1d", owner="profiles@shop.example")
-    columns = {name: base["columns"][name] for name in ("user_id", "feature_at", "available_at")}
+    # a hand-written view: no declaration, an available_at column (the user view is declared)
+    profile_meta = extra["config"]["meta"]["featurestore"]
+    profile_meta.pop("windowed", None)
+    profile_meta.update(ttl="1d", owner="profiles@shop.example", available_at="available_at")
+    if "meta" in extra and "featurestore" in extra["meta"]:
+        extra["meta"]["featurestore"] = copy.deepcopy(profile_meta)
+    hand_written = nodes["model.featurestore.merchant_chargeback_features"]
+    columns = {name: base["columns"][name] for name in ("user_id", "feature_at")}
+    columns["available_at"] = copy.deepcopy(hand_written["columns"]["available_at"])
     for name, (data_type, default) in PROFILE_FEATURES.items():
         meta = {"featurestore": {"feature": True, "default": default}}
         columns[name] = {
@@ -292,22 +302,80 @@ class Latest:
 
 
 def warehouse_latest(
-    warehouse: Warehouse, view: FeatureView, where: str = ""
+    warehouse: Warehouse, view: FeatureView, where: str = "", now: dt.datetime = NOW
 ) -> dict[tuple[str, ...], Latest]:
-    """key -> latest row, read with plain SQL from the warehouse's online model."""
+    """key -> what the sidecar serves at ``now`` from a load of the demo warehouse at its
+    cutoff (``DEMO_AS_OF``), computed independently of the loader and the sidecar:
+
+    * a hand-written view: the rows of its online model (read with plain SQL; ``where``
+      filters them), the current one and the scheduled ones; the step valid at ``now`` is
+      the latest whose ``feature_at`` <= ``now`` (the first if ``now`` is earlier);
+    * a declared (tiled) view: :func:`declared_latest`, the rule over the raw events."""
+    if view.tiled:
+        return declared_latest(warehouse, view, now)
     features = list(view.feature_names())
     columns = [*view.keys, f"{view.name}__feature_at", *features]
     rows = warehouse.query(
-        f"select {', '.join(columns)} from main_online.online_{view.name} {where}"
+        f"select {', '.join(columns)} from main_online.online_{view.name} {where} "
+        f"order by {f'{view.name}__feature_at'}"
     )
+    naive_now = now.astimezone(dt.UTC).replace(tzinfo=None)
     latest: dict[tuple[str, ...], Latest] = {}
     count = len(view.keys)
-    for row in rows:
+    for row in rows:  # ascending by feature_at: the last one at or before now wins
         key = tuple(str(part) for part in row[:count])
         feature_at = row[count]
-        assert key not in latest and isinstance(feature_at, dt.datetime)
-        latest[key] = Latest(feature_at, dict(zip(features, row[count + 1 :], strict=True)))
+        assert isinstance(feature_at, dt.datetime)
+        step = Latest(feature_at, dict(zip(features, row[count + 1 :], strict=True)))
+        if key not in latest or feature_at <= naive_now:
+            assert key not in latest or feature_at > latest[key].feature_at  # one row per ts
+            latest[key] = step
     return latest
+
+
+@functools.cache
+def _declared_entities(raw_path: Path, view: str) -> dict[tuple[Any, ...], Any]:
+    from tests.feature_reference import build_reference
+
+    return build_reference(raw_path).declared[view][1]
+
+
+def declared_latest(
+    warehouse: Warehouse, view: FeatureView, now: dt.datetime = NOW
+) -> dict[tuple[str, ...], Latest]:
+    """key -> a declared view's answer at ``now`` (``feature_at`` = ``now``: a windowed
+    value's timestamp is the request's time) after a load at the demo cutoff ``C``: the rule
+    (tests/window_reference.py) over the raw events ingested by ``C``, for the entities whose
+    record is live at ``now`` (some event ingested by ``C`` is in a tile that has not left the
+    longest window of its hop at both ``C`` and ``now``)."""
+    from featurestore.windows import leaves_at
+    from tests.warehouse import DEMO_AS_OF
+    from tests.window_reference import Entity, to_us
+
+    cutoff_us = to_us(dt.datetime.fromisoformat(DEMO_AS_OF))
+    naive_now = now.astimezone(dt.UTC).replace(tzinfo=None)
+    now_us = to_us(naive_now)
+    longest: dict[int, int] = {}
+    for feature in view.features:
+        agg = feature.aggregation
+        assert agg is not None
+        longest[agg.hop_seconds] = max(longest.get(agg.hop_seconds, 0), agg.window_seconds)
+    out: dict[tuple[str, ...], Latest] = {}
+    for key, entity in _declared_entities(warehouse.raw_path, view.name).items():
+        known = [e for e in entity.events if e.ingested_us <= cutoff_us]
+        exp_us = max(
+            (leaves_at(e.t_e, hop, window) for e in known for hop, window in longest.items()),
+            default=0,
+        )
+        if exp_us <= max(cutoff_us, now_us):  # no tile live at the cutoff, or all gone by now
+            continue
+        loaded = Entity(known)
+        values = {}
+        for feature in view.features:
+            assert feature.aggregation is not None
+            values[feature.name] = loaded.value(feature.aggregation, now_us)
+        out[tuple(str(part) for part in key)] = Latest(naive_now, values)
+    return out
 
 
 def iso_z(moment: dt.datetime) -> str:
@@ -363,3 +431,49 @@ def metric(text: str, name: str, labels: Mapping[str, str] | None = None) -> flo
         if all(found.get(k) == v for k, v in wanted.items()):
             return float(value)
     return 0.0
+
+
+# --- a second hand-written view of the user entity, for the in-process suites ----------------
+
+SPEND = "user_spend_features"
+#: name -> (data_type, value type, default)
+SPEND_FEATURES: dict[str, tuple[str, str, object]] = {
+    "user_spend_7d_count": ("bigint", "int", 0),
+    "user_spend_avg_90d": ("double", "float", None),
+}
+
+
+def with_spend_view(base: Registry) -> Registry:
+    """``base`` plus :data:`SPEND`: a hand-written view of the user entity (TTL 90 d, no
+    declaration) holding :data:`SPEND_FEATURES`, a copy of user_profile_features' settings
+    (the demo's user_transaction_features is declared: its records hold tiles)."""
+    import dataclasses
+
+    from featurestore.registry import Feature
+
+    template = base.views[PROFILE]
+    features = tuple(
+        Feature(
+            name=name,
+            view=SPEND,
+            data_type=data_type,
+            value_type=value_type,  # type: ignore[arg-type]
+            description=name,
+            default=default,
+        )
+        for name, (data_type, value_type, default) in SPEND_FEATURES.items()
+    )
+    view = dataclasses.replace(
+        template,
+        name=SPEND,
+        relation=f'"warehouse"."main_features"."{SPEND}"',
+        ttl="90d",
+        ttl_seconds=90 * 86_400,
+        features=features,
+        data_tests=(),
+    )
+    assert view.windowed is None and view.available_at is not None
+    views = {**base.views, SPEND: view}
+    return dataclasses.replace(
+        base, views=views, features={**base.features, **{f.name: f for f in features}}
+    )

@@ -171,7 +171,12 @@ def test_threaded_a_frozen_store_fails_within_the_budget(
     assert moto.proc is not None
 
     async def main() -> list[tuple[object, float]]:
-        check_rows(await reader.read("user", KEYS, [VIEW], NOW))
+        # the store answers (its connections warm); moto, a Python server, can miss 0.3 s
+        # on a loaded 2-core host, which is not what is tested here: a few tries
+        for _ in range(5):
+            if (warm := await reader.read("user", KEYS, [VIEW], NOW)) is not None:
+                break
+        check_rows(warm)
         os.kill(moto.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
         try:
             frozen: list[tuple[object, float]] = []

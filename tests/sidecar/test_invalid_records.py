@@ -1,6 +1,8 @@
 """One bad record through the real sidecar over HTTP (``python -m sidecar`` on each store:
-SQLite file, redis-server, moto server): records written with ``store.write``, one corrupted
-in the store, then requests of many keys. The corrupt key's view answers ``INVALID_RECORD``
+SQLite file, redis-server, moto server): records written with ``store.write`` (the
+hand-written user_profile_features; the declared user_transaction_features as tile sets),
+one profile record corrupted in the store, then requests of many keys. The corrupt key's
+view answers ``INVALID_RECORD``
 (its default or nothing), every other key and view is PRESENT with what was written, the
 response is 200 and not degraded, the breaker stays closed, the record is counted per view
 and logged once within the interval, never cached: a repair shows on the next request."""
@@ -11,12 +13,13 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from featurestore.online.layout import Record
+from featurestore.online.layout import Record, encode_tile_set
 from featurestore.online.store import InvalidRecord, OnlineStore
 from featurestore.online.urls import open_store
 from featurestore.registry import FeatureView, Registry, ValueType
@@ -37,7 +40,7 @@ KEYS = [f"usr_bad{n:02d}" for n in range(12)]
 BAD = KEYS[5]
 LOG_LINE = "a stored record cannot be decoded"
 #: per store kind: a numeric feature's value replaced by text that is not a number
-NOT_A_NUMBER = Corruption("user_7d_transaction_count", "many", {"S": "many"})
+NOT_A_NUMBER = Corruption("user_risk_score", "many", {"S": "many"})
 
 
 def value(value_type: ValueType, n: int) -> object:
@@ -61,18 +64,56 @@ FEATURE_AT = dt.datetime(2026, 4, 30, 12, 0, 0)  # naive UTC, within every view'
 
 
 def record(view: FeatureView, key: str, n: int, feature_at: dt.datetime = FEATURE_AT) -> Record:
+    """A hand-written view's record of feature values (a pure function of ``n``)."""
     ts = int(feature_at.replace(tzinfo=dt.UTC).timestamp()) * 1_000_000
     exp = int(NOW.timestamp()) + 86_400
     values = {f.name: value(f.value_type, n + i) for i, f in enumerate(view.features)}
     return Record("user", (key,), view.name, ts, ts, exp, values)
 
 
+def amounts(n: int) -> list[Decimal]:
+    """Key number ``n``'s transactions: ``1 + n % 3`` of them, 12 h before NOW."""
+    return [Decimal(n) + Decimal("0.25") * i for i in range(1 + n % 3)]
+
+
+def tiled_record(key: str, n: int) -> Record:
+    """The declared user_transaction_features record of key ``n`` (a load at NOW): its
+    transactions in one tile of each hop (60 s, 1 h, 1 d), 12 h before NOW."""
+    start = int(FEATURE_AT.replace(tzinfo=dt.UTC).timestamp())  # a minute and hour start
+    day = start - start % 86400
+    spent = amounts(n)
+    tiles = {
+        60: {start: (len(spent),)},
+        3600: {start: (len(spent),)},
+        86400: {day: ((len(spent), sum(spent, Decimal(0))),)},
+    }
+    ts = start * 1_000_000
+    exp = day + 86400 + 90 * 86400
+    now_us = int(NOW.timestamp()) * 1_000_000
+    return Record("user", (key,), TXN, ts, now_us, exp, {}, encode_tile_set(tiles))  # type: ignore[arg-type]
+
+
+def tiled_answers(n: int) -> dict[str, Any]:
+    """The rule at NOW, by hand: the transactions are 12 h old (out of 10 minutes, in 7 and
+    90 days); the answers' timestamp is the request's time."""
+    spent = amounts(n)
+    values = {
+        "user_10m_transaction_count": 0,
+        "user_7d_transaction_count": len(spent),
+        "avg_order_value_90d": float(sum(spent)) / len(spent),
+    }
+    stamp = iso_z(NOW.replace(tzinfo=None))
+    return {
+        name: {"value": v, "timestamp": stamp, "status": "PRESENT"} for name, v in values.items()
+    }
+
+
 @pytest.fixture(params=["sqlite", "redis", "dynamodb"])
 def served(
     request: pytest.FixtureRequest, manifest: Path, registry: Registry, tmp_path: Path
 ) -> Iterator[tuple[SidecarServer, OnlineStore]]:
-    """Both user views written for every key, ``BAD``'s transaction record corrupted, and
-    the sidecar over that store."""
+    """Both user views written for every key, ``BAD``'s profile record corrupted, and the
+    sidecar over that store."""
     kind: str = request.param
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'online.db'}"
@@ -82,9 +123,10 @@ def served(
         url = request.getfixturevalue("moto").url(table=f"iv_{uuid.uuid4().hex[:8]}")
     store = open_store(url)
     store.initialize()
-    views = [registry.views[TXN], registry.views[PROFILE]]
-    store.write([record(view, key, n) for n, key in enumerate(KEYS) for view in views], now=NOW)
-    corrupt(store, "user", (BAD,), TXN, NOT_A_NUMBER)
+    records = [record(registry.views[PROFILE], key, n) for n, key in enumerate(KEYS)]
+    records += [tiled_record(key, n) for n, key in enumerate(KEYS)]
+    assert store.write(records, now=NOW).written == len(records)
+    corrupt(store, "user", (BAD,), PROFILE, NOT_A_NUMBER)
     with running_sidecar(tmp_path / "log", sidecar_env(url, manifest)) as server:
         yield server, store
     store.close()
@@ -97,8 +139,9 @@ def retrieve(server: SidecarServer, keys: list[str], features: list[str]) -> Any
 
 
 def check(registry: Registry, response: Any, keys: list[str], features: list[str]) -> None:
-    """200, not degraded; the bad key's transaction features INVALID_RECORD (default or
-    nothing), every other answer PRESENT with the written value."""
+    """200, not degraded; the bad key's profile features INVALID_RECORD (default or
+    nothing), every other answer PRESENT with the written value (profile) or the rule's
+    (transactions)."""
     assert response.status_code == 200, response.text
     assert "x-featurestore-degraded" not in response.headers
     results = response.json()["results"]
@@ -108,7 +151,11 @@ def check(registry: Registry, response: Any, keys: list[str], features: list[str
         for name, got in result["features"].items():
             feature = registry.features[name]
             view = registry.views[feature.view]
-            if key == BAD and feature.view == TXN:
+            if feature.view == TXN:
+                want = tiled_answers(KEYS.index(key))[name]
+                assert got == want and type(got["value"]) is type(want["value"]), (key, name)
+                continue
+            if key == BAD and feature.view == PROFILE:
                 status = "MISSING" if feature.default is None else "DEFAULT"
                 want = {"value": feature.default, "timestamp": None, "status": status}
                 assert got == {**want, "reason": "INVALID_RECORD"}, (key, name, got)
@@ -126,12 +173,12 @@ def test_one_bad_record_is_answered_alone_and_is_not_a_store_failure(
     served: tuple[SidecarServer, OnlineStore], registry: Registry
 ) -> None:
     server, store = served
-    txn = list(registry.views[TXN].feature_names())
-    both = txn + list(registry.views[PROFILE].feature_names())
+    profile = list(registry.views[PROFILE].feature_names())
+    both = list(registry.views[TXN].feature_names()) + profile
     requests = [
         (KEYS, both),  # many keys, two views
-        (KEYS, txn),  # many keys, one view (the batch rendering path)
-        ([BAD], txn),  # the bad key alone
+        (KEYS, profile),  # many keys, one view (the batch rendering path)
+        ([BAD], profile),  # the bad key alone
         ([BAD, KEYS[0], BAD], both),  # repeated
         (KEYS, both),  # again: read again (never cached), logged once
     ]
@@ -140,8 +187,8 @@ def test_one_bad_record_is_answered_alone_and_is_not_a_store_failure(
     with server.client() as client:
         text = client.get("/metrics").text
     reads = len(requests)
-    assert metric(text, "featurestore_sidecar_invalid_records_total", {"view": TXN}) == reads
-    assert metric(text, "featurestore_sidecar_invalid_records_total", {"view": PROFILE}) == 0
+    assert metric(text, "featurestore_sidecar_invalid_records_total", {"view": PROFILE}) == reads
+    assert metric(text, "featurestore_sidecar_invalid_records_total", {"view": TXN}) == 0
     assert metric(text, "featurestore_sidecar_store_reads_total", {"outcome": "ok"}) >= reads
     for kind in ("error", "unavailable", "timeout", "circuit_open", "saturated"):
         assert metric(text, "featurestore_sidecar_store_errors_total", {"kind": kind}) == 0
@@ -151,15 +198,15 @@ def test_one_bad_record_is_answered_alone_and_is_not_a_store_failure(
         metric(text, "featurestore_sidecar_feature_values_total", labels)
         for labels in ({"status": s, "reason": "INVALID_RECORD"} for s in ("DEFAULT", "MISSING"))
     )
-    assert invalid_answers == len(txn) * sum(keys.count(BAD) for keys, _ in requests)
+    assert invalid_answers == len(profile) * sum(keys.count(BAD) for keys, _ in requests)
     lines = [line for line in server.output().splitlines() if LOG_LINE in line]
     assert len(lines) == 1, lines
-    assert f"key {BAD}" in lines[0] and f"view {TXN}" in lines[0] and "many" in lines[0]
+    assert f"key {BAD}" in lines[0] and f"view {PROFILE}" in lines[0] and "many" in lines[0]
 
     # repaired by a newer write: served at once (the invalid answer was never cached)
     later = FEATURE_AT + dt.timedelta(hours=1)
-    assert store.write([record(registry.views[TXN], BAD, 5, later)], now=NOW).written == 1
-    response = retrieve(server, [BAD], txn)
+    assert store.write([record(registry.views[PROFILE], BAD, 5, later)], now=NOW).written == 1
+    response = retrieve(server, [BAD], profile)
     assert response.status_code == 200
     answers = response.json()["results"][0]["features"]
     assert {got["status"] for got in answers.values()} == {"PRESENT"}

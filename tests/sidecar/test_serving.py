@@ -62,6 +62,7 @@ ENTITY_VIEWS = {
 USERS_ONLY_KEY = "users-only-key-8c2e51"
 ONE_FEATURE_KEY = "one-feature-key-93ab07"
 DYNAMO_SAMPLE = "user_id like '%3'"
+FAR_FUTURE = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)  # later than any row of a history
 
 
 # --- the registry variant and the profile records -----------------------------------------
@@ -457,15 +458,20 @@ def test_values_past_their_ttl_are_served_as_defaults(
     reference: Reference,
     tmp_path: Path,
 ) -> None:
-    """The clock pinned exactly at one merchant's expiry (feature_at + 30 d): that merchant
-    and everything older is DEFAULT/NOT_FOUND, anything younger PRESENT; users (90 d) too."""
+    """The clock pinned exactly at one merchant's expiry (its last row's feature_at + 30 d):
+    that merchant and everything older is DEFAULT/NOT_FOUND, anything younger PRESENT (the
+    step valid then); the declared users' windows at that time (the rule at ``now``: counts
+    decayed, a user whose tiles all left every window NOT_FOUND)."""
     url = f"sqlite:///{tmp_path / 'online.db'}"
     with open_store(url) as store:
         store.initialize()
         load_demo(store, demo_warehouse, views=list(ENTITY_VIEWS.values())[:2])
-    merchants = reference["merchant_chargeback_features"]
-    ttl = registry.views["merchant_chargeback_features"].ttl_seconds
-    pivot = sorted(merchants.values(), key=lambda row: row.feature_at)[len(merchants) // 2]
+    merchant_view = registry.views["merchant_chargeback_features"]
+    last_rows = warehouse_latest(demo_warehouse, merchant_view, now=FAR_FUTURE)
+    ttl = merchant_view.ttl_seconds
+    pivot_key, pivot = sorted(last_rows.items(), key=lambda item: item[1].feature_at)[
+        len(last_rows) // 2
+    ]
     assert pivot.feature_at.microsecond == 0
     now = (pivot.feature_at + dt.timedelta(seconds=ttl)).replace(tzinfo=dt.UTC)
     env = sidecar_env(
@@ -475,8 +481,8 @@ def test_values_past_their_ttl_are_served_as_defaults(
     with running_sidecar(tmp_path, env) as server:
         for entity in ("merchant", "user"):
             view = registry.views[ENTITY_VIEWS[entity]]
-            rows = reference[view.name]
-            keys = sorted(rows)[:1000]
+            rows = warehouse_latest(demo_warehouse, view, now=now)  # what is served at now
+            keys = sorted(reference[view.name])[:1000]  # the loaded keys
             response = retrieve(
                 server,
                 {
@@ -489,10 +495,11 @@ def test_values_past_their_ttl_are_served_as_defaults(
             for key, result in zip(keys, response.json()["results"], strict=True):
                 for feature, got in result["features"].items():
                     default = registry.features[feature].default
-                    want = expected_answer(rows[key], feature, default, view.ttl_seconds, now)
+                    want = expected_answer(rows.get(key), feature, default, view.ttl_seconds, now)
                     assert same_answer(got, want), (key, feature, got, want)
                     statuses.setdefault(entity, set()).add(got["status"])
-                    if entity == "merchant" and rows[key] is pivot:
+                    if entity == "merchant" and key == pivot_key:
+                        assert rows[key] == pivot  # its last row is the one valid at now
                         assert got["status"] != "PRESENT"  # exp == now: expired
         assert httpx_get(server, "/metrics", None).status_code == 200  # opened by config
     assert {"PRESENT", "DEFAULT"} <= statuses["merchant"]

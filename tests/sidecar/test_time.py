@@ -4,9 +4,11 @@ the cache path, for one view and for several views in one request, on every stor
 The real app (``create_app``) is served by uvicorn on a loopback port from a thread of the
 test, over a real store (a SQLite file, a real redis-server, moto's DynamoDB server), with
 a :class:`~featurestore.clock.ManualClock` that the test advances; requests go over HTTP.
-The registry is the demo project's from a real ``dbt parse`` (``parsed_registry``: the user
-entity has two views, ``user_transaction_features``, TTL 90 d, and
-``user_profile_features``, TTL 1 d); records are written by hand with a chosen ``exp``.
+The registry is the demo project's from a real ``dbt parse`` (``parsed_registry``) plus a
+hand-written view (:func:`~tests.sidecar.harness.with_spend_view`): the user entity has two
+hand-written views, ``user_spend_features``, TTL 90 d, and ``user_profile_features``, TTL 1 d
+(the demo's ``user_transaction_features`` is declared: its tiles' expiry is tested in
+test_windowed_serving.py); records are written by hand with a chosen ``exp``.
 
 The edges, from the layout (featurestore/online/layout.py, store.py): a record is served
 while ``exp > now`` (whole seconds; ``now`` floored), so it is ``PRESENT`` at ``exp`` minus
@@ -43,18 +45,20 @@ from tests.sidecar.harness import (
     API_KEY,
     EPOCH,
     PROFILE,
+    SPEND,
     InProcessSidecar,
     iso_z,
     metric,
     same_answer,
     serving_in_process,
+    with_spend_view,
 )
 from tests.stores import store_url
 
 KINDS = ["sqlite", "redis", "dynamodb"]
 T0 = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 T0_S = int(T0.timestamp())
-USERS = "user_transaction_features"
+USERS = SPEND
 MICROSECOND = dt.timedelta(microseconds=1)
 #: binary-exact steps of the monotonic clock, so that "just before the TTL" is exact
 EPSILON = 2.0**-10
@@ -70,10 +74,10 @@ def at(seconds: int) -> dt.datetime:
 
 
 def user_record(user: str, exp: int, count: int, avg: float | None, *, age: int = 600) -> Record:
-    """A user_transaction_features record expiring at ``exp`` (epoch seconds), its feature
+    """A user_spend_features record expiring at ``exp`` (epoch seconds), its feature
     time ``age`` seconds after ``exp`` minus the view's 90-day TTL (as the loader writes)."""
     ts = (exp - 90 * 86_400 + age) * 10**6
-    values = {"user_7d_transaction_count": count, "avg_order_value_90d": avg}
+    values = {"user_spend_7d_count": count, "user_spend_avg_90d": avg}
     return Record("user", (user,), USERS, ts, ts + 7, exp, values)
 
 
@@ -165,10 +169,13 @@ class Served:
 Start = Callable[..., Served]
 
 
+@pytest.fixture(scope="module")
+def registry(parsed_registry: Registry) -> Registry:
+    return with_spend_view(parsed_registry)
+
+
 @pytest.fixture(params=KINDS)
-def start(
-    request: pytest.FixtureRequest, tmp_path: Path, parsed_registry: Registry
-) -> Iterator[Start]:
+def start(request: pytest.FixtureRequest, tmp_path: Path, registry: Registry) -> Iterator[Start]:
     """``start(**settings)``: the sidecar (settings as given, over a fresh store of each
     kind) with a manual clock at :data:`T0`."""
     kind: str = request.param
@@ -187,14 +194,14 @@ def start(
                 **settings,
             )
             server = stack.enter_context(
-                serving_in_process(config, parsed_registry, open_store(url), clock)
+                serving_in_process(config, registry, open_store(url), clock)
             )
-            return Served(kind, clock, server, writer, parsed_registry)
+            return Served(kind, clock, server, writer, registry)
 
         yield start_
 
 
-USER_FEATURES = ["user_7d_transaction_count", "avg_order_value_90d"]
+USER_FEATURES = ["user_spend_7d_count", "user_spend_avg_90d"]
 PROFILE_FEATURES = ["user_segment", "user_risk_score", "user_is_vip", "user_last_login_at"]
 
 
@@ -218,13 +225,13 @@ def test_one_view_a_record_read_from_the_store_is_present_until_its_exp(start: S
     assert not served.cached("u2", USERS)
     got = served.retrieve(["u2"], USER_FEATURES)[0]
     assert got == {  # the registered default, or none: the literal answers
-        "user_7d_transaction_count": {
+        "user_spend_7d_count": {
             "value": 0,
             "timestamp": None,
             "status": "DEFAULT",
             "reason": "NOT_FOUND",
         },
-        "avg_order_value_90d": {
+        "user_spend_avg_90d": {
             "value": None,
             "timestamp": None,
             "status": "MISSING",
@@ -253,13 +260,13 @@ def test_one_view_a_record_cached_while_fresh_is_not_served_after_its_exp(start:
 
     served.clock.set(at(exp) - MICROSECOND)
     served.check(["u1", "u2"], USER_FEATURES, live)
-    served.check(["u2", "u1", "u2"], ["avg_order_value_90d"], live)
+    served.check(["u2", "u1", "u2"], ["user_spend_avg_90d"], live)
     assert served.counters() == (hits + 4, reads)  # all from the cache
 
     served.clock.advance(1e-6)
     served.check(["u1", "u2"], USER_FEATURES, {})
     served.check(["u1", "u1"], USER_FEATURES, {})
-    served.check(["u2", "u1"], ["user_7d_transaction_count"], {})
+    served.check(["u2", "u1"], ["user_spend_7d_count"], {})
     assert served.counters() == (hits + 9, reads)  # still from the cache: entries live
     assert served.cached("u1", USERS) and served.cached("u2", USERS)
 
@@ -292,7 +299,7 @@ def test_several_views_each_record_expires_at_its_own_exp(start: Start) -> None:
             records[user, PROFILE] = profile_record(user, exp_profiles, f"seg{n}", n % 2 == 0)
     served.write(*records.values())
     everything = [*PROFILE_FEATURES[:2], *USER_FEATURES, *PROFILE_FEATURES[2:]]
-    mixed = ["user_is_vip", "avg_order_value_90d", "user_segment"]
+    mixed = ["user_is_vip", "user_spend_avg_90d", "user_segment"]
 
     def live_at(keys: Sequence[str], views: set[str]) -> dict[tuple[str, str], Record]:
         return {

@@ -89,26 +89,50 @@ def test_avg_is_exact_over_decimal_sums(plan: TimelinePlan) -> None:
     assert type(got["w_user_7d_amount"]["value"]) is float
 
 
+def _hop(starts: list[int], kinds: list[int], scales: list[int], prefixes: object) -> dict:
+    """One hop of a stored tile set, spelled by hand (layout "Timelines": t, k, x, p)."""
+    return {"t": starts, "k": kinds, "x": scales, "p": prefixes}
+
+
+T0 = 1_777_593_600  # a tile start of every hop (2026-05-01T00:00:00Z)
+GOOD_60 = _hop([T0], [1], [0], [[0, 1]])
+
+
+def _json(value: object) -> bytes:
+    return orjson.dumps(value)
+
+
 @pytest.mark.parametrize(
     ("timeline", "reason"),
     [
         (None, "without a tile set"),
         (b"not json", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
-        (b'{"60": {"1777593600": [1]}, "3600": {"1777593600": [1]}}', "1 partials"),
-        (b'{"60": {"1777593630": [1]}}', "not a multiple of the hop"),
-        (b'{"60": {"1777593600": ["1.5"]}}', "a count must be an integer"),
-        (b'{"60": {"1777593600": [true]}}', "a count must be an integer"),
-        (b'{"60": {"1777593600": 1}}', "no list of partials"),
-        (b'{"60": {"1777593600": [1], "01777593600": [1]}}', "a tile start twice"),
-        (b'{"60": [1]}', "not an object"),
-        (b'{"3600": {"1777593600": [1, "NaN"]}}', "a sum must be a number"),
-        (b'{"3600": {"1777593600": [1, "Infinity"]}}', "a sum must be a number"),
-        (b'{"3600": {"1777593600": [1, "x"]}}', "a sum must be a number, got 'x'"),
-        (b'{"3600": {"1777593600": [1, 1.5]}}', "a sum must be a number, got 1.5"),
-        (b'{"86400": {"1777593600": [[1]]}}', "an avg must be [count, sum]"),
-        (b'{"86400": {"1777593600": [["1", "2"]]}}', "an avg must be [count, sum]"),
-        (b'{"x": {}}', "tile set"),
+        (b'{"60": {"1777593600": [1]}}', "not an object of t, k, x, p"),  # the old format
+        (b'{"60": [1]}', "not an object of t, k, x, p"),
+        (_json({"60": {**GOOD_60, "extra": 1}}), "not an object of t, k, x, p"),
+        (b'{"x": {}}', "'x' is not a positive integer"),
+        (_json({"0": GOOD_60}), "'0' is not a positive integer"),
+        # hop 3600 holds two features (count, sum): one column is a partial short
+        (_json({"60": GOOD_60, "3600": _hop([T0], [1], [0], [[0, 1]])}), "partial kinds [1]"),
+        # hop 86400 holds an avg: a (count, sum) pair, not one column
+        (_json({"86400": _hop([T0], [1], [0], [[0, 1]])}), "partial kinds [1]"),
+        (_json({"86400": _hop([T0], [2], [0, 2], [[0, 1]])}), "one prefix-sum list per column"),
+        (_json({"60": _hop([T0 + 30], [1], [0], [[0, 1]])}), "multiples of the hop"),
+        (_json({"60": _hop([T0, T0], [1], [0], [[0, 1, 2]])}), "must ascend"),
+        (_json({"60": _hop([T0 + 60, T0], [1], [0], [[0, 1, 2]])}), "must ascend"),
+        (_json({"60": _hop(T0, [1], [0], [[0, 1]])}), "lists of integers"),
+        (_json({"60": _hop([T0], [1.5], [0], [[0, 1]])}), "lists of integers"),
+        (_json({"60": _hop([T0], [3], [0], [[0, 1]])}), "kinds must be 1 or 2"),
+        (_json({"60": _hop([T0], [1], [-1], [[0, 1]])}), "scales >= 0"),
+        (_json({"60": _hop([T0], [1], [0, 0], [[0, 1]])}), "one prefix-sum list per column"),
+        (_json({"60": _hop([T0], [1], [0], [[0, 1.5]])}), "one prefix-sum list per column"),
+        (_json({"60": _hop([T0], [1], [0], [[0, True]])}), "one prefix-sum list per column"),
+        (_json({"60": _hop([T0], [1], [0], [[0, "1"]])}), "one prefix-sum list per column"),
+        (_json({"60": _hop([T0], [1], [0], [[1, 2]])}), "2 integers from 0"),  # not from 0
+        (_json({"60": _hop([T0], [1], [0], [[0]])}), "2 integers from 0"),  # too short
+        (_json({"60": _hop([T0], [1], [0], [0, 1])}), "one prefix-sum list per column"),
+        (b'{"3600": {"t": [1777593600], "k": [1, 1], "x": [0], "p": [[0, 1], [0, NaN]]}}', "JSON"),
     ],
 )
 def test_a_malformed_tile_set_is_an_invalid_record(
@@ -120,35 +144,40 @@ def test_a_malformed_tile_set_is_an_invalid_record(
 
 
 def test_a_hop_no_feature_uses_is_left_alone(plan: TimelinePlan) -> None:
-    """A hop of no feature (a feature removed from the registry since the load) is not read."""
-    entry = plan.tiled_entry(CUTOFF // US + DAY, b'{"7": {"x": "anything"}, "60": {}}')
-    assert isinstance(entry, TiledEntry)
-    assert answers(entry.at(CUTOFF, b"t"))["w_user_10m_count"]["value"] == 0
+    """A hop of no feature (a feature removed from the registry since the load), with
+    partials of kinds no hop of the view has, is not merged; a hop with no tiles is an
+    empty window whatever its kinds."""
+    tiles = {"7": _hop([7, 14], [2], [0, 3], [[0, 1, 5], [0, 10, 20]]), "60": _hop([], [], [], [])}
+    entry = plan.tiled_entry(CUTOFF // US + DAY, _json(tiles))
+    assert isinstance(entry, TiledEntry), entry
+    got = answers(entry.at(CUTOFF, b"t"))
+    assert got["w_user_10m_count"] == {"value": 0, "timestamp": "t", "status": "PRESENT"}
 
 
 def test_tiles_out_of_order_and_huge_decimal_sums(plan: TimelinePlan) -> None:
-    """Tile starts in any order in the JSON are sorted; a decimal total too large for exact
-    prefix sums in 28 digits is merged from the window's partials (windows.merge)."""
+    """Tiles given in any order are stored ascending; a decimal total beyond a double's
+    precision (28 digits) is exact in the prefix sums and rounded once, like
+    ``float(Decimal)``."""
     hour = CUTOFF // US // 3600 * 3600
-    big = "12345678901234567890123456.78"
-    tiles = b'{"3600": {"%d": [1, "%s"], "%d": [2, "0.01"]}, "86400": {}}' % (
-        hour,
-        big.encode(),
-        hour - 3600,
-    )
-    entry = plan.tiled_entry(CUTOFF // US + 91 * DAY, tiles)
+    big = Decimal("12345678901234567890123456.78")
+    tiles = {3600: {hour: (1, big), hour - 3600: (2, Decimal("0.01"))}}  # newest first
+    stored = encode_tile_set(tiles)  # type: ignore[arg-type]
+    assert orjson.loads(stored)["3600"]["t"] == [hour - 3600, hour]
+    entry = plan.tiled_entry(CUTOFF // US + 91 * DAY, stored)
     assert isinstance(entry, TiledEntry), entry
     got = answers(entry.at(CUTOFF, b"t"))
     assert got["w_user_7d_count"]["value"] == 3
-    assert got["w_user_7d_amount"]["value"] == float(Decimal(big) + Decimal("0.01"))
+    assert got["w_user_7d_amount"]["value"] == float(big + Decimal("0.01"))
     later = answers(entry.at(CUTOFF + (7 * DAY) * US, b"t"))  # the older tile has left
     assert later["w_user_7d_count"]["value"] == 1
-    assert later["w_user_7d_amount"]["value"] == float(Decimal(big))
+    assert later["w_user_7d_amount"]["value"] == float(big)
 
 
 @pytest.fixture(scope="module")
 def handwritten(parsed_registry: Registry) -> TimelinePlan:
-    return plan_entities(parsed_registry)["user"].timelines["user_transaction_features"]
+    """A hand-written view's plan: user_profile_features (segment varchar, risk score
+    double, vip boolean, last login timestamp; the user view is declared, tiled)."""
+    return plan_entities(parsed_registry)["user"].timelines["user_profile_features"]
 
 
 def test_scheduled_steps_switch_at_their_ts(handwritten: TimelinePlan) -> None:
@@ -157,19 +186,20 @@ def test_scheduled_steps_switch_at_their_ts(handwritten: TimelinePlan) -> None:
     with its own timestamp and expiry (ts // 10**6 + TTL)."""
     t1, t2, t3 = CUTOFF + 7, CUTOFF + 3600 * US, CUTOFF + 20 * 3600 * US
     renderer = handwritten.renderer
-    record = renderer.from_values(t3, t3 // US + 90 * DAY, [3, 20.5])
+    record = renderer.from_values(t3, t3 // US + DAY, ["gold", 0.5, True, None])
     assert not isinstance(record, InvalidRecord)
-    steps = encode_steps([(t1, ["5", "1.25"]), (t2, ["4", None])])
+    steps = encode_steps([(t1, ["bronze", "1.25", "0", None]), (t2, ["silver", None, "1", None])])
     entry = handwritten.scheduled_entry(record, t3, steps)
     assert isinstance(entry, ScheduledEntry), entry
     ttl = handwritten.ttl_seconds
-    cases = [(t1 - 1, t1, "5"), (t1, t1, "5"), (t2 - 1, t1, "5"), (t2, t2, "4"),
-             (t3 - 1, t2, "4"), (t3, t3, "3"), (t3 + 10 * DAY * US, t3, "3")]  # fmt: skip
-    for now_us, ts, count in cases:
+    cases = [(t1 - 1, t1, "bronze"), (t1, t1, "bronze"), (t2 - 1, t1, "bronze"),
+             (t2, t2, "silver"), (t3 - 1, t2, "silver"), (t3, t3, "gold"),
+             (t3 + 10 * DAY * US, t3, "gold")]  # fmt: skip
+    for now_us, ts, segment in cases:
         got = entry.at(now_us, b"unused")
         assert got[0] == ts // US + ttl
-        parsed = answers(got)["user_7d_transaction_count"]
-        assert parsed["value"] == int(count)
+        parsed = answers(got)["user_segment"]
+        assert parsed["value"] == segment
         assert parsed["timestamp"].startswith("2026-05-01T")
 
 
@@ -177,17 +207,17 @@ def test_scheduled_steps_switch_at_their_ts(handwritten: TimelinePlan) -> None:
     ("steps", "reason"),
     [
         (b"{}", "not a JSON list"),
-        (b'[[1, ["5"]]]', "1 values, the view has 2"),
-        (b'[[1, ["x", null]]]', "user_7d_transaction_count"),
-        (b'[[5, ["1", null]], [4, ["1", null]]]', "out of order"),
-        (b'[[99999999999999999, ["1", null]]]', "out of order"),
-        (b'[[1.5, ["1", null]]]', "not a step"),
+        (b'[[1, ["5"]]]', "1 values, the view has 4"),
+        (b'[[1, ["a", "x", null, null]]]', "user_risk_score"),
+        (b'[[5, ["a", null, null, null]], [4, ["a", null, null, null]]]', "out of order"),
+        (b'[[99999999999999999, ["a", null, null, null]]]', "out of order"),
+        (b'[[1.5, ["a", null, null, null]]]', "not a step"),
     ],
 )
 def test_malformed_steps_are_an_invalid_record(
     handwritten: TimelinePlan, steps: bytes, reason: str
 ) -> None:
-    record = handwritten.renderer.from_values(CUTOFF, CUTOFF // US + DAY, [1, None])
+    record = handwritten.renderer.from_values(CUTOFF, CUTOFF // US + DAY, ["a", None, None, None])
     assert not isinstance(record, InvalidRecord)
     entry = handwritten.scheduled_entry(record, CUTOFF, steps)
     assert isinstance(entry, InvalidRecord), entry

@@ -52,7 +52,7 @@ from tests.stores import store_url
 
 KINDS = ["sqlite", "redis", "dynamodb"]
 CUTOFF = 1_777_593_600 * US  # 2026-05-01T00:00:00Z: the load's cutoff
-USERS = "user_transaction_features"
+USERS = PROFILE  # a hand-written view of the user entity (TTL 1 d)
 WINDOWED = list(TILED_FEATURES)
 EPSILON = 2.0**-10
 
@@ -125,16 +125,20 @@ def start(request: pytest.FixtureRequest, tmp_path: Path, registry: Registry) ->
 
 
 def plain_record(
-    user: str, count: int, avg: float, ts_us: int, steps: bytes | None = None
+    user: str, segment: str, risk: float, ts_us: int, steps: bytes | None = None
 ) -> Record:
-    """A user_transaction_features record (TTL 90 d) at ``ts_us``."""
-    values = {"user_7d_transaction_count": count, "avg_order_value_90d": avg}
-    exp = ts_us // US + 90 * DAY
+    """A user_profile_features record (hand-written, TTL 1 d) at ``ts_us``."""
+    values = {"user_segment": segment, "user_risk_score": risk, "user_is_vip": None,
+              "user_last_login_at": None}  # fmt: skip
+    exp = ts_us // US + DAY
     return Record("user", (user,), USERS, ts_us, ts_us, exp, values, steps)
 
 
-def plain_answer(count: int, ts_us: int) -> dict[str, Any]:
-    return {"value": count, "timestamp": iso(ts_us), "status": "PRESENT"}
+def plain_answer(segment: str, ts_us: int) -> dict[str, Any]:
+    return {"value": segment, "timestamp": iso(ts_us), "status": "PRESENT"}
+
+
+PLAIN_GONE = {"value": "unknown", "timestamp": None, "status": "DEFAULT", "reason": "NOT_FOUND"}
 
 
 def set_clock(served: Served, now_us: int) -> None:
@@ -158,10 +162,10 @@ def test_tiled_values_follow_the_rule_at_every_edge(start: Start, cache_ttl_s: f
     plain_ts = CUTOFF - 3600 * US
     records = {u: tiled_record(u, events[u], CUTOFF) for u in users}
     served.write(*records.values())
-    served.write(plain_record("u1", 7, 12.5, plain_ts))
+    served.write(plain_record("u1", "gold", 12.5, plain_ts))
     every = [e for u in users for e in events[u]]
     keys = [*users, "nobody"]
-    features = [*WINDOWED, "user_7d_transaction_count"]
+    features = [*WINDOWED, "user_segment"]
     times = probe_times(every, CUTOFF, rng, 40)
     decayed = 0
     for now_us in times:
@@ -175,8 +179,10 @@ def test_tiled_values_follow_the_rule_at_every_edge(start: Start, cache_ttl_s: f
                     want = expected(feature, events[user], now_us)
                 assert got[feature] == want, (served.kind, user, feature, iso(now_us))
                 assert type(got[feature]["value"]) is type(want["value"])
-            if user == "u1" and now_us < plain_ts + 90 * DAY * US:  # its TTL
-                assert got["user_7d_transaction_count"] == plain_answer(7, plain_ts)
+            if user == "u1" and now_us < plain_ts + DAY * US:  # its TTL
+                assert got["user_segment"] == plain_answer("gold", plain_ts)
+            elif user == "u1":
+                assert got["user_segment"] == PLAIN_GONE
             if user == "u2":
                 decayed += (
                     got["w_user_7d_count"]["value"]
@@ -219,18 +225,21 @@ def test_a_scheduled_value_switches_at_its_ts_from_the_cache_too(start: Start) -
     picks per request), at t3 the record; each answer with its own timestamp."""
     served = start(cache_ttl_s=10 * DAY)
     t1, t2, t3 = CUTOFF, CUTOFF + 3 * 3600 * US, CUTOFF + 20 * 3600 * US
-    steps = encode_steps([(t1, ["5", "10.0"]), (t2, ["4", "11.0"])])
-    served.write(plain_record("u1", 3, 12.0, t3, steps), plain_record("u2", 9, 1.0, t1))
+    steps = encode_steps(
+        [(t1, ["bronze", "10.0", None, None]), (t2, ["silver", "11.0", None, None])]
+    )
+    served.write(plain_record("u1", "gold", 12.0, t3, steps), plain_record("u2", "new", 1.0, t1))
     for _ in range(2):  # the second miss admits the pair to the cache
-        got = served.post(["u1", "u2"], ["user_7d_transaction_count"])
-        assert got[0]["user_7d_transaction_count"] == plain_answer(5, t1)
-        assert got[1]["user_7d_transaction_count"] == plain_answer(9, t1)
+        got = served.post(["u1", "u2"], ["user_segment"])
+        assert got[0]["user_segment"] == plain_answer("bronze", t1)
+        assert got[1]["user_segment"] == plain_answer("new", t1)
     assert served.cached("u1", USERS)
     hits, reads = served.counters()
-    for now_us, count, ts in [(t2 - 1, 5, t1), (t2, 4, t2), (t3 - 1, 4, t2), (t3, 3, t3)]:
+    cases = [(t2 - 1, "bronze", t1), (t2, "silver", t2), (t3 - 1, "silver", t2), (t3, "gold", t3)]
+    for now_us, segment, ts in cases:
         set_clock(served, now_us)
-        got = served.post(["u1"], ["user_7d_transaction_count", "avg_order_value_90d"])[0]
-        assert got["user_7d_transaction_count"] == plain_answer(count, ts), iso(now_us)
+        got = served.post(["u1"], ["user_segment", "user_risk_score"])[0]
+        assert got["user_segment"] == plain_answer(segment, ts), iso(now_us)
     assert served.counters() == (hits + 4, reads)  # every one from the cache
 
 
@@ -267,15 +276,15 @@ def test_timelines_that_cannot_be_decoded_are_invalid_records(start: Start) -> N
         "user", ("b2",), TILED, CUTOFF, CUTOFF, CUTOFF // US + DAY, {},
         encode_tile_set({60: {CUTOFF // US: ((1, 2),)}}),
     )  # fmt: skip
-    bad_steps = plain_record("b1", 1, 1.0, CUTOFF, encode_steps([(CUTOFF - 1, ["1"])]))
+    bad_steps = plain_record("b1", "gold", 1.0, CUTOFF, encode_steps([(CUTOFF - 1, ["1"])]))
     served.write(tiled_record("ok", good, CUTOFF), bad_json, bad_shape, bad_steps)
-    features = ["w_user_10m_count", "user_7d_transaction_count"]
+    features = ["w_user_10m_count", "user_segment"]
     for _ in range(2):
         got = served.post(["b1", "b2", "ok"], features)
         assert got[0]["w_user_10m_count"]["reason"] == "INVALID_RECORD"
-        assert got[0]["user_7d_transaction_count"]["reason"] == "INVALID_RECORD"
+        assert got[0]["user_segment"]["reason"] == "INVALID_RECORD"
         assert got[1]["w_user_10m_count"]["reason"] == "INVALID_RECORD"
-        assert got[1]["user_7d_transaction_count"]["reason"] == "NOT_FOUND"
+        assert got[1]["user_segment"]["reason"] == "NOT_FOUND"
         assert got[2]["w_user_10m_count"] == expected("w_user_10m_count", good, CUTOFF)
     assert not served.cached("b1", TILED) and not served.cached("b2", TILED)
     assert not served.cached("b1", USERS) and served.cached("ok", TILED)
@@ -332,6 +341,9 @@ def test_the_registry_document_names_each_windowed_feature(start: Start) -> None
     )
     assert (feature["window_seconds"], feature["hop_seconds"]) == (7 * DAY, 3600)
     assert document["feature_views"][TILED]["tiled"] is True
-    plain = document["features"]["user_7d_transaction_count"]
+    plain = document["features"]["user_segment"]
     assert plain["aggregation"] is None and plain["window"] is None
+    declared = document["features"]["user_7d_transaction_count"]  # the demo's declared view
+    assert (declared["aggregation"], declared["window"], declared["hop"]) == ("count", "7d", "1h")
+    assert document["feature_views"]["user_transaction_features"]["tiled"] is True
     assert "the request's time" in openapi
