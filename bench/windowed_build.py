@@ -14,7 +14,9 @@ all read from one int_transactions_deduplicated in one warehouse.
 
 Data: ``featurestore generate`` into ``WORKDIR/raw-full`` and ``WORKDIR/raw-before`` (the rows
 that arrived before the start of the last event day), exactly as bench/dbt_build.py makes
-them. Each round, in a fresh DuckDB file (untimed steps in brackets):
+them. First the reference: in a fresh DuckDB file on raw-full, a full refresh of every view
+(timed) and the online models. Then each round, in a fresh DuckDB file (untimed steps in
+brackets):
 
   [dbt run --full-refresh --select +int_transactions_deduplicated on raw-before]
   1. full refresh: ``dbt run --full-refresh --select <side's views>``, declared and
@@ -26,15 +28,18 @@ them. Each round, in a fresh DuckDB file (untimed steps in brackets):
 
 The side that goes first alternates between rounds. Every step is one whole ``dbt run``
 process: its wall time, its CPU time (user + system, all threads) and each model's
-execution_time from run_results.json are kept, with the rows of each built table. Then, in a
-fresh warehouse on raw-full, a reference full refresh of every model (also timed), and the
-check: each table after the last round's incremental run equals the reference (row count,
-a checksum over the whole table, and EXCEPT ALL both ways). Exit 1 when they differ.
+execution_time from run_results.json are kept, with the rows of each built table. The check,
+after the first and the last round: each table after the round's incremental run (and its
+online models) equals the reference (row count, a checksum over the whole table, and EXCEPT
+ALL both ways). Exit 1 when they differ. Results are written after every round
+(WORKDIR/windowed_build-results.json, -report.md); --stop-by starts no round that would end
+after a given time.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import resource
@@ -195,8 +200,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  round {i + 1} {step:<13} {side:<12} {seconds:7.1f} s wall, {cpu:7.1f} s CPU,"
               f" rows {rows}", flush=True)  # fmt: skip
 
+    # The reference first (a run stopped early keeps a checked round): a full refresh of
+    # every model on all the data, in its own warehouse; its online models untimed.
+    reference = fresh_dir(builds / "reference")
+    dbt_run(reference, raw_full, [UPSTREAM], True, FINAL_AS_OF)
+    for side in SIDES:
+        timed("reference", side, 0, reference, raw_full, True, FINAL_AS_OF)
+    all_models = [m for side in SIDES.values() for kind in ("views", "online") for m in side[kind]]
+    for kinds in SIDES.values():
+        dbt_run(reference, raw_full, kinds["online"], False, FINAL_AS_OF)
+
     last: Path | None = None
+    check = None
+    round_seconds = 0.0
     for i in range(args.rounds):
+        if (
+            args.stop_by
+            and i
+            and dt.datetime.now(dt.UTC) + dt.timedelta(seconds=round_seconds)
+            > dt.datetime.fromisoformat(args.stop_by).replace(tzinfo=dt.UTC)
+        ):
+            print(f"round {i + 1} not started: it would end after --stop-by {args.stop_by}")
+            break
+        started = time.perf_counter()
         order = list(SIDES) if i % 2 == 0 else list(reversed(SIDES))
         wh = fresh_dir(builds / f"round-{i}")
         dbt_run(wh, raw_before, [UPSTREAM], True, before_as_of)
@@ -212,21 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if last is not None:
             shutil.rmtree(last)
         last = wh
-        # partial results after every round (a long run stopped early keeps them)
-        write_results(workdir, args, before_as_of, counts, steps, None, facts_before)
-
-    reference = fresh_dir(builds / "reference")
-    dbt_run(reference, raw_full, [UPSTREAM], True, FINAL_AS_OF)
-    for side in SIDES:
-        timed("reference", side, 0, reference, raw_full, True, FINAL_AS_OF)
-    all_models = [m for side in SIDES.values() for kind in ("views", "online") for m in side[kind]]
-    for kinds in SIDES.values():  # the online models of the reference warehouse (untimed)
-        dbt_run(reference, raw_full, kinds["online"], False, FINAL_AS_OF)
-    check = None
-    if last is not None:
-        check = compare_tables(
-            last / "warehouse.duckdb", reference / "warehouse.duckdb", all_models
-        )
+        # the check on the first and the last round (each round is built the same way)
+        if i == 0 or i == args.rounds - 1:
+            check = compare_tables(
+                wh / "warehouse.duckdb", reference / "warehouse.duckdb", all_models
+            )
+            check = {m: {**c, "round": i + 1} for m, c in check.items()}
+        # results after every round (a long run stopped early keeps them)
+        write_results(workdir, args, before_as_of, counts, steps, check, facts_before)
+        round_seconds = time.perf_counter() - started
     text = write_results(workdir, args, before_as_of, counts, steps, check, facts_before)
     print()
     print(text)
@@ -358,7 +378,8 @@ def _report(
     else:
         same = all(c["equal"] for c in check.values())
         lines.append(
-            "incremental vs full refresh (rows, checksum, EXCEPT ALL both ways): "
+            f"incremental (round {next(iter(check.values()))['round']}) vs full refresh"
+            " (rows, checksum, EXCEPT ALL both ways): "
             + ("identical for every table" if same else "DIFFERENT")
         )
         for name, c in check.items():
@@ -381,6 +402,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="rounds of full refresh, online, incremental, online")  # fmt: skip
     parser.add_argument("--reuse-data", action="store_true",
                         help="keep WORKDIR/raw-full if generated with the same sizes")  # fmt: skip
+    parser.add_argument("--stop-by", default=None, metavar="'YYYY-MM-DD HH:MM' (UTC)",
+                        help="start no round that would end after this, by the last round's "
+                        "duration")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work" / "windowed")
     return parser
 
