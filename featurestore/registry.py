@@ -239,6 +239,8 @@ def _windowed_dict(source: WindowedSource | None) -> dict[str, Any] | None:
         "event_id": source.event_id,
         "keys": list(source.keys),
         "column_types": dict(source.column_types),
+        "event_columns": dict(source.event_columns),
+        "streamed": source.streamed,
     }
 
 

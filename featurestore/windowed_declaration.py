@@ -47,6 +47,7 @@ from featurestore.windows import AGGREGATIONS, Aggregation, WindowedSource, defa
 __all__ = [
     "AGGREGATION_FIELDS",
     "WINDOWED_FIELDS",
+    "WINDOWED_OPTIONAL_FIELDS",
     "EventModel",
     "check_view",
     "read_aggregation",
@@ -54,8 +55,11 @@ __all__ = [
     "windowed_source",
 ]
 
-#: the fields of ``meta.featurestore.windowed`` (all required)
+#: the required fields of ``meta.featurestore.windowed``
 WINDOWED_FIELDS: Final = ("events", "event_time", "ingested_at", "event_id")
+#: its optional fields: ``streamed`` (a boolean, default false: the stream worker updates the
+#: view's tiles and the sidecar adds the stream's partials, README "Streaming")
+WINDOWED_OPTIONAL_FIELDS: Final = ("streamed",)
 #: the fields of a column's ``meta.featurestore.aggregation`` (``column``, ``hop`` optional)
 AGGREGATION_FIELDS: Final = ("function", "column", "window", "hop")
 #: aggregations a later change may add (they are not exact on both paths yet)
@@ -95,6 +99,8 @@ class EventModel:
     event_id: str
     #: the event model's declared columns: name -> data_type (None: declared without one)
     columns: Mapping[str, str | None]
+    #: ``streamed: true`` declared (the stream worker writes the view)
+    streamed: bool = False
 
     def event_column(self, column: str, where: str, problems: list[str]) -> str | None:
         """The declared data_type of one event column, or a problem (named by ``where``)."""
@@ -142,13 +148,16 @@ def read_event_model(
         )
         return None
     before = len(problems)
-    unknown = _unknown_fields(declared, WINDOWED_FIELDS)
+    unknown = _unknown_fields(declared, WINDOWED_FIELDS + WINDOWED_OPTIONAL_FIELDS)
     if unknown is not None:
         problems.append(f"{where}: {unknown}")
     for name in WINDOWED_FIELDS:
         value = declared.get(name)
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{where}.{name} must name a {_FIELD_WHAT[name]}, got {value!r}")
+    streamed = declared.get("streamed", False)
+    if not isinstance(streamed, bool):
+        problems.append(f"{where}.streamed must be true or false, got {streamed!r}")
     if len(problems) > before:
         return None
     events = str(declared["events"])
@@ -178,6 +187,7 @@ def read_event_model(
         ingested_at=str(declared["ingested_at"]),
         event_id=str(declared["event_id"]),
         columns=columns,
+        streamed=streamed,
     )
     for name in ("event_time", "ingested_at"):
         data_type = model.event_column(getattr(model, name), f"{where}.{name}", problems)
@@ -331,6 +341,10 @@ def windowed_source(
         event_id=model.event_id,
         keys=tuple(keys),
         column_types=tuple(column_types.items()),
+        event_columns=tuple(
+            (name, data_type) for name, data_type in model.columns.items() if data_type
+        ),
+        streamed=model.streamed,
     )
 
 

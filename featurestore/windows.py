@@ -125,6 +125,11 @@ class WindowedSource:
     keys: tuple[str, ...]
     #: the aggregated columns' registry types (column -> "int" | "decimal")
     column_types: tuple[tuple[str, str], ...] = ()
+    #: every column the event model's yml declares with a data_type, in its order (name,
+    #: data_type): the contract of a streamed event (README "Streaming")
+    event_columns: tuple[tuple[str, str], ...] = ()
+    #: whether the stream worker updates the view (``windowed.streamed: true``)
+    streamed: bool = False
 
 
 def default_hop(window_seconds: int) -> int:

@@ -111,6 +111,7 @@ from featurestore.online.layout import (
 )
 from featurestore.online.redaction import redact
 from featurestore.online.redis_async import AsyncRedisClient, RedisAuthError
+from featurestore.online.redis_stream_tiles import APPLY_SCRIPT, apply_calls
 from featurestore.online.store import (
     EncodedRecord,
     InvalidRecord,
@@ -126,6 +127,12 @@ from featurestore.online.store import (
     load_record_of,
     record_where,
     watermark_of,
+)
+from featurestore.online.stream_tiles import (
+    DEFAULT_DEDUP_HORIZON_S,
+    StreamApplied,
+    StreamWrite,
+    redis_stream_keys,
 )
 from featurestore.registry import ValueType
 
@@ -267,6 +274,7 @@ class RedisStore(OnlineStore):
         )
         # registered once; calls go out as EVALSHA with its sha (see _write_batch)
         self._script = self._client.register_script(WRITE_SCRIPT)
+        self._stream_script = self._client.register_script(APPLY_SCRIPT)
         self._watermarks_key = f"{namespace}:_meta:watermarks"
         self._loads_key = f"{namespace}:_meta:loads"
 
@@ -371,6 +379,79 @@ class RedisStore(OnlineStore):
                 sent += len(batch)
                 removals += sum(call[6] == "remove" for call in batch)
         return WriteResult(written=written, skipped_older=sent - removals - written)
+
+    # --- stream partials ----------------------------------------------------------------
+
+    stream_partials = True
+
+    def apply_stream(
+        self,
+        writes: Sequence[StreamWrite],
+        *,
+        now: dt.datetime | None = None,
+        dedup_horizon_s: int = DEFAULT_DEDUP_HORIZON_S,
+    ) -> StreamApplied:
+        """:meth:`OnlineStore.apply_stream`: one :data:`APPLY_SCRIPT` call per write,
+        pipelined (:mod:`featurestore.online.redis_stream_tiles`)."""
+        now_s, shift = _clock(now)
+        calls = apply_calls(
+            writes,
+            self.namespace,
+            now_s=now_s,
+            shift_s=shift,
+            dedup_horizon_s=dedup_horizon_s,
+        )
+        total = StreamApplied()
+        with self._errors():
+            for batch in _batches(calls, self.batch_size, MAX_PIPELINE_BYTES):
+                for reply in self._evalsha_batch(self._stream_script, APPLY_SCRIPT, batch):
+                    applied, duplicates, replayed = (int(x) for x in reply)  # type: ignore[attr-defined]
+                    total += StreamApplied(applied, duplicates, replayed)
+        return total
+
+    def read_stream(
+        self, entity: str, keys: Sequence[tuple[str, ...]], view: str
+    ) -> list[list[tuple[bytes, bytes]]]:
+        """:meth:`OnlineStore.read_stream`: one HGETALL per key, one round trip."""
+        commands: list[tuple[str | bytes, ...]] = [
+            ("HGETALL", redis_stream_keys(view, key, self.namespace)[0]) for key in keys
+        ]
+        with self._errors():
+            replies = self._pipeline(commands)
+        out: list[list[tuple[bytes, bytes]]] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(reply, dict):  # RESP3 (redis-py 8 with hiredis): a map
+                out.append(list(reply.items()))
+            else:
+                flat = reply if isinstance(reply, list) else []
+                out.append(list(zip(flat[::2], flat[1::2], strict=True)))
+        return out
+
+    def _evalsha_batch(
+        self, script: Any, source: str, calls: list[tuple[str | bytes, ...]]
+    ) -> list[object]:
+        """EVALSHA of ``script`` (a redis-py Script of ``source``) for each call (its
+        ``numkeys``, KEYS and ARGV), pipelined; calls that met NOSCRIPT are sent once more
+        after the script is loaded again. Returns the replies; an error reply raises."""
+        replies: list[object] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            answered = self._pipeline([("EVALSHA", script.sha, *calls[i]) for i in todo])
+            missing = []
+            for index, reply in zip(todo, answered, strict=True):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    missing.append(index)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    replies[index] = reply
+            if not missing:
+                break
+            script.sha = self._client.script_load(source)
+            todo = missing
+        return replies
 
     def _checked_timeline(self, record: Record) -> bytes | None:
         """The record's timeline, refused (:class:`RecordRefused`) unless it is bytes of at

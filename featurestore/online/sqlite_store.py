@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from featurestore.online.layout import Record, decode_value, encode_python_value, entity_token
+from featurestore.online.sqlite_stream_tiles import STREAM_SCHEMA, apply_writes, read_partials_rows
 from featurestore.online.store import (
     InvalidRecord,
     LoadRecord,
@@ -61,6 +62,7 @@ from featurestore.online.store import (
     record_where,
     watermark_of,
 )
+from featurestore.online.stream_tiles import DEFAULT_DEDUP_HORIZON_S, StreamApplied, StreamWrite
 
 __all__ = ["ReadOnlySQLiteStore", "SQLiteStore"]
 
@@ -199,6 +201,7 @@ class SQLiteStore(OnlineStore):
         con = self._connection()
         try:
             con.executescript(_SCHEMA)
+            con.executescript(STREAM_SCHEMA)
             if not self._has_timeline_column(con):
                 con.execute(_TIMELINE_COLUMN)
         except sqlite3.Error as exc:
@@ -288,6 +291,45 @@ class SQLiteStore(OnlineStore):
             con.execute("rollback") if con.in_transaction else None
             raise self._write_error(exc) from None
         return WriteResult(written=written, skipped_older=len(rows) - written)
+
+    # --- stream partials (featurestore.online.sqlite_stream_tiles) -----------------------
+
+    stream_partials = True
+
+    def apply_stream(
+        self,
+        writes: Sequence[StreamWrite],
+        *,
+        now: dt.datetime | None = None,
+        dedup_horizon_s: int = DEFAULT_DEDUP_HORIZON_S,
+    ) -> StreamApplied:
+        """:meth:`OnlineStore.apply_stream`: all writes in one transaction (the stream
+        tables are created on first use, as ``featurestore init-store`` does)."""
+        if not writes:
+            return StreamApplied()
+        con = self._connection()
+        try:
+            if not getattr(self._local, "stream_tables", False):
+                con.executescript(STREAM_SCHEMA)
+                self._local.stream_tables = True
+            con.execute("begin immediate")
+            applied = apply_writes(
+                con, writes, now_s=_now_seconds(now), dedup_horizon_s=dedup_horizon_s
+            )
+            con.execute("commit")
+        except sqlite3.Error as exc:
+            con.execute("rollback") if con.in_transaction else None
+            raise self._write_error(exc) from None
+        return applied
+
+    def read_stream(
+        self, entity: str, keys: Sequence[tuple[str, ...]], view: str
+    ) -> list[list[tuple[bytes, bytes]]]:
+        """:meth:`OnlineStore.read_stream`: one query per 500 keys."""
+        try:
+            return read_partials_rows(self._connection(), entity, keys, view)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.description}: {exc}") from None
 
     def _write_error(self, exc: sqlite3.Error) -> StoreError:
         """A failed write (records or bookkeeping) as the store error it stands for."""
@@ -423,6 +465,15 @@ class ReadOnlySQLiteStore(SQLiteStore):
 
     def record_load(self, load: LoadRecord) -> None:
         raise self._refuse("record a load")
+
+    def apply_stream(
+        self,
+        writes: Sequence[StreamWrite],
+        *,
+        now: dt.datetime | None = None,
+        dedup_horizon_s: int = DEFAULT_DEDUP_HORIZON_S,
+    ) -> StreamApplied:
+        raise self._refuse("apply stream partials")
 
 
 def _is_wal(path: Path) -> bool:

@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 from featurestore.exit_codes import ExitCode
 from featurestore.online.layout import Record
+from featurestore.online.stream_tiles import DEFAULT_DEDUP_HORIZON_S, StreamApplied, StreamWrite
 from featurestore.registry import ValueType
 
 __all__ = [
@@ -272,6 +273,35 @@ class OnlineStore(abc.ABC):
     @abc.abstractmethod
     def list_loads(self, limit: int = 50) -> list[LoadRecord]:
         """The most recent loads first."""
+
+    # --- stream partials (featurestore.online.stream_tiles) -----------------------------
+
+    #: whether the store keeps stream partials (:meth:`apply_stream`, :meth:`read_stream`)
+    stream_partials: bool = False
+
+    def apply_stream(
+        self,
+        writes: Sequence[StreamWrite],
+        *,
+        now: dt.datetime | None = None,
+        dedup_horizon_s: int = DEFAULT_DEDUP_HORIZON_S,
+    ) -> StreamApplied:
+        """Apply the stream worker's writes (:mod:`featurestore.online.stream_tiles`): per
+        write, atomically, its events not yet applied (offset fencing, event ids) added to the
+        partials. ``now`` (None: the real clock) sets key expiries as for :meth:`write`; a
+        write with ``prune`` hops also removes the partials of its (entity, view) that the
+        batch owns or whose tiles left every window at ``now``."""
+        raise StoreError(
+            f"{self.description}: this store does not keep stream partials (the stream "
+            "worker writes to Redis or the embedded SQLite store)"
+        )
+
+    def read_stream(
+        self, entity: str, keys: Sequence[tuple[str, ...]], view: str
+    ) -> list[list[tuple[bytes, bytes]]]:
+        """Per key (in order), the view's stored stream partials and offsets as (field,
+        value) pairs, undecoded (:func:`~featurestore.online.stream_tiles.read_partials`)."""
+        raise StoreError(f"{self.description}: this store does not keep stream partials")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

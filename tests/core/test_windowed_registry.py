@@ -188,6 +188,17 @@ def test_a_declared_view_is_read_into_typed_definitions() -> None:
         event_id="event_id",
         keys=("user_id",),
         column_types=(("quantity", "int"), ("amount", "decimal")),
+        event_columns=(
+            ("event_id", "varchar"),
+            ("user_id", "varchar"),
+            ("merchant_id", "varchar"),
+            ("amount", "decimal(18, 2)"),
+            ("quantity", "integer"),
+            ("price", "double"),
+            ("note", "varchar"),
+            ("occurred_at", "timestamp"),
+            ("received_at", "timestamp"),
+        ),
     )
     assert view.tiled is True
     assert view.available_at is None
@@ -235,6 +246,18 @@ def test_to_dict_describes_aggregations_and_event_models() -> None:
         "event_id": "event_id",
         "keys": ["user_id"],
         "column_types": {"quantity": "int", "amount": "decimal"},
+        "event_columns": {
+            "event_id": "varchar",
+            "user_id": "varchar",
+            "merchant_id": "varchar",
+            "amount": "decimal(18, 2)",
+            "quantity": "integer",
+            "price": "double",
+            "note": "varchar",
+            "occurred_at": "timestamp",
+            "received_at": "timestamp",
+        },
+        "streamed": False,
     }
     assert data["features"]["quantity_7d"]["aggregation"] == {
         "function": "sum",
@@ -297,6 +320,15 @@ def test_accepted_spellings() -> None:
     }
     spent = registry.feature("spent_1d").aggregation
     assert spent is not None and (spent.hop, spent.hop_seconds) == ("1d", DAY)
+
+
+def test_streamed_is_read_and_defaults_to_false() -> None:
+    manifest = _base()
+    view = registry_from_manifest(manifest).view(VIEW)
+    assert view.windowed is not None and view.windowed.streamed is False
+    _windowed("streamed", True)(manifest)
+    view = registry_from_manifest(manifest).view(VIEW)
+    assert view.windowed is not None and view.windowed.streamed is True
 
 
 # -- broken declarations ----------------------------------------------------------------------
@@ -489,6 +521,8 @@ INVALID: list[tuple[str, Mutation, str, str, str]] = [
     ("aggregation-on-hand-written", _aggregation_on_hand_written, HAND, "risk",
      "hand-written"),
     ("windowed-with-available-at", _available_at, VIEW, "available_at", "not needed"),
+    ("streamed-not-a-boolean", _windowed("streamed", "yes"), VIEW, "windowed.streamed",
+     "must be true or false, got 'yes'"),
     ("ttl-shorter-than-window-and-hop", _view("ttl", "90d"), VIEW, "ttl",
      "avg_amount_90d: 90d + 1d = 91d"),
 ]  # fmt: skip
@@ -612,6 +646,14 @@ def test_the_demo_user_view_as_the_readme_declares_it() -> None:
         event_id="transaction_id",
         keys=("user_id",),
         column_types=(("amount", "decimal"),),
+        event_columns=(
+            ("transaction_id", "varchar"),
+            ("user_id", "varchar"),
+            ("merchant_id", "varchar"),
+            ("amount", "decimal(18, 2)"),
+            ("transacted_at", "timestamp"),
+            ("ingested_at", "timestamp"),
+        ),
     )
     assert registry.feature("user_7d_transaction_count").aggregation == Aggregation(
         "user_7d_transaction_count", "count", None, "7d", 7 * DAY, "1h", HOUR
