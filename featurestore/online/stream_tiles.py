@@ -50,9 +50,9 @@ Redis (keys in the slot of the entity: the same hash tag as its record hash)
       event ids, scored by ingestion time (seconds).
     Both expire (PEXPIREAT, shifted as records are when the writer replays another time) when
     the last tile written leaves its last window, resp. one dedup horizon after the later of
-    the newest ingestion and the writer's clock; a write also removes the ids older than the horizon and, when asked
-    (``prune``), the partials the batch owns (bucket end <= the record's ``ver``) and the tiles
-    that left every window of their hop.
+    the newest ingestion and the writer's clock; a write also removes the ids older than the
+    horizon and, when asked (``prune``), the partials the batch owns (bucket end <= the
+    record's ``ver``) and the tiles that left every window of their hop.
 
 SQLite (tables beside ``online_records``)
     ``stream_partials(entity, entity_key, view, field, units)``,
