@@ -3,7 +3,8 @@
 * offline (:mod:`cli.offline`): ``generate``, ``registry``, ``training-set``;
 * ``demo`` (:mod:`cli.demo`);
 * the loader's (:mod:`loader.cli`): ``init-store``, ``load``, ``loads``;
-* the sidecar's (:mod:`sidecar.cli`): ``serve``.
+* the sidecar's (:mod:`sidecar.cli`): ``serve``;
+* the stream worker's (:mod:`stream.cli`): ``stream``.
 
 Exit codes: the README's "Exit codes" section.
 """
@@ -16,6 +17,7 @@ from cli.demo import demo
 from cli.offline import generate, registry, training_set
 from loader.cli import init_store, load, loads
 from sidecar.cli import serve_command
+from stream.cli import stream_command
 
 __all__ = ["main"]
 
@@ -25,5 +27,15 @@ def main() -> None:
     """Warehouse-native feature store: build, inspect and export features."""
 
 
-for command in (generate, registry, training_set, demo, init_store, load, loads, serve_command):
+for command in (
+    generate,
+    registry,
+    training_set,
+    demo,
+    init_store,
+    load,
+    loads,
+    serve_command,
+    stream_command,
+):
     main.add_command(command)

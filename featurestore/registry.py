@@ -161,6 +161,9 @@ class Registry:
     #: where every model of the project is built, by model name (feature views, the
     #: ``online_<view>`` models the loader reads, any other model)
     relations: Mapping[str, Relation] = field(default_factory=dict)
+    #: per event model of a declared view, the dbt source tables upstream of it
+    #: (``(source name, table name)``): where the stream worker lands its events
+    event_sources: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def feature(self, name: str) -> Feature:
         try:
@@ -303,9 +306,42 @@ def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
                 features[feature.name] = feature
     if problems:
         raise RegistryError("invalid feature registry:\n  - " + "\n  - ".join(problems))
+    event_models = {v.windowed.events for v in views.values() if v.windowed is not None}
     return Registry(
-        entities=entities, views=views, features=features, relations=_read_relations(manifest)
+        entities=entities,
+        views=views,
+        features=features,
+        relations=_read_relations(manifest),
+        event_sources={
+            name: _upstream_sources(manifest, by_name[name])
+            for name in sorted(event_models)
+            if name in by_name
+        },
     )
+
+
+def _upstream_sources(
+    manifest: Mapping[str, Any], node: Mapping[str, Any]
+) -> tuple[tuple[str, str], ...]:
+    """The dbt source tables a node reads, directly or through other nodes, in order."""
+    nodes: Mapping[str, Any] = manifest.get("nodes", {})
+    sources: Mapping[str, Any] = manifest.get("sources", {})
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    todo = list((node.get("depends_on") or {}).get("nodes") or [])
+    while todo:
+        unique_id = str(todo.pop(0))
+        if unique_id in seen:
+            continue
+        seen.add(unique_id)
+        if unique_id in sources:
+            source = sources[unique_id]
+            pair = (str(source.get("source_name")), str(source.get("name")))
+            if pair not in found:
+                found.append(pair)
+        elif unique_id in nodes:
+            todo.extend((nodes[unique_id].get("depends_on") or {}).get("nodes") or [])
+    return tuple(found)
 
 
 def _read_relations(manifest: Mapping[str, Any]) -> dict[str, Relation]:

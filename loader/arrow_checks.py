@@ -129,6 +129,22 @@ def misaligned(table: pa.Table) -> list[int]:
     return _positions(pc.and_(positive, pc.not_equal(remainder, 0)))
 
 
+def not_whole(column: str, seconds: int) -> Callable[[pa.Table], list[int]]:
+    """The rows whose timestamp ``column`` is not a whole multiple of ``seconds`` since the
+    epoch (a streamed view's cutoff must be a whole ingestion bucket)."""
+
+    def offending(table: pa.Table) -> list[int]:
+        values = table[column]
+        if not pa.types.is_timestamp(values.type):
+            return []
+        micros = _micros(values)
+        unit = seconds * 1_000_000
+        remainder = pc.subtract(micros, pc.multiply(pc.divide(micros, unit), unit))
+        return _positions(pc.fill_null(pc.not_equal(remainder, 0), False))
+
+    return offending
+
+
 def _on_hop(table: pa.Table, hop: int) -> pa.ChunkedArray:
     return pc.fill_null(pc.equal(table[HOP_COLUMN], hop), False)
 

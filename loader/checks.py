@@ -13,6 +13,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from featurestore.online.layout import MAX_KEY_PART_CHARS
+from featurestore.online.stream_tiles import BUCKET_SECONDS
 from featurestore.registry import ValueType
 from loader.arrow_checks import (
     changed_after_cutoff,
@@ -21,6 +22,7 @@ from loader.arrow_checks import (
     misaligned,
     not_exact_number,
     not_timestamp,
+    not_whole,
     null_on_hop,
     nulls,
     scheduled_beyond,
@@ -333,6 +335,15 @@ def _tile_checks(source: ViewSource, checks: _Checks, not_after: dt.datetime, cl
         offending=misaligned,
         column=TILE_START_COLUMN,
     )
+    if view.windowed is not None and view.windowed.streamed:
+        checks.add(
+            "expect_column_values_to_be_whole_buckets",
+            f"tiles: a streamed view's cutoff is a whole {BUCKET_SECONDS} s ingestion bucket "
+            "(the stream owns the events after it)",
+            arrow=True,
+            offending=not_whole(source.cutoff_column, BUCKET_SECONDS),
+            column=source.cutoff_column,
+        )
     ranges = _declared_ranges(source)
     for feature in view.features:
         aggregation = feature.aggregation

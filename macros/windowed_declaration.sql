@@ -1,7 +1,7 @@
 {#-
     The declaration of a windowed feature view, read for featurestore.windowed_features:
     featurestore.windowed_declaration(view=none) ->
-      {name, keys, events, event_time, ingested_at, event_id, spans, hops, features}
+      {name, keys, events, event_time, ingested_at, event_id, spans, hops, features, streamed}
     where each feature is {name, function, column, window_seconds, hop_seconds, kind, scale}
     (kind: 'int' or 'decimal' for the column of a sum or avg, else none; scale: the decimal
     column's scale), `hops` the distinct hops with the longest window of each
@@ -100,7 +100,7 @@
     {{ return({'name': name, 'keys': meta['keys'], 'events': windowed['events'],
                'event_time': windowed['event_time'], 'ingested_at': windowed['ingested_at'],
                'event_id': windowed['event_id'], 'features': features, 'hops': hops,
-               'spans': spans}) }}
+               'spans': spans, 'streamed': windowed.get('streamed') is sameas true}) }}
 {% endmacro %}
 
 

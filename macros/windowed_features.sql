@@ -45,7 +45,9 @@
 
     output='tiles' (the view's online model; `view` names the feature view)
       Over the events ingested at or before the cutoff C (var online_as_of, UTC
-      'YYYY-MM-DD HH:MM:SS', default now): one row per entity, hop and tile holding at least
+      'YYYY-MM-DD HH:MM:SS', default now; for a streamed view, windowed.streamed: true, C is
+      that instant floored to the hour, a whole ingestion bucket of the stream's partials, so
+      that the stream owns exactly the events ingested after C): one row per entity, hop and tile holding at least
       one such event, for the tiles still live at C (tile_start + H + the longest window of
       hop H > C). Columns: keys, <view>__feature_at (the entity's latest ingested_at among
       the events in its rows, on every row of the entity), <view>__as_of_at (C),
@@ -378,8 +380,11 @@ inner join __fs_changed as changed
     {%- set keys = d['keys'] -%}
     {%- set key_list = keys | join(', ') -%}
     {%- set as_of = var('online_as_of', none) -%}
-    {%- set cutoff -%}
+    {%- set requested -%}
         {%- if as_of %}cast('{{ as_of }}' as timestamp){% else %}{{ featurestore.utc_now() }}{% endif -%}
+    {%- endset -%}
+    {%- set cutoff -%}
+        {%- if d.streamed %}{{ dbt.date_trunc('hour', requested) }}{% else %}{{ requested }}{% endif -%}
     {%- endset -%}
 with
 

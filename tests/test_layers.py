@@ -21,8 +21,9 @@ LAYERS: dict[str, frozenset[str]] = {
     "featurestore": frozenset(),
     "loader": frozenset({"featurestore"}),
     "sidecar": frozenset({"featurestore"}),
-    "demo": frozenset({"featurestore", "loader", "sidecar"}),
-    "cli": frozenset({"featurestore", "loader", "sidecar", "demo"}),
+    "stream": frozenset({"featurestore"}),
+    "demo": frozenset({"featurestore", "loader", "sidecar", "stream"}),
+    "cli": frozenset({"featurestore", "loader", "sidecar", "stream", "demo"}),
 }
 
 
