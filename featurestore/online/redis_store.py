@@ -113,6 +113,8 @@ from featurestore.online.redaction import redact
 from featurestore.online.redis_async import AsyncRedisClient, RedisAuthError
 from featurestore.online.redis_stream_tiles import APPLY_SCRIPT, apply_calls
 from featurestore.online.store import (
+    NO_BATCH,
+    NO_EXPIRY,
     EncodedRecord,
     InvalidRecord,
     LoadRecord,
@@ -547,7 +549,7 @@ class RedisStore(OnlineStore):
             return [{view.view: None for view in views} for _ in keys]
         plan = _ReadPlan(entity, keys, views, self.namespace)
         with self._errors():
-            replies = self._pipeline_packed(plan.payload, len(plan.unique))
+            replies = self._pipeline_packed(plan.payload, plan.count)
         return plan.decode(replies, _clock(now)[0])
 
     async_reads = True
@@ -567,7 +569,7 @@ class RedisStore(OnlineStore):
         if not keys or not views:
             return [{view.view: None for view in views} for _ in keys]
         plan = _ReadPlan(entity, keys, views, self.namespace)
-        replies = await self._execute_async(plan.payload, len(plan.unique), deadline)
+        replies = await self._execute_async(plan.payload, plan.count, deadline)
         try:
             return plan.encoded(replies, _clock(now)[0])
         except hiredis.ReplyError as exc:
@@ -693,7 +695,7 @@ class _ReadPlan:
     """The HMGETs of one read, packed (RESP, one HMGET per distinct key) and how to decode
     their replies; shared by the blocking and the asyncio read."""
 
-    __slots__ = ("payload", "redis_keys", "slices", "unique")
+    __slots__ = ("count", "payload", "redis_keys", "slices", "streamed", "unique", "widths")
 
     def __init__(
         self,
@@ -707,12 +709,22 @@ class _ReadPlan:
         )
         self.redis_keys = redis_keys(entity, keys, namespace)
         self.unique = list(dict.fromkeys(self.redis_keys))
+        #: streamed views: their stream partials are read too (one HGETALL per key, after
+        #: the HMGETs, in the same round trip)
+        self.streamed = [view.view for view in views if view.streamed]
+        self.widths = {view.view: len(view.features) for view in views}
+        self.count = len(self.unique) * (1 + len(self.streamed))
         # per key: the HMGET head, the key as a bulk string, the packed fields; one join
         tail = b"\r\n" + packed_fields
         parts: list[bytes] = []
         for key in self.unique:
             data = key.encode()
             parts += (head, b"$%d\r\n" % len(data), data, tail)
+        prefix = len(f"{namespace}:{entity}:")
+        for view in self.streamed:
+            for key in self.unique:
+                data = f"{namespace}:sp:{view}:{key[prefix:]}".encode()
+                parts.append(b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b\r\n" % (len(data), data))
         self.payload = b"".join(parts)
 
     def _in_key_order(self, decoded: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -740,8 +752,10 @@ class _ReadPlan:
                 }
             except ValueError as exc:
                 return InvalidRecord(f"view {view}: {exc}")
-            ts, ver, exp, _, timeline = record
-            return StoredRecord(ts=ts, ver=ver, exp=exp, values=values, timeline=timeline)
+            ts, ver, exp, _, timeline, stream = record
+            return StoredRecord(
+                ts=ts, ver=ver, exp=exp, values=values, timeline=timeline, stream=stream
+            )
 
         return [
             {view: decoded(view, record) for view, record in row.items()}
@@ -756,7 +770,8 @@ class _ReadPlan:
         decoded: dict[str, dict[str, EncodedRecord | InvalidRecord | None]] = {}
         slices = [(view, meta - len(plan), meta) for view, meta, plan in self.slices]
         record = _encoded_record
-        for key, reply in zip(self.unique, replies, strict=True):
+        records = replies if not self.streamed else replies[: len(self.unique)]
+        for key, reply in zip(self.unique, records, strict=True):
             if isinstance(reply, Exception):
                 if not str(reply).startswith("WRONGTYPE"):
                     raise reply
@@ -772,12 +787,55 @@ class _ReadPlan:
                     else:
                         per_view[view] = record(
                             EncodedRecord,
-                            (int(ts), int(ver), exp, tuple(reply[start:meta]), reply[meta + 3]),
+                            (
+                                int(ts),
+                                int(ver),
+                                exp,
+                                tuple(reply[start:meta]),
+                                reply[meta + 3],
+                                None,
+                            ),
                         )
                 except ValueError:
                     per_view[view] = _invalid_times(view, reply[meta : meta + 3])
             decoded[key] = per_view
+        if self.streamed:
+            self._add_streams(decoded, replies)
         return self._in_key_order(decoded)
+
+    def _add_streams(
+        self, decoded: dict[str, dict[str, EncodedRecord | InvalidRecord | None]], replies: Any
+    ) -> None:
+        """Attach each streamed view's partials (the HGETALL replies after the HMGETs)."""
+        n = len(self.unique)
+        for j, view in enumerate(self.streamed):
+            for i, key in enumerate(self.unique):
+                reply = replies[n * (1 + j) + i]
+                per_view = decoded[key]
+                found = per_view.get(view)
+                if isinstance(found, InvalidRecord):
+                    continue
+                if isinstance(reply, Exception):
+                    if not str(reply).startswith("WRONGTYPE"):
+                        raise reply
+                    per_view[view] = InvalidRecord(f"view {view}: stream partials: not a hash")
+                    continue
+                pairs = _pairs(reply)
+                if found is not None:
+                    per_view[view] = found._replace(stream=pairs)
+                elif pairs:
+                    width = self.widths[view]
+                    per_view[view] = EncodedRecord(
+                        0, NO_BATCH, NO_EXPIRY, (None,) * width, None, pairs
+                    )
+
+
+def _pairs(reply: Any) -> tuple[tuple[bytes, bytes], ...]:
+    """An HGETALL reply (RESP3 map or RESP2 flat list) as (field, value) pairs."""
+    if isinstance(reply, dict):
+        return tuple(reply.items())
+    flat = reply or []
+    return tuple(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _invalid_times(view: str, texts: Sequence[Any]) -> InvalidRecord:

@@ -47,6 +47,8 @@ from pathlib import Path
 from featurestore.online.layout import Record, decode_value, encode_python_value, entity_token
 from featurestore.online.sqlite_stream_tiles import STREAM_SCHEMA, apply_writes, read_partials_rows
 from featurestore.online.store import (
+    NO_BATCH,
+    NO_EXPIRY,
     InvalidRecord,
     LoadRecord,
     OnlineStore,
@@ -389,7 +391,35 @@ class SQLiteStore(OnlineStore):
         for index, token in enumerate(tokens):
             for view_name in wanted:
                 results[index][view_name] = found.get((token, view_name))
+        for view in views:
+            if view.streamed:
+                self._add_stream(results, entity, keys, view)
         return results
+
+    def _add_stream(
+        self,
+        results: list[dict[str, StoredRecord | InvalidRecord | None]],
+        entity: str,
+        keys: Sequence[tuple[str, ...]],
+        view: ViewRead,
+    ) -> None:
+        """Attach a streamed view's partials (the rules of :class:`ViewRead`)."""
+        try:
+            streams = read_partials_rows(self._connection(), entity, keys, view.view)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.description}: {exc}") from None
+        for row, pairs in zip(results, streams, strict=True):
+            found = row[view.view]
+            if isinstance(found, StoredRecord):
+                row[view.view] = dataclasses.replace(found, stream=tuple(pairs))
+            elif found is None and pairs:
+                row[view.view] = StoredRecord(
+                    ts=0,
+                    ver=NO_BATCH,
+                    exp=NO_EXPIRY,
+                    values=dict.fromkeys(view.features),
+                    stream=tuple(pairs),
+                )
 
     def get_watermark(self, view: str) -> int | None:
         row = (

@@ -20,7 +20,12 @@ Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
   before anything of the batch is written.
 * :meth:`OnlineStore.read` reads any set of views for many keys of one entity in one round
   trip (one pipeline, one BatchGetItem sequence, one query), returning records that have
-  not expired (``exp`` > now) with values decoded as the registry types.
+  not expired (``exp`` > now) with values decoded as the registry types. For a *streamed*
+  view (:attr:`ViewRead.streamed`) a store that keeps stream partials also returns them with
+  the record (``stream``), and, when the key has stream partials but no unexpired batch
+  record, a record with ``ver`` = :data:`NO_BATCH`, ``ts`` 0, ``exp`` = the largest
+  representable (the reader computes when its tiles leave their windows), no values or
+  timeline.
 * Decoding is per record: a stored record that cannot be decoded (a ``ts``/``ver``/``exp``
   that is not an integer, a value that is not valid for its registry type, a malformed
   payload or attribute) is read as an :class:`InvalidRecord` in its place, never raised:
@@ -43,7 +48,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from featurestore.exit_codes import ExitCode
 from featurestore.online.layout import Record
@@ -51,6 +56,8 @@ from featurestore.online.stream_tiles import DEFAULT_DEDUP_HORIZON_S, StreamAppl
 from featurestore.registry import ValueType
 
 __all__ = [
+    "NO_BATCH",
+    "NO_EXPIRY",
     "EncodedRecord",
     "InvalidRecord",
     "LoadRecord",
@@ -125,10 +132,20 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class ViewRead:
-    """Which features of a view to read, with their registry types."""
+    """Which features of a view to read, with their registry types; ``streamed``: also read
+    the view's stream partials (:mod:`featurestore.online.stream_tiles`), in the same round
+    trip, on stores that keep them."""
 
     view: str
     features: Mapping[str, ValueType]
+    streamed: bool = False
+
+
+#: the ``ver`` of a record read for a streamed view that has stream partials but no batch
+#: record: every stream partial counts (no cutoff)
+NO_BATCH: Final = -1
+#: the ``exp`` of such a stream-only record
+NO_EXPIRY: Final = 2**62
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,9 @@ class StoredRecord:
     values: dict[str, object]
     #: the record's timeline as stored (see :mod:`featurestore.online.layout`), or None
     timeline: bytes | None = None
+    #: a streamed view's stream partials and offsets as stored, (field, value) pairs
+    #: (:func:`~featurestore.online.stream_tiles.read_partials`); None: not a streamed read
+    stream: tuple[tuple[bytes, bytes], ...] | None = None
 
 
 class EncodedRecord(NamedTuple):
@@ -154,6 +174,8 @@ class EncodedRecord(NamedTuple):
     values: tuple[bytes | None, ...]
     #: the record's timeline as stored, or None
     timeline: bytes | None = None
+    #: a streamed view's stream partials (see :class:`StoredRecord`), or None
+    stream: tuple[tuple[bytes, bytes], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

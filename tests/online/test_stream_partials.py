@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,60 @@ def test_units_of_is_exact() -> None:
         units_of(Decimal("1.234"), 2)
     with pytest.raises(ValueError):
         units_of(1.5, 2)
+
+
+# -- reads of a streamed view ------------------------------------------------------------------
+
+
+def test_a_streamed_read_returns_the_partials_with_the_record_or_alone(store: OnlineStore) -> None:
+    from featurestore.online.store import NO_BATCH, NO_EXPIRY, ViewRead
+
+    store.apply_stream(
+        [_write(_event("a", 1, T + 5, T)), _write(_event("b", 1, T + 5, T), key="u2")], now=NOW
+    )
+    store.write(
+        [Record("user", ("u1",), "v", ts=T * US, ver=T * US, exp=NOW_S + 3600, values={},
+                timeline=b"{}")],
+        now=NOW,
+    )  # fmt: skip
+    streamed = ViewRead("v", {}, streamed=True)
+    batch, alone, nothing = store.read("user", [("u1",), ("u2",), ("u3",)], [streamed], now=NOW)
+    with_record = batch["v"]
+    assert with_record is not None and not isinstance(with_record, Exception)
+    assert (with_record.ts, with_record.ver, with_record.timeline) == (T * US, T * US, b"{}")
+    assert with_record.stream is not None
+    assert read_partials(with_record.stream, None) == {HOP: {T: {0: (1, 0)}}}
+    only = alone["v"]
+    assert only is not None and not isinstance(only, Exception)
+    assert (only.ts, only.ver, only.exp, only.timeline) == (0, NO_BATCH, NO_EXPIRY, None)
+    assert only.stream is not None and read_partials(only.stream, None) == {HOP: {T: {0: (1, 0)}}}
+    assert nothing["v"] is None
+    # a read that does not ask for the stream sees the batch record only
+    plain = store.read("user", [("u1",), ("u2",)], [ViewRead("v", {})], now=NOW)
+    assert plain[0]["v"] is not None and plain[0]["v"].stream is None  # type: ignore[union-attr]
+    assert plain[1]["v"] is None
+
+
+def test_a_streamed_async_read_matches_the_blocking_one(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from featurestore.online.store import ViewRead
+
+    store = open_store(store_url("redis", request, tmp_path))
+    store.apply_stream([_write(_event("a", 1, T + 5, T), _event("c", 2, T + 65, T + 60))], now=NOW)
+    views = [ViewRead("v", {}, streamed=True)]
+    [blocking] = store.read("user", [("u1",)], views, now=NOW)
+
+
+    async def read() -> list[Any]:
+        try:
+            return await store.read_encoded_async("user", [("u1",)], views, now=NOW)
+        finally:
+            store.close()
+
+    [encoded] = asyncio.run(read())
+    assert blocking["v"] is not None and encoded["v"] is not None
+    assert dict(blocking["v"].stream or ()) == dict(encoded["v"].stream or ())  # type: ignore[union-attr]
+    assert len(dict(encoded["v"].stream or ())) == 3  # type: ignore[union-attr]  # 2 partials, 1 offset
