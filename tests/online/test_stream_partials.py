@@ -291,7 +291,6 @@ def test_a_streamed_async_read_matches_the_blocking_one(
     views = [ViewRead("v", {}, streamed=True)]
     [blocking] = store.read("user", [("u1",)], views, now=NOW)
 
-
     async def read() -> list[Any]:
         try:
             return await store.read_encoded_async("user", [("u1",)], views, now=NOW)
