@@ -162,6 +162,71 @@ def moto_server() -> Iterator[MotoServer]:
             server.proc.kill()
 
 
+# --- Kafka: librdkafka's mock cluster in a process of its own ---------------------------------
+
+_KAFKA_MOCK = """
+import sys, time
+from confluent_kafka import Producer
+producer = Producer({"test.mock.num.brokers": 3, "log_level": 0})
+brokers = producer.list_topics(timeout=10).brokers.values()
+print(",".join(f"{b.host}:{b.port}" for b in brokers), flush=True)
+while True:
+    producer.poll(1.0)
+"""
+
+
+@dataclass
+class KafkaMock:
+    """librdkafka's built-in mock cluster (3 brokers; topics auto-create with 4 partitions;
+    produce, consumer groups and committed offsets work) kept alive by its own process, so
+    that workers can be killed and restarted against it."""
+
+    bootstrap: str
+    proc: subprocess.Popen[str]
+
+    def produce(self, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+        """Produce (key, value) messages and wait for every delivery."""
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5})
+        failed: list[object] = []
+
+        def delivered(error: object, _message: object) -> None:
+            if error is not None:
+                failed.append(error)
+
+        for n, (key, value) in enumerate(messages):
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            if n % 1000 == 0:
+                producer.poll(0)
+        if producer.flush(60) or failed:
+            raise AssertionError(f"kafka produce failed: {failed[:3]}")
+
+
+@contextmanager
+def kafka_mock() -> Iterator[KafkaMock]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KAFKA_MOCK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        bootstrap = proc.stdout.readline().strip()
+        if not bootstrap:
+            raise RuntimeError("the Kafka mock cluster did not start")
+        yield KafkaMock(bootstrap, proc)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 # --- a TCP proxy that freezes and heals ------------------------------------------------------
 
 #: what :meth:`TcpProxy.heal` does with the connections the freeze caught: resume forwarding

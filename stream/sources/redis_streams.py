@@ -6,7 +6,7 @@
 (``XADD <stream> * event '{...}'``). The worker:
 
 * creates the group at the stream's start if it does not exist (``XGROUP CREATE ... 0
-  MKSTREAM``);
+  MKSTREAM``), and again if it disappears (a server restarted without persistence);
 * reads first its own pending entries (delivered to this consumer name before a restart and
   never acknowledged: ``XREADGROUP ... 0``), then new ones (``>``);
 * every ``claim_idle`` takes over entries pending longer than that in *other* consumers of the
@@ -80,6 +80,15 @@ class RedisStreamsSource(Source):
     def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
         try:
             messages = self._poll(max_messages, timeout_s)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise SourceError(f"{self.description}: {exc}") from None
+            # the stream or its group is gone (a server restarted without persistence, a
+            # stream deleted): create the group again, from the stream's start
+            log.warning("%s: %s; creating the group again", self.description, exc)
+            self._ready = False
+            self._own_pending = True
+            return []
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             if not self._down_logged:
                 log.warning("%s: source unavailable, retrying: %s", self.description, exc)
