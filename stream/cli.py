@@ -130,7 +130,7 @@ def _configure_logging(fmt: str) -> None:
               "batch.")  # fmt: skip
 @click.option("--out-of-orderness", default="30s", show_default=True,
               help="Allowed disorder of event times before an event is late.")  # fmt: skip
-@click.option("--dedup-horizon", default="1h", show_default=True,
+@click.option("--dedup-horizon", default="3d", show_default=True,
               help="How long an applied event id is remembered (older duplicates: the "
               "batch heals them).")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=2000, show_default=True,
@@ -203,6 +203,7 @@ def stream_command(
             f"{store.description}: the stream worker writes to Redis or the embedded SQLite "
             "store (DynamoDB does not keep stream partials yet)"
         )
+    store.initialize()  # idempotent: the embedded store's tables, Redis' scripts
     store.check()
     source = open_source(
         source_url, checkpoint=land_root / "_checkpoints" / "file.json", consumer=consumer

@@ -59,6 +59,8 @@ _DEAD_SCHEMA: Final = pa.schema(
 class LandingError(RuntimeError):
     """The landing folder cannot be used (the message says why)."""
 
+    exit_code = 2  # a usage error: the folder given is wrong
+
 
 def arrow_type(data_type: str) -> pa.DataType:
     """The Parquet (Arrow) type of an event column's declared data_type."""

@@ -94,8 +94,10 @@ __all__ = [
 
 #: the size of an ingestion bucket (s): a streamed view's batch cutoff is a multiple of it
 BUCKET_SECONDS: Final = 3600
-#: how long an applied event id is remembered (s), counted back from the newest ingestion
-DEFAULT_DEDUP_HORIZON_S: Final = 3600
+#: how long an applied event id is remembered (s), counted back from the newest ingestion:
+#: 3 days covers redeliveries and duplicate sends (the demo's come up to 2 days later); a
+#: duplicate later than that is counted by the stream until the next batch load heals it
+DEFAULT_DEDUP_HORIZON_S: Final = 3 * 86400
 _US: Final = 1_000_000
 _BUCKET_US: Final = BUCKET_SECONDS * _US
 

@@ -15,7 +15,7 @@
 
 The group hands entries to any consumer, so the stream is one unordered partition (no offset
 fencing): a redelivered entry is a no-op by its event id (the store remembers ids for the
-dedup horizon, 1 hour by default, far longer than ``claim_idle``). An entry without an
+dedup horizon, 3 days by default, far longer than ``claim_idle``). An entry without an
 ``event`` field is dead-lettered like any malformed event.
 """
 

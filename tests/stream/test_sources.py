@@ -68,7 +68,7 @@ def test_a_file_that_shrank_below_its_checkpoint_stops_the_worker(tmp_path: Path
 def test_a_checkpoint_of_another_file_is_refused(tmp_path: Path) -> None:
     checkpoint = tmp_path / "cp.json"
     checkpoint.write_text(json.dumps({"path": "/elsewhere.jsonl", "position": 3}))
-    with pytest.raises(SourceError, match="belongs to '/elsewhere.jsonl'"):
+    with pytest.raises(SourceError, match=r"belongs to ./elsewhere\.jsonl"):
         FileSource(tmp_path / "events.jsonl", checkpoint)
 
 
