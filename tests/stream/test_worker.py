@@ -215,17 +215,25 @@ def test_redis_streams_with_a_dead_consumer_and_a_store_outage(
 ) -> None:
     stream = f"tx{uuid.uuid4().hex[:8]}"
     client = redis_client.Redis(port=redis.port)
-    pipe = client.pipeline(transaction=False)
-    for row in ROWS:
-        pipe.xadd(stream, {"event": as_json(row)})
-    pipe.execute()
+
+    def append(rows: list[dict[str, Any]]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for row in rows:
+            pipe.xadd(stream, {"event": as_json(row)})
+        pipe.execute()
+
+    split = len(ROWS) * 6 // 10
+    append(ROWS[:split])
     namespace = f"s{uuid.uuid4().hex[:8]}"
     land = tmp_path / "raw"
     with tcp_proxy(redis.port) as proxy:
         online = f"redis://127.0.0.1:{proxy.port}/0?namespace={namespace}"
         source = f"redis-streams://127.0.0.1:{redis.port}/{stream}?group=fs&claim_idle=1s"
+        # the replay runs months of ingestion in seconds: the dead consumer's entries are
+        # claimed when the survivor is months ahead in ingestion time, so the dedup horizon
+        # must span the data (in real time claim_idle, seconds, is far below the 3 days)
         base = stream_command(source, online, land, project_manifest, _now(ROWS),
-                              "--batch-size", "200")  # fmt: skip
+                              "--batch-size", "200", "--dedup-horizon", "365d")  # fmt: skip
         dying = subprocess.Popen([*base, "--consumer", "dying"], cwd=REPO,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         time.sleep(2.5)
@@ -235,9 +243,10 @@ def test_redis_streams_with_a_dead_consumer_and_a_store_outage(
             [*base, "--consumer", "survivor", "--stop-when-idle", "4s"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(1.5)
-        proxy.freeze()  # the store stops answering
-        time.sleep(4)
+        time.sleep(2)
+        proxy.freeze()  # the store stops answering while events keep coming
+        append(ROWS[split:])
+        time.sleep(12)  # longer than a write's timeout and its retry: the worker backs off
         proxy.heal("drop")
         _, stderr = survivor.communicate(timeout=180)
         assert survivor.returncode == 0, stderr[-3000:]
