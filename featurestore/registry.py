@@ -147,6 +147,11 @@ class FeatureView:
         """Whether the online store holds tiles of this view (a declared view)."""
         return self.windowed is not None
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the stream worker keeps the view's tiles fresh (``windowed.streamed``)."""
+        return self.windowed is not None and self.windowed.streamed
+
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
 

@@ -128,7 +128,9 @@ def _plan_entity(registry: Registry, name: str) -> EntityPlan:
             features[feature.name] = plan
             plans.append(plan)
         view_features[view.name] = tuple(plans)
-        view_reads[view.name] = ViewRead(view.name, {f.name: f.value_type for f in view.features})
+        view_reads[view.name] = ViewRead(
+            view.name, {f.name: f.value_type for f in view.features}, streamed=view.streamed
+        )
         renderers[view.name] = ViewRenderer(
             [
                 FeatureAnswer(

@@ -61,8 +61,11 @@ def describe(
             "freshness_sla": view.freshness_sla,
             "freshness_sla_seconds": view.freshness_sla_seconds,
             "online": view.online,
-            "cache_ttl_seconds": settings.cache_ttl(view.name) if view.online else None,
+            "cache_ttl_seconds": settings.cache_ttl(view.name, streamed=view.streamed)
+            if view.online
+            else None,
             "tiled": view.tiled,
+            "streamed": view.streamed,
             "description": view.description,
             "features": [f.name for f in shown],
         }

@@ -26,7 +26,8 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
 ``FEATURESTORE_CACHE_TTL``          cache time-to-live: a default and per-view overrides,
                                     e.g. ``5s`` or ``2s,merchant_chargeback_features=30s``
                                     (durations: :mod:`featurestore.durations`); ``0`` = never
-                                    cached (default ``5s``)
+                                    cached (default ``5s``; a streamed view's default is at
+                                    most 250 ms, its own entry overrides it)
 ``FEATURESTORE_MAX_KEYS``           entity keys per request at most (default 1000)
 ``FEATURESTORE_MAX_BODY_BYTES``     request body size limit (default 1048576), checked
                                     while the body is read
@@ -84,6 +85,9 @@ from sidecar.auth import (
     unscoped_key,
     unscoped_key_from_digest,
 )
+
+#: the longest default cache TTL of a streamed view (s): values fresh within a second
+STREAMED_CACHE_TTL_S: Final = 0.25
 
 __all__ = [
     "DEFAULT_OPEN_ENDPOINTS",
@@ -166,8 +170,14 @@ class Settings:
         if len(set(digests)) != len(digests):
             raise SettingsError("the same API key is configured twice")
 
-    def cache_ttl(self, view: str) -> float:
-        return self.cache_ttl_by_view.get(view, self.cache_ttl_s)
+    def cache_ttl(self, view: str, *, streamed: bool = False) -> float:
+        """The view's cache TTL in seconds: its own from ``FEATURESTORE_CACHE_TTL``, else the
+        default, at most :data:`STREAMED_CACHE_TTL_S` for a streamed view (the stream keeps
+        it fresh within a second: a cached value must not be older)."""
+        own = self.cache_ttl_by_view.get(view)
+        if own is not None:
+            return own
+        return min(self.cache_ttl_s, STREAMED_CACHE_TTL_S) if streamed else self.cache_ttl_s
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

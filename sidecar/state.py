@@ -81,11 +81,14 @@ class Sidecar:
             breaker=self.breaker,
             metrics=self.metrics,
         )
-        online_views = [v.name for v in registry.views.values() if v.online]
+        online_views = [v for v in registry.views.values() if v.online]
         self.retriever = Retriever(
             self.reader,
             self.cache,
-            {view: settings.cache_ttl(view) for view in online_views},
+            {
+                view.name: settings.cache_ttl(view.name, streamed=view.streamed)
+                for view in online_views
+            },
             self.metrics,
             clock.now,
         )
