@@ -221,6 +221,7 @@ def stream_command(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    log.info("metrics on port %d", server.server_port)
     log.info(
         "stream worker started",
         extra={

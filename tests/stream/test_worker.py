@@ -332,3 +332,70 @@ def test_views_not_streamed_and_dynamodb_are_refused(
     assert proc.returncode == 2 and "checked-in demo data" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert os.listdir(REPO / "data" / "demo" / "transactions") == ["part-00000.parquet"]
+
+
+# -- operating it ------------------------------------------------------------------------------
+
+
+def test_health_metrics_and_a_graceful_stop(
+    tmp_path: Path, project_manifest: Path, project_registry: Registry
+) -> None:
+    import re
+    import urllib.request
+
+    events, land = tmp_path / "events.jsonl", tmp_path / "raw"
+    online = f"sqlite:///{tmp_path / 'online.db'}"
+    rows = ROWS[:3000]
+    write_jsonl(events, rows, extra=MALFORMED[:1])
+    proc = subprocess.Popen(
+        stream_command(
+            f"file://{events}", online, land, project_manifest, _now(rows), "--land-interval", "60s"
+        ),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    port = None
+    deadline = time.monotonic() + 30
+    lines: list[str] = []
+    while port is None and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        found = re.search(r"metrics on port (\d+)", line)
+        port = int(found.group(1)) if found else None
+    assert port is not None, lines
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    metrics = ""
+    while time.monotonic() < deadline:
+        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        if (
+            f"featurestore_stream_events_in_total {len(rows) + 1}.0" in metrics
+            and 'featurestore_stream_consumer_lag{partition="file"} 0.0' in metrics
+        ):
+            break
+        time.sleep(0.2)
+    assert f"featurestore_stream_events_in_total {len(rows) + 1}.0" in metrics
+    assert "featurestore_stream_dead_letters_total 1.0" in metrics
+    assert (
+        'featurestore_stream_view_events_total{outcome="applied",view="user_transaction_features"}'
+        in metrics
+    )
+    assert 'featurestore_stream_consumer_lag{partition="file"} 0.0' in metrics
+    health = json.loads(urllib.request.urlopen(f"{base}/health", timeout=5).read())
+    assert health["status"] == "ok"
+    assert sorted(health["views"]) == ["merchant_transaction_features", "user_transaction_features"]
+    # nothing landed or committed yet (60 s interval): SIGTERM lands and commits it all
+    assert not list((land / "transactions").glob("*.parquet"))
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "stopping after the current batch" in rest
+    assert json.loads((land / "_checkpoints" / "file.json").read_text())["position"] == (
+        events.stat().st_size
+    )
+    assert len(_landed(land, "transactions")) == len(_valid_rows(rows))
+    with open_store(online) as store:
+        _check_store(store, project_registry, rows)
