@@ -21,6 +21,16 @@ to one clean load). Loader exit codes (``featurestore load --help``, ``loader/__
 nothing of it written) fails again the same way, and the task ends failed for someone to
 look at the rows named in its log.
 
+The stream worker is not a task of this DAG: it is a long-running service (``featurestore
+stream``, README "Streaming": a systemd unit or a Kubernetes Deployment beside the sidecar)
+that keeps the streamed views (``user_transaction_features``, ``merchant_transaction_features``)
+fresh between these runs. The two never overwrite each other: the build floors a streamed
+view's tile cutoff to the hour (the batch owns the events ingested up to it, the stream the
+ones after), and the loader writes the batch records while the worker writes its own partials.
+The build cuts at the hour before the run's interval end (``online_as_of``, from
+``data_interval_end``), so the worker has landed every event ingested up to the cutoff in the
+raw tables by the time the build reads them.
+
 ``ONLINE_VIEWS`` must list the registry's online views (``featurestore registry``);
 tests/airflow/test_dag.py fails when it does not.
 
@@ -53,9 +63,18 @@ ENV = {
     "FEATURESTORE_REDIS_PASSWORD": "{{ var.value.get('featurestore_redis_password', '') }}",
     "DBT_PROFILES_DIR": "{{ var.value.featurestore_project_dir }}",
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    # the online models' cutoff: the hour before the run's interval end, so that every event
+    # ingested by then has landed (the stream worker lands within seconds) and a streamed
+    # view's cutoff is a whole hour (the stream owns what came after)
+    "FEATURESTORE_ONLINE_AS_OF": (
+        "{{ (data_interval_end - macros.timedelta(hours=1)).strftime('%Y-%m-%d %H:00:00') }}"
+    ),
 }
 
-DBT_BUILD = 'cd "$FEATURESTORE_PROJECT_DIR" && dbt build --project-dir "$FEATURESTORE_PROJECT_DIR"'
+DBT_BUILD = (
+    'cd "$FEATURESTORE_PROJECT_DIR" && dbt build --project-dir "$FEATURESTORE_PROJECT_DIR" '
+    "--vars \"{online_as_of: '$FEATURESTORE_ONLINE_AS_OF'}\""
+)
 
 LOAD = (
     'cd "$FEATURESTORE_PROJECT_DIR" && featurestore load --online "$FEATURESTORE_ONLINE_URL" '

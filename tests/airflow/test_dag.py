@@ -176,6 +176,10 @@ def test_commands_are_ones_the_clis_accept(dag: StandInDAG, online_views: list[s
     for task in dag.tasks.values():
         assert task.append_env is True  # PATH and the worker's credentials pass through
         for name, value in task.env.items():
+            if name == "FEATURESTORE_ONLINE_AS_OF":  # the hour before the interval's end
+                assert "data_interval_end - macros.timedelta(hours=1)" in value
+                assert value.endswith(".strftime('%Y-%m-%d %H:00:00') }}")
+                continue
             assert value == "false" or re.fullmatch(r"\{\{ var\.value\..+ \}\}", value), name
         for command in task.bash_command.split("&&"):
             words = shlex.split(command)
@@ -186,6 +190,10 @@ def test_commands_are_ones_the_clis_accept(dag: StandInDAG, online_views: list[s
             if task.task_id == "dbt_build":
                 assert words[:2] == ["dbt", "build"]
                 assert set(flags) <= dbt_flags, flags
+                # the cutoff: an hour (a streamed view's tiles need one), all of it landed
+                assert words[words.index("--vars") + 1] == (
+                    "{online_as_of: '$FEATURESTORE_ONLINE_AS_OF'}"
+                )
                 continue
             assert words[:2] == ["featurestore", "load"]
             assert set(flags) <= load_flags, flags
