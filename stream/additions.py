@@ -10,28 +10,26 @@ leaves the feature's window: :func:`featurestore.windows.leaves_at`), nor when i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Final
+from decimal import Decimal
+from typing import Final, NamedTuple
 
 from featurestore.online.stream_tiles import (
     StreamColumn,
     ingestion_bucket,
-    partial_field,
     stream_columns,
-    tile_expiry_s,
     units_of,
 )
 from featurestore.registry import FeatureView
-from featurestore.windows import effective_time, leaves_at, tile_start
-from stream.events import ParsedEvent
+from stream.events import EXACT, ParsedEvent
 
 __all__ = ["Additions", "ViewPlan"]
 
 _US: Final = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Additions:
+class Additions(NamedTuple):
     """One event's additions to one entity key of a view."""
 
     key: tuple[str, ...]
@@ -39,6 +37,13 @@ class Additions:
     fields: tuple[tuple[str, int], ...]
     #: when the last tile it adds to leaves its last window (epoch seconds)
     expires_at: int
+
+
+#: one stored column as the hot loop reads it: (hop in microseconds, (hop + window) in
+#: microseconds, what it holds is a count, its source column or None, its
+#: scale, the field's middle ":<hop>:", the field's end ":<column>:<scale>", hop + longest
+#: window of its hop in seconds)
+_Column = tuple[int, int, bool, str | None, int, str, str, int]
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,22 @@ class ViewPlan:
         hops = tuple(dict.fromkeys((c.hop_seconds, c.longest_window_seconds) for c in columns))
         return cls(view.name, view.entity.name, view.keys, columns, hops)
 
+    @functools.cached_property
+    def _columns(self) -> tuple[_Column, ...]:
+        return tuple(
+            (
+                c.hop_seconds * _US,
+                (c.hop_seconds + c.window_seconds) * _US,
+                c.holds == "count",
+                c.source,
+                c.scale,
+                f":{c.hop_seconds}:",
+                f":{c.column}:{c.scale}",
+                c.hop_seconds + c.longest_window_seconds,
+            )
+            for c in self.columns
+        )
+
     def key_of(self, event: ParsedEvent) -> tuple[str, ...] | None:
         """The event's entity key for this view (None: a key column is null)."""
         parts = []
@@ -70,38 +91,52 @@ class ViewPlan:
 
     def additions(self, event: ParsedEvent) -> Additions | None:
         """What the event adds to this view (None: no key, or nothing it can ever count)."""
-        key = self.key_of(event)
-        if key is None:
-            return None
-        ingested = event.ingested_us
-        t_e = effective_time(event.event_us, ingested)
-        bucket = ingestion_bucket(ingested)
-        fields: list[tuple[str, int]] = []
-        expires = 0
-        for column in self.columns:
-            hop = column.hop_seconds
-            if ingested >= leaves_at(t_e, hop, column.window_seconds):
-                continue
-            if column.holds == "count":
-                counts = column.source is None or event.values.get(column.source) is not None
-                units = 1 if counts else 0
-            else:
-                value = event.values.get(column.source or "")
-                units = 0 if value is None else units_of(value, column.scale)
-            if units == 0:
-                continue
-            start = tile_start(t_e, hop) // _US
-            fields.append((partial_field(bucket, hop, start, column.column, column.scale), units))
-            expires = max(expires, tile_expiry_s(start, column))
-        if not fields:
-            return None
-        return Additions(key, tuple(fields), expires)
+        return self.evaluate(event)[0]
 
     def counts_ever(self, event: ParsedEvent) -> bool:
         """Whether the event can count for some feature of the view at all (ingested before
         it leaves some window)."""
-        t_e = effective_time(event.event_us, event.ingested_us)
-        return any(
-            event.ingested_us < leaves_at(t_e, c.hop_seconds, c.window_seconds)
-            for c in self.columns
-        )
+        return self.evaluate(event)[1]
+
+    def evaluate(self, event: ParsedEvent) -> tuple[Additions | None, bool]:
+        """(:meth:`additions`, :meth:`counts_ever`) in one pass: the worker's hot loop."""
+        ingested = event.ingested_us
+        event_us = event.event_us
+        t_e = event_us if event_us < ingested else ingested
+        values = event.values
+        counts = False
+        fields: list[tuple[str, int]] = []
+        expires = 0
+        bucket = ""
+        for hop_us, span_us, is_count, source, scale, middle, end, life in self._columns:
+            start_us = t_e - t_e % hop_us
+            if ingested >= start_us + span_us:  # it left this feature's window: never counts
+                continue
+            counts = True
+            if is_count:
+                if source is not None and values.get(source) is None:
+                    continue
+                units = 1
+            else:
+                value = values.get(source or "")
+                if value is None:
+                    continue
+                if type(value) is Decimal:
+                    # the contract quantized it to exactly the column's scale: exact
+                    units = int(value.scaleb(scale, context=EXACT))
+                else:
+                    units = units_of(value, scale)
+                if units == 0:
+                    continue
+            start = start_us // _US
+            if not bucket:
+                bucket = str(ingestion_bucket(ingested))
+            fields.append((f"{bucket}{middle}{start}{end}", units))
+            if start + life > expires:
+                expires = start + life
+        if not fields:
+            return None, counts
+        key = self.key_of(event)
+        if key is None:
+            return None, counts
+        return Additions(key, tuple(fields), expires), counts

@@ -28,15 +28,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from decimal import Context, Decimal, InvalidOperation
+from typing import Any, Final, NamedTuple
 
 import orjson
 
 from featurestore.data_types import value_type_of
 from featurestore.online.layout import MAX_KEY_PART_CHARS
-from featurestore.timestamps import micros
 from featurestore.windows import WindowedSource
 
 __all__ = ["EventContract", "EventRefused", "ParsedEvent"]
@@ -44,14 +42,16 @@ __all__ = ["EventContract", "EventRefused", "ParsedEvent"]
 _INT64: Final = (-(2**63), 2**63 - 1)
 _FIXED: Final = re.compile(r"^(?:decimal|numeric|number)\((\d+)(?:,(\d+))?\)$")
 _DIGITS_OF_A_DOUBLE: Final = 15
+#: a decimal context wide enough for decimal(38, s) and its scaled units (the default's 28
+#: digits would round or refuse them)
+EXACT: Final = Context(prec=100)
 
 
 class EventRefused(ValueError):
     """A message that does not fit the event contract (the message says which field)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedEvent:
+class ParsedEvent(NamedTuple):
     """One event that fits the contract: its columns' values (Python types: str, int,
     float, bool, Decimal, naive UTC datetime, None), and its id, times and keys read out."""
 
@@ -65,6 +65,8 @@ Parser = Callable[[str, object], object]
 
 
 def _string(name: str, value: object) -> object:
+    if type(value) is str:
+        return value
     if not isinstance(value, str):
         raise EventRefused(f"{name}: expected a string, got {_what(value)}")
     return value
@@ -126,7 +128,7 @@ def _decimal(precision: int, scale: int) -> Parser:
         decimals = -exponent if isinstance(exponent, int) and exponent < 0 else 0
         if decimals > scale and number != round(number, scale):
             raise EventRefused(f"{name}: {text[:40]} has more than {scale} decimals")
-        number = number.quantize(Decimal(1).scaleb(-scale)) if scale else number.to_integral()
+        number = number.quantize(Decimal(1).scaleb(-scale), context=EXACT)
         if abs(number) >= Decimal(10) ** (precision - scale):
             raise EventRefused(
                 f"{name}: {text[:40]} does not fit decimal({precision}, {scale}) "
@@ -179,6 +181,7 @@ class EventContract:
         self._parsers: dict[str, Parser] = {
             name: _parser_of(data_type) for name, data_type in self.columns
         }
+        self._parser_items = tuple(self._parsers.items())
         for required in (source.event_id, source.event_time, source.ingested_at):
             if required not in self._parsers:
                 raise ValueError(f"event model {source.events} does not declare {required!r}")
@@ -195,35 +198,52 @@ class EventContract:
 
     def parse_object(self, data: Mapping[str, object]) -> ParsedEvent:
         values: dict[str, object] = {}
-        missing = [name for name in self._parsers if name not in data]
-        if missing:
-            raise EventRefused(f"missing field(s): {', '.join(missing)}")
-        for name, parser in self._parsers.items():
-            value = data[name]
-            values[name] = None if value is None else parser(name, value)
+        try:
+            for name, parser in self._parser_items:
+                value = data[name]
+                values[name] = None if value is None else parser(name, value)
+        except KeyError:
+            missing = [name for name in self._parsers if name not in data]
+            raise EventRefused(f"missing field(s): {', '.join(missing)}") from None
         source = self.source
-        for required in (source.event_id, source.event_time, source.ingested_at):
-            if values[required] is None:
-                raise EventRefused(f"{required}: must not be null")
+        event_id, event_time, ingested_at = (
+            values[source.event_id],
+            values[source.event_time],
+            values[source.ingested_at],
+        )
+        if event_id is None or event_time is None or ingested_at is None:
+            for required in (source.event_id, source.event_time, source.ingested_at):
+                if values[required] is None:
+                    raise EventRefused(f"{required}: must not be null")
+        present = False
         for key in self._key_columns:
-            part = values.get(key)
+            part = values[key]
             if part is None:
+                continue
+            present = True
+            if type(part) is str and 0 < len(part) <= MAX_KEY_PART_CHARS:
                 continue
             if type(part) is int:
                 continue  # an integer key column (its decimal text is the key part)
-            if not isinstance(part, str) or not part or len(part) > MAX_KEY_PART_CHARS:
-                raise EventRefused(
-                    f"{key}: an entity key must be a non-empty string of at most "
-                    f"{MAX_KEY_PART_CHARS} characters"
-                )
-        if self._key_columns and all(values.get(key) is None for key in self._key_columns):
+            raise EventRefused(
+                f"{key}: an entity key must be a non-empty string of at most "
+                f"{MAX_KEY_PART_CHARS} characters"
+            )
+        if self._key_columns and not present:
             raise EventRefused(f"no entity key: {', '.join(self._key_columns)} are all null")
-        event_time = values[source.event_time]
-        ingested_at = values[source.ingested_at]
         if not isinstance(event_time, dt.datetime) or not isinstance(ingested_at, dt.datetime):
             raise EventRefused(  # pragma: no cover - the registry declares both as timestamps
                 f"{source.event_time} and {source.ingested_at} must be timestamps"
             )
-        return ParsedEvent(
-            values, str(values[source.event_id]), micros(event_time), micros(ingested_at)
-        )
+        return ParsedEvent(values, str(event_id), _micros(event_time), _micros(ingested_at))
+
+
+_EPOCH_ORDINAL: Final = dt.date(1970, 1, 1).toordinal()
+
+
+def _micros(value: dt.datetime) -> int:
+    """Microseconds since the epoch of a naive UTC datetime (:func:`micros`, faster)."""
+    days = value.toordinal() - _EPOCH_ORDINAL
+    return (
+        ((days * 24 + value.hour) * 60 + value.minute) * 60 + value.second
+    ) * 1_000_000 + value.microsecond

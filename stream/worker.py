@@ -12,8 +12,10 @@ One step (:meth:`Worker.step`):
    ``apply`` a late event is applied at once, which keeps the served value equal to the
    training value;
 4. apply the additions (:mod:`stream.additions`) to the store, one write per partition,
-   view and entity key, each atomic and idempotent (:mod:`featurestore.online.stream_tiles`);
-   a store that is down is retried with backoff (nothing more is consumed meanwhile);
+   view and entity key, each atomic and idempotent (:mod:`featurestore.online.stream_tiles`),
+   on a writer thread while the next batch is read and prepared (one batch in flight at
+   most, applied in order); a store that is down is retried with backoff (nothing more is
+   consumed meanwhile);
 5. every ``land_interval_s`` (or ``land_rows`` buffered rows), land the buffered rows and only
    then commit the messages to the source.
 
@@ -30,6 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -116,6 +119,10 @@ class Worker:
         self._last_gauges = 0.0
         self._stopping = threading.Event()
         self._random = random.Random()
+        #: the store writes of the last batch run here while the next batch is read and
+        #: prepared (Redis runs them meanwhile); one batch in flight at most, in order
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-store")
+        self._in_flight: Future[None] | None = None
         source.listen(self._assigned, self._revoked)
 
     # --- partitions moving -------------------------------------------------------------
@@ -135,6 +142,7 @@ class Worker:
 
     def _revoked(self, partitions: Sequence[str]) -> None:
         """Land and commit what was applied for partitions about to move away."""
+        self._settle()
         gone = set(partitions)
         mine = [m for m in self._uncommitted if m.partition in gone]
         self.landing.flush(gone)
@@ -172,8 +180,11 @@ class Worker:
                     break
         finally:
             self.health.set("stopping")
-            self.flush()
-            self.source.close()
+            try:
+                self.flush()
+            finally:
+                self._writer.shutdown(wait=True)
+                self.source.close()
 
     def step(self) -> int:
         """One poll, apply and (when due) land and commit; returns the messages consumed."""
@@ -183,10 +194,9 @@ class Worker:
             self.metrics.events_in.inc(len(messages))
             self.metrics.batch_events.observe(len(messages))
             by_view = self._process(messages)
-            for view, writes in by_view.items():
-                self._apply(view, writes)
-            self._uncommitted.extend(messages)
-            self.health.last_apply = time.monotonic()
+            self._settle()
+            self._in_flight = self._writer.submit(self._apply_all, by_view)
+            self._uncommitted.extend(messages)  # committed only once applied: see flush
         due = time.monotonic() - self._last_flush >= self.settings.land_interval_s
         if self.landing.pending >= self.settings.land_rows or (due and self._uncommitted):
             self.flush()
@@ -198,6 +208,10 @@ class Worker:
         policy = self.settings.late_policy
         ordered = self.source.ordered
         groups: dict[tuple[str, str, tuple[str, ...]], _Group] = {}
+        plans = self.plans
+        observe = self.watermarks.observe
+        land = self.landing.add
+        late_counter = self.metrics.late.labels
         for message in messages:
             try:
                 event = self.contract.parse(message.value)
@@ -206,32 +220,36 @@ class Worker:
                 self.metrics.dead_letters.inc()
                 log.warning("dead letter at %s %s: %s", message.partition, message.position, exc)
                 continue
-            late = self.watermarks.observe(message.partition, event.event_us)
-            self.landing.add(message.partition, message.position, event)
-            if not any(plan.counts_ever(event) for plan in self.plans):
+            late = observe(message.partition, event.event_us)
+            land(message.partition, message.position, event)
+            evaluated = [plan.evaluate(event) for plan in plans]
+            if not any(counts for _, counts in evaluated):
                 self.landing.add_late(
                     message.partition, message.position, event, "too old for any window"
                 )
-                self.metrics.late.labels("too_old").inc()
+                late_counter("too_old").inc()
                 continue
             if late:
                 if policy == "reject":
                     self.landing.add_late(
                         message.partition, message.position, event, "late: rejected"
                     )
-                    self.metrics.late.labels("rejected").inc()
+                    late_counter("rejected").inc()
                     continue
-                self.metrics.late.labels("applied").inc()
+                late_counter("applied").inc()
             offset = message.offset if ordered else None
-            for plan in self.plans:
-                additions = plan.additions(event)
+            for plan, (additions, _) in zip(plans, evaluated, strict=True):
                 if additions is None:
                     continue
-                group = groups.setdefault((plan.view, message.partition, additions.key), _Group())
+                slot = (plan.view, message.partition, additions.key)
+                group = groups.get(slot)
+                if group is None:
+                    group = groups[slot] = _Group()
                 group.events.append(
                     StreamEvent(event.event_id, event.ingested_us, offset, additions.fields)
                 )
-                group.expires_at = max(group.expires_at, additions.expires_at)
+                if additions.expires_at > group.expires_at:
+                    group.expires_at = additions.expires_at
         by_plan = {plan.view: plan for plan in self.plans}
         out: dict[str, list[StreamWrite]] = {}
         every = self.settings.prune_every
@@ -244,6 +262,17 @@ class Worker:
                 )
             )
         return out
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight to be applied (raises what applying it raised)."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
+
+    def _apply_all(self, by_view: dict[str, list[StreamWrite]]) -> None:
+        for view, writes in by_view.items():
+            self._apply(view, writes)
+        self.health.last_apply = time.monotonic()
 
     def _apply(self, view: str, writes: list[StreamWrite]) -> None:
         delay = 0.05
@@ -276,7 +305,9 @@ class Worker:
         outcomes.labels(view, "replayed").inc(applied.replayed)
 
     def flush(self) -> None:
-        """Land the buffered rows, then commit every applied message to the source."""
+        """Wait for the batch in flight, land the buffered rows, then commit every applied
+        message to the source."""
+        self._settle()
         landed = self.landing.flush()
         if landed:
             self.metrics.landed.labels("rows").inc(landed)

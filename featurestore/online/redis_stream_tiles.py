@@ -1,15 +1,17 @@
 """Stream partials in Redis (:mod:`featurestore.online.stream_tiles`, "Redis"): the apply
 script and its arguments. :class:`~featurestore.online.redis_store.RedisStore` sends them.
 
-One call of :data:`APPLY_SCRIPT` per :class:`~featurestore.online.stream_tiles.StreamWrite`
-(one partition's events for one entity key and view), pipelined: KEYS are the partials hash,
-the dedup sorted set and the entity's record hash, all in one slot (one hash tag), so the
-script runs unchanged on Redis Cluster. Per event, in order: an offset at or below the stored
-one of its partition is a replay (skipped), an id already in the sorted set a duplicate
-(skipped), else the id is added (ZADD) and each partial incremented (HINCRBY). Then the
-partition's offset is raised, the ids older than the dedup horizon removed, both keys'
-expiries moved later (never earlier), and, when asked, the partials the batch owns or whose
-tile left every window removed.
+One call of :data:`APPLY_SCRIPT` applies up to :data:`WRITES_PER_CALL`
+:class:`~featurestore.online.stream_tiles.StreamWrite` (one partition's events for one entity
+key and view each), the calls pipelined. The keys of one write are its partials hash, dedup
+sorted set and the entity's record hash, all in one slot (one hash tag): on Redis Cluster a
+call must hold the writes of one slot (the script itself touches only the keys it is given).
+
+Per write and event, in order: an offset at or below the stored one of its partition is a
+replay (skipped), an id already in the sorted set a duplicate (skipped), else the id is added
+(ZADD) and each partial incremented (HINCRBY). Then the partition's offset is raised, both
+keys' expiries moved later (never earlier), and, for a pruning write, the ids older than the
+dedup horizon and the partials the batch owns or whose tile left every window removed.
 
 Offsets are compared as zero-padded 20-digit decimal strings (exact beyond Lua's 2^53).
 """
@@ -28,74 +30,86 @@ _US: Final = 1_000_000
 #: digits of an offset as the script compares it
 OFFSET_DIGITS: Final = 20
 
-#: KEYS[1] partials hash, KEYS[2] dedup sorted set, KEYS[3] record hash.
-#: ARGV[1] view, [2] offset field ("o:<partition>", "" for no fencing), [3] partials expiry
-#: (ms, shifted), [4] dedup expiry (ms, shifted), [5] dedup floor (s: ids scored below it go),
-#: [6] n = number of (hop, first live tile start) pairs for pruning (0: no pruning), then the
-#: pairs, then per event: offset (20 digits, "" when none), id, ingested_at (s), m, m
-#: (field, units) pairs. Returns {applied, duplicates, replayed}.
+#: One call applies several writes. KEYS: per write its partials hash, dedup sorted set and
+#: record hash (3 keys). ARGV: per write, in order: view, offset field ("o:<partition>", ""
+#: for no fencing), partials expiry (ms, shifted), dedup expiry (ms, shifted), dedup floor
+#: (s: ids scored below it go), n = number of (hop, first live tile start) pairs for pruning
+#: (0: no pruning), the pairs, e = number of events, then per event: offset (20 digits, ""
+#: when none), id, ingested_at (s), m, m (field, units) pairs. Returns {applied, duplicates,
+#: replayed} summed over the writes.
 APPLY_SCRIPT: Final = """
-local partials, dedup = KEYS[1], KEYS[2]
-local ofield = ARGV[2]
-local stored = ''
-if ofield ~= '' then
-  stored = redis.call('HGET', partials, ofield) or ''
-end
-local top = stored
 local applied, dups, replayed = 0, 0, 0
-local nprune = tonumber(ARGV[6])
-local i = 7 + 2 * nprune
+local i = 1
+local w = 0
 while i <= #ARGV do
-  local offset, id, ingested, m = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  i = i + 4
-  if offset ~= '' and stored ~= '' and offset <= stored then
-    replayed = replayed + 1
-  elseif redis.call('ZADD', dedup, 'NX', ingested, id) == 0 then
-    dups = dups + 1
-  else
-    for j = i, i + 2 * m - 1, 2 do
-      redis.call('HINCRBY', partials, ARGV[j], ARGV[j + 1])
-    end
-    applied = applied + 1
+  local partials, dedup, record = KEYS[3 * w + 1], KEYS[3 * w + 2], KEYS[3 * w + 3]
+  w = w + 1
+  local view, ofield = ARGV[i], ARGV[i + 1]
+  local pexp, dexp, floor = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local nprune = tonumber(ARGV[i + 5])
+  local prune_at = i + 6
+  i = prune_at + 2 * nprune
+  local nevents = tonumber(ARGV[i])
+  i = i + 1
+  local stored = ''
+  if ofield ~= '' then
+    stored = redis.call('HGET', partials, ofield) or ''
   end
-  if offset ~= '' and (top == '' or offset > top) then top = offset end
-  i = i + 2 * m
-end
-if ofield ~= '' and top ~= stored then
-  redis.call('HSET', partials, ofield, top)
-end
-redis.call('ZREMRANGEBYSCORE', dedup, '-inf', '(' .. ARGV[5])
-if nprune > 0 then
-  local live = {}
-  for p = 7, 6 + 2 * nprune, 2 do live[ARGV[p]] = tonumber(ARGV[p + 1]) end
-  local cutoff = nil
-  local ver = redis.call('HGET', KEYS[3], '_ver:' .. ARGV[1])
-  if ver and string.match(ver, '^%-?%d+$') then cutoff = tonumber(ver) end
-  local dead = {}
-  for _, f in ipairs(redis.call('HKEYS', partials)) do
-    local b, h, s = string.match(f, '^(%d+):(%d+):(%d+):')
-    if b then
-      local first = live[h]
-      if (cutoff and tonumber(b) * 1000000 <= cutoff) or (first and tonumber(s) < first) then
-        dead[#dead + 1] = f
-        if #dead == 1000 then
-          redis.call('HDEL', partials, unpack(dead))
-          dead = {}
+  local top = stored
+  for e = 1, nevents do
+    local offset, id, ingested, m = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    i = i + 4
+    if offset ~= '' and stored ~= '' and offset <= stored then
+      replayed = replayed + 1
+    elseif redis.call('ZADD', dedup, 'NX', ingested, id) == 0 then
+      dups = dups + 1
+    else
+      for j = i, i + 2 * m - 1, 2 do
+        redis.call('HINCRBY', partials, ARGV[j], ARGV[j + 1])
+      end
+      applied = applied + 1
+    end
+    if offset ~= '' and (top == '' or offset > top) then top = offset end
+    i = i + 2 * m
+  end
+  if ofield ~= '' and top ~= stored then
+    redis.call('HSET', partials, ofield, top)
+  end
+  if nprune > 0 then
+    redis.call('ZREMRANGEBYSCORE', dedup, '-inf', '(' .. floor)
+    local live = {}
+    for p = prune_at, prune_at + 2 * nprune - 1, 2 do live[ARGV[p]] = tonumber(ARGV[p + 1]) end
+    local cutoff = nil
+    local ver = redis.call('HGET', record, '_ver:' .. view)
+    if ver and string.match(ver, '^%-?%d+$') then cutoff = tonumber(ver) end
+    local dead = {}
+    for _, f in ipairs(redis.call('HKEYS', partials)) do
+      local b, h, s = string.match(f, '^(%d+):(%d+):(%d+):')
+      if b then
+        local first = live[h]
+        if (cutoff and tonumber(b) * 1000000 <= cutoff) or (first and tonumber(s) < first) then
+          dead[#dead + 1] = f
+          if #dead == 1000 then
+            redis.call('HDEL', partials, unpack(dead))
+            dead = {}
+          end
         end
       end
     end
+    if #dead > 0 then redis.call('HDEL', partials, unpack(dead)) end
   end
-  if #dead > 0 then redis.call('HDEL', partials, unpack(dead)) end
-end
-for k, key in ipairs({partials, dedup}) do
-  local want = tonumber(ARGV[2 + k])
-  local current = redis.call('PEXPIRETIME', key)
-  if current == -1 or (current >= 0 and want > current) then
-    redis.call('PEXPIREAT', key, ARGV[2 + k])
+  for k, key in ipairs({partials, dedup}) do
+    local want = tonumber(k == 1 and pexp or dexp)
+    local current = redis.call('PEXPIRETIME', key)
+    if current == -1 or (current >= 0 and want > current) then
+      redis.call('PEXPIREAT', key, k == 1 and pexp or dexp)
+    end
   end
 end
 return {applied, dups, replayed}
 """
+#: writes per script call at most (one pipeline holds many calls)
+WRITES_PER_CALL: Final = 64
 
 
 def offset_text(offset: int | None) -> str:
@@ -115,42 +129,43 @@ def apply_calls(
     shift_s: int,
     dedup_horizon_s: int,
 ) -> list[tuple[str | bytes, ...]]:
-    """The KEYS and ARGV (``numkeys`` included) of one script call per write.
+    """The ``numkeys``, KEYS and ARGV of the script calls applying ``writes``, at most
+    :data:`WRITES_PER_CALL` writes per call (a single-node store: the keys of one call may
+    belong to different slots; a Redis Cluster client must group writes by slot first).
 
     ``now_s``: the writer's now (epoch seconds), ``shift_s``: seconds from it to the wall
     clock (key expiries are shifted by it, as records' are). A write with ``prune`` hops
-    also removes the partials the batch owns and those of tiles that left every window at
-    ``now_s``."""
+    also removes the ids older than the dedup horizon, the partials the batch owns and those
+    of tiles that left every window at ``now_s``."""
     calls: list[tuple[str | bytes, ...]] = []
-    for write in writes:
-        partials, dedup = redis_stream_keys(write.view, write.key, namespace)
-        record = redis_key(write.entity, write.key, namespace)
-        newest = max((event.ingested_us for event in write.events), default=now_s * _US)
-        newest_s = newest // _US
-        fencing = all(event.offset is not None for event in write.events)
-        args: list[str] = [
-            "3",
-            partials,
-            dedup,
-            record,
-            write.view,
-            f"o:{write.partition}" if fencing else "",
-            str((write.expires_at + shift_s) * 1000),
-            str((max(newest_s, now_s) + dedup_horizon_s + shift_s) * 1000),
-            str(newest_s - dedup_horizon_s),
-            str(len(write.prune)),
-        ]
-        if write.prune:
+    for begin in range(0, len(writes), WRITES_PER_CALL):
+        keys: list[str] = []
+        args: list[str] = []
+        for write in writes[begin : begin + WRITES_PER_CALL]:
+            partials, dedup = redis_stream_keys(write.view, write.key, namespace)
+            keys += (partials, dedup, redis_key(write.entity, write.key, namespace))
+            events = write.events
+            newest_s = max(event.ingested_us for event in events) // _US if events else now_s
+            fencing = all(event.offset is not None for event in events)
+            args += (
+                write.view,
+                f"o:{write.partition}" if fencing else "",
+                str((write.expires_at + shift_s) * 1000),
+                str((max(newest_s, now_s) + dedup_horizon_s + shift_s) * 1000),
+                str(newest_s - dedup_horizon_s),
+                str(len(write.prune)),
+            )
             for hop, longest in write.prune:
                 args += (str(hop), str(now_s - hop - longest + 1))
-        for event in write.events:
-            args += (
-                offset_text(event.offset) if fencing else "",
-                event.event_id,
-                str(event.ingested_us // _US),
-                str(len(event.additions)),
-            )
-            for name, units in event.additions:
-                args += (name, str(units))
-        calls.append(tuple(args))
+            args.append(str(len(events)))
+            for event in events:
+                args += (
+                    offset_text(event.offset) if fencing else "",
+                    event.event_id,
+                    str(event.ingested_us // _US),
+                    str(len(event.additions)),
+                )
+                for name, units in event.additions:
+                    args += (name, str(units))
+        calls.append((str(len(keys)), *keys, *args))
     return calls

@@ -5,8 +5,8 @@
 Per write and event, in order: an offset at or below the stored one of its partition is a
 replay, an id already in ``stream_events`` a duplicate, else the id is inserted and each
 partial added (an upsert ``units = units + excluded.units``). Then the partition's offset is
-raised and the ids older than the dedup horizon deleted; a pruning call also deletes the
-partials the batch owns (bucket end <= the record's ``ver``) and the tiles that left every
+raised; a pruning write also deletes the ids older than the dedup horizon, the partials the
+batch owns (bucket end <= the record's ``ver``) and the tiles that left every
 window. SQLite has no key expiry: pruning is how rows go (the worker asks for it regularly),
 and readers skip tiles outside the window anyway.
 """
@@ -113,9 +113,9 @@ def apply_writes(
                 top = offset
         if fencing and top is not None and top != stored:
             con.execute(_SET_OFFSET, (*where, write.partition, top))
-        newest = max((event.ingested_us for event in write.events), default=now_s * _US)
-        con.execute(_FORGET, (*where, newest // _US - dedup_horizon_s))
         if write.prune:
+            newest = max((event.ingested_us for event in write.events), default=now_s * _US)
+            con.execute(_FORGET, (*where, newest // _US - dedup_horizon_s))
             _prune(con, where, write, now_s)
         total += StreamApplied(applied, duplicates, replayed)
     return total

@@ -29,9 +29,10 @@ Partials
 
 Idempotence (at-least-once delivery, an exactly-once effect)
     * **Event ids.** Each (entity, view) remembers the ids of the events applied to it, with
-      their ingestion time, for the *dedup horizon* (default :data:`DEFAULT_DEDUP_HORIZON_S`,
-      counted back from the newest ingestion time applied); an event whose id is remembered is
-      a duplicate and changes nothing. This makes a replay (a redelivery after a crash, a
+      their ingestion time, for at least the *dedup horizon* (default
+      :data:`DEFAULT_DEDUP_HORIZON_S`, counted back from the newest ingestion time applied;
+      pruning writes forget older ids); an event whose id is remembered is a duplicate and
+      changes nothing. This makes a replay (a redelivery after a crash, a
       reclaimed Redis Streams entry) and a duplicate send no-ops, on every source.
     * **Offsets.** For sources whose partitions have one reader at a time in order (Kafka, the
       file), each (entity, view) also remembers per partition the highest offset applied
@@ -50,9 +51,9 @@ Redis (keys in the slot of the entity: the same hash tag as its record hash)
       event ids, scored by ingestion time (seconds).
     Both expire (PEXPIREAT, shifted as records are when the writer replays another time) when
     the last tile written leaves its last window, resp. one dedup horizon after the later of
-    the newest ingestion and the writer's clock; a write also removes the ids older than the
-    horizon and, when asked (``prune``), the partials the batch owns (bucket end <= the
-    record's ``ver``) and the tiles that left every window of their hop.
+    the newest ingestion and the writer's clock; a pruning write (``prune``) also removes the
+    ids older than the horizon, the partials the batch owns (bucket end <= the record's
+    ``ver``) and the tiles that left every window of their hop.
 
 SQLite (tables beside ``online_records``)
     ``stream_partials(entity, entity_key, view, field, units)``,
@@ -65,8 +66,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Final
+from decimal import Context, Decimal
+from typing import Final, NamedTuple
 
 from featurestore.data_types import aggregated_kind_of
 from featurestore.online.layout import DEFAULT_NAMESPACE, OnlineLayoutError, redis_key
@@ -99,6 +100,8 @@ BUCKET_SECONDS: Final = 3600
 #: duplicate later than that is counted by the stream until the next batch load heals it
 DEFAULT_DEDUP_HORIZON_S: Final = 3 * 86400
 _US: Final = 1_000_000
+#: wide enough for decimal(38, s) values and their scaled units
+_EXACT: Final = Context(prec=100)
 _BUCKET_US: Final = BUCKET_SECONDS * _US
 
 
@@ -206,8 +209,7 @@ def redis_stream_keys(
     return f"{namespace}:sp:{view}:{tail}", f"{namespace}:sd:{view}:{tail}"
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
+class StreamEvent(NamedTuple):
     """One event's additions to one (entity, view)."""
 
     event_id: str
@@ -289,7 +291,7 @@ def units_of(value: object, scale: int) -> int:
         raise OnlineLayoutError(f"not an integer or decimal: {value!r}"[:80])
     if isinstance(value, int):
         return int(value * 10**scale)
-    scaled = value.scaleb(scale)
+    scaled = value.scaleb(scale, context=_EXACT)
     if not scaled.is_finite() or scaled != scaled.to_integral_value():
         raise OnlineLayoutError(f"{value!r} has more than {scale} decimals")
     return int(scaled)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["AssignListener", "Message", "Source", "SourceError"]
 
@@ -25,8 +25,7 @@ class SourceError(RuntimeError):
     exits with the message. A source that is only down is retried, not raised."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One message: its partition's name, its offset there (None: not ordered, see the
     module docstring), its commit token (what :meth:`Source.commit` needs) and its bytes."""
 

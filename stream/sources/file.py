@@ -93,19 +93,26 @@ class FileSource(Source):
         messages: list[Message] = []
         start = self._position - len(self._buffer)
         while len(messages) < max_messages:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
+            if b"\n" not in self._buffer:
                 chunk = file.read(_READ_CHUNK)
                 if not chunk:
                     break
                 self._position += len(chunk)
                 self._buffer += chunk
                 continue
-            line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
-            end = start + newline + 1
-            if line.strip():
-                messages.append(Message(PARTITION, start, end, line, str(start)))
-            start = end
+            # whole lines of the buffer, cut once (not one slice of the rest per line)
+            lines = self._buffer.split(b"\n")
+            rest = lines.pop()
+            take = lines[: max_messages - len(messages)]
+            for line in take:
+                end = start + len(line) + 1
+                if line.strip():
+                    messages.append(Message(PARTITION, start, end, line, str(start)))
+                start = end
+            if len(take) < len(lines):
+                self._buffer = b"\n".join([*lines[len(take) :], rest])
+            else:
+                self._buffer = rest
         return messages
 
     def commit(self, messages: Sequence[Message]) -> None:

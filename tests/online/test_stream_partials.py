@@ -158,16 +158,26 @@ def test_pruning_removes_tiles_that_left_every_window(store: OnlineStore) -> Non
     assert _totals(store) == {live: 1, T: 1}
 
 
-def test_ids_older_than_the_horizon_are_forgotten(store: OnlineStore) -> None:
+def test_ids_older_than_the_horizon_are_forgotten_by_pruning_writes(store: OnlineStore) -> None:
     store.apply_stream([_write(_event("a", None, T, T))], now=NOW, dedup_horizon_s=60)
-    # 61 s of ingestion later the id is gone: a duplicate that late counts (the batch heals it)
-    store.apply_stream([_write(_event("b", None, T + 61, T))], now=NOW, dedup_horizon_s=60)
+    # 61 s of ingestion later a pruning write forgets it: a duplicate that late counts (the
+    # batch heals it); one within the horizon is still caught
+    store.apply_stream(
+        [_write(_event("b", None, T + 61, T), prune=True)], now=NOW, dedup_horizon_s=60
+    )
     assert store.apply_stream(
         [_write(_event("a", None, T + 62, T))], now=NOW, dedup_horizon_s=60
     ) == StreamApplied(applied=1)
     assert store.apply_stream(
         [_write(_event("b", None, T + 62, T))], now=NOW, dedup_horizon_s=60
     ) == StreamApplied(duplicates=1)
+
+
+def test_many_writes_in_one_call_apply_each(store: OnlineStore) -> None:
+    writes = [_write(_event(f"e{n}", n, T + n, T), key=f"u{n % 150}") for n in range(300)]
+    assert store.apply_stream(writes, now=NOW) == StreamApplied(applied=300)
+    assert store.apply_stream(writes, now=NOW) == StreamApplied(replayed=300)
+    assert _totals(store, key="u7") == {T: 2}
 
 
 def test_redis_keys_share_the_record_slot_and_expire_on_the_replayed_clock(

@@ -81,6 +81,39 @@ def test_offsets_and_numbers_are_read_exactly() -> None:
     assert CONTRACT.parse_object(_event(amount=big)).values["amount"] == Decimal(big)
 
 
+def test_a_decimal_38_is_read_exactly() -> None:
+    wide = EventContract(
+        WindowedSource(
+            events="e",
+            events_relation="e",
+            event_time="at",
+            ingested_at="in",
+            event_id="id",
+            keys=("k",),
+            event_columns=(
+                ("id", "varchar"),
+                ("k", "varchar"),
+                ("v", "decimal(38, 4)"),
+                ("at", "timestamp"),
+                ("in", "timestamp"),
+            ),
+        ),
+        [("k",)],
+    )
+    text = "1234567890123456789012345678901234.5678"  # 38 digits
+    event = {
+        "id": "1",
+        "k": "a",
+        "v": text,
+        "at": "2026-01-01T00:00:00",
+        "in": "2026-01-01T00:00:00",
+    }
+    assert wide.parse_object(event).values["v"] == Decimal(text)
+    from featurestore.online.stream_tiles import units_of
+
+    assert units_of(Decimal(text), 4) == 12345678901234567890123456789012345678
+
+
 def test_a_null_key_of_one_view_is_allowed() -> None:
     parsed = CONTRACT.parse_object(_event(merchant_id=None))
     assert parsed.values["merchant_id"] is None
@@ -135,3 +168,15 @@ def test_a_contract_needs_its_id_and_times_declared() -> None:
     )  # fmt: skip
     with pytest.raises(ValueError, match="does not declare 'id'"):
         EventContract(partial, [("k",)])
+
+
+def test_the_fast_microseconds_equal_the_layouts() -> None:
+    import random
+
+    from featurestore.timestamps import micros
+    from stream.events import _micros
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        moment = dt.datetime(1900, 1, 1) + dt.timedelta(microseconds=rng.randrange(2**62 // 1000))
+        assert _micros(moment) == micros(moment)
