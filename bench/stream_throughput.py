@@ -1,0 +1,249 @@
+"""Benchmark of the stream worker: events per second per process into a local Redis, with
+Kafka (librdkafka's mock cluster), Redis Streams and a file as sources, and the worker's
+memory.
+
+    .venv/bin/python bench/stream_throughput.py      # 200,000 users, 300,000 events, 3 runs
+    .venv/bin/python bench/stream_throughput.py --users 2000 --transactions 5000 --runs 1
+
+1. ``featurestore generate`` writes the synthetic transactions (the demo's mess: late,
+   skewed, duplicated events) into ``<workdir>/raw``; they become JSON messages of the event
+   contract, in ingestion order.
+2. ``dbt parse`` into ``<workdir>/target`` (the registry: the streamed views
+   ``user_transaction_features`` and ``merchant_transaction_features``).
+3. A local ``redis-server`` (the store, and the Redis Streams source), the Kafka mock cluster
+   (3 brokers, topic of 4 partitions, messages keyed by user) in a process of its own.
+4. Per run and source: the whole stream is produced first (a backlog), then ONE worker
+   process (``featurestore stream``, default settings) consumes it into a fresh Redis
+   namespace. Throughput = events / (time from the first event applied to the last), read
+   from the worker's ``/metrics`` every 50 ms; the worker's CPU time (user + system, all
+   threads, /proc) per event; its peak RSS; Redis' ``used_memory`` per streamed key.
+5. A check: the store's partials of 200 random users equal the brute-force rule's
+   (tests/window_reference.py), and every event was applied or deduplicated once.
+
+Sources interleave within a run. Results: a table, ``<workdir>/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import redis  # noqa: E402
+
+from featurestore.online.urls import open_store  # noqa: E402
+from featurestore.registry import load_registry  # noqa: E402
+from featurestore.timestamps import iso_micros  # noqa: E402
+from tests.servers import kafka_mock, redis_server  # noqa: E402
+from tests.stream.replay import (  # noqa: E402
+    FEATURESTORE,
+    as_json,
+    demo_rows,
+    expected_partials,
+    last_ingested_us,
+    stored_partials,
+)
+from tests.window_reference import USER_VIEW  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SOURCES = ("kafka", "redis-streams", "file")
+
+
+def _metrics(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_worker(
+    source: str, online: str, land: Path, manifest: Path, now: str, total: int
+) -> dict[str, Any]:
+    """One worker over a backlog of ``total`` messages: its throughput, CPU and memory."""
+    command = [
+        FEATURESTORE, "stream", "--source", source, "--online", online, "--land", str(land),
+        "--manifest", str(manifest), "--now", now, "--metrics-port", "0", "--log-format", "text",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    assert proc.stderr is not None
+    port = None
+    while port is None:
+        line = proc.stderr.readline()
+        if not line:
+            raise RuntimeError(f"the worker exited: {proc.wait()}")
+        found = re.search(r"metrics on port (\d+)", line)
+        port = int(found.group(1)) if found else None
+    first = last = None
+    consumed = 0.0
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        values = _metrics(port)
+        consumed = values.get("featurestore_stream_events_in_total", 0.0)
+        now_t = time.monotonic()
+        if consumed > 0 and first is None:
+            first = now_t
+        if consumed >= total:
+            last = now_t
+            break
+        time.sleep(0.05)
+    cpu = _cpu_seconds(proc.pid)
+    rss = _peak_rss_mib(proc.pid)
+    values = _metrics(port)
+    proc.terminate()
+    proc.communicate(timeout=120)
+    if first is None or last is None:
+        raise RuntimeError(f"the worker consumed {consumed} of {total} events")
+    seconds = max(last - first, 1e-3)
+    applied = {
+        k: v for k, v in values.items() if k.startswith("featurestore_stream_view_events_total")
+    }
+    return {
+        "events": total,
+        "seconds": seconds,
+        "events_per_s": total / seconds,
+        "cpu_s": cpu,
+        "cpu_us_per_event": cpu / total * 1e6,
+        "peak_rss_mib": rss,
+        "view_events": applied,
+        "dead_letters": values.get("featurestore_stream_dead_letters_total", 0.0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--transactions", type=int, default=300_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sources", default=",".join(SOURCES))
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/featurestore-bench-stream"))
+    args = parser.parse_args(argv)
+    sources = [s for s in args.sources.split(",") if s]
+    work = args.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    subprocess.run(
+        [FEATURESTORE, "generate", "--users", str(args.users), "--transactions",
+         str(args.transactions), "--out", str(work / "raw")],
+        check=True, cwd=REPO, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    rows = demo_rows(work / "raw")
+    messages = [as_json(row) for row in rows]
+    now = iso_micros(last_ingested_us(rows))
+    env = {
+        **os.environ,
+        "DBT_TARGET_PATH": str(work / "target"),
+        "DBT_PROFILES_DIR": str(REPO),
+        "DBT_LOG_PATH": str(work / "logs"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    subprocess.run([str(BIN / "dbt"), "parse", "-q"], check=True, cwd=REPO, env=env)
+    manifest = work / "target" / "manifest.json"
+    registry = load_registry(manifest)
+    print(f"{len(messages):,} messages ({args.users:,} users); load average {os.getloadavg()}")
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in sources}
+    with redis_server(work / "redis") as server, kafka_mock() as kafka:
+        client = redis.Redis(port=server.port)
+        for run in range(args.runs):
+            for source in sources:
+                tag = f"r{run}{uuid.uuid4().hex[:6]}"
+                online = f"{server.url}?namespace={tag}"
+                land = work / f"land-{tag}"
+                if source == "kafka":
+                    kafka.produce(tag, [((r["user_id"] or "").encode(), m)
+                                        for r, m in zip(rows, messages, strict=True)])  # fmt: skip
+                    url = f"kafka://{kafka.bootstrap}/{tag}?group=bench"
+                elif source == "redis-streams":
+                    pipe = client.pipeline(transaction=False)
+                    for n, message in enumerate(messages):
+                        pipe.xadd(tag, {"event": message})
+                        if n % 10_000 == 9_999:
+                            pipe.execute()
+                    pipe.execute()
+                    url = f"redis-streams://127.0.0.1:{server.port}/{tag}?group=bench"
+                else:
+                    path = work / f"{tag}.jsonl"
+                    path.write_bytes(b"\n".join(messages) + b"\n")
+                    url = f"file://{path}"
+                memory_before = int(client.info("memory")["used_memory"])
+                report = run_worker(url, online, land, manifest, now, len(messages))
+                keys = sum(1 for _ in client.scan_iter(f"{tag}:sp:*", count=10_000))
+                report["redis_bytes_per_streamed_key"] = (
+                    int(client.info("memory")["used_memory"]) - memory_before
+                ) / max(keys, 1)
+                report["streamed_keys"] = keys
+                if run == 0:
+                    report["check"] = check(online, registry, rows)
+                results[source].append(report)
+                print(f"run {run + 1} {source}: {report['events_per_s']:,.0f} events/s, "
+                      f"{report['cpu_us_per_event']:.1f} us CPU/event, "
+                      f"RSS {report['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+                shutil.rmtree(land, ignore_errors=True)
+                client.delete(tag)
+    print()
+    print(
+        "| source | runs | events/s median (min-max) | CPU us/event | peak RSS MiB | Redis bytes per streamed key |"
+    )  # noqa: E501
+    print("|---|---|---|---|---|---|")
+    for source, reports in results.items():
+        rates = [r["events_per_s"] for r in reports]
+        print(
+            f"| {source} | {len(reports)} | {statistics.median(rates):,.0f} "
+            f"({min(rates):,.0f}-{max(rates):,.0f}) | "
+            f"{statistics.median(r['cpu_us_per_event'] for r in reports):.1f} | "
+            f"{max(r['peak_rss_mib'] for r in reports):.0f} | "
+            f"{statistics.median(r['redis_bytes_per_streamed_key'] for r in reports):.0f} |"
+        )
+    print(f"\nload average at the end {os.getloadavg()}")
+    (work / "results.json").write_text(json.dumps(
+        {"users": args.users, "events": len(messages), "results": results}, indent=2))  # fmt: skip
+    failed = [s for s, reports in results.items() if reports and not reports[0]["check"]["ok"]]
+    if failed:
+        print(f"CHECK FAILED for {failed}")
+        return 1
+    return 0
+
+
+def check(online: str, registry: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The partials of 200 random users against the brute-force rule."""
+    now_us = last_ingested_us(rows)
+    view = registry.view(USER_VIEW.name)
+    expected = expected_partials(USER_VIEW, view, rows, now_us)
+    keys = random.Random(1).sample(sorted(expected), min(200, len(expected)))
+    with open_store(online) as store:
+        got = stored_partials(store, view, keys, now_us)
+    wrong = [k for k in keys if got.get(k) != expected[k]]
+    return {"ok": not wrong, "keys": len(keys), "wrong": [list(k) for k in wrong[:5]]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
