@@ -211,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                 client.delete(tag)
     print()
     print(
-        "| source | runs | events/s median (min-max) | CPU us/event | peak RSS MiB | Redis bytes per streamed key |"
-    )  # noqa: E501
+        "| source | runs | events/s median (min-max) | CPU us/event | peak RSS MiB "
+        "| Redis bytes per streamed key |"
+    )
     print("|---|---|---|---|---|---|")
     for source, reports in results.items():
         rates = [r["events_per_s"] for r in reports]
