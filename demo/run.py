@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -177,6 +178,73 @@ def run_online_demo(project_dir: Path | None, *, as_of: str, echo: Callable[[str
     )
     if served != offline:
         raise DbtError("the served windowed value differs from the training value")
+    _stream_demo(cli, online, later, user, api_key, project.root, echo)
+
+
+def _stream_demo(
+    cli: str,
+    online: str,
+    at: dt.datetime,
+    user: str,
+    api_key: str,
+    root: Path,
+    echo: Callable[[str], object],
+) -> None:
+    """Streaming on the embedded default: the stream worker follows a local file of JSON
+    lines; one transaction appended to it changes the served 10-minute count within a
+    second (measured), with no load."""
+    stream_dir = root / ".warehouse" / "stream"
+    shutil.rmtree(stream_dir, ignore_errors=True)
+    stream_dir.mkdir(parents=True)
+    events = stream_dir / "events.jsonl"
+    events.touch()
+    now = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    echo("")
+    echo(f"==> featurestore stream --source file://{events} --online {online} --now {now}")
+    worker = subprocess.Popen(
+        [cli, "stream", "--source", f"file://{events}", "--online", online, "--land",
+         str(stream_dir / "raw"), "--now", now, "--metrics-port", "0", "--log-format", "text"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    body = {"entity_name": "user", "entity_keys": [user],
+            "features": ["user_10m_transaction_count"]}  # fmt: skip
+    try:
+        with _sidecar(cli, online, now, api_key, root, echo) as base:
+            before = _value(base, body, api_key)
+            echo(f"user_10m_transaction_count of {user} at {now}: {before}")
+            moment = (at - dt.timedelta(seconds=1)).isoformat()
+            event = {
+                "transaction_id": f"txn_stream_{secrets.token_hex(4)}", "user_id": user,
+                "merchant_id": "mer_000001", "device_id": None, "amount": "42.00",
+                "currency": "USD", "transacted_at": moment, "ingested_at": moment,
+            }  # fmt: skip
+            echo(f"==> append to {events.name}: {json.dumps(event)}")
+            started = time.monotonic()
+            with events.open("a") as file:
+                file.write(json.dumps(event) + "\n")
+            after = before
+            while after == before and time.monotonic() - started < 10:
+                time.sleep(0.01)
+                after = _value(base, body, api_key)
+            elapsed = time.monotonic() - started
+            echo(
+                f"user_10m_transaction_count of {user}: {before} -> {after}, served "
+                f"{elapsed * 1000:.0f} ms after the append (no load in between)"
+            )
+            if after != before + 1:
+                raise DbtError("the streamed transaction did not reach the served value")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        echo("==> stream worker stopped")
+
+
+def _value(base: str, body: Mapping[str, object], api_key: str) -> int:
+    _, _, answer = _post(f"{base}/api/v1/features/retrieve", body, api_key)
+    return int(answer["results"][0]["features"]["user_10m_transaction_count"]["value"])  # type: ignore[index]
 
 
 @contextlib.contextmanager
