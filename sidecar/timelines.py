@@ -355,7 +355,7 @@ class TiledEntry:
         memo = self._memo
         if memo is None or not memo[0] <= now_us < memo[1]:
             dumps = orjson.dumps
-            values = tuple([None if v is None else dumps(v) for v in self.values_at(now_us)])
+            values = tuple([v if v is None else dumps(v) for v in self.values_at(now_us)])
             memo = self._memo = (*self.plan.unchanged(now_us), values)
         return self.plan.renderer.from_json(self.exp, stamp, memo[2])
 

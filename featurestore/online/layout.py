@@ -385,34 +385,37 @@ def _tile_hops(tiles: TileSet) -> list[tuple[int, TileColumns]]:
     return out
 
 
-def encode_tile_set(tiles: TileSet) -> bytes:
+def encode_tile_set(tiles: TileSet, *, packed: bool = True) -> bytes:
     """The timeline bytes of a tiled view's record (see the module docstring, "Timelines"):
     per hop its tiles in start order and, per column, the prefix sums of the partials over
-    the tiles; packed (int64 words), or JSON if a prefix sum does not fit in 64 bits.
+    the tiles; packed (int64 words), or JSON if a prefix sum does not fit in 64 bits (or
+    ``packed`` is false: the form of stores written before the packed one).
 
     ``tiles`` holds per hop and tile start (seconds, a multiple of the hop) the partials of
     the hop's features in view order (:data:`featurestore.windows.Partial`; ``None`` counts
     as zero). Raises :class:`OnlineLayoutError` for tiles the layout cannot hold."""
     hops = _tile_hops(tiles)
+    if not packed:
+        return _json_tile_set(hops)
     if len(hops) > 0xFFFF:
         raise OnlineLayoutError(f"a tile set holds at most 65535 hops, got {len(hops)}")
     header: list[int] = []
-    body: list[int] = []
+    tiles_words: list[int] = []
     for hop, columns in hops:
         header += (hop, len(columns.starts), len(columns.kinds), len(columns.prefixes))
         header += columns.kinds
         header += columns.scales
-        body += [start // hop for start in columns.starts]
+        tiles_words += [start // hop for start in columns.starts]
         for prefix in columns.prefixes:
-            body += prefix
+            tiles_words += prefix
     try:
-        words = array.array("q", [len(header), *header, *body])
+        words = array.array("q", [len(header), *header, *tiles_words])
     except OverflowError:  # a prefix sum beyond 64 bits (a decimal(38, s) total): JSON
         return _json_tile_set(hops)
     if not _LITTLE_ENDIAN:  # pragma: no cover - the layout's words are little-endian
         words.byteswap()
-    packed = words.tobytes()
-    return _PREAMBLE.pack(TILE_SET_MAGIC, TILE_SET_FORMAT, len(hops), zlib.crc32(packed)) + packed
+    body = words.tobytes()
+    return _PREAMBLE.pack(TILE_SET_MAGIC, TILE_SET_FORMAT, len(hops), zlib.crc32(body)) + body
 
 
 def _json_tile_set(hops: list[tuple[int, TileColumns]]) -> bytes:
