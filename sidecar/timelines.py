@@ -7,35 +7,41 @@ the store's answer is turned into answers (:meth:`sidecar.retrieval.Retriever`),
 record becomes a *timeline entry* instead of a fixed :data:`~sidecar.fragments.CachedRecord`:
 
 * a **tiled** (declared, windowed) view's record becomes a :class:`TiledEntry`: its tile
-  set (prefix sums per hop and column, :func:`featurestore.online.layout.read_tile_columns`)
-  read and checked once (its shape; every hop's partials one per feature of that hop, of the
-  kind of its aggregation). At ``T`` each feature's value is what
-  :func:`featurestore.windows.merge` gives for the partials of the tiles of its hop whose
-  start is in ``[window_start(T), T]`` (:func:`featurestore.windows.window_start`:
-  ``floor_hop(T) - window``, inclusive; found by bisection in the sorted starts, the same
-  set as :func:`featurestore.windows.tiles_in_window`): one difference of two prefix sums,
-  as the feature's registry type (a ``float``
-  feature's value is a JSON float even when the sum is a whole 0). Over an empty window
-  ``count``/``sum`` are 0 and ``avg`` null (answered like a null value: the default with
-  reason ``NULL``). The answer's ``timestamp`` is ``T`` itself (the window's end),
-  ``status`` ``PRESENT`` for a value. The record is served while its ``exp`` (the instant
-  its last tile leaves its last window) is later than ``T``.
+  set (per hop its tile numbers and per column the prefix sums of the partials, packed or
+  JSON: :func:`featurestore.online.layout.read_tile_set`) checked once (its shape; every
+  hop's partials one per feature of that hop, of the kind of its aggregation) and kept as
+  stored: a packed set's bytes are read in place (int64 words), not decoded. At ``T`` each
+  feature's value is what :func:`featurestore.windows.merge` gives for the partials of the
+  tiles of its hop whose start is in ``[window_start(T), T]``
+  (:func:`featurestore.windows.window_start`: ``floor_hop(T) - window``, inclusive; found by
+  bisection among the ascending tile numbers, the same set as
+  :func:`featurestore.windows.tiles_in_window`): one difference of two prefix sums, as the
+  feature's registry type (a ``float`` feature's value is a JSON float even when the sum is
+  a whole 0). Over an empty window ``count``/``sum`` are 0 and ``avg`` null (answered like
+  a null value: the default with reason ``NULL``). The answer's ``timestamp`` is ``T``
+  itself (the window's end), ``status`` ``PRESENT`` for a value. The record is served
+  while its ``exp`` (the instant its last tile leaves its last window) is later than
+  ``T``. Where each feature's tiles are among the words depends on the set's header only
+  (hops, tile counts, kinds, scales), so it is computed once per header and view
+  (:meth:`TimelinePlan.places`) and shared by the records of that shape.
 * a **hand-written** view's record with scheduled steps becomes a :class:`ScheduledEntry`:
   each step and the record itself (the last step) rendered once. At ``T`` the latest whose
   ``ts <= T`` is served (the first if ``T`` is earlier than all), with its own ``ts`` as
   ``timestamp`` and its own expiry ``ts // 10**6 + ttl`` (the rule of the record's ``exp``).
   A record without a timeline stays a plain ``CachedRecord`` (the fast path is unchanged).
 
-A timeline that cannot be decoded (not JSON, a partial of the wrong shape, a step of the
+A timeline that cannot be decoded (a packed tile set that is cut short, of the wrong length
+or CRC-32, with tiles out of order; not JSON; a partial of the wrong shape, a step of the
 wrong length or out of order, a value not valid for its type) makes the record an
 :class:`~featurestore.online.store.InvalidRecord`: the ``INVALID_RECORD`` answer, never
 cached, counted and logged like any bad record.
 
-Garbage collection: an entry is one tracked object holding only tuples of ints, decimals,
-bytes and untracked answers (which the collector stops tracking), not lists: a cache of
-100,000 tiled entries adds 100,000 objects to a full collection's walk, not millions.
+Garbage collection: an entry is one tracked object holding only bytes (a packed tile set;
+a JSON one as a tuple of ints), tuples of ints and untracked answers (which the collector
+stops tracking), not lists: a cache of 100,000 tiled entries adds 100,000 objects to a full
+collection's walk, not millions.
 
-Cache: the cache holds the entry (the decoded tiles or rendered steps), for the view's
+Cache: the cache holds the entry (the stored tiles or rendered steps), for the view's
 cache TTL like any record, and every request picks or merges at its own ``T`` (:meth:`at`):
 a cached timeline is never older than the cache TTL, and a value served at ``T`` is the
 value at ``T``. A :class:`TiledEntry` remembers its last merged values with the interval in
@@ -81,11 +87,6 @@ class WindowedFeature:
     as_float: bool = False
     #: the index of its (first) column among the columns of its hop
     column: int = 0
-
-    @property
-    def window_tiles(self) -> int:
-        """Its window in tiles of its hop (the registry makes it a whole number)."""
-        return self.window_seconds // self.hop_seconds
 
 
 @dataclass(frozen=True)

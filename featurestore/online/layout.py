@@ -55,24 +55,43 @@ SQLite (embedded, WAL)
     ``timeline`` the record's timeline (a BLOB, NULL when it has none).
 
 Timelines (layout version 2)
-    A record may carry a *timeline*: one opaque text next to its values (Redis field
-    ``_tl:<view>``, SQLite column ``timeline``, DynamoDB attribute ``tl`` (S)), written and
-    removed atomically with the record and read back in the same round trip. Stores never
-    look inside it; the loader encodes it and the sidecar decodes it with the functions below.
+    A record may carry a *timeline*: one opaque byte string next to its values (Redis field
+    ``_tl:<view>``, SQLite column ``timeline`` (BLOB), DynamoDB attribute ``tl``: S when it
+    is UTF-8 text, B otherwise), written and removed atomically with the record and read
+    back in the same round trip. Stores never look inside it; the loader encodes it and the
+    sidecar decodes it with the functions below.
 
     * A *tiled* (declared, windowed) view's record holds no feature values: its timeline is
       the entity's tile set (:func:`encode_tile_set`), ``ts`` the latest ingestion time of the
       entity's events in it, ``ver`` the load's cutoff ``C`` (every event ingested up to ``C``
       is in it), ``exp`` the instant its last tile leaves its last window. A re-run of the same
-      load is an equal ``(ts, ver)``: a no-op. Tile set JSON, per hop (seconds) its tiles as
-      prefix sums, so that a reader merges any window with two lookups per column:
-      ``{"<hop>": {"t": [tile start s, ...ascending], "k": [1 or 2 per feature of the hop,
-      in the view's feature order], "x": [decimal scale per column], "p": [[0, ...], ...]}}``.
-      A feature has one column (``count``: its counts; ``sum``: its sums) or two (``avg``:
-      counts, sums); column ``c`` holds ``len(t) + 1`` integers, ``p[c][i]`` the sum of the
-      first ``i`` tiles' partials in units of ``10**-x[c]`` (exact decimals as integers), so
-      the tiles ``i..j-1`` hold ``(p[c][j] - p[c][i]) / 10**x[c]`` (see
-      :mod:`featurestore.windows`; :func:`read_tile_columns` checks a stored one).
+      load is an equal ``(ts, ver)``: a no-op. A tile set holds, per hop (seconds), its tiles
+      in start order and their partials as prefix sums, so that a reader merges any window
+      with two lookups per column: a feature has one column (``count``: its counts; ``sum``:
+      its sums) or two (``avg``: counts, sums), of *kind* 1 or 2; column ``c`` holds ``n + 1``
+      integers (``n`` tiles), its ``i``-th the sum of the first ``i`` tiles' partials in units
+      of ``10**-scale[c]`` (exact decimals as integers; the scale is the column's largest
+      number of decimals, at most 38), so the tiles ``i..j-1`` hold ``(p[j] - p[i]) /
+      10**scale`` (see :mod:`featurestore.windows`). Two forms, told apart by the first byte:
+
+      - **packed** (what :func:`encode_tile_set` writes; first byte ``0xF5``, which never
+        occurs in UTF-8 text): 8-byte words. Word 0: byte 0 ``0xF5``, byte 1 the format
+        (1), bytes 2-3 the number of hops ``H`` (uint16 little-endian), bytes 4-7 the
+        CRC-32 (``zlib.crc32``, uint32 little-endian) of every byte after word 0. Then
+        signed 64-bit little-endian integers: word 1 the header's length ``W`` in words;
+        the header, per hop in ascending order: hop seconds, tile count ``n``, feature count
+        ``f``, column count ``m``, the ``f`` kinds (view order) and the ``m`` scales; then
+        per hop in the same order its ``n`` tile numbers (tile start / hop: aligned by
+        construction), strictly ascending, and its ``m`` columns of ``n + 1`` prefix sums
+        from 0. A reader checks it (:func:`read_tile_set`) without a step per tile in
+        Python: its length against its header, the CRC-32, the header's counts, kinds and
+        scales (once per distinct header: sets of one view differ in their tile counts),
+        the tile numbers' order and every column's leading 0 (C-level passes), and then
+        reads the words in place (bisection on the tile numbers).
+      - **JSON** (stores written before the packed form; and what the encoder writes when a
+        prefix sum does not fit in 64 bits, e.g. a ``decimal(38, s)`` total; first byte
+        ``{``): ``{"<hop>": {"t": [tile start s, ...ascending], "k": [kinds], "x":
+        [scales], "p": [[0, ...] per column]}}``, checked element by element.
     * A *hand-written* view's record holds its value at ``ts``, the **last** row of the
       entity's history up to the load's cutoff plus the schedule horizon (the view's
       ``freshness_sla``); its timeline (absent when there is none) lists the earlier rows
@@ -89,9 +108,10 @@ Timelines (layout version 2)
     without one removes the stored one (newer-wins and replace alike), a skipped older one
     leaves it, a removal removes it. Each store refuses a record over its own limits before
     anything of the batch is written, naming entity, key and view: DynamoDB 400 KB per
-    item with ``tl`` counted, and a UTF-8 timeline (an S is UTF-8 text, which the JSON
-    encodings above always are); Redis 512 MB per value; SQLite its ``SQLITE_LIMIT_LENGTH``
-    per row (1e9 bytes by default).
+    item with ``tl`` counted (an S its UTF-8 bytes, a B its bytes); Redis 512 MB per value;
+    SQLite its ``SQLITE_LIMIT_LENGTH`` per row (1e9 bytes by default). Stores written with
+    JSON tile sets need no migration: both forms are read, and the next load writes packed
+    ones.
 
     Upgrading from layout version 1: Redis and DynamoDB need no migration (the field or
     attribute is simply absent from version 1 records, which read with no timeline). An
