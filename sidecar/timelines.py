@@ -7,35 +7,41 @@ the store's answer is turned into answers (:meth:`sidecar.retrieval.Retriever`),
 record becomes a *timeline entry* instead of a fixed :data:`~sidecar.fragments.CachedRecord`:
 
 * a **tiled** (declared, windowed) view's record becomes a :class:`TiledEntry`: its tile
-  set (prefix sums per hop and column, :func:`featurestore.online.layout.read_tile_columns`)
-  read and checked once (its shape; every hop's partials one per feature of that hop, of the
-  kind of its aggregation). At ``T`` each feature's value is what
-  :func:`featurestore.windows.merge` gives for the partials of the tiles of its hop whose
-  start is in ``[window_start(T), T]`` (:func:`featurestore.windows.window_start`:
-  ``floor_hop(T) - window``, inclusive; found by bisection in the sorted starts, the same
-  set as :func:`featurestore.windows.tiles_in_window`): one difference of two prefix sums,
-  as the feature's registry type (a ``float``
-  feature's value is a JSON float even when the sum is a whole 0). Over an empty window
-  ``count``/``sum`` are 0 and ``avg`` null (answered like a null value: the default with
-  reason ``NULL``). The answer's ``timestamp`` is ``T`` itself (the window's end),
-  ``status`` ``PRESENT`` for a value. The record is served while its ``exp`` (the instant
-  its last tile leaves its last window) is later than ``T``.
+  set (per hop its tile numbers and per column the prefix sums of the partials, packed or
+  JSON: :func:`featurestore.online.layout.read_tile_set`) checked once (its shape; every
+  hop's partials one per feature of that hop, of the kind of its aggregation) and kept as
+  stored: a packed set's bytes are read in place (int64 words), not decoded. At ``T`` each
+  feature's value is what :func:`featurestore.windows.merge` gives for the partials of the
+  tiles of its hop whose start is in ``[window_start(T), T]``
+  (:func:`featurestore.windows.window_start`: ``floor_hop(T) - window``, inclusive; found by
+  bisection among the ascending tile numbers, the same set as
+  :func:`featurestore.windows.tiles_in_window`): one difference of two prefix sums, as the
+  feature's registry type (a ``float`` feature's value is a JSON float even when the sum is
+  a whole 0). Over an empty window ``count``/``sum`` are 0 and ``avg`` null (answered like
+  a null value: the default with reason ``NULL``). The answer's ``timestamp`` is ``T``
+  itself (the window's end), ``status`` ``PRESENT`` for a value. The record is served
+  while its ``exp`` (the instant its last tile leaves its last window) is later than
+  ``T``. Where each feature's tiles are among the words depends on the set's header only
+  (hops, tile counts, kinds, scales), so it is computed once per header and view
+  (:meth:`TimelinePlan.places`) and shared by the records of that shape.
 * a **hand-written** view's record with scheduled steps becomes a :class:`ScheduledEntry`:
   each step and the record itself (the last step) rendered once. At ``T`` the latest whose
   ``ts <= T`` is served (the first if ``T`` is earlier than all), with its own ``ts`` as
   ``timestamp`` and its own expiry ``ts // 10**6 + ttl`` (the rule of the record's ``exp``).
   A record without a timeline stays a plain ``CachedRecord`` (the fast path is unchanged).
 
-A timeline that cannot be decoded (not JSON, a partial of the wrong shape, a step of the
+A timeline that cannot be decoded (a packed tile set that is cut short, of the wrong length
+or CRC-32, with tiles out of order; not JSON; a partial of the wrong shape, a step of the
 wrong length or out of order, a value not valid for its type) makes the record an
 :class:`~featurestore.online.store.InvalidRecord`: the ``INVALID_RECORD`` answer, never
 cached, counted and logged like any bad record.
 
-Garbage collection: an entry is one tracked object holding only tuples of ints, decimals,
-bytes and untracked answers (which the collector stops tracking), not lists: a cache of
-100,000 tiled entries adds 100,000 objects to a full collection's walk, not millions.
+Garbage collection: an entry is one tracked object holding only bytes (a packed tile set;
+a JSON one as a tuple of ints), tuples of ints and untracked answers (which the collector
+stops tracking), not lists: a cache of 100,000 tiled entries adds 100,000 objects to a full
+collection's walk, not millions.
 
-Cache: the cache holds the entry (the decoded tiles or rendered steps), for the view's
+Cache: the cache holds the entry (the stored tiles or rendered steps), for the view's
 cache TTL like any record, and every request picks or merges at its own ``T`` (:meth:`at`):
 a cached timeline is never older than the cache TTL, and a value served at ``T`` is the
 value at ``T``. A :class:`TiledEntry` remembers its last merged values with the interval in
@@ -48,17 +54,17 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Sequence
+import itertools
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Final
 
 import orjson
 
-from featurestore.online.layout import decode_steps, read_tile_columns
+from featurestore.online.layout import TileHop, decode_steps, read_tile_set
 from featurestore.online.store import EncodedRecord, InvalidRecord
 from featurestore.registry import FeatureView
-from featurestore.windows import AggregationFunction, merge, window_start
+from featurestore.windows import AggregationFunction, merge
 from sidecar.fragments import CachedRecord, ViewRenderer
 
 __all__ = ["ScheduledEntry", "TiledEntry", "TimelinePlan", "WindowedFeature", "is_entry"]
@@ -79,6 +85,8 @@ class WindowedFeature:
     slot: int
     #: whether its registry type is ``float`` (a sum over no decimal is 0.0 then, not 0)
     as_float: bool = False
+    #: the index of its (first) column among the columns of its hop
+    column: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class TimelinePlan:
         if not view.tiled:
             return cls(view.name, view.ttl_seconds, renderer)
         widths: dict[int, int] = {}
+        columns: dict[int, int] = {}
         features = []
         for feature in view.features:
             aggregation = feature.aggregation
@@ -110,6 +119,8 @@ class TimelinePlan:
             hop = aggregation.hop_seconds
             slot = widths.get(hop, 0)
             widths[hop] = slot + 1
+            column = columns.get(hop, 0)
+            columns[hop] = column + (2 if aggregation.function == "avg" else 1)
             features.append(
                 WindowedFeature(
                     aggregation.function,
@@ -117,6 +128,7 @@ class TimelinePlan:
                     aggregation.window_seconds,
                     slot,
                     feature.value_type == "float",
+                    column,
                 )
             )
         return cls(view.name, view.ttl_seconds, renderer, tuple(features), tuple(widths.items()))
@@ -126,48 +138,112 @@ class TimelinePlan:
     def tiled_entry(self, exp: int, timeline: bytes | None) -> TiledEntry | InvalidRecord:
         """The entry of a tiled view's record (``exp`` epoch seconds), or why it is invalid.
 
-        Reads the layout's tile set (prefix sums per hop and column,
-        :func:`featurestore.online.layout.read_tile_columns`, which checks its shape) and
-        checks that each hop the view uses has one feature per partial of the kind of its
-        aggregation (``avg``: a (count, sum) pair of columns; ``count``/``sum``: one)."""
+        Reads the layout's tile set (either form, checked:
+        :func:`featurestore.online.layout.read_tile_set`) and checks that each hop the view
+        uses has one feature per partial of the kind of its aggregation (``avg``: a (count,
+        sum) pair of columns; ``count``/``sum``: one). The entry keeps the set's words as
+        they are (a packed set's bytes) and per feature where its tiles are: derived from
+        the set's header alone, so remembered per header (:meth:`places`)."""
         if timeline is None:
             return InvalidRecord("a tiled view's record without a tile set")
         try:
-            stored = read_tile_columns(timeline)
+            stored = read_tile_set(timeline)
         except _UNREADABLE as exc:
             return InvalidRecord(f"tile set: {exc}"[:200])
-        functions = self.hop_functions
-        hops: _Hops = {}
-        for hop, columns in stored.items():
-            hop_functions = functions.get(hop)
-            if hop_functions is None or not columns.starts:
-                continue  # a hop no feature uses (the registry changed), or no tiles
-            wanted = [2 if function == "avg" else 1 for function in hop_functions]
-            if columns.kinds != wanted:
+        places = self._places.get(stored.header)
+        if places is None:
+            places = self.places(stored.hops)
+            if len(self._places) >= _PLACES_MAX:
+                self._places.clear()
+            self._places[stored.header] = places
+        if type(places) is InvalidRecord:
+            return places
+        return TiledEntry(self, exp, stored.words, places)  # type: ignore[arg-type]
+
+    def places(self, hops: dict[int, TileHop]) -> tuple[_Place | None, ...] | InvalidRecord:
+        """Per feature (view order) where its tiles are in a tile set of these hops (None:
+        its hop has no tiles), or why the set does not fit the view."""
+        for hop, wanted in self.hop_kinds:
+            found = hops.get(hop)
+            if found is not None and found.tiles and found.kinds != wanted:
                 return InvalidRecord(
-                    f"tile set hop {hop}: partial kinds {columns.kinds}, the view's features "
-                    f"of hop {hop} s need {wanted}"
+                    f"tile set hop {hop}: partial kinds {list(found.kinds)}, the view's "
+                    f"features of hop {hop} s need {list(wanted)}"
                 )
-            offsets = tuple(accumulate(wanted[:-1], initial=0))
-            hops[hop] = (
-                tuple(columns.starts),
-                tuple(
-                    tuple(
-                        (tuple(columns.prefixes[c]), columns.scales[c])
-                        for c in range(offset, offset + kind)
-                    )
-                    for offset, kind in zip(offsets, wanted, strict=True)
-                ),
+        places: list[_Place | None] = []
+        for feature in self.windowed:
+            found = hops.get(feature.hop_seconds)
+            if found is None or not found.tiles:
+                places.append(None)  # no tiles of its hop: an empty window
+                continue
+            n1 = found.tiles + 1
+            column = found.columns + feature.column * n1 - found.numbers
+            avg = feature.function == "avg"
+            places.append(
+                (
+                    feature.hop_seconds,
+                    feature.window_seconds // feature.hop_seconds,
+                    _FUNCTIONS[feature.function],
+                    feature.as_float,
+                    found.numbers,
+                    found.numbers + found.tiles,
+                    column,
+                    10 ** found.scales[feature.column],
+                    column + n1 if avg else 0,
+                    10 ** found.scales[feature.column + 1] if avg else 1,
+                )
             )
-        return TiledEntry(self, exp, hops)
+        return tuple(places)
 
     @functools.cached_property
-    def hop_functions(self) -> dict[int, list[AggregationFunction]]:
-        """Hop seconds -> the aggregation of each of its partials (view order)."""
-        functions: dict[int, list[AggregationFunction]] = {}
+    def _places(self) -> dict[Hashable, tuple[_Place | None, ...] | InvalidRecord]:
+        """:meth:`places` per tile set header (at most _PLACES_MAX, cleared when full)."""
+        return {}
+
+    @functools.cached_property
+    def hop_kinds(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """Per hop seconds the kind of each of its partials (view order): 2 for ``avg``'s
+        (count, sum) pair, else 1."""
+        kinds: dict[int, list[int]] = {}
         for feature in self.windowed:
-            functions.setdefault(feature.hop_seconds, []).append(feature.function)
-        return functions
+            kinds.setdefault(feature.hop_seconds, []).append(2 if feature.function == "avg" else 1)
+        return tuple((hop, tuple(k)) for hop, k in kinds.items())
+
+    @functools.cached_property
+    def empty_values(self) -> tuple[int | float | None, ...]:
+        """Each feature's value over an empty window (view order)."""
+        values = [merge(feature.function, ()) for feature in self.windowed]
+        return tuple(
+            float(value) if feature.as_float and type(value) is int else value
+            for feature, value in zip(self.windowed, values, strict=True)
+        )
+
+    @functools.cached_property
+    def hop_us(self) -> tuple[int, ...]:
+        """The hops of the view's features, in microseconds, ascending."""
+        return tuple(sorted(hop * _US for hop, _ in self.hop_widths))
+
+    @functools.cached_property
+    def nested_hops(self) -> bool:
+        """Whether each hop divides the next longer one (1 minute, 1 hour, 1 day): the
+        shortest hop's tile at ``T`` then lies inside every other hop's."""
+        hops = self.hop_us
+        return all(longer % shorter == 0 for shorter, longer in itertools.pairwise(hops))
+
+    def unchanged(self, now_us: int) -> tuple[int, int]:
+        """The interval ``[begin, end)`` (microseconds) around ``now_us`` in which no tile
+        enters or leaves any window of the view: ``[max floor_hop(T), min floor_hop(T) +
+        hop)`` over its hops."""
+        hops = self.hop_us
+        if self.nested_hops:
+            floor = now_us - now_us % hops[0]
+            return floor, floor + hops[0]
+        begin, end = 0, 1 << 62
+        for hop in hops:
+            floor = now_us - now_us % hop
+            begin = max(begin, floor)
+            end = min(end, floor + hop)
+        return begin, end
 
     def scheduled_entry(
         self, record: CachedRecord, ts: int, timeline: bytes
@@ -206,84 +282,82 @@ class TimelinePlan:
         return ScheduledEntry(starts, records)
 
 
-#: one feature's columns: per column (its prefix sums, ``prefix[k]`` the sum of the first
-#: ``k`` tiles' partials in units of ``10**-scale``; its scale): one column for ``count``
-#: and ``sum``, (counts, sums) for ``avg``
-_Columns = tuple[tuple[tuple[int, ...], int], ...]
-#: hop seconds -> (tile starts in seconds ascending, per slot its _Columns)
-_Hops = dict[int, tuple[tuple[int, ...], tuple[_Columns, ...]]]
+#: what a feature of a tiled view is: count, sum, avg (a :data:`_Place` holds it)
+_FUNCTIONS: Final = {"count": 0, "sum": 1, "avg": 2}
+#: per view, the tile set headers whose places are remembered
+_PLACES_MAX: Final = 4096
+
+#: how one feature is merged from a tile set's words: (hop s, window in tiles, function
+#: (_FUNCTIONS), whether a float, index of its hop's first tile number, index after its
+#: last, its first column's base (the prefix sum of the first ``k`` tiles is
+#: ``words[base + first + k]``), ``10**scale`` of that column, the same of its second
+#: column (``avg``: the sums) or 0, 1)
+_Place = tuple[int, int, int, bool, int, int, int, int, int, int]
 
 
 class TiledEntry:
-    """A tiled view's record for one key: per feature the prefix sums of its partials in
-    tile order, so that its value at any ``T`` is one difference of two prefix sums at the
-    window's first and last tile (found by bisection): the arithmetic of
-    :func:`featurestore.windows.merge` (integers exact; decimals exact: a total that could
-    round in 28 digits is merged from the window's partials with ``merge`` itself)."""
+    """A tiled view's record for one key: its tile set's words (the stored bytes of a packed
+    set, read in place) and per feature where its tile numbers and prefix sums are, so that
+    its value at any ``T`` is one difference of two prefix sums at the window's first and
+    last tile (found by bisection among the tile numbers): the arithmetic of
+    :func:`featurestore.windows.merge` (integers and decimals exact until the one final
+    division)."""
 
-    __slots__ = ("_hops", "_memo", "exp", "plan")
+    __slots__ = ("_memo", "_places", "_words", "exp", "plan")
 
     def __init__(
         self,
         plan: TimelinePlan,
         exp: int,
-        hops: _Hops,
+        words: bytes | tuple[int, ...],
+        places: tuple[_Place | None, ...],
     ) -> None:
         self.plan = plan
         self.exp = exp
-        #: hop seconds -> (tile starts in seconds ascending, per slot its _Columns)
-        self._hops = hops
+        #: the tile set's words (:attr:`featurestore.online.layout.TileWords.words`)
+        self._words = words
+        #: per feature (view order) where its tiles are, None if its hop has none
+        self._places = places
         #: (first instant, end instant, value JSON per feature) of the last merge
         self._memo: tuple[int, int, tuple[bytes | None, ...]] | None = None
 
     def values_at(self, now_us: int) -> list[int | float | None]:
         """Each feature's value (view order) at ``now_us`` (microseconds, UTC).
 
-        Sums are exact integers of ``10**-scale`` units; a decimal one becomes a float by one
-        correctly rounded division (Python's int / int), as ``float(Decimal)`` and the SQL
-        ``cast(sum as double)`` round it; an avg is that float divided by the count."""
-        out: list[int | float | None] = []
-        hops = self._hops
+        The window of a feature of hop ``H`` and window ``W`` at ``T`` holds the tiles
+        numbered ``floor(T / H) - W / H`` to ``floor(T / H)`` (tile number: start / ``H``;
+        :func:`featurestore.windows.window_start`). Sums are exact integers of
+        ``10**-scale`` units; a decimal one becomes a float by one correctly rounded
+        division (Python's int / int), as ``float(Decimal)`` and the SQL ``cast(sum as
+        double)`` round it; an avg is that float divided by the count."""
+        stored = self._words
+        words = memoryview(stored).cast("q") if type(stored) is bytes else stored
         now_s = now_us // _US
-        value: int | float | None
-        for feature in self.plan.windowed:
-            function = feature.function
-            found = hops.get(feature.hop_seconds)
-            if found is None or not found[0]:
-                value = merge(function, ())
-            else:
-                starts, slots = found
-                first = window_start(now_us, feature.hop_seconds, feature.window_seconds) // _US
-                lo = bisect.bisect_left(starts, first)
-                hi = bisect.bisect_right(starts, now_s)
-                columns = slots[feature.slot]
-                prefix, scale = columns[0]
-                if function == "count":
-                    value = prefix[hi] - prefix[lo]
-                elif function == "sum":
-                    units = prefix[hi] - prefix[lo]
-                    value = units if scale == 0 else units / 10**scale
-                else:
-                    count = prefix[hi] - prefix[lo]
-                    sums, scale = columns[1]
-                    units = sums[hi] - sums[lo]
-                    value = (units / 10**scale) / count if count else None
-            if feature.as_float and type(value) is int:
-                value = float(value)
-            out.append(value)
+        out: list[int | float | None] = list(self.plan.empty_values)
+        left, right = bisect.bisect_left, bisect.bisect_right
+        for i, place in enumerate(self._places):
+            if place is None:
+                continue
+            hop, window, function, as_float, first, last, base, unit, base2, unit2 = place
+            tile = now_s // hop
+            lo = left(words, tile - window, first, last)
+            hi = right(words, tile, lo, last)
+            units = words[base + hi] - words[base + lo]
+            if function == 0:  # count
+                out[i] = float(units) if as_float else units
+            elif function == 1:  # sum
+                out[i] = units / unit if unit != 1 or as_float else units
+            elif units:  # avg of a non-empty window (else: the empty value, None)
+                out[i] = (words[base2 + hi] - words[base2 + lo]) / unit2 / units
         return out
 
     def at(self, now_us: int, stamp: bytes) -> CachedRecord:
         """The answers at ``now_us`` (``stamp``: it as ISO 8601, the answers' timestamp)."""
         memo = self._memo
         if memo is None or not memo[0] <= now_us < memo[1]:
-            values = tuple([None if v is None else orjson.dumps(v) for v in self.values_at(now_us)])
-            begin, end = 0, 1 << 62
-            for hop, _ in self.plan.hop_widths:
-                floor = now_us - now_us % (hop * _US)
-                begin = max(begin, floor)
-                end = min(end, floor + hop * _US)
-            memo = self._memo = (begin, end, values)
+            dumps = orjson.dumps
+            values = tuple([v if v is None else dumps(v) for v in self.values_at(now_us)])
+            memo = self._memo = (*self.plan.unchanged(now_us), values)
         return self.plan.renderer.from_json(self.exp, stamp, memo[2])
 
 

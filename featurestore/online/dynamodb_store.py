@@ -6,10 +6,11 @@ Table
     (S, range) = ``<view>``. Attributes: ``ts``, ``ver`` (N, microseconds), ``exp`` (N, epoch
     seconds; the table's TTL attribute, so DynamoDB deletes expired records itself, usually
     within a few days: readers also drop records with ``exp <= now``), ``f`` (M: feature
-    -> value) and, when the record has a timeline, ``tl`` (S: its UTF-8 text, as given;
-    returned as its bytes, a B as it is, any other type an InvalidRecord). A PutItem
-    replaces the whole item, so a record without a timeline drops a stored ``tl``. Loader
-    bookkeeping lives in the same table under reserved partition keys:
+    -> value) and, when the record has a timeline, ``tl``: S (its UTF-8 text, as given)
+    when the timeline is UTF-8 text (the layout's JSON forms), else B (its bytes: a packed
+    tile set, never UTF-8); read back as its bytes either way, any other type an
+    InvalidRecord. A PutItem replaces the whole item, so a record without a timeline drops
+    a stored ``tl``. Loader bookkeeping lives in the same table under reserved partition keys:
     ``pk = "_meta#watermark"``, ``sk = <view>`` (attribute ``watermark``, N) and
     ``pk = "_meta#loads"``, ``sk = "<started_at>#<load_id>#<view>"`` (attribute ``record``:
     the :class:`~featurestore.online.store.LoadRecord` as JSON), listed newest first with a
@@ -68,7 +69,7 @@ Writes: one conditional PutItem per record, from a small thread pool
     :data:`MAX_WRITE_ITEMS` write items (BatchWriteItem, TransactWriteItems) or more than
     :data:`MAX_READ_KEYS` keys (BatchGetItem); reads are chunked to at most 100 keys; every
     item's size is computed by DynamoDB's rules (:func:`item_size`, the timeline's ``tl``
-    included) and a record over 400 KB, or whose timeline is not bytes of UTF-8, is refused
+    included) and a record over 400 KB, or whose timeline is not bytes, is refused
     (:class:`ItemTooLarge` / :class:`~featurestore.online.store.RecordRefused`, both
     StoreErrors) before anything of its batch is written, naming entity, key and view.
 
@@ -353,8 +354,8 @@ class _Put:
 def encode_record(record: Record) -> dict[str, dict[str, Any]]:
     """The DynamoDB item of a record (what PutItem sends), checked against DynamoDB's limits:
     raises OnlineLayoutError for a value it cannot hold, ItemTooLarge over 400 KB (the
-    timeline counted in) and RecordRefused for a timeline that is not bytes of UTF-8 (an S
-    attribute holds UTF-8 text)."""
+    timeline counted in: its UTF-8 bytes as an S, its bytes as a B) and RecordRefused for a
+    timeline that is not bytes."""
     pk = dynamodb_pk(record.entity, record.key)
     where = record_where(record)
     timeline = checked_timeline(record)
@@ -379,13 +380,7 @@ def encode_record(record: Record) -> dict[str, dict[str, Any]]:
         "f": {"M": features},
     }
     if timeline is not None:
-        try:
-            item["tl"] = {"S": timeline.decode()}
-        except UnicodeDecodeError as exc:
-            raise RecordRefused(
-                f"{where}: the timeline is not UTF-8 text ({exc.reason} at byte {exc.start}), "
-                "which a DynamoDB string (S) must be"
-            ) from None
+        item["tl"] = _timeline_attribute(timeline)
     size = item_size(item)
     if size > MAX_ITEM_BYTES:
         raise ItemTooLarge(
@@ -393,6 +388,16 @@ def encode_record(record: Record) -> dict[str, dict[str, Any]]:
             f"({MAX_ITEM_BYTES} bytes) item limit"
         )
     return item
+
+
+def _timeline_attribute(timeline: bytes) -> dict[str, Any]:
+    """The ``tl`` attribute of a timeline: a string (S) if it is UTF-8 text (the JSON forms:
+    scheduled steps, a JSON tile set), else binary (B: a packed tile set, whose first byte
+    is never UTF-8)."""
+    try:
+        return {"S": timeline.decode()}
+    except UnicodeDecodeError:
+        return {"B": timeline}
 
 
 def _decode_item(
@@ -426,7 +431,7 @@ def _decode_item(
 
 def _timeline(attribute: object) -> bytes | None:
     """The ``tl`` attribute as the timeline's bytes (None if absent): an S as its UTF-8
-    bytes, undecoded otherwise; an attribute of another type raises ValueError."""
+    bytes, a B as it is; an attribute of another type raises ValueError."""
     if attribute is None:
         return None
     if isinstance(attribute, dict):
@@ -434,7 +439,7 @@ def _timeline(attribute: object) -> bytes | None:
             return text.encode()
         if isinstance(data := attribute.get("B"), bytes):
             return data
-    raise OnlineLayoutError(f"tl is not a string (S): {attribute!r:.60}")
+    raise OnlineLayoutError(f"tl is not a string (S) or binary (B): {attribute!r:.60}")
 
 
 def _fits_integer(text: str) -> bool:

@@ -55,24 +55,43 @@ SQLite (embedded, WAL)
     ``timeline`` the record's timeline (a BLOB, NULL when it has none).
 
 Timelines (layout version 2)
-    A record may carry a *timeline*: one opaque text next to its values (Redis field
-    ``_tl:<view>``, SQLite column ``timeline``, DynamoDB attribute ``tl`` (S)), written and
-    removed atomically with the record and read back in the same round trip. Stores never
-    look inside it; the loader encodes it and the sidecar decodes it with the functions below.
+    A record may carry a *timeline*: one opaque byte string next to its values (Redis field
+    ``_tl:<view>``, SQLite column ``timeline`` (BLOB), DynamoDB attribute ``tl``: S when it
+    is UTF-8 text, B otherwise), written and removed atomically with the record and read
+    back in the same round trip. Stores never look inside it; the loader encodes it and the
+    sidecar decodes it with the functions below.
 
     * A *tiled* (declared, windowed) view's record holds no feature values: its timeline is
       the entity's tile set (:func:`encode_tile_set`), ``ts`` the latest ingestion time of the
       entity's events in it, ``ver`` the load's cutoff ``C`` (every event ingested up to ``C``
       is in it), ``exp`` the instant its last tile leaves its last window. A re-run of the same
-      load is an equal ``(ts, ver)``: a no-op. Tile set JSON, per hop (seconds) its tiles as
-      prefix sums, so that a reader merges any window with two lookups per column:
-      ``{"<hop>": {"t": [tile start s, ...ascending], "k": [1 or 2 per feature of the hop,
-      in the view's feature order], "x": [decimal scale per column], "p": [[0, ...], ...]}}``.
-      A feature has one column (``count``: its counts; ``sum``: its sums) or two (``avg``:
-      counts, sums); column ``c`` holds ``len(t) + 1`` integers, ``p[c][i]`` the sum of the
-      first ``i`` tiles' partials in units of ``10**-x[c]`` (exact decimals as integers), so
-      the tiles ``i..j-1`` hold ``(p[c][j] - p[c][i]) / 10**x[c]`` (see
-      :mod:`featurestore.windows`; :func:`read_tile_columns` checks a stored one).
+      load is an equal ``(ts, ver)``: a no-op. A tile set holds, per hop (seconds), its tiles
+      in start order and their partials as prefix sums, so that a reader merges any window
+      with two lookups per column: a feature has one column (``count``: its counts; ``sum``:
+      its sums) or two (``avg``: counts, sums), of *kind* 1 or 2; column ``c`` holds ``n + 1``
+      integers (``n`` tiles), its ``i``-th the sum of the first ``i`` tiles' partials in units
+      of ``10**-scale[c]`` (exact decimals as integers; the scale is the column's largest
+      number of decimals, at most 38), so the tiles ``i..j-1`` hold ``(p[j] - p[i]) /
+      10**scale`` (see :mod:`featurestore.windows`). Two forms, told apart by the first byte:
+
+      - **packed** (what :func:`encode_tile_set` writes; first byte ``0xF5``, which never
+        occurs in UTF-8 text): 8-byte words. Word 0: byte 0 ``0xF5``, byte 1 the format
+        (1), bytes 2-3 the number of hops ``H`` (uint16 little-endian), bytes 4-7 the
+        CRC-32 (``zlib.crc32``, uint32 little-endian) of every byte after word 0. Then
+        signed 64-bit little-endian integers: word 1 the header's length ``W`` in words;
+        the header, per hop in ascending order: hop seconds, tile count ``n``, feature count
+        ``f``, column count ``m``, the ``f`` kinds (view order) and the ``m`` scales; then
+        per hop in the same order its ``n`` tile numbers (tile start / hop: aligned by
+        construction), strictly ascending, and its ``m`` columns of ``n + 1`` prefix sums
+        from 0. A reader checks it (:func:`read_tile_set`) without a step per tile in
+        Python: its length against its header, the CRC-32, the header's counts, kinds and
+        scales (once per distinct header: sets of one view differ in their tile counts),
+        the tile numbers' order and every column's leading 0 (C-level passes), and then
+        reads the words in place (bisection on the tile numbers).
+      - **JSON** (stores written before the packed form; and what the encoder writes when a
+        prefix sum does not fit in 64 bits, e.g. a ``decimal(38, s)`` total; first byte
+        ``{``): ``{"<hop>": {"t": [tile start s, ...ascending], "k": [kinds], "x":
+        [scales], "p": [[0, ...] per column]}}``, checked element by element.
     * A *hand-written* view's record holds its value at ``ts``, the **last** row of the
       entity's history up to the load's cutoff plus the schedule horizon (the view's
       ``freshness_sla``); its timeline (absent when there is none) lists the earlier rows
@@ -89,9 +108,10 @@ Timelines (layout version 2)
     without one removes the stored one (newer-wins and replace alike), a skipped older one
     leaves it, a removal removes it. Each store refuses a record over its own limits before
     anything of the batch is written, naming entity, key and view: DynamoDB 400 KB per
-    item with ``tl`` counted, and a UTF-8 timeline (an S is UTF-8 text, which the JSON
-    encodings above always are); Redis 512 MB per value; SQLite its ``SQLITE_LIMIT_LENGTH``
-    per row (1e9 bytes by default).
+    item with ``tl`` counted (an S its UTF-8 bytes, a B its bytes); Redis 512 MB per value;
+    SQLite its ``SQLITE_LIMIT_LENGTH`` per row (1e9 bytes by default). Stores written with
+    JSON tile sets need no migration: both forms are read, and the next load writes packed
+    ones.
 
     Upgrading from layout version 1: Redis and DynamoDB need no migration (the field or
     attribute is simply absent from version 1 records, which read with no timeline). An
@@ -112,15 +132,19 @@ Values
 
 from __future__ import annotations
 
+import array
 import datetime as dt
 import itertools
 import json
 import math
 import operator
-from collections.abc import Callable, Sequence
+import struct
+import sys
+import zlib
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import Final, NamedTuple
 
 import orjson
 
@@ -130,10 +154,15 @@ from featurestore.timestamps import from_micros, micros
 __all__ = [
     "LAYOUT_VERSION",
     "MAX_KEY_PART_CHARS",
+    "MAX_TILE_SCALE",
+    "TILE_SET_FORMAT",
+    "TILE_SET_MAGIC",
     "OnlineLayoutError",
     "Record",
     "TileColumns",
+    "TileHop",
     "TileSet",
+    "TileWords",
     "decode_steps",
     "decode_tile_set",
     "decode_value",
@@ -148,8 +177,10 @@ __all__ = [
     "micros",
     "parse_entity_token",
     "read_tile_columns",
+    "read_tile_set",
     "redis_key",
     "redis_keys",
+    "tile_words",
     "timeline_field",
     "ts_field",
     "ver_field",
@@ -268,6 +299,19 @@ def timeline_field(view: str) -> str:
 #: a tile set: hop seconds -> tile start seconds -> the partials of the hop's features
 TileSet = dict[int, dict[int, tuple[object, ...]]]
 
+#: the first byte of a packed tile set: a byte that never occurs in UTF-8 text (so never
+#: the ``{`` of a JSON tile set: the reader dispatches on it, and DynamoDB stores a packed
+#: set as binary), then the format's version
+TILE_SET_MAGIC: Final = 0xF5
+TILE_SET_FORMAT: Final = 1
+#: the first word of a packed tile set: magic, format, number of hops, CRC-32 of the rest
+_PREAMBLE: Final = struct.Struct("<BBHI")
+_MAGIC_BYTE: Final = bytes([TILE_SET_MAGIC])
+#: whether a packed set's little-endian words are this machine's own (memoryview.cast)
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
+#: the largest decimal scale of a tile column (decimal(38, s) has s <= 38)
+MAX_TILE_SCALE: Final = 38
+
 
 def _scaled(value: object, scale: int) -> int:
     """A partial's sum as an integer count of ``10**-scale`` units (exact)."""
@@ -292,6 +336,8 @@ def _scale_of(values: Sequence[object]) -> int:
             exponent = value.as_tuple().exponent
             if isinstance(exponent, int) and -exponent > scale:
                 scale = -exponent
+    if scale > MAX_TILE_SCALE:
+        raise OnlineLayoutError(f"a tile partial has {scale} decimals, over {MAX_TILE_SCALE}")
     return scale
 
 
@@ -304,15 +350,30 @@ def _prefix(values: Sequence[int]) -> list[int]:
     return out
 
 
-def encode_tile_set(tiles: TileSet) -> bytes:
-    """The timeline text of a tiled view's record (see the module docstring): per hop its
-    tile starts ascending and, per column, the prefix sums of the partials over the tiles.
+@dataclass(frozen=True, slots=True)
+class TileColumns:
+    """One hop of a tile set as stored: ``starts`` (seconds, ascending), per feature of the
+    hop its number of columns (``kinds``: 1, or 2 for a (count, sum) pair), per column its
+    decimal scale and its prefix sums (``prefixes[c][i]``: the sum of the first ``i`` tiles'
+    partials in units of ``10**-scales[c]``; ``len(starts) + 1`` entries)."""
 
-    ``tiles`` holds per hop and tile start (seconds) the partials of the hop's features in
-    view order (:data:`featurestore.windows.Partial`; ``None`` counts as zero)."""
-    out: dict[str, object] = {}
+    starts: list[int]
+    kinds: list[int]
+    scales: list[int]
+    prefixes: list[list[int]]
+
+
+def _tile_hops(tiles: TileSet) -> list[tuple[int, TileColumns]]:
+    """The hops of a tile set (ascending) as columns of prefix sums, checked: a positive
+    hop, tile starts aligned to it, the same number of partials on every tile of a hop,
+    each position all numbers or all (count, sum) pairs."""
+    out: list[tuple[int, TileColumns]] = []
     for hop, by_start in sorted(tiles.items()):
+        if type(hop) is not int or hop <= 0:
+            raise OnlineLayoutError(f"a tile hop must be a positive integer, got {hop!r}")
         starts = sorted(by_start)
+        if any(type(start) is not int or start % hop for start in starts):
+            raise OnlineLayoutError(f"hop {hop}: tile starts must be multiples of the hop")
         rows = [by_start[start] for start in starts]
         width = {len(row) for row in rows}
         if len(width) > 1:
@@ -340,42 +401,231 @@ def encode_tile_set(tiles: TileSet) -> bytes:
                 scale = _scale_of(partials)
                 columns.append(_prefix([_scaled(p, scale) for p in partials]))
                 scales.append(scale)
-        out[str(hop)] = {"t": starts, "k": kinds, "x": scales, "p": columns}
+        out.append((hop, TileColumns(starts, kinds, scales, columns)))
+    return out
+
+
+def encode_tile_set(tiles: TileSet, *, packed: bool = True) -> bytes:
+    """The timeline bytes of a tiled view's record (see the module docstring, "Timelines"):
+    per hop its tiles in start order and, per column, the prefix sums of the partials over
+    the tiles; packed (int64 words), or JSON if a prefix sum does not fit in 64 bits (or
+    ``packed`` is false: the form of stores written before the packed one).
+
+    ``tiles`` holds per hop and tile start (seconds, a multiple of the hop) the partials of
+    the hop's features in view order (:data:`featurestore.windows.Partial`; ``None`` counts
+    as zero). Raises :class:`OnlineLayoutError` for tiles the layout cannot hold."""
+    hops = _tile_hops(tiles)
+    if not packed:
+        return _json_tile_set(hops)
+    if len(hops) > 0xFFFF:
+        raise OnlineLayoutError(f"a tile set holds at most 65535 hops, got {len(hops)}")
+    header: list[int] = []
+    tiles_words: list[int] = []
+    for hop, columns in hops:
+        header += (hop, len(columns.starts), len(columns.kinds), len(columns.prefixes))
+        header += columns.kinds
+        header += columns.scales
+        tiles_words += [start // hop for start in columns.starts]
+        for prefix in columns.prefixes:
+            tiles_words += prefix
     try:
-        return orjson.dumps(out)
-    except TypeError:  # a prefix sum beyond 64 bits (a decimal(38, s) total): still a JSON int
-        return json.dumps(out, separators=(",", ":")).encode()
+        words = array.array("q", [len(header), *header, *tiles_words])
+    except OverflowError:  # a prefix sum beyond 64 bits (a decimal(38, s) total): JSON
+        return _json_tile_set(hops)
+    if not _LITTLE_ENDIAN:  # pragma: no cover - the layout's words are little-endian
+        words.byteswap()
+    body = words.tobytes()
+    return _PREAMBLE.pack(TILE_SET_MAGIC, TILE_SET_FORMAT, len(hops), zlib.crc32(body)) + body
 
 
-@dataclass(frozen=True, slots=True)
-class TileColumns:
-    """One hop of a tile set as stored: ``starts`` (seconds, ascending), per feature of the
-    hop its number of columns (``kinds``: 1, or 2 for a (count, sum) pair), per column its
-    decimal scale and its prefix sums (``prefixes[c][i]``: the sum of the first ``i`` tiles'
-    partials in units of ``10**-scales[c]``; ``len(starts) + 1`` entries)."""
-
-    starts: list[int]
-    kinds: list[int]
-    scales: list[int]
-    prefixes: list[list[int]]
+def _json_tile_set(hops: list[tuple[int, TileColumns]]) -> bytes:
+    """The JSON form of a tile set (integers of any size; ``json``, as orjson stops at 64
+    bits)."""
+    out = {
+        str(hop): {"t": c.starts, "k": c.kinds, "x": c.scales, "p": c.prefixes} for hop, c in hops
+    }
+    return json.dumps(out, separators=(",", ":")).encode()
 
 
-_INT_TYPE: Final = frozenset({int})
+class TileHop(NamedTuple):
+    """One hop of a read tile set (:class:`TileWords`): its kinds and scales, its number of
+    tiles ``n`` and where its words are: ``numbers`` the index of the first of its ``n``
+    tile numbers (tile start / hop, strictly ascending), ``columns`` the index of its first
+    column; column ``c`` is the ``n + 1`` prefix sums from ``columns + c * (n + 1)``."""
+
+    kinds: tuple[int, ...]
+    scales: tuple[int, ...]
+    tiles: int
+    numbers: int
+    columns: int
 
 
-def _int_list(value: object) -> bool:
-    """A list of integers (not booleans); C-level loops only (the sidecar reads every tile
-    set it serves with this)."""
-    return type(value) is list and _INT_TYPE.issuperset(map(type, value))
+class TileWords(NamedTuple):
+    """A stored tile set, checked (:func:`read_tile_set`): its integer words (the packed
+    set's own bytes, read by :func:`tile_words` without a copy, or a tuple for the JSON
+    form), per hop seconds where its tiles are among them, and ``header``: a value equal
+    for two sets exactly when their ``hops`` are equal (their header words), so that a
+    reader can keep what it derives from ``hops`` per header."""
+
+    words: bytes | tuple[int, ...]
+    hops: dict[int, TileHop]
+    header: Hashable
+
+
+def tile_words(words: bytes | tuple[int, ...]) -> Sequence[int]:
+    """The integers of :attr:`TileWords.words`: a packed set's bytes as int64 words (a
+    memoryview, no copy; ``bisect`` works on it), a tuple as it is."""
+    return memoryview(words).cast("q") if type(words) is bytes else words
+
+
+def read_tile_set(data: bytes) -> TileWords:
+    """A stored tile set, checked, in either form (the first byte tells: 0xF5 packed, else
+    JSON). Raises :class:`OnlineLayoutError` (a ValueError) if it is not a valid tile set.
+
+    A packed set is checked without a Python step per tile: its header (hops ascending and
+    positive, counts >= 0, kinds 1 or 2 adding up to the columns, scales 0 to 38: parsed
+    once per distinct header and remembered), its length against its header, its CRC-32,
+    per hop its tile numbers strictly ascending and its columns starting at 0 (C-level
+    ``map``/slices). A JSON set as :func:`read_tile_columns` checks it (per element)."""
+    if data[:1] == _MAGIC_BYTE:
+        return _read_packed(data)
+    hops = sorted(_read_json_columns(data).items())
+    words: list[int] = [0, 0]  # the packed form's first two words, so that indexes agree
+    body: list[int] = []
+    found: dict[int, TileHop] = {}
+    for hop, c in hops:
+        words += (hop, len(c.starts), len(c.kinds), len(c.prefixes), *c.kinds, *c.scales)
+    for hop, c in hops:
+        n = len(c.starts)
+        numbers = len(words) + len(body)
+        body += [start // hop for start in c.starts]
+        for prefix in c.prefixes:
+            body += prefix
+        found[hop] = TileHop(tuple(c.kinds), tuple(c.scales), n, numbers, numbers + n)
+    return TileWords(tuple(words + body), found, tuple(found.items()))
+
+
+class _Header(NamedTuple):
+    """A packed set's header as parsed: what every set with these header words shares."""
+
+    #: the header words' bytes (word 1 on), the key it is remembered by
+    key: bytes
+    #: the number of hops the preamble must give
+    hop_count: int
+    #: the set's length in words
+    total: int
+    hops: dict[int, TileHop]
+    #: per hop: (index of its first tile number, of its first column, after its last
+    #: column, the columns' length): what is checked per set
+    bodies: tuple[tuple[int, int, int, int], ...]
+
+
+#: packed headers parsed (key: :attr:`_Header.key`), at most _HEADERS_MAX (cleared when
+#: full): sets of one view differ in their tile counts only, so a few hundred at most
+_HEADERS: dict[bytes, _Header] = {}
+_HEADERS_MAX: Final = 4096
+
+
+def _read_packed(data: bytes) -> TileWords:
+    size = len(data)
+    if size < 16 or size % 8:
+        raise OnlineLayoutError(f"packed tile set of {size} bytes: not whole 8-byte words")
+    _, version, count, crc = _PREAMBLE.unpack_from(data)
+    if version != TILE_SET_FORMAT:
+        raise OnlineLayoutError(f"packed tile set of format {version}, not {TILE_SET_FORMAT}")
+    words: Sequence[int]
+    stored: bytes | tuple[int, ...]
+    if _LITTLE_ENDIAN:
+        stored = data
+        words = memoryview(data).cast("q")
+    else:  # pragma: no cover - big-endian machines read a copy
+        swapped = array.array("q", data)
+        swapped.byteswap()
+        stored = words = tuple(swapped)
+    width = words[1]
+    if width < 0 or 16 + 8 * width > size:
+        raise OnlineLayoutError(f"packed tile set: a header of {width} words (truncated)")
+    key = data[8 : 16 + 8 * width]
+    header = _HEADERS.get(key)
+    if header is None:
+        header = _parse_header(key, words, width)
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[key] = header
+    if header.hop_count != count or header.total != size // 8:
+        raise OnlineLayoutError(
+            f"packed tile set: {size // 8} words and {count} hops stored, its header "
+            f"describes {header.total} words and {header.hop_count} hops"
+        )
+    if zlib.crc32(memoryview(data)[8:]) != crc:
+        raise OnlineLayoutError("packed tile set: CRC-32 mismatch (corrupt)")
+    lt = operator.lt
+    for numbers, columns, end, step in header.bodies:
+        if columns - numbers > 1 and not all(
+            map(lt, words[numbers : columns - 1], words[numbers + 1 : columns])
+        ):
+            raise OnlineLayoutError("packed tile set: tile numbers must ascend")
+        if any(words[columns:end:step]):
+            raise OnlineLayoutError("packed tile set: a prefix column not starting at 0")
+    return TileWords(stored, header.hops, header.key)
+
+
+def _parse_header(key: bytes, words: Sequence[int], width: int) -> _Header:
+    """The header words ``words[2 : 2 + width]`` checked and laid out over the body."""
+    hops: dict[int, TileHop] = {}
+    bodies: list[tuple[int, int, int, int]] = []
+    position, stop, previous = 2, 2 + width, 0
+    body = stop
+    while position < stop:
+        if position + 4 > stop:
+            raise OnlineLayoutError("packed tile set: a hop's header is cut short")
+        hop, n, nkinds, ncolumns = words[position : position + 4]
+        if hop <= previous or n < 0 or nkinds < 0 or ncolumns < 0:
+            raise OnlineLayoutError(
+                f"packed tile set hop {hop}: hops must ascend from 1, counts be >= 0"
+            )
+        kinds_at = position + 4
+        position = kinds_at + nkinds + ncolumns
+        if position > stop:
+            raise OnlineLayoutError(f"packed tile set hop {hop}: its header is cut short")
+        kinds = tuple(words[kinds_at : kinds_at + nkinds])
+        scales = tuple(words[kinds_at + nkinds : position])
+        if not _KINDS.issuperset(kinds) or sum(kinds) != ncolumns:
+            raise OnlineLayoutError(
+                f"packed tile set hop {hop}: kinds must be 1 or 2 and add up to the columns"
+            )
+        if scales and (min(scales) < 0 or max(scales) > MAX_TILE_SCALE):
+            raise OnlineLayoutError(f"packed tile set hop {hop}: scales must be 0 to 38")
+        columns = body + n
+        end = columns + ncolumns * (n + 1)
+        hops[hop] = TileHop(kinds, scales, n, body, columns)
+        bodies.append((body, columns, end, n + 1))
+        body, previous = end, hop
+    return _Header(key, len(hops), body, hops, tuple(bodies))
 
 
 def read_tile_columns(data: bytes | str) -> dict[int, TileColumns]:
-    """A stored tile set, checked: hop -> :class:`TileColumns` (what the sidecar merges).
+    """A stored tile set (either form), checked (:func:`read_tile_set`): hop ->
+    :class:`TileColumns` (lists: the slow path, for tests and tools)."""
+    read = read_tile_set(data.encode() if isinstance(data, str) else data)
+    words = tile_words(read.words)
+    out: dict[int, TileColumns] = {}
+    for hop, found in read.hops.items():
+        n1 = found.tiles + 1
+        out[hop] = TileColumns(
+            [k * hop for k in words[found.numbers : found.columns]],
+            list(found.kinds),
+            list(found.scales),
+            [
+                list(words[found.columns + c * n1 : found.columns + (c + 1) * n1])
+                for c in range(len(found.scales))
+            ],
+        )
+    return out
 
-    Raises ValueError (:class:`OnlineLayoutError`) if it is not a valid tile set: not JSON,
-    a hop or start that is not a positive/whole number of seconds aligned to its hop, starts
-    not strictly ascending, columns of the wrong length or not integers, a prefix not
-    starting at 0, kinds and scales that do not match the columns."""
+
+def _read_json_columns(data: bytes | str) -> dict[int, TileColumns]:
+    """The JSON form of a tile set, checked element by element."""
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -386,6 +636,14 @@ def read_tile_columns(data: bytes | str) -> dict[int, TileColumns]:
         # orjson reads an integer beyond 64 bits as a float: read such a set exactly (rare:
         # only decimal totals that large), and check it again (a bad set fails the same way)
         return _tile_columns(json.loads(data, parse_constant=_no_constant))
+
+
+_INT_TYPE: Final = frozenset({int})
+
+
+def _int_list(value: object) -> bool:
+    """A list of integers (not booleans); C-level loops only."""
+    return type(value) is list and _INT_TYPE.issuperset(map(type, value))
 
 
 def _no_constant(name: str) -> object:
@@ -421,7 +679,9 @@ def _tile_columns(parsed: object) -> dict[int, TileColumns]:
             raise OnlineLayoutError(
                 f"tile set hop {hop}: tile starts must ascend and be multiples of the hop"
             )
-        if not _KINDS.issuperset(kinds) or (scales and min(scales) < 0):
+        if not _KINDS.issuperset(kinds) or (
+            scales and (min(scales) < 0 or max(scales) > MAX_TILE_SCALE)
+        ):
             raise OnlineLayoutError(f"tile set hop {hop}: kinds must be 1 or 2, scales >= 0")
         width = len(starts) + 1
         if (

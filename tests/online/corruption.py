@@ -22,11 +22,12 @@ class Corruption:
     """One stored field of a record replaced: ``field`` is ``ts``/``ver``/``exp``, ``tl``
     (the timeline: Redis ``_tl:<view>``, SQLite column ``timeline``, DynamoDB ``tl``), a
     feature, ``payload`` (SQLite), ``f`` (DynamoDB) or ``key`` (Redis: the hash replaced by a
-    string); ``text`` is what Redis and SQLite get (SQLite, a feature or the timeline with
-    ``text`` None: the number 5), ``attribute`` what DynamoDB gets."""
+    string); ``text`` is what Redis and SQLite get (bytes: a binary value, a BLOB in SQLite;
+    SQLite, a feature or the timeline with ``text`` None: the number 5), ``attribute`` what
+    DynamoDB gets."""
 
     field: str
-    text: str | None
+    text: str | bytes | None
     attribute: dict[str, Any] | None
 
 

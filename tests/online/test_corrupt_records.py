@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from featurestore.online.dynamodb_store import LOADS_PK, WATERMARK_PK, DynamoDBStore
-from featurestore.online.layout import Record, redis_key
+from featurestore.online.layout import TILE_SET_MAGIC, Record, encode_tile_set, redis_key
 from featurestore.online.redis_store import RedisStore
 from featurestore.online.sqlite_store import SQLiteStore
 from featurestore.online.store import (
@@ -279,13 +279,42 @@ def test_an_undecodable_timeline_is_returned_as_is(store: OnlineStore) -> None:
     assert store.read("user", [keys[2]], [PROFILE], now=NOW)[0][PROFILE.view] == as_read(newer)
 
 
+#: a packed tile set (binary: never UTF-8) and the same set corrupted: cut short by a word
+PACKED = encode_tile_set({60: {NOW_S // 60 * 60 - 60: (2,), NOW_S // 60 * 60: (3,)}})
+TRUNCATED = PACKED[:-8]
+
+
+def test_a_binary_timeline_is_kept_byte_for_byte(store: OnlineStore) -> None:
+    """A packed tile set is stored and read back as the bytes written (Redis field, SQLite
+    BLOB, DynamoDB binary), on the blocking and (Redis) the asynchronous path; a corrupt one
+    is returned as it is too (the reader, not the store, finds it invalid)."""
+    keys = keys_of("bin_")
+    assert PACKED[0] == TILE_SET_MAGIC
+    profiles = [dataclasses.replace(r, timeline=PACKED) for r in fill(store, keys)]
+    store.write(profiles, now=NOW, replace=True)
+    corrupt(store, "user", keys[2], PROFILE.view, Corruption("tl", TRUNCATED, {"B": TRUNCATED}))
+    expected = [TRUNCATED if n == 2 else PACKED for n in range(len(keys))]
+    rows = store.read("user", keys, [PROFILE], now=NOW)
+    assert [row[PROFILE.view].timeline for row in rows] == expected
+    assert rows[0][PROFILE.view] == dataclasses.replace(as_read(profiles[0]), timeline=PACKED)
+    if isinstance(store, RedisStore):
+
+        async def read() -> list[dict[str, Any]]:
+            rows = await store.read_encoded_async("user", keys, [PROFILE], now=NOW)
+            store.close()  # on its event loop
+            return rows
+
+        encoded = asyncio.run(read())
+        assert [row[PROFILE.view].timeline for row in encoded] == expected
+
+
 @pytest.mark.parametrize(
     ("kind", "bad", "expected"),
     [
         ("sqlite", Corruption("tl", None, None), b"5"),  # an integer: its text
         ("dynamodb", Corruption("tl", None, {"B": b"\xff\x00raw"}), b"\xff\x00raw"),
-        ("dynamodb", Corruption("tl", None, {"N": "5"}), "tl is not a string (S)"),
-        ("dynamodb", Corruption("tl", None, {"L": []}), "tl is not a string (S)"),
+        ("dynamodb", Corruption("tl", None, {"N": "5"}), "tl is not a string (S) or binary (B)"),
+        ("dynamodb", Corruption("tl", None, {"L": []}), "tl is not a string (S) or binary (B)"),
     ],
 )
 def test_a_timeline_of_another_type(

@@ -41,7 +41,12 @@ from featurestore.online.dynamodb_store import (
     encode_record,
     item_size,
 )
-from featurestore.online.layout import OnlineLayoutError, Record
+from featurestore.online.layout import (
+    TILE_SET_MAGIC,
+    OnlineLayoutError,
+    Record,
+    encode_tile_set,
+)
 from featurestore.online.store import (
     LoadRecord,
     StoreError,
@@ -630,12 +635,42 @@ def test_the_timeline_counts_in_the_item_size_and_round_trips(ddb: DynamoDBStore
     assert "tl" not in stored["Item"]  # no timeline: no attribute
 
 
-def test_a_timeline_that_is_not_utf8_is_refused(ddb: DynamoDBStore) -> None:
-    """A DynamoDB string (S) holds UTF-8 text; the layout's timelines are JSON (UTF-8)."""
-    bad = dataclasses.replace(rec("k:1", NOW_US, n=1), timeline=b'{"60": "\xff"}')
-    with pytest.raises(StoreError, match=r"user \('k:1',\) view 'stats'.*not UTF-8.*byte 8"):
-        ddb.write([rec("ok", NOW_US, n=2), bad], now=NOW)
-    assert ddb.read("user", [("ok",)], [STATS], now=NOW) == [{"stats": None}]
+def test_a_binary_timeline_is_a_binary_attribute(ddb: DynamoDBStore, raw: Any) -> None:
+    """A timeline that is UTF-8 text (the layout's JSON forms) is stored as a string (S), one
+    that is not (a packed tile set) as binary (B); both read back as the bytes written, and
+    a binary ``tl`` counts its bytes against the 400 KB limit, checked before anything of
+    its batch is written."""
+    ts, exp = NOW_US, NOW_S + 30 * DAY
+    packed = encode_tile_set({60: {NOW_S // 60 * 60: (3,)}, 3600: {NOW_S // 3600 * 3600: (5,)}})
+    assert packed[0] == TILE_SET_MAGIC
+    records = {
+        "json": dataclasses.replace(rec("json", ts, n=1), timeline=b'[[1, ["5"]]]'),
+        "packed": dataclasses.replace(rec("packed", ts, n=2), timeline=packed),
+        "raw": dataclasses.replace(rec("raw", ts, n=3), timeline=b'{"60": "\xff"}'),
+    }
+    assert encode_record(records["json"])["tl"] == {"S": '[[1, ["5"]]]'}
+    assert encode_record(records["packed"])["tl"] == {"B": packed}
+    assert ddb.write(list(records.values()), now=NOW) == WriteResult(3, 0)
+    for key in records:
+        stored = raw.get_item(
+            TableName=ddb.table, Key={"pk": {"S": f"user#{key}"}, "sk": {"S": "stats"}}
+        )
+        kind = "S" if key == "json" else "B"
+        assert set(stored["Item"]["tl"]) == {kind}, key
+    rows = ddb.read("user", [(key,) for key in records], [STATS], now=NOW)
+    assert [row["stats"].timeline for row in rows] == [r.timeline for r in records.values()]
+    # the size: 2 bytes of name + the binary's own bytes (not its base64 on the wire)
+    plain = _with(rec("big", ts, exp=exp), n=7)
+    filler = MAX_ITEM_BYTES - size_by_hand("big", ts, exp, {"n": 7}) - len("tl") - 1
+    at_limit = dataclasses.replace(plain, timeline=b"\xf5" + b"\x00" * filler)
+    item = encode_record(at_limit)
+    assert set(item["tl"]) == {"B"} and item_size(item) == MAX_ITEM_BYTES
+    over = dataclasses.replace(plain, timeline=b"\xf5" + b"\x00" * (filler + 1))
+    wire = Wire()
+    hook(ddb, "before-send.dynamodb.PutItem", wire)
+    with pytest.raises(StoreError, match=r"user \('big',\) view 'stats'.*409601 bytes"):
+        ddb.write([rec("small", ts, n=1), over], now=NOW)
+    assert wire.sent == []
 
 
 def test_a_record_without_a_timeline_removes_the_stored_attribute(

@@ -9,6 +9,7 @@ and logged once within the interval, never cached: a repair shows on the next re
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from featurestore.online.layout import Record, encode_tile_set
+from featurestore.online.layout import TILE_SET_MAGIC, Record, decode_tile_set, encode_tile_set
 from featurestore.online.store import InvalidRecord, OnlineStore
 from featurestore.online.urls import open_store
 from featurestore.registry import FeatureView, Registry, ValueType
@@ -211,6 +212,82 @@ def test_one_bad_record_is_answered_alone_and_is_not_a_store_failure(
     answers = response.json()["results"][0]["features"]
     assert {got["status"] for got in answers.values()} == {"PRESENT"}
     assert {got["timestamp"] for got in answers.values()} == {iso_z(later)}
+
+
+# --- tile sets: the packed form corrupted, the JSON form still served ----------------------
+
+#: per key index: how its tile set is stored (the others: packed, as written)
+JSON_FORM, CUT_SHORT, BIT_FLIPPED = 3, 5, 7
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "dynamodb"])
+def test_corrupt_packed_tile_sets_are_invalid_records_and_json_ones_are_served(
+    request: pytest.FixtureRequest, manifest: Path, registry: Registry, tmp_path: Path, kind: str
+) -> None:
+    """Tile sets of the declared view: packed (as the loader writes them), one in the JSON
+    form of stores written before (served as ever), one cut short by a word and one with a
+    flipped bit in its tiles (both stored behind the store's back): the two corrupt ones
+    answer ``INVALID_RECORD`` for that view alone (its defaults, never a traceback or a
+    value), counted per read and never cached; everything else as written."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'online.db'}"
+    elif kind == "redis":
+        url = f"{request.getfixturevalue('redis').url}?namespace=tp{uuid.uuid4().hex[:8]}"
+    else:
+        url = request.getfixturevalue("moto").url(table=f"tp_{uuid.uuid4().hex[:8]}")
+    store = open_store(url)
+    store.initialize()
+    tiled = [tiled_record(key, n) for n, key in enumerate(KEYS)]
+    packed = tiled[CUT_SHORT].timeline
+    assert packed is not None and packed[0] == TILE_SET_MAGIC
+    old = encode_tile_set(decode_tile_set(tiled[JSON_FORM].timeline or b""), packed=False)
+    tiled[JSON_FORM] = dataclasses.replace(tiled[JSON_FORM], timeline=old)
+    records = [record(registry.views[PROFILE], key, n) for n, key in enumerate(KEYS)]
+    assert store.write(records + tiled, now=NOW).written == 2 * len(KEYS)
+    flipped = bytearray(tiled[BIT_FLIPPED].timeline or b"")
+    flipped[-3] ^= 0x10  # a prefix sum's bit: caught by the CRC
+    for n, bad in ((CUT_SHORT, packed[:-8]), (BIT_FLIPPED, bytes(flipped))):
+        corrupt(store, "user", (KEYS[n],), TXN, Corruption("tl", bad, {"B": bad}))
+    txn = list(registry.views[TXN].feature_names())
+    features = txn + list(registry.views[PROFILE].feature_names())
+    invalid = {KEYS[CUT_SHORT], KEYS[BIT_FLIPPED]}
+    try:
+        with running_sidecar(tmp_path / "log", sidecar_env(url, manifest)) as server:
+            for keys in (KEYS, KEYS, [KEYS[CUT_SHORT]], [KEYS[JSON_FORM]]):
+                response = retrieve(server, keys, features)
+                assert response.status_code == 200, response.text
+                assert "x-featurestore-degraded" not in response.headers
+                for key, result in zip(keys, response.json()["results"], strict=True):
+                    got = {name: result["features"][name] for name in txn}
+                    if key not in invalid:
+                        assert got == tiled_answers(KEYS.index(key)), key
+                        continue
+                    for name, answer in got.items():
+                        default = registry.features[name].default
+                        status = "MISSING" if default is None else "DEFAULT"
+                        assert answer == {
+                            "value": default,
+                            "timestamp": None,
+                            "status": status,
+                            "reason": "INVALID_RECORD",
+                        }, (key, name)
+                    profile = result["features"]["user_segment"]
+                    assert profile["status"] == "PRESENT", key
+            with server.client() as client:
+                text = client.get("/metrics").text
+            bad_reads = 2 + 2 + 1  # never cached: every read of a corrupt key counts
+            assert (
+                metric(text, "featurestore_sidecar_invalid_records_total", {"view": TXN})
+                == bad_reads
+            )
+            assert (
+                metric(text, "featurestore_sidecar_invalid_records_total", {"view": PROFILE}) == 0
+            )
+            lines = [line for line in server.output().splitlines() if LOG_LINE in line]
+            assert {line.split("key ")[1].split(",")[0] for line in lines} == invalid
+            assert any("CRC-32 mismatch" in line for line in lines)
+    finally:
+        store.close()
 
 
 # --- the log's rate limit and memory bound (pure logic: a manual clock) ---------------------

@@ -6,13 +6,20 @@ The same paths over HTTP and real stores: test_windowed_serving.py."""
 from __future__ import annotations
 
 import random
+import struct
+import zlib
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
-from featurestore.online.layout import encode_steps, encode_tile_set
+from featurestore.online.layout import (
+    TILE_SET_MAGIC,
+    decode_tile_set,
+    encode_steps,
+    encode_tile_set,
+)
 from featurestore.online.store import InvalidRecord
 from featurestore.registry import Registry
 from sidecar.fragments import FULL
@@ -43,17 +50,25 @@ def answers(record: tuple[Any, ...]) -> dict[str, Any]:
     return parsed
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "json"])
 @pytest.mark.parametrize("seed", range(6))
-def test_a_tiled_entry_answers_the_rule_at_every_edge(plan: TimelinePlan, seed: int) -> None:
+def test_a_tiled_entry_answers_the_rule_at_every_edge(
+    plan: TimelinePlan, seed: int, packed: bool
+) -> None:
     """At tile starts, one microsecond before, the instants events leave each window, and
     random instants up to 91 days after the cutoff, visited in random order and then in
     ascending order (the entry's memo must hold only where no tile enters or leaves), every
-    feature equals the rule."""
+    feature equals the rule; from the packed tile set and from its JSON form (stores
+    written before the packed form) alike."""
     rng = random.Random(seed)
     events = edge_events("u1", CUTOFF, rng)
     record = tiled_record("u1", events, CUTOFF)
-    assert record.timeline is not None
-    entry = plan.tiled_entry(record.exp, record.timeline)
+    assert record.timeline is not None and record.timeline[0] == TILE_SET_MAGIC
+    timeline = record.timeline
+    if not packed:
+        timeline = encode_tile_set(decode_tile_set(timeline), packed=False)
+        assert timeline[:1] == b"{"
+    entry = plan.tiled_entry(record.exp, timeline)
     assert isinstance(entry, TiledEntry), entry
     times = probe_times(events, CUTOFF, rng, 200)
     shuffled = rng.sample(times, len(times))
@@ -171,6 +186,51 @@ def test_tiles_out_of_order_and_huge_decimal_sums(plan: TimelinePlan) -> None:
     later = answers(entry.at(CUTOFF + (7 * DAY) * US, b"t"))  # the older tile has left
     assert later["w_user_7d_count"]["value"] == 1
     assert later["w_user_7d_amount"]["value"] == float(big)
+
+
+def _packed(words: list[int], hops: int) -> bytes:
+    """A packed tile set spelled by hand (layout "Timelines"), with a valid CRC-32."""
+    body = struct.pack(f"<{len(words)}q", *words)
+    return struct.pack("<BBHI", TILE_SET_MAGIC, 1, hops, zlib.crc32(body)) + body
+
+
+#: hop 60 (one count column) with tile numbers 100 and 102 of the plan's view
+_GOOD_60 = [6, 60, 2, 1, 1, 1, 0, 100, 102, 0, 1, 4]
+
+
+@pytest.mark.parametrize(
+    ("timeline", "reason"),
+    [
+        (_packed(_GOOD_60, 1)[:-8], "words and 1 hops stored"),
+        (_packed(_GOOD_60, 1)[:-1], "not whole 8-byte words"),
+        (_packed(_GOOD_60, 1)[:-1] + b"\x01", "CRC-32 mismatch"),
+        (_packed([*_GOOD_60[:7], 102, 100, *_GOOD_60[9:]], 1), "tile numbers must ascend"),
+        (_packed([*_GOOD_60[:9], 1, 1, 4], 1), "not starting at 0"),
+        (_packed([*_GOOD_60[:5], 2, *_GOOD_60[6:]], 1), "add up to the columns"),
+        # hop 86400 holds an avg: a (count, sum) pair, not one column
+        (_packed([6, 86400, 2, 1, 1, 1, 0, 100, 102, 0, 1, 4], 1), "partial kinds [1]"),
+        (b"\xf5\x01", "not whole 8-byte words"),
+    ],
+)
+def test_a_corrupt_packed_tile_set_is_an_invalid_record(
+    plan: TimelinePlan, timeline: bytes, reason: str
+) -> None:
+    assert plan.tiled_entry(CUTOFF // US + DAY, _packed(_GOOD_60, 1)) is not None
+    entry = plan.tiled_entry(CUTOFF // US + DAY, timeline)
+    assert isinstance(entry, InvalidRecord), entry
+    assert reason in entry.reason
+
+
+def test_records_of_one_shape_share_their_places(plan: TimelinePlan) -> None:
+    """Where each feature's tiles are depends on the tile set's header only: two records of
+    one shape share it (computed once), and each answers from its own tiles."""
+    minute = CUTOFF // US // 60 * 60
+    first = plan.tiled_entry(CUTOFF // US + DAY, encode_tile_set({60: {minute: (2,)}}))
+    second = plan.tiled_entry(CUTOFF // US + DAY, encode_tile_set({60: {minute - 60: (5,)}}))
+    assert isinstance(first, TiledEntry) and isinstance(second, TiledEntry)
+    assert first._places is second._places
+    assert answers(first.at(CUTOFF, b"t"))["w_user_10m_count"]["value"] == 2
+    assert answers(second.at(CUTOFF, b"t"))["w_user_10m_count"]["value"] == 5
 
 
 @pytest.fixture(scope="module")
