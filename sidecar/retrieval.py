@@ -465,7 +465,9 @@ class Retriever:
             if type(record) is InvalidRecord:
                 answer = record
             elif tiled:
-                answer = timeline.tiled_entry(record.exp, record.timeline)
+                answer = timeline.tiled_entry(
+                    record.exp, record.timeline, record.ver, record.stream
+                )
             else:
                 answer = next(rendered)
                 if record.timeline is not None and type(answer) is not InvalidRecord:

@@ -62,7 +62,8 @@ from typing import Final
 import orjson
 
 from featurestore.online.layout import TileHop, decode_steps, read_tile_set
-from featurestore.online.store import EncodedRecord, InvalidRecord
+from featurestore.online.store import NO_BATCH, EncodedRecord, InvalidRecord
+from featurestore.online.stream_tiles import StreamPartials, read_partials
 from featurestore.registry import FeatureView
 from featurestore.windows import AggregationFunction, merge
 from sidecar.fragments import CachedRecord, ViewRenderer
@@ -135,7 +136,13 @@ class TimelinePlan:
 
     # --- from the store's answer ----------------------------------------------------------
 
-    def tiled_entry(self, exp: int, timeline: bytes | None) -> TiledEntry | InvalidRecord:
+    def tiled_entry(
+        self,
+        exp: int,
+        timeline: bytes | None,
+        ver: int = 0,
+        stream: Sequence[tuple[bytes, bytes]] | None = None,
+    ) -> TiledEntry | InvalidRecord:
         """The entry of a tiled view's record (``exp`` epoch seconds), or why it is invalid.
 
         Reads the layout's tile set (either form, checked:
@@ -143,22 +150,87 @@ class TimelinePlan:
         uses has one feature per partial of the kind of its aggregation (``avg``: a (count,
         sum) pair of columns; ``count``/``sum``: one). The entry keeps the set's words as
         they are (a packed set's bytes) and per feature where its tiles are: derived from
-        the set's header alone, so remembered per header (:meth:`places`)."""
-        if timeline is None:
+        the set's header alone, so remembered per header (:meth:`places`).
+
+        A streamed view's record also brings its stream partials (``stream``: the stored
+        pairs, :mod:`featurestore.online.stream_tiles`): those of ingestion buckets after
+        the batch cutoff ``ver`` (all of them for a record with no batch tiles, ``ver`` =
+        :data:`~featurestore.online.store.NO_BATCH`) are added to the batch tiles at every
+        ``T``; the entry then lives until the last of either leaves its last window."""
+        if timeline is None and stream is None:
             return InvalidRecord("a tiled view's record without a tile set")
+        words: bytes | tuple[int, ...] = ()
+        places: tuple[_Place | None, ...] = (None,) * len(self.windowed)
+        if timeline is not None:
+            try:
+                stored = read_tile_set(timeline)
+            except _UNREADABLE as exc:
+                return InvalidRecord(f"tile set: {exc}"[:200])
+            found = self._places.get(stored.header)
+            if found is None:
+                found = self.places(stored.hops)
+                if len(self._places) >= _PLACES_MAX:
+                    self._places.clear()
+                self._places[stored.header] = found
+            if type(found) is InvalidRecord:
+                return found
+            words, places = stored.words, found  # type: ignore[assignment]
+        else:
+            exp = 0  # no batch tiles: the entry lives as long as its stream partials
+        if not stream:
+            return TiledEntry(self, exp, words, places)
         try:
-            stored = read_tile_set(timeline)
+            partials = read_partials(stream, None if ver == NO_BATCH else ver)
         except _UNREADABLE as exc:
-            return InvalidRecord(f"tile set: {exc}"[:200])
-        places = self._places.get(stored.header)
-        if places is None:
-            places = self.places(stored.hops)
-            if len(self._places) >= _PLACES_MAX:
-                self._places.clear()
-            self._places[stored.header] = places
-        if type(places) is InvalidRecord:
-            return places
-        return TiledEntry(self, exp, stored.words, places)  # type: ignore[arg-type]
+            return InvalidRecord(f"stream partials: {exc}"[:200])
+        streamed, stream_exp = self.stream_places(partials)
+        return TiledEntry(self, max(exp, stream_exp), words, places, streamed)
+
+    def stream_places(
+        self, partials: StreamPartials
+    ) -> tuple[tuple[_StreamPlace | None, ...] | None, int]:
+        """Per feature its stream tiles (tile numbers ascending, per column the prefix sums
+        at one scale), or None if there are none; and when the last stream tile leaves the
+        last window of its hop (epoch seconds, 0 for none)."""
+        longest: dict[int, int] = {}
+        for feature in self.windowed:
+            hop = feature.hop_seconds
+            longest[hop] = max(longest.get(hop, 0), feature.window_seconds)
+        exp = 0
+        for hop, by_start in partials.items():
+            if by_start and hop in longest:
+                exp = max(exp, max(by_start) + hop + longest[hop])
+        if not exp:
+            return None, 0
+        out: list[_StreamPlace | None] = []
+        for feature in self.windowed:
+            found = partials.get(feature.hop_seconds)
+            if not found:
+                out.append(None)
+                continue
+            tiles = found
+            starts = sorted(tiles)
+            columns = [feature.column]
+            if feature.function == "avg":
+                columns.append(feature.column + 1)
+            prefixes: list[tuple[tuple[int, ...], int]] = []
+            for column in columns:
+                scale = max((tiles[s][column][1] for s in starts if column in tiles[s]), default=0)
+                units = [
+                    tiles[s][column][0] * 10 ** (scale - tiles[s][column][1])
+                    if column in tiles[s]
+                    else 0
+                    for s in starts
+                ]
+                prefixes.append((tuple(itertools.accumulate(units, initial=0)), 10**scale))
+            out.append(
+                (
+                    tuple(start // feature.hop_seconds for start in starts),
+                    prefixes[0],
+                    prefixes[1] if len(prefixes) > 1 else ((0,) * (len(starts) + 1), 1),
+                )
+            )
+        return tuple(out), exp
 
     def places(self, hops: dict[int, TileHop]) -> tuple[_Place | None, ...] | InvalidRecord:
         """Per feature (view order) where its tiles are in a tile set of these hops (None:
@@ -295,6 +367,21 @@ _PLACES_MAX: Final = 4096
 _Place = tuple[int, int, int, bool, int, int, int, int, int, int]
 
 
+#: one feature's stream tiles: (tile numbers ascending, (prefix sums of its first column,
+#: ``10**scale``), (the same of its second column: ``avg``'s sums; zeros for the others))
+_StreamPlace = tuple[tuple[int, ...], tuple[tuple[int, ...], int], tuple[tuple[int, ...], int]]
+
+
+def _added(units: int, unit: int, more: int, more_unit: int) -> tuple[int, int]:
+    """``units / unit + more / more_unit`` as exact integer units of the finer scale
+    (``unit`` and ``more_unit`` are powers of ten)."""
+    if unit == more_unit:
+        return units + more, unit
+    if unit > more_unit:
+        return units + more * (unit // more_unit), unit
+    return units * (more_unit // unit) + more, more_unit
+
+
 class TiledEntry:
     """A tiled view's record for one key: its tile set's words (the stored bytes of a packed
     set, read in place) and per feature where its tile numbers and prefix sums are, so that
@@ -303,7 +390,7 @@ class TiledEntry:
     :func:`featurestore.windows.merge` (integers and decimals exact until the one final
     division)."""
 
-    __slots__ = ("_memo", "_places", "_words", "exp", "plan")
+    __slots__ = ("_memo", "_places", "_stream", "_words", "exp", "plan")
 
     def __init__(
         self,
@@ -311,9 +398,12 @@ class TiledEntry:
         exp: int,
         words: bytes | tuple[int, ...],
         places: tuple[_Place | None, ...],
+        stream: tuple[_StreamPlace | None, ...] | None = None,
     ) -> None:
         self.plan = plan
         self.exp = exp
+        #: per feature its stream tiles (:meth:`TimelinePlan.stream_places`), None: none
+        self._stream = stream
         #: the tile set's words (:attr:`featurestore.online.layout.TileWords.words`)
         self._words = words
         #: per feature (view order) where its tiles are, None if its hop has none
@@ -330,6 +420,8 @@ class TiledEntry:
         ``10**-scale`` units; a decimal one becomes a float by one correctly rounded
         division (Python's int / int), as ``float(Decimal)`` and the SQL ``cast(sum as
         double)`` round it; an avg is that float divided by the count."""
+        if self._stream is not None:
+            return self._values_with_stream(now_us)
         stored = self._words
         words = memoryview(stored).cast("q") if type(stored) is bytes else stored
         now_s = now_us // _US
@@ -349,6 +441,44 @@ class TiledEntry:
                 out[i] = units / unit if unit != 1 or as_float else units
             elif units:  # avg of a non-empty window (else: the empty value, None)
                 out[i] = (words[base2 + hi] - words[base2 + lo]) / unit2 / units
+        return out
+
+    def _values_with_stream(self, now_us: int) -> list[int | float | None]:
+        """:meth:`values_at` of an entry with stream partials: per feature the batch tiles'
+        units and the stream tiles' units in the window, added exactly (sums at the larger
+        of the two scales) before the one final division."""
+        stored = self._words
+        words = memoryview(stored).cast("q") if type(stored) is bytes else stored
+        now_s = now_us // _US
+        out: list[int | float | None] = list(self.plan.empty_values)
+        left, right = bisect.bisect_left, bisect.bisect_right
+        streams = self._stream or ()
+        for i, (feature, place, stream) in enumerate(
+            zip(self.plan.windowed, self._places, streams, strict=True)
+        ):
+            tile = now_s // feature.hop_seconds
+            first_tile = tile - feature.window_seconds // feature.hop_seconds
+            units, unit, units2, unit2 = 0, 1, 0, 1
+            if place is not None:
+                _, _, _, _, first, last, base, unit, base2, unit2 = place
+                lo = left(words, first_tile, first, last)
+                hi = right(words, tile, lo, last)
+                units = words[base + hi] - words[base + lo]
+                if base2:
+                    units2 = words[base2 + hi] - words[base2 + lo]
+            if stream is not None:
+                numbers, (prefix, s_unit), (prefix2, s_unit2) = stream
+                lo = left(numbers, first_tile)
+                hi = right(numbers, tile, lo)
+                units, unit = _added(units, unit, prefix[hi] - prefix[lo], s_unit)
+                units2, unit2 = _added(units2, unit2, prefix2[hi] - prefix2[lo], s_unit2)
+            function = feature.function
+            if function == "count":
+                out[i] = float(units) if feature.as_float else units
+            elif function == "sum":
+                out[i] = units / unit if unit != 1 or feature.as_float else units
+            elif units:  # avg of a non-empty window (units: the count, units2 the sum)
+                out[i] = units2 / unit2 / units
         return out
 
     def at(self, now_us: int, stamp: bytes) -> CachedRecord:

@@ -20,13 +20,16 @@ from featurestore.online.layout import (
     encode_steps,
     encode_tile_set,
 )
-from featurestore.online.store import InvalidRecord
+from featurestore.online.store import NO_BATCH, NO_EXPIRY, InvalidRecord
+from featurestore.online.stream_tiles import ingestion_bucket, partial_field
 from featurestore.registry import Registry
 from sidecar.fragments import FULL
 from sidecar.plans import plan_entities
 from sidecar.timelines import ScheduledEntry, TiledEntry, TimelinePlan
 from tests.sidecar.windowed import (
     DAY,
+    HOUR,
+    MINUTE,
     TILED,
     TILED_FEATURES,
     US,
@@ -282,3 +285,123 @@ def test_malformed_steps_are_an_invalid_record(
     entry = handwritten.scheduled_entry(record, CUTOFF, steps)
     assert isinstance(entry, InvalidRecord), entry
     assert reason in entry.reason
+
+
+# -- stream partials added to the batch tiles (featurestore/online/stream_tiles.py) ------------
+
+#: per feature of the tiled view, its (hop, first column among the hop's, column count)
+_STREAM_COLUMNS = {
+    "w_user_10m_count": (MINUTE, 0, 1),
+    "w_user_7d_count": (HOUR, 0, 1),
+    "w_user_7d_amount": (HOUR, 1, 1),
+    "w_user_90d_avg_amount": (DAY, 0, 2),
+}
+
+
+def stream_pairs(events: list[Any], scale: int = 2) -> list[tuple[bytes, bytes]]:
+    """The stored stream partials of ``events`` (all of them, by ingestion bucket), by
+    direct arithmetic on each event (stream_tiles' field layout)."""
+    units: dict[str, int] = {}
+    for event in events:
+        t_e = min(event.event_us, event.ingested_us)
+        bucket = ingestion_bucket(event.ingested_us)
+        for name, (hop, column, width) in _STREAM_COLUMNS.items():
+            function, source = TILED_FEATURES[name][:2]
+            start = t_e // US // hop * hop
+            value = event.amount if source else 1
+            if value is None:
+                continue
+            adds = [(column, 0, 1)] if function == "count" else []
+            if function == "sum":
+                adds = [(column, scale, int(value * 10**scale))]
+            if function == "avg":
+                adds = [(column, 0, 1), (column + 1, scale, int(value * 10**scale))]
+            assert width == len(adds)
+            for col, sc, n in adds:
+                field = partial_field(bucket, hop, start, col, sc)
+                units[field] = units.get(field, 0) + n
+    pairs = [(f.encode(), str(n).encode()) for f, n in units.items()]
+    return [*pairs, (b"o:kafka/3", b"00000000000000000042")]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stream_partials_after_the_cutoff_add_to_the_batch_tiles(
+    plan: TimelinePlan, seed: int
+) -> None:
+    """Batch tiles at an hour cutoff C, stream partials of every event (those of buckets up
+    to C are the batch's and must not count twice): at every probe after the last ingestion
+    each feature equals the rule over all events."""
+    rng = random.Random(seed)
+    cutoff = CUTOFF - 5 * HOUR * US  # a whole hour
+    late_end = CUTOFF + 3 * HOUR * US
+    events = edge_events("u1", cutoff, rng)
+    # more events ingested after the cutoff (some of them late, by hours or days)
+    for _ in range(30):
+        ingested = rng.randrange(cutoff + 1, late_end)
+        event = ingested - rng.choice([0, 0, 5 * US, 2 * HOUR * US, 3 * DAY * US])
+        amount = None if rng.random() < 0.1 else Decimal(rng.randrange(1, 50_000)) / 100
+        events.append(type(events[0])("u1", event, ingested, amount))
+    record = tiled_record("u1", events, cutoff)
+    entry = plan.tiled_entry(record.exp, record.timeline, record.ver, stream_pairs(events))
+    assert isinstance(entry, TiledEntry), entry
+    last = max(e.ingested_us for e in events)
+    for now_us in probe_times(events, last, rng, 150):
+        got = answers(entry.at(now_us, b"s"))
+        for feature in TILED_FEATURES:
+            want = expected(feature, events, now_us)
+            want["timestamp"] = "s"
+            assert got[feature] == want, (seed, now_us, feature)
+    # without the stream, the entry misses the events after the cutoff
+    batch_only = plan.tiled_entry(record.exp, record.timeline)
+    assert isinstance(batch_only, TiledEntry)
+    assert (
+        answers(batch_only.at(last, b"s"))["w_user_7d_count"]
+        != answers(entry.at(last, b"s"))["w_user_7d_count"]
+    )
+
+
+def test_a_stream_only_entity_lives_as_long_as_its_partials(plan: TimelinePlan) -> None:
+    events = [
+        type(edge_events("u", CUTOFF, random.Random(0), 1)[0])(
+            "u2", CUTOFF - 30 * US, CUTOFF - 20 * US, Decimal("12.50")
+        )
+    ]
+    entry = plan.tiled_entry(NO_EXPIRY, None, NO_BATCH, stream_pairs(events, scale=3))
+    assert isinstance(entry, TiledEntry)
+    got = answers(entry.at(CUTOFF, b"s"))
+    assert got["w_user_10m_count"]["value"] == 1
+    assert got["w_user_90d_avg_amount"]["value"] == 12.5
+    assert got["w_user_7d_amount"]["value"] == 12.5
+    t_e = CUTOFF - 30 * US
+    assert entry.exp == (t_e // US // DAY * DAY) + DAY + 90 * DAY  # the 1-day tile's leave
+
+
+def test_stream_partials_at_another_scale_add_exactly(plan: TimelinePlan) -> None:
+    """Batch sums at scale 2 (0.10 + 0.20), a stream sum at scale 3 (0.305): exact."""
+    day = CUTOFF // US // DAY * DAY
+    hour = CUTOFF // US // HOUR * HOUR
+    tiles = {
+        HOUR: {hour - HOUR: (1, Decimal("0.30"))},
+        DAY: {day - DAY: ((2, Decimal("0.30")),)},
+    }
+    cutoff = hour * US
+    stream = [
+        (partial_field(hour + HOUR, DAY, day, 0, 0).encode(), b"1"),
+        (partial_field(hour + HOUR, DAY, day, 1, 3).encode(), b"305"),
+        (partial_field(hour + HOUR, HOUR, hour, 1, 3).encode(), b"305"),
+    ]
+    entry = plan.tiled_entry(day + 91 * DAY, encode_tile_set(tiles), cutoff, stream)
+    assert isinstance(entry, TiledEntry)
+    got = answers(entry.at(CUTOFF + 1, b"t"))
+    assert got["w_user_90d_avg_amount"]["value"] == float(Decimal("0.605")) / 3
+    assert got["w_user_7d_amount"]["value"] == float(Decimal("0.605"))
+
+
+@pytest.mark.parametrize(
+    "pairs", [[(b"3600:60:0", b"1")], [(b"3600:60:0:0:0", b"x")], [(b"7:60:0:0:0", b"1")]]
+)
+def test_malformed_stream_partials_are_an_invalid_record(
+    plan: TimelinePlan, pairs: list[tuple[bytes, bytes]]
+) -> None:
+    entry = plan.tiled_entry(NO_EXPIRY, None, NO_BATCH, pairs)
+    assert isinstance(entry, InvalidRecord) and entry.reason.startswith("stream partials")
