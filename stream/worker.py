@@ -71,7 +71,8 @@ class WorkerSettings:
     land_rows: int = 200_000
     #: one in this many writes of an (entity, view) also prunes it
     prune_every: int = 32
-    #: stop once no message came for this long (None: run until stopped)
+    #: stop once no message came for this long, counted from the last message or the last
+    #: partition assigned (None: run until stopped)
     stop_when_idle_s: float | None = None
     backoff_max_s: float = 5.0
 
@@ -128,6 +129,7 @@ class Worker:
     # --- partitions moving -------------------------------------------------------------
 
     def _assigned(self, partition: str, committed: int | None) -> None:
+        self._last_message = time.monotonic()  # idle time counts from having partitions
         if self.source.ordered:
             removed = self.landing.forget_uncommitted(partition, committed)
             if removed:
