@@ -83,12 +83,15 @@ def arrow_type(data_type: str) -> pa.DataType:
 
 @dataclass
 class _Rows:
-    """One partition's rows not yet landed."""
+    """One partition's rows not yet landed (as dicts: Arrow converts them at landing)."""
 
     first: str | None = None
     last: str | None = None
-    columns: dict[str, list[object]] = field(default_factory=dict)
-    count: int = 0
+    rows: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
 
 
 class Landing:
@@ -118,40 +121,33 @@ class Landing:
             except OSError as exc:
                 raise LandingError(f"cannot create {root / folder}: {exc}") from None
 
-    def _buffer(
-        self, rows: dict[str, _Rows], partition: str, position: str, names: Iterable[str]
-    ) -> _Rows:
+    def _buffer(self, rows: dict[str, _Rows], partition: str, position: str) -> _Rows:
         buffer = rows.get(partition)
         if buffer is None:
-            buffer = rows[partition] = _Rows(columns={name: [] for name in names})
+            buffer = rows[partition] = _Rows()
         if buffer.first is None:
             buffer.first = position
         buffer.last = position
-        buffer.count += 1
         self.pending += 1
         return buffer
 
     def add(self, partition: str, position: str, event: ParsedEvent) -> None:
-        buffer = self._buffer(self._events, partition, position, self.schema.names)
-        for name, values in buffer.columns.items():
-            values.append(event.values.get(name))
+        self._buffer(self._events, partition, position).rows.append(event.values)
 
     def add_late(self, partition: str, position: str, event: ParsedEvent, reason: str) -> None:
-        buffer = self._buffer(self._late, partition, position, self.late_schema.names)
-        for name, values in buffer.columns.items():
-            values.append(reason if name == "reason" else event.values.get(name))
+        row = {**event.values, "reason": reason}
+        self._buffer(self._late, partition, position).rows.append(row)
 
     def add_dead(self, partition: str, position: str, payload: bytes, reason: str) -> None:
-        buffer = self._buffer(self._dead, partition, position, _DEAD_SCHEMA.names)
-        row = {
-            "partition": partition,
-            "position": position,
-            "reason": reason,
-            "payload": payload.decode("utf-8", errors="replace"),
-            "received_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
-        }
-        for name, values in buffer.columns.items():
-            values.append(row[name])
+        self._buffer(self._dead, partition, position).rows.append(
+            {
+                "partition": partition,
+                "position": position,
+                "reason": reason,
+                "payload": payload.decode("utf-8", errors="replace"),
+                "received_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            }
+        )
 
     def flush(self, partitions: Iterable[str] | None = None) -> int:
         """Land the buffered rows (of ``partitions``, or all); returns the rows landed."""
@@ -166,10 +162,7 @@ class Landing:
                 buffer = rows.pop(partition)
                 if not buffer.count:
                     continue
-                table = pa.table(
-                    {name: pa.array(buffer.columns[name], type=schema.field(name).type)
-                     for name in schema.names}
-                )  # fmt: skip
+                table = pa.Table.from_pylist(buffer.rows, schema=schema)
                 name = (
                     f"stream-{_SAFE.sub('_', partition)}-{_SAFE.sub('_', str(buffer.first))}"
                     f"-{_SAFE.sub('_', str(buffer.last))}.parquet"

@@ -214,9 +214,7 @@ def sqlite_sidecar(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SidecarServer]:
     """The SQLite-backed server: also the one the API, auth and fuzz tests use."""
-    env = sidecar_env(
-        sqlite_loaded[1], manifest, extra={"FEATURESTORE_AUTH_CONFIG": str(auth_config)}
-    )
+    env = sidecar_env(sqlite_loaded[1], manifest, extra=serving_env(auth_config))
     with running_sidecar(tmp_path_factory.mktemp("sidecar-sqlite-log"), env) as server:
         yield server
 
@@ -256,9 +254,19 @@ def sidecar(
     if kind == "sqlite":
         yield request.getfixturevalue("sqlite_sidecar")
         return
-    env = sidecar_env(url, manifest, extra={"FEATURESTORE_AUTH_CONFIG": str(auth_config)})
+    env = sidecar_env(url, manifest, extra=serving_env(auth_config))
     with running_sidecar(tmp_path_factory.mktemp(f"sidecar-{kind}-log"), env) as server:
         yield server
+
+
+def serving_env(auth_config: Path) -> dict[str, str]:
+    """The suite's sidecar settings: its auth config, and the streamed view cached as long as
+    the others (its default, 250 ms, would let entries expire between the requests of the
+    cache tests on shared cores; that default is tested in test_settings.py)."""
+    return {
+        "FEATURESTORE_AUTH_CONFIG": str(auth_config),
+        "FEATURESTORE_CACHE_TTL": "5s,user_transaction_features=5s",
+    }
 
 
 def retrieve(server: SidecarServer, body: Any, key: str | None = API_KEY) -> Any:

@@ -356,41 +356,49 @@ def test_health_metrics_and_a_graceful_stop(
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stderr is not None
-    port = None
-    deadline = time.monotonic() + 30
-    lines: list[str] = []
-    while port is None and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        found = re.search(r"metrics on port (\d+)", line)
-        port = int(found.group(1)) if found else None
-    assert port is not None, lines
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    metrics = ""
-    while time.monotonic() < deadline:
-        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
-        if (
-            f"featurestore_stream_events_in_total {len(rows) + 1}.0" in metrics
-            and 'featurestore_stream_consumer_lag{partition="file"} 0.0' in metrics
-        ):
-            break
-        time.sleep(0.2)
-    assert f"featurestore_stream_events_in_total {len(rows) + 1}.0" in metrics
-    assert "featurestore_stream_dead_letters_total 1.0" in metrics
-    assert (
-        'featurestore_stream_view_events_total{outcome="applied",view="user_transaction_features"}'
-        in metrics
-    )
-    assert 'featurestore_stream_consumer_lag{partition="file"} 0.0' in metrics
-    health = json.loads(urllib.request.urlopen(f"{base}/health", timeout=5).read())
-    assert health["status"] == "ok"
-    assert sorted(health["views"]) == ["merchant_transaction_features", "user_transaction_features"]
-    # nothing landed or committed yet (60 s interval): SIGTERM lands and commits it all
-    assert not list((land / "transactions").glob("*.parquet"))
-    proc.send_signal(signal.SIGTERM)
-    _, rest = proc.communicate(timeout=60)
+    try:
+        assert proc.stderr is not None
+        port = None
+        deadline = time.monotonic() + 30
+        lines: list[str] = []
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            lines.append(line)
+            found = re.search(r"metrics on port (\d+)", line)
+            port = int(found.group(1)) if found else None
+        assert port is not None, lines
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        metrics = ""
+        while time.monotonic() < deadline:
+            metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+            if (
+                f"featurestore_stream_events_in_total {len(rows) + 1}.0" in metrics
+                and 'featurestore_stream_consumer_lag{partition="file"} 0.0' in metrics
+            ):
+                break
+            time.sleep(0.2)
+        assert f"featurestore_stream_events_in_total {len(rows) + 1}.0" in metrics
+        assert "featurestore_stream_dead_letters_total 1.0" in metrics
+        assert (
+            'featurestore_stream_view_events_total{outcome="applied",view="user_transaction_features"}'
+            in metrics
+        )
+        assert 'featurestore_stream_consumer_lag{partition="file"} 0.0' in metrics
+        health = json.loads(urllib.request.urlopen(f"{base}/health", timeout=5).read())
+        assert health["status"] == "ok"
+        assert sorted(health["views"]) == [
+            "merchant_transaction_features",
+            "user_transaction_features",
+        ]
+        # nothing landed or committed yet (60 s interval): SIGTERM lands and commits it all
+        assert not list((land / "transactions").glob("*.parquet"))
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a failed assertion above: do not leave the worker running
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 0, rest
     assert "stopping after the current batch" in rest
     assert json.loads((land / "_checkpoints" / "file.json").read_text())["position"] == (
