@@ -7,7 +7,7 @@ value that includes it, under a steady load.
 On the real clock (no ``--now``): a local ``redis-server``, the Kafka mock cluster in a
 process of its own, ONE stream worker (``featurestore stream``, default settings) and ONE
 sidecar (``python -m sidecar --workers 1``, default settings: a streamed view's cache TTL is
-250 ms). A background producer process sends ``--rate`` events per second (random users of
+100 ms). A background producer process sends ``--rate`` events per second (random users of
 ``--users``, keyed by user, event and ingestion time = now) for ``--duration`` seconds.
 Meanwhile a prober sends, every ``--probe-interval``, one event for a user never seen before
 and polls the sidecar (``POST /api/v1/features/retrieve``, every 2 ms) until that user's

@@ -27,7 +27,7 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
                                     e.g. ``5s`` or ``2s,merchant_chargeback_features=30s``
                                     (durations: :mod:`featurestore.durations`); ``0`` = never
                                     cached (default ``5s``; a streamed view's default is at
-                                    most 250 ms, its own entry overrides it)
+                                    most 100 ms, its own entry overrides it)
 ``FEATURESTORE_MAX_KEYS``           entity keys per request at most (default 1000)
 ``FEATURESTORE_MAX_BODY_BYTES``     request body size limit (default 1048576), checked
                                     while the body is read
@@ -87,7 +87,7 @@ from sidecar.auth import (
 )
 
 #: the longest default cache TTL of a streamed view (s): values fresh within a second
-STREAMED_CACHE_TTL_S: Final = 0.25
+STREAMED_CACHE_TTL_S: Final = 0.1
 
 __all__ = [
     "DEFAULT_OPEN_ENDPOINTS",

@@ -7,7 +7,9 @@ other query option is passed to librdkafka as is (``security.protocol=SASL_SSL``
 key should be the entity key (e.g. the user id) so that one entity's events stay in one
 partition, in order.
 
-Offsets are committed explicitly (``enable.auto.commit=false``), synchronously, only for
+The consumer's fetches wait at most 20 ms for data (``fetch.wait.max.ms``; librdkafka's
+default of 500 ms would add up to half a second to a quiet partition's freshness). Offsets
+are committed explicitly (``enable.auto.commit=false``), synchronously, only for
 messages the worker applied and landed; a new group starts at the earliest offset. Each
 partition has one consumer at a time and is read in order, so every message carries its
 offset and the store fences replays per (entity, view, partition). When the group moves
@@ -61,6 +63,9 @@ class KafkaSource(Source):
             "enable.partition.eof": False,
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
+            # a fetch returns within 20 ms even when little is there (librdkafka's default,
+            # 500 ms, would hold back a quiet partition's events: freshness within a second)
+            "fetch.wait.max.ms": 20,
             "error_cb": self._error,
         }
         config.update(options or {})

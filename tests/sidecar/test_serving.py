@@ -261,7 +261,7 @@ def sidecar(
 
 def serving_env(auth_config: Path) -> dict[str, str]:
     """The suite's sidecar settings: its auth config, and the streamed view cached as long as
-    the others (its default, 250 ms, would let entries expire between the requests of the
+    the others (its default, 100 ms, would let entries expire between the requests of the
     cache tests on shared cores; that default is tested in test_settings.py)."""
     return {
         "FEATURESTORE_AUTH_CONFIG": str(auth_config),

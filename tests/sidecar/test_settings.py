@@ -41,14 +41,14 @@ def test_settings_from_env() -> None:
     assert settings.store_timeout_s == 0.02
     assert settings.cache_ttl("merchant_chargeback_features") == 0.5
     assert settings.cache_ttl("user_transaction_features") == 2.0
-    # a streamed view: at most 250 ms unless named (values fresh within a second)
-    assert settings.cache_ttl("user_transaction_features", streamed=True) == 0.25
+    # a streamed view: at most 100 ms unless named (values fresh within a second)
+    assert settings.cache_ttl("user_transaction_features", streamed=True) == 0.1
     assert settings.cache_ttl("merchant_chargeback_features", streamed=True) == 0.5
     short = Settings.from_env(
         {"FEATURESTORE_ONLINE_URL": "sqlite:///x.db", "FEATURESTORE_API_KEYS": "k",
-         "FEATURESTORE_CACHE_TTL": "100ms"}
+         "FEATURESTORE_CACHE_TTL": "50ms"}
     )  # fmt: skip
-    assert short.cache_ttl("user_transaction_features", streamed=True) == 0.1
+    assert short.cache_ttl("user_transaction_features", streamed=True) == 0.05
     assert settings.open_endpoints == frozenset({"health", "metrics"})
     assert settings.manifest_path == Path("/tmp/t/manifest.json")
     with pytest.raises(SettingsError, match="no API key"):
