@@ -17,7 +17,9 @@ CPU's caches, as in a 100-key request), per form:
   rendering): what a tiled record read from the store costs before the response is joined;
 * ``merge (memo)``: ``at`` again at the same time (a cached entry within its hop).
 
-Printed: the median over rounds (min-max) in microseconds per record, and the sizes. For
+Printed: the median over rounds (min-max) in microseconds per record, and the sizes. First,
+every record's answers from the packed set and from its JSON form are compared, byte for
+byte (exit 1 if one differs). For
 the comparison with the code before the packed form, run the same script at that commit
 (``git worktree add``): there ``read`` is ``read_tile_columns`` and only JSON exists.
 """
@@ -38,8 +40,11 @@ sys.path.insert(0, str(REPO))
 from bench.serve import bench_manifest  # noqa: E402
 from bench.serve_tiled import TILED_VIEW, check_declaration, events_of, tiles_of  # noqa: E402
 from featurestore.online import layout  # noqa: E402
+from featurestore.online.store import InvalidRecord  # noqa: E402
 from featurestore.timestamps import micros  # noqa: E402
+from sidecar.fragments import FULL  # noqa: E402
 from sidecar.plans import plan_entities  # noqa: E402
+from sidecar.timelines import TimelinePlan  # noqa: E402
 
 NOW = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 STAMP = b"2026-05-01T00:00:00Z"
@@ -54,6 +59,14 @@ def encoded(tiles: layout.TileSet, form: str) -> bytes:
     if form == "json" and hasattr(layout, "read_tile_set"):
         return layout.encode_tile_set(tiles, packed=False)
     return layout.encode_tile_set(tiles)
+
+
+def answer(plan: TimelinePlan, exp: int, data: bytes, now_us: int) -> bytes:
+    """A record's rendered answers at ``now_us`` (the features' JSON fragments)."""
+    entry = plan.tiled_entry(exp, data)
+    if isinstance(entry, InvalidRecord):
+        raise SystemExit(f"a tile set of the bench is invalid: {entry.reason}")
+    return entry.at(now_us, STAMP)[FULL]
 
 
 def per_record(fn: Callable[[], object], records: int) -> float:
@@ -78,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     now_us = micros(NOW)
     sets = [tiles_of(events_of(i, now_us), now_us) for i in range(args.records)]
     read = getattr(layout, "read_tile_set", None) or layout.read_tile_columns
+    if len(forms()) > 1:  # both forms must answer alike, byte for byte
+        differ = [
+            i
+            for i, (tiles, exp) in enumerate(sets)
+            if len({answer(plan, exp, encoded(tiles, form), now_us) for form in forms()}) != 1
+        ]
+        if differ:
+            print(f"MISMATCH: packed and JSON tile sets answer differently: entities {differ[:5]}")
+            return 1
+        print(f"answers: {len(sets)} records, packed == JSON")
     results: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
         for form in forms():
