@@ -11,7 +11,9 @@ memory.
 2. ``dbt parse`` into ``<workdir>/target`` (the registry: the streamed views
    ``user_transaction_features`` and ``merchant_transaction_features``).
 3. A local ``redis-server`` (the store, and the Redis Streams source), the Kafka mock cluster
-   (3 brokers, topic of 4 partitions, messages keyed by user) in a process of its own.
+   (3 brokers, topic of 4 partitions, messages keyed by user) in a process of its own. The
+   mock cluster keeps only the newest ~20,000 messages of a partition, so the Kafka backlog is
+   the first ``--kafka-backlog`` (60,000) events.
 4. Per run and source: the whole stream is produced first (a backlog), then ONE worker
    process (``featurestore stream``, default settings) consumes it into a fresh Redis
    namespace. Throughput = events / (time from the first event applied to the last), read
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transactions", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sources", default=",".join(SOURCES))
+    parser.add_argument("--kafka-backlog", type=int, default=60_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/featurestore-bench-stream"))
     args = parser.parse_args(argv)
     sources = [s for s in args.sources.split(",") if s]
@@ -178,9 +181,14 @@ def main(argv: list[str] | None = None) -> int:
                 tag = f"r{run}{uuid.uuid4().hex[:6]}"
                 online = f"{server.url}?namespace={tag}"
                 land = work / f"land-{tag}"
+                total = len(messages)
                 if source == "kafka":
+                    # the mock cluster keeps ~20,000 messages per partition (older ones are
+                    # deleted): the backlog is the first --kafka-backlog events
+                    total = min(total, args.kafka_backlog)
                     kafka.produce(tag, [((r["user_id"] or "").encode(), m)
-                                        for r, m in zip(rows, messages, strict=True)])  # fmt: skip
+                                        for r, m in zip(rows[:total], messages[:total],
+                                                        strict=True)])  # fmt: skip
                     url = f"kafka://{kafka.bootstrap}/{tag}?group=bench"
                 elif source == "redis-streams":
                     pipe = client.pipeline(transaction=False)
@@ -195,14 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                     path.write_bytes(b"\n".join(messages) + b"\n")
                     url = f"file://{path}"
                 memory_before = int(client.info("memory")["used_memory"])
-                report = run_worker(url, online, land, manifest, now, len(messages))
+                report = run_worker(url, online, land, manifest, now, total)
                 keys = sum(1 for _ in client.scan_iter(f"{tag}:sp:*", count=10_000))
                 report["redis_bytes_per_streamed_key"] = (
                     int(client.info("memory")["used_memory"]) - memory_before
                 ) / max(keys, 1)
                 report["streamed_keys"] = keys
                 if run == 0:
-                    report["check"] = check(online, registry, rows)
+                    report["check"] = check(online, registry, rows[:total])
                 results[source].append(report)
                 print(f"run {run + 1} {source}: {report['events_per_s']:,.0f} events/s, "
                       f"{report['cpu_us_per_event']:.1f} us CPU/event, "
