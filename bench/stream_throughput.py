@@ -203,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                     path.write_bytes(b"\n".join(messages) + b"\n")
                     url = f"file://{path}"
                 memory_before = int(client.info("memory")["used_memory"])
-                report = run_worker(url, online, land, manifest, now, total)
+                # the worker's clock at the end of what it streams (key expiry, pruning)
+                clock = (
+                    now if total == len(messages) else iso_micros(last_ingested_us(rows[:total]))
+                )
+                report = run_worker(url, online, land, manifest, clock, total)
                 keys = sum(1 for _ in client.scan_iter(f"{tag}:sp:*", count=10_000))
                 report["redis_bytes_per_streamed_key"] = (
                     int(client.info("memory")["used_memory"]) - memory_before
