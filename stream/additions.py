@@ -39,11 +39,13 @@ class Additions(NamedTuple):
     expires_at: int
 
 
-#: one stored column as the hot loop reads it: (hop in microseconds, (hop + window) in
-#: microseconds, what it holds is a count, its source column or None, its
-#: scale, the field's middle ":<hop>:", the field's end ":<column>:<scale>", hop + longest
-#: window of its hop in seconds)
-_Column = tuple[int, int, bool, str | None, int, str, str, int]
+#: one stored column as the hot loop reads it: ((hop + window) in microseconds, what it
+#: holds is a count, its source column or None, its scale, the field's end
+#: ":<column>:<scale>")
+_Column = tuple[int, bool, str | None, int, str]
+#: one hop as the hot loop reads it: (hop in microseconds, the field's middle ":<hop>:", hop
+#: + longest window of the hop in seconds, its columns)
+_Hop = tuple[int, str, int, tuple[_Column, ...]]
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,27 @@ class ViewPlan:
         return cls(view.name, view.entity.name, view.keys, columns, hops)
 
     @functools.cached_property
-    def _columns(self) -> tuple[_Column, ...]:
+    def _hops(self) -> tuple[_Hop, ...]:
+        by_hop: dict[int, list[StreamColumn]] = {}
+        for column in self.columns:
+            by_hop.setdefault(column.hop_seconds, []).append(column)
         return tuple(
             (
-                c.hop_seconds * _US,
-                (c.hop_seconds + c.window_seconds) * _US,
-                c.holds == "count",
-                c.source,
-                c.scale,
-                f":{c.hop_seconds}:",
-                f":{c.column}:{c.scale}",
-                c.hop_seconds + c.longest_window_seconds,
+                hop * _US,
+                f":{hop}:",
+                hop + columns[0].longest_window_seconds,
+                tuple(
+                    (
+                        (hop + c.window_seconds) * _US,
+                        c.holds == "count",
+                        c.source,
+                        c.scale,
+                        f":{c.column}:{c.scale}",
+                    )
+                    for c in columns
+                ),
             )
-            for c in self.columns
+            for hop, columns in by_hop.items()
         )
 
     def key_of(self, event: ParsedEvent) -> tuple[str, ...] | None:
@@ -99,7 +109,8 @@ class ViewPlan:
         return self.evaluate(event)[1]
 
     def evaluate(self, event: ParsedEvent) -> tuple[Additions | None, bool]:
-        """(:meth:`additions`, :meth:`counts_ever`) in one pass: the worker's hot loop."""
+        """(:meth:`additions`, :meth:`counts_ever`) in one pass: the worker's hot loop (per
+        hop the tile start once, per column its addition)."""
         ingested = event.ingested_us
         event_us = event.event_us
         t_e = event_us if event_us < ingested else ingested
@@ -108,32 +119,36 @@ class ViewPlan:
         fields: list[tuple[str, int]] = []
         expires = 0
         bucket = ""
-        for hop_us, span_us, is_count, source, scale, middle, end, life in self._columns:
+        for hop_us, middle, life, columns in self._hops:
             start_us = t_e - t_e % hop_us
-            if ingested >= start_us + span_us:  # it left this feature's window: never counts
-                continue
-            counts = True
-            if is_count:
-                if source is not None and values.get(source) is None:
+            prefix = ""
+            for span_us, is_count, source, scale, end in columns:
+                if ingested >= start_us + span_us:  # it left this window: never counts here
                     continue
-                units = 1
-            else:
-                value = values.get(source or "")
-                if value is None:
-                    continue
-                if type(value) is Decimal:
-                    # the contract quantized it to exactly the column's scale: exact
-                    units = int(value.scaleb(scale, context=EXACT))
+                counts = True
+                if is_count:
+                    if source is not None and values.get(source) is None:
+                        continue
+                    units = 1
                 else:
-                    units = units_of(value, scale)
-                if units == 0:
-                    continue
-            start = start_us // _US
-            if not bucket:
-                bucket = str(ingestion_bucket(ingested))
-            fields.append((f"{bucket}{middle}{start}{end}", units))
-            if start + life > expires:
-                expires = start + life
+                    value = values.get(source or "")
+                    if value is None:
+                        continue
+                    if type(value) is Decimal:
+                        # the contract quantized it to exactly the column's scale: exact
+                        units = int(value.scaleb(scale, context=EXACT))
+                    else:
+                        units = units_of(value, scale)
+                    if units == 0:
+                        continue
+                if not prefix:
+                    if not bucket:
+                        bucket = str(ingestion_bucket(ingested))
+                    start = start_us // _US
+                    prefix = f"{bucket}{middle}{start}"
+                    if start + life > expires:
+                        expires = start + life
+                fields.append((prefix + end, units))
         if not fields:
             return None, counts
         key = self.key_of(event)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from featurestore.online.layout import redis_key
-from featurestore.online.stream_tiles import StreamWrite, redis_stream_keys
+from featurestore.online.stream_tiles import StreamWrite
 
 __all__ = ["APPLY_SCRIPT", "apply_calls", "offset_text"]
 
@@ -30,24 +30,24 @@ _US: Final = 1_000_000
 #: digits of an offset as the script compares it
 OFFSET_DIGITS: Final = 20
 
-#: One call applies several writes. KEYS: per write its partials hash, dedup sorted set and
-#: record hash (3 keys). ARGV: per write, in order: view, offset field ("o:<partition>", ""
-#: for no fencing), partials expiry (ms, shifted), dedup expiry (ms, shifted), dedup floor
-#: (s: ids scored below it go), n = number of (hop, first live tile start) pairs for pruning
-#: (0: no pruning), the pairs, e = number of events, then per event: offset (20 digits, ""
-#: when none), id, ingested_at (s), m, m (field, units) pairs. Returns {applied, duplicates,
-#: replayed} summed over the writes.
+#: One call applies several writes of one view and one partition. KEYS: per write its
+#: partials hash, dedup sorted set and record hash (3 keys). ARGV: the view, the offset field
+#: ("o:<partition>", "" for no fencing), then per write, in order: partials expiry (ms,
+#: shifted), dedup expiry (ms, shifted), dedup floor (s: ids scored below it go), n = number
+#: of (hop, first live tile start) pairs for pruning (0: no pruning), the pairs, e = number of
+#: events, then per event: offset (20 digits, "" when none), id, ingested_at (s), m, m (field,
+#: units) pairs. Returns {applied, duplicates, replayed} summed over the writes.
 APPLY_SCRIPT: Final = """
 local applied, dups, replayed = 0, 0, 0
-local i = 1
+local view, ofield = ARGV[1], ARGV[2]
+local i = 3
 local w = 0
 while i <= #ARGV do
   local partials, dedup, record = KEYS[3 * w + 1], KEYS[3 * w + 2], KEYS[3 * w + 3]
   w = w + 1
-  local view, ofield = ARGV[i], ARGV[i + 1]
-  local pexp, dexp, floor = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local nprune = tonumber(ARGV[i + 5])
-  local prune_at = i + 6
+  local pexp, dexp, floor = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local nprune = tonumber(ARGV[i + 3])
+  local prune_at = i + 4
   i = prune_at + 2 * nprune
   local nevents = tonumber(ARGV[i])
   i = i + 1
@@ -138,34 +138,77 @@ def apply_calls(
     also removes the ids older than the dedup horizon, the partials the batch owns and those
     of tiles that left every window at ``now_s``."""
     calls: list[tuple[str | bytes, ...]] = []
-    for begin in range(0, len(writes), WRITES_PER_CALL):
-        keys: list[str] = []
-        args: list[str] = []
-        for write in writes[begin : begin + WRITES_PER_CALL]:
-            partials, dedup = redis_stream_keys(write.view, write.key, namespace)
-            keys += (partials, dedup, redis_key(write.entity, write.key, namespace))
-            events = write.events
-            newest_s = max(event.ingested_us for event in events) // _US if events else now_s
-            fencing = all(event.offset is not None for event in events)
-            args += (
-                write.view,
-                f"o:{write.partition}" if fencing else "",
-                str((write.expires_at + shift_s) * 1000),
-                str((max(newest_s, now_s) + dedup_horizon_s + shift_s) * 1000),
-                str(newest_s - dedup_horizon_s),
-                str(len(write.prune)),
-            )
-            for hop, longest in write.prune:
-                args += (str(hop), str(now_s - hop - longest + 1))
-            args.append(str(len(events)))
-            for event in events:
-                args += (
-                    offset_text(event.offset) if fencing else "",
-                    event.event_id,
-                    str(event.ingested_us // _US),
-                    str(len(event.additions)),
+    groups: dict[tuple[str, str, bool], list[StreamWrite]] = {}
+    for write in writes:
+        fencing = all(event.offset is not None for event in write.events)
+        groups.setdefault((write.view, write.partition, fencing), []).append(write)
+    for (view, partition, fencing), group in groups.items():
+        for begin in range(0, len(group), WRITES_PER_CALL):
+            calls.append(
+                _call(
+                    group[begin : begin + WRITES_PER_CALL],
+                    namespace,
+                    view,
+                    f"o:{partition}" if fencing else "",
+                    now_s,
+                    shift_s,
+                    dedup_horizon_s,
                 )
-                for name, units in event.additions:
-                    args += (name, str(units))
-        calls.append((str(len(keys)), *keys, *args))
+            )
     return calls
+
+
+def _call(
+    writes: Sequence[StreamWrite],
+    namespace: str,
+    view: str,
+    offset_field: str,
+    now_s: int,
+    shift_s: int,
+    dedup_horizon_s: int,
+) -> tuple[str | bytes, ...]:
+    """One script call of writes sharing a view and a partition (see :data:`APPLY_SCRIPT`)."""
+    keys: list[str] = []
+    args: list[str] = [view, offset_field]
+    fencing = bool(offset_field)
+    partials_prefix, dedup_prefix = f"{namespace}:sp:{view}:", f"{namespace}:sd:{view}:"
+    for write in writes:
+        tail = _tail(write.key)
+        keys += (
+            partials_prefix + tail,
+            dedup_prefix + tail,
+            f"{namespace}:{write.entity}:{tail}",
+        )
+        events = write.events
+        newest_s = max(event.ingested_us for event in events) // _US if events else now_s
+        args += (
+            str((write.expires_at + shift_s) * 1000),
+            str((max(newest_s, now_s) + dedup_horizon_s + shift_s) * 1000),
+            str(newest_s - dedup_horizon_s),
+            str(len(write.prune)),
+        )
+        for hop, longest in write.prune:
+            args += (str(hop), str(now_s - hop - longest + 1))
+        args.append(str(len(events)))
+        for event in events:
+            args += (
+                offset_text(event.offset) if fencing else "",
+                event.event_id,
+                str(event.ingested_us // _US),
+                str(len(event.additions)),
+            )
+            for name, units in event.additions:
+                args += (name, str(units))
+    return (str(len(keys)), *keys, *args)
+
+
+_SPECIAL: Final = frozenset(":{}%#")
+
+
+def _tail(key: Sequence[str]) -> str:
+    """``{<first part>}[:<other parts>]`` of an entity key, as in its record's Redis key
+    (:func:`featurestore.online.layout.redis_key`)."""
+    if len(key) == 1 and _SPECIAL.isdisjoint(key[0]) and key[0]:
+        return f"{{{key[0]}}}"
+    record = redis_key("x", key, "n")
+    return record[len("n:x:") :]

@@ -311,3 +311,11 @@ def test_a_streamed_async_read_matches_the_blocking_one(
     assert blocking["v"] is not None and encoded["v"] is not None
     assert dict(blocking["v"].stream or ()) == dict(encoded["v"].stream or ())  # type: ignore[union-attr]
     assert len(dict(encoded["v"].stream or ())) == 3  # type: ignore[union-attr]  # 2 partials, 1 offset
+
+
+def test_keys_with_separators_are_written_where_they_are_read(store: OnlineStore) -> None:
+    for key in (("u{1}",), ("u:1",), ("a%b#c",)):
+        write = _write(_event(f"id-{key[0]}", 1, T + 5, T))
+        store.apply_stream([StreamWrite("user", key, "v", "p0", write.events, write.expires_at)],
+                           now=NOW)  # fmt: skip
+        assert _totals(store, key=key[0]) == {T: 1}, key
