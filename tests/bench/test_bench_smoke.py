@@ -67,3 +67,31 @@ def test_dbt_build_runs_and_incremental_equals_full_refresh(tmp_path: Path) -> N
         "merchant_chargeback_features": 0,
         "user_device_features": 0,
     }
+
+
+@pytest.mark.slow
+def test_stream_throughput_runs_and_its_stores_equal_the_rule(tmp_path: Path) -> None:
+    out = run_bench(
+        "stream_throughput.py", "--users", "300", "--transactions", "1500", "--runs", "1",
+        "--workdir", str(tmp_path),
+    )  # fmt: skip
+    assert "| source | runs | events/s median (min-max) |" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    for source in ("kafka", "redis-streams", "file"):
+        (report,) = results["results"][source]
+        assert report["check"]["ok"], (source, report["check"])
+        assert report["events_per_s"] > 0 and report["cpu_us_per_event"] > 0
+        applied = sum(v for k, v in report["view_events"].items() if "applied" in k)
+        assert applied > 0
+
+
+@pytest.mark.slow
+def test_stream_freshness_runs(tmp_path: Path) -> None:
+    out = run_bench(
+        "stream_freshness.py", "--rate", "200", "--duration", "3", "--users", "1000",
+        "--workdir", str(tmp_path),
+    )  # fmt: skip
+    assert "| background events/s (asked / achieved) | probes |" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["probes"] > 5 and results["missed"] == 0
+    assert 0 < results["p50_ms"] <= results["p99_ms"] < 10_000

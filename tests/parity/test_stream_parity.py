@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -294,3 +295,50 @@ def test_reject_policy_skews_until_the_batch_heals_it(
     after = [t for t in setting.times if t >= _us(C1)]
     assert len(after) > 5
     _check(setting, url, setting.events, after, offline=True)
+
+
+def test_a_load_while_the_stream_writes_the_same_views(
+    setting: Setting, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The nightly load of C0 runs while events keep coming and the worker streams them into
+    the same views (Redis): neither clobbers the other, the served values are exact."""
+    import threading
+
+    redis = request.getfixturevalue("redis")
+    url = store_url("redis", request, tmp_path)
+    with open_store(url) as store:
+        store.initialize()
+    stream = f"tx{uuid.uuid4().hex[:8]}"
+    client = redis_client.Redis(port=redis.port)
+    client.xgroup_create(stream, "parity", id="0", mkstream=True)
+    rows = setting.rows
+
+    def produce() -> None:  # the events arrive over ~20 s, in chunks
+        for begin in range(0, len(rows), len(rows) // 50 + 1):
+            pipe = client.pipeline(transaction=False)
+            for row in rows[begin : begin + len(rows) // 50 + 1]:
+                pipe.xadd(stream, {"event": as_json(row)})
+            pipe.execute()
+            time.sleep(0.4)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    source = f"redis-streams://127.0.0.1:{redis.port}/{stream}?group=parity"
+    manifest = setting.at_x.target_path / "manifest.json"
+    worker = subprocess.Popen(
+        stream_command(source, url, tmp_path / "land", manifest, _iso(X), "--stop-when-idle", "3s"),
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _load(setting.batch, url, C0)  # while events come and the worker writes
+        overlapped = producer.is_alive() or worker.poll() is None
+        producer.join()
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-3000:]
+    finally:
+        producer.join()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert overlapped, "the stream was over before the load ended: no overlap"
+    _check(setting, url, setting.events, setting.times, offline=True)
