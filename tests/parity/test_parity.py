@@ -54,6 +54,9 @@ from tests.sidecar.harness import API_KEY, serving_in_process
 from tests.stores import store_url
 from tests.warehouse import REPO, Warehouse
 
+#: one xdist worker runs the module (``--dist loadgroup``): its warehouses are built once
+pytestmark = pytest.mark.xdist_group("parity")
+
 KINDS = ["sqlite", "redis", "dynamodb"]
 #: whole hours: a streamed view's tile cutoff is floored to the hour (the stream owns the rest,
 #: tests/parity/test_stream_parity.py)

@@ -49,7 +49,8 @@ from tests.stores import store_url
 from tests.stream.replay import FEATURESTORE, as_json, demo_rows, run_stream, stream_command
 from tests.warehouse import REPO, Warehouse
 
-pytestmark = pytest.mark.slow
+#: one xdist worker runs the module (``--dist loadgroup``): its warehouses are built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("stream-parity")]
 
 C0 = dt.datetime(2026, 4, 20, 0, 0, 0)
 X = dt.datetime(2026, 4, 21, 6, 30, 0)
