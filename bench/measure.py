@@ -105,6 +105,14 @@ def dbt_env(workdir: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def parse_project(workdir: Path) -> Path:
+    """``dbt parse`` of the project into ``workdir/target`` (never the shared ``target/``);
+    returns the manifest's path."""
+    env = {**os.environ, **dbt_env(workdir)}
+    subprocess.run([str(BIN / "dbt"), "parse", "-q"], check=True, cwd=REPO, env=env)
+    return workdir / "target" / "manifest.json"
+
+
 def fresh_dir(path: Path) -> Path:
     """``path`` as a new empty folder."""
     if path.exists():

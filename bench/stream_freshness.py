@@ -40,10 +40,10 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
+from bench.measure import parse_project  # noqa: E402
 from tests.servers import free_port, kafka_mock, redis_server  # noqa: E402
 from tests.stream.replay import FEATURESTORE  # noqa: E402
 
-BIN = Path(sys.executable).parent
 API_KEY = "bench-freshness-key-7c1d"
 
 
@@ -74,15 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    env = {
-        **os.environ,
-        "DBT_TARGET_PATH": str(work / "target"),
-        "DBT_PROFILES_DIR": str(REPO),
-        "DBT_LOG_PATH": str(work / "logs"),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    subprocess.run([str(BIN / "dbt"), "parse", "-q"], check=True, cwd=REPO, env=env)
-    manifest = work / "target" / "manifest.json"
+    manifest = parse_project(work)
     topic = f"fresh{uuid.uuid4().hex[:6]}"
     load_before = os.getloadavg()
     with redis_server(work / "redis") as server, kafka_mock() as kafka:

@@ -16,8 +16,9 @@ memory.
    the first ``--kafka-backlog`` (60,000) events.
 4. Per run and source: the whole stream is produced first (a backlog), then ONE worker
    process (``featurestore stream``, default settings) consumes it into a fresh Redis
-   namespace. Throughput = events / (time from the first event applied to the last), read
-   from the worker's ``/metrics`` every 50 ms; the worker's CPU time (user + system, all
+   namespace. Throughput = events / (time from the first event consumed to the moment the
+   last is applied: the store's outcome counters stop changing), read from the worker's
+   ``/metrics`` every 50 ms; the worker's CPU time (user + system, all
    threads, /proc) per event; its peak RSS; Redis' ``used_memory`` per streamed key.
 5. A check: the store's partials of 200 random users equal the brute-force rule's
    (tests/window_reference.py), and every event was applied or deduplicated once.
@@ -47,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
 
+from bench.measure import parse_project  # noqa: E402
 from featurestore.online.urls import open_store  # noqa: E402
 from featurestore.registry import load_registry  # noqa: E402
 from featurestore.timestamps import iso_micros  # noqa: E402
@@ -61,7 +63,6 @@ from tests.stream.replay import (  # noqa: E402
 )
 from tests.window_reference import USER_VIEW  # noqa: E402
 
-BIN = Path(sys.executable).parent
 SOURCES = ("kafka", "redis-streams", "file")
 
 
@@ -107,16 +108,24 @@ def run_worker(
         port = int(found.group(1)) if found else None
     first = last = None
     consumed = 0.0
+    done, stable = -1.0, 0
     deadline = time.monotonic() + 1800
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and stable < 4:
         values = _metrics(port)
         consumed = values.get("featurestore_stream_events_in_total", 0.0)
         now_t = time.monotonic()
         if consumed > 0 and first is None:
             first = now_t
+        # the last batch is applied on the writer thread after it is consumed: the end is
+        # when every event is consumed and the store's outcomes stop changing
+        outcomes = sum(
+            v for k, v in values.items() if k.startswith("featurestore_stream_view_events_total")
+        )
         if consumed >= total:
-            last = now_t
-            break
+            if outcomes != done:
+                done, stable, last = outcomes, 0, now_t
+            else:
+                stable += 1
         time.sleep(0.05)
     cpu = _cpu_seconds(proc.pid)
     rss = _peak_rss_mib(proc.pid)
@@ -162,15 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = demo_rows(work / "raw")
     messages = [as_json(row) for row in rows]
     now = iso_micros(last_ingested_us(rows))
-    env = {
-        **os.environ,
-        "DBT_TARGET_PATH": str(work / "target"),
-        "DBT_PROFILES_DIR": str(REPO),
-        "DBT_LOG_PATH": str(work / "logs"),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    subprocess.run([str(BIN / "dbt"), "parse", "-q"], check=True, cwd=REPO, env=env)
-    manifest = work / "target" / "manifest.json"
+    manifest = parse_project(work)
     registry = load_registry(manifest)
     print(f"{len(messages):,} messages ({args.users:,} users); load average {os.getloadavg()}")
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in sources}

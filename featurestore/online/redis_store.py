@@ -467,26 +467,10 @@ class RedisStore(OnlineStore):
         return timeline
 
     def _write_batch(self, calls: list[tuple[str | bytes, ...]]) -> int:
-        """EVALSHA of the write script for each call, pipelined in one round trip; records
-        that met NOSCRIPT are sent once more after the script is loaded again. Returns how
-        many records were written."""
-        written = 0
-        for attempt in range(2):
-            sha = self._script.sha
-            replies = self._pipeline([("EVALSHA", sha, "1", *call) for call in calls])
-            missing = []
-            for call, reply in zip(calls, replies, strict=True):
-                if isinstance(reply, NoScriptError) and attempt == 0:
-                    missing.append(call)
-                elif isinstance(reply, Exception):
-                    raise reply
-                else:
-                    written += int(reply)  # type: ignore[call-overload]
-            if not missing:
-                break
-            self._script.sha = self._client.script_load(WRITE_SCRIPT)
-            calls = missing
-        return written
+        """EVALSHA of the write script for each call, pipelined in one round trip
+        (:meth:`_evalsha_batch`). Returns how many records were written."""
+        replies = self._evalsha_batch(self._script, WRITE_SCRIPT, [("1", *c) for c in calls])
+        return sum(int(reply) for reply in replies)  # type: ignore[call-overload]
 
     def _pipeline(self, commands: list[tuple[str | bytes, ...]]) -> list[object]:
         """Send commands as one packed write on one pooled connection and read every
