@@ -5,7 +5,8 @@ value that includes it, under a steady load.
     .venv/bin/python bench/stream_freshness.py --rate 500 --duration 5   # smoke
 
 On the real clock (no ``--now``): a local ``redis-server``, the Kafka mock cluster in a
-process of its own, ONE stream worker (``featurestore stream``, default settings) and ONE
+process of its own, ``--workers`` stream workers (one consumer group; default 1;
+``featurestore stream``, default settings) and ONE
 sidecar (``python -m sidecar --workers 1``, default settings: a streamed view's cache TTL is
 100 ms). A background producer process sends ``--rate`` events per second (random users of
 ``--users``, keyed by user, event and ingestion time = now) for ``--duration`` seconds.
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--probe-interval", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=1, help="stream worker processes")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/featurestore-bench-fresh"))
     args = parser.parse_args(argv)
     work = args.workdir
@@ -79,13 +81,32 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with redis_server(work / "redis") as server, kafka_mock() as kafka:
         online = f"{server.url}?namespace=fresh"
-        worker = subprocess.Popen(
-            [FEATURESTORE, "stream", "--source", f"kafka://{kafka.bootstrap}/{topic}?group=fresh",
-             "--online", online, "--land", str(work / "land"), "--manifest", str(manifest),
-             "--metrics-port", "0", "--log-format", "text"],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        metrics_port = _port_of(worker, r"metrics on port (\d+)")
+        workers = [
+            subprocess.Popen(
+                [
+                    FEATURESTORE,
+                    "stream",
+                    "--source",
+                    f"kafka://{kafka.bootstrap}/{topic}?group=fresh",
+                    "--online",
+                    online,
+                    "--land",
+                    str(work / f"land-{n}"),
+                    "--manifest",
+                    str(manifest),
+                    "--metrics-port",
+                    "0",
+                    "--log-format",
+                    "text",
+                ],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(args.workers)
+        ]
+        metrics_ports = [_port_of(worker, r"metrics on port (\d+)") for worker in workers]
         port = free_port()
         sidecar = subprocess.Popen(
             [sys.executable, "-m", "sidecar", "--online", online, "--port", str(port),
@@ -127,11 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         out, _ = background.communicate(timeout=120)
         produced = json.loads(out.strip().splitlines()[-1])
         time.sleep(1)
-        lag = _lag(metrics_port)
+        lag = sum(_lag(port) for port in metrics_ports)
         sidecar.terminate()
-        worker.terminate()
+        for worker in workers:
+            worker.terminate()
         sidecar.wait(timeout=30)
-        worker.wait(timeout=60)
+        for worker in workers:
+            worker.wait(timeout=60)
     load_after = os.getloadavg()
     latencies.sort()
 
@@ -139,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
     result: dict[str, Any] = {
+        "workers": args.workers,
         "rate_asked": args.rate,
         "rate_achieved": produced["sent"] / produced["seconds"],
         "probes": len(latencies),
@@ -153,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": load_after,
     }
     (work / "results.json").write_text(json.dumps(result, indent=2))
-    print("| background events/s (asked / achieved) | probes | p50 ms | p90 ms | p99 ms | max ms "
-          "| missed | lag at the end | load avg |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| workers | background events/s (asked / achieved) | probes | p50 ms | p90 ms | p99 ms "
+          "| max ms | missed | lag at the end | load avg |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| {args.rate:,.0f} / {result['rate_achieved']:,.0f} | {len(latencies)} | "
+        f"| {args.workers} | {args.rate:,.0f} / {result['rate_achieved']:,.0f} | "
+        f"{len(latencies)} | "
         f"{result['p50_ms']:.0f} | {result['p90_ms']:.0f} | {result['p99_ms']:.0f} | "
         f"{result['max_ms']:.0f} | {missed} | {lag} | {load_before[0]:.1f} -> {load_after[0]:.1f} |"
     )

@@ -91,7 +91,7 @@ def test_stream_freshness_runs(tmp_path: Path) -> None:
         "stream_freshness.py", "--rate", "200", "--duration", "3", "--users", "1000",
         "--workdir", str(tmp_path),
     )  # fmt: skip
-    assert "| background events/s (asked / achieved) | probes |" in out
+    assert "| workers | background events/s (asked / achieved) | probes |" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["probes"] > 5 and results["missed"] == 0
     assert 0 < results["p50_ms"] <= results["p99_ms"] < 10_000
