@@ -479,11 +479,12 @@ class Retriever:
                 slots[i] = answer
         ttl = self.cache_ttls[view]
         if ttl > 0 and self._use_cache:
-            admit = self._door.admit
+            # admitted on the second miss within the view's cache TTL (sidecar/admission.py)
+            pairs = [(view, key) for key in keys]
             to_cache = [
-                ((view, key), slots[i], ttl)
-                for i, key in zip(indexes, keys, strict=True)
-                if not (bad and slots[i] is invalid) and admit((view, key))
+                (pairs[n], slots[indexes[n]], ttl)
+                for n in self._door.admitted(pairs, self.cache.now(), ttl)
+                if not (bad and slots[indexes[n]] is invalid)
             ]
             if to_cache:
                 self.cache.put_many(to_cache)
