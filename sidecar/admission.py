@@ -1,18 +1,20 @@
 """Cache admission: which (view, key) records the sidecar's cache (:mod:`sidecar.cache`)
 takes in.
 
-A record read from the store enters the cache on its *second* miss within its view's cache
-TTL (and within a window of ``cache_size`` distinct missed pairs): the "doorkeeper" of
-TinyLFU (Einziger et al. 2017), a one-hash Bloom filter that remembers when each slot was
-last offered (:class:`Doorkeeper`), so a pair may be admitted early with probability
+A record read from the store enters the cache on its *second* miss within twice its view's
+cache TTL (and within a window of ``cache_size`` distinct missed pairs): the "doorkeeper"
+of TinyLFU (Einziger et al. 2017), a one-hash Bloom filter that remembers when each slot
+was last offered (:class:`Doorkeeper`), so a pair may be admitted early with probability
 <= 1/8. Keys read once (a long tail of random keys, a scan) then cost no insertion and
-evict nothing; a key read twice within the TTL is cached from then on. A pair whose misses
-are further apart than its TTL would most likely expire in the cache before it is read
-again: inserting it, and removing it a TTL later, would be work that never pays off
-(measured on 100-key requests of random keys, bench/README.md "Run T7": with a streamed
-view's 100 ms TTL every admitted pair of that view expired unread). A 16-bit array, not a
-set: no object per pair, and a reset is one memset (a set of 100,000 tuples took up to
-~40 ms to clear, a latency spike).
+evict nothing; a key read twice within that time is cached from then on. A pair whose
+misses are further apart would most likely expire in the cache before it is read again:
+inserting it, and removing it a TTL later, is work that does not pay off (measured on
+100-key requests of random keys, bench/README.md "Run T7": with a streamed view's 100 ms
+TTL, the pairs admitted on any second miss expired unread, ~50 insertions and removals per
+request). Twice, not once, the TTL: a pair cached until its TTL ran out was last offered
+when it was admitted, so one read again within a TTL of its expiry is admitted again. A
+16-bit array, not a set: no object per pair, and a reset is one memset (a set of 100,000
+tuples took up to ~40 ms to clear, a latency spike).
 """
 
 from __future__ import annotations

@@ -479,11 +479,13 @@ class Retriever:
                 slots[i] = answer
         ttl = self.cache_ttls[view]
         if ttl > 0 and self._use_cache:
-            # admitted on the second miss within the view's cache TTL (sidecar/admission.py)
+            # admitted on the second miss within twice the view's cache TTL (see
+            # sidecar/admission.py: a pair cached until its TTL ran out and read again
+            # within a TTL is admitted again)
             pairs = [(view, key) for key in keys]
             to_cache = [
                 (pairs[n], slots[indexes[n]], ttl)
-                for n in self._door.admitted(pairs, self.cache.now(), ttl)
+                for n in self._door.admitted(pairs, self.cache.now(), 2 * ttl)
                 if not (bad and slots[indexes[n]] is invalid)
             ]
             if to_cache:
