@@ -30,11 +30,12 @@ own lateness (plus, on the thread path, at most a budget more if the thread star
    each request's time: merged tiles, or the scheduled value valid then, each checked
    against its own expiry) and cached with their view's cache TTL (``ABSENT`` is cached too:
    a key the store has no record of), if admitted: a (view, key) pair enters the cache on
-   its *second* miss within a window of ``cache_size`` distinct missed pairs (the
-   "doorkeeper" of TinyLFU, Einziger et al. 2017: a Bloom filter, :class:`Doorkeeper`, so a
-   pair may be admitted early with probability <= 1/8). Keys read once (a long tail of
-   random keys, a scan) then cost no insertion and evict nothing; a key read twice is cached
-   from then on;
+   its *second* miss within twice its view's cache TTL and a window of ``cache_size``
+   distinct missed pairs (the "doorkeeper" of TinyLFU, Einziger et al. 2017: a Bloom filter
+   remembering when, :class:`Doorkeeper`, so a pair may be admitted early with probability
+   <= 1/8). Keys read once (a long tail of random keys, a scan), or too seldom to be read
+   again before their cache TTL runs out, then cost no insertion and evict nothing; a key
+   read twice within that time is cached from then on;
 4. each requested key, in request order (repeats answered at each position), gets every
    requested feature: ``PRESENT`` (a value within its view's TTL), else the registered
    default (``DEFAULT``) or nothing (``MISSING``) with a ``reason``: ``NULL`` (a record
@@ -261,6 +262,7 @@ class Retriever:
         self.now = now
         self._use_cache = cache.maxsize > 0 and any(ttl > 0 for ttl in cache_ttls.values())
         # admission (sidecar/admission.py): a pair enters the cache on its second miss
+        # within twice its view's cache TTL
         self._door = Doorkeeper(max(cache.maxsize, 1))
         #: records that cannot be decoded: logged once per (view, key) and interval
         self.invalid_log = InvalidRecordLog(log)
