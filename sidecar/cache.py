@@ -114,6 +114,10 @@ class LFUCache(Generic[K, V]):
 
     # --- public API ---------------------------------------------------------------------
 
+    def now(self) -> float:
+        """The cache's clock: monotonic seconds, what TTLs run on."""
+        return self._clock()
+
     def get(self, key: K) -> V | _Miss:
         with self._lock:
             return self._get(key, self._clock())

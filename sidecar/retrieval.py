@@ -30,11 +30,12 @@ own lateness (plus, on the thread path, at most a budget more if the thread star
    each request's time: merged tiles, or the scheduled value valid then, each checked
    against its own expiry) and cached with their view's cache TTL (``ABSENT`` is cached too:
    a key the store has no record of), if admitted: a (view, key) pair enters the cache on
-   its *second* miss within a window of ``cache_size`` distinct missed pairs (the
-   "doorkeeper" of TinyLFU, Einziger et al. 2017: a Bloom filter, :class:`Doorkeeper`, so a
-   pair may be admitted early with probability <= 1/8). Keys read once (a long tail of
-   random keys, a scan) then cost no insertion and evict nothing; a key read twice is cached
-   from then on;
+   its *second* miss within twice its view's cache TTL and a window of ``cache_size``
+   distinct missed pairs (the "doorkeeper" of TinyLFU, Einziger et al. 2017: a Bloom filter
+   remembering when, :class:`Doorkeeper`, so a pair may be admitted early with probability
+   <= 1/8). Keys read once (a long tail of random keys, a scan), or too seldom to be read
+   again before their cache TTL runs out, then cost no insertion and evict nothing; a key
+   read twice within that time is cached from then on;
 4. each requested key, in request order (repeats answered at each position), gets every
    requested feature: ``PRESENT`` (a value within its view's TTL), else the registered
    default (``DEFAULT``) or nothing (``MISSING``) with a ``reason``: ``NULL`` (a record
@@ -54,6 +55,7 @@ reported by its reason, ``featurestore_sidecar_invalid_records_total`` and the l
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures as cf
 import datetime as dt
 import logging
@@ -260,6 +262,7 @@ class Retriever:
         self.now = now
         self._use_cache = cache.maxsize > 0 and any(ttl > 0 for ttl in cache_ttls.values())
         # admission (sidecar/admission.py): a pair enters the cache on its second miss
+        # within twice its view's cache TTL
         self._door = Doorkeeper(max(cache.maxsize, 1))
         #: records that cannot be decoded: logged once per (view, key) and interval
         self.invalid_log = InvalidRecordLog(log)
@@ -277,93 +280,93 @@ class Retriever:
         nviews = len(views)
         keys = request.keys
         unique = keys if len(keys) == 1 else list(dict.fromkeys(keys))
-        # one slot per (unique key, view), key-major: slot = key index * nviews + view index
-        pairs: list[CacheKey] = (
-            [(views[0], key) for key in unique]
-            if nviews == 1
-            else [(view, key) for key in unique for view in views]
-        )
-        slots: list[CachedRecord | object] = (
-            self.cache.get_many(pairs) if self._use_cache else [MISS] * len(pairs)
-        )
-        missing = [i for i, entry in enumerate(slots) if entry is MISS]
+        # per view (selection order) one slot per unique key (in order of first use)
+        columns: list[list[CachedRecord | object]]
         if self._use_cache:
-            if len(missing) < len(slots):
-                self.metrics.cache_hits.inc(len(slots) - len(missing))
-            if missing:
-                self.metrics.cache_misses.inc(len(missing))
+            get_many = self.cache.get_many
+            columns = [get_many([(view, key) for key in unique]) for view in views]
+        else:
+            columns = [[MISS] * len(unique) for _ in views]
+        # per view the key indexes that missed
+        missing = [[k for k, entry in enumerate(column) if entry is MISS] for column in columns]
+        misses = sum(map(len, missing))
+        if self._use_cache:
+            if misses < len(unique) * nviews:
+                self.metrics.cache_hits.inc(len(unique) * nviews - misses)
+            if misses:
+                self.metrics.cache_misses.inc(misses)
 
         degraded = False
-        if missing:
-            if nviews == 1:
-                miss_keys = [unique[i] for i in missing]
-                miss_reads = list(selection.view_reads)
-            else:
-                miss_keys = list(dict.fromkeys(unique[i // nviews] for i in missing))
-                miss_reads = [
-                    selection.view_reads[pos] for pos in dict.fromkeys(i % nviews for i in missing)
-                ]
+        if misses:
+            # the keys missing any view (in key order) x the views missing for any key
+            miss_at = max(missing, key=len)
+            if len(miss_at) < len(unique) and any(
+                len(m) and m != miss_at for m in missing
+            ):  # (some keys hit in one view and missed in another)
+                miss_at = sorted(set().union(*missing))
+            miss_keys = [unique[k] for k in miss_at]
+            miss_reads = [selection.view_reads[v] for v, m in enumerate(missing) if m]
             rows = await self.reader.read(plan.name, miss_keys, miss_reads, now)
             if rows is None:
                 degraded = True  # the slots stay MISS: answered as unavailable below
             else:
                 try:
-                    self._fill(plan, slots, missing, unique, views, miss_keys, rows)
+                    self._fill(plan, columns, missing, miss_at, unique, views, rows)
                 except Exception:  # a bug (a record that cannot be decoded never raises)
                     log.exception("the store's answer cannot be served")
                     self.metrics.store_read("error")
                     degraded = True
-                    for i in missing:
-                        slots[i] = MISS
+                    for column, indexes in zip(columns, missing, strict=True):
+                        for k in indexes:
+                            column[k] = MISS
 
-        # per slot, what to answer: a cached record whose TTL ran out since it was cached
-        # counts as absent; MISS (the store did not answer) as unavailable
-        not_found = selection.not_found
-        unavailable = selection.unavailable
-        answers: list[CachedRecord]
-        if nviews == 1:  # the usual request, without the per-slot view arithmetic
-            absent, down = not_found[0], unavailable[0]
-            answers = [
+        # per view and key, what to answer: a cached record whose TTL ran out since it was
+        # cached counts as absent; MISS (the store did not answer) as unavailable
+        answers: list[list[CachedRecord]] = []
+        for column, absent, down in zip(
+            columns, selection.not_found, selection.unavailable, strict=True
+        ):
+            answers.append([
                 entry if type(entry) is tuple and entry[EXP] > now_s
                 else down if entry is MISS
                 else absent if entry is ABSENT or type(entry) is tuple
                 else self._at(plan, entry, now, now_s, absent)
-                for entry in slots
-            ]  # fmt: skip
-        else:
-            answers = []
-            for i, entry in enumerate(slots):
-                if type(entry) is tuple and entry[EXP] > now_s:
-                    answers.append(entry)
-                elif entry is MISS:
-                    answers.append(unavailable[i % nviews])
-                elif entry is ABSENT or type(entry) is tuple:  # absent or expired
-                    answers.append(not_found[i % nviews])
-                else:  # a timeline: its answers at now
-                    answers.append(self._at(plan, entry, now, now_s, not_found[i % nviews]))
+                for entry in column
+            ])  # fmt: skip
 
-        whole = selection.whole
-        wanted = selection.wanted
-        renderers = selection.renderers
         tally = [0] * len(KIND_LABELS)
-        counts: list[tuple[int, ...]] = []
         dumps = orjson.dumps
-        out = [plan.response_head]
-        append = out.append
-        repeated = len(unique) != len(keys)
-        position = {key: n for n, key in enumerate(unique)} if repeated else None
-        if whole and nviews == 1 and position is None:  # the usual request: one view
-            for raw, entry in zip(request.raw_keys, answers, strict=True):
-                append(_RESULT % (dumps(raw), entry[FULL]))
-            counts = [entry[COUNTS] for entry in answers]
-            out[-1] = out[-1][:-1] + b"]}"  # the last result without its comma
+        if selection.whole and len(unique) == len(keys):  # every feature of its views, no
+            # repeated key (the usual request): one join of the records, placed by slices
+            width = 2 * nviews + 1  # per key: head, record, ",", record, ..., close
+            pieces: list[bytes] = [b","] * (width * len(keys))
+            pieces[0::width] = [_RESULT_HEAD % dumps(raw) for raw in request.raw_keys]
+            for v, column_answers in enumerate(answers):
+                pieces[2 * v + 1 :: width] = [entry[FULL] for entry in column_answers]
+            pieces[width - 1 :: width] = [_RESULT_CLOSE] * len(keys)
+            pieces[-1] = _RESULT_LAST
+            # how many answers of each kind: records share their counts tuples
+            for counts, times in collections.Counter(
+                [entry[COUNTS] for column_answers in answers for entry in column_answers]
+            ).items():
+                for kind, count in enumerate(counts):
+                    if count:
+                        tally[kind] += count * times
+            body = b"".join([plan.response_head, *pieces])
         else:
-            for n, (raw, key) in enumerate(zip(request.raw_keys, keys, strict=True)):
-                base = (position[key] if position is not None else n) * nviews
-                entries = answers[base : base + nviews]
+            out = [plan.response_head]
+            append = out.append
+            whole = selection.whole
+            wanted = selection.wanted
+            renderers = selection.renderers
+            position = {key: n for n, key in enumerate(unique)}
+            for raw, key in zip(request.raw_keys, keys, strict=True):
+                k = position[key]
+                entries = [column_answers[k] for column_answers in answers]
                 if whole:
                     features = b",".join([entry[FULL] for entry in entries])
-                    counts += [entry[COUNTS] for entry in entries]
+                    for entry in entries:
+                        tally = [a + b for a, b in zip(tally, entry[COUNTS], strict=True)]
                 else:
                     parts = [renderers[pos].parts(entry) for pos, entry in enumerate(entries)]
                     features = b",".join([parts[pos][index] for pos, index in wanted])
@@ -371,13 +374,11 @@ class Retriever:
                         tally[entries[pos][KINDS][index]] += 1
                 append(_RESULT % (dumps(raw), features))
             out[-1] = out[-1][:-1] + b"]}"
-        if counts:
-            sums = map(sum, zip(*counts, strict=True)) if len(counts) > 1 else counts[0]
-            tally = [a + b for a, b in zip(tally, sums, strict=True)]
+            body = b"".join(out)
         self.metrics.feature_statuses(zip(KIND_LABELS, tally, strict=True))
         if degraded:
             self.metrics.degraded_responses.inc()
-        return b"".join(out), degraded
+        return body, degraded
 
     def _at(
         self,
@@ -407,29 +408,28 @@ class Retriever:
     def _fill(
         self,
         plan: EntityPlan,
-        slots: list[CachedRecord | object],
-        missing: list[int],
+        columns: list[list[CachedRecord | object]],
+        missing: list[list[int]],
+        miss_at: list[int],
         unique: list[tuple[str, ...]],
         views: Sequence[str],
-        miss_keys: list[tuple[str, ...]],
         rows: Rows | EncodedRows,
     ) -> None:
-        """Put the store's answer in the missing slots, a view at a time; cache what is
-        admitted (a record that cannot be decoded is answered as ``INVALID_RECORD`` on its
-        own, see :meth:`_fill_view`)."""
+        """Put the store's answer (``rows``: one per key index of ``miss_at``) in the
+        missing slots, a view at a time; cache what is admitted (a record that cannot be
+        decoded is answered as ``INVALID_RECORD`` on its own, see :meth:`_fill_view`)."""
         table = cast(list[dict[str, Any]], rows)
-        nviews = len(views)
-        if nviews == 1:  # missing slots are key indexes, in the order of miss_keys/rows
-            view = views[0]
-            self._fill_view(plan, slots, missing, miss_keys, view, [row[view] for row in table])
-            return
-        row_of = dict(zip(miss_keys, table, strict=True))
-        for pos, view in enumerate(views):
-            indexes = [i for i in missing if i % nviews == pos]
-            if indexes:
-                keys = [unique[i // nviews] for i in indexes]
-                stored = [row_of[key].get(view) for key in keys]
-                self._fill_view(plan, slots, indexes, keys, view, stored)
+        row_of: dict[int, dict[str, Any]] | None = None
+        for view, column, indexes in zip(views, columns, missing, strict=True):
+            if not indexes:
+                continue
+            if indexes is miss_at or len(indexes) == len(miss_at):  # every key read
+                stored = [row.get(view) for row in table]
+            else:
+                if row_of is None:
+                    row_of = dict(zip(miss_at, table, strict=True))
+                stored = [row_of[k].get(view) for k in indexes]
+            self._fill_view(plan, column, indexes, [unique[k] for k in indexes], view, stored)
 
     def _fill_view(
         self,
@@ -481,11 +481,14 @@ class Retriever:
                 slots[i] = answer
         ttl = self.cache_ttls[view]
         if ttl > 0 and self._use_cache:
-            admit = self._door.admit
+            # admitted on the second miss within twice the view's cache TTL (see
+            # sidecar/admission.py: a pair cached until its TTL ran out and read again
+            # within a TTL is admitted again)
+            pairs = [(view, key) for key in keys]
             to_cache = [
-                ((view, key), slots[i], ttl)
-                for i, key in zip(indexes, keys, strict=True)
-                if not (bad and slots[i] is invalid) and admit((view, key))
+                (pairs[n], slots[indexes[n]], ttl)
+                for n in self._door.admitted(pairs, self.cache.now(), 2 * ttl)
+                if not (bad and slots[indexes[n]] is invalid)
             ]
             if to_cache:
                 self.cache.put_many(to_cache)
@@ -493,3 +496,7 @@ class Retriever:
 
 
 _RESULT: Final = b'{"entity_key":%b,"features":{%b}},'
+#: the same result in pieces around its records: before them, after it, after the last
+_RESULT_HEAD: Final = b'{"entity_key":%b,"features":{'
+_RESULT_CLOSE: Final = b"}},"
+_RESULT_LAST: Final = b"}}]}"

@@ -679,7 +679,7 @@ class _ReadPlan:
     """The HMGETs of one read, packed (RESP, one HMGET per distinct key) and how to decode
     their replies; shared by the blocking and the asyncio read."""
 
-    __slots__ = ("count", "payload", "redis_keys", "slices", "streamed", "unique", "widths")
+    __slots__ = ("count", "payload", "redis_keys", "slices", "streamed", "unique")
 
     def __init__(
         self,
@@ -696,7 +696,6 @@ class _ReadPlan:
         #: streamed views: their stream partials are read too (one HGETALL per key, after
         #: the HMGETs, in the same round trip)
         self.streamed = [view.view for view in views if view.streamed]
-        self.widths = {view.view: len(view.features) for view in views}
         self.count = len(self.unique) * (1 + len(self.streamed))
         # per key: the HMGET head, the key as a bulk string, the packed fields; one join
         tail = b"\r\n" + packed_fields
@@ -750,26 +749,42 @@ class _ReadPlan:
         self, replies: Sequence[Any], now_s: int
     ) -> list[dict[str, EncodedRecord | InvalidRecord | None]]:
         """Per key (in key order), view -> its unexpired record with values left encoded,
-        None, or :class:`InvalidRecord` (see the module docstring: Reads)."""
+        None, or :class:`InvalidRecord` (see the module docstring: Reads). A streamed view's
+        record carries its stream partials (the HGETALL replies after the HMGETs), attached
+        in the same pass: one record built per (key, view)."""
         decoded: dict[str, dict[str, EncodedRecord | InvalidRecord | None]] = {}
-        slices = [(view, meta - len(plan), meta) for view, meta, plan in self.slices]
+        slices = [
+            (view, meta - len(plan), meta, view in self.streamed)
+            for view, meta, plan in self.slices
+        ]
         record = _encoded_record
-        records = replies if not self.streamed else replies[: len(self.unique)]
-        for key, reply in zip(self.unique, records, strict=True):
+        n = len(self.unique)
+        # per streamed view the index of its first HGETALL reply
+        stream_at = {view: n * (1 + j) for j, view in enumerate(self.streamed)}
+        for i, (key, reply) in enumerate(zip(self.unique, replies, strict=False)):
             if isinstance(reply, Exception):
                 if not str(reply).startswith("WRONGTYPE"):
                     raise reply
                 wrong = InvalidRecord(f"key {key[:200]} is not a hash")
-                decoded[key] = {view: wrong for view, _, _ in slices}
+                decoded[key] = {view: wrong for view, *_ in slices}
                 continue
             per_view: dict[str, EncodedRecord | InvalidRecord | None] = {}
-            for view, start, meta in slices:
+            for view, start, meta, streamed in slices:
+                stream: Any = None
+                if streamed:
+                    stream = replies[stream_at[view] + i]
+                    if not stream:  # (the usual case: no stream partials)
+                        stream = ()
+                    elif not isinstance(stream, Exception):
+                        stream = _pairs(stream)
+                wrong_stream = isinstance(stream, Exception)
+                found: EncodedRecord | InvalidRecord | None
                 ts, ver, exp = reply[meta], reply[meta + 1], reply[meta + 2]
                 try:  # (free unless it raises)
                     if ts is None or ver is None or exp is None or (exp := int(exp)) <= now_s:
-                        per_view[view] = None
+                        found = None
                     else:
-                        per_view[view] = record(
+                        found = record(
                             EncodedRecord,
                             (
                                 int(ts),
@@ -777,41 +792,24 @@ class _ReadPlan:
                                 exp,
                                 tuple(reply[start:meta]),
                                 reply[meta + 3],
-                                None,
+                                None if wrong_stream else stream,
                             ),
                         )
                 except ValueError:
                     per_view[view] = _invalid_times(view, reply[meta : meta + 3])
-            decoded[key] = per_view
-        if self.streamed:
-            self._add_streams(decoded, replies)
-        return self._in_key_order(decoded)
-
-    def _add_streams(
-        self, decoded: dict[str, dict[str, EncodedRecord | InvalidRecord | None]], replies: Any
-    ) -> None:
-        """Attach each streamed view's partials (the HGETALL replies after the HMGETs)."""
-        n = len(self.unique)
-        for j, view in enumerate(self.streamed):
-            for i, key in enumerate(self.unique):
-                reply = replies[n * (1 + j) + i]
-                per_view = decoded[key]
-                found = per_view.get(view)
-                if isinstance(found, InvalidRecord):
                     continue
-                if isinstance(reply, Exception):
-                    if not str(reply).startswith("WRONGTYPE"):
-                        raise reply
-                    per_view[view] = InvalidRecord(f"view {view}: stream partials: not a hash")
-                    continue
-                pairs = _pairs(reply)
-                if found is not None:
-                    per_view[view] = found._replace(stream=pairs)
-                elif pairs:
-                    width = self.widths[view]
-                    per_view[view] = EncodedRecord(
-                        0, NO_BATCH, NO_EXPIRY, (None,) * width, None, pairs
+                if wrong_stream:
+                    if not str(stream).startswith("WRONGTYPE"):
+                        raise stream
+                    found = InvalidRecord(f"view {view}: stream partials: not a hash")
+                elif found is None and stream:  # stream partials, no batch record
+                    found = record(
+                        EncodedRecord,
+                        (0, NO_BATCH, NO_EXPIRY, (None,) * (meta - start), None, stream),
                     )
+                per_view[view] = found
+            decoded[key] = per_view
+        return self._in_key_order(decoded)
 
 
 def _pairs(reply: Any) -> tuple[tuple[bytes, bytes], ...]:

@@ -347,6 +347,30 @@ def test_one_view_the_cache_ttl_edge(start: Start) -> None:
     assert served.counters() == (hits + 2, reads + 1)  # both missed: one store read
 
 
+def test_one_view_a_pair_is_admitted_on_a_second_miss_within_twice_its_cache_ttl(
+    start: Start,
+) -> None:
+    """Cache TTL 5 s (sidecar/admission.py): misses 10.5 s apart do not admit a pair, one
+    1 s after the last does; once its entry has expired, a miss 6 s after the admitting one
+    (1 s after the expiry) admits it again."""
+    served = start(cache_ttl_s=5.0)
+    record = user_record("u1", T0_S + 86_400, 1, 1.5)
+    served.write(record)
+    live = {("u1", USERS): record}
+    served.check(["u1"], USER_FEATURES, live)
+    served.clock.advance(10.5)
+    served.check(["u1"], USER_FEATURES, live)
+    assert not served.cached("u1", USERS)  # read too seldom to be read again within its TTL
+    served.clock.advance(1.0)
+    served.check(["u1"], USER_FEATURES, live)
+    assert served.cached("u1", USERS)
+    served.clock.advance(6.0)  # its entry expired 1 s ago
+    hits, reads = served.counters()
+    served.check(["u1"], USER_FEATURES, live)
+    assert served.counters() == (hits, reads + 1)  # a miss...
+    assert served.cached("u1", USERS)  # ...that admits it again
+
+
 def test_several_views_each_view_has_its_own_cache_ttl(start: Start) -> None:
     """Users cached 5 s, profiles 20 s, both read in one request: at 5 s the users' new
     values are read (the profiles' cached ones still served), at 20 s the profiles' too."""
