@@ -8,23 +8,74 @@ request is answered 200 or a 4xx naming the field, e.g. a feature of another ent
 schema-invalid one a 4xx). For a caller without a key (``/openapi.json`` opened) it names no
 entity or feature: the request schema is the generic shape of every request.
 
+Written for code generators as well as validators: every request, response, key and error
+shape is a named schema under ``components/schemas`` referenced with ``$ref`` (no anonymous
+object or union nested in another), and ``RetrieveRequest`` is a ``oneOf`` of one schema per
+entity told apart by a ``discriminator`` on ``entity_name``. The names:
+
+* fixed: ``RetrieveRequest``, ``RetrieveResponse``, ``EntityResult``, ``EntityKey`` (a key
+  as the response echoes it: a string or an ``EntityKeyObject``), ``KeyValue``,
+  ``FeatureValue``, ``Value``, ``FeatureStatus``, ``FeatureReason``, ``Aggregation``,
+  ``Error``, ``ErrorDetail``, ``Health``, ``Readiness`` (with ``RegistrySize``),
+  ``Registry`` and its parts (``RegistryEntity``, ``RegistryFeatureView``,
+  ``RegistryFeature``, ``RegistryLimits``); ``AnyEntityRequest`` (the request of a document
+  naming no entity);
+* per entity, from its name in PascalCase (``user_device`` -> ``UserDevice``):
+  ``UserDeviceRequest``, ``UserDeviceKey`` (a key item: ``UserDeviceKeyString`` or
+  ``UserDeviceKeyObject``), ``UserDeviceFeature`` (the enum of its features). A name that
+  would collide with a fixed one or another entity's gets a number (``User2Request``).
+
 Its paths are those of the route table (:data:`sidecar.endpoints.ENDPOINTS`), each with
 the operation id and summary written there; this module adds each operation's responses.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final, get_args
 
+from featurestore.data_types import ValueType
+from featurestore.windows import AGGREGATIONS
+from sidecar.breaker import State
 from sidecar.endpoints import ENDPOINTS, RETRIEVE, Endpoint
 from sidecar.plans import EntityPlan
 from sidecar.settings import Settings
 from sidecar.visibility import Visibility
 
-__all__ = ["build_openapi"]
+__all__ = ["FIXED_SCHEMAS", "build_openapi", "entity_schema_names"]
 
-_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+#: the schema names that do not depend on the registry
+FIXED_SCHEMAS: Final = (
+    "RetrieveRequest",
+    "AnyEntityRequest",
+    "RetrieveResponse",
+    "EntityResult",
+    "EntityKey",
+    "EntityKeyObject",
+    "KeyValue",
+    "FeatureValue",
+    "Value",
+    "FeatureStatus",
+    "FeatureReason",
+    "Error",
+    "ErrorDetail",
+    "Health",
+    "Readiness",
+    "RegistrySize",
+    "Registry",
+    "RegistryEntity",
+    "RegistryFeatureView",
+    "RegistryFeature",
+    "RegistryLimits",
+    "Aggregation",
+)
+_SUFFIXES: Final = ("Request", "Key", "KeyString", "KeyObject", "Feature")
+_VALUE_TYPES: Final = list(get_args(ValueType))
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -32,7 +83,27 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _error(description: str) -> dict[str, Any]:
-    return _json(_ERROR_REF, description)
+    return _json(_ref("Error"), description)
+
+
+def entity_schema_names(entities: list[str]) -> dict[str, str]:
+    """entity -> the stem of its schema names (``{stem}Request`` ...): its name in
+    PascalCase, numbered where two entities (or an entity and a fixed schema) would share
+    a name. Depends on the entities named only, so every document names an entity alike."""
+    taken = set(FIXED_SCHEMAS)
+    stems = {}
+    for entity in sorted(entities):
+        words = re.findall(r"[A-Za-z0-9]+", entity)
+        base = "".join(w[:1].upper() + w[1:] for w in words) or "Entity"
+        if base[0].isdigit():
+            base = "Entity" + base
+        stem, number = base, 1
+        while any(stem + suffix in taken for suffix in _SUFFIXES):
+            number += 1
+            stem = f"{base}{number}"
+        taken.update(stem + suffix for suffix in _SUFFIXES)
+        stems[entity] = stem
+    return stems
 
 
 def build_openapi(
@@ -41,90 +112,15 @@ def build_openapi(
     """The document for these entity plans, limits and open endpoints, naming only the
     entities and features in ``visible`` (None: every one)."""
     open_endpoints = settings.open_endpoints
-    max_part = settings.max_key_part_chars
     shown = _visible_features(plans, visible)
-    requests = []
-    for plan in sorted(plans.values(), key=lambda p: p.name):
-        features = shown.get(plan.name)
-        if not features:
-            continue
-        text: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_part}
-        number: dict[str, Any] = {"oneOf": [text, {"type": "integer"}]}
-        parts = {
-            column: number if value_type == "int" else text
-            for column, value_type in zip(plan.key_columns, plan.key_types, strict=True)
-        }
-        if len(plan.key_columns) == 1:
-            as_string: dict[str, Any] = {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": max_part,
-                "description": f"The {plan.key_columns[0]} value.",
-            }
-        else:
-            value = f"[^:]{{1,{max_part}}}"
-            as_string = {
-                "type": "string",
-                "pattern": f"^{value}" + f"(:{value})" * (len(plan.key_columns) - 1) + "$",
-                "description": "The key values joined by ':' in the order "
-                + ":".join(plan.key_columns)
-                + " (a value escapes % : { } # as %25 %3A %7B %7D %23), e.g. "
-                + "'usr_00000001:dev_3f9a'.",
-            }
-        as_object = {
-            "type": "object",
-            "additionalProperties": False,
-            "required": list(plan.key_columns),
-            "properties": parts,
-        }
-        requests.append(
-            {
-                "title": f"{plan.name} request",
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["entity_name", "entity_keys", "features"],
-                "properties": {
-                    "entity_name": {"type": "string", "const": plan.name},
-                    "entity_keys": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": settings.max_keys,
-                        "items": {"oneOf": [as_string, as_object]},
-                    },
-                    "features": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": settings.max_features,
-                        "items": {"type": "string", "enum": features},
-                        "description": "Features of the entity (of one or several feature "
-                        "views); a repeated name is answered once.",
-                    },
-                },
-            }
-        )
-    value_schema = {"type": ["number", "integer", "boolean", "string", "null"]}
-    feature_value = {
-        "type": "object",
-        "required": ["value", "timestamp", "status"],
-        "properties": {
-            "value": value_schema,
-            "timestamp": {
-                "type": ["string", "null"],
-                "description": "ISO 8601 UTC feature timestamp of the record the answer comes "
-                "from (null when no record was found). For a windowed feature (one with an "
-                "aggregation and a window in the registry document) it is the request's time, "
-                "the end of the window the value was merged over; for a hand-written view "
-                "with scheduled values, the feature timestamp of the value valid at the "
-                "request's time.",
-            },
-            "status": {"type": "string", "enum": ["PRESENT", "MISSING", "DEFAULT"]},
-            "reason": {
-                "type": "string",
-                "enum": ["NULL", "NOT_FOUND", "STORE_UNAVAILABLE", "INVALID_RECORD"],
-                "description": "Why a value is DEFAULT or MISSING (absent when PRESENT).",
-            },
-        },
-    }
+    stems = entity_schema_names(list(plans))
+    schemas: dict[str, Any] = {}
+    for entity in sorted(shown):
+        schemas.update(_entity_schemas(plans[entity], stems[entity], shown[entity], settings))
+    schemas.update(_fixed_schemas(settings))
+    schemas["RetrieveRequest"] = _retrieve_request(plans, shown, stems)
+    if shown:
+        del schemas["AnyEntityRequest"]
     degraded_header = {
         "X-Featurestore-Degraded": {
             "description": "Present (value 1) when some answers are STORE_UNAVAILABLE.",
@@ -146,10 +142,7 @@ def build_openapi(
         }
 
     retrieve_responses: dict[str, Any] = {
-        "200": {
-            **_json({"$ref": "#/components/schemas/RetrieveResponse"}, "Feature values."),
-            "headers": degraded_header,
-        },
+        "200": {**_json(_ref("RetrieveResponse"), "Feature values."), "headers": degraded_header},
         "400": _error("The body is not JSON."),
         **auth_errors(RETRIEVE),
         "413": _error(f"The body is over {settings.max_body_bytes} bytes."),
@@ -160,9 +153,7 @@ def build_openapi(
         "retrieve": {
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/RetrieveRequest"}}
-                },
+                "content": {"application/json": {"schema": _ref("RetrieveRequest")}},
             }
         },
         "registry": {},
@@ -174,11 +165,11 @@ def build_openapi(
     #: per endpoint: its responses other than the authentication errors
     responses: dict[str, dict[str, Any]] = {
         "retrieve": retrieve_responses,
-        "registry": {"200": _json({"type": "object"}, "The registry.")},
-        "health": {"200": _json({"type": "object"}, "Alive.")},
+        "registry": {"200": _json(_ref("Registry"), "The registry.")},
+        "health": {"200": _json(_ref("Health"), "Alive.")},
         "ready": {
-            "200": _json({"type": "object"}, "Ready."),
-            "503": _json({"type": "object"}, "Not ready (store unreachable)."),
+            "200": _json(_ref("Readiness"), "Ready."),
+            "503": _json(_ref("Readiness"), "Not ready (store unreachable)."),
         },
         "metrics": {
             "200": {
@@ -186,7 +177,11 @@ def build_openapi(
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             }
         },
-        "openapi": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+        "openapi": {
+            "200": _json(
+                {"type": "object", "description": "This document."}, "The OpenAPI document."
+            )
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -212,45 +207,7 @@ def build_openapi(
         },
         "components": {
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
-            "schemas": {
-                "RetrieveRequest": _retrieve_request(requests, plans, shown, settings),
-                "RetrieveResponse": {
-                    "type": "object",
-                    "required": ["entity_name", "results"],
-                    "properties": {
-                        "entity_name": {"type": "string"},
-                        "results": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["entity_key", "features"],
-                                "properties": {
-                                    "entity_key": {"type": ["string", "object"]},
-                                    "features": {
-                                        "type": "object",
-                                        "additionalProperties": feature_value,
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message", "field"],
-                            "properties": {
-                                "code": {"type": "string"},
-                                "message": {"type": "string"},
-                                "field": {"type": ["string", "null"]},
-                            },
-                        }
-                    },
-                },
-            },
+            "schemas": schemas,
         },
     }
 
@@ -269,41 +226,318 @@ def _visible_features(
     return shown
 
 
-def _retrieve_request(
-    requests: list[dict[str, Any]],
-    plans: Mapping[str, EntityPlan],
-    shown: Mapping[str, list[str]],
-    settings: Settings,
+def _entity_schemas(
+    plan: EntityPlan, stem: str, features: list[str], settings: Settings
 ) -> dict[str, Any]:
-    """One schema per visible entity (``requests``) with an example of the first, or
-    (nothing visible) the shape of any request."""
-    if requests:
-        first = min(shown)
-        columns = plans[first].key_columns
-        key: object = "key_1" if len(columns) == 1 else {c: "key_1" for c in columns}
-        return {
-            "oneOf": requests,
-            "description": "One entity's keys and features (one schema per entity).",
-            "example": {"entity_name": first, "entity_keys": [key], "features": shown[first][:3]},
+    """The named schemas of one entity's request: ``{stem}Request`` and its key and feature
+    schemas."""
+    max_part = settings.max_key_part_chars
+    columns = plan.key_columns
+    if len(columns) == 1:
+        as_string: dict[str, Any] = {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": max_part,
+            "description": f"The {columns[0]} value.",
         }
+    else:
+        value = f"[^:]{{1,{max_part}}}"
+        as_string = {
+            "type": "string",
+            "pattern": f"^{value}" + f"(:{value})" * (len(columns) - 1) + "$",
+            "description": "The key values joined by ':' in the order "
+            + ":".join(columns)
+            + " (a value escapes % : { } # as %25 %3A %7B %7D %23), e.g. "
+            + "'usr_00000001:dev_3f9a'.",
+        }
+    text: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_part}
+    parts = {
+        # an integer key column takes a string or an integer: one schema of two types, not
+        # a union of schemas
+        column: {"type": ["string", "integer"], "minLength": 1, "maxLength": max_part}
+        if value_type == "int"
+        else text
+        for column, value_type in zip(columns, plan.key_types, strict=True)
+    }
     return {
-        "type": "object",
-        "required": ["entity_name", "entity_keys", "features"],
-        "description": "One entity's keys and features; the entities and features a key may "
-        "read are in GET /api/v1/registry (and in this document when fetched with the key).",
-        "properties": {
-            "entity_name": {"type": "string", "minLength": 1},
-            "entity_keys": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": settings.max_keys,
-                "items": {"type": ["string", "object"]},
+        f"{stem}KeyString": as_string,
+        f"{stem}KeyObject": {
+            "type": "object",
+            "description": f"A {plan.name} key naming every key column.",
+            "additionalProperties": False,
+            "required": list(columns),
+            "properties": parts,
+        },
+        f"{stem}Key": {
+            "description": f"A {plan.name} key: a string or an object.",
+            "oneOf": [_ref(f"{stem}KeyString"), _ref(f"{stem}KeyObject")],
+        },
+        f"{stem}Feature": {
+            "type": "string",
+            "description": f"An online feature of {plan.name}.",
+            "enum": features,
+        },
+        f"{stem}Request": {
+            "title": f"{plan.name} request",
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["entity_name", "entity_keys", "features"],
+            "properties": {
+                "entity_name": {"type": "string", "const": plan.name},
+                "entity_keys": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": settings.max_keys,
+                    "items": _ref(f"{stem}Key"),
+                },
+                "features": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": settings.max_features,
+                    "items": _ref(f"{stem}Feature"),
+                    "description": "Features of the entity (of one or several feature "
+                    "views); a repeated name is answered once.",
+                },
             },
-            "features": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": settings.max_features,
-                "items": {"type": "string", "minLength": 1},
+        },
+    }
+
+
+def _retrieve_request(
+    plans: Mapping[str, EntityPlan], shown: Mapping[str, list[str]], stems: Mapping[str, str]
+) -> dict[str, Any]:
+    """One schema per visible entity, told apart by ``entity_name``, with an example of the
+    first; or (nothing visible) the shape of any request."""
+    if not shown:
+        return {
+            "description": "One entity's keys and features; the entities and features a key "
+            "may read are in GET /api/v1/registry (and in this document when fetched with "
+            "the key).",
+            "allOf": [_ref("AnyEntityRequest")],
+        }
+    first = min(shown)
+    columns = plans[first].key_columns
+    key: object = "key_1" if len(columns) == 1 else {c: "key_1" for c in columns}
+    mapping = {entity: f"#/components/schemas/{stems[entity]}Request" for entity in sorted(shown)}
+    return {
+        "description": "One entity's keys and features (one schema per entity, chosen by "
+        "entity_name).",
+        "oneOf": [{"$ref": target} for target in mapping.values()],
+        "discriminator": {"propertyName": "entity_name", "mapping": mapping},
+        "example": {"entity_name": first, "entity_keys": [key], "features": shown[first][:3]},
+    }
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _fixed_schemas(settings: Settings) -> dict[str, Any]:
+    """The schemas that do not depend on the registry (``AnyEntityRequest`` among them: the
+    caller drops it from a document that names entities)."""
+    text = {"type": "string"}
+    integer = {"type": "integer"}
+    return {
+        "AnyEntityRequest": {
+            "type": "object",
+            "required": ["entity_name", "entity_keys", "features"],
+            "properties": {
+                "entity_name": {"type": "string", "minLength": 1},
+                "entity_keys": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": settings.max_keys,
+                    "items": _ref("EntityKey"),
+                },
+                "features": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": settings.max_features,
+                    "items": {"type": "string", "minLength": 1},
+                },
+            },
+        },
+        "KeyValue": {
+            "type": ["string", "integer"],
+            "description": "One key column's value (an integer only for an integer column).",
+        },
+        "EntityKeyObject": {
+            "type": "object",
+            "description": "key column -> value",
+            "additionalProperties": _ref("KeyValue"),
+        },
+        "EntityKey": {
+            "description": "An entity key as sent: a string, or an object naming every key column.",
+            "oneOf": [{"type": "string"}, _ref("EntityKeyObject")],
+        },
+        "Aggregation": {"type": "string", "enum": list(AGGREGATIONS)},
+        "Value": {
+            "type": ["number", "integer", "boolean", "string", "null"],
+            "description": "A feature value (its type is the feature's, in the registry).",
+        },
+        "FeatureStatus": {"type": "string", "enum": ["PRESENT", "MISSING", "DEFAULT"]},
+        "FeatureReason": {
+            "type": "string",
+            "enum": ["NULL", "NOT_FOUND", "STORE_UNAVAILABLE", "INVALID_RECORD"],
+            "description": "Why a value is DEFAULT or MISSING (absent when PRESENT).",
+        },
+        "FeatureValue": {
+            "type": "object",
+            "required": ["value", "timestamp", "status"],
+            "properties": {
+                "value": _ref("Value"),
+                "timestamp": {
+                    "type": ["string", "null"],
+                    "description": "ISO 8601 UTC feature timestamp of the record the answer "
+                    "comes from (null when no record was found). For a windowed feature (one "
+                    "with an aggregation and a window in the registry document) it is the "
+                    "request's time, the end of the window the value was merged over; for a "
+                    "hand-written view with scheduled values, the feature timestamp of the "
+                    "value valid at the request's time.",
+                },
+                "status": _ref("FeatureStatus"),
+                "reason": _ref("FeatureReason"),
+            },
+        },
+        "EntityResult": {
+            "type": "object",
+            "required": ["entity_key", "features"],
+            "properties": {
+                "entity_key": _ref("EntityKey"),
+                "features": {
+                    "type": "object",
+                    "description": "feature name -> its answer",
+                    "additionalProperties": _ref("FeatureValue"),
+                },
+            },
+        },
+        "RetrieveResponse": {
+            "type": "object",
+            "required": ["entity_name", "results"],
+            "properties": {
+                "entity_name": text,
+                "results": {
+                    "type": "array",
+                    "description": "One result per requested key, in the request's order.",
+                    "items": _ref("EntityResult"),
+                },
+            },
+        },
+        "ErrorDetail": {
+            "type": "object",
+            "required": ["code", "message", "field"],
+            "properties": {
+                "code": {"type": "string", "description": "e.g. INVALID_KEY, UNKNOWN_FEATURE"},
+                "message": text,
+                "field": {
+                    "type": ["string", "null"],
+                    "description": "The request field at fault, e.g. entity_keys[3].",
+                },
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": _ref("ErrorDetail")},
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["ok"]}},
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["status"],
+            "description": "An unscoped key (an operator's) also gets the registry's size, "
+            "the store, why it does not answer and the circuit breaker's state.",
+            "properties": {
+                "status": {"type": "string", "enum": ["ready", "not_ready"]},
+                "registry": _ref("RegistrySize"),
+                "store": text,
+                "store_problem": {"type": ["string", "null"]},
+                "circuit": {"type": "string", "enum": list(get_args(State))},
+            },
+        },
+        "RegistrySize": {
+            "type": "object",
+            "description": "How many entities and online features the sidecar serves.",
+            "properties": {"entities": integer, "features": integer},
+        },
+        "RegistryEntity": {
+            "type": "object",
+            "required": ["keys", "key_types", "description", "key_format"],
+            "properties": {
+                "keys": {"type": "array", "items": text},
+                "key_types": {"type": "array", "items": {"type": "string", "enum": _VALUE_TYPES}},
+                "description": text,
+                "key_format": text,
+            },
+        },
+        "RegistryFeatureView": {
+            "type": "object",
+            "required": ["entity", "keys", "online", "features"],
+            "properties": {
+                "entity": text,
+                "keys": {"type": "array", "items": text},
+                "owner": _nullable(text),
+                "ttl": _nullable(text),
+                "ttl_seconds": _nullable(integer),
+                "freshness_sla": _nullable(text),
+                "freshness_sla_seconds": _nullable(integer),
+                "online": {"type": "boolean"},
+                "cache_ttl_seconds": {"type": ["number", "null"]},
+                "tiled": {"type": "boolean"},
+                "streamed": {"type": "boolean"},
+                "description": _nullable(text),
+                "features": {"type": "array", "items": text},
+            },
+        },
+        "RegistryFeature": {
+            "type": "object",
+            "required": ["entity", "view", "type", "online"],
+            "properties": {
+                "entity": text,
+                "view": text,
+                "type": {"type": "string", "enum": _VALUE_TYPES},
+                "data_type": _nullable(text),
+                "default": _ref("Value"),
+                "description": _nullable(text),
+                "owner": _nullable(text),
+                "ttl_seconds": _nullable(integer),
+                "freshness_sla_seconds": _nullable(integer),
+                "online": {"type": "boolean"},
+                "aggregation": {"anyOf": [_ref("Aggregation"), {"type": "null"}]},
+                "column": _nullable(text),
+                "window": _nullable(text),
+                "window_seconds": _nullable(integer),
+                "hop": _nullable(text),
+                "hop_seconds": _nullable(integer),
+            },
+        },
+        "RegistryLimits": {
+            "type": "object",
+            "properties": {
+                name: integer
+                for name in (
+                    "max_keys",
+                    "max_features",
+                    "max_values",
+                    "max_body_bytes",
+                    "max_key_part_chars",
+                )
+            },
+        },
+        "Registry": {
+            "type": "object",
+            "required": ["entities", "feature_views", "features", "limits"],
+            "properties": {
+                "entities": {"type": "object", "additionalProperties": _ref("RegistryEntity")},
+                "feature_views": {
+                    "type": "object",
+                    "additionalProperties": _ref("RegistryFeatureView"),
+                },
+                "features": {"type": "object", "additionalProperties": _ref("RegistryFeature")},
+                "limits": _ref("RegistryLimits"),
             },
         },
     }

@@ -147,9 +147,14 @@ def not_shown(text: str, registry: Registry, entities: set[str], views: set[str]
 def request_schemas(document: dict[str, Any]) -> dict[str, list[str]]:
     """entity -> the features enum of its request schema in an OpenAPI document."""
     out = {}
-    for schema in document["components"]["schemas"]["RetrieveRequest"].get("oneOf", []):
-        properties = schema["properties"]
-        out[properties["entity_name"]["const"]] = properties["features"]["items"]["enum"]
+    schemas = document["components"]["schemas"]
+
+    def named(ref: dict[str, str]) -> dict[str, Any]:
+        return schemas[ref["$ref"].removeprefix("#/components/schemas/")]  # type: ignore[no-any-return]
+
+    for variant in schemas["RetrieveRequest"].get("oneOf", []):
+        properties = named(variant)["properties"]
+        out[properties["entity_name"]["const"]] = named(properties["features"]["items"])["enum"]
     return out
 
 
