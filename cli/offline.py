@@ -2,7 +2,7 @@
 ``registry`` (the feature registry) and ``training-set`` (a point-in-time training set).
 
 Exit codes: 0 success; 1 a clear error (bad input, failed dbt run, invalid registry); 2 a
-command-line usage error (README: "Exit codes").
+command-line usage error; 3 ``registry check`` refused a change (README: "Exit codes").
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 import click
 
 from featurestore.commands import clean_errors, project_dir_option
+from featurestore.exit_codes import ExitCode
 from featurestore.historical import HistoricalFeaturesError
+from featurestore.previous_registry import AgainstError
 from featurestore.project import DbtError
 from featurestore.registry import RegistryError
 from featurestore.training_files import TrainingFileError
@@ -73,12 +75,18 @@ def generate(out_dir: Path, **options: Any) -> None:
     click.echo(f"written to {out_dir}")
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @project_dir_option
+@click.pass_context
 @offline_errors
-def registry(as_json: bool, project_dir: Path | None) -> None:
-    """Print the feature registry (read from target/manifest.json; run `dbt parse` first)."""
+def registry(ctx: click.Context, as_json: bool, project_dir: Path | None) -> None:
+    """Print the feature registry (read from target/manifest.json; run `dbt parse` first).
+
+    `featurestore registry check --against PATH_OR_GIT_REF` checks it against a previous
+    one instead."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -121,6 +129,84 @@ def registry(as_json: bool, project_dir: Path | None) -> None:
             _aggregation_cell(feature.aggregation),
         )
     Console(width=200).print(table)
+
+
+@registry.command("check")
+@click.option(
+    "--against",
+    required=True,
+    metavar="PATH_OR_GIT_REF",
+    help="The previous registry: a manifest.json, a dbt project folder (its "
+    "target/manifest.json), or a git ref of this repository (its project is parsed).",
+)
+@click.option(
+    "--allow",
+    "allowed",
+    multiple=True,
+    metavar="NAME",
+    help="Accept the refused changes of this entity, view or feature (a deliberate "
+    "removal); repeatable.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@project_dir_option
+@clean_errors(AgainstError, DbtError, RegistryError)
+def registry_check(
+    against: str, allowed: tuple[str, ...], as_json: bool, project_dir: Path | None
+) -> None:
+    """Refuse schema changes that break readers of the features: a feature removed or its
+    type or aggregation changed, a view removed, moved to another entity, keys changed or
+    taken offline, an entity's keys changed (README: "Schema compatibility"). New features
+    and views pass; --allow NAME accepts a deliberate change. Exit 0 compatible (or every
+    refused change allowed), 3 refused, 2 a bad --against, 1 an error."""
+    from featurestore.compatibility import incompatibilities
+    from featurestore.previous_registry import previous_registry
+    from featurestore.project import Project
+    from featurestore.registry import load_registry
+
+    project = Project.at(project_dir)
+    new = load_registry(project.manifest_path)
+    old, where = previous_registry(against, project)
+    changes = incompatibilities(old, new)
+    found = [i for i in changes if i.name not in allowed]
+    accepted = [i for i in changes if i.name in allowed]
+    unmatched = sorted(set(allowed) - {i.name for i in changes})
+    added = {
+        "entities": sorted(set(new.entities) - set(old.entities)),
+        "views": sorted(set(new.views) - set(old.views)),
+        "features": sorted(set(new.features) - set(old.features)),
+    }
+    if as_json:
+        report = {
+            "against": where,
+            "compatible": not found,
+            "incompatibilities": [
+                {"kind": i.kind, "subject": i.subject, "name": i.name, "message": i.message}
+                for i in found
+            ],
+            "allowed": [
+                {"kind": i.kind, "subject": i.subject, "name": i.name, "message": i.message}
+                for i in accepted
+            ],
+            "added": added,
+        }
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for problem in found:
+            click.echo(f"refused: {problem}")
+        for problem in accepted:
+            click.echo(f"allowed: {problem}")
+        for kind, names in added.items():
+            if names:
+                click.echo(f"new {kind}: {', '.join(names)}")
+        verdict = f"{len(found)} incompatible change(s)" if found else "compatible"
+        click.echo(
+            f"registry against {where}: {verdict} ({len(old.entities)} entities, "
+            f"{len(old.views)} views, {len(old.features)} features checked)"
+        )
+    for name in unmatched:
+        click.echo(f"warning: --allow {name} matched no refused change", err=True)
+    if found:
+        raise click.exceptions.Exit(ExitCode.REJECTED)
 
 
 @click.command("training-set")
