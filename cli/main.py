@@ -2,7 +2,7 @@
 
 * offline (:mod:`cli.offline`): ``generate``, ``registry``, ``training-set``;
 * ``demo`` (:mod:`cli.demo`);
-* the loader's (:mod:`loader.cli`): ``init-store``, ``load``, ``loads``;
+* the loader's (:mod:`loader.cli`): ``init-store``, ``load``, ``loads``, ``freshness``;
 * the sidecar's (:mod:`sidecar.cli`): ``serve``;
 * the stream worker's (:mod:`stream.cli`): ``stream``.
 
@@ -15,7 +15,7 @@ import click
 
 from cli.demo import demo
 from cli.offline import generate, registry, training_set
-from loader.cli import init_store, load, loads
+from loader.cli import freshness, init_store, load, loads
 from sidecar.cli import serve_command
 from stream.cli import stream_command
 
@@ -35,6 +35,7 @@ for command in (
     init_store,
     load,
     loads,
+    freshness,
     serve_command,
     stream_command,
 ):

@@ -21,6 +21,8 @@ class ExitCode(IntEnum):
     REJECTED = 3
     STORE_UNAVAILABLE = 4
     STORE_NOT_INITIALIZED = 5
+    #: ``featurestore freshness``: a view is older than its freshness SLA
+    STALE = 6
 
 
 def exit_code_of(exc: BaseException) -> int:

@@ -1,5 +1,6 @@
-"""The loader's commands: ``featurestore init-store``, ``load`` and ``loads`` (behaviour in
-:mod:`loader`; exit codes in the README's "Exit codes" section).
+"""The loader's commands: ``featurestore init-store``, ``load``, ``loads`` and
+``freshness`` (behaviour in :mod:`loader`; exit codes in the README's "Exit codes"
+section).
 
 The composition layer adds them to the ``featurestore`` group (``cli/main.py``).
 """
@@ -15,13 +16,15 @@ import click
 
 from featurestore.clock import parse_now
 from featurestore.commands import clean_errors, now_option, online_option, project_dir_option
-from featurestore.exit_codes import exit_code_of
+from featurestore.exit_codes import ExitCode, exit_code_of
 from featurestore.online.store import StoreError
 from featurestore.online.urls import open_store
+from featurestore.project import DbtError
+from featurestore.registry import RegistryError
 from featurestore.timestamps import iso_micros
 from loader.errors import LoaderError
 
-__all__ = ["init_store", "load", "loads"]
+__all__ = ["freshness", "init_store", "load", "loads"]
 
 #: store and loader errors: one line and their exit code
 store_errors = clean_errors(StoreError, LoaderError)
@@ -67,6 +70,15 @@ def init_store(online_url: str) -> None:
     show_default=True,
     help="auto: a progress bar if stderr is a terminal, JSON log lines otherwise.",
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FEATURESTORE_LOADER_METRICS_FILE",
+    show_envvar=True,
+    default=None,
+    help="After the load, write every online view's freshness gauges there in Prometheus' "
+    "text format (for node_exporter's textfile collector).",
+)
 @project_dir_option
 def load(
     online_url: str,
@@ -75,6 +87,7 @@ def load(
     batch_rows: int,
     now_text: str | None,
     log_format: str,
+    metrics_file: Path | None,
     project_dir: Path | None,
 ) -> None:
     """Load the warehouse's latest feature values into an online store.
@@ -106,6 +119,10 @@ def load(
                 now=now,
                 reporter=reporter,
             )
+            if metrics_file is not None:
+                from loader.metrics_file import write_freshness_metrics
+
+                write_freshness_metrics(metrics_file, store, project_dir, now)
     except (StoreError, LoaderError) as exc:
         code = exit_code_of(exc)
         reporter.error(str(exc), code)
@@ -164,3 +181,60 @@ def loads(online_url: str, limit: int, as_json: bool) -> None:
 
 def _watermark(value: int | None) -> str:
     return "-" if value is None else iso_micros(value)
+
+
+@click.command("freshness")
+@online_option
+@click.option(
+    "--views",
+    "view_list",
+    default=None,
+    help="Comma-separated online feature views (default: every online view).",
+)
+@now_option("The current time, ISO 8601 UTC (default: the clock).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@project_dir_option
+@clean_errors(StoreError, LoaderError, RegistryError, DbtError)
+def freshness(
+    online_url: str,
+    view_list: str | None,
+    now_text: str | None,
+    as_json: bool,
+    project_dir: Path | None,
+) -> None:
+    """How old each online view's data is against its freshness SLA (README: Freshness
+    SLAs); exit 6 when any view is older than its SLA or was never loaded (for schedulers)."""
+    import datetime as dt
+
+    from featurestore.freshness import freshness as view_freshness
+    from featurestore.project import Project
+    from featurestore.registry import load_registry
+
+    try:
+        now = parse_now(now_text) or dt.datetime.now(dt.UTC)
+    except ValueError as exc:
+        raise LoaderError(f"invalid time: {exc}") from None
+    registry = load_registry(Project.at(project_dir).manifest_path)
+    views = None
+    if view_list is not None:
+        views = [name.strip() for name in view_list.split(",") if name.strip()]
+        for name in views:
+            view = registry.view(name)
+            if not view.online:
+                raise LoaderError(f"feature view {name!r} is not online")
+    with open_store(online_url) as store:
+        store.check()
+        report = view_freshness(registry, store, now, views)
+    if as_json:
+        click.echo(json.dumps([item.to_dict() for item in report], indent=2))
+    else:
+        for item in report:
+            age = "never loaded" if item.age_seconds is None else f"age {item.age_seconds:,.0f} s"
+            as_of = "-" if item.data_as_of is None else item.data_as_of.isoformat() + "Z"
+            verdict = "BREACHED" if item.breached else "ok"
+            click.echo(
+                f"{item.view}: {verdict}: data as of {as_of} ({item.source}), {age}, "
+                f"SLA {item.sla_seconds:,} s"
+            )
+    if any(item.breached for item in report):
+        raise click.exceptions.Exit(ExitCode.STALE)

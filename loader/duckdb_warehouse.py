@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ import pyarrow as pa
 
 from loader.errors import WarehouseError
 from loader.views import ViewSource, quote_identifier
-from loader.warehouse import Warehouse
+from loader.warehouse import Warehouse, naive_utc
 
 if TYPE_CHECKING:
     import duckdb
@@ -94,6 +95,11 @@ class DuckDBWarehouse(Warehouse):
     def count(self, source: ViewSource, watermark: int | None) -> int:
         query = f"select count(*) from ({self._select(source, watermark)})"  # order: dropped
         return int(self._sql(query).fetchall()[0][0])
+
+    def cutoff(self, source: ViewSource) -> dt.datetime | None:
+        query = f"select max({quote_identifier(source.cutoff_column)}) from {source.relation}"
+        value = self._sql(query).fetchall()[0][0]
+        return naive_utc(value)
 
     def batches(
         self, source: ViewSource, watermark: int | None, rows: int

@@ -29,7 +29,7 @@ from featurestore.online.store import (
 )
 from featurestore.project import Project
 from featurestore.registry import RegistryError, load_registry
-from featurestore.timestamps import iso_micros
+from featurestore.timestamps import iso_micros, micros
 from loader.duckdb_warehouse import DuckDBWarehouse
 from loader.errors import LoaderError
 from loader.records import RecordGrouper, micros_array
@@ -75,6 +75,9 @@ class ViewResult:
     outcome: str = "success"  # "success" | "rejected" | "failed"
     watermark_before: int | None = None
     watermark_after: int | None = None
+    #: the loaded relation's cutoff (microseconds; its ``online_as_of``): after a
+    #: successful load the view's values in the store are current as of this time
+    data_as_of: int | None = None
     rows_read: int = 0
     rows_written: int = 0
     rows_skipped: int = 0
@@ -104,6 +107,7 @@ class ViewResult:
             "rows_per_second": round(self.rows_per_second, 1),
             "watermark_before": None if before is None else iso_micros(before),
             "watermark_after": None if after is None else iso_micros(after),
+            "data_as_of": None if self.data_as_of is None else iso_micros(self.data_as_of),
         }
 
 
@@ -337,6 +341,8 @@ def _load_view(
         result.watermark_before = store.get_watermark(source.name)
         since = None if full_refresh else result.watermark_before
         total = source_db.count(source, since)
+        cutoff = source_db.cutoff(source)
+        result.data_as_of = None if cutoff is None else micros(cutoff)
         reporter.view_started(source, since, total)
         with tempfile.TemporaryDirectory(prefix="featurestore-load-") as spill_dir:
             spill = Path(spill_dir) / f"{source.name}.arrow"
@@ -553,6 +559,8 @@ def _record(
         "seconds": round(result.seconds, 3),
         "now": None if clock.real_time else clock.now().isoformat(),
     }
+    if result.outcome == "success" and result.data_as_of is not None:
+        extra["data_as_of"] = iso_micros(result.data_as_of)
     if result.failures:
         extra["failures"] = [failure.to_dict() for failure in result.failures]
     record = LoadRecord(

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -65,7 +66,7 @@ from loader.views import (
     partial_columns,
     quote_identifier,
 )
-from loader.warehouse import Warehouse
+from loader.warehouse import Warehouse, naive_utc
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -448,6 +449,17 @@ class SnowflakeWarehouse(Warehouse):
         finally:
             cursor.close()
         return int(row[0]) if row else 0
+
+    def cutoff(self, source: ViewSource) -> dt.datetime | None:
+        if source.name not in self._columns:
+            self.check(source)
+        column = quote_identifier(self._columns[source.name][source.cutoff_column])
+        cursor = self._execute(f"select max({column}) from {relation_name(source)}", source)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return naive_utc(row[0] if row else None)
 
     def batches(
         self, source: ViewSource, watermark: int | None, rows: int

@@ -6,14 +6,25 @@ implementation (:mod:`loader.duckdb_warehouse`, :mod:`loader.snowflake_warehouse
 from __future__ import annotations
 
 import abc
+import datetime as dt
 from collections.abc import Iterator
 from typing import Self
 
 import pyarrow as pa
 
+from loader.errors import WarehouseError
 from loader.views import ViewSource
 
-__all__ = ["Warehouse"]
+__all__ = ["Warehouse", "naive_utc"]
+
+
+def naive_utc(value: object) -> dt.datetime | None:
+    """A timestamp the warehouse returned, as naive UTC (an aware one converted)."""
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        raise WarehouseError(f"expected a timestamp from the warehouse, got {value!r}")
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 class Warehouse(abc.ABC):
@@ -54,6 +65,11 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def count(self, source: ViewSource, watermark: int | None) -> int:
         """How many rows :meth:`batches` will yield (for progress)."""
+
+    @abc.abstractmethod
+    def cutoff(self, source: ViewSource) -> dt.datetime | None:
+        """The relation's cutoff (``online_as_of``, naive UTC; the same on every row): the
+        time its values are current as of (None: the relation is empty)."""
 
     @abc.abstractmethod
     def batches(

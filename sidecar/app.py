@@ -32,6 +32,7 @@ from featurestore.online.store import OnlineStore
 from featurestore.online.urls import open_store
 from featurestore.registry import Registry, load_registry
 from sidecar.endpoints import RETRIEVE, route_path
+from sidecar.freshness import refresh_periodically
 from sidecar.metrics import MetricsMiddleware
 from sidecar.routes import ROUTES, RetrieveEndpoint, http_error, server_error
 from sidecar.server import ConnectionLimits, SidecarProtocol
@@ -105,11 +106,13 @@ def create_app(
         collector = None
         if settings.gc_full_interval_s > 0:
             collector = asyncio.create_task(collect_periodically(settings.gc_full_interval_s))
+        freshness = asyncio.create_task(refresh_periodically(sidecar))
         try:
             yield
         finally:
             if collector is not None:
                 collector.cancel()
+            freshness.cancel()
             sidecar.close()
 
     app = SidecarApp(

@@ -47,6 +47,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from featurestore.freshness import AGE_METRIC, AS_OF_METRIC, SLA_METRIC
 from sidecar.endpoints import ENDPOINTS, route_path
 
 __all__ = ["ROUTE_LABELS", "Metrics", "MetricsMiddleware"]
@@ -139,6 +140,30 @@ class Metrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        # freshness (featurestore/freshness.py): refreshed by sidecar/freshness.py, the age
+        # recomputed at each scrape from the as-of time
+        self.data_as_of = Gauge(
+            AS_OF_METRIC,
+            "When the view's served data is current as of (batch cutoff or stream watermark).",
+            ["view"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.data_age = Gauge(
+            AGE_METRIC,
+            "Age of the view's served data at the scrape.",
+            ["view"],
+            registry=registry,
+            multiprocess_mode="min",
+        )
+        self.freshness_sla = Gauge(
+            SLA_METRIC,
+            "The view's declared freshness SLA.",
+            ["view"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self._as_of: dict[str, float] = {}
         self._store_outcomes = {name: self.store_reads.labels(name) for name in STORE_OUTCOMES}
         self._store_errors = {
             name: self.store_errors.labels(name) for name in STORE_OUTCOMES if name != "ok"
@@ -195,6 +220,18 @@ class Metrics:
                 if child is None:
                     child = children[labels] = self.feature_values.labels(*labels)
                 child.inc(count)
+
+    def view_freshness(self, view: str, sla_s: int, as_of_s: float | None) -> None:
+        """A view's SLA and the time its data is current as of (None: unknown)."""
+        self.freshness_sla.labels(view).set(sla_s)
+        if as_of_s is not None:
+            self._as_of[view] = as_of_s
+            self.data_as_of.labels(view).set(as_of_s)
+
+    def data_ages(self, now_s: float) -> None:
+        """Set each known view's age at ``now_s`` (before a scrape)."""
+        for view, as_of_s in self._as_of.items():
+            self.data_age.labels(view).set(max(0.0, now_s - as_of_s))
 
     # --- exposition ---------------------------------------------------------------------
 

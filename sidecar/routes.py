@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from featurestore.timestamps import micros
 from sidecar.auth import API_KEY_HEADER
 from sidecar.endpoints import ENDPOINTS, HEALTH, METRICS, OPENAPI, READY, REGISTRY, RETRIEVE
 from sidecar.errors import ApiError, error_response
@@ -172,6 +173,7 @@ async def metrics(request: Request) -> Response:
         return exc.response()
     sidecar.metrics.cache_entries.set(len(sidecar.cache))
     sidecar.metrics.circuit(sidecar.breaker.state)
+    sidecar.metrics.data_ages(micros(sidecar.clock.now()) / 1e6)
     payload, content_type = sidecar.metrics.render()
     return Response(payload, media_type=content_type)
 

@@ -49,6 +49,10 @@ class Watermarks:
         state = self._partitions.get(partition)
         return None if state is None else state.highest_us - self.out_of_orderness_us
 
+    def each(self) -> dict[str, int]:
+        """Every partition's watermark (microseconds), idle ones included."""
+        return {p: s.highest_us - self.out_of_orderness_us for p, s in self._partitions.items()}
+
     def low(self, now: float | None = None) -> int | None:
         """The lowest watermark of the active partitions (None: none is active)."""
         seen = time.monotonic() if now is None else now

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from featurestore.clock import Clock
-from featurestore.online.store import OnlineStore, StoreUnavailable
+from featurestore.online.store import OnlineStore, StoreError, StoreUnavailable
 from featurestore.online.stream_tiles import (
     DEFAULT_DEDUP_HORIZON_S,
     StreamApplied,
@@ -118,6 +118,7 @@ class Worker:
         self._last_flush = time.monotonic()
         self._last_message = time.monotonic()
         self._last_gauges = 0.0
+        self._recorded: dict[str, int] = {}
         self._stopping = threading.Event()
         self._random = random.Random()
         #: the store writes of the last batch run here while the next batch is read and
@@ -314,6 +315,7 @@ class Worker:
         if landed:
             self.metrics.landed.labels("rows").inc(landed)
         self._last_flush = time.monotonic()
+        self._record_watermarks()
         if not self._uncommitted:
             return
         try:
@@ -323,6 +325,21 @@ class Worker:
             return
         self.metrics.commits.inc()
         self._uncommitted = []
+
+    def _record_watermarks(self) -> None:
+        """Keep each partition's watermark in the store for every view (what freshness
+        reads for a streamed view); the store is idle here (flush settled the batch in
+        flight). Best effort: a store outage is retried at the next flush."""
+        watermarks = self.watermarks.each()
+        if not watermarks or watermarks == self._recorded:
+            return
+        try:
+            for plan in self.plans:
+                self.store.record_stream_watermarks(plan.view, watermarks)
+        except StoreError as exc:
+            log.warning("stream watermarks not recorded, retried at the next flush: %s", exc)
+            return
+        self._recorded = watermarks
 
     def _gauges(self) -> None:
         self._last_gauges = time.monotonic()

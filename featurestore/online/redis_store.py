@@ -77,7 +77,7 @@ import datetime as dt
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 from urllib.parse import quote
@@ -430,6 +430,42 @@ class RedisStore(OnlineStore):
                 flat = reply if isinstance(reply, list) else []
                 out.append(list(zip(flat[::2], flat[1::2], strict=True)))
         return out
+
+    def record_stream_watermarks(self, view: str, watermarks: Mapping[str, int]) -> None:
+        """:meth:`OnlineStore.record_stream_watermarks`: one HSET of ``<ns>:sw:<view>``."""
+        if not watermarks:
+            return
+        fields = [part for item in watermarks.items() for part in (item[0], str(item[1]))]
+        with self._errors():
+            (reply,) = self._pipeline([("HSET", self._stream_watermarks_key(view), *fields)])
+        if isinstance(reply, Exception):
+            raise StoreUnavailable(f"{self.description}: {reply}")
+
+    def stream_watermarks(self, view: str) -> dict[str, int]:
+        """:meth:`OnlineStore.stream_watermarks` (a value that is not an integer is left
+        out)."""
+        with self._errors():
+            (reply,) = self._pipeline([("HGETALL", self._stream_watermarks_key(view))])
+        if isinstance(reply, Exception):
+            raise StoreUnavailable(f"{self.description}: {reply}")
+        pairs = (
+            list(reply.items())
+            if isinstance(reply, dict)
+            else list(zip(reply[::2], reply[1::2], strict=True))
+            if isinstance(reply, list)
+            else []
+        )
+        out = {}
+        for partition, value in pairs:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            if text.lstrip("-").isdigit():
+                out[partition.decode() if isinstance(partition, bytes) else str(partition)] = int(
+                    text
+                )
+        return out
+
+    def _stream_watermarks_key(self, view: str) -> str:
+        return f"{self.namespace}:sw:{view}"
 
     def _evalsha_batch(
         self, script: Any, source: str, calls: list[tuple[str | bytes, ...]]

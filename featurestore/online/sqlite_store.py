@@ -41,7 +41,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from featurestore.online.layout import Record, decode_value, encode_python_value, entity_token
@@ -333,6 +333,40 @@ class SQLiteStore(OnlineStore):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.description}: {exc}") from None
 
+    def record_stream_watermarks(self, view: str, watermarks: Mapping[str, int]) -> None:
+        """:meth:`OnlineStore.record_stream_watermarks`: one upsert per partition."""
+        if not watermarks:
+            return
+        con = self._connection()
+        try:
+            if not getattr(self._local, "stream_tables", False):
+                con.executescript(STREAM_SCHEMA)
+                self._local.stream_tables = True
+            con.execute("begin immediate")
+            con.executemany(
+                "insert into stream_watermarks (view, partition, watermark) values (?, ?, ?) "
+                "on conflict (view, partition) do update set watermark = excluded.watermark",
+                [(view, partition, int(value)) for partition, value in watermarks.items()],
+            )
+            con.execute("commit")
+        except sqlite3.Error as exc:
+            con.execute("rollback") if con.in_transaction else None
+            raise self._write_error(exc) from None
+
+    def stream_watermarks(self, view: str) -> dict[str, int]:
+        """:meth:`OnlineStore.stream_watermarks` (none before the stream tables exist)."""
+        try:
+            rows = self._connection().execute(
+                "select partition, watermark from stream_watermarks where view = ?", (view,)
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}
+            raise StoreUnavailable(f"{self.description}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.description}: {exc}") from None
+        return {str(partition): int(watermark) for partition, watermark in rows}
+
     def _write_error(self, exc: sqlite3.Error) -> StoreError:
         """A failed write (records or bookkeeping) as the store error it stands for."""
         if "no column named timeline" in str(exc):
@@ -504,6 +538,9 @@ class ReadOnlySQLiteStore(SQLiteStore):
         dedup_horizon_s: int = DEFAULT_DEDUP_HORIZON_S,
     ) -> StreamApplied:
         raise self._refuse("apply stream partials")
+
+    def record_stream_watermarks(self, view: str, watermarks: Mapping[str, int]) -> None:
+        raise self._refuse("record stream watermarks")
 
 
 def _is_wal(path: Path) -> bool:

@@ -49,6 +49,12 @@ create table if not exists stream_events (
 ) without rowid;
 create index if not exists stream_events_by_time
     on stream_events (entity, entity_key, view, ingested_s);
+create table if not exists stream_watermarks (
+    view text not null,
+    partition text not null,
+    watermark integer not null,
+    primary key (view, partition)
+) without rowid;
 """
 
 _ADD = """

@@ -325,6 +325,17 @@ class OnlineStore(abc.ABC):
         value) pairs, undecoded (:func:`~featurestore.online.stream_tiles.read_partials`)."""
         raise StoreError(f"{self.description}: this store does not keep stream partials")
 
+    def record_stream_watermarks(self, view: str, watermarks: Mapping[str, int]) -> None:
+        """Keep the stream worker's watermark (microseconds) of each of its partitions for
+        ``view``: what freshness reads for a streamed view (:mod:`featurestore.freshness`).
+        A partition's value is replaced (the worker that owns it now writes it)."""
+        raise StoreError(f"{self.description}: this store does not keep stream partials")
+
+    def stream_watermarks(self, view: str) -> dict[str, int]:
+        """The watermarks :meth:`record_stream_watermarks` kept for ``view``, by partition
+        (empty: none, or a store without stream partials)."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
