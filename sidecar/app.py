@@ -106,7 +106,9 @@ def create_app(
         collector = None
         if settings.gc_full_interval_s > 0:
             collector = asyncio.create_task(collect_periodically(settings.gc_full_interval_s))
-        freshness = asyncio.create_task(refresh_periodically(sidecar))
+        freshness = asyncio.create_task(
+            refresh_periodically(sidecar, settings.freshness_interval_s)
+        )
         try:
             yield
         finally:

@@ -51,6 +51,8 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
                                     see :func:`sidecar.app.tune_gc`)
 ``FEATURESTORE_GC_FULL_INTERVAL``   a full collection this often instead (default ``10m``;
                                     ``0`` = never)
+``FEATURESTORE_FRESHNESS_INTERVAL`` how often the freshness gauges are read from the store's
+                                    load log and stream watermarks (default ``15s``)
 ==================================  =========================================================
 
 Raw API keys never leave this module: they are hashed into :class:`~sidecar.auth.ApiKey`
@@ -130,6 +132,8 @@ class Settings:
     breaker_cooldown_s: float = 1.0
     gc_thresholds: tuple[int, int, int] = (700, 10, 1_000_000)
     gc_full_interval_s: float = 600.0
+    #: how often the freshness gauges are read from the store (sidecar/freshness.py)
+    freshness_interval_s: float = 15.0
     header_timeout_s: float = 5.0
     body_timeout_s: float = 10.0
     max_connections: int = 1024
@@ -151,6 +155,7 @@ class Settings:
             "header_timeout_s (FEATURESTORE_HEADER_TIMEOUT)": self.header_timeout_s,
             "body_timeout_s (FEATURESTORE_BODY_TIMEOUT)": self.body_timeout_s,
             "max_connections (FEATURESTORE_MAX_CONNECTIONS)": self.max_connections,
+            "freshness_interval_s (FEATURESTORE_FRESHNESS_INTERVAL)": self.freshness_interval_s,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -235,6 +240,9 @@ class Settings:
             gc_thresholds=parse_gc_thresholds(env.get("FEATURESTORE_GC_THRESHOLDS", "")),
             gc_full_interval_s=_seconds(
                 env.get("FEATURESTORE_GC_FULL_INTERVAL", "10m"), "FEATURESTORE_GC_FULL_INTERVAL"
+            ),
+            freshness_interval_s=_seconds(
+                env.get("FEATURESTORE_FRESHNESS_INTERVAL", "15s"), "FEATURESTORE_FRESHNESS_INTERVAL"
             ),
             header_timeout_s=_seconds(
                 env.get("FEATURESTORE_HEADER_TIMEOUT", "5s"), "FEATURESTORE_HEADER_TIMEOUT"
