@@ -120,6 +120,11 @@ def test_file_into_sqlite_twice_in_two_halves(
     assert "assigned (committed offset" in proc.stderr
     with open_store(online) as store:
         _check_store(store, project_registry, ROWS)
+        # the worker kept its partition's watermark for freshness (featurestore/freshness.py):
+        # the second run's highest event time minus the 30 s out-of-orderness
+        highest = max(to_us(row["transacted_at"]) for row in _valid_rows(ROWS[half:]))
+        for view in VIEWS:
+            assert store.stream_watermarks(view.name) == {"file": highest - 30_000_000}
     # every valid event landed once, in the raw layout; the malformed ones as dead letters
     landed = _landed(land, "transactions")
     assert Counter(map(_identity, landed)) == Counter(map(_identity, _valid_rows(ROWS)))
