@@ -356,9 +356,13 @@ class SQLiteStore(OnlineStore):
     def stream_watermarks(self, view: str) -> dict[str, int]:
         """:meth:`OnlineStore.stream_watermarks` (none before the stream tables exist)."""
         try:
-            rows = self._connection().execute(
-                "select partition, watermark from stream_watermarks where view = ?", (view,)
-            ).fetchall()
+            rows = (
+                self._connection()
+                .execute(
+                    "select partition, watermark from stream_watermarks where view = ?", (view,)
+                )
+                .fetchall()
+            )
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return {}
