@@ -4,9 +4,11 @@ sampling rule, the file layout and the row schema; ``sidecar/served_log.py`` wri
 the dbt source ``served.vectors`` (``models/monitoring/``) reads it.
 
 **Sampling**: by entity, not by request, so that one entity is logged consistently (all its
-requests or none): an entity key is sampled at rate ``r`` (0..1) iff
-``crc32(entity + "\\x1f" + token) < r * 2**32``, ``token`` the online layout's entity token
-(:func:`featurestore.online.layout.entity_token`). A rate of 0 logs nothing, 1 everything.
+requests or none): an entity key is sampled at rate ``r`` (0..1) iff the first 8 bytes of
+``blake2b(entity + "\\x1f" + token)``, big-endian, are below ``r * 2**64``, ``token`` the
+online layout's entity token (:func:`featurestore.online.layout.entity_token`). A rate of 0
+logs nothing, 1 everything. (Not crc32: it is affine, so the same token of two entities
+would be sampled together.)
 
 **Files**: JSON lines, UTF-8, in one folder (``FEATURESTORE_SERVED_LOG_DIR``), named
 ``served-<UTC yyyymmddTHHMMSS>-<host>-<pid>-<sequence>.jsonl``. A file is written under a
@@ -32,7 +34,7 @@ In production the folder is synced to a stage that Snowflake loads into a table
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -57,12 +59,13 @@ TEMP_SUFFIX: Final = ".tmp"
 
 
 def threshold(rate: float) -> int:
-    """The crc32 bound of ``rate`` (a key is sampled iff its crc32 is below it)."""
+    """The hash bound of ``rate`` (a key is sampled iff its hash is below it)."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"a sample rate is between 0 and 1, got {rate}")
-    return int(rate * 2**32)
+    return int(rate * 2**64)
 
 
 def sampled(entity: str, key: Sequence[str], bound: int) -> bool:
     """Whether the key is sampled at the rate whose :func:`threshold` is ``bound``."""
-    return zlib.crc32(f"{entity}\x1f{entity_token(key)}".encode()) < bound
+    data = f"{entity}\x1f{entity_token(key)}".encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") < bound

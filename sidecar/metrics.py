@@ -164,6 +164,20 @@ class Metrics:
             multiprocess_mode="max",
         )
         self._as_of: dict[str, float] = {}
+        # the served-vector log (sidecar/served_log.py)
+        self.served_log_rows = Counter(
+            f"{prefix}_served_log_rows", "Served vectors written to the log.", registry=registry
+        )
+        self.served_log_dropped = Counter(
+            f"{prefix}_served_log_dropped",
+            "Requests whose sampled vectors were dropped: the log's queue was full.",
+            registry=registry,
+        )
+        self.served_log_errors = Counter(
+            f"{prefix}_served_log_errors",
+            "Log writes that failed (rows lost, responses unaffected).",
+            registry=registry,
+        )
         self._store_outcomes = {name: self.store_reads.labels(name) for name in STORE_OUTCOMES}
         self._store_errors = {
             name: self.store_errors.labels(name) for name in STORE_OUTCOMES if name != "ok"

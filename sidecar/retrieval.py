@@ -270,11 +270,14 @@ class Retriever:
         self._now: dt.datetime | None = None
         self._now_us_stamp: tuple[int, bytes] = (0, b"")
 
-    async def retrieve(self, request: RetrieveRequest) -> tuple[bytes, bool]:
-        """The JSON response body and whether it is degraded."""
+    async def retrieve(
+        self, request: RetrieveRequest, at: dt.datetime | None = None
+    ) -> tuple[bytes, bool]:
+        """The JSON response body and whether it is degraded; ``at``: the request's time
+        (default: the clock's now), which the served-vector log records."""
         selection = request.selection
         plan = selection.entity
-        now = self.now()
+        now = self.now() if at is None else at
         now_s = int(now.timestamp())
         views = selection.views
         nviews = len(views)

@@ -100,12 +100,20 @@ class RetrieveEndpoint:
         except ApiError as exc:
             await exc.response()(scope, receive, send)
             return exc.status
-        payload, degraded = await sidecar.retriever.retrieve(parsed)
+        served_log = sidecar.served_log
+        if served_log is None:
+            payload, degraded = await sidecar.retriever.retrieve(parsed)
+        else:
+            at = sidecar.clock.now()
+            payload, degraded = await sidecar.retriever.retrieve(parsed, at)
         headers = [*_RESPONSE_HEADERS, (b"content-length", str(len(payload)).encode())]
         if degraded:
             headers.append(_DEGRADED)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        if served_log is not None:  # after the response: never on its path
+            entity = parsed.selection.entity
+            served_log.offer(at, entity.name, entity.key_columns, parsed.keys, payload)
         return 200
 
 

@@ -51,6 +51,13 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
                                     see :func:`sidecar.app.tune_gc`)
 ``FEATURESTORE_GC_FULL_INTERVAL``   a full collection this often instead (default ``10m``;
                                     ``0`` = never)
+``FEATURESTORE_SERVED_LOG_DIR``     the served-vector log's folder (off when unset;
+                                    :mod:`sidecar.served_log`)
+``FEATURESTORE_SERVED_LOG_RATE``    the share of entity keys logged, 0..1 (default 0: off)
+``FEATURESTORE_SERVED_LOG_BUFFER``  requests waiting for the log's writer at most (default
+                                    10000; beyond, a request's vectors are dropped, counted)
+``FEATURESTORE_SERVED_LOG_ROTATE_BYTES`` a log file is completed at this size (default 64 MiB)
+``FEATURESTORE_SERVED_LOG_ROTATE_AFTER`` or this long after it was opened (default ``60s``)
 ``FEATURESTORE_FRESHNESS_INTERVAL`` how often the freshness gauges are read from the store's
                                     load log and stream watermarks (default ``15s``)
 ==================================  =========================================================
@@ -134,6 +141,13 @@ class Settings:
     gc_full_interval_s: float = 600.0
     #: how often the freshness gauges are read from the store (sidecar/freshness.py)
     freshness_interval_s: float = 15.0
+    #: the served-vector log (sidecar/served_log.py): its folder (None: off), the share of
+    #: entity keys logged, requests buffered at most, and when a file is rotated
+    served_log_dir: Path | None = None
+    served_log_rate: float = 0.0
+    served_log_buffer: int = 10_000
+    served_log_rotate_bytes: int = 64 << 20
+    served_log_rotate_s: float = 60.0
     header_timeout_s: float = 5.0
     body_timeout_s: float = 10.0
     max_connections: int = 1024
@@ -157,6 +171,22 @@ class Settings:
             "max_connections (FEATURESTORE_MAX_CONNECTIONS)": self.max_connections,
             "freshness_interval_s (FEATURESTORE_FRESHNESS_INTERVAL)": self.freshness_interval_s,
         }
+        if not 0.0 <= self.served_log_rate <= 1.0:
+            raise SettingsError(
+                f"FEATURESTORE_SERVED_LOG_RATE must be between 0 and 1, got {self.served_log_rate}"
+            )
+        if self.served_log_rate > 0 and self.served_log_dir is None:
+            raise SettingsError(
+                "FEATURESTORE_SERVED_LOG_RATE is set but FEATURESTORE_SERVED_LOG_DIR is not: "
+                "say where the served vectors go"
+            )
+        positive["served_log_buffer (FEATURESTORE_SERVED_LOG_BUFFER)"] = self.served_log_buffer
+        positive["served_log_rotate_bytes (FEATURESTORE_SERVED_LOG_ROTATE_BYTES)"] = (
+            self.served_log_rotate_bytes
+        )
+        positive["served_log_rotate_s (FEATURESTORE_SERVED_LOG_ROTATE_AFTER)"] = (
+            self.served_log_rotate_s
+        )
         for name, value in positive.items():
             if value <= 0:
                 raise SettingsError(f"{name} must be positive, got {value!r}")
@@ -251,6 +281,18 @@ class Settings:
                 env.get("FEATURESTORE_BODY_TIMEOUT", "10s"), "FEATURESTORE_BODY_TIMEOUT"
             ),
             max_connections=int(number("FEATURESTORE_MAX_CONNECTIONS", 1024, integer=True)),
+            served_log_dir=Path(env["FEATURESTORE_SERVED_LOG_DIR"].strip())
+            if env.get("FEATURESTORE_SERVED_LOG_DIR", "").strip()
+            else None,
+            served_log_rate=number("FEATURESTORE_SERVED_LOG_RATE", 0.0),
+            served_log_buffer=int(number("FEATURESTORE_SERVED_LOG_BUFFER", 10_000, integer=True)),
+            served_log_rotate_bytes=int(
+                number("FEATURESTORE_SERVED_LOG_ROTATE_BYTES", 64 << 20, integer=True)
+            ),
+            served_log_rotate_s=_seconds(
+                env.get("FEATURESTORE_SERVED_LOG_ROTATE_AFTER", "60s"),
+                "FEATURESTORE_SERVED_LOG_ROTATE_AFTER",
+            ),
         )
 
 

@@ -25,7 +25,8 @@ from sidecar.plans import plan_entities
 from sidecar.request_body import RequestParser
 from sidecar.retrieval import CacheKey, Retriever, StoreReader
 from sidecar.selection import Selector
-from sidecar.settings import Settings
+from sidecar.served_log import ServedLog
+from sidecar.settings import Settings, SettingsError
 
 __all__ = ["BREAKER_FIRST_COOLDOWN_S", "Sidecar"]
 
@@ -81,6 +82,20 @@ class Sidecar:
             breaker=self.breaker,
             metrics=self.metrics,
         )
+        #: the served-vector log (None: off; sidecar/served_log.py)
+        self.served_log: ServedLog | None = None
+        if settings.served_log_dir is not None and settings.served_log_rate > 0:
+            try:
+                self.served_log = ServedLog(
+                    settings.served_log_dir,
+                    settings.served_log_rate,
+                    self.metrics,
+                    max_queued=settings.served_log_buffer,
+                    rotate_bytes=settings.served_log_rotate_bytes,
+                    rotate_s=settings.served_log_rotate_s,
+                )
+            except OSError as exc:
+                raise SettingsError(f"FEATURESTORE_SERVED_LOG_DIR: {exc}") from None
         online_views = [v for v in registry.views.values() if v.online]
         self.retriever = Retriever(
             self.reader,
@@ -101,5 +116,7 @@ class Sidecar:
             log.warning("store circuit closed: the store answers again")
 
     def close(self) -> None:
+        if self.served_log is not None:
+            self.served_log.close()
         self.reader.close()
         self.store.close()
