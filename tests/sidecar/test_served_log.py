@@ -5,13 +5,12 @@ equal what the responses said, bounded, and never failing a response."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 import threading
 import time
-import hashlib
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,7 @@ from sidecar.metrics import Metrics
 from sidecar.served_log import ServedLog
 from sidecar.settings import Settings, SettingsError
 from tests.sidecar.harness import (
-    API_KEY,
     NOW_TEXT,
-    SidecarServer,
     load_demo,
     running_sidecar,
     sidecar_env,
@@ -200,7 +197,8 @@ def test_a_sidecar_logs_exactly_what_it_served(
     log_dir = tmp_path / "served"
     requests = [
         {"entity_name": "user", "entity_keys": [users[0], users[1], users[0], "usr_unknown"],
-         "features": ["user_7d_transaction_count", "avg_order_value_90d", "user_10m_transaction_count"]},
+         "features": ["user_7d_transaction_count", "avg_order_value_90d",
+                      "user_10m_transaction_count"]},
         {"entity_name": "user_device",
          "entity_keys": [{"user_id": pairs[0][0], "device_id": pairs[0][1]}, ":".join(pairs[1])],
          "features": ["device_seen_before"]},
@@ -208,14 +206,16 @@ def test_a_sidecar_logs_exactly_what_it_served(
          "features": ["merchant_chargeback_rate_30d", "merchant_1h_transaction_count"]},
     ]  # fmt: skip
     answers = []
-    with start(
-        store_url, manifest, tmp_path / "sc", served_log_dir=str(log_dir), served_log_rate="1"
-    ) as server:
-        with server.client() as client:
-            for request in requests:
-                response = client.post("/api/v1/features/retrieve", json=request)
-                assert response.status_code == 200
-                answers.append(response.json())
+    with (
+        start(
+            store_url, manifest, tmp_path / "sc", served_log_dir=str(log_dir), served_log_rate="1"
+        ) as server,
+        server.client() as client,
+    ):
+        for request in requests:
+            response = client.post("/api/v1/features/retrieve", json=request)
+            assert response.status_code == 200
+            answers.append(response.json())
     rows = read_log(log_dir)  # the sidecar stopped: every file complete
     expected: list[tuple[Any, ...]] = []
     for request, answer in zip(requests, answers, strict=True):
@@ -249,9 +249,11 @@ def test_sampled_by_key_and_rotated_by_size(
         "served_log_rate": str(rate),
         "served_log_rotate_bytes": "4000",
     }
-    with start(store_url, manifest, tmp_path / "sc", **settings) as server:
-        with server.client() as client:
-            answers = [client.post("/api/v1/features/retrieve", json=r).json() for r in requests]
+    with (
+        start(store_url, manifest, tmp_path / "sc", **settings) as server,
+        server.client() as client,
+    ):
+        answers = [client.post("/api/v1/features/retrieve", json=r).json() for r in requests]
     rows = read_log(log_dir)
     expected = [
         row
