@@ -513,6 +513,8 @@ def sidecar_counters(client: httpx.Client) -> dict[str, float]:
         'featurestore_sidecar_cache_lookups_total{result="hit"}': "cache_hits",
         'featurestore_sidecar_cache_lookups_total{result="miss"}': "cache_misses",
         "featurestore_sidecar_degraded_responses_total": "degraded",
+        "featurestore_sidecar_served_log_rows_total": "served_log_rows",
+        "featurestore_sidecar_served_log_dropped_total": "served_log_dropped",
     }
     counters = {name: 0.0 for name in wanted.values()}
     counters["store_errors"] = 0.0
@@ -576,6 +578,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="N busy-loop processes running for the whole run, on the servers' CPU when "
         "pinning: the sidecar's host busy with other work",
+    )
+    parser.add_argument(
+        "--variants",
+        type=json.loads,
+        default={"": {}},
+        metavar="JSON",
+        help='sidecars to compare side by side, label -> extra environment, e.g. \'{"off": {}, '
+        '"log 1%%": {"FEATURESTORE_SERVED_LOG_RATE": "0.01", ...}}\': one sidecar process each '
+        "(same store, pinned alike), every sidecar scenario run on each in turn within a round "
+        "(the order rotating from round to round)",
     )
     parser.add_argument(
         "--workdir", type=Path, default=Path("/tmp/featurestore-bench-serve"), help="scratch"
@@ -666,18 +678,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, _, value = item.partition("=")
             env[name] = value
         results["sidecar_env"] = args.sidecar_env
-        sidecar_port, bare_port = free_port(), free_port()
-        sidecar_args = [*pinned(server_cpu), sys.executable, "-m", "sidecar"]
-        sidecar_args += ["--online", redis.url, "--port", str(sidecar_port), "--workers", "1"]
-        sidecar_proc = stack.enter_context(
-            process(
-                sidecar_args,
-                env,
-                workdir / "sidecar.log",
-                f"http://127.0.0.1:{sidecar_port}/health",
-                "the sidecar",
+        variants: dict[str, dict[str, str]] = args.variants
+        results["variants"] = variants
+        #: label -> (port, process, client) of its sidecar
+        sidecars: dict[str, tuple[int, subprocess.Popen[bytes], httpx.Client]] = {}
+        for number, (label, extra) in enumerate(variants.items()):
+            port = free_port()
+            sidecar_args = [*pinned(server_cpu), sys.executable, "-m", "sidecar"]
+            sidecar_args += ["--online", redis.url, "--port", str(port), "--workers", "1"]
+            proc = stack.enter_context(
+                process(
+                    sidecar_args,
+                    {**env, **extra},
+                    workdir / f"sidecar-{number}.log",
+                    f"http://127.0.0.1:{port}/health",
+                    f"the sidecar {label}".strip(),
+                )
             )
-        )
+            variant_client = stack.enter_context(
+                httpx.Client(
+                    base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": API_KEY}, timeout=10
+                )
+            )
+            sidecars[label] = (port, proc, variant_client)
+        sidecar_port = next(iter(sidecars.values()))[0]
+        bare_port = free_port()
         bare_args = [*pinned(server_cpu), sys.executable, __file__, "--bare-server"]
         bare_proc = stack.enter_context(
             process(
@@ -710,26 +735,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{reads['min_ms']:.2f} ms ({reads['calls']} calls)"
         )
 
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in SCENARIOS}
+        runs: dict[str, list[dict[str, Any]]] = {}
+        labels = list(sidecars)
         for round_no in range(1, args.runs + 1):
-            for name, path, per_request, hot, mixed in scenarios:
-                port = bare_port if path == BARE else sidecar_port
+            shift = (round_no - 1) % len(labels)
+            order = labels[shift:] + labels[:shift]
+            jobs = [
+                (scenario, label)
+                for scenario in scenarios
+                for label in (order if scenario[1] != BARE else [""])
+            ]
+            for (base_name, path, per_request, hot, mixed), label in jobs:
+                name = f"{base_name} [{label}]" if label and path != BARE else base_name
+                runs.setdefault(name, [])
+                port = bare_port if path == BARE else sidecars[label][0]
                 url = f"http://127.0.0.1:{port}{path}"
                 hot_size = args.hot if hot < 0 else 0
                 script_args = [str(args.entities), str(per_request), str(hot_size), API_KEY]
                 script_args.append(mixed_json if mixed else features_json)
                 if args.warmup > 0:
                     load_gen(url, args.warmup, args.concurrency, client_cpu, script_args)
-                before = sidecar_counters(client) if path == RETRIEVE else None
-                server_pid = bare_proc.pid if path == BARE else sidecar_proc.pid
+                counted = sidecars[label][2] if path == RETRIEVE else None
+                before = sidecar_counters(counted) if counted is not None else None
+                server_pid = bare_proc.pid if path == BARE else sidecars[label][1].pid
                 cpu_before = cpu_seconds(server_pid)
                 report = load_gen(url, args.duration, args.concurrency, client_cpu, script_args)
                 # the server's CPU time per request: what the machine's other load changes least
                 report["server_cpu_us_per_request"] = (
                     (cpu_seconds(server_pid) - cpu_before) / max(1, report["requests"]) * 1e6
                 )
-                if before is not None:
-                    after = sidecar_counters(client)
+                if before is not None and counted is not None:
+                    after = sidecar_counters(counted)
                     report.update({k: after[k] - before[k] for k in after})
                 report["rps"] = report["requests"] / (report["duration_us"] / 1e6)
                 report["load"] = load_averages()
@@ -769,8 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| degraded responses | cache hits | server CPU us/request |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, *_ in scenarios:
-        reports = runs[name]
+    for name, reports in runs.items():
         rps = [r["rps"] for r in reports]
         requests = sum(r["requests"] for r in reports)
         degraded = sum(r.get("degraded", 0) for r in reports)

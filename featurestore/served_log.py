@@ -4,11 +4,12 @@ sampling rule, the file layout and the row schema; ``sidecar/served_log.py`` wri
 the dbt source ``served.vectors`` (``models/monitoring/``) reads it.
 
 **Sampling**: by entity, not by request, so that one entity is logged consistently (all its
-requests or none): an entity key is sampled at rate ``r`` (0..1) iff the first 8 bytes of
-``blake2b(entity + "\\x1f" + token)``, big-endian, are below ``r * 2**64``, ``token`` the
-online layout's entity token (:func:`featurestore.online.layout.entity_token`). A rate of 0
-logs nothing, 1 everything. (Not crc32: it is affine, so the same token of two entities
-would be sampled together.)
+requests or none): an entity key (its parts ``k``) of entity ``e`` is sampled at rate ``r``
+(0..1) iff ``((crc32(join(k)) XOR crc32(e)) * 0x9E3779B1) mod 2**32 < r * 2**32``, where
+``join`` joins the parts with the unit separator ``\\x1f`` and every string is UTF-8. The
+multiplication by an odd constant (Knuth's) breaks crc32's linearity, so that the same
+token of two entities is sampled independently. A rate of 0 logs nothing, 1 everything.
+About 0.2 us per key (a blake2b digest costs 1.3 us: bench/served_log.py's table).
 
 **Files**: JSON lines, UTF-8, in one folder (``FEATURESTORE_SERVED_LOG_DIR``), named
 ``served-<UTC yyyymmddTHHMMSS>-<host>-<pid>-<sequence>.jsonl``. A file is written under a
@@ -34,13 +35,20 @@ In production the folder is synced to a stage that Snowflake loads into a table
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from collections.abc import Sequence
 from typing import Final
 
-from featurestore.online.layout import entity_token
-
-__all__ = ["FIELDS", "FILE_GLOB", "FILE_PREFIX", "TEMP_SUFFIX", "sampled", "threshold"]
+__all__ = [
+    "FIELDS",
+    "FILE_GLOB",
+    "FILE_PREFIX",
+    "TEMP_SUFFIX",
+    "entity_salt",
+    "key_hash",
+    "sampled",
+    "threshold",
+]
 
 FIELDS: Final = (
     "request_at",
@@ -62,10 +70,22 @@ def threshold(rate: float) -> int:
     """The hash bound of ``rate`` (a key is sampled iff its hash is below it)."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"a sample rate is between 0 and 1, got {rate}")
-    return int(rate * 2**64)
+    return int(rate * 2**32)
+
+
+def entity_salt(entity: str) -> int:
+    """The entity's part of the hash (computed once per entity by a caller in a loop)."""
+    return zlib.crc32(entity.encode())
+
+
+def key_hash(salt: int, key: Sequence[str]) -> int:
+    """The sampling hash of ``key`` under :func:`entity_salt` ``salt``."""
+    return ((zlib.crc32("\x1f".join(key).encode()) ^ salt) * _MIX) & 0xFFFFFFFF
 
 
 def sampled(entity: str, key: Sequence[str], bound: int) -> bool:
     """Whether the key is sampled at the rate whose :func:`threshold` is ``bound``."""
-    data = f"{entity}\x1f{entity_token(key)}".encode()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") < bound
+    return key_hash(entity_salt(entity), key) < bound
+
+
+_MIX: Final = 0x9E3779B1

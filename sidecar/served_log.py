@@ -26,7 +26,7 @@ from typing import IO, Final
 import orjson
 
 from featurestore.online.layout import entity_token
-from featurestore.served_log import FILE_PREFIX, TEMP_SUFFIX, sampled, threshold
+from featurestore.served_log import FILE_PREFIX, TEMP_SUFFIX, entity_salt, key_hash, threshold
 from sidecar.metrics import Metrics
 
 __all__ = ["ServedLog"]
@@ -58,6 +58,7 @@ class ServedLog:
         self.rate = rate
         self._bound = threshold(rate)
         self._all = rate >= 1.0
+        self._salts: dict[str, int] = {}
         self.metrics = metrics
         self.max_queued = max_queued
         self.rotate_bytes = rotate_bytes
@@ -89,8 +90,10 @@ class ServedLog:
         if self._all:
             picked = list(enumerate(keys))
         else:
-            bound = self._bound
-            picked = [(i, key) for i, key in enumerate(keys) if sampled(entity, key, bound)]
+            bound, salt = self._bound, self._salts.get(entity)
+            if salt is None:
+                salt = self._salts[entity] = entity_salt(entity)
+            picked = [(i, key) for i, key in enumerate(keys) if key_hash(salt, key) < bound]
         if not picked:
             return
         if len(self._queue) >= self.max_queued:
@@ -176,10 +179,30 @@ class ServedLog:
         self._thread.join(timeout_s)
 
 
+_RESULT_START: Final = b'{"entity_key":'
+
+
+def _results(body: bytes, positions: list[int]) -> dict[int, dict[str, object]]:
+    """The results at ``positions`` of a response body, parsing only those: every result
+    starts with ``{"entity_key":`` (those bytes cannot occur inside a JSON string, where
+    quotes are escaped), results are separated by ``,`` and the last is followed by ``]}``."""
+    starts = []
+    found = body.find(_RESULT_START)
+    while found != -1:
+        starts.append(found)
+        found = body.find(_RESULT_START, found + 1)
+    out = {}
+    for position in positions:
+        start = starts[position]
+        end = starts[position + 1] - 1 if position + 1 < len(starts) else len(body) - 2
+        out[position] = orjson.loads(body[start:end])
+    return out
+
+
 def _rows(entry: _Entry) -> list[bytes]:
     """The log lines of one queued request."""
     at, entity, columns, picked, body = entry
-    results = orjson.loads(body)["results"]
+    results = _results(body, [position for position, _ in picked])
     request_at = (
         at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         if at.tzinfo
@@ -191,7 +214,8 @@ def _rows(entry: _Entry) -> list[bytes]:
     for position, key in picked:
         token = entity_token(key)
         keys = dict(zip(columns, key, strict=True))
-        for feature, answer in results[position]["features"].items():
+        features: dict[str, dict[str, object]] = results[position]["features"]  # type: ignore[assignment]
+        for feature, answer in features.items():
             lines.append(
                 dumps(
                     {

@@ -5,11 +5,11 @@ equal what the responses said, bounded, and never failing a response."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 import threading
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -87,14 +87,14 @@ def expected_rows(
     request: dict[str, Any], answer: dict[str, Any], columns: list[str], rate: float
 ) -> list[tuple[Any, ...]]:
     """The rows the contract says for one request, from its response (an independent
-    computation of the sampling: blake2b of entity, unit separator, token)."""
+    computation of the sampling hash))."""
     out = []
     entity = request["entity_name"]
     for raw, result in zip(request["entity_keys"], answer["results"], strict=True):
         parts = [raw[c] for c in columns] if isinstance(raw, dict) else raw.split(":")
         token = ":".join(parts)
-        digest = hashlib.blake2b(f"{entity}\x1f{token}".encode(), digest_size=8).digest()
-        if int.from_bytes(digest, "big") >= int(rate * 2**64):
+        mixed = (zlib.crc32("\x1f".join(parts).encode()) ^ zlib.crc32(entity.encode())) * 0x9E3779B1
+        if mixed % 2**32 >= int(rate * 2**32):
             continue
         for feature, value in result["features"].items():
             out.append(
@@ -170,7 +170,11 @@ def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
     metrics = Metrics()
     served = Held(tmp_path, 1.0, metrics, max_queued=3)
     body = json.dumps(
-        {"results": [{"features": {"f": {"value": 1, "status": "PRESENT"}}}]}
+        {
+            "entity_name": "user",
+            "results": [{"entity_key": "u1", "features": {"f": {"value": 1, "status": "PRESENT"}}}],
+        },
+        separators=(",", ":"),
     ).encode()
     at = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
     for _ in range(10):
@@ -299,3 +303,25 @@ def test_a_lost_log_folder_fails_no_response(
                 time.sleep(0.2)
         assert server.terminate() in (0, -15)  # uvicorn ends on the signal it got
     assert "served vectors not logged" in server.output() or "not completed" in server.output()
+
+
+def test_only_the_sampled_results_are_parsed_whatever_the_values() -> None:
+    """The writer slices a response at each result's start: a value or key holding the
+    marker's text (escaped in JSON) does not move the cut."""
+    from sidecar.served_log import _results
+
+    tricky = '{"entity_key": "x", "features": {}}, ]}'
+    results = [
+        {"entity_key": {"user_id": "u,1", "device_id": tricky}, "features": {}},
+        {
+            "entity_key": "u2",
+            "features": {
+                "f": {"value": tricky, "timestamp": None, "status": "PRESENT"},
+                "g": {"value": None, "timestamp": None, "status": "DEFAULT", "reason": "NULL"},
+            },
+        },
+        {"entity_key": "u3", "features": {"f": {"value": 1.5, "status": "PRESENT"}}},
+    ]
+    body = json.dumps({"entity_name": "user", "results": results}, separators=(",", ":"))
+    for positions in ([0], [1], [2], [0, 2], [0, 1, 2]):
+        assert _results(body.encode(), positions) == {p: results[p] for p in positions}
