@@ -49,6 +49,7 @@ from featurestore.online.store import OnlineStore, ViewRead
 from featurestore.online.urls import open_store
 from featurestore.project import Project
 from featurestore.registry import Registry, load_registry
+from featurestore.snowflake_connection import SnowflakeConnectionError
 from loader import (
     DuckDBWarehouse,
     SnowflakeSettings,
@@ -416,7 +417,7 @@ def test_incremental_load_reads_only_newer_rows(
 
 
 def test_missing_variables_are_named(sf_target: SnowflakeTarget, tmp_path: Path) -> None:
-    with pytest.raises(WarehouseError) as raised:
+    with pytest.raises(SnowflakeConnectionError) as raised:
         SnowflakeSettings.from_env({"SNOWFLAKE_ACCOUNT": "a", "SNOWFLAKE_SCHEMA": " "})
     message = str(raised.value)
     for name in REQUIRED_ENV:
