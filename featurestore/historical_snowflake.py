@@ -9,12 +9,13 @@ One session per call (:func:`run_join`), opened with the ``snowflake`` target's 
    with the session). Its columns are declared from the registry's key types
    (``varchar``, ``number(38,0)``, ``float``, ``boolean``, ``timestamp_ntz(6)``), unquoted.
    The rows are written with Arrow to one Parquet file, ``PUT`` into a temporary stage
-   and loaded with ``COPY INTO ... FROM (SELECT $1:"col" ...)``, as the connector's
-   ``write_pandas`` does (which is not used: its ``COPY`` quotes the stage location, which
-   fakesnow cannot parse, and it needs pandas, where integer keys with nulls become
-   floats). Timestamps travel as integer microseconds and become ``TO_TIMESTAMP_NTZ(us,
-   6)``: exact to the microsecond, whatever the Parquet logical-type handling. An empty
-   spine is not uploaded (the table exists, empty).
+   of a name of its own and loaded with ``COPY INTO ... FROM (SELECT $1:"col" ...)``, as
+   the connector's ``write_pandas`` does (which is not used: its ``COPY`` quotes the stage
+   location, which fakesnow cannot parse, and it needs pandas, where integer keys with
+   nulls become floats). Timestamps travel as integer microseconds and become
+   ``TO_TIMESTAMP_NTZ(us, 6)``: exact to the microsecond, whatever the Parquet logical-type
+   handling. An empty spine is not uploaded (the table exists, empty). The table and the
+   stage are dropped when the join has been fetched.
 2. **Join**: ``select <row>, <outputs> from (<compiled as_of_join>) order by <row>``, each
    output aliased to its registry name in double quotes (Snowflake would return unquoted
    names upper-case), so the result carries exactly the names the DuckDB path gives.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -99,10 +101,12 @@ def run_join(
     }
     options = {**dict(connect_options or {}), "session_parameters": session_parameters}
     con = connect(settings, application=_APPLICATION, options=options)
+    created: list[tuple[str, str]] = []
     try:
-        _upload(con, settings, spine, spine_types, relation)
+        _upload(con, settings, spine, spine_types, relation, created)
         fetched = _fetch(con, settings, join_statement(sql, row_column, outputs))
     finally:
+        _drop(con, created)
         _close(con)
     types: dict[str, ValueType] = {row_column: "int", **outputs}
     columns = []
@@ -129,10 +133,13 @@ def _upload(
     spine: pa.Table,
     spine_types: Mapping[str, ValueType],
     relation: str,
+    created: list[tuple[str, str]],
 ) -> None:
+    """Create the temporary table (and stage) and load the spine; ``created`` gets what
+    was created (``("table", name)``, ``("stage", name)``), for :func:`_drop`."""
     from snowflake.connector import errors
 
-    stage = f"{relation}_stage"
+    stage = f"{relation}_stage_{uuid.uuid4().hex[:12]}"  # never an existing stage
     names = list(spine_types)
     selects = ", ".join(
         f'to_timestamp_ntz($1:"{name}"::number, 6)' if kind == "timestamp" else f'$1:"{name}"'
@@ -194,6 +201,22 @@ def _fetch(con: SnowflakeConnection, settings: SnowflakeSettings, statement: str
                 "snowflake target)"
             ) from None
         raise SnowflakeJoinError(f"the warehouse could not run the join: {detail}") from None
+    finally:
+        cursor.close()
+
+
+def _drop(con: SnowflakeConnection, created: list[tuple[str, str]]) -> None:
+    """Drop the temporary objects this session created (only those: a permanent table of the
+    same name, which a failed create would leave visible, is never dropped). Snowflake drops
+    them with the session anyway; dropping them first also frees them at once on a server
+    that keeps sessions alive (and on fakesnow, whose temporary objects outlive sessions)."""
+    from snowflake.connector import errors
+
+    cursor = con.cursor()
+    try:
+        for kind, name in reversed(created):
+            with contextlib.suppress(errors.Error):
+                cursor.execute(f"drop {kind} if exists {name}")
     finally:
         cursor.close()
 
