@@ -79,7 +79,9 @@ def get_historical_features(
     ``entity_df`` holds the entity key columns of every requested feature's view and
     ``timestamp_column`` (UTC). Returns ``entity_df`` (as pandas, index reset) with one column
     per feature; with ``include_feature_timestamps`` also ``<view>__feature_at`` and
-    ``<view>__as_of_at`` per view. Runs in the project's DuckDB warehouse.
+    ``<view>__as_of_at`` per view. Runs in the current dbt target's warehouse (``target``, else
+    ``$FEATURESTORE_TARGET``): the project's DuckDB file, or Snowflake (the spine uploaded
+    to a temporary table; connection from the ``SNOWFLAKE_*`` variables).
     """
     project = Project.at(project_dir, target)
     try:
