@@ -3,8 +3,15 @@
 The join is not re-implemented here: the spine is handed to the warehouse and joined by the
 dbt macro ``featurestore.as_of_join`` (``macros/as_of_join.sql``), compiled by dbt for the
 current target and cached under ``target/featurestore/`` (keyed by the manifest, the request
-shape and the ``FEATURESTORE_*`` environment). Semantics are the macro's: see its docstring
-or the README section "Point-in-time joins".
+shape and the ``FEATURESTORE_*``, ``DBT_*`` and non-secret ``SNOWFLAKE_*`` environment).
+Semantics are the macro's: see its docstring or the README section "Point-in-time joins".
+
+Targets: the dbt profile's current target (``target=``, else ``$FEATURESTORE_TARGET``) decides
+where the join runs. ``duckdb``: the spine is registered in the project's DuckDB file, opened
+read-only. ``snowflake``: the spine is uploaded to a temporary table of a new session and the
+join's result fetched as Arrow (:mod:`featurestore.historical_snowflake`); the connection comes
+from the ``SNOWFLAKE_*`` variables only (:mod:`featurestore.snowflake_connection`), checked
+before dbt runs so that every missing one is named. Both return the same columns and dtypes.
 
 Timestamps: the warehouse stores UTC without a time zone. A naive spine timestamp is read as
 UTC; a time-zone-aware one is converted to UTC for the join. A column mixing naive and aware
@@ -21,19 +28,33 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from featurestore.project import DbtError, Project, compile_inline
+from featurestore.historical_snowflake import SnowflakeJoinError, run_join
+from featurestore.project import DbtError, Project, compile_inline, configured_target
 from featurestore.registry import FeatureView, Registry, RegistryError, ValueType, load_registry
+from featurestore.snowflake_connection import (
+    REQUIRED_ENV,
+    SnowflakeConnectionError,
+    SnowflakeSettings,
+)
 
-__all__ = ["SPINE_RELATION", "HistoricalFeaturesError", "get_historical_features"]
+__all__ = [
+    "SPINE_RELATION",
+    "CompiledJoin",
+    "HistoricalFeaturesError",
+    "compiled_join",
+    "get_historical_features",
+]
 
 SPINE_RELATION = "__featurestore_spine"
-_ROW = "__fs_row"
+# not __fs_row: snowflake__as_of_join numbers the spine rows under that name
+_ROW = "__fs_spine_row"
 _TS = "__fs_spine_ts"
 # Integer and boolean features keep their type when some values are null.
 _NULLABLE: dict[pa.DataType, Any] = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
@@ -58,7 +79,9 @@ def get_historical_features(
     ``entity_df`` holds the entity key columns of every requested feature's view and
     ``timestamp_column`` (UTC). Returns ``entity_df`` (as pandas, index reset) with one column
     per feature; with ``include_feature_timestamps`` also ``<view>__feature_at`` and
-    ``<view>__as_of_at`` per view. Runs in the project's DuckDB warehouse.
+    ``<view>__as_of_at`` per view. Runs in the current dbt target's warehouse (``target``, else
+    ``$FEATURESTORE_TARGET``): the project's DuckDB file, or Snowflake (the spine uploaded
+    to a temporary table; connection from the ``SNOWFLAKE_*`` variables).
     """
     project = Project.at(project_dir, target)
     try:
@@ -71,19 +94,49 @@ def get_historical_features(
         (registry.view(view), chosen) for view, chosen in registry.group_by_view(names).items()
     ]
     spine = _spine_table(frame, views, timestamp_column, names, include_feature_timestamps)
+    outputs = _outputs(registry, names, views, include_feature_timestamps)
 
-    sql, target_type, warehouse = _compiled_join(project, views, include_feature_timestamps)
-    if target_type != "duckdb":
-        raise HistoricalFeaturesError(
-            f"get_historical_features runs on the duckdb target; the current target is "
-            f"{target_type!r} (build training sets there with the fraud_training_set model)"
+    # the Snowflake target's variables first: all missing ones named, before dbt fails on one
+    settings = _snowflake_settings() if configured_target(project) == "snowflake" else None
+    compiled = compiled_join(project, views, include_feature_timestamps)
+    if compiled.target_type == "duckdb":
+        joined = _run_duckdb(compiled.duckdb_path, compiled.sql, spine, list(outputs))
+    elif compiled.target_type == "snowflake":
+        joined = _run_snowflake(
+            settings or _snowflake_settings(), compiled.sql, spine, views, outputs
         )
-    joined = _run_duckdb(warehouse, sql, spine, names, views, include_feature_timestamps)
+    else:
+        raise HistoricalFeaturesError(
+            f"get_historical_features runs on the duckdb and snowflake targets; the current "
+            f"target is {compiled.target_type!r} (build training sets there with the "
+            "fraud_training_set model)"
+        )
+    rows = joined.column(_ROW).combine_chunks()
+    if not rows.equals(pa.array(range(len(frame)), type=pa.int64())):
+        raise HistoricalFeaturesError(
+            f"the warehouse returned {len(rows)} rows for {len(frame)} spine rows, not each "
+            "spine row once in order"
+        )
     result = frame.reset_index(drop=True).copy()
     for column in joined.column_names:
         if column != _ROW:
             result[column] = joined.column(column).to_pandas(types_mapper=_NULLABLE.get)
     return result
+
+
+def _outputs(
+    registry: Registry,
+    names: list[str],
+    views: list[tuple[FeatureView, list[str]]],
+    include_timestamps: bool,
+) -> dict[str, ValueType]:
+    """The columns the join adds, in order, with their registry types."""
+    outputs: dict[str, ValueType] = {name: registry.feature(name).value_type for name in names}
+    if include_timestamps:
+        for view, _ in views:
+            outputs[f"{view.name}__feature_at"] = "timestamp"
+            outputs[f"{view.name}__as_of_at"] = "timestamp"
+    return outputs
 
 
 def _to_pandas(entity_df: pd.DataFrame | pa.Table) -> pd.DataFrame:
@@ -209,17 +262,21 @@ def _utc_timestamps(series: pd.Series, name: str) -> pa.Array:
 
 def _macro_call(views: list[tuple[FeatureView, list[str]]], include_timestamps: bool) -> str:
     specs = []
+    columns: list[str] = []
     for view, chosen in views:
         specs.append(
             "featurestore.feature_view("
             + f"{_jinja(view.name)}, features={_jinja(chosen)}, "
             + f"join_keys={_jinja({key: key for key in view.keys})})"
         )
+        columns += [key for key in view.keys if key not in columns]
+    # spine_columns: what the portable default__ form selects (the native forms ignore it)
     return (
         "-- featurestore-target: {{ target.type }}|{{ target.get('path', '') }}\n"
         + "{{ featurestore.as_of_join("
         + f"{_jinja(SPINE_RELATION)}, {_jinja(_TS)}, [{', '.join(specs)}], "
-        + f"include_timestamps={'true' if include_timestamps else 'false'}) }}}}"
+        + f"include_timestamps={'true' if include_timestamps else 'false'}, "
+        + f"spine_columns={_jinja([*columns, _TS, _ROW])}) }}}}"
     )
 
 
@@ -228,12 +285,28 @@ def _jinja(value: object) -> str:
     return json.dumps(value)
 
 
-def _compiled_join(
+@dataclass(frozen=True)
+class CompiledJoin:
+    """The ``as_of_join`` call of a request compiled by dbt for the current target: the SQL
+    (reading the spine as :data:`SPINE_RELATION`), the target's type and, for DuckDB, the
+    warehouse file (absolute)."""
+
+    sql: str
+    target_type: str
+    duckdb_path: Path
+
+
+def compiled_join(
     project: Project, views: list[tuple[FeatureView, list[str]]], include_timestamps: bool
-) -> tuple[str, str, Path]:
-    """The compiled SQL of the macro call, its target type and the DuckDB path."""
+) -> CompiledJoin:
+    """The compiled ``as_of_join`` of ``views`` (each with its requested features), from
+    the cache under ``target/featurestore/`` or a dbt compile (no warehouse connection)."""
     call = _macro_call(views, include_timestamps)
-    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("FEATURESTORE_", "DBT_")))
+    env = sorted(
+        (k, v)
+        for k, v in os.environ.items()
+        if k.startswith(("FEATURESTORE_", "DBT_")) or k in REQUIRED_ENV
+    )
     key = hashlib.sha256()
     key.update(project.manifest_path.read_bytes())
     key.update(json.dumps([call, project.target, env]).encode())
@@ -253,27 +326,16 @@ def _compiled_join(
     warehouse = Path(match.group(2).strip())
     if not warehouse.is_absolute():
         warehouse = project.root / warehouse
-    return sql, match.group(1), warehouse
+    return CompiledJoin(sql=sql, target_type=match.group(1), duckdb_path=warehouse)
 
 
-def _run_duckdb(
-    warehouse: Path,
-    sql: str,
-    spine: pa.Table,
-    names: list[str],
-    views: list[tuple[FeatureView, list[str]]],
-    include_timestamps: bool,
-) -> pa.Table:
+def _run_duckdb(warehouse: Path, sql: str, spine: pa.Table, outputs: list[str]) -> pa.Table:
     import duckdb
 
     if not warehouse.is_file():
         raise HistoricalFeaturesError(
             f"warehouse {warehouse} does not exist: run `dbt build` first"
         )
-    outputs = list(names)
-    if include_timestamps:
-        for view, _ in views:
-            outputs += [f"{view.name}__feature_at", f"{view.name}__as_of_at"]
     selected = ", ".join([_ROW, *outputs])
     try:
         with duckdb.connect(str(warehouse), read_only=True) as con:
@@ -284,3 +346,37 @@ def _run_duckdb(
     except duckdb.Error as exc:
         message = str(exc).splitlines()[0]
         raise HistoricalFeaturesError(f"the warehouse could not run the join: {message}") from None
+
+
+def _snowflake_settings() -> SnowflakeSettings:
+    try:
+        return SnowflakeSettings.from_env()
+    except SnowflakeConnectionError as exc:
+        raise HistoricalFeaturesError(str(exc)) from None
+
+
+def _run_snowflake(
+    settings: SnowflakeSettings,
+    sql: str,
+    spine: pa.Table,
+    views: list[tuple[FeatureView, list[str]]],
+    outputs: dict[str, ValueType],
+) -> pa.Table:
+    spine_types: dict[str, ValueType] = {}
+    for view, _ in views:
+        for key in view.keys:
+            spine_types.setdefault(key, view.key_types[key])
+    spine_types[_TS] = "timestamp"
+    spine_types[_ROW] = "int"
+    try:
+        return run_join(
+            settings,
+            sql,
+            spine,
+            spine_types,
+            relation=SPINE_RELATION,
+            row_column=_ROW,
+            outputs=outputs,
+        )
+    except (SnowflakeConnectionError, SnowflakeJoinError) as exc:
+        raise HistoricalFeaturesError(str(exc)) from None

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DbtError", "Project", "Target", "compile_inline", "current_target", "duckdb_path"]
+__all__ = [
+    "DbtError",
+    "Project",
+    "Target",
+    "compile_inline",
+    "configured_target",
+    "current_target",
+    "duckdb_path",
+]
 
 
 class DbtError(RuntimeError):
@@ -119,6 +127,13 @@ class Target:
 
     type: str
     path: str = ""
+
+
+def configured_target(project: Project) -> str:
+    """The name of the target a dbt command would use, without running dbt:
+    ``project.target``, else ``$FEATURESTORE_TARGET`` (the profile's default), else
+    ``duckdb``. Its type is :func:`current_target`'s."""
+    return project.target or os.environ.get("FEATURESTORE_TARGET", "duckdb")
 
 
 def current_target(project: Project) -> Target:

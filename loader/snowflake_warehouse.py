@@ -1,14 +1,8 @@
 """Reading the online relations from Snowflake with the connector's Arrow fetch.
 
 Connection
-    The same environment variables as the ``snowflake`` target of ``profiles.yml`` and
-    nothing else: ``SNOWFLAKE_ACCOUNT``, ``SNOWFLAKE_USER``, ``SNOWFLAKE_ROLE``,
-    ``SNOWFLAKE_WAREHOUSE``, ``SNOWFLAKE_DATABASE``, ``SNOWFLAKE_SCHEMA`` (all required), and
-    one way to log in: ``SNOWFLAKE_PRIVATE_KEY_PATH`` (+ ``SNOWFLAKE_PRIVATE_KEY_PASSPHRASE``)
-    for key-pair login, else ``SNOWFLAKE_AUTHENTICATOR`` when it is not ``snowflake``
-    (``externalbrowser``, ``oauth``, ...; with ``SNOWFLAKE_PASSWORD`` if it needs one), else
-    ``SNOWFLAKE_PASSWORD``. Empty values count as unset, as in the profile. Secrets are kept
-    out of ``repr``, messages and logs (a connector message is scrubbed of them too).
+    :mod:`featurestore.snowflake_connection`: the ``snowflake`` target's environment
+    variables and nothing else; secrets kept out of ``repr``, messages and logs.
 
 What is read
     The view's online model as dbt-snowflake names it with its default quoting (off): the
@@ -31,17 +25,18 @@ Arrow
     per result chunk, downloaded one after another, so memory holds about one chunk
     (Snowflake sizes them, tens of MB at most) plus one batch; :func:`rebatch` cuts and
     joins them into batches of exactly the loader's ``--batch-rows``. Each chunk is
-    :func:`conform`-ed to one schema: integers of any width and ``NUMBER(p, 0)`` decimals to
-    int64 for ``int`` columns, floats and decimals to float64 for ``float`` columns, any
-    timestamp to ``timestamp[us]`` in UTC without a time zone (sub-microsecond digits are
-    dropped), large strings to strings. A column of another kind is passed unchanged, so the
-    validation gate rejects it with its registry type.
+    :func:`conform`-ed to one schema (:mod:`featurestore.arrow_types`): integers of any
+    width and ``NUMBER(p, 0)`` decimals to int64 for ``int`` columns, floats and decimals to
+    float64 for ``float`` columns, any timestamp to ``timestamp[us]`` in UTC without a time
+    zone (sub-microsecond digits are dropped), large strings to strings. A column of another
+    kind is passed unchanged, so the validation gate rejects it with its registry type.
 
 Errors (all :class:`~loader.errors.WarehouseError`, exit code 1, nothing written)
     missing variables (every one named), the network or account unreachable (connector
-    errno 250001...), the login refused (errno 390xxx, e.g. 390100 wrong password), a
-    missing relation or one the role may not read (errno 002003), other SQL errors (the
-    connector's first message line).
+    errno 250001...), the login refused (errno 390xxx, e.g. 390100 wrong password): the
+    messages of :mod:`featurestore.snowflake_connection`; a missing relation or one the
+    role may not read (errno 002003), other SQL errors (the connector's first message
+    line).
 """
 
 from __future__ import annotations
@@ -49,15 +44,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
+from featurestore.arrow_types import conform_column
 from featurestore.registry import ValueType
+from featurestore.snowflake_connection import (
+    AUTH_ENV,
+    REQUIRED_ENV,
+    SnowflakeConnectionError,
+    SnowflakeSettings,
+    connect,
+)
 from loader.errors import WarehouseError
 from loader.views import (
     HOP_COLUMN,
@@ -81,124 +82,9 @@ __all__ = [
     "rebatch",
 ]
 
-#: variables the ``snowflake`` target of profiles.yml requires (``env_var`` without default)
-REQUIRED_ENV: Final = (
-    "SNOWFLAKE_ACCOUNT",
-    "SNOWFLAKE_USER",
-    "SNOWFLAKE_ROLE",
-    "SNOWFLAKE_WAREHOUSE",
-    "SNOWFLAKE_DATABASE",
-    "SNOWFLAKE_SCHEMA",
-)
-#: the login variables of the profile (each optional; one way to log in is needed)
-AUTH_ENV: Final = (
-    "SNOWFLAKE_AUTHENTICATOR",
-    "SNOWFLAKE_PASSWORD",
-    "SNOWFLAKE_PRIVATE_KEY_PATH",
-    "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
-)
-
 #: connector errno of a relation (or database, schema) that does not exist or is not authorized
 _NOT_FOUND: Final = 2003
-#: Snowflake's own authentication errors are numbered 390000-390999
-_LOGIN_ERRORS: Final = range(390000, 391000)
 _PLAIN_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-
-_ARROW_TYPES: Final[dict[ValueType, pa.DataType]] = {
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "string": pa.string(),
-    "timestamp": pa.timestamp("us"),
-}
-
-
-@dataclass(frozen=True)
-class SnowflakeSettings:
-    """How to connect: the ``snowflake`` target's fields, from the environment only."""
-
-    account: str
-    user: str
-    role: str
-    warehouse: str
-    database: str
-    schema: str
-    authenticator: str = "snowflake"
-    password: str | None = field(default=None, repr=False)
-    private_key_path: str | None = None
-    private_key_passphrase: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SnowflakeSettings:
-        """Read the variables (``os.environ`` by default); raise WarehouseError naming every
-        missing one."""
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        missing = [name for name in REQUIRED_ENV if get(name) is None]
-        authenticator = get("SNOWFLAKE_AUTHENTICATOR") or "snowflake"
-        password = env.get("SNOWFLAKE_PASSWORD") or None
-        key_path = get("SNOWFLAKE_PRIVATE_KEY_PATH")
-        no_login = password is None and key_path is None and authenticator.lower() == "snowflake"
-        if missing or no_login:
-            needs = []
-            if missing:
-                needs.append(", ".join(missing))
-            if no_login:
-                needs.append(
-                    "SNOWFLAKE_PASSWORD (or SNOWFLAKE_PRIVATE_KEY_PATH, or "
-                    "SNOWFLAKE_AUTHENTICATOR=externalbrowser|oauth|...)"
-                )
-            raise WarehouseError(
-                "the snowflake target reads its connection from the environment, as "
-                f"profiles.yml does: set {' and '.join(needs)}"
-            )
-        return cls(
-            account=str(get("SNOWFLAKE_ACCOUNT")),
-            user=str(get("SNOWFLAKE_USER")),
-            role=str(get("SNOWFLAKE_ROLE")),
-            warehouse=str(get("SNOWFLAKE_WAREHOUSE")),
-            database=str(get("SNOWFLAKE_DATABASE")),
-            schema=str(get("SNOWFLAKE_SCHEMA")),
-            authenticator=authenticator,
-            password=password,
-            private_key_path=key_path,
-            private_key_passphrase=env.get("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE") or None,
-        )
-
-    def connect_args(self) -> dict[str, Any]:
-        """Keyword arguments of ``snowflake.connector.connect`` (they hold the secrets)."""
-        args: dict[str, Any] = {
-            "account": self.account,
-            "user": self.user,
-            "role": self.role,
-            "warehouse": self.warehouse,
-            "database": self.database,
-            "schema": self.schema,
-            "client_session_keep_alive": False,
-            "application": "featurestore-loader",
-        }
-        if self.private_key_path is not None:
-            args["authenticator"] = "SNOWFLAKE_JWT"
-            args["private_key_file"] = self.private_key_path
-            if self.private_key_passphrase is not None:
-                args["private_key_file_pwd"] = self.private_key_passphrase
-        else:
-            if self.authenticator.lower() != "snowflake":
-                args["authenticator"] = self.authenticator
-            if self.password is not None:
-                args["password"] = self.password
-        return args
-
-    def scrub(self, text: str) -> str:
-        """``text`` with every secret value replaced by ``***``."""
-        for secret in (self.password, self.private_key_passphrase):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
 
 
 def _identifier(name: str) -> str:
@@ -236,29 +122,6 @@ def _column_types(source: ViewSource) -> dict[str, ValueType | None]:
     return types
 
 
-def _conform_column(column: pa.ChunkedArray, kind: ValueType | None) -> pa.ChunkedArray:
-    if kind is None:
-        return column
-    have, want = column.type, _ARROW_TYPES[kind]
-    if have == want:
-        return column
-    if pa.types.is_null(have):
-        return column.cast(want)
-    if kind == "timestamp" and pa.types.is_timestamp(have):
-        if have.tz is not None:  # the instant stays, the zone goes: UTC wall time
-            column = column.cast(pa.timestamp(have.unit))
-        return column.cast(want, safe=False)  # ns -> us drops sub-microsecond digits
-    if kind == "int" and (
-        pa.types.is_integer(have) or (pa.types.is_decimal(have) and have.scale == 0)
-    ):
-        return column.cast(want)  # safe: an out-of-range value raises
-    if kind == "float" and (pa.types.is_floating(have) or pa.types.is_decimal(have)):
-        return column.cast(want)
-    if kind == "string" and pa.types.is_large_string(have):
-        return column.cast(want)
-    return column  # another kind: the validation gate rejects it with the registry type
-
-
 def conform(table: pa.Table, source: ViewSource) -> pa.Table:
     """A fetched Arrow table with the columns of ``source`` in order, each in the Arrow type
     the DuckDB reader gives its registry type (see the module docstring)."""
@@ -266,7 +129,7 @@ def conform(table: pa.Table, source: ViewSource) -> pa.Table:
     columns = []
     for name in source.columns:
         try:
-            columns.append(_conform_column(table.column(name), types[name]))
+            columns.append(conform_column(table.column(name), types[name]))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise WarehouseError(
                 f"column {name} of {relation_name(source)} does not fit the registry type "
@@ -321,44 +184,15 @@ class SnowflakeWarehouse(Warehouse):
         self._columns: dict[str, dict[str, str]] = {}
 
     def open(self) -> None:
-        import snowflake.connector
-        from snowflake.connector import errors
-
-        args = {**self.settings.connect_args(), **self.connect_options}
         try:
-            self._con = snowflake.connector.connect(**args)
-        except errors.Error as exc:
-            raise WarehouseError(self._login_message(exc)) from None
-        except (OSError, ValueError, TypeError) as exc:  # e.g. an unreadable private key
-            detail = self.settings.scrub(str(exc).splitlines()[0] if str(exc) else "")
-            raise WarehouseError(
-                f"cannot connect to Snowflake account {self.settings.account!r} as "
-                f"{self.settings.user!r}: {type(exc).__name__}: {detail}"
-            ) from None
-
-    def _login_message(self, exc: Any) -> str:
-        who = f"account {self.settings.account!r} as user {self.settings.user!r}"
-        detail = self._detail(exc)
-        errno = getattr(exc, "errno", None)
-        if isinstance(errno, int) and errno in _LOGIN_ERRORS:
-            return (
-                f"Snowflake refused the login to {who}: {detail} (check SNOWFLAKE_USER, "
-                "SNOWFLAKE_ROLE and SNOWFLAKE_PASSWORD / SNOWFLAKE_AUTHENTICATOR / "
-                "SNOWFLAKE_PRIVATE_KEY_PATH)"
+            self._con = connect(
+                self.settings, application="featurestore-loader", options=self.connect_options
             )
-        from snowflake.connector import errors
-
-        if isinstance(exc, errors.OperationalError) or (
-            isinstance(errno, int) and 250000 <= errno < 260000
-        ):
-            return (
-                f"cannot reach Snowflake {who}: {detail} (check SNOWFLAKE_ACCOUNT and the network)"
-            )
-        return f"cannot connect to Snowflake {who}: {detail}"
+        except SnowflakeConnectionError as exc:
+            raise WarehouseError(str(exc)) from None
 
     def _detail(self, exc: Any) -> str:
-        text = str(getattr(exc, "msg", None) or exc).strip()
-        return self.settings.scrub(text.splitlines()[0] if text else type(exc).__name__)
+        return self.settings.detail(exc)
 
     def close(self) -> None:
         from snowflake.connector import errors

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from featurestore.project import DbtError, Project, current_target, duckdb_path
+from featurestore.project import DbtError, Project, configured_target, current_target, duckdb_path
+from featurestore.snowflake_connection import SnowflakeConnectionError, SnowflakeSettings
 from loader.duckdb_warehouse import DuckDBWarehouse
 from loader.errors import WarehouseError
-from loader.snowflake_warehouse import SnowflakeSettings, SnowflakeWarehouse
+from loader.snowflake_warehouse import SnowflakeWarehouse
 from loader.warehouse import Warehouse
 
 __all__ = ["open_warehouse", "resolve_duckdb_path"]
@@ -39,20 +40,23 @@ def open_warehouse(project: Project) -> Warehouse:
     ``snowflake`` one has its ``SNOWFLAKE_*`` variables checked first, so that a missing one
     is named (with all the others missing) before dbt fails on the first.
     """
-    named = project.target or os.environ.get("FEATURESTORE_TARGET", "duckdb")
+    named = configured_target(project)
     if named == "duckdb" and os.environ.get("FEATURESTORE_DUCKDB_PATH"):
         return DuckDBWarehouse(resolve_duckdb_path(project))
-    if named == "snowflake":
-        SnowflakeSettings.from_env()
     try:
-        target = current_target(project)
-    except DbtError as exc:
-        raise WarehouseError(f"cannot read the dbt target {named!r}: {exc}") from None
-    if target.type == "duckdb":
-        path = Path(target.path)
-        return DuckDBWarehouse(path if path.is_absolute() else project.root / path)
-    if target.type == "snowflake":
-        return SnowflakeWarehouse(SnowflakeSettings.from_env())
+        if named == "snowflake":
+            SnowflakeSettings.from_env()
+        try:
+            target = current_target(project)
+        except DbtError as exc:
+            raise WarehouseError(f"cannot read the dbt target {named!r}: {exc}") from None
+        if target.type == "duckdb":
+            path = Path(target.path)
+            return DuckDBWarehouse(path if path.is_absolute() else project.root / path)
+        if target.type == "snowflake":
+            return SnowflakeWarehouse(SnowflakeSettings.from_env())
+    except SnowflakeConnectionError as exc:
+        raise WarehouseError(str(exc)) from None
     raise WarehouseError(
         f"the dbt target {named!r} is of type {target.type!r}: the loader reads duckdb and "
         "snowflake targets"

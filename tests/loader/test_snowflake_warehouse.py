@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib
 import logging
 import os
 import re
@@ -39,8 +38,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
@@ -49,6 +46,7 @@ from featurestore.online.store import OnlineStore, ViewRead
 from featurestore.online.urls import open_store
 from featurestore.project import Project
 from featurestore.registry import Registry, load_registry
+from featurestore.snowflake_connection import SnowflakeConnectionError
 from loader import (
     DuckDBWarehouse,
     SnowflakeSettings,
@@ -61,14 +59,11 @@ from loader import (
     plan_views,
 )
 from loader.snowflake_warehouse import AUTH_ENV, REQUIRED_ENV, conform, rebatch, relation_name
+from tests.snowflake_server import FakeSnowflake, fake_snowflake_server
 from tests.warehouse import REPO, Warehouse
 
 fakesnow = pytest.importorskip("fakesnow")
 import snowflake.connector  # noqa: E402  (after the skip: fakesnow brings the connector)
-
-#: fakesnow.server() imports the submodule fakesnow.server, which then replaces the function
-#: of the same name on the package: keep the function
-START_SERVER = fakesnow.server
 
 pytestmark = pytest.mark.filterwarnings(
     # fakesnow reads results through DuckDB 2.0's DB-API arrow path, which warns (in the
@@ -95,24 +90,8 @@ SF_ENV = {
     "SNOWFLAKE_DATABASE": "FS_DB",
     "SNOWFLAKE_SCHEMA": "ANALYTICS",
 }
-SNOWFLAKE_TYPES = {
-    "VARCHAR": "varchar",
-    "TIMESTAMP": "timestamp_ntz",
-    "BIGINT": "number(38, 0)",
-    "INTEGER": "number(38, 0)",
-    "DOUBLE": "float",
-    "BOOLEAN": "boolean",
-}
-
-
-def snowflake_type(duckdb_type: str) -> str:
-    """The Snowflake DDL type of a DuckDB column type (``DECIMAL(p,s)``: ``number(p, s)``, as
-    dbt-snowflake creates the tile sums)."""
-    match = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", duckdb_type)
-    if match:
-        return f"number({match[1]}, {match[2]})"
-    return SNOWFLAKE_TYPES[duckdb_type]
-
+#: how the tests' own statements connect (the server's address is added)
+SF_CONNECT = SnowflakeSettings.from_env(SF_ENV).connect_args()
 
 # --- fixtures: a Snowflake manifest, a fakesnow server holding the demo online tables -------
 
@@ -171,66 +150,25 @@ def literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-@dataclasses.dataclass
-class FakeSnowflake:
-    """A fakesnow server and how to reach it (the only thing the tests add to ``connect``)."""
-
-    address: dict[str, Any]
-
-    def connect(self, **kwargs: Any) -> Any:
-        return snowflake.connector.connect(**{**kwargs, **self.address})
-
-    def execute(self, *statements: str) -> list[tuple[Any, ...]]:
-        con = self.connect(**SnowflakeSettings.from_env(SF_ENV).connect_args())
-        try:
-            cursor = con.cursor()
-            for statement in statements:
-                cursor.execute(statement)
-            return list(cursor.fetchall())
-        finally:
-            con.close()
-
-
 @pytest.fixture(scope="module")
 def fake_snowflake(
     demo_warehouse: Warehouse, sf_target: SnowflakeTarget
 ) -> Iterator[FakeSnowflake]:
     """The demo warehouse's online tables copied into fakesnow, where the Snowflake manifest
-    says they are, with unquoted column names (stored upper-case, as dbt-snowflake does).
-
-    The tables are created with Snowflake DDL through the connector; their rows go in with
-    fakesnow's own ``write_pandas`` on the server's shared database (INSERT statements of
-    5,000 literal rows take fakesnow ~20 s to translate)."""
-    from fakesnow.pandas_tools import write_pandas
-
-    assert callable(START_SERVER), "fakesnow.server was imported before this module"
-    with START_SERVER() as kwargs:
-        shared_fs = importlib.import_module("fakesnow.server").shared_fs
-        address = {key: kwargs[key] for key in ("host", "port", "protocol")}
-        address["session_parameters"] = kwargs["session_parameters"]
-        server = FakeSnowflake(address)
-        with duckdb.connect(str(demo_warehouse.duckdb_path), read_only=True) as con:
-            for source in sf_target.sources():
-                table = f"main_online.online_{source.name}"
-                described = con.sql(f"describe {table}").fetchall()
-                columns = ", ".join(
-                    f"{name} {snowflake_type(kind)}" for name, kind, *_ in described
-                )
-                server.execute(
-                    f"create schema if not exists {source.database}.{source.schema}",
-                    f"create or replace table {relation_name(source)} ({columns})",
-                )
-                rows = con.sql(f"select * from {table}").to_arrow_table()
-                shared = shared_fs.connect(source.database, source.schema)
-                written = write_pandas(
-                    shared,
-                    rows.to_pandas(types_mapper=pd.ArrowDtype),
-                    source.table,
-                    database=source.database,
-                    schema=source.schema,
-                )
-                shared.close()
-                assert written[2] == rows.num_rows > 10  # merchant_transaction_features: 14
+    says they are, with unquoted column names (stored upper-case, as dbt-snowflake does)."""
+    connect_args = SnowflakeSettings.from_env(SF_ENV).connect_args()
+    with fake_snowflake_server() as server:
+        copied = server.copy_from_duckdb(
+            connect_args,
+            demo_warehouse.duckdb_path,
+            {
+                f"main_online.online_{source.name}": (source.database, source.schema, source.table)
+                for source in sf_target.sources()
+                if source.database is not None
+            },
+        )
+        assert len(copied) == len(VIEWS)
+        assert min(copied.values()) > 10  # merchant_transaction_features: 14
         yield server
 
 
@@ -244,15 +182,7 @@ def use_fake_snowflake(
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("FEATURESTORE_DUCKDB_PATH", raising=False)
     monkeypatch.chdir(REPO)
-    calls: list[dict[str, Any]] = []
-    real_connect = snowflake.connector.connect
-
-    def connect(**kwargs: Any) -> Any:
-        calls.append(dict(kwargs))
-        return real_connect(**{**kwargs, **fake_snowflake.address})
-
-    monkeypatch.setattr(snowflake.connector, "connect", connect)
-    return calls
+    return fake_snowflake.route(monkeypatch)
 
 
 def sqlite_store(path: Path) -> OnlineStore:
@@ -365,6 +295,7 @@ def test_incremental_load_reads_only_newer_rows(
     (source,) = sf_target.sources(("merchant_chargeback_features",))  # hand-written
     copy = dataclasses.replace(source, database="FS_INCREMENTAL")
     fake_snowflake.execute(
+        SF_CONNECT,
         "create database if not exists FS_INCREMENTAL",
         f"create schema if not exists FS_INCREMENTAL.{source.schema}",
         f"create or replace table {relation_name(copy)} as select * from {relation_name(source)}",
@@ -381,6 +312,7 @@ def test_incremental_load_reads_only_newer_rows(
 
         # three merchants with one row (no scheduled row), changed at the cutoff (`as_of_at`)
         keys = [row[0] for row in fake_snowflake.execute(
+            SF_CONNECT,
             f"select merchant_id from {relation_name(copy)} group by merchant_id "
             "having count(*) = 1 order by merchant_id limit 3"
         )]  # fmt: skip
@@ -388,9 +320,10 @@ def test_incremental_load_reads_only_newer_rows(
         ver, ts = f"{source.name}__as_of_at", f"{source.name}__feature_at"
         changed = f"{source.name}__changed_at"
         fake_snowflake.execute(
+            SF_CONNECT,
             f"update {relation_name(copy)} set {ts} = dateadd(minute, 1, {ts}), "
             f"{ver} = as_of_at, {changed} = as_of_at, merchant_chargeback_rate_30d = 0.4242 "
-            f"where merchant_id in ({', '.join(literal(k) for k in keys)})"
+            f"where merchant_id in ({', '.join(literal(k) for k in keys)})",
         )
         second = load(store, warehouse, [copy], now=NOW)
         (again,) = second.views
@@ -416,7 +349,7 @@ def test_incremental_load_reads_only_newer_rows(
 
 
 def test_missing_variables_are_named(sf_target: SnowflakeTarget, tmp_path: Path) -> None:
-    with pytest.raises(WarehouseError) as raised:
+    with pytest.raises(SnowflakeConnectionError) as raised:
         SnowflakeSettings.from_env({"SNOWFLAKE_ACCOUNT": "a", "SNOWFLAKE_SCHEMA": " "})
     message = str(raised.value)
     for name in REQUIRED_ENV:
@@ -470,8 +403,9 @@ def test_missing_table_writes_nothing(
     # a column the registry needs and the table lacks
     (source,) = sf_target.sources(("merchant_chargeback_features",))
     fake_snowflake.execute(
+        SF_CONNECT,
         f"create or replace table {source.database}.{source.schema}.online_lacking as "
-        f"select merchant_id from {relation_name(source)}"
+        f"select merchant_id from {relation_name(source)}",
     )
     with warehouse, pytest.raises(WarehouseError, match="lacks column"):
         warehouse.check(dataclasses.replace(source, table="online_lacking"))
