@@ -35,6 +35,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -91,25 +92,35 @@ class SnapshotRuns:
     seconds: float
 
 
+def copy_without_snapshots(demo: Warehouse, workdir: Path) -> Warehouse:
+    """A copy of the demo warehouse (its own DuckDB file and target folder), no snapshot."""
+    warehouse = Warehouse(workdir)
+    warehouse.workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(demo.duckdb_path, warehouse.duckdb_path)
+    with duckdb.connect(str(warehouse.duckdb_path)) as con:
+        con.sql("drop schema if exists main_snapshots cascade")
+    return warehouse
+
+
+def take_snapshots(warehouse: Warehouse, cutoff: dt.datetime) -> None:
+    """One real run: the snapshotted views' online models and their snapshots at `cutoff`."""
+    warehouse.dbt(
+        "build",
+        "--resource-type", "model", "--resource-type", "snapshot",
+        "--select", " ".join([*(f"online_{view}" for view in SNAPSHOTS), *SNAPSHOTS.values()]),
+        "--vars", f"{{online_as_of: '{cutoff:%Y-%m-%d %H:%M:%S}'}}",
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def snapshot_runs(
     demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SnapshotRuns]:
     """A copy of the demo warehouse, its snapshots dropped and taken again at every RUNS cutoff."""
-    warehouse = Warehouse(tmp_path_factory.mktemp("snapshots"))
-    warehouse.workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(demo_warehouse.duckdb_path, warehouse.duckdb_path)
-    with duckdb.connect(str(warehouse.duckdb_path)) as con:
-        con.sql("drop schema if exists main_snapshots cascade")
-    select = [*(f"online_{view}" for view in SNAPSHOTS), *SNAPSHOTS.values()]
+    warehouse = copy_without_snapshots(demo_warehouse, tmp_path_factory.mktemp("snapshots"))
     started = time.monotonic()
     for cutoff in RUNS:
-        warehouse.dbt(
-            "build",
-            "--resource-type", "model", "--resource-type", "snapshot",
-            "--select", " ".join(select),
-            "--vars", f"{{online_as_of: '{cutoff:%Y-%m-%d %H:%M:%S}'}}",
-        )  # fmt: skip
+        take_snapshots(warehouse, cutoff)
     yield SnapshotRuns(warehouse, time.monotonic() - started)
 
 
@@ -378,3 +389,40 @@ def test_a_value_is_not_valid_before_it_became_known(snapshot_runs: SnapshotRuns
             assert reference.as_of_join(*samples[3 * i + 1]) != value
             assert answers[3 * i + 2] == value == reference.as_of_join(*samples[3 * i + 2])
     assert late > 0, "no snapshotted value became known after its feature time: vacuous"
+
+
+def test_an_entity_that_leaves_the_view_is_invalidated_at_the_runs_cutoff(
+    demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An entity whose rows leave the feature view (not by TTL: deleted) is closed at the
+    cutoff of the first run without it, online_as_of (macros/snapshot_get_time.sql), not at
+    the wall-clock time of that run."""
+    first, second = RUNS[3], RUNS[4]
+    warehouse = copy_without_snapshots(demo_warehouse, tmp_path_factory.mktemp("deleted"))
+    take_snapshots(warehouse, first)
+    gone: dict[str, tuple[Any, ...]] = {}
+    registry = load_registry(warehouse.target_path / "manifest.json")
+    for view in sorted(SNAPSHOTS):
+        data = read_view(warehouse, view)
+        ttl = dt.timedelta(seconds=data.spec.ttl_seconds or 0)
+        # a current value that would still be served at the second run's cutoff
+        candidates = sorted(
+            data.key(row)
+            for row in data.snapshot_rows
+            if row[f"{view}__feature_at"] + ttl >= second
+        )
+        assert candidates, f"{view}: no value current at {first} still fresh at {second}"
+        gone[view] = candidates[0]
+        fv = registry.view(view)
+        match = " and ".join(f"{k} = ?" for k in fv.keys)
+        with duckdb.connect(str(warehouse.duckdb_path)) as con:
+            con.execute(f"delete from {fv.relation} where {match}", list(gone[view]))
+    take_snapshots(warehouse, second)
+
+    for view, key in gone.items():
+        data = read_view(warehouse, view)
+        rows = [row for row in data.snapshot_rows if data.key(row) == key]
+        assert [row["dbt_valid_to"] for row in rows] == [second], (view, key, rows)
+        before = readme_query_verbatim(warehouse, data, second - US)
+        assert before.get(key) == answer_of(data.spec, rows[0])
+        assert key not in readme_query_verbatim(warehouse, data, second)
