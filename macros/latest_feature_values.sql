@@ -22,10 +22,7 @@
 -#}
 {% macro latest_feature_values(model_name) %}
     {%- set fv = featurestore.feature_view(model_name) -%}
-    {%- set as_of = var('online_as_of', none) -%}
-    {%- set cutoff -%}
-        {% if as_of %}cast('{{ as_of }}' as timestamp){% else %}{{ featurestore.utc_now() }}{% endif %}
-    {%- endset -%}
+    {%- set cutoff = featurestore.online_cutoff() -%}
     {%- set sla = fv.get('freshness_sla_seconds') or 0 -%}
     {%- set keys = fv.join_keys.values() | list -%}
     {%- set available -%}

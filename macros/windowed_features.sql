@@ -379,10 +379,7 @@ inner join __fs_changed as changed
 {% macro _windowed_tiles(d) %}
     {%- set keys = d['keys'] -%}
     {%- set key_list = keys | join(', ') -%}
-    {%- set as_of = var('online_as_of', none) -%}
-    {%- set requested -%}
-        {%- if as_of %}cast('{{ as_of }}' as timestamp){% else %}{{ featurestore.utc_now() }}{% endif -%}
-    {%- endset -%}
+    {%- set requested = featurestore.online_cutoff() -%}
     {%- set cutoff -%}
         {%- if d.streamed %}{{ dbt.date_trunc('hour', requested) }}{% else %}{{ requested }}{% endif -%}
     {%- endset -%}

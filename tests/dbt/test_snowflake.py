@@ -169,6 +169,23 @@ DEFAULT_AS_OF_SQL = (
 )
 
 
+# The snapshots' post-hooks (rendered only when a snapshot runs, so not in the compiled
+# snapshot nodes): compiled as analyses (`this` is then the analysis) so that the parse and
+# DuckDB-only checks see the UPDATE statements Snapshot runs on Snowflake would send.
+SNAPSHOT_HOOKS = {
+    "snapshot_hook_merchant_chargeback_features": (
+        "{{ featurestore.snapshot_expired_values('merchant_chargeback_features') }}"
+    ),
+    "snapshot_hook_user_device_features": (
+        "{{ featurestore.snapshot_expired_values('user_device_features') }}"
+    ),
+    **{
+        f"snapshot_hook_{view}": f"{{{{ featurestore.snapshot_expired_tiles('{view}') }}}}"
+        for view in DECLARED_VIEWS
+    },
+}
+
+
 # --------------------------------------------------------------------------------------------
 # Compilation
 # --------------------------------------------------------------------------------------------
@@ -205,6 +222,8 @@ def make_overlay(root: Path) -> Path:
     for case in AS_OF_CASES:
         (root / OVERLAY_ANALYSES / f"{case.name}.sql").write_text(case.sql())
     (root / OVERLAY_ANALYSES / "default_as_of_join.sql").write_text(DEFAULT_AS_OF_SQL)
+    for name, sql in SNAPSHOT_HOOKS.items():
+        (root / OVERLAY_ANALYSES / f"{name}.sql").write_text(sql)
 
     project["macro-paths"] = [*project.get("macro-paths", ["macros"]), OVERLAY_MACROS]
     project["analysis-paths"] = [*project.get("analysis-paths", []), OVERLAY_ANALYSES]
@@ -431,7 +450,7 @@ def test_offline_compile_covers_every_node(sf_plain: Compiled, sf_incremental: C
         assert not missing, f"not compiled: {missing}"
         kinds = Counter(n["resource_type"] for n in nodes.values())
         assert kinds["model"] and kinds["test"] and kinds["snapshot"], kinds
-        assert kinds["analysis"] == len(AS_OF_CASES) + 1, kinds
+        assert kinds["analysis"] == len(AS_OF_CASES) + 1 + len(SNAPSHOT_HOOKS), kinds
         for name in (p.stem for p in (REPO / "models").rglob("*.sql")):
             disabled = f"model.featurestore.{name}" in compiled.manifest.get("disabled", {})
             assert disabled or f"model.featurestore.{name}" in nodes, f"model {name} not compiled"
@@ -766,6 +785,16 @@ def test_windowed_models_compile_to_portable_sql(
                 assert re.search(r"\bdateadd\(\s*second\b", sql, re.IGNORECASE), name
             assert "tile_hop_seconds" in tiles and "__fs_changed" not in tiles
             assert ("__fs_changed" in history) == (compiled is sf_incremental), name
+
+
+def test_snapshot_hooks_are_snowflake_updates(sf_plain: Compiled) -> None:
+    """The snapshots' post-hooks: one UPDATE of dbt_valid_to through Snowflake's DATEADD."""
+    for name in SNAPSHOT_HOOKS:
+        sql = sf_plain.analysis(name)
+        tree = sqlglot.parse_one(sql, read="snowflake")
+        assert isinstance(tree, exp.Update), (name, sql)
+        assert re.search(r"\bset\s+dbt_valid_to\s*=\s*dateadd\(", sql, re.IGNORECASE), sql
+        assert duckdb_only_findings(sql) == [], name
 
 
 def test_default_as_of_join_is_portable_to_snowflake(sf_plain: Compiled) -> None:
