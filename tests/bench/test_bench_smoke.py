@@ -95,3 +95,26 @@ def test_stream_freshness_runs(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["probes"] > 5 and results["missed"] == 0
     assert 0 < results["p50_ms"] <= results["p99_ms"] < 10_000
+
+
+@pytest.mark.slow
+def test_served_log_runs_three_sidecars_side_by_side(tmp_path: Path) -> None:
+    out = run_bench(
+        "served_log.py", "--entities", "500", "--runs", "1", "--duration", "0.5", "--only", "a",
+        "--workdir", str(tmp_path / "work"),
+    )  # fmt: skip
+    results = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert results["bad"] == 0 and results["checked"] > 0
+    names = set(results["runs_by_scenario"])
+    for label in ("log off", "log 1%", "log 100%"):
+        assert any(name.endswith(f"[{label}]") for name in names), names
+    full = [
+        r for name, reports in results["runs_by_scenario"].items()
+        if name.endswith("[log 100%]") for r in reports
+    ]  # fmt: skip
+    # at 100% every request's 10 features are logged (its measured requests, at least)
+    folder = tmp_path / "work-logs" / "log_100pct"
+    rows = sum(len(path.read_text().splitlines()) for path in folder.glob("served-*.jsonl"))
+    assert rows >= 10 * sum(r["requests"] for r in full) > 0
+    assert not list(folder.glob("*.tmp"))
+    assert "| log 100% |" in out
