@@ -67,6 +67,7 @@
     __fs_pairs as (
     {%- for view in views %}
     {%- set n = loop.index %}
+    {%- set keys = view['keys'] | map(attribute='name') | list %}
     {%- for f in view['features'] %}
         select
             s.request_at, s.request_id, s.entity, s.entity_key, s.feature,
