@@ -1,6 +1,7 @@
 """The ``featurestore`` command: one click group holding the commands of every layer.
 
 * offline (:mod:`cli.offline`): ``generate``, ``registry``, ``training-set``;
+* ``skew`` (:mod:`cli.skew`): the training-serving skew report;
 * ``demo`` (:mod:`cli.demo`);
 * the loader's (:mod:`loader.cli`): ``init-store``, ``load``, ``loads``, ``freshness``;
 * the sidecar's (:mod:`sidecar.cli`): ``serve``;
@@ -15,6 +16,7 @@ import click
 
 from cli.demo import demo
 from cli.offline import generate, registry, training_set
+from cli.skew import skew
 from loader.cli import freshness, init_store, load, loads
 from sidecar.cli import serve_command
 from stream.cli import stream_command
@@ -31,6 +33,7 @@ for command in (
     generate,
     registry,
     training_set,
+    skew,
     demo,
     init_store,
     load,

@@ -16,7 +16,9 @@ Rules checked on load (each failure names the model and the field):
   durations (:mod:`featurestore.durations`);
 * every feature column has a ``data_type`` of a supported type, a description, and a
   ``default`` key whose value matches the type (``null`` means no default); an optional
-  ``range`` is a mapping with numeric ``min``/``max``, ``accepted_values`` a list;
+  ``range`` is a mapping with numeric ``min``/``max``, ``accepted_values`` a list, an
+  optional ``skew_threshold`` a number from 0 to 1 (the highest mismatch rate the skew
+  report accepts; README "Training-serving skew");
 * feature names are unique across the project (the online API addresses them by bare name);
 * a declared (windowed) view's ``meta.featurestore.windowed`` and its features'
   ``meta.featurestore.aggregation`` follow the rules of :mod:`featurestore.windowed_declaration`
@@ -115,6 +117,9 @@ class Feature:
     accepted_values: tuple[object, ...] | None = None
     #: the declared windowed aggregation (None: a hand-written feature)
     aggregation: Aggregation | None = None
+    #: the highest mismatch rate (0..1) of the skew report that passes
+    #: (``meta.featurestore.skew_threshold``, default 0: any mismatch fails)
+    skew_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,7 @@ class Registry:
                     "default": f.default,
                     "description": f.description,
                     "aggregation": _aggregation_dict(f.aggregation),
+                    "skew_threshold": f.skew_threshold,
                 }
                 for f in self.features.values()
             },
@@ -640,6 +646,13 @@ def _read_feature(
             f"{where}: meta.featurestore.accepted_values must be a list, got {accepted!r}"
         )
         return None
+    skew_threshold = meta.get("skew_threshold", 0)
+    if not _matches(skew_threshold, "float") or not 0 <= skew_threshold <= 1:
+        problems.append(
+            f"{where}: meta.featurestore.skew_threshold must be a number from 0 to 1 (a "
+            f"mismatch rate), got {skew_threshold!r}"
+        )
+        return None
     return Feature(
         name=column,
         view=view,
@@ -650,6 +663,7 @@ def _read_feature(
         range_min=value_range.get("min"),
         range_max=value_range.get("max"),
         accepted_values=tuple(accepted) if accepted is not None else None,
+        skew_threshold=float(skew_threshold),
     )
 
 

@@ -42,6 +42,8 @@ class Warehouse:
             "DBT_LOG_PATH": str(self.workdir / "logs"),
             "DBT_PROFILES_DIR": str(REPO),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            # the served-vector log the monitoring models read: none, unless a test writes it
+            "FEATURESTORE_SERVED_LOG_DIR": str(self.workdir / "served"),
             **self.extra_env,
         }
 

@@ -376,6 +376,14 @@ INVALID: list[tuple[str, Mutation, str, str, str]] = [
      "accepted_values", "true"), UDF, "accepted_values", "'true'"),
     ("column-meta-not-a-mapping", _replace_column_meta(UDF, "device_seen_before", True), UDF,
      "device_seen_before", "mapping"),
+    ("skew-threshold-above-1", _set_column_meta(UTF, "avg_order_value_90d", "skew_threshold",
+     1.5), UTF, "skew_threshold", "1.5"),
+    ("skew-threshold-negative", _set_column_meta(MCF, "merchant_chargeback_rate_30d",
+     "skew_threshold", -0.01), MCF, "skew_threshold", "-0.01"),
+    ("skew-threshold-percent-text", _set_column_meta(UDF, "device_seen_before",
+     "skew_threshold", "1%"), UDF, "skew_threshold", "'1%'"),
+    ("skew-threshold-bool", _set_column_meta(UTF, "user_7d_transaction_count",
+     "skew_threshold", True), UTF, "skew_threshold", "True"),
 ]  # fmt: skip
 
 
@@ -440,6 +448,23 @@ def test_accepted_variants(broken: dict[str, Any]) -> None:
     assert registry.feature("avg_order_value_90d").default is None
     rate_default = registry.feature("merchant_chargeback_rate_30d").default
     assert rate_default == 0.0 and type(rate_default) is float
+
+
+def test_skew_threshold(broken: dict[str, Any]) -> None:
+    """meta.featurestore.skew_threshold: 0 when not declared, an int or float from 0 to 1
+    (both ends included) as a float, in to_dict."""
+    assert {f.skew_threshold for f in registry_from_manifest(broken).features.values()} == {0.0}
+    _set_column_meta(UTF, "avg_order_value_90d", "skew_threshold", 0.05)(broken)
+    _set_column_meta(MCF, "merchant_chargeback_rate_30d", "skew_threshold", 1)(broken)
+    _set_column_meta(UDF, "device_seen_before", "skew_threshold", 0)(broken)
+    registry = registry_from_manifest(broken)
+    assert registry.feature("avg_order_value_90d").skew_threshold == 0.05
+    threshold = registry.feature("merchant_chargeback_rate_30d").skew_threshold
+    assert threshold == 1.0 and type(threshold) is float
+    assert registry.feature("device_seen_before").skew_threshold == 0.0
+    features = registry.to_dict()["features"]
+    assert features["avg_order_value_90d"]["skew_threshold"] == 0.05
+    assert features["user_7d_transaction_count"]["skew_threshold"] == 0.0
 
 
 def test_models_without_featurestore_meta_are_not_views(broken: dict[str, Any]) -> None:
