@@ -592,3 +592,88 @@ def test_a_bad_threshold_is_refused_by_the_build(project: SkewProject) -> None:
         yml.write_text(before)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "user_device_features" in proc.stderr and "skew_threshold" in proc.stderr
+
+
+def test_the_sidecar_s_own_log_then_a_corrupted_store(
+    project: SkewProject, demo_warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """End to end with the sidecar's own served-vector log (sidecar/served_log.py, every key
+    sampled): traffic from the demo store has no skew; then the values of a few merchants are
+    overwritten in the online store (newer records, as a bad load would write): the report
+    finds exactly those (merchant, feature) rows, and nothing else."""
+    from featurestore.online.layout import Record
+    from featurestore.served_log import FILE_GLOB
+    from featurestore.timestamps import micros
+
+    url = f"sqlite:///{tmp_path / 'online.db'}"
+    with open_store(url) as store:
+        store.initialize()
+        load_demo(store, demo_warehouse)
+    manifest = demo_warehouse.target_path / "manifest.json"
+    entities = online_views(project.registry)
+    keys = {entity: sample_keys(demo_warehouse, views, 15) for entity, views in entities.items()}
+
+    def serve(log_dir: Path) -> int:
+        """Every online feature of the sampled keys at the cutoff; the rows logged."""
+        env = sidecar_env(
+            url,
+            manifest,
+            now=iso(NOW),
+            extra={
+                "FEATURESTORE_SERVED_LOG_DIR": str(log_dir),
+                "FEATURESTORE_SERVED_LOG_RATE": "1",
+            },
+        )
+        workdir = log_dir.parent / f"{log_dir.name}-sidecar"
+        with running_sidecar(workdir, env) as server, server.client() as client:
+            for entity, views in sorted(entities.items()):
+                names = [f for view in views for f in view.feature_names()]
+                sent = [":".join(key) for key in keys[entity]]
+                response = client.post(
+                    "/api/v1/features/retrieve",
+                    json={"entity_name": entity, "entity_keys": sent, "features": names},
+                )
+                assert response.status_code == 200, response.text
+        # the sidecar stopped: its files are complete
+        return sum(len(p.read_text().splitlines()) for p in log_dir.glob(FILE_GLOB))
+
+    clean = tmp_path / "clean"
+    logged = serve(clean)
+    expected_rows = sum(
+        len(keys[e]) * sum(len(v.features) for v in views) for e, views in entities.items()
+    )
+    assert logged == expected_rows
+    code, report = project.report("--log-dir", str(clean))
+    assert code == 0, report
+    assert report["rows_compared"] == expected_rows
+    assert all(row["mismatches"] == 0 for row in report["features"]), report
+
+    # a bad write: three known merchants' chargeback rate replaced by a value the warehouse
+    # never had
+    feature = "merchant_chargeback_rate_30d"
+    view = project.registry.features[feature].view
+    corrupted = [key for key in keys["merchant"] if not key[0].startswith("unknown")][:3]
+    now_us = micros(NOW)
+    records = [
+        Record("merchant", key, view, now_us, now_us + 1, now_us // 1_000_000 + 86_400,
+               {feature: 0.123456789})
+        for key in corrupted
+    ]  # fmt: skip
+    with open_store(url) as store:
+        # replace: the loaded records carry scheduled steps up to the SLA (later ts)
+        assert store.write(records, now=NOW, replace=True).written == len(corrupted)
+    bad = tmp_path / "corrupted"
+    assert serve(bad) == expected_rows
+    code, report = project.report("--log-dir", str(bad))
+    assert code == 3
+    rows = {row["feature"]: row for row in report["features"]}
+    assert report["above_threshold"] == [feature]
+    assert rows[feature]["value_mismatches"] == len(corrupted)
+    assert rows[feature]["mismatches"] == len(corrupted)
+    assert sum(row["mismatches"] for row in report["features"]) == len(corrupted)
+    found = {
+        (row["feature"], row["entity_key"])
+        for row in project.compared()
+        if row["outcome"] != "match"
+    }
+    assert found == {(feature, key[0]) for key in corrupted}
