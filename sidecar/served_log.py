@@ -186,6 +186,9 @@ def _results(body: bytes, positions: list[int]) -> dict[int, dict[str, object]]:
     """The results at ``positions`` of a response body, parsing only those: every result
     starts with ``{"entity_key":`` (those bytes cannot occur inside a JSON string, where
     quotes are escaped), results are separated by ``,`` and the last is followed by ``]}``."""
+    if len(positions) > 8:  # most of them, likely: one parse of the whole body is cheaper
+        results = orjson.loads(body)["results"]
+        return {position: results[position] for position in positions}
     starts = []
     found = body.find(_RESULT_START)
     while found != -1:
@@ -211,25 +214,31 @@ def _rows(entry: _Entry) -> list[bytes]:
     request_id = os.urandom(8).hex()
     lines = []
     dumps = orjson.dumps
+    head = b'{"request_at":"%s","request_id":"%s","entity":%s,' % (
+        request_at.encode(),
+        request_id.encode(),
+        dumps(entity),
+    )
+    names: dict[str, bytes] = {}
+    tails: dict[tuple[object, object], bytes] = {}
     for position, key in picked:
-        token = entity_token(key)
-        keys = dict(zip(columns, key, strict=True))
+        # the fields of a key's rows but the feature's, encoded once per key; then per feature
+        # only its name, value, status and reason (the field order of FIELDS)
+        key_head = b'%b"entity_key":%b,"keys":%b,"feature":' % (
+            head,
+            dumps(entity_token(key)),
+            dumps(dict(zip(columns, key, strict=True))),
+        )
         features: dict[str, dict[str, object]] = results[position]["features"]  # type: ignore[assignment]
         for feature, answer in features.items():
-            lines.append(
-                dumps(
-                    {
-                        "request_at": request_at,
-                        "request_id": request_id,
-                        "entity": entity,
-                        "entity_key": token,
-                        "keys": keys,
-                        "feature": feature,
-                        "value": answer["value"],
-                        "status": answer["status"],
-                        "reason": answer.get("reason"),
-                    }
+            name = names.get(feature)
+            if name is None:
+                name = names[feature] = dumps(feature)
+            tail = tails.get((answer["status"], answer.get("reason")))
+            if tail is None:
+                tail = tails[(answer["status"], answer.get("reason"))] = (
+                    b',"status":%b,"reason":%b}\n'
+                    % (dumps(answer["status"]), dumps(answer.get("reason")))
                 )
-                + b"\n"
-            )
+            lines.append(b'%b%b,"value":%b%b' % (key_head, name, dumps(answer["value"]), tail))
     return lines
