@@ -119,6 +119,8 @@ class Worker:
         self._last_message = time.monotonic()
         self._last_gauges = 0.0
         self._recorded: dict[str, int] = {}
+        #: ordered partitions assigned whose first message has not arrived yet
+        self._reassigned: set[str] = set()
         self._stopping = threading.Event()
         self._random = random.Random()
         #: the store writes of the last batch run here while the next batch is read and
@@ -132,16 +134,34 @@ class Worker:
     def _assigned(self, partition: str, committed: int | None) -> None:
         self._last_message = time.monotonic()  # idle time counts from having partitions
         if self.source.ordered:
-            removed = self.landing.forget_uncommitted(partition, committed)
+            # the landed files past where this worker starts are removed when its first
+            # message of the partition arrives (:meth:`_forget_replayed`): the offset it
+            # really starts from, not the committed offset read at assignment, which can be
+            # older than the one the fetch starts at (a previous owner's commit on revoke
+            # not yet visible): removing by it would delete files that never land again
+            self._reassigned.add(partition)
+        log.info("partition %s assigned (committed offset %s)", partition, committed)
+
+    def _forget_replayed(self, messages: Sequence[Message]) -> None:
+        """For each newly assigned partition in ``messages``: remove the landed files from
+        its first offset on (a previous owner landed them and died before committing:
+        they land again now)."""
+        for message in messages:
+            partition = message.partition
+            if partition not in self._reassigned:
+                continue
+            self._reassigned.discard(partition)
+            removed = self.landing.forget_uncommitted(partition, int(message.position))
             if removed:
                 log.info(
-                    "partition %s assigned at offset %s: %d landed file(s) past it removed "
+                    "partition %s replayed from offset %s: %d landed file(s) from it removed "
                     "(they land again)",
                     partition,
-                    committed,
+                    message.position,
                     removed,
                 )
-        log.info("partition %s assigned (committed offset %s)", partition, committed)
+            if not self._reassigned:
+                return
 
     def _revoked(self, partitions: Sequence[str]) -> None:
         """Land and commit what was applied for partitions about to move away."""
@@ -155,6 +175,7 @@ class Worker:
         except ConnectionError as exc:
             log.warning("commit on revoke failed (the next owner replays, a no-op): %s", exc)
         self._uncommitted = [m for m in self._uncommitted if m.partition not in gone]
+        self._reassigned -= gone
         for partition in gone:
             self.watermarks.forget(partition)
         log.info("partitions %s revoked: landed and committed", sorted(gone))
@@ -194,6 +215,8 @@ class Worker:
         messages = self.source.poll(self.settings.batch_size, self.settings.poll_timeout_s)
         self.health.last_poll = time.monotonic()
         if messages:
+            if self._reassigned:
+                self._forget_replayed(messages)
             self.metrics.events_in.inc(len(messages))
             self.metrics.batch_events.observe(len(messages))
             by_view = self._process(messages)
@@ -328,18 +351,22 @@ class Worker:
 
     def _record_watermarks(self) -> None:
         """Keep each partition's watermark in the store for every view (what freshness
-        reads for a streamed view); the store is idle here (flush settled the batch in
-        flight). Best effort: a store outage is retried at the next flush."""
+        reads for a streamed view), on the writer thread after the writes before it: the
+        loop never waits for it (a store outage must not stall polling). Best effort: a
+        failure is retried at the next flush."""
         watermarks = self.watermarks.each()
         if not watermarks or watermarks == self._recorded:
             return
+        self._recorded = watermarks
+        self._writer.submit(self._store_watermarks, watermarks)
+
+    def _store_watermarks(self, watermarks: dict[str, int]) -> None:
         try:
             for plan in self.plans:
                 self.store.record_stream_watermarks(plan.view, watermarks)
         except StoreError as exc:
+            self._recorded = {}
             log.warning("stream watermarks not recorded, retried at the next flush: %s", exc)
-            return
-        self._recorded = watermarks
 
     def _gauges(self) -> None:
         self._last_gauges = time.monotonic()

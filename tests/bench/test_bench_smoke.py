@@ -100,7 +100,7 @@ def test_stream_freshness_runs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_served_log_runs_three_sidecars_side_by_side(tmp_path: Path) -> None:
     out = run_bench(
-        "served_log.py", "--entities", "500", "--runs", "1", "--duration", "0.5", "--only", "a",
+        "served_log.py", "--entities", "1000", "--runs", "1", "--duration", "0.5", "--only", "a",
         "--workdir", str(tmp_path / "work"),
     )  # fmt: skip
     results = json.loads((tmp_path / "work" / "results.json").read_text())
