@@ -70,6 +70,7 @@ from tests.warehouse import DBT, REPO, Warehouse
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("historical-snowflake"),  # its module fixtures built once
     pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning"),
 ]
 

@@ -50,6 +50,9 @@ from featurestore.served_log import FILE_PREFIX, TEMP_SUFFIX
 from tests.sidecar.harness import NOW, load_demo, running_sidecar, sidecar_env
 from tests.warehouse import REPO, Warehouse
 
+#: one worker runs the whole module: its module fixtures are built once
+pytestmark = pytest.mark.xdist_group("skew")
+
 FEATURESTORE = str(Path(sys.executable).parent / "featurestore")
 #: the request times: the demo's cutoff, and a few hours later (scheduled rows, decay)
 TIMES = [NOW, NOW + dt.timedelta(hours=5, minutes=7, seconds=3)]
@@ -542,10 +545,13 @@ def test_corrupted_values_are_found_exactly(
     assert "ABOVE" in proc.stdout and "above threshold" in proc.stdout
 
 
-def test_thresholds_declared_above_the_rates_pass(project: SkewProject) -> None:
+def test_thresholds_declared_above_the_rates_pass(
+    project: SkewProject, served: list[Row], offline: dict[Any, Any]
+) -> None:
     """meta.featurestore.skew_threshold in the project's yml: above every feature's rate
     except one (exit 3 naming it), and the registry and the report read the same values."""
-    code, report = project.report("--no-build")
+    project.write_log(corrupt(served, offline, project.registry).rows)
+    code, report = project.report()
     rates = {row["feature"]: row["mismatch_rate"] for row in report["features"]}
     assert code == 3 and all(rate > 0 for rate in rates.values())
     kept = sorted(rates)[0]

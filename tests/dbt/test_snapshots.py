@@ -47,6 +47,9 @@ from featurestore.registry import load_registry
 from tests.reference import ViewIndex, ViewSpec, as_of_key
 from tests.warehouse import REPO, Warehouse
 
+#: one worker runs the whole module: its module fixtures are built once
+pytestmark = pytest.mark.xdist_group("snapshots")
+
 #: the snapshot runs' cutoffs (UTC): over the demo data's months (transactions from January
 #: to April, late chargebacks into May) and after it, when every merchant's value expires
 RUNS = [

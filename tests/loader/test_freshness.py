@@ -1,4 +1,4 @@
-"""Freshness SLAs end to end on real stores (SQLite and a real redis-server): `featurestore
+"""Freshness SLAs end to end on a real redis-server (and SQLite for the errors): `featurestore
 load` keeps each view's data_as_of (its relation's cutoff) in the load log and writes the
 gauges with --metrics-file; `featurestore freshness` reads them, with the stream's
 watermarks for streamed views, and exits 6 when a view is older than its SLA."""
@@ -31,13 +31,11 @@ def registry(demo_warehouse: Warehouse) -> Registry:
     return load_registry(demo_warehouse.target_path / "manifest.json")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'online.db'}"
-    else:
-        server: RedisServer = request.getfixturevalue("redis")
-        yield f"{server.url}?namespace=fr{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def store_url(redis: RedisServer) -> Iterator[str]:
+    """A real redis-server (SQLite's side: the load log in tests/sidecar/
+    test_freshness_gauges.py, the watermarks in tests/stream/test_worker.py)."""
+    yield f"{redis.url}?namespace=fr{uuid.uuid4().hex[:8]}"
 
 
 def iso(moment: dt.datetime) -> str:

@@ -27,6 +27,9 @@ from tests.sidecar.harness import API_KEY, SidecarServer, load_demo, running_sid
 from tests.tools import tool_venv
 from tests.warehouse import Warehouse
 
+#: one worker runs the whole module: its module fixtures are built once
+pytestmark = pytest.mark.xdist_group("openapi")
+
 GENERATOR = "openapi-python-client"
 HERE = Path(__file__).resolve().parent
 SETTINGS = Settings(online_url="sqlite:///x.db", api_keys=(ApiKey("k", b"0" * 32),))

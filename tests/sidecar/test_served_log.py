@@ -30,6 +30,9 @@ from tests.sidecar.harness import (
 )
 from tests.warehouse import Warehouse
 
+#: one worker runs the whole module: its module fixtures are built once
+pytestmark = pytest.mark.xdist_group("served-log")
+
 
 @pytest.fixture(scope="module")
 def manifest(demo_warehouse: Warehouse) -> Path:
