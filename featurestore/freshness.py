@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from featurestore.clock import parse_now
 from featurestore.online.store import LoadRecord, OnlineStore
 from featurestore.registry import Registry
 from featurestore.timestamps import from_micros, micros
@@ -159,10 +160,9 @@ def freshness(
 
 
 def _parse(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
+    """A load record's ``data_as_of`` as naive UTC (None: absent or not ISO 8601)."""
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = parse_now(value) if isinstance(value, str) else None
     except ValueError:
         return None
-    return from_micros(micros(parsed))
+    return None if moment is None else from_micros(micros(moment))

@@ -26,6 +26,22 @@ from loader.errors import LoaderError
 
 __all__ = ["freshness", "init_store", "load", "loads"]
 
+#: ``--views a,b`` (parsed by :func:`_view_names`)
+views_option = click.option(
+    "--views",
+    "view_list",
+    default=None,
+    help="Comma-separated online feature views (default: every online view).",
+)
+
+
+def _view_names(view_list: str | None) -> list[str] | None:
+    """The names ``--views`` gave (None: every online view)."""
+    if view_list is None:
+        return None
+    return [name.strip() for name in view_list.split(",") if name.strip()]
+
+
 #: store and loader errors: one line and their exit code
 store_errors = clean_errors(StoreError, LoaderError)
 
@@ -43,12 +59,7 @@ def init_store(online_url: str) -> None:
 
 @click.command()
 @online_option
-@click.option(
-    "--views",
-    "view_list",
-    default=None,
-    help="Comma-separated online feature views (default: every online view).",
-)
+@views_option
 @click.option(
     "--full-refresh",
     is_flag=True,
@@ -101,9 +112,7 @@ def load(
 
     progress = log_format == "progress" or (log_format == "auto" and sys.stderr.isatty())
     reporter = ProgressReporter() if progress else JsonReporter()
-    views = None
-    if view_list is not None:
-        views = [name.strip() for name in view_list.split(",") if name.strip()]
+    views = _view_names(view_list)
     try:
         try:
             now = parse_now(now_text)
@@ -185,12 +194,7 @@ def _watermark(value: int | None) -> str:
 
 @click.command("freshness")
 @online_option
-@click.option(
-    "--views",
-    "view_list",
-    default=None,
-    help="Comma-separated online feature views (default: every online view).",
-)
+@views_option
 @now_option("The current time, ISO 8601 UTC (default: the clock).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @project_dir_option
@@ -215,9 +219,8 @@ def freshness(
     except ValueError as exc:
         raise LoaderError(f"invalid time: {exc}") from None
     registry = load_registry(Project.at(project_dir).manifest_path)
-    views = None
-    if view_list is not None:
-        views = [name.strip() for name in view_list.split(",") if name.strip()]
+    views = _view_names(view_list)
+    if views is not None:
         for name in views:
             view = registry.view(name)
             if not view.online:

@@ -311,9 +311,7 @@ class SQLiteStore(OnlineStore):
             return StreamApplied()
         con = self._connection()
         try:
-            if not getattr(self._local, "stream_tables", False):
-                con.executescript(STREAM_SCHEMA)
-                self._local.stream_tables = True
+            self._stream_tables(con)
             con.execute("begin immediate")
             applied = apply_writes(
                 con, writes, now_s=_now_seconds(now), dedup_horizon_s=dedup_horizon_s
@@ -339,9 +337,7 @@ class SQLiteStore(OnlineStore):
             return
         con = self._connection()
         try:
-            if not getattr(self._local, "stream_tables", False):
-                con.executescript(STREAM_SCHEMA)
-                self._local.stream_tables = True
+            self._stream_tables(con)
             con.execute("begin immediate")
             con.executemany(
                 "insert into stream_watermarks (view, partition, watermark) values (?, ?, ?) "
@@ -370,6 +366,13 @@ class SQLiteStore(OnlineStore):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.description}: {exc}") from None
         return {str(partition): int(watermark) for partition, watermark in rows}
+
+    def _stream_tables(self, con: sqlite3.Connection) -> None:
+        """Create the stream tables on this thread's first use (as ``featurestore
+        init-store`` does)."""
+        if not getattr(self._local, "stream_tables", False):
+            con.executescript(STREAM_SCHEMA)
+            self._local.stream_tables = True
 
     def _write_error(self, exc: sqlite3.Error) -> StoreError:
         """A failed write (records or bookkeeping) as the store error it stands for."""
