@@ -47,7 +47,7 @@ from featurestore.online.layout import entity_token
 from featurestore.online.urls import open_store
 from featurestore.registry import Feature, FeatureView, Registry, load_registry
 from featurestore.served_log import FILE_PREFIX, TEMP_SUFFIX
-from tests.sidecar.harness import NOW, load_demo, running_sidecar, sidecar_env
+from tests.sidecar.harness import NOW, running_sidecar, sidecar_env, sqlite_demo_store
 from tests.warehouse import REPO, Warehouse
 
 #: one worker runs the whole module: its module fixtures are built once
@@ -198,13 +198,7 @@ def sample_keys(
 def served(project: SkewProject, demo_warehouse: Warehouse) -> list[Row]:
     """Every online feature of sampled keys (and unknown ones) of every entity, served by
     ``python -m sidecar`` at each of :data:`TIMES`, as log rows."""
-    url = f"sqlite:///{project.log_dir.parent / 'online.db'}"
-    store = open_store(url)
-    store.initialize()
-    try:
-        load_demo(store, demo_warehouse)
-    finally:
-        store.close()
+    url = sqlite_demo_store(demo_warehouse, project.log_dir.parent)
     manifest = demo_warehouse.target_path / "manifest.json"
     entities = online_views(project.registry)
     keys = {
@@ -611,10 +605,7 @@ def test_the_sidecar_s_own_log_then_a_corrupted_store(
     from featurestore.served_log import FILE_GLOB
     from featurestore.timestamps import micros
 
-    url = f"sqlite:///{tmp_path / 'online.db'}"
-    with open_store(url) as store:
-        store.initialize()
-        load_demo(store, demo_warehouse)
+    url = sqlite_demo_store(demo_warehouse, tmp_path)
     manifest = demo_warehouse.target_path / "manifest.json"
     entities = online_views(project.registry)
     keys = {entity: sample_keys(demo_warehouse, views, 15) for entity, views in entities.items()}

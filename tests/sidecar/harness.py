@@ -28,6 +28,7 @@ import pytest
 
 from featurestore.clock import Clock
 from featurestore.online.store import OnlineStore
+from featurestore.online.urls import open_store
 from featurestore.registry import FeatureView, Registry
 from tests.servers import free_port
 from tests.warehouse import REPO, Warehouse
@@ -260,6 +261,15 @@ def load_demo(store: OnlineStore, warehouse: Warehouse, views: Sequence[str] | N
         warehouse.use(patch)
         report = load_project(store, project_dir=REPO, views=views, now=NOW)
     assert report.exit_code == 0, [(v.view, v.outcome, v.message) for v in report.views]
+
+
+def sqlite_demo_store(warehouse: Warehouse, folder: Path) -> str:
+    """A SQLite store in ``folder`` holding the demo warehouse's loaded values; its URL."""
+    url = f"sqlite:///{folder / 'online.db'}"
+    with open_store(url) as store:
+        store.initialize()
+        load_demo(store, warehouse)
+    return url
 
 
 def load_sample(

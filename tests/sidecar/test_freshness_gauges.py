@@ -17,7 +17,13 @@ from featurestore.freshness import AGE_METRIC, AS_OF_METRIC, SLA_METRIC
 from featurestore.online.urls import open_store
 from featurestore.registry import Registry, load_registry
 from featurestore.timestamps import micros
-from tests.sidecar.harness import NOW, SidecarServer, load_demo, running_sidecar, sidecar_env
+from tests.sidecar.harness import (
+    NOW,
+    SidecarServer,
+    running_sidecar,
+    sidecar_env,
+    sqlite_demo_store,
+)
 from tests.warehouse import DEMO_AS_OF, Warehouse
 
 AS_OF_SECONDS = micros(dt.datetime.fromisoformat(DEMO_AS_OF)) / 1e6
@@ -38,11 +44,7 @@ def registry(manifest: Path) -> Registry:
 
 @pytest.fixture(scope="module")
 def store_url(demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('freshness') / 'online.db'}"
-    with open_store(url) as store:
-        store.initialize()
-        load_demo(store, demo_warehouse)
-    return url
+    return sqlite_demo_store(demo_warehouse, tmp_path_factory.mktemp("freshness"))
 
 
 @pytest.fixture(scope="module")

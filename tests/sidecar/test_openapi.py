@@ -16,14 +16,19 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from featurestore.online.urls import open_store
 from featurestore.registry import Registry, load_registry
 from sidecar.auth import ApiKey
 from sidecar.openapi import FIXED_SCHEMAS, build_openapi, entity_schema_names
 from sidecar.plans import plan_entities
 from sidecar.settings import Settings
 from sidecar.visibility import NOTHING, visibility
-from tests.sidecar.harness import API_KEY, SidecarServer, load_demo, running_sidecar, sidecar_env
+from tests.sidecar.harness import (
+    API_KEY,
+    SidecarServer,
+    running_sidecar,
+    sidecar_env,
+    sqlite_demo_store,
+)
 from tests.tools import tool_venv
 from tests.warehouse import Warehouse
 
@@ -163,13 +168,7 @@ def served(
 ) -> Iterator[SidecarServer]:
     """The sidecar over a SQLite store holding the demo warehouse's loaded values."""
     workdir = tmp_path_factory.mktemp("openapi-sidecar")
-    url = f"sqlite:///{workdir / 'online.db'}"
-    store = open_store(url)
-    try:
-        store.initialize()
-        load_demo(store, demo_warehouse)
-    finally:
-        store.close()
+    url = sqlite_demo_store(demo_warehouse, workdir)
     with running_sidecar(workdir, sidecar_env(url, manifest)) as server:
         yield server
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from featurestore.online.urls import open_store
 from featurestore.registry import Registry, load_registry
 from featurestore.served_log import FIELDS, FILE_GLOB, TEMP_SUFFIX, sampled, threshold
 from sidecar.metrics import Metrics
@@ -24,9 +23,9 @@ from sidecar.served_log import ServedLog
 from sidecar.settings import Settings, SettingsError
 from tests.sidecar.harness import (
     NOW_TEXT,
-    load_demo,
     running_sidecar,
     sidecar_env,
+    sqlite_demo_store,
 )
 from tests.warehouse import Warehouse
 
@@ -46,11 +45,7 @@ def registry(manifest: Path) -> Registry:
 
 @pytest.fixture(scope="module")
 def store_url(demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('served-log') / 'online.db'}"
-    with open_store(url) as store:
-        store.initialize()
-        load_demo(store, demo_warehouse)
-    return url
+    return sqlite_demo_store(demo_warehouse, tmp_path_factory.mktemp("served-log"))
 
 
 @pytest.fixture(scope="module")
