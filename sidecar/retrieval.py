@@ -72,6 +72,7 @@ from featurestore.online.store import (
     OnlineStore,
     StoredRecord,
     StoreError,
+    Unreachable,
     ViewRead,
 )
 from featurestore.timestamps import iso_micros, micros
@@ -88,10 +89,10 @@ __all__ = ["CacheKey", "Retriever", "StoreReader"]
 
 log = logging.getLogger("sidecar")
 
-Rows = list[dict[str, StoredRecord | InvalidRecord | None]]
+Rows = list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]
 #: what :meth:`StoreReader._in_thread` returns when every store thread is busy
 _SATURATED: Final = object()
-EncodedRows = list[dict[str, EncodedRecord | InvalidRecord | None]]
+EncodedRows = list[dict[str, EncodedRecord | InvalidRecord | Unreachable | None]]
 CacheKey = tuple[str, tuple[str, ...]]  # (view, key)
 
 
@@ -314,7 +315,8 @@ class Retriever:
                 degraded = True  # the slots stay MISS: answered as unavailable below
             else:
                 try:
-                    self._fill(plan, columns, missing, miss_at, unique, views, rows)
+                    # keys on a cluster node that did not answer stay MISS (unavailable)
+                    degraded = self._fill(plan, columns, missing, miss_at, unique, views, rows)
                 except Exception:  # a bug (a record that cannot be decoded never raises)
                     log.exception("the store's answer cannot be served")
                     self.metrics.store_read("error")
@@ -417,12 +419,15 @@ class Retriever:
         unique: list[tuple[str, ...]],
         views: Sequence[str],
         rows: Rows | EncodedRows,
-    ) -> None:
+    ) -> bool:
         """Put the store's answer (``rows``: one per key index of ``miss_at``) in the
         missing slots, a view at a time; cache what is admitted (a record that cannot be
-        decoded is answered as ``INVALID_RECORD`` on its own, see :meth:`_fill_view`)."""
+        decoded is answered as ``INVALID_RECORD`` on its own, see :meth:`_fill_view`).
+        True if some record was :data:`~featurestore.online.store.UNREACHABLE` (a cluster
+        node down: its slots stay MISS, answered ``STORE_UNAVAILABLE``)."""
         table = cast(list[dict[str, Any]], rows)
         row_of: dict[int, dict[str, Any]] | None = None
+        unreachable = False
         for view, column, indexes in zip(views, columns, missing, strict=True):
             if not indexes:
                 continue
@@ -432,7 +437,10 @@ class Retriever:
                 if row_of is None:
                     row_of = dict(zip(miss_at, table, strict=True))
                 stored = [row_of[k].get(view) for k in indexes]
-            self._fill_view(plan, column, indexes, [unique[k] for k in indexes], view, stored)
+            unreachable |= self._fill_view(
+                plan, column, indexes, [unique[k] for k in indexes], view, stored
+            )
+        return unreachable
 
     def _fill_view(
         self,
@@ -442,27 +450,36 @@ class Retriever:
         keys: list[tuple[str, ...]],
         view: str,
         stored: list[Any],
-    ) -> None:
+    ) -> bool:
         """The slots ``indexes`` (keys ``keys``) of one view from its stored records (None:
         no record), rendered in one batch; admitted ones are cached. A record the store
         could not decode, or that cannot be rendered (both :class:`InvalidRecord`), gets
-        the view's ``INVALID_RECORD`` answers, is counted and logged, and is not cached."""
+        the view's ``INVALID_RECORD`` answers, is counted and logged, and is not cached.
+        An :class:`~featurestore.online.store.Unreachable` record leaves its slot MISS (not
+        cached); returns True if there was one."""
         timeline = plan.timelines[view]
         tiled = timeline.tiled
         rendered: Iterator[CachedRecord | InvalidRecord]
         if tiled:  # no values: answers at each request's time from the tiles
             rendered = iter(())
         else:
-            valid = [r for r in stored if r is not None and type(r) is not InvalidRecord]
+            valid = [
+                r
+                for r in stored
+                if r is not None and type(r) is not InvalidRecord and type(r) is not Unreachable
+            ]
             if self.reader.encoded:
                 rendered = iter(plan.renderers[view].from_encoded_many(valid))
             else:
                 rendered = iter([plan.record(view, record) for record in valid])
         invalid = plan.invalid[view]
-        bad = False
+        bad = unreachable = False
         for i, key, record in zip(indexes, keys, stored, strict=True):
             if record is None:
                 slots[i] = ABSENT
+                continue
+            if type(record) is Unreachable:
+                unreachable = True  # the slot stays MISS
                 continue
             answer: Any
             if type(record) is InvalidRecord:
@@ -492,10 +509,12 @@ class Retriever:
                 (pairs[n], slots[indexes[n]], ttl)
                 for n in self._door.admitted(pairs, self.cache.now(), 2 * ttl)
                 if not (bad and slots[indexes[n]] is invalid)
+                and not (unreachable and slots[indexes[n]] is MISS)
             ]
             if to_cache:
                 self.cache.put_many(to_cache)
                 self.metrics.cache_entries.set(len(self.cache))
+        return unreachable
 
 
 _RESULT: Final = b'{"entity_key":%b,"features":{%b}},'

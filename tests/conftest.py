@@ -10,7 +10,14 @@ import pytest
 
 from featurestore.online.store import OnlineStore
 from featurestore.online.urls import open_store
-from tests.servers import MotoServer, RedisServer, moto_server, redis_server
+from tests.servers import (
+    MotoServer,
+    RedisClusterServers,
+    RedisServer,
+    moto_server,
+    redis_cluster,
+    redis_server,
+)
 from tests.stores import store_url
 from tests.warehouse import Warehouse
 
@@ -23,13 +30,22 @@ def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehou
     yield warehouse
 
 
-# --- online stores: the same contract suite runs against SQLite, Redis and DynamoDB ---
+# --- online stores: the same contract suite runs against SQLite, Redis (one node and a
+# cluster) and DynamoDB ---
 
 
 @pytest.fixture(scope="session")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A local Redis Cluster (3 masters, 1 replica each) for the session: tests use their
+    own namespace and must not kill its nodes (fault tests start their own)."""
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +66,7 @@ def monkeypatch_session() -> Iterator[pytest.MonkeyPatch]:
         yield patch
 
 
-@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
     """An initialized, empty store of each kind."""
     online = open_store(store_url(request.param, request, tmp_path))

@@ -50,6 +50,8 @@ class RedisServer:
     password: str | None = None
     #: when set, (certificate, key) PEM files: the port speaks TLS only (``rediss://``)
     tls: tuple[Path, Path] | None = None
+    #: more redis-server options (e.g. cluster mode)
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -89,6 +91,7 @@ class RedisServer:
                 "--protected-mode",
                 "yes",
                 *(["--requirepass", self.password] if self.password else []),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -120,6 +123,139 @@ def redis_server(
         yield server
     finally:
         server.stop()
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55000:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@dataclass
+class RedisClusterServers:
+    """A local Redis Cluster: ``masters`` masters with ``replicas`` replicas each, created
+    by ``redis-cli --cluster create`` (every slot assigned)."""
+
+    nodes: list[RedisServer]
+    node_timeout_ms: int
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def node(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def cli(self, *args: str, timeout: float = 120) -> str:
+        done = subprocess.run(
+            ["redis-cli", *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli {' '.join(args)}: {done.stdout} {done.stderr}")
+        return done.stdout
+
+    def cluster_nodes(self) -> list[dict[str, str]]:
+        """``CLUSTER NODES`` of a live node: per node id, port, flags, master id, slots."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                text = self.cli("-p", str(node.port), "cluster", "nodes", timeout=5)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                continue
+            rows = []
+            for line in text.splitlines():
+                parts = line.split()
+                rows.append({
+                    "id": parts[0],
+                    "port": parts[1].split("@")[0].rsplit(":", 1)[1],
+                    "flags": parts[2],
+                    "master": parts[3],
+                    "slots": " ".join(parts[8:]),
+                })  # fmt: skip
+            return rows
+        raise RuntimeError("no live cluster node")
+
+    def masters(self) -> list[int]:
+        return sorted(
+            int(r["port"])
+            for r in self.cluster_nodes()
+            if "master" in r["flags"] and "fail" not in r["flags"] and r["slots"]
+        )
+
+    def owner_of(self, slot: int) -> int:
+        """The port of the master serving ``slot`` (from a live node's CLUSTER NODES)."""
+        for row in self.cluster_nodes():
+            if "master" not in row["flags"] or "fail" in row["flags"]:
+                continue
+            for part in row["slots"].split():
+                if part.startswith("["):
+                    continue
+                low, _, high = part.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return int(row["port"])
+        raise RuntimeError(f"slot {slot} has no live master")
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every live node reports ``cluster_state:ok`` and agrees on the masters."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for node in self.nodes:
+                if node.proc is None or node.proc.poll() is not None:
+                    continue
+                try:
+                    states.append(self.cli("-p", str(node.port), "cluster", "info", timeout=5))
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    states.append("")
+            if states and all("cluster_state:ok" in s for s in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster is not ok after {timeout} s")
+            time.sleep(0.1)
+
+
+@contextmanager
+def redis_cluster(
+    workdir: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
+) -> Iterator[RedisClusterServers]:
+    nodes = [
+        RedisServer(
+            port=free_cluster_port(),
+            workdir=workdir / f"node{n}",
+            extra_args=(
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(node_timeout_ms),
+                "--cluster-replica-validity-factor", "0",
+            ),
+        )  # fmt: skip
+        for n in range(masters * (1 + replicas))
+    ]
+    cluster = RedisClusterServers(nodes, node_timeout_ms)
+    try:
+        for node in nodes:
+            node.start()
+        cluster.cli(
+            "--cluster", "create",
+            *(f"127.0.0.1:{n.port}" for n in nodes),
+            "--cluster-replicas", str(replicas),
+            "--cluster-yes",
+        )  # fmt: skip
+        cluster.wait_ok()
+        yield cluster
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import MotoServer, RedisServer
+from tests.servers import MotoServer, RedisClusterServers, RedisServer
 
 
 def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -18,5 +18,8 @@ def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         server: RedisServer = request.getfixturevalue("redis")
         namespace = f"t{uuid.uuid4().hex[:10]}"
         return f"{server.url}?namespace={namespace}"
+    if kind == "redis-cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("cluster")
+        return f"{cluster.url}?namespace=t{uuid.uuid4().hex[:10]}"
     server_d: MotoServer = request.getfixturevalue("moto")
     return server_d.url(table=f"fs_{uuid.uuid4().hex[:10]}")

@@ -155,6 +155,7 @@ from featurestore.online.store import (
     StoreError,
     StoreNotInitialized,
     StoreUnavailable,
+    Unreachable,
     ViewRead,
     WriteResult,
     checked_timeline,
@@ -870,7 +871,7 @@ class DynamoDBStore(OnlineStore):
         *,
         now: dt.datetime | None = None,
         deadline_s: float | None = None,
-    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
+    ) -> list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]:
         """Records by BatchGetItem in chunks of at most 100 unique (pk, view) pairs; an item
         that cannot be decoded is an :class:`InvalidRecord` (:func:`_decode_item`).
 
@@ -880,7 +881,7 @@ class DynamoDBStore(OnlineStore):
         now_s = _now_seconds(now)
         budget = self.read_deadline_s if deadline_s is None else deadline_s
         deadline = time.monotonic() + budget
-        results: list[dict[str, StoredRecord | InvalidRecord | None]] = [
+        results: list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]] = [
             {view.view: None for view in views} for _ in keys
         ]
         if not keys or not views:

@@ -111,10 +111,12 @@ from featurestore.online.layout import (
 )
 from featurestore.online.redaction import redact
 from featurestore.online.redis_async import AsyncRedisClient, RedisAuthError
+from featurestore.online.redis_cluster import NodeUnavailable, RoutedCommand, key_slot
 from featurestore.online.redis_stream_tiles import APPLY_SCRIPT, apply_calls
 from featurestore.online.store import (
     NO_BATCH,
     NO_EXPIRY,
+    UNREACHABLE,
     EncodedRecord,
     InvalidRecord,
     LoadRecord,
@@ -123,6 +125,7 @@ from featurestore.online.store import (
     StoredRecord,
     StoreError,
     StoreUnavailable,
+    Unreachable,
     ViewRead,
     WriteResult,
     checked_timeline,
@@ -258,6 +261,8 @@ class RedisStore(OnlineStore):
         #: the asyncio read path's client (:meth:`read_encoded_async`), opened on first use
         self._aclient: AsyncRedisClient | None = None
         self._retries = retries
+        #: where the store is, in messages
+        self._where = f"Redis at {host}:{port}"
         scheme = "rediss" if ssl else "redis"
         user = f"{quote(username, safe='')}@" if username else ""
         self.description = f"{scheme}://{user}{host}:{port}/{db}?namespace={namespace}"
@@ -298,8 +303,7 @@ class RedisStore(OnlineStore):
             ) from None
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(
-                f"{self.description}: cannot reach Redis at {self.host}:{self.port}: "
-                f"{self._redact(str(exc))}"
+                f"{self.description}: cannot reach {self._where}: {self._redact(str(exc))}"
             ) from None
         except NoPermissionError as exc:
             raise StoreUnavailable(
@@ -326,7 +330,7 @@ class RedisStore(OnlineStore):
         """Redis needs no schema: check the connection and load the write script."""
         with self._errors():
             self._client.ping()
-            self._script.sha = self._client.script_load(WRITE_SCRIPT)
+            self._script.sha = self._load_script(WRITE_SCRIPT)
 
     def close(self) -> None:
         self._client.close()
@@ -385,6 +389,8 @@ class RedisStore(OnlineStore):
     # --- stream partials ----------------------------------------------------------------
 
     stream_partials = True
+    #: a stream write's slot when script calls must not mix slots (a cluster), else None
+    _write_slot: Callable[[StreamWrite], int] | None = None
 
     def apply_stream(
         self,
@@ -402,6 +408,7 @@ class RedisStore(OnlineStore):
             now_s=now_s,
             shift_s=shift,
             dedup_horizon_s=dedup_horizon_s,
+            slot_of=self._write_slot,
         )
         total = StreamApplied()
         with self._errors():
@@ -487,9 +494,13 @@ class RedisStore(OnlineStore):
                     replies[index] = reply
             if not missing:
                 break
-            script.sha = self._client.script_load(source)
+            script.sha = self._load_script(source)
             todo = missing
         return replies
+
+    def _load_script(self, source: str) -> str:
+        """Load ``source`` on the server (every master of a cluster); its sha."""
+        return str(self._client.script_load(source))
 
     def _checked_timeline(self, record: Record) -> bytes | None:
         """The record's timeline, refused (:class:`RecordRefused`) unless it is bytes of at
@@ -561,7 +572,7 @@ class RedisStore(OnlineStore):
         *,
         now: dt.datetime | None = None,
         deadline_s: float | None = None,
-    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
+    ) -> list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]:
         """:meth:`OnlineStore.read`: the HMGETs in one pipeline. ``deadline_s`` is accepted
         and not used: the call is bounded by the client's socket timeouts and reconnect
         retries instead (the sidecar reads Redis with :meth:`read_encoded_async`)."""
@@ -569,8 +580,16 @@ class RedisStore(OnlineStore):
             return [{view.view: None for view in views} for _ in keys]
         plan = _ReadPlan(entity, keys, views, self.namespace)
         with self._errors():
-            replies = self._pipeline_packed(plan.payload, plan.count)
+            replies = self._read_replies(plan)
         return plan.decode(replies, _clock(now)[0])
+
+    def _read_replies(self, plan: _ReadPlan) -> list[object]:
+        """The replies of a read plan's commands (one round trip)."""
+        return self._pipeline_packed(plan.payload, plan.count)
+
+    async def _read_replies_async(self, plan: _ReadPlan, deadline: float | None) -> list[object]:
+        """The replies of a read plan's commands on the asyncio path."""
+        return await self._execute_async(plan.payload, plan.count, deadline)
 
     async_reads = True
 
@@ -582,14 +601,14 @@ class RedisStore(OnlineStore):
         *,
         now: dt.datetime | None = None,
         deadline: float | None = None,
-    ) -> list[dict[str, EncodedRecord | InvalidRecord | None]]:
+    ) -> list[dict[str, EncodedRecord | InvalidRecord | Unreachable | None]]:
         """:meth:`read` on the event loop (:mod:`featurestore.online.redis_async`), values
         left encoded: the same HMGETs in one round trip, not retried (the sidecar's time
         budget is shorter than a reconnect)."""
         if not keys or not views:
             return [{view.view: None for view in views} for _ in keys]
         plan = _ReadPlan(entity, keys, views, self.namespace)
-        replies = await self._execute_async(plan.payload, plan.count, deadline)
+        replies = await self._read_replies_async(plan, deadline)
         try:
             return plan.encoded(replies, _clock(now)[0])
         except hiredis.ReplyError as exc:
@@ -631,7 +650,7 @@ class RedisStore(OnlineStore):
             raise
         except OSError as exc:  # RedisConnectionLost is a ConnectionError
             raise StoreUnavailable(
-                f"{self.description}: cannot reach Redis at {self.host}:{self.port}: "
+                f"{self.description}: cannot reach {self._where}: "
                 f"{self._redact(str(exc)) or type(exc).__name__}"
             ) from None
 
@@ -715,7 +734,16 @@ class _ReadPlan:
     """The HMGETs of one read, packed (RESP, one HMGET per distinct key) and how to decode
     their replies; shared by the blocking and the asyncio read."""
 
-    __slots__ = ("count", "payload", "redis_keys", "slices", "streamed", "unique")
+    __slots__ = (
+        "count",
+        "layout",
+        "payload",
+        "prefix",
+        "redis_keys",
+        "slices",
+        "streamed",
+        "unique",
+    )
 
     def __init__(
         self,
@@ -724,9 +752,8 @@ class _ReadPlan:
         views: Sequence[ViewRead],
         namespace: str,
     ) -> None:
-        head, packed_fields, self.slices = _hmget_layout(
-            tuple((view.view, tuple(view.features.items())) for view in views)
-        )
+        self.layout = tuple((view.view, tuple(view.features.items())) for view in views)
+        head, packed_fields, self.slices = _hmget_layout(self.layout)
         self.redis_keys = redis_keys(entity, keys, namespace)
         self.unique = list(dict.fromkeys(self.redis_keys))
         #: streamed views: their stream partials are read too (one HGETALL per key, after
@@ -739,12 +766,29 @@ class _ReadPlan:
         for key in self.unique:
             data = key.encode()
             parts += (head, b"$%d\r\n" % len(data), data, tail)
-        prefix = len(f"{namespace}:{entity}:")
+        self.prefix = prefix = len(f"{namespace}:{entity}:")
         for view in self.streamed:
             for key in self.unique:
                 data = f"{namespace}:sp:{view}:{key[prefix:]}".encode()
                 parts.append(b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b\r\n" % (len(data), data))
         self.payload = b"".join(parts)
+
+    def routed(self, namespace: str) -> list[RoutedCommand]:
+        """The plan's commands one by one with their slots, in the order of :attr:`payload`
+        (for a cluster, which sends each to the node owning its slot; built only then)."""
+        head, packed_fields, _ = _hmget_layout(self.layout)
+        tail = b"\r\n" + packed_fields
+        out: list[RoutedCommand] = []
+        for key in self.unique:
+            data = key.encode()
+            out.append((key_slot(data), b"".join((head, b"$%d\r\n" % len(data), data, tail))))
+        for view in self.streamed:
+            for key in self.unique:
+                data = f"{namespace}:sp:{view}:{key[self.prefix :]}".encode()
+                out.append(
+                    (key_slot(data), b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b\r\n" % (len(data), data))
+                )
+        return out
 
     def _in_key_order(self, decoded: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if len(decoded) == len(self.redis_keys):  # no repeated key: already in order
@@ -753,15 +797,15 @@ class _ReadPlan:
 
     def decode(
         self, replies: Sequence[Any], now_s: int
-    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
+    ) -> list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]:
         """:meth:`encoded`, the values decoded as their registry types (a record holding a
         value that cannot be is an :class:`InvalidRecord`)."""
         plans = {view: plan for view, _, plan in self.slices}
 
         def decoded(
-            view: str, record: EncodedRecord | InvalidRecord | None
-        ) -> StoredRecord | InvalidRecord | None:
-            if record is None or type(record) is InvalidRecord:
+            view: str, record: EncodedRecord | InvalidRecord | Unreachable | None
+        ) -> StoredRecord | InvalidRecord | Unreachable | None:
+            if record is None or type(record) is InvalidRecord or type(record) is Unreachable:
                 return record
             assert type(record) is EncodedRecord
             try:
@@ -783,12 +827,12 @@ class _ReadPlan:
 
     def encoded(
         self, replies: Sequence[Any], now_s: int
-    ) -> list[dict[str, EncodedRecord | InvalidRecord | None]]:
+    ) -> list[dict[str, EncodedRecord | InvalidRecord | Unreachable | None]]:
         """Per key (in key order), view -> its unexpired record with values left encoded,
         None, or :class:`InvalidRecord` (see the module docstring: Reads). A streamed view's
         record carries its stream partials (the HGETALL replies after the HMGETs), attached
         in the same pass: one record built per (key, view)."""
-        decoded: dict[str, dict[str, EncodedRecord | InvalidRecord | None]] = {}
+        decoded: dict[str, dict[str, EncodedRecord | InvalidRecord | Unreachable | None]] = {}
         slices = [
             (view, meta - len(plan), meta, view in self.streamed)
             for view, meta, plan in self.slices
@@ -799,12 +843,15 @@ class _ReadPlan:
         stream_at = {view: n * (1 + j) for j, view in enumerate(self.streamed)}
         for i, (key, reply) in enumerate(zip(self.unique, replies, strict=False)):
             if isinstance(reply, Exception):
+                if type(reply) is NodeUnavailable:  # a cluster node down: unknown, not absent
+                    decoded[key] = {view: UNREACHABLE for view, *_ in slices}
+                    continue
                 if not str(reply).startswith("WRONGTYPE"):
                     raise reply
                 wrong = InvalidRecord(f"key {key[:200]} is not a hash")
                 decoded[key] = {view: wrong for view, *_ in slices}
                 continue
-            per_view: dict[str, EncodedRecord | InvalidRecord | None] = {}
+            per_view: dict[str, EncodedRecord | InvalidRecord | Unreachable | None] = {}
             for view, start, meta, streamed in slices:
                 stream: Any = None
                 if streamed:
@@ -814,7 +861,7 @@ class _ReadPlan:
                     elif not isinstance(stream, Exception):
                         stream = _pairs(stream)
                 wrong_stream = isinstance(stream, Exception)
-                found: EncodedRecord | InvalidRecord | None
+                found: EncodedRecord | InvalidRecord | Unreachable | None
                 ts, ver, exp = reply[meta], reply[meta + 1], reply[meta + 2]
                 try:  # (free unless it raises)
                     if ts is None or ver is None or exp is None or (exp := int(exp)) <= now_s:
@@ -835,6 +882,9 @@ class _ReadPlan:
                     per_view[view] = _invalid_times(view, reply[meta : meta + 3])
                     continue
                 if wrong_stream:
+                    if type(stream) is NodeUnavailable:
+                        per_view[view] = UNREACHABLE
+                        continue
                     if not str(stream).startswith("WRONGTYPE"):
                         raise stream
                     found = InvalidRecord(f"view {view}: stream partials: not a hash")

@@ -18,7 +18,7 @@ Offsets are compared as zero-padded 20-digit decimal strings (exact beyond Lua's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from featurestore.online.layout import redis_key
@@ -128,21 +128,24 @@ def apply_calls(
     now_s: int,
     shift_s: int,
     dedup_horizon_s: int,
+    slot_of: Callable[[StreamWrite], int] | None = None,
 ) -> list[tuple[str | bytes, ...]]:
     """The ``numkeys``, KEYS and ARGV of the script calls applying ``writes``, at most
-    :data:`WRITES_PER_CALL` writes per call (a single-node store: the keys of one call may
-    belong to different slots; a Redis Cluster client must group writes by slot first).
+    :data:`WRITES_PER_CALL` writes per call. Without ``slot_of`` (a single node) the keys of
+    one call may belong to different slots; with it (a Redis Cluster) the writes of a call
+    share one slot (``slot_of`` gives a write's).
 
     ``now_s``: the writer's now (epoch seconds), ``shift_s``: seconds from it to the wall
     clock (key expiries are shifted by it, as records' are). A write with ``prune`` hops
     also removes the ids older than the dedup horizon, the partials the batch owns and those
     of tiles that left every window at ``now_s``."""
     calls: list[tuple[str | bytes, ...]] = []
-    groups: dict[tuple[str, str, bool], list[StreamWrite]] = {}
+    groups: dict[tuple[str, str, bool, int], list[StreamWrite]] = {}
     for write in writes:
         fencing = all(event.offset is not None for event in write.events)
-        groups.setdefault((write.view, write.partition, fencing), []).append(write)
-    for (view, partition, fencing), group in groups.items():
+        slot = -1 if slot_of is None else slot_of(write)
+        groups.setdefault((write.view, write.partition, fencing, slot), []).append(write)
+    for (view, partition, fencing, _), group in groups.items():
         for begin in range(0, len(group), WRITES_PER_CALL):
             calls.append(
                 _call(

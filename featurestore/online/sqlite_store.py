@@ -57,6 +57,7 @@ from featurestore.online.store import (
     StoreError,
     StoreNotInitialized,
     StoreUnavailable,
+    Unreachable,
     ViewRead,
     WriteResult,
     checked_timeline,
@@ -394,14 +395,14 @@ class SQLiteStore(OnlineStore):
         *,
         now: dt.datetime | None = None,
         deadline_s: float | None = None,
-    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
+    ) -> list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]:
         """:meth:`OnlineStore.read`: one query; ``deadline_s`` is accepted and not needed
         (a local file, no retries). A row whose ``ts``/``ver``/``exp`` is not an integer or
         whose payload is not a JSON object of encoded texts valid for their types is an
         :class:`InvalidRecord` (:func:`_decode_row`)."""
         now_s = _now_seconds(now)
         tokens = [entity_token(key) for key in keys]
-        results: list[dict[str, StoredRecord | InvalidRecord | None]] = [
+        results: list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]] = [
             {view.view: None for view in views} for _ in keys
         ]
         if not tokens or not views:
@@ -439,7 +440,7 @@ class SQLiteStore(OnlineStore):
 
     def _add_stream(
         self,
-        results: list[dict[str, StoredRecord | InvalidRecord | None]],
+        results: list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]],
         entity: str,
         keys: Sequence[tuple[str, ...]],
         view: ViewRead,

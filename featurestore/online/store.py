@@ -58,6 +58,7 @@ from featurestore.registry import ValueType
 __all__ = [
     "NO_BATCH",
     "NO_EXPIRY",
+    "UNREACHABLE",
     "EncodedRecord",
     "InvalidRecord",
     "LoadRecord",
@@ -67,6 +68,7 @@ __all__ = [
     "StoreNotInitialized",
     "StoreUnavailable",
     "StoredRecord",
+    "Unreachable",
     "ViewRead",
     "WriteResult",
     "checked_timeline",
@@ -188,6 +190,22 @@ class InvalidRecord:
     reason: str
 
 
+class Unreachable:
+    """What a read returns in place of a record whose part of the store did not answer (a
+    Redis Cluster node that is down or too slow, its slots not yet failed over): the record
+    is unknown, not absent. Only a partitioned store returns it, and only when another part
+    answered (a read where no part answers raises :class:`StoreUnavailable`). The one
+    instance is :data:`UNREACHABLE`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNREACHABLE"
+
+
+UNREACHABLE: Final = Unreachable()
+
+
 @dataclass(frozen=True)
 class LoadRecord:
     """One loader run of one view into one store."""
@@ -245,7 +263,7 @@ class OnlineStore(abc.ABC):
         *,
         now: dt.datetime | None = None,
         deadline_s: float | None = None,
-    ) -> list[dict[str, StoredRecord | InvalidRecord | None]]:
+    ) -> list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]:
         """For each key (in order), view name -> its unexpired record, None (no unexpired
         record), or :class:`InvalidRecord` (a record that cannot be decoded; one whose
         ``exp`` can be read and has passed is None, like any expired record).
@@ -270,7 +288,7 @@ class OnlineStore(abc.ABC):
         *,
         now: dt.datetime | None = None,
         deadline: float | None = None,
-    ) -> list[dict[str, EncodedRecord | InvalidRecord | None]]:
+    ) -> list[dict[str, EncodedRecord | InvalidRecord | Unreachable | None]]:
         """:meth:`read` on the event loop, values left encoded (only if :attr:`async_reads`).
         Only ``ts``/``ver``/``exp`` are decoded here (a record where they cannot be is an
         :class:`InvalidRecord`); whether each value is valid for its type is for the

@@ -32,6 +32,8 @@ OPTIONS: Final = {
     "sqlite": frozenset[str](),
     "redis": frozenset({"namespace"}),
     "rediss": frozenset({"namespace", "ssl_ca_certs"}),
+    "redis+cluster": frozenset({"namespace"}),
+    "rediss+cluster": frozenset({"namespace", "ssl_ca_certs"}),
     "dynamodb": frozenset({"endpoint_url", "table"}),
 }
 
@@ -63,7 +65,7 @@ def open_store(url: str, *, read_only: bool = False) -> OnlineStore:
         from featurestore.online.sqlite_store import ReadOnlySQLiteStore, SQLiteStore
 
         return (ReadOnlySQLiteStore if read_only else SQLiteStore)(Path(path.split("?")[0]))
-    if scheme in {"redis", "rediss"}:
+    if scheme in {"redis", "rediss", "redis+cluster", "rediss+cluster"}:
         from featurestore.online.redis_store import RedisStore
 
         ca_file = query.get("ssl_ca_certs")
@@ -79,6 +81,8 @@ def open_store(url: str, *, read_only: bool = False) -> OnlineStore:
             if parts.password
             else os.environ.get("FEATURESTORE_REDIS_PASSWORD") or None
         )
+        if scheme.endswith("+cluster"):
+            return _cluster_store(url, parts, query, username, password, ca_file)
         db = parts.path.strip("/") or "0"
         if not db.isdigit():
             raise UnsupportedStoreURL(f"redis URL database must be a number, got {db!r}")
@@ -104,7 +108,45 @@ def open_store(url: str, *, read_only: bool = False) -> OnlineStore:
             table=query.get("table", "featurestore_online"),
         )
     raise UnsupportedStoreURL(
-        f"unsupported online store URL {url!r} (use sqlite:///..., redis://..., dynamodb://...)"
+        f"unsupported online store URL {url!r} (use sqlite:///..., redis://..., "
+        "redis+cluster://..., dynamodb://...)"
+    )
+
+
+def _cluster_store(
+    url: str,
+    parts: SplitResult,
+    query: dict[str, str],
+    username: str | None,
+    password: str | None,
+    ca_file: str | None,
+) -> OnlineStore:
+    """``redis+cluster://[user[:password]@]host:port[,host:port...][?namespace=...]``: the
+    seed nodes (any of the cluster's; the slot map is read from the first that answers)."""
+    from featurestore.online.redis_cluster import parse_seeds
+    from featurestore.online.redis_cluster_store import RedisClusterStore
+
+    hosts = parts.netloc.rpartition("@")[2]
+    if not hosts:
+        raise UnsupportedStoreURL(
+            f"{redact_url(url)!r}: expected {parts.scheme}://host:port[,host:port...]"
+        )
+    try:
+        seeds = parse_seeds(hosts)
+    except ValueError as exc:
+        raise UnsupportedStoreURL(f"{redact_url(url)!r}: {exc}") from None
+    if parts.path.strip("/") not in {"", "0"}:
+        raise UnsupportedStoreURL(
+            f"{redact_url(url)!r}: a Redis Cluster has only database 0, got "
+            f"{parts.path.strip('/')!r}"
+        )
+    return RedisClusterStore(
+        seeds,
+        username=username,
+        password=password,
+        ssl=parts.scheme.lower().startswith("rediss"),
+        namespace=query.get("namespace", "fs"),
+        ssl_ca_certs=ca_file,
     )
 
 

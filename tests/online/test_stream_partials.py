@@ -36,7 +36,7 @@ HOP = 60
 LONGEST = 600
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
     online = open_store(store_url(request.param, request, tmp_path))
     online.initialize()
