@@ -228,17 +228,14 @@ class RedisClusterServers:
 def redis_cluster(
     workdir: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
 ) -> Iterator[RedisClusterServers]:
+    options = (
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", "nodes.conf",
+        "--cluster-node-timeout", str(node_timeout_ms),
+        "--cluster-replica-validity-factor", "0",
+    )  # fmt: skip
     nodes = [
-        RedisServer(
-            port=free_cluster_port(),
-            workdir=workdir / f"node{n}",
-            extra_args=(
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(node_timeout_ms),
-                "--cluster-replica-validity-factor", "0",
-            ),
-        )  # fmt: skip
+        RedisServer(port=free_cluster_port(), workdir=workdir / f"node{n}", extra_args=options)
         for n in range(masters * (1 + replicas))
     ]
     cluster = RedisClusterServers(nodes, node_timeout_ms)
