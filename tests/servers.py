@@ -163,6 +163,12 @@ class RedisClusterServers:
             raise RuntimeError(f"redis-cli {' '.join(args)}: {done.stdout} {done.stderr}")
         return done.stdout
 
+    def cli_async(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
+        """``redis-cli`` started in the background (a resharding while the test works), its
+        output to ``log`` (a pipe nobody reads would fill and stall it)."""
+        with log.open("wb") as sink:
+            return subprocess.Popen(["redis-cli", *args], stdout=sink, stderr=subprocess.STDOUT)
+
     def cluster_nodes(self) -> list[dict[str, str]]:
         """``CLUSTER NODES`` of a live node: per node id, port, flags, master id, slots."""
         for node in self.nodes:
@@ -233,6 +239,10 @@ def redis_cluster(
         "--cluster-config-file", "nodes.conf",
         "--cluster-node-timeout", str(node_timeout_ms),
         "--cluster-replica-validity-factor", "0",
+        # the README's recommended settings: the slots of a failed master are unavailable,
+        # the rest of the cluster keeps serving (reads and writes)
+        "--cluster-require-full-coverage", "no",
+        "--cluster-allow-reads-when-down", "yes",
     )  # fmt: skip
     nodes = [
         RedisServer(port=free_cluster_port(), workdir=workdir / f"node{n}", extra_args=options)

@@ -268,8 +268,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
-        if self._transport is not None:
-            self._transport.abort()
+        if self._transport is not None and not self.loop.is_closed():  # (a closed loop's
+            self._transport.abort()  # sockets are closed with it)
 
 
 class AsyncRedisClient:

@@ -61,6 +61,7 @@ from typing import Any, Final
 import hiredis
 import redis
 import redis.crc
+from redis.backoff import NoBackoff
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -71,6 +72,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from featurestore.online.redis_async import AsyncRedisClient
 
@@ -259,6 +261,7 @@ class _TopologyKeeper:
             ssl_ca_certs=options.ssl_ca_certs,
             socket_connect_timeout=min(options.connect_timeout, 1.0),
             socket_timeout=min(options.timeout, 2.0),
+            retry=Retry(NoBackoff(), 0),  # the caller tries the next node
         )
         try:
             return client.execute_command(*_CLUSTER_SLOTS)  # type: ignore[no-untyped-call]
@@ -305,6 +308,7 @@ class ClusterPipeline:
                     socket_connect_timeout=options.connect_timeout,
                     socket_timeout=options.timeout,
                     decode_responses=False,
+                    retry=Retry(NoBackoff(), 0),  # execute() retries, with a refresh
                 )
             return client
 

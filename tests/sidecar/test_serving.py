@@ -1,6 +1,7 @@
 """The sidecar end to end: the real server (``python -m sidecar``: uvicorn, uvloop, httptools)
-over HTTP, against the embedded store (SQLite file), a real redis-server and moto's DynamoDB
-server, each filled by the real loader from the demo warehouse built by real dbt.
+over HTTP, against the embedded store (SQLite file), a real redis-server, a real local Redis
+Cluster (six redis-server processes) and moto's DynamoDB server, each filled by the real
+loader from the demo warehouse built by real dbt.
 
 The reference is the warehouse itself: the latest row per entity of ``online_<view>``, read
 with plain SQL, turned into the expected answer by hand (``sidecar_harness.expected_answer``:
@@ -53,7 +54,7 @@ from tests.sidecar.harness import (
 )
 from tests.warehouse import Warehouse
 
-KINDS = ["sqlite", "redis", "dynamodb"]
+KINDS = ["sqlite", "redis", "redis-cluster", "dynamodb"]
 ENTITY_VIEWS = {
     "user": "user_transaction_features",
     "merchant": "merchant_chargeback_features",
@@ -236,6 +237,8 @@ def loaded(
     workdir = tmp_path_factory.mktemp(f"sidecar-{kind}")
     if kind == "redis":
         url = f"{request.getfixturevalue('redis').url}?namespace=sc{uuid.uuid4().hex[:8]}"
+    elif kind == "redis-cluster":  # 3 masters, 1 replica each
+        url = f"{request.getfixturevalue('cluster').url}?namespace=sc{uuid.uuid4().hex[:8]}"
     else:
         url = request.getfixturevalue("moto").url(table=f"sc_{uuid.uuid4().hex[:8]}")
     return kind, url, fill(url, kind, demo_warehouse, registry, reference, profile, workdir)
