@@ -50,6 +50,8 @@ class RedisServer:
     password: str | None = None
     #: when set, (certificate, key) PEM files: the port speaks TLS only (``rediss://``)
     tls: tuple[Path, Path] | None = None
+    #: more ``redis-server`` arguments (e.g. ``("--cluster-enabled", "yes")``)
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -89,6 +91,7 @@ class RedisServer:
                 "--protected-mode",
                 "yes",
                 *(["--requirepass", self.password] if self.password else []),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -112,9 +115,14 @@ class RedisServer:
 
 @contextmanager
 def redis_server(
-    workdir: Path, password: str | None = None, tls: tuple[Path, Path] | None = None
+    workdir: Path,
+    password: str | None = None,
+    tls: tuple[Path, Path] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=workdir, password=password, tls=tls)
+    server = RedisServer(
+        port=free_port(), workdir=workdir, password=password, tls=tls, extra_args=extra_args
+    )
     server.start()
     try:
         yield server
