@@ -50,7 +50,7 @@ class RedisServer:
     password: str | None = None
     #: when set, (certificate, key) PEM files: the port speaks TLS only (``rediss://``)
     tls: tuple[Path, Path] | None = None
-    #: more redis-server options (e.g. cluster mode)
+    #: more ``redis-server`` arguments (e.g. ``("--cluster-enabled", "yes")``)
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -115,9 +115,14 @@ class RedisServer:
 
 @contextmanager
 def redis_server(
-    workdir: Path, password: str | None = None, tls: tuple[Path, Path] | None = None
+    workdir: Path,
+    password: str | None = None,
+    tls: tuple[Path, Path] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[RedisServer]:
-    server = RedisServer(port=free_port(), workdir=workdir, password=password, tls=tls)
+    server = RedisServer(
+        port=free_port(), workdir=workdir, password=password, tls=tls, extra_args=extra_args
+    )
     server.start()
     try:
         yield server
