@@ -10,14 +10,20 @@ RSS of the whole process, ``VmHWM``):
            path (Arrow batches, great_expectations gate, temp Parquet spill, records,
            newer-wins Lua script per record, watermark and load record). The store is empty
            at the start of each run (FLUSHALL), so every row is written.
-  ceiling  a bare redis-py pipelined HSET of the same data: the same DuckDB table read in
-           the same Arrow batches, the same keys and field values (the 10 features plus
-           ``_ts/_ver/_exp``, encoded by the layout), one HSET per entity in
-           non-transactional pipelines of ``--batch-rows``; no validation, no script, no
-           expiry. Run right after each loader run, into an emptied server.
+  loader   also with ``--processes`` counts (default 1,2: ``load(processes=N)``), run side
+           by side in each run.
+  ceiling  a bare pipelined HSET of PRE-ENCODED data: every record (built by the loader's
+           grouper from the same table) encoded as the layout does (the same keys, the 10
+           features plus ``_ts/_ver/_exp``) and packed with ``hiredis.pack_command`` into
+           pipelines of 2,000 commands (RedisStore's batch size) before the clock starts;
+           timed: only sending them on a plain socket and reading the replies. No read, no
+           validation, no script, no expiry. Into an emptied server.
+  phases   the loader's phases one after the other in one process, each timed alone:
+           warehouse read, validation gate, record building, store write (one thread), and
+           the server's microseconds per write-script call (INFO commandstats).
 
 Reported: median (min-max) over ``--runs`` of wall seconds, rows/s and peak RSS; the ratio
-of the loader's median rate to the ceiling's (target >= 0.70) and the loader's peak RSS
+of the loader's median rate to the ceiling's (target >= 0.80) and the loader's peak RSS
 (target < 1 GiB). Then the loader into SQLite (a temp file, ``--runs`` runs) and DynamoDB
 (moto's server mode, started here; ``--dynamodb-runs``, default 1, as moto is slow) for
 ``--small-entities`` entities.
@@ -39,6 +45,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
+import functools
 import json
 import os
 import statistics
@@ -70,7 +78,9 @@ VIEW = "bench_user_features"
 FEATURES = [f"bench_feature_{i:02d}" for i in range(1, 11)]
 NOW = "2026-05-01T00:00:00+00:00"
 TABLE_SCHEMA, TABLE = "main_online", f"online_{VIEW}"
-TARGET_RATIO = 0.70
+TARGET_RATIO = 0.80
+#: commands per pipeline of the ceiling: RedisStore's default batch_size
+STORE_BATCH = 2000
 TARGET_RSS_MIB = 1024.0
 
 
@@ -170,7 +180,15 @@ def child_loader(args: argparse.Namespace) -> None:
     with open_store(args.url) as store:
         store.initialize()
         started = time.perf_counter()
-        report = load(store, args.duckdb, [source], batch_rows=args.batch_rows, now=parse_now(NOW))
+        report = load(
+            store,
+            args.duckdb,
+            [source],
+            batch_rows=args.batch_rows,
+            now=parse_now(NOW),
+            processes=int(args.processes),
+            store_factory=functools.partial(open_store, args.url),
+        )
         seconds = time.perf_counter() - started
     result = report.views[0]
     if result.outcome != "success" or result.rows_written != result.rows_read:
@@ -183,55 +201,119 @@ def child_loader(args: argparse.Namespace) -> None:
     )
 
 
-def child_ceiling(args: argparse.Namespace) -> None:
-    """A bare pipelined HSET of the same rows (same reads, keys and encoded values)."""
-    import duckdb
-    import redis
+def _records(args: argparse.Namespace, source: Any) -> list[list[Any]]:
+    """The bench table's records, built by the loader's own grouper, per Arrow batch."""
+    from loader import DuckDBWarehouse
+    from loader.records import RecordGrouper
 
-    from featurestore.online.layout import (
-        encode_python_value,
-        exp_field,
-        redis_key,
-        ts_field,
-        ver_field,
-    )
-    from loader.records import micros_array
+    grouper = RecordGrouper(source, int(dt.datetime.fromisoformat(NOW).timestamp()))
+    out = []
+    with DuckDBWarehouse(args.duckdb) as warehouse:
+        for batch in warehouse.batches(source, None, args.batch_rows):
+            out.append(grouper.feed(batch).records)
+    out[-1] += grouper.finish().records
+    return out
+
+
+def child_ceiling(args: argparse.Namespace) -> None:
+    """A bare pipelined HSET of pre-encoded data: every record of the table encoded as the
+    layout encodes it (the same keys, the 10 features plus ``_ts/_ver/_exp``) and packed
+    with ``hiredis.pack_command`` into pipelines of the store's batch size (2,000 commands)
+    BEFORE the clock starts; timed: only sending them on a plain socket and reading the
+    replies (hiredis.Reader)."""
+    import socket
+
+    import hiredis
+
+    from featurestore.online.layout import encode_python_value, redis_key
 
     source = view_source(Path(args.workdir))
-    view = source.view
-    ttl = view.ttl_seconds
-    meta = (ts_field(VIEW), ver_field(VIEW), exp_field(VIEW))
-    client = redis.Redis.from_url(args.url)
-    rows = 0
+    meta = (f"_ts:{VIEW}", f"_ver:{VIEW}", f"_exp:{VIEW}")
+    commands = []
+    for records in _records(args, source):
+        for record in records:
+            command = ["HSET", redis_key("user", record.key, "fs")]
+            command += (meta[0], str(record.ts), meta[1], str(record.ver), meta[2], str(record.exp))
+            for name, value in record.values.items():
+                encoded = encode_python_value(value)
+                if encoded is not None:
+                    command += (name, encoded)
+            commands.append(hiredis.pack_command(tuple(command)))  # type: ignore[arg-type]
+    payloads = [
+        (b"".join(commands[i : i + STORE_BATCH]), len(commands[i : i + STORE_BATCH]))
+        for i in range(0, len(commands), STORE_BATCH)
+    ]
+    host, port = args.url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        started = time.perf_counter()
+        for payload, count in payloads:
+            sock.sendall(payload)
+            reader, got = hiredis.Reader(), 0
+            while got < count:
+                reader.feed(sock.recv(1 << 20))
+                while reader.gets() is not False:
+                    got += 1
+        seconds = time.perf_counter() - started
+    child_report(rows=len(commands), seconds=seconds, rows_per_second=len(commands) / seconds)
+
+
+def child_phases(args: argparse.Namespace) -> None:
+    """The loader's phases one after the other in one process, each timed alone: the
+    warehouse read (DuckDB -> Arrow), the validation gate (great_expectations), record
+    building (the grouper), the store write (``RedisStore.write`` of the built records, one
+    thread); and the server's time per write-script call (INFO commandstats)."""
+    import pyarrow as pa
+    import redis
+
+    from featurestore.clock import parse_now
+    from featurestore.online.urls import open_store
+    from loader import DuckDBWarehouse
+    from loader.records import RecordGrouper
+    from loader.run import VALIDATION_CHUNK_ROWS
+    from loader.validation import FUTURE_TOLERANCE, ViewValidator, preload_validation
+
+    source = view_source(Path(args.workdir))
+    preload_validation()
+    now = parse_now(NOW)
+    assert now is not None
+    phases: dict[str, float] = {}
     started = time.perf_counter()
-    with duckdb.connect(args.duckdb, read_only=True) as con:
-        columns = ", ".join(source.columns)
-        reader = con.sql(f"select {columns} from {source.relation}").to_arrow_reader(
-            args.batch_rows
-        )
-        for batch in reader:
-            users = batch.column("user_id").to_pylist()
-            ts_list = micros_array(batch.column(source.ts_column)).to_pylist()
-            ver_list = micros_array(batch.column(source.ver_column)).to_pylist()
-            values = [batch.column(name).to_pylist() for name in FEATURES]
-            pipe = client.pipeline(transaction=False)
-            for index, row in enumerate(zip(*values, strict=True)):
-                ts = ts_list[index]
-                mapping = {
-                    meta[0]: str(ts),
-                    meta[1]: str(ver_list[index]),
-                    meta[2]: str(ts // 1_000_000 + ttl),
-                }
-                for name, value in zip(FEATURES, row, strict=True):
-                    encoded = encode_python_value(value)
-                    if encoded is not None:
-                        mapping[name] = encoded
-                pipe.hset(redis_key("user", (users[index],)), mapping=mapping)
-            pipe.execute()
-            rows += batch.num_rows
-    seconds = time.perf_counter() - started
+    with DuckDBWarehouse(args.duckdb) as warehouse:
+        batches = list(warehouse.batches(source, None, args.batch_rows))
+    phases["read"] = time.perf_counter() - started
+    started = time.perf_counter()
+    validator = ViewValidator(source, now, FUTURE_TOLERANCE)
+    per_chunk = max(VALIDATION_CHUNK_ROWS // args.batch_rows, 1)
+    for i in range(0, len(batches), per_chunk):
+        validator.validate(pa.Table.from_batches(batches[i : i + per_chunk]))
+    validator.finish(lambda positions: [])
+    phases["validate"] = time.perf_counter() - started
+    assert validator.passed
+    started = time.perf_counter()
+    grouper = RecordGrouper(source, int(now.timestamp()))
+    built = [grouper.feed(batch).records for batch in batches]
+    built[-1] += grouper.finish().records
+    phases["build"] = time.perf_counter() - started
+    client = redis.Redis.from_url(args.url)
+    client.config_resetstat()
+    with open_store(f"{args.url}?namespace=fs") as store:
+        store.initialize()
+        started = time.perf_counter()
+        for records in built:
+            store.write(records, now=now)
+        phases["write"] = time.perf_counter() - started
+    stats = client.info("commandstats")
     client.close()
-    child_report(rows=rows, seconds=seconds, rows_per_second=rows / seconds)
+    evalsha = stats.get("cmdstat_evalsha", {})
+    rows = sum(len(records) for records in built)
+    child_report(
+        rows=rows,
+        seconds=sum(phases.values()),
+        rows_per_second=rows / sum(phases.values()),
+        phases={name: round(value, 3) for name, value in phases.items()},
+        server_us_per_script_call=evalsha.get("usec_per_call"),
+    )
 
 
 # --------------------------------------------------------------------------- driver
@@ -257,7 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stores", default="redis,sqlite,dynamodb", help="comma-separated: redis,sqlite,dynamodb"
     )
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work" / "load_online")
-    parser.add_argument("--child", choices=["loader", "ceiling"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--processes",
+        default="1,2",
+        help="comma-separated process counts of the Redis loader runs (load(processes=N))",
+    )
+    parser.add_argument("--child", choices=["loader", "ceiling", "phases"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--duckdb", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -267,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.child == "ceiling":
         child_ceiling(args)
         return 0
+    if args.child == "phases":
+        child_phases(args)
+        return 0
+    counts = [int(n) for n in args.processes.split(",") if n.strip()]
+    if not counts or min(counts) < 1:
+        parser.error("--processes: positive counts, comma-separated")
 
     stores = {name.strip() for name in args.stores.split(",") if name.strip()}
     workdir: Path = fresh_dir(args.workdir.resolve())
@@ -281,10 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generated {args.entities:,} + {args.small_entities:,} rows in "
           f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
 
-    def child(kind: str, url: str, duckdb_file: Path) -> dict[str, Any]:
+    def child(kind: str, url: str, duckdb_file: Path, processes: int = 1) -> dict[str, Any]:
         result = run_child(
             [script, "--child", kind, "--url", url, "--duckdb", str(duckdb_file),
-             "--workdir", str(workdir), "--batch-rows", str(args.batch_rows)],
+             "--workdir", str(workdir), "--batch-rows", str(args.batch_rows),
+             "--processes", str(processes)],
             env,
         )  # fmt: skip
         assert result.report is not None
@@ -300,20 +394,30 @@ def main(argv: list[str] | None = None) -> int:
         "small_entities": args.small_entities,
         "runs": args.runs,
         "batch_rows": args.batch_rows,
-        "redis": {"loader": [], "ceiling": []},
+        "processes": counts,
+        "redis": {"loader": [], "ceiling": [], "phases": [], **{f"loader_{n}": [] for n in counts}},
         "sqlite": [],
         "dynamodb": [],
     }
     if "redis" in stores:
         with redis_server(workdir / "redis") as server:
             url = server.url
-            for run in range(args.runs):
+            for run in range(args.runs):  # the variants side by side, run after run
                 print(f"redis run {run + 1}/{args.runs}", flush=True)
-                flush_redis(url)
-                results["redis"]["loader"].append(child("loader", f"{url}?namespace=fs", big))
+                for n in counts:
+                    flush_redis(url)
+                    report = child("loader", f"{url}?namespace=fs", big, n)
+                    results["redis"][f"loader_{n}"].append(report)
                 flush_redis(url)
                 results["redis"]["ceiling"].append(child("ceiling", url, big))
+                flush_redis(url)
+                phases = child("phases", url, big)
+                server_us = phases["server_us_per_script_call"]
+                print(f"  phases (s) {phases['phases']}, server {server_us} us per script call",
+                      flush=True)  # fmt: skip
+                results["redis"]["phases"].append(phases)
             flush_redis(url)
+            results["redis"]["loader"] = results["redis"][f"loader_{counts[0]}"]
     if "sqlite" in stores:
         for run in range(args.runs):
             db = workdir / f"online-{run}.db"
@@ -334,8 +438,20 @@ def main(argv: list[str] | None = None) -> int:
             _stats(ceiling_runs, "rows_per_second")
         )
     for label, entities, reports in (
-        ("Redis: loader (newer-wins script, validation)", args.entities, loader_runs),
-        ("Redis: bare pipelined HSET (ceiling)", args.entities, ceiling_runs),
+        *(
+            (
+                f"Redis: loader, {n} process(es) (newer-wins script, validation)",
+                args.entities,
+                results["redis"].get(f"loader_{n}", []),
+            )
+            for n in counts
+        ),
+        ("Redis: bare pipelined HSET of pre-encoded data (ceiling)", args.entities, ceiling_runs),
+        (
+            "Redis: the loader's phases, one after the other",
+            args.entities,
+            results["redis"]["phases"],
+        ),
         ("SQLite: loader", args.small_entities, results["sqlite"]),
         ("DynamoDB (moto server): loader", args.small_entities, results["dynamodb"]),
     ):
@@ -374,7 +490,21 @@ def main(argv: list[str] | None = None) -> int:
             "rss_met": peak < TARGET_RSS_MIB,
         }
         print()
-        print(f"loader / ceiling rate: {ratio:.2f} (target >= {TARGET_RATIO}; run by run "
+        for name in ("read", "validate", "build", "write"):
+            values = [report["phases"][name] for report in results["redis"]["phases"]]
+            checks[f"phase_{name}_seconds"] = statistics.median(values)
+        if len(counts) > 1:
+            rates = {
+                n: statistics.median(_stats(results["redis"][f"loader_{n}"], "rows_per_second"))
+                for n in counts
+            }
+            checks["rows_per_second_by_processes"] = rates
+            print(f"loader rows/s by processes (medians): {rates}")
+        print("phases, median seconds: " + ", ".join(
+            f"{name} {checks[f'phase_{name}_seconds']:.2f}"
+            for name in ("read", "validate", "build", "write")))  # fmt: skip
+        print(f"loader ({counts[0]} process) / ceiling rate: {ratio:.2f} "
+              f"(target >= {TARGET_RATIO}; run by run "
               f"{', '.join(f'{r:.2f}' for r in paired)}); loader peak RSS {peak:.0f} MiB "
               f"(target < {TARGET_RSS_MIB:.0f})")  # fmt: skip
     results["checks"] = checks

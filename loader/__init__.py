@@ -4,7 +4,8 @@ Command line (:mod:`loader.cli`, composed into the ``featurestore`` group by ``c
 
     featurestore init-store --online URL          # create the store's table/schema
     featurestore load --online URL [--views a,b] [--full-refresh] [--batch-rows N]
-                      [--now ISO] [--project-dir DIR] [--log-format auto|json|progress]
+                      [--processes N] [--now ISO] [--project-dir DIR]
+                      [--log-format auto|json|progress]
     featurestore loads --online URL [--limit N] [--json]   # the store's load log
 
 ``URL`` is an online store URL (README, "Store URLs"; ``--online`` may also come from
@@ -126,6 +127,11 @@ Output
     ``load.total``; ``--log-format`` forces either. The final summary always goes to stdout
     as text, one line per view and a total: rows read, written, skipped as older, expired,
     rejected, seconds and rows per second.
+
+Parallel loads
+    ``--processes N`` (:mod:`loader.parallel`): each view loaded by N forked processes, one
+    disjoint hash range of the entity key each; every part gated before any writes, the
+    watermark and load record kept by the parent after all parts succeeded.
 
 Exit codes
     README, "Exit codes" (each error carries its own: :mod:`loader.errors`). Errors found

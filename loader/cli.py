@@ -8,6 +8,7 @@ The composition layer adds them to the ``featurestore`` group (``cli/main.py``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from featurestore.project import DbtError
 from featurestore.registry import RegistryError
 from featurestore.timestamps import iso_micros
 from loader.errors import LoaderError
+from loader.parallel import MAX_PROCESSES
 
 __all__ = ["freshness", "init_store", "load", "loads"]
 
@@ -73,6 +75,14 @@ def init_store(online_url: str) -> None:
     show_default=True,
     help="Rows per Arrow batch read from the warehouse and per store write.",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1, max=MAX_PROCESSES),
+    default=1,
+    show_default=True,
+    help="Load each view with this many processes, each reading, validating and writing the "
+    "entities of one hash range of the key (DuckDB target only; README: Parallel loads).",
+)
 @now_option("The current time, ISO 8601 UTC (for TTLs; default: the clock).")
 @click.option(
     "--log-format",
@@ -96,6 +106,7 @@ def load(
     view_list: str | None,
     full_refresh: bool,
     batch_rows: int,
+    processes: int,
     now_text: str | None,
     log_format: str,
     metrics_file: Path | None,
@@ -127,6 +138,8 @@ def load(
                 batch_rows=batch_rows,
                 now=now,
                 reporter=reporter,
+                processes=processes,
+                store_factory=functools.partial(open_store, online_url),
             )
             if metrics_file is not None:
                 from loader.metrics_file import write_freshness_metrics

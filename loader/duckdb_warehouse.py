@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from loader.errors import WarehouseError
 from loader.views import ViewSource, quote_identifier
-from loader.warehouse import Warehouse, naive_utc
+from loader.warehouse import Partition, Warehouse, naive_utc
 
 if TYPE_CHECKING:
     import duckdb
@@ -82,12 +82,24 @@ class DuckDBWarehouse(Warehouse):
                 f"needed to load {source.name}: rebuild it with `dbt build`"
             )
 
-    def _select(self, source: ViewSource, watermark: int | None) -> str:
-        where = ""
+    def fresh(self) -> DuckDBWarehouse:
+        """The same file, unopened (each process of a partitioned load opens it read-only)."""
+        return DuckDBWarehouse(self.path)
+
+    def _select(
+        self, source: ViewSource, watermark: int | None, partition: Partition | None = None
+    ) -> str:
+        conditions = []
         if watermark is not None:
             # microseconds -> TIMESTAMP; entities changed after the last successful load
             changed = quote_identifier(source.changed_column)
-            where = f" where {changed} > make_timestamp({int(watermark)}::bigint)"
+            conditions.append(f"{changed} > make_timestamp({int(watermark)}::bigint)")
+        if partition is not None:
+            # DuckDB's hash() is deterministic for a given DuckDB version: every process of
+            # one load computes the same parts
+            keys = ", ".join(quote_identifier(key) for key in source.view.keys)
+            conditions.append(f"hash({keys}) % {partition.count} = {partition.index}")
+        where = f" where {' and '.join(conditions)}" if conditions else ""
         columns = ", ".join(quote_identifier(column) for column in source.columns)
         order = ", ".join(quote_identifier(column) for column in source.order_columns)
         return f"select {columns} from {source.relation}{where} order by {order}"
@@ -102,12 +114,17 @@ class DuckDBWarehouse(Warehouse):
         return naive_utc(value)
 
     def batches(
-        self, source: ViewSource, watermark: int | None, rows: int
+        self,
+        source: ViewSource,
+        watermark: int | None,
+        rows: int,
+        partition: Partition | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """The relation's rows (newer than ``watermark``) as Arrow batches of <= ``rows``."""
+        """The relation's rows (newer than ``watermark``, of ``partition``) as Arrow batches
+        of <= ``rows``."""
         import duckdb
 
-        reader = self._sql(self._select(source, watermark)).to_arrow_reader(rows)
+        reader = self._sql(self._select(source, watermark, partition)).to_arrow_reader(rows)
         try:
             while True:
                 try:

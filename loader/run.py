@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
@@ -32,17 +33,19 @@ from featurestore.registry import RegistryError, load_registry
 from featurestore.timestamps import iso_micros, micros
 from loader.duckdb_warehouse import DuckDBWarehouse
 from loader.errors import LoaderError
+from loader.parallel import MAX_PROCESSES, Proceed, run_parts
 from loader.records import RecordGrouper, micros_array
 from loader.targets import open_warehouse
 from loader.validation import (
     FUTURE_TOLERANCE,
+    MAX_SAMPLES,
     ExpectationFailure,
     ViewValidator,
     preload_validation,
     sample_row,
 )
 from loader.views import ViewSource, plan_views
-from loader.warehouse import Warehouse
+from loader.warehouse import Partition, Warehouse
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -199,12 +202,14 @@ def load_project(
     warehouse: Warehouse | None = None,
     clock: Clock | None = None,
     future_tolerance: dt.timedelta = FUTURE_TOLERANCE,
+    processes: int = 1,
+    store_factory: Callable[[], OnlineStore] | None = None,
 ) -> LoadReport:
     """Load the project's online views (``views``, default all) into ``store``: the registry
     and relations come from ``target/manifest.json``, the warehouse from the dbt profile's
     current target (:func:`~loader.targets.open_warehouse`: DuckDB or Snowflake) unless
-    ``warehouse`` is given. ``full_refresh``, ``now``, ``clock`` and ``future_tolerance``:
-    as for :func:`load`."""
+    ``warehouse`` is given. ``full_refresh``, ``now``, ``clock``, ``future_tolerance``,
+    ``processes`` and ``store_factory``: as for :func:`load`."""
     from featurestore.project import DbtError
 
     try:
@@ -228,6 +233,8 @@ def load_project(
         reporter=reporter,
         clock=clock,
         future_tolerance=future_tolerance,
+        processes=processes,
+        store_factory=store_factory,
     )
 
 
@@ -244,6 +251,8 @@ def load(
     writers: int = DEFAULT_WRITERS,
     clock: Clock | None = None,
     future_tolerance: dt.timedelta = FUTURE_TOLERANCE,
+    processes: int = 1,
+    store_factory: Callable[[], OnlineStore] | None = None,
 ) -> LoadReport:
     """Load ``views`` from ``warehouse`` (a :class:`~loader.warehouse.Warehouse`, or the path of
     a DuckDB file) into ``store`` (see :mod:`loader`).
@@ -274,9 +283,21 @@ def load(
 
     A failure to keep the bookkeeping (the watermark or the load record, e.g. a read-only
     Redis replica) fails the view like any other store error, never silently.
+
+    ``processes`` > 1 loads each view with that many forked processes
+    (:mod:`loader.parallel`), each reading, validating and writing the entities of one
+    :class:`~loader.warehouse.Partition` (a stable hash of the entity key), with its own
+    warehouse connection (:meth:`Warehouse.fresh`: DuckDB only) and its own store from
+    ``store_factory`` (required then, e.g. ``functools.partial(open_store, url)``). No part
+    writes before every part passed the gate; this process keeps the watermark and the load
+    record, after every part succeeded; a part that fails fails the view with its error.
     """
     if batch_rows < 1:
         raise LoaderError("batch_rows must be at least 1")
+    if not isinstance(processes, int) or not 1 <= processes <= MAX_PROCESSES:
+        raise LoaderError(f"processes must be from 1 to {MAX_PROCESSES}, got {processes!r}")
+    if processes > 1 and store_factory is None:
+        raise LoaderError("a load with processes > 1 needs a store_factory (a store per process)")
     if clock is None:
         clock = clock_for(now)
     elif now is not None:
@@ -306,6 +327,8 @@ def load(
                 chunk_rows=max(validation_chunk_rows, batch_rows),
                 writers=writers,
                 future_tolerance=future_tolerance,
+                processes=processes,
+                store_factory=store_factory,
             )
             report.views.append(result)
             if isinstance(result.error, StoreNotInitialized | StoreUnavailable):
@@ -334,6 +357,8 @@ def _load_view(
     chunk_rows: int,
     writers: int,
     future_tolerance: dt.timedelta,
+    processes: int = 1,
+    store_factory: Callable[[], OnlineStore] | None = None,
 ) -> _ViewRun:
     result = _ViewRun(view=source.name, relation=source.relation, started_at=_utc_now())
     started = time.perf_counter()
@@ -347,11 +372,38 @@ def _load_view(
         with tempfile.TemporaryDirectory(prefix="featurestore-load-") as spill_dir:
             spill = Path(spill_dir) / f"{source.name}.arrow"
             reporter.phase(source, "validate", total)
-            validator = ViewValidator(source, clock.now(), future_tolerance)
-            max_ver = _validate_and_spill(
-                source_db, source, since, batch_rows, chunk_rows, spill, validator, result, reporter
-            )
-            if result.outcome == "success" and result.rows_read:
+            if processes > 1:
+                assert store_factory is not None  # checked by load()
+                max_ver = _load_parts(
+                    store_factory,
+                    source_db,
+                    source,
+                    since,
+                    Path(spill_dir),
+                    result,
+                    reporter,
+                    processes=processes,
+                    batch_rows=batch_rows,
+                    chunk_rows=chunk_rows,
+                    clock=clock,
+                    future_tolerance=future_tolerance,
+                    writers=writers,
+                    replace=full_refresh,
+                )
+            else:
+                validator = ViewValidator(source, clock.now(), future_tolerance)
+                max_ver = _validate_and_spill(
+                    source_db,
+                    source,
+                    since,
+                    batch_rows,
+                    chunk_rows,
+                    spill,
+                    validator,
+                    result,
+                    reporter,
+                )
+            if result.outcome == "success" and result.rows_read and processes == 1:
                 reporter.phase(source, "write", result.rows_read)
                 _write(
                     store,
@@ -363,6 +415,7 @@ def _load_view(
                     writers,
                     replace=full_refresh,
                 )
+            if result.outcome == "success" and result.rows_read:
                 # only now is every row of this view in the store: advance the watermark
                 before = result.watermark_before
                 if before is not None and not full_refresh:
@@ -407,6 +460,7 @@ def _validate_and_spill(
     validator: ViewValidator,
     result: ViewResult,
     reporter: Reporter,
+    partition: Partition | None = None,
 ) -> int:
     """Pass 1: stream the rows once, validate them chunk by chunk and spill them to a temp
     Arrow IPC file, lz4-compressed (the write pass reads it back); then the whole-view
@@ -418,7 +472,7 @@ def _validate_and_spill(
     pending_rows = 0
     max_ver = -(2**63)
     try:
-        for batch in source_db.batches(source, since, batch_rows):
+        for batch in source_db.batches(source, since, batch_rows, partition):
             if writer is None:
                 sink = pa.OSFile(str(spill), "wb")
                 options = pa.ipc.IpcWriteOptions(compression="lz4")
@@ -446,6 +500,72 @@ def _validate_and_spill(
         result.outcome = "rejected"
         result.failures = validator.failures
         result.rows_rejected = validator.rows_rejected
+    return max_ver
+
+
+def _load_parts(
+    store_factory: Callable[[], OnlineStore],
+    source_db: Warehouse,
+    source: ViewSource,
+    since: int | None,
+    spill_dir: Path,
+    result: ViewResult,
+    reporter: Reporter,
+    *,
+    processes: int,
+    batch_rows: int,
+    chunk_rows: int,
+    clock: Clock,
+    future_tolerance: dt.timedelta,
+    writers: int,
+    replace: bool,
+) -> int:
+    """Both passes of a view in ``processes`` child processes, one partition each
+    (:func:`loader.parallel.run_parts`): each validates and spills its part, and writes it
+    only if every part passed. Adds the parts' counts (and failures) to ``result``; returns
+    the greatest change time read."""
+    moment = clock.now()  # every part's gate checks the same now
+
+    def part(partition: Partition, proceed: Proceed) -> ViewResult:
+        own = ViewResult(view=source.name, relation=source.relation)
+        spill = spill_dir / f"{source.name}.{partition.index}.arrow"
+        validator = ViewValidator(source, moment, future_tolerance)
+        with source_db.fresh() as warehouse:
+            max_ver = _validate_and_spill(
+                warehouse, source, since, batch_rows, chunk_rows, spill, validator, own,
+                NullReporter(), partition,
+            )  # fmt: skip
+        if proceed((own, max_ver)) and own.rows_read:
+            with store_factory() as store:
+                _write(store, source, spill, clock, own, NullReporter(), writers, replace=replace)
+        return own
+
+    def all_passed(parts: Sequence[tuple[ViewResult, int]]) -> bool:
+        return all(own.outcome == "success" for own, _ in parts)
+
+    validated, written = run_parts(processes, part, all_passed)
+    max_ver = -(2**63)
+    failures: dict[str, ExpectationFailure] = {}
+    for own, part_max in validated:
+        result.rows_read += own.rows_read
+        max_ver = max(max_ver, part_max)
+        for failure in own.failures:  # the same expectation in several parts: one failure
+            empty = dataclasses.replace(failure, unexpected_count=0, samples=[])
+            merged = failures.setdefault(failure.check.describe(), empty)
+            merged.unexpected_count += failure.unexpected_count
+            merged.samples = (merged.samples + failure.samples)[:MAX_SAMPLES]
+        if own.outcome == "rejected":
+            result.outcome = "rejected"
+            result.rows_rejected += own.rows_rejected
+    result.failures = list(failures.values())
+    reporter.advance(result.rows_read)
+    if result.outcome == "success" and result.rows_read:
+        reporter.phase(source, "write", result.rows_read)
+    for own in written:
+        result.rows_written += own.rows_written
+        result.rows_skipped += own.rows_skipped
+        result.rows_expired += own.rows_expired
+    reporter.advance(result.rows_read)
     return max_ver
 
 

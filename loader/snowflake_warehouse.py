@@ -67,7 +67,7 @@ from loader.views import (
     partial_columns,
     quote_identifier,
 )
-from loader.warehouse import Warehouse, naive_utc
+from loader.warehouse import Partition, Warehouse, naive_utc
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -296,12 +296,18 @@ class SnowflakeWarehouse(Warehouse):
         return naive_utc(row[0] if row else None)
 
     def batches(
-        self, source: ViewSource, watermark: int | None, rows: int
+        self,
+        source: ViewSource,
+        watermark: int | None,
+        rows: int,
+        partition: Partition | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """The relation's rows (newer than ``watermark``) as Arrow batches of ``rows`` rows,
         fetched chunk by chunk (``fetch_arrow_batches``)."""
         from snowflake.connector import errors
 
+        if partition is not None:
+            self.fresh()  # refuses: one process reads Snowflake (see Warehouse.fresh)
         cursor = self._execute(self._select(source, watermark), source)
         try:
             chunks = cursor.fetch_arrow_batches(force_microsecond_precision=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Self
 
 import pyarrow as pa
@@ -15,7 +16,22 @@ import pyarrow as pa
 from loader.errors import WarehouseError
 from loader.views import ViewSource
 
-__all__ = ["Warehouse", "naive_utc"]
+__all__ = ["Partition", "Warehouse", "naive_utc"]
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One of ``count`` disjoint parts of a relation's entities: the rows whose stable hash
+    of the entity key columns, modulo ``count``, is ``index`` (every row of an entity falls
+    in the same part; together the parts hold every row once). One loader process reads
+    one part (``featurestore load --processes N``)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise WarehouseError(f"invalid partition {self.index} of {self.count}")
 
 
 def naive_utc(value: object) -> dt.datetime | None:
@@ -71,10 +87,24 @@ class Warehouse(abc.ABC):
         """The relation's cutoff (``online_as_of``, naive UTC; the same on every row): the
         time its values are current as of (None: the relation is empty)."""
 
+    def fresh(self) -> Warehouse:
+        """A new, unopened warehouse reading the same data, for a child process of a
+        partitioned load (``--processes``); raises WarehouseError where not supported."""
+        raise WarehouseError(
+            f"warehouse {self.description} cannot be read by several processes "
+            "(--processes > 1 is supported on the DuckDB target only)"
+        )
+
     @abc.abstractmethod
     def batches(
-        self, source: ViewSource, watermark: int | None, rows: int
+        self,
+        source: ViewSource,
+        watermark: int | None,
+        rows: int,
+        partition: Partition | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """The relation's rows whose as-of time is later than ``watermark`` (microseconds
+        """The relation's rows whose change time is later than ``watermark`` (microseconds
         since the epoch, UTC; ``None``: every row) as Arrow batches of at most ``rows`` rows,
-        with the columns :attr:`ViewSource.columns` in that order and under those names."""
+        with the columns :attr:`ViewSource.columns` in that order and under those names;
+        only the rows of ``partition`` if given (a warehouse without :meth:`fresh` refuses
+        one)."""

@@ -1049,4 +1049,10 @@ def test_bench_load_online_smoke(tmp_path: Path) -> None:
     (ceiling,) = results["redis"]["ceiling"]
     assert loaded["rows"] == loaded["written"] == ceiling["rows"] == 3000
     assert results["checks"]["ratio_to_ceiling"] > 0
-    assert "| Redis: loader (newer-wins script, validation) | 3,000 | 1 |" in proc.stdout
+    label = "| Redis: loader, {} process(es) (newer-wins script, validation) | 3,000 | 1 |"
+    assert label.format(1) in proc.stdout and label.format(2) in proc.stdout
+    (split,) = results["redis"]["loader_2"]
+    assert split["rows"] == split["written"] == 3000
+    (phases,) = results["redis"]["phases"]
+    assert set(phases["phases"]) == {"read", "validate", "build", "write"}
+    assert phases["server_us_per_script_call"] > 0
