@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,7 @@ import hiredis
 import redis
 import redis.cluster
 
+from featurestore.online.hot_keys import HotKeys
 from featurestore.online.layout import DEFAULT_NAMESPACE, redis_key
 from featurestore.online.redis_cluster import (
     Address,
@@ -62,6 +64,11 @@ from featurestore.online.stream_tiles import StreamWrite
 
 __all__ = ["RedisClusterStore"]
 
+
+def _all_nil(reply: object) -> bool:
+    return isinstance(reply, list) and all(value is None for value in reply)
+
+
 #: commands that write: sent with ``durable=True`` (acknowledged by a replica)
 _WRITES = frozenset({"EVALSHA", "EVAL", "HSET", "HDEL", "LPUSH", "LTRIM", "DEL"})
 
@@ -82,6 +89,7 @@ class RedisClusterStore(RedisStore):
         batch_size: int = 2000,
         ssl_ca_certs: str | None = None,
         failover_s: float = 30.0,
+        hot_keys: HotKeys | None = None,
     ) -> None:
         if not seeds:
             raise ValueError("a cluster store needs at least one seed address")
@@ -108,6 +116,10 @@ class RedisClusterStore(RedisStore):
         )
         self._arouter: AsyncClusterPipeline | None = None
         self._cluster_client: redis.cluster.RedisCluster | None = None
+        #: hot key hash -> its replicas' (featurestore/online/hot_keys.py)
+        self.hot_keys = hot_keys
+        self._replicas = hot_keys.redis_keys(namespace) if hot_keys else {}
+        self._random = random.Random()
         scheme = "rediss+cluster" if ssl else "redis+cluster"
         user = self.description.split("//", 1)[1].split("@", 1)[0] + "@" if username else ""
         nodes = ",".join(f"{h}:{p}" for h, p in self.seeds)
@@ -189,6 +201,15 @@ class RedisClusterStore(RedisStore):
     def _write_slot(self, write: StreamWrite) -> int:
         return key_slot(redis_key(write.entity, write.key, self.namespace))
 
+    def _replica_calls(self, calls: list[tuple[str | bytes, ...]]) -> list[tuple[str | bytes, ...]]:
+        if not self._replicas:
+            return []
+        out: list[tuple[str | bytes, ...]] = []
+        for call in calls:
+            for replica in self._replicas.get(str(call[0]), ()):
+                out.append((replica, *call[1:]))
+        return out
+
     # --- the asyncio read path ---------------------------------------------------------
 
     def _async_router(self) -> AsyncClusterPipeline:
@@ -200,8 +221,27 @@ class RedisClusterStore(RedisStore):
         """Every node's part concurrently; a node that failed answers its commands as
         :class:`NodeUnavailable` (the plan reads them as UNREACHABLE). If no node
         answered, StoreUnavailable (TimeoutError if the deadline passed first)."""
+        routed = plan.routed(self.namespace)
+        on_replica: list[int] = []
+        if self._replicas:  # a hot key: one of its copies, picked at random
+            for i, key in enumerate(plan.unique):
+                copies = self._replicas.get(key)
+                if copies:
+                    pick = self._random.randrange(len(copies) + 1)
+                    if pick:
+                        routed[i] = plan.hmget(copies[pick - 1])
+                        on_replica.append(i)
+        router = self._async_router()
         try:
-            replies = await self._async_router().execute(plan.routed(self.namespace), deadline)
+            replies = await router.execute(routed, deadline)
+            # a replica not written yet (every field nil): the key itself, one more trip
+            again = [i for i in on_replica if _all_nil(replies[i])]
+            if again:
+                primary = plan.routed(self.namespace)
+                for i, reply in zip(
+                    again, await router.execute([primary[i] for i in again], deadline), strict=True
+                ):
+                    replies[i] = reply
         except ClusterUnavailable as exc:
             raise StoreUnavailable(f"{self.description}: {self._redact(str(exc))}") from None
         if replies and all(type(reply) is NodeUnavailable for reply in replies):

@@ -379,12 +379,20 @@ class RedisStore(OnlineStore):
                 (key, view, ts, ver, exp, shift_arg, mode, str(len(pairs)), *pairs, *nulls)
             )
         sent = written = removals = 0
+        replicas = self._replica_calls(calls)
         with self._errors():
             for batch in _batches(calls, self.batch_size, MAX_PIPELINE_BYTES):
                 written += self._write_batch(batch)
                 sent += len(batch)
                 removals += sum(call[6] == "remove" for call in batch)
+            for batch in _batches(replicas, self.batch_size, MAX_PIPELINE_BYTES):
+                self._write_batch(batch)  # not counted: copies of the records above
         return WriteResult(written=written, skipped_older=sent - removals - written)
+
+    def _replica_calls(self, calls: list[tuple[str | bytes, ...]]) -> list[tuple[str | bytes, ...]]:
+        """The same write-script calls for the hot keys' replicas (a cluster's, see
+        :mod:`featurestore.online.hot_keys`); none on one node."""
+        return []
 
     # --- stream partials ----------------------------------------------------------------
 
@@ -789,6 +797,14 @@ class _ReadPlan:
                     (key_slot(data), b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b\r\n" % (len(data), data))
                 )
         return out
+
+    def hmget(self, key: str) -> RoutedCommand:
+        """The plan's HMGET of another hash (a hot key's replica), with its slot."""
+        head, packed_fields, _ = _hmget_layout(self.layout)
+        data = key.encode()
+        return key_slot(data), b"".join(
+            (head, b"$%d\r\n" % len(data), data, b"\r\n", packed_fields)
+        )
 
     def _in_key_order(self, decoded: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if len(decoded) == len(self.redis_keys):  # no repeated key: already in order

@@ -32,8 +32,8 @@ OPTIONS: Final = {
     "sqlite": frozenset[str](),
     "redis": frozenset({"namespace"}),
     "rediss": frozenset({"namespace", "ssl_ca_certs"}),
-    "redis+cluster": frozenset({"namespace"}),
-    "rediss+cluster": frozenset({"namespace", "ssl_ca_certs"}),
+    "redis+cluster": frozenset({"namespace", "hot_keys"}),
+    "rediss+cluster": frozenset({"namespace", "ssl_ca_certs", "hot_keys"}),
     "dynamodb": frozenset({"endpoint_url", "table"}),
 }
 
@@ -140,8 +140,17 @@ def _cluster_store(
             f"{redact_url(url)!r}: a Redis Cluster has only database 0, got "
             f"{parts.path.strip('/')!r}"
         )
+    hot_keys = None
+    if "hot_keys" in query:
+        from featurestore.online.hot_keys import load_hot_keys
+
+        try:
+            hot_keys = load_hot_keys(Path(query["hot_keys"]))
+        except ValueError as exc:
+            raise UnsupportedStoreURL(f"{redact_url(url)!r}: {exc}") from None
     return RedisClusterStore(
         seeds,
+        hot_keys=hot_keys,
         username=username,
         password=password,
         ssl=parts.scheme.lower().startswith("rediss"),

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_py
 
+from featurestore.online.hot_keys import replica_keys
 from featurestore.online.layout import Record, redis_key
 from featurestore.online.redis_cluster import key_slot, parse_seeds
 from featurestore.online.redis_cluster_store import RedisClusterStore
@@ -247,3 +249,86 @@ def test_a_master_killed_during_reads_degrades_only_its_keys_until_the_promotion
     # the same store object, no restart: the promoted replica serves the slots
     assert [value(f) for f in read_async(store, USERS)] == [1] * len(USERS)
     store.close()
+
+
+# --- hot keys -----------------------------------------------------------------------------------
+
+
+def test_replica_keys_land_in_distinct_slot_ranges_and_never_collide_with_keys() -> None:
+    for user in ["usr_00001", "a", "x" * 40]:
+        primary = redis_key("user", (user, "dev:1"), "fs")
+        copies = replica_keys(primary, 3)
+        assert replica_keys(primary, 3) == copies  # deterministic
+        assert len(set(copies)) == 3 and all("#" in c and c.endswith(":dev%3A1") for c in copies)
+        ranges = {key_slot(k) * 4 // 16384 for k in (primary, *copies)}
+        assert len(ranges) == 4  # one quarter of the slots each: distinct masters here
+
+
+def test_hot_key_files_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "hot.yml"
+    for text, says in [
+        ("replicas: 0\nkeys: {}", "from 1 to 15"),
+        ("replicas: 2\nkeys: {user: usr_1}", "must be a list"),
+        ("replicas: 2\nkeys: {user: ['']}", "is not a key"),
+        ("replicas: 2\nspare: 1", "'replicas' and 'keys' only"),
+        (": :", "is not YAML"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(UnsupportedStoreURL, match=says):
+            open_store(f"redis+cluster://127.0.0.1:1?hot_keys={path}")
+    with pytest.raises(UnsupportedStoreURL, match="cannot be read"):
+        open_store(f"redis+cluster://127.0.0.1:1?hot_keys={tmp_path / 'absent.yml'}")
+
+
+def commandstats(cluster: RedisClusterServers, command: str) -> dict[int, int]:
+    """Calls of ``command`` per master so far (INFO commandstats)."""
+    out = {}
+    for port in cluster.masters():
+        client = redis_py.Redis(port=port)
+        stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+        out[port] = int(stats.get("calls", 0))
+        client.close()
+    return out
+
+
+def test_hot_keys_are_written_to_every_replica_and_read_from_all_of_them(
+    cluster: RedisClusterServers, tmp_path: Path
+) -> None:
+    hot = ["usr_00000", "usr_00001"]
+    path = tmp_path / "hot.yml"
+    path.write_text("replicas: 2\nkeys:\n  user: [usr_00000, usr_00001]\n")
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    # written before the keys were declared hot: the replicas do not exist yet
+    plain = open_store(f"{cluster.url}?namespace={namespace}")
+    plain.initialize()
+    plain.write([record(u, 1) for u in USERS[:50]], now=NOW)
+    plain.close()
+    store = open_store(f"{cluster.url}?namespace={namespace}&hot_keys={path}")
+    assert isinstance(store, RedisClusterStore)
+    admin = store.client
+    try:
+        # a replica not written yet: read from the key itself (never a wrong NOT_FOUND)
+        for _ in range(6):
+            assert [value(f) for f in read_async(store, hot)] == [1, 1]
+        assert store.write([record(u, 2) for u in USERS[:50]], now=NOW).written == 50
+        assert store.write([record(u, 1) for u in hot], now=NOW).skipped_older == 2
+        for user in hot:
+            primary = redis_key("user", (user,), namespace)
+            copies = replica_keys(primary, 2)
+            stored = admin.hgetall(primary)
+            assert stored[b"n"] == b"2"
+            assert all(admin.hgetall(copy) == stored for copy in copies)  # newer wins on each
+            owners = {own_cluster_owner(cluster, k) for k in (primary, *copies)}
+            assert len(owners) == 3  # the key and its replicas on three masters
+        before = commandstats(cluster, "hmget")
+        for _ in range(60):
+            assert [value(f) for f in read_async(store, hot[:1])] == [2]
+        after = commandstats(cluster, "hmget")
+        spread = sorted(after[port] - before[port] for port in after)
+        assert sum(spread) == 60 and spread[0] >= 5, spread  # every master took some reads
+    finally:
+        store.close()
+
+
+def own_cluster_owner(cluster: RedisClusterServers, key: str) -> int:
+    return cluster.owner_of(key_slot(key))
