@@ -256,6 +256,7 @@ def redis_cluster(
     cluster = RedisClusterServers(nodes, node_timeout_ms)
     try:
         for node in nodes:
+            shutil.rmtree(node.workdir, ignore_errors=True)  # a reused folder's nodes.conf
             node.start()
         cluster.cli(
             "--cluster", "create",
