@@ -1,9 +1,9 @@
 """The stream worker end to end (``featurestore stream`` as a process) on the demo's
-transactions, against real components: a file and SQLite, Kafka's mock cluster and Redis,
-Redis Streams and Redis. After the stream, the store holds exactly the partials the
-brute-force rule gives (tests/window_reference.py), every landed event is landed once, and
-dead letters and late events are where they belong; also after ``kill -9`` at random moments,
-a dying worker in a group of three, and a store outage."""
+transactions, against real components: a file and SQLite, a file and a local Redis Cluster,
+Kafka's mock cluster and Redis, Redis Streams and Redis. After the stream, the store holds
+exactly the partials the brute-force rule gives (tests/window_reference.py), every landed
+event is landed once, and dead letters and late events are where they belong; also after
+``kill -9`` at random moments, a dying worker in a group of three, and a store outage."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from featurestore.online.store import OnlineStore
 from featurestore.online.urls import open_store
 from featurestore.registry import Registry
 from featurestore.timestamps import iso_micros
-from tests.servers import KafkaMock, RedisServer, kafka_mock, tcp_proxy
+from tests.servers import KafkaMock, RedisClusterServers, RedisServer, kafka_mock, tcp_proxy
 from tests.stream.replay import (
     as_json,
     demo_rows,
@@ -166,6 +166,26 @@ def test_kill_9_at_random_moments_leaves_the_store_exact(
     landed = _landed(land, "transactions")
     assert Counter(map(_identity, landed)) == Counter(map(_identity, _valid_rows(ROWS)))
     assert len(_landed(land, "transactions_dead_letters")) == len(MALFORMED)
+
+
+def test_file_into_a_redis_cluster(
+    tmp_path: Path, project_manifest: Path, project_registry: Registry, cluster: RedisClusterServers
+) -> None:
+    """The worker writes a cluster like one node: every (view, key)'s partials, dedup set and
+    record in its entity's slot, the script calls grouped by slot; the partials equal the
+    rule's, and the freshness watermarks are kept."""
+    events, land = tmp_path / "events.jsonl", tmp_path / "raw"
+    online = f"{cluster.url}?namespace=c{uuid.uuid4().hex[:8]}"
+    write_jsonl(events, ROWS)
+    run_stream(
+        stream_command(
+            f"file://{events}", online, land, project_manifest, _now(ROWS), "--stop-when-idle", "1s"
+        )
+    )
+    with open_store(online) as store:
+        _check_store(store, project_registry, ROWS)
+        for view in VIEWS:
+            assert set(store.stream_watermarks(view.name)) == {"file"}
 
 
 # -- Kafka + Redis -----------------------------------------------------------------------------
