@@ -381,7 +381,8 @@ class ClusterPipeline:
                         if asking:
                             _read(connection)
                         answered.append(_read(connection))
-                    acked = int(_read(connection)) if waits else 1  # type: ignore[call-overload]
+                    waited = _read(connection) if waits else 1
+                    acked = waited if isinstance(waited, int) else 0  # an error: not acked
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                     connection.disconnect()
                     retry += [(i, None, False) for i, _ in items]
@@ -504,9 +505,9 @@ class AsyncClusterPipeline:
             task.add_done_callback(_ignore_result)
 
     async def _refresh(self) -> Topology:
-        if self._refreshing is not None:
-            return await asyncio.shield(self._refreshing)
         loop = asyncio.get_running_loop()
+        if self._refreshing is not None and self._refreshing.get_loop() is loop:
+            return await asyncio.shield(self._refreshing)
         self._refreshed_at = time.monotonic()
         future = self._refreshing = loop.run_in_executor(None, self.keeper.refresh)
         try:
@@ -611,17 +612,25 @@ class AsyncClusterPipeline:
             log.warning("Redis Cluster node %s:%s unavailable: %s", *address, reason)
 
     async def ping_masters(self, deadline: float | None = None) -> None:
-        """PING every master; raises (ClusterUnavailable naming the node) if one fails."""
+        """PING every master; raises ClusterUnavailable (naming a node and why) only if none
+        answers: a cluster with one master down still serves the other masters' keys (its
+        sidecars stay ready, answering that master's keys as unavailable)."""
         topology = await self.topology()
         ping = b"*1\r\n$4\r\nPING\r\n"
         results = await asyncio.gather(
             *(self.client(a).execute_packed(ping, 1, deadline) for a in topology.masters),
             return_exceptions=True,
         )
-        for address, result in zip(topology.masters, results, strict=True):
-            if isinstance(result, BaseException):
-                self._stale()
-                raise ClusterUnavailable(f"{address[0]}:{address[1]}: {result}")
+        failed = [
+            (address, result)
+            for address, result in zip(topology.masters, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        if failed:
+            self._stale()
+        if failed and len(failed) == len(results):
+            (host, port), error = failed[0]
+            raise ClusterUnavailable(f"no master answered PING ({host}:{port}: {error})")
 
     def close(self) -> None:
         for client in self._clients.values():
