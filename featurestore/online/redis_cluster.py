@@ -11,11 +11,12 @@ replies in the order of the commands.
 
 Topology
     The slot map (slot -> master address, and each master's replicas) comes from ``CLUSTER
-    SLOTS`` asked of the first node that answers, trying the known nodes and then the seed
-    addresses of the store URL. It is read on first use and again whenever it may be stale:
-    a ``MOVED`` reply (the slot's new owner is also noted at once), ``CLUSTERDOWN``, or a
-    node that cannot be reached. ``CLUSTER SLOTS`` leaves out nodes flagged as failed, so
-    after a failover the promoted replica owns the slots and has no replica listed.
+    SLOTS`` asked of the first node that answers, trying the known nodes (replicas first) and
+    then the seed addresses of the store URL. It is read on first use and again whenever it
+    may be stale: a ``MOVED`` reply (the slot's new owner is also noted at once),
+    ``CLUSTERDOWN``, or a node that cannot be reached. ``CLUSTER SLOTS`` leaves out nodes
+    flagged as failed, so after a failover the promoted replica owns the slots and has no
+    replica listed.
 
 Redirections
     ``MOVED slot host:port``: the command is sent again to that node (resharding finished
@@ -222,15 +223,20 @@ class _TopologyKeeper:
         #: refreshes done (tests)
         self.refreshes = 0
 
-    def refresh(self) -> Topology:
-        """Ask the known nodes (masters, then replicas), then the seeds, for ``CLUSTER
-        SLOTS``; the first full answer wins. ClusterUnavailable if none answers."""
+    def refresh(self, failed: Sequence[Address] = ()) -> Topology:
+        """Ask the known nodes (the replicas of the ``failed`` masters, the other replicas:
+        a promoted replica knows of its promotion before the other nodes hear of it; then the
+        masters), then the seeds, for ``CLUSTER SLOTS``; the first full answer wins.
+        ClusterUnavailable if none answers."""
         with self._lock:
             known = self.topology
             candidates: list[Address] = []
-            if known is not None:
-                candidates += known.masters
+            if known is not None:  # replicas first (of failed masters first): a promoted
+                # replica knows of its promotion before the other nodes hear of it
+                for master in failed:
+                    candidates += known.replicas.get(master, ())
                 candidates += [r for rs in known.replicas.values() for r in rs]
+                candidates += known.masters
             candidates += self.seeds
             errors: list[str] = []
             for address in dict.fromkeys(candidates):
@@ -352,6 +358,7 @@ class ClusterPipeline:
                 else:
                     groups[owner].append((i, asking))
             sent: list[tuple[Address, Any, list[tuple[int, bool]], bool]] = []
+            failed: list[Address] = []
             for address, items in groups.items():
                 waits = durable and bool(topology.replicas.get(address))
                 payload = b"".join(
@@ -370,6 +377,7 @@ class ClusterPipeline:
                         pool.release(connection)
                     retry += [(i, None, False) for i, _ in items]
                     refresh = True
+                    failed.append(address)
                     last_error = f"{address[0]}:{address[1]}: {exc}"
                     continue
                 sent.append((address, connection, items, waits))
@@ -387,6 +395,7 @@ class ClusterPipeline:
                     connection.disconnect()
                     retry += [(i, None, False) for i, _ in items]
                     refresh = True
+                    failed.append(address)
                     last_error = f"{address[0]}:{address[1]}: {exc}"
                     continue
                 finally:
@@ -431,7 +440,7 @@ class ClusterPipeline:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.5)
                 try:
-                    self.keeper.refresh()
+                    self.keeper.refresh(failed)
                 except ClusterUnavailable as exc:
                     last_error = str(exc)
         return replies
@@ -474,6 +483,8 @@ class AsyncClusterPipeline:
         self._refreshing: asyncio.Future[Topology] | None = None
         self._refreshed_at = -1e9
         self._logged: dict[Address, float] = {}
+        #: nodes that failed since the last refresh (their replicas are asked first)
+        self._failed: set[Address] = set()
 
     def client(self, address: Address) -> AsyncRedisClient:
         client = self._clients.get(address)
@@ -509,7 +520,8 @@ class AsyncClusterPipeline:
         if self._refreshing is not None and self._refreshing.get_loop() is loop:
             return await asyncio.shield(self._refreshing)
         self._refreshed_at = time.monotonic()
-        future = self._refreshing = loop.run_in_executor(None, self.keeper.refresh)
+        failed, self._failed = sorted(self._failed), set()
+        future = self._refreshing = loop.run_in_executor(None, self.keeper.refresh, failed)
         try:
             return await asyncio.shield(future)
         finally:
@@ -605,6 +617,7 @@ class AsyncClusterPipeline:
         return await self.client(address).execute_packed(payload, len(items), deadline)
 
     def _node_failed(self, address: Address, reason: str) -> None:
+        self._failed.add(address)
         self._stale()
         now = time.monotonic()
         if now - self._logged.get(address, -1e9) >= 1.0:  # at most once a second per node
