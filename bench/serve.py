@@ -773,6 +773,8 @@ def scaling_summary(
                     "bare_cpu_us": median_of([r["server_cpu_us_per_request"] for r in bare]),
                     "errors": errors,
                     "degraded": sum(r.get("degraded", 0) for r in ours),
+                    "degraded_share": sum(r.get("degraded", 0) for r in ours)
+                    / max(1, sum(r["requests"] for r in ours)),
                 }
                 rows.append(row)
                 print(
@@ -781,7 +783,7 @@ def scaling_summary(
                     f"{span([r['rps'] for r in bare])} | {row['bare_p50_ms']:.2f} | "
                     f"{row['bare_p99_ms']:.2f} | {span(shares, 2)} | "
                     f"{row['ours_cpu_us']:.0f} / {row['bare_cpu_us']:.0f} | {errors:.0f} | "
-                    f"{row['degraded']:.0f} |"
+                    f"{row['degraded']:.0f} ({100 * row['degraded_share']:.1f}%) |"
                 )
     if len(args.workers) > 1:
         base = args.workers[0]
