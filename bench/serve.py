@@ -31,8 +31,21 @@ What it does, in one run::
    round so that a change of the machine's load hits all of them alike. Each scenario is
    preceded by a 1 s warm-up. The load generator is wrk (``bench/wrk/retrieve.lua``), or
    with ``--client python`` (or wrk missing) an asyncio HTTP/1.1 client in a separate
-   process. With two or more CPUs the servers are pinned to CPU 0 and the load generator
-   and Redis to CPU 1 (``taskset``; ``--no-pin`` to leave them free).
+   process. Unpinned by default; with ``--pin`` (and two or more CPUs) the servers are
+   pinned to CPU 0 and the load generator and Redis to CPU 1 (``taskset``). On a busy host
+   pinning starved the bare ceiling (its core was the one other jobs ran on): ours over
+   bare was 0.68 pinned and 0.51 unpinned in the same hour.
+
+Worker scaling (``--workers 1,2 --concurrency 8,32``), instead of the scenarios above: for
+each N, the sidecar (``python -m sidecar --workers N``: ``featurestore serve``'s command)
+and the bare endpoint served with N uvicorn workers (its ``/bare/100`` route answers a
+100-key body), all running for the whole run; per round, for each concurrency, single-key
+and 100-key random-key requests, ours and bare back to back with the side that goes first
+and the order of the worker counts alternating from round to round. Correctness is checked
+on every sidecar before and after, one connection per request (so every worker answers
+some). Printed: per (concurrency, keys, N) req/s, p50, p99 of both, ours/bare (median of
+the rounds' ratios), server CPU per request (the uvicorn process and its workers); and
+each side's req/s at N workers over its req/s at the first N.
 
 Printed: a table with, per scenario, requests/s, p50 and p99 latency (median of the runs,
 with min-max of requests/s), the largest latency, non-2xx responses, degraded responses and
@@ -62,7 +75,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -99,26 +112,30 @@ SCENARIOS = (
     ("(e) 100 keys x 10 plain + 3 tiled features, random keys", RETRIEVE, 100, 0, True),
 )
 TAGS = "0abcde"
-#: the bare endpoint's fixed body: a single-key response of the bench view, in shape and size
-BARE_BODY = json.dumps(
-    {
-        "entity_name": "user",
-        "results": [
-            {
-                "entity_key": "usr_00000000",
-                "features": {
-                    f"bench_feature_{k:02d}": {
-                        "value": 1,
-                        "timestamp": "2026-05-01T00:00:00Z",
-                        "status": "PRESENT",
-                    }
-                    for k in range(1, 11)
-                },
+
+
+def bare_body(keys: int) -> bytes:
+    """The bare endpoint's fixed body: a ``keys``-key response of the bench view, in shape
+    and size."""
+    result = {
+        "entity_key": "usr_00000000",
+        "features": {
+            f"bench_feature_{k:02d}": {
+                "value": 1,
+                "timestamp": "2026-05-01T00:00:00Z",
+                "status": "PRESENT",
             }
-        ],
-    },
-    separators=(",", ":"),
-).encode()
+            for k in range(1, 11)
+        },
+    }
+    body = {"entity_name": "user", "results": [result] * keys}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+BARE_BODY = bare_body(1)
+#: the 100-key ceiling of the worker-scaling mode: the same endpoint, a 100-key body
+BARE_100 = "/bare/100"
+BARE_BODY_100 = bare_body(100)
 
 
 # --- the data ------------------------------------------------------------------------------
@@ -264,18 +281,29 @@ def bare_app() -> Any:
         await request.body()
         return Response(BARE_BODY, media_type="application/json")
 
-    return Starlette(routes=[Route(BARE, bare, methods=["GET", "POST"])])
+    async def bare_100(request: Request) -> Response:
+        await request.body()
+        return Response(BARE_BODY_100, media_type="application/json")
+
+    return Starlette(
+        routes=[
+            Route(BARE, bare, methods=["GET", "POST"]),
+            Route(BARE_100, bare_100, methods=["GET", "POST"]),
+        ]
+    )
 
 
-def serve_bare(port: int) -> None:
-    """The ceiling: uvicorn with the settings of ``featurestore serve`` (sidecar/cli.py)."""
+def serve_bare(port: int, workers: int = 1) -> None:
+    """The ceiling: uvicorn with the settings of ``featurestore serve`` (sidecar/cli.py),
+    ``workers`` processes (each imports this module: ``PYTHONPATH`` at the repository)."""
     import uvicorn
 
     uvicorn.run(
-        bare_app(),
+        bare_app if workers == 1 else "bench.serve:bare_app",
+        factory=True,
         host="127.0.0.1",
         port=port,
-        workers=1,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -535,6 +563,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """:func:`cpu_seconds` of a process and its live descendants (uvicorn's workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += cpu_seconds(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+    return total
+
+
 def load_averages() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -542,8 +584,225 @@ def load_averages() -> str:
 # --- the run -------------------------------------------------------------------------------
 
 
+def int_list(text: str) -> list[int]:
+    """``"1,2"`` -> ``[1, 2]`` (positive integers)."""
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"want positive integers separated by commas: {text!r}")
+    return values
+
+
 def median_of(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+# --- worker scaling (``--workers 1,2``) ------------------------------------------------------
+
+#: (keys per request, sidecar path, the bare endpoint's path of the same response size)
+SHAPES: Final = ((1, RETRIEVE, BARE), (100, RETRIEVE, BARE_100))
+SIDES: Final = ("ours", "bare")
+
+
+def scaling_key(side: str, workers: int, keys: int, concurrency: int) -> str:
+    return f"{side} {workers}w {keys}k c{concurrency}"
+
+
+def worker_scaling(
+    stack: ExitStack,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    redis_url: str,
+    view: FeatureView,
+    now: dt.datetime,
+    load_gen: Any,
+    pin: bool,
+    results: dict[str, Any],
+) -> tuple[int, int]:
+    """The sidecar (``python -m sidecar --workers N``) beside the bare endpoint served with
+    the same N, for each N of ``--workers``, each concurrency of ``--concurrency``, single-key
+    and 100-key requests (the bare endpoint answering a body of the same size). All servers
+    run for the whole run; within a round every (concurrency, keys, N) runs ours and bare
+    back to back, the side that goes first and the order of the worker counts alternating
+    from round to round. Fills ``results``; returns (values checked, mismatches)."""
+    workdir: Path = args.workdir
+    server_cpu, client_cpu = (SERVER_CPU, CLIENT_CPU) if pin else (None, None)
+    features_json = json.dumps(list(view.feature_names()), separators=(",", ":"))
+    #: (side, workers) -> (port, process)
+    servers: dict[tuple[str, int], tuple[int, subprocess.Popen[bytes]]] = {}
+    checkers: dict[int, httpx.Client] = {}
+    for n in args.workers:
+        port = free_port()
+        sidecar_args = [*pinned(server_cpu), sys.executable, "-m", "sidecar"]
+        sidecar_args += ["--online", redis_url, "--port", str(port), "--workers", str(n)]
+        proc = stack.enter_context(
+            process(
+                sidecar_args,
+                env,
+                workdir / f"sidecar-{n}w.log",
+                f"http://127.0.0.1:{port}/health",
+                f"the sidecar with {n} workers",
+            )
+        )
+        servers[("ours", n)] = (port, proc)
+        # a connection per request, so that every worker answers some of the checks
+        checkers[n] = stack.enter_context(
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"X-API-Key": API_KEY, "Connection": "close"},
+                timeout=10,
+            )
+        )
+        bare_port = free_port()
+        bare_args = [*pinned(server_cpu), sys.executable, __file__, "--bare-server"]
+        bare_proc = stack.enter_context(
+            process(
+                [*bare_args, str(bare_port), str(n)],
+                env,
+                workdir / f"bare-{n}w.log",
+                f"http://127.0.0.1:{bare_port}{BARE}",
+                f"the bare endpoint with {n} workers",
+            )
+        )
+        servers[("bare", n)] = (bare_port, bare_proc)
+
+    rng = random.Random(11)
+    checked = mismatches = 0
+
+    def check_all(when: str) -> None:
+        nonlocal checked, mismatches
+        for n, checker in checkers.items():
+            got, bad = check_responses(checker, view, args.entities, now, rng)
+            checked, mismatches = checked + got, mismatches + bad
+            print(f"correctness {when}, {n} workers: {got} values checked, {bad} mismatches")
+
+    check_all("before the load")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for round_no in range(1, args.runs + 1):
+        sides = SIDES if round_no % 2 else SIDES[::-1]
+        counts = args.workers if round_no % 2 else args.workers[::-1]
+        for concurrency in args.concurrency:
+            for keys, ours_path, bare_path in SHAPES:
+                for n in counts:
+                    for side in sides:
+                        port, proc = servers[(side, n)]
+                        path = ours_path if side == "ours" else bare_path
+                        url = f"http://127.0.0.1:{port}{path}"
+                        script_args = [str(args.entities), str(keys), "0", API_KEY, features_json]
+                        if args.warmup > 0:
+                            load_gen(url, args.warmup, concurrency, client_cpu, script_args)
+                        counted = checkers[n] if side == "ours" else None
+                        before = sidecar_counters(counted) if counted is not None else None
+                        cpu_before = tree_cpu_seconds(proc.pid)
+                        report = load_gen(url, args.duration, concurrency, client_cpu, script_args)
+                        report["server_cpu_us_per_request"] = (
+                            (tree_cpu_seconds(proc.pid) - cpu_before)
+                            / max(1, report["requests"])
+                            * 1e6
+                        )
+                        if before is not None and counted is not None:
+                            after = sidecar_counters(counted)
+                            report.update({k: after[k] - before[k] for k in after})
+                        report["rps"] = report["requests"] / (report["duration_us"] / 1e6)
+                        report["round"] = round_no
+                        report["load"] = load_averages()
+                        name = scaling_key(side, n, keys, concurrency)
+                        runs.setdefault(name, []).append(report)
+                        print(
+                            f"round {round_no} {name}: {report['rps']:,.0f} req/s, p50 "
+                            f"{report['p50_us'] / 1000:.2f} ms, p99 "
+                            f"{report['p99_us'] / 1000:.2f} ms, non-2xx "
+                            f"{report['status_errors']}, load {report['load']}",
+                            flush=True,
+                        )
+    check_all("after the load")
+    results["runs_by_scenario"] = runs
+    results["summary"] = scaling_summary(args, runs)
+    return checked, mismatches
+
+
+def scaling_summary(
+    args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Print the worker-scaling tables; returns their rows. Ratios are medians of the
+    per-round ratios (each pair measured back to back in one round)."""
+
+    def by_round(name: str, field: str) -> dict[int, float]:
+        return {r["round"]: r[field] for r in runs.get(name, [])}
+
+    def ratio(top: dict[int, float], bottom: dict[int, float]) -> list[float]:
+        return [top[k] / bottom[k] for k in sorted(top) if bottom.get(k)]
+
+    def span(values: Sequence[float], digits: int = 0) -> str:
+        if not values:
+            return "-"
+        fmt = f",.{digits}f"
+        low, high = format(min(values), fmt), format(max(values), fmt)
+        return f"{format(median_of(values), fmt)} ({low}-{high})"
+
+    rows = []
+    print(
+        "| concurrency | keys | workers | ours req/s median (min-max) | ours p50 ms | ours p99 ms "
+        "| bare req/s median (min-max) | bare p50 ms | bare p99 ms | ours / bare median "
+        "(min-max) | CPU us/request ours / bare | non-2xx | degraded |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for concurrency in args.concurrency:
+        for keys, *_ in SHAPES:
+            for n in args.workers:
+                ours_name = scaling_key("ours", n, keys, concurrency)
+                bare_name = scaling_key("bare", n, keys, concurrency)
+                ours, bare = runs.get(ours_name, []), runs.get(bare_name, [])
+                shares = ratio(by_round(ours_name, "rps"), by_round(bare_name, "rps"))
+                errors = sum(
+                    r[k]
+                    for r in (*ours, *bare)
+                    for k in ("status_errors", "connect_errors", "read_errors", "timeouts")
+                )
+                row = {
+                    "concurrency": concurrency,
+                    "keys": keys,
+                    "workers": n,
+                    "ours_rps": median_of([r["rps"] for r in ours]),
+                    "ours_p50_ms": median_of([r["p50_us"] / 1000 for r in ours]),
+                    "ours_p99_ms": median_of([r["p99_us"] / 1000 for r in ours]),
+                    "bare_rps": median_of([r["rps"] for r in bare]),
+                    "bare_p50_ms": median_of([r["p50_us"] / 1000 for r in bare]),
+                    "bare_p99_ms": median_of([r["p99_us"] / 1000 for r in bare]),
+                    "ours_over_bare": median_of(shares),
+                    "ours_cpu_us": median_of([r["server_cpu_us_per_request"] for r in ours]),
+                    "bare_cpu_us": median_of([r["server_cpu_us_per_request"] for r in bare]),
+                    "errors": errors,
+                    "degraded": sum(r.get("degraded", 0) for r in ours),
+                    "degraded_share": sum(r.get("degraded", 0) for r in ours)
+                    / max(1, sum(r["requests"] for r in ours)),
+                }
+                rows.append(row)
+                print(
+                    f"| {concurrency} | {keys} | {n} | {span([r['rps'] for r in ours])} | "
+                    f"{row['ours_p50_ms']:.2f} | {row['ours_p99_ms']:.2f} | "
+                    f"{span([r['rps'] for r in bare])} | {row['bare_p50_ms']:.2f} | "
+                    f"{row['bare_p99_ms']:.2f} | {span(shares, 2)} | "
+                    f"{row['ours_cpu_us']:.0f} / {row['bare_cpu_us']:.0f} | {errors:.0f} | "
+                    f"{row['degraded']:.0f} ({100 * row['degraded_share']:.1f}%) |"
+                )
+    if len(args.workers) > 1:
+        base = args.workers[0]
+        print()
+        print(
+            f"| concurrency | keys | workers | ours: req/s over {base} worker(s), median "
+            f"(min-max) | bare: req/s over {base} worker(s), median (min-max) |"
+        )
+        print("|---|---|---|---|---|")
+        for concurrency in args.concurrency:
+            for keys, *_ in SHAPES:
+                for n in args.workers[1:]:
+                    cells = []
+                    for side in SIDES:
+                        top = by_round(scaling_key(side, n, keys, concurrency), "rps")
+                        bottom = by_round(scaling_key(side, base, keys, concurrency), "rps")
+                        cells.append(span(ratio(top, bottom), 2))
+                    print(f"| {concurrency} | {keys} | {n} | {cells[0]} | {cells[1]} |")
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -552,10 +811,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each one")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--concurrency",
+        type=int_list,
+        default=[8],
+        metavar="C[,C...]",
+        help="connections of the load generator (several only with --workers)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int_list,
+        default=None,
+        metavar="N[,N...]",
+        help="worker-scaling mode: the sidecar with each number of uvicorn workers beside the "
+        "bare endpoint with as many, single-key and 100-key requests at each --concurrency "
+        "(--only, --hot, --variants do not apply)",
+    )
     parser.add_argument("--hot", type=int, default=1000, help="keys in the hot set")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the servers to CPU 0, the load generator and Redis to CPU 1 (taskset); off "
+        "by default: on a busy host the pinned bare endpoint lost its core to other jobs",
+    )
     parser.add_argument("--store-reads", type=int, default=300, help="in-process 100-key reads")
     parser.add_argument(
         "--sidecar-env",
@@ -600,10 +879,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         client_kind = "wrk" if shutil.which("wrk") else "python"
     if client_kind == "wrk" and shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install -y wrk), or use --client python")
+    if args.workers is None and len(args.concurrency) != 1:
+        parser.error("several --concurrency values need --workers")
+    if args.workers is not None and args.variants != {"": {}}:
+        parser.error("--variants does not apply with --workers")
     scenarios = [s for s, tag in zip(SCENARIOS, TAGS, strict=True) if tag in args.only]
+    if args.workers is not None:
+        scenarios = []
     tiled = any(mixed for *_, mixed in scenarios)
     load_gen = run_wrk if client_kind == "wrk" else run_python_client
-    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    pin = args.pin and (os.cpu_count() or 1) >= 2
     server_cpu, client_cpu = (SERVER_CPU, CLIENT_CPU) if pin else (None, None)
 
     workdir: Path = args.workdir
@@ -678,6 +963,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, _, value = item.partition("=")
             env[name] = value
         results["sidecar_env"] = args.sidecar_env
+        if args.workers is not None:
+            results["workers"] = args.workers
+            print(
+                f"worker scaling: workers {args.workers}, concurrency {args.concurrency}, "
+                f"{client_kind}, {args.runs} rounds x {args.duration:g} s per measurement"
+                + (" (servers on CPU 0, client and Redis on CPU 1)" if pin else ", unpinned")
+            )
+            checked, mismatches = worker_scaling(
+                stack, args, env, redis.url, view, now, load_gen, pin, results
+            )
+            load_end = load_averages()
+            results.update({"load_end": load_end, "checked": checked, "bad": mismatches})
+            print(f"load averages: start {load_start}, end {load_end} (1, 5, 15 min)")
+            print(f"responses checked: {checked} values, {mismatches} mismatches")
+            (workdir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+            print(f"results: {workdir / 'results.json'}")
+            return 1 if mismatches else 0
         variants: dict[str, dict[str, str]] = args.variants
         results["variants"] = variants
         #: label -> (port, process, client) of its sidecar
@@ -754,12 +1056,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 script_args = [str(args.entities), str(per_request), str(hot_size), API_KEY]
                 script_args.append(mixed_json if mixed else features_json)
                 if args.warmup > 0:
-                    load_gen(url, args.warmup, args.concurrency, client_cpu, script_args)
+                    load_gen(url, args.warmup, args.concurrency[0], client_cpu, script_args)
                 counted = sidecars[label][2] if path == RETRIEVE else None
                 before = sidecar_counters(counted) if counted is not None else None
                 server_pid = bare_proc.pid if path == BARE else sidecars[label][1].pid
                 cpu_before = cpu_seconds(server_pid)
-                report = load_gen(url, args.duration, args.concurrency, client_cpu, script_args)
+                report = load_gen(url, args.duration, args.concurrency[0], client_cpu, script_args)
                 # the server's CPU time per request: what the machine's other load changes least
                 report["server_cpu_us_per_request"] = (
                     (cpu_seconds(server_pid) - cpu_before) / max(1, report["requests"]) * 1e6
@@ -795,7 +1097,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(
         f"sidecar benchmark: {args.entities:,} entities x {len(features)} features in Redis, "
-        f"1 uvicorn worker, concurrency {args.concurrency}, {client_kind}, "
+        f"1 uvicorn worker, concurrency {args.concurrency[0]}, {client_kind}, "
         f"{args.runs} x {args.duration:g} s per scenario"
         + (f", {args.cpu_load} busy-loop processes on the servers' CPU" if args.cpu_load else "")
         + (" (servers on CPU 0, client and Redis on CPU 1)" if pin else "")
@@ -872,7 +1174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--bare-server":
-        serve_bare(int(sys.argv[2]))
+        serve_bare(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)
     elif len(sys.argv) > 1 and sys.argv[1] == "--client-process":
         client_process(sys.argv[2:])
     else:

@@ -16,14 +16,19 @@ memory.
    the first ``--kafka-backlog`` (60,000) events.
 4. Per run and source: the whole stream is produced first (a backlog), then ONE worker
    process (``featurestore stream``, default settings) consumes it into a fresh Redis
-   namespace. Throughput = events / (time from the first event consumed to the moment the
+   namespace; with ``--processes 1,2``, also two worker processes started together in one
+   consumer group (Kafka: the 4 partitions split by the group; Redis Streams: the group
+   hands entries to either consumer; the file source has one reader and runs with 1),
+   each count on a backlog of its own, the order alternating from run to run.
+   Throughput = events / (time from the first event consumed to the moment the
    last is applied: the store's outcome counters stop changing), read from the worker's
    ``/metrics`` every 50 ms; the worker's CPU time (user + system, all
    threads, /proc) per event; its peak RSS; Redis' ``used_memory`` per streamed key.
 5. A check: the store's partials of 200 random users equal the brute-force rule's
    (tests/window_reference.py), and every event was applied or deduplicated once.
 
-Sources interleave within a run. Results: a table, ``<workdir>/results.json``.
+Sources interleave within a run. Results: a table (and with several process counts, the
+ratio of each count's events/s to the first's, per run), ``<workdir>/results.json``.
 """
 
 from __future__ import annotations
@@ -88,30 +93,59 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _port_in(log: Path, proc: subprocess.Popen[bytes]) -> int:
+    """The metrics port a worker announces on its log."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = re.search(r"metrics on port (\d+)", log.read_text(errors="replace"))
+        if found:
+            return int(found.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker exited: {proc.returncode}\n{log.read_text()[-2000:]}")
+        time.sleep(0.02)
+    raise RuntimeError(f"the worker announced no metrics port:\n{log.read_text()[-2000:]}")
+
+
 def run_worker(
-    source: str, online: str, land: Path, manifest: Path, now: str, total: int
+    source: str,
+    online: str,
+    land: Path,
+    manifest: Path,
+    now: str,
+    total: int,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """One worker over a backlog of ``total`` messages: its throughput, CPU and memory."""
-    command = [
-        FEATURESTORE, "stream", "--source", source, "--online", online, "--land", str(land),
-        "--manifest", str(manifest), "--now", now, "--metrics-port", "0", "--log-format", "text",
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    assert proc.stderr is not None
-    port = None
-    while port is None:
-        line = proc.stderr.readline()
-        if not line:
-            raise RuntimeError(f"the worker exited: {proc.wait()}")
-        found = re.search(r"metrics on port (\d+)", line)
-        port = int(found.group(1)) if found else None
+    """``processes`` workers (one consumer group) over a backlog of ``total`` messages,
+    started together: their throughput (all processes), CPU (summed) and memory (the
+    largest peak)."""
+    procs, ports = [], []
+    for n in range(processes):
+        command = [
+            FEATURESTORE, "stream", "--source", source, "--online", online,
+            "--land", str(land / f"worker-{n}"), "--manifest", str(manifest), "--now", now,
+            "--metrics-port", "0", "--log-format", "text",
+        ]  # fmt: skip
+        log = land.parent / f"{land.name}-worker-{n}.log"
+        with log.open("wb") as sink:
+            procs.append(
+                subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink)
+            )
+        ports.append((log, procs[-1]))
+    ports_of = [_port_in(log, proc) for log, proc in ports]
+
+    def summed() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for port in ports_of:
+            for name, value in _metrics(port).items():
+                out[name] = out.get(name, 0.0) + value
+        return out
+
     first = last = None
     consumed = 0.0
     done, stable = -1.0, 0
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline and stable < 4:
-        values = _metrics(port)
+        values = summed()
         consumed = values.get("featurestore_stream_events_in_total", 0.0)
         now_t = time.monotonic()
         if consumed > 0 and first is None:
@@ -127,24 +161,31 @@ def run_worker(
             else:
                 stable += 1
         time.sleep(0.05)
-    cpu = _cpu_seconds(proc.pid)
-    rss = _peak_rss_mib(proc.pid)
-    values = _metrics(port)
-    proc.terminate()
-    proc.communicate(timeout=120)
+    cpu = sum(_cpu_seconds(proc.pid) for proc in procs)
+    rss = max(_peak_rss_mib(proc.pid) for proc in procs)
+    per_process = [
+        _metrics(port).get("featurestore_stream_events_in_total", 0.0) for port in ports_of
+    ]
+    values = summed()
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=120)
     if first is None or last is None:
-        raise RuntimeError(f"the worker consumed {consumed} of {total} events")
+        raise RuntimeError(f"the workers consumed {consumed} of {total} events")
     seconds = max(last - first, 1e-3)
     applied = {
         k: v for k, v in values.items() if k.startswith("featurestore_stream_view_events_total")
     }
     return {
+        "processes": processes,
         "events": total,
         "seconds": seconds,
         "events_per_s": total / seconds,
         "cpu_s": cpu,
         "cpu_us_per_event": cpu / total * 1e6,
         "peak_rss_mib": rss,
+        "consumed_per_process": per_process,
         "view_events": applied,
         "dead_letters": values.get("featurestore_stream_dead_letters_total", 0.0),
     }
@@ -157,9 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sources", default=",".join(SOURCES))
     parser.add_argument("--kafka-backlog", type=int, default=60_000)
+    parser.add_argument(
+        "--processes",
+        default="1",
+        help="worker processes per consumer group, e.g. 1,2: each count run on the same "
+        "backlog in turn within a run (the order alternating); the file source runs with 1",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/featurestore-bench-stream"))
     args = parser.parse_args(argv)
     sources = [s for s in args.sources.split(",") if s]
+    counts = [int(n) for n in args.processes.split(",") if n]
+    scaling = counts != [1]
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -174,11 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     manifest = parse_project(work)
     registry = load_registry(manifest)
     print(f"{len(messages):,} messages ({args.users:,} users); load average {os.getloadavg()}")
-    results: dict[str, list[dict[str, Any]]] = {s: [] for s in sources}
+    #: the runs of each label: the source, with the process count when several are compared
+    jobs = [
+        (source, count)
+        for source in sources
+        for count in counts
+        if count == 1 or source != "file"  # one file, one reader
+    ]
+    results: dict[str, list[dict[str, Any]]] = {}
     with redis_server(work / "redis") as server, kafka_mock() as kafka:
         client = redis.Redis(port=server.port)
         for run in range(args.runs):
-            for source in sources:
+            for source, count in jobs if run % 2 == 0 else _alternate(jobs):
+                label = f"{source}, {count} process{'es' if count > 1 else ''}"
+                label = label if scaling else source
                 tag = f"r{run}{uuid.uuid4().hex[:6]}"
                 online = f"{server.url}?namespace={tag}"
                 land = work / f"land-{tag}"
@@ -208,16 +266,17 @@ def main(argv: list[str] | None = None) -> int:
                 clock = (
                     now if total == len(messages) else iso_micros(last_ingested_us(rows[:total]))
                 )
-                report = run_worker(url, online, land, manifest, clock, total)
+                land.mkdir()
+                report = run_worker(url, online, land, manifest, clock, total, count)
                 keys = sum(1 for _ in client.scan_iter(f"{tag}:sp:*", count=10_000))
                 report["redis_bytes_per_streamed_key"] = (
                     int(client.info("memory")["used_memory"]) - memory_before
                 ) / max(keys, 1)
                 report["streamed_keys"] = keys
-                if run == 0:
+                if run == 0 or count > 1:
                     report["check"] = check(online, registry, rows[:total])
-                results[source].append(report)
-                print(f"run {run + 1} {source}: {report['events_per_s']:,.0f} events/s, "
+                results.setdefault(label, []).append(report)
+                print(f"run {run + 1} {label}: {report['events_per_s']:,.0f} events/s, "
                       f"{report['cpu_us_per_event']:.1f} us CPU/event, "
                       f"RSS {report['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
                 shutil.rmtree(land, ignore_errors=True)
@@ -237,14 +296,45 @@ def main(argv: list[str] | None = None) -> int:
             f"{max(r['peak_rss_mib'] for r in reports):.0f} | "
             f"{statistics.median(r['redis_bytes_per_streamed_key'] for r in reports):.0f} |"
         )
+    if scaling:
+        print()
+        print(f"| source | processes | events/s over {counts[0]} process(es), per run: median "
+              "(min-max) | events consumed per process (median run) |")  # fmt: skip
+        print("|---|---|---|---|")
+        for source in sources:
+            base = results.get(f"{source}, {counts[0]} process" + ("es" if counts[0] > 1 else ""))
+            for count in counts[1:]:
+                reports = results.get(f"{source}, {count} processes")
+                if not base or not reports:
+                    continue
+                ratios = [
+                    r["events_per_s"] / b["events_per_s"]
+                    for r, b in zip(reports, base, strict=False)
+                ]
+                middle = sorted(reports, key=lambda r: r["events_per_s"])[len(reports) // 2]
+                shares = ", ".join(f"{n:,.0f}" for n in middle["consumed_per_process"])
+                print(f"| {source} | {count} | {statistics.median(ratios):.2f} "
+                      f"({min(ratios):.2f}-{max(ratios):.2f}) | {shares} |")  # fmt: skip
     print(f"\nload average at the end {os.getloadavg()}")
     (work / "results.json").write_text(json.dumps(
         {"users": args.users, "events": len(messages), "results": results}, indent=2))  # fmt: skip
-    failed = [s for s, reports in results.items() if reports and not reports[0]["check"]["ok"]]
+    failed = [
+        label
+        for label, reports in results.items()
+        if any("check" in r and not r["check"]["ok"] for r in reports)
+    ]
     if failed:
         print(f"CHECK FAILED for {failed}")
         return 1
     return 0
+
+
+def _alternate(jobs: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The jobs with each source's process counts in reverse order (odd runs)."""
+    out: list[tuple[str, int]] = []
+    for source in dict.fromkeys(source for source, _ in jobs):
+        out += [job for job in jobs if job[0] == source][::-1]
+    return out
 
 
 def check(online: str, registry: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,6 +14,12 @@ The configuration is checked once, here, before uvicorn starts: the app is built
 line. With one worker that app is the one served; with several, each worker process builds
 its own from the environment (:func:`sidecar.app.app_from_env`, which checks it again in
 that process), receiving the API keys' digests only.
+
+Metrics with several workers (prometheus_client's multiprocess mode, :mod:`sidecar.metrics`):
+the workers write their values to files in ``$PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``
+adds them up. Unset, the CLI makes a fresh directory (``tempfile.mkdtemp``) and removes it
+when the server exits; set, the directory is created if missing and emptied of an earlier
+run's ``*.db`` files before the server starts (its counts would otherwise carry over).
 """
 
 from __future__ import annotations
@@ -162,6 +168,12 @@ def serve_command(
     for name, value in overrides.items():
         if value is not None:
             os.environ[name] = value
+    # an operator's multiprocess directory: emptied of an earlier run's metrics first
+    given_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given_dir:
+        from sidecar.metrics import reset_multiprocess_dir
+
+        reset_multiprocess_dir(Path(given_dir))
     # fail here, with one clear message, rather than in every worker
     try:
         settings = Settings.from_env()
@@ -188,8 +200,10 @@ def serve_command(
         app.state.sidecar.close()
         target = "sidecar.app:app_from_env"
 
+    # several workers share /metrics through files (sidecar/metrics.py): a fresh directory
+    # of our own, removed at exit, unless the operator gave one
     made_dir = None
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if workers > 1 and not given_dir:
         made_dir = tempfile.mkdtemp(prefix="featurestore-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_dir
     try:

@@ -25,16 +25,27 @@
 
 Routes are labelled by their path (:data:`sidecar.endpoints.ENDPOINTS`, without the
 ``root_path`` prefix); any other path is ``other``, so label cardinality stays bounded.
-With several workers (``featurestore serve --workers N``) the CLI sets
-``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` aggregates every worker's values
-(prometheus_client's multiprocess mode).
+
+With several workers (``featurestore serve --workers N``) ``PROMETHEUS_MULTIPROC_DIR`` is
+set (by the CLI, or by the operator: the CLI then empties it of a previous run's files) and
+``/metrics``, whichever worker answers it, aggregates every worker's values
+(prometheus_client's multiprocess mode): counters and histograms are summed over all
+workers, including ones that exited (a restarted worker's requests still count). Gauges
+are one sample each, without a ``pid`` label: the cache entries summed over the live
+workers (each has its own cache), the circuit gauges the worst live worker's (each has its
+own breaker), a view's data-as-of time the latest any worker read, its age the one the
+answering worker computed at this scrape. A worker's live gauges are removed when it shuts
+down, and those of workers that died without shutting down (killed; uvicorn starts a
+replacement) when a worker starts.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Final
 
 from prometheus_client import (
@@ -50,7 +61,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from featurestore.freshness import AGE_METRIC, AS_OF_METRIC, SLA_METRIC
 from sidecar.endpoints import ENDPOINTS, route_path
 
-__all__ = ["ROUTE_LABELS", "Metrics", "MetricsMiddleware"]
+__all__ = [
+    "ROUTE_LABELS",
+    "Metrics",
+    "MetricsMiddleware",
+    "forget_dead_processes",
+    "reset_multiprocess_dir",
+]
 
 #: path -> route label (the paths of the route table)
 ROUTE_LABELS: Final = {endpoint.path: endpoint.path for endpoint in ENDPOINTS}
@@ -62,9 +79,54 @@ _LATENCY_BUCKETS: Final = (
 )  # fmt: skip
 
 
+#: the files of gauges whose samples belong to live processes only: ``gauge_live<mode>_<pid>.db``
+_LIVE_GAUGE_FILE: Final = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def reset_multiprocess_dir(directory: Path) -> int:
+    """Make ``directory`` ready for a new server's workers: created if missing, emptied of
+    the metric files (``*.db``) of an earlier run, which would otherwise add that run's
+    counts to this one's (prometheus_client: "wiped between runs"). Returns the files
+    removed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for path in directory.glob("*.db"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def forget_dead_processes(directory: Path) -> list[int]:
+    """Remove the live-gauge files of processes that no longer run (a worker killed without
+    shutting down) from a multiprocess directory; returns their pids."""
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for path in directory.glob("gauge_live*_*.db"):
+        found = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if found is not None and not _running(int(found.group(1))):
+            dead.add(int(found.group(1)))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class Metrics:
     def __init__(self) -> None:
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.multiprocess = bool(directory)
+        if directory:
+            forget_dead_processes(Path(directory))
         registry = self.registry = CollectorRegistry(auto_describe=True)
         prefix = "featurestore_sidecar"
         self.request_seconds = Histogram(
@@ -94,9 +156,9 @@ class Metrics:
         self.cache_misses = self.cache_lookups.labels("miss")
         self.cache_entries = Gauge(
             f"{prefix}_cache_entries",
-            "Records in the local cache.",
+            "Records in the local cache (summed over the live workers).",
             registry=registry,
-            multiprocess_mode="sum",
+            multiprocess_mode="livesum",
         )
         self.store_reads = Counter(
             f"{prefix}_store_reads",
@@ -130,15 +192,15 @@ class Metrics:
         self._invalid_records: dict[str, Counter] = {}
         self.degraded = Gauge(
             f"{prefix}_degraded",
-            "1 while the store circuit is open or half-open.",
+            "1 while the store circuit is open or half-open (in any live worker).",
             registry=registry,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.circuit_state = Gauge(
             f"{prefix}_circuit_state",
-            "Store circuit breaker: 0 closed, 1 open, 2 half-open.",
+            "Store circuit breaker: 0 closed, 1 open, 2 half-open (the worst live worker's).",
             registry=registry,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         # freshness (featurestore/freshness.py): refreshed by sidecar/freshness.py, the age
         # recomputed at each scrape from the as-of time
@@ -154,7 +216,9 @@ class Metrics:
             "Age of the view's served data at the scrape.",
             ["view"],
             registry=registry,
-            multiprocess_mode="min",
+            # set by the worker answering the scrape, just before it renders: the others'
+            # values are from their earlier scrapes
+            multiprocess_mode="mostrecent",
         )
         self.freshness_sla = Gauge(
             SLA_METRIC,
@@ -246,6 +310,14 @@ class Metrics:
         """Set each known view's age at ``now_s`` (before a scrape)."""
         for view, as_of_s in self._as_of.items():
             self.data_age.labels(view).set(max(0.0, now_s - as_of_s))
+
+    def close(self) -> None:
+        """This process's live gauges removed (multiprocess mode), at shutdown."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self.multiprocess and directory:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
     # --- exposition ---------------------------------------------------------------------
 

@@ -120,3 +120,4 @@ class Sidecar:
             self.served_log.close()
         self.reader.close()
         self.store.close()
+        self.metrics.close()

@@ -73,14 +73,21 @@ def test_dbt_build_runs_and_incremental_equals_full_refresh(tmp_path: Path) -> N
 def test_stream_throughput_runs_and_its_stores_equal_the_rule(tmp_path: Path) -> None:
     out = run_bench(
         "stream_throughput.py", "--users", "300", "--transactions", "1500", "--runs", "1",
-        "--workdir", str(tmp_path),
+        "--processes", "1,2", "--workdir", str(tmp_path),
     )  # fmt: skip
     assert "| source | runs | events/s median (min-max) |" in out
+    assert "| source | processes | events/s over 1 process(es)" in out
     results = json.loads((tmp_path / "results.json").read_text())
-    for source in ("kafka", "redis-streams", "file"):
-        (report,) = results["results"][source]
-        assert report["check"]["ok"], (source, report["check"])
+    labels = ["kafka, 1 process", "kafka, 2 processes", "redis-streams, 1 process"]
+    labels += ["redis-streams, 2 processes", "file, 1 process"]  # one reader of a file
+    assert sorted(results["results"]) == sorted(labels)
+    for label in labels:
+        (report,) = results["results"][label]
+        # two workers of one group: every event applied once, the store equal to the rule
+        assert report["check"]["ok"], (label, report["check"])
         assert report["events_per_s"] > 0 and report["cpu_us_per_event"] > 0
+        assert len(report["consumed_per_process"]) == report["processes"]
+        assert sum(report["consumed_per_process"]) >= report["events"]
         applied = sum(v for k, v in report["view_events"].items() if "applied" in k)
         assert applied > 0
 

@@ -60,3 +60,45 @@ def test_serve_bench_smoke(tmp_path: Path) -> None:
     assert hot["cache_hits"] > 0
     assert hot["cache_hits"] + hot["cache_misses"] >= hot["requests"]
     assert results["store_read_100_keys"]["calls"] == 20
+
+
+@pytest.mark.slow
+def test_serve_bench_worker_scaling_smoke(tmp_path: Path) -> None:
+    """``--workers 1,2 --concurrency 2,4``: every (concurrency, keys, workers) measured on
+    both sides, the responses of both sidecars checked, the ratios printed."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (./run setup installs it)")
+    client = "wrk" if shutil.which("wrk") else "python"
+    workdir = tmp_path / "bench"
+    proc = subprocess.run(
+        [
+            sys.executable, str(REPO / "bench" / "serve.py"), "--entities", "2000",
+            "--runs", "1", "--duration", "1", "--warmup", "0", "--store-reads", "5",
+            "--workers", "1,2", "--concurrency", "2,4", "--client", client,
+            "--workdir", str(workdir), "--sidecar-env", "FEATURESTORE_STORE_TIMEOUT_MS=1000",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    out = proc.stdout
+    assert "| concurrency | keys | workers | ours req/s median (min-max) |" in out
+    assert "| concurrency | keys | workers | ours: req/s over 1 worker(s)" in out
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["pinned"] is False  # unpinned unless --pin
+    # both sidecars (1 and 2 workers), before and after the load
+    assert results["bad"] == 0
+    assert results["checked"] == 2 * 2 * (31 + 300) * 10
+    names = {
+        f"{side} {n}w {keys}k c{c}"
+        for side in ("ours", "bare") for n in (1, 2) for keys in (1, 100) for c in (2, 4)
+    }  # fmt: skip
+    assert set(results["runs_by_scenario"]) == names
+    for name in names:
+        (report,) = results["runs_by_scenario"][name]
+        assert report["requests"] > 0, name
+        assert report["status_errors"] == report["connect_errors"] == report["timeouts"] == 0
+        assert report["server_cpu_us_per_request"] > 0, name
+    assert len(results["summary"]) == 8
+    for row in results["summary"]:
+        assert row["ours_over_bare"] > 0
+        assert row["degraded"] == 0
