@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +205,16 @@ class RedisClusterServers:
 
     def owner_of(self, slot: int) -> int:
         """The port of the master serving ``slot`` (from a live node's CLUSTER NODES)."""
-        for row in self.cluster_nodes():
+        return self.slot_owners([slot])[slot]
+
+    def slot_owners(self, slots: Iterable[int]) -> dict[int, int]:
+        """slot -> the port of its master, for each of ``slots`` (one CLUSTER NODES)."""
+        rows = self.cluster_nodes()
+        return {slot: self._owner(rows, slot) for slot in slots}
+
+    @staticmethod
+    def _owner(rows: list[dict[str, str]], slot: int) -> int:
+        for row in rows:
             if "master" not in row["flags"] or "fail" in row["flags"]:
                 continue
             for part in row["slots"].split():
@@ -215,6 +224,32 @@ class RedisClusterServers:
                 if int(low) <= slot <= int(high or low):
                     return int(row["port"])
         raise RuntimeError(f"slot {slot} has no live master")
+
+    def wait_replicas_in_sync(self, timeout: float = 60) -> None:
+        """Until every live replica has its master link up and no sync in progress (a kill
+        test's precondition: a replica still loading its full sync has no data to promote;
+        on a starved host a short node timeout can fail a master over spuriously, and the
+        old master then resyncs as a replica)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lagging = []
+            for node in self.nodes:
+                if node.proc is None or node.proc.poll() is not None:
+                    continue
+                try:
+                    info = self.cli("-p", str(node.port), "info", "replication", timeout=5)
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    lagging.append(node.port)
+                    continue
+                if "role:slave" in info and (
+                    "master_link_status:up" not in info or "master_sync_in_progress:0" not in info
+                ):
+                    lagging.append(node.port)
+            if not lagging:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replicas {lagging} not in sync after {timeout} s")
+            time.sleep(0.1)
 
     def wait_ok(self, timeout: float = 30) -> None:
         """Until every live node reports ``cluster_state:ok`` and agrees on the masters."""

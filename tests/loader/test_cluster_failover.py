@@ -68,7 +68,6 @@ def test_a_master_killed_mid_load_then_a_rerun_equals_a_clean_load(
             "FEATURESTORE_DUCKDB_PATH": str(table),
             "FEATURESTORE_ONLINE_URL": crashed,
         }
-        victim = cluster.masters()[0]
         proc = run_cli(env, "--log-format", "json")
         deadline = time.monotonic() + 120
         while keys_on_masters(cluster) < TOTAL // 5:
@@ -76,6 +75,8 @@ def test_a_master_killed_mid_load_then_a_rerun_equals_a_clean_load(
             assert time.monotonic() < deadline, "the load did not progress"
             time.sleep(0.01)
         assert keys_on_masters(cluster) < TOTAL * 4 // 5  # killed mid-way
+        cluster.wait_replicas_in_sync()
+        victim = cluster.masters()[0]
         cluster.node(victim).kill()
         _, err = proc.communicate(timeout=180)
         # rode out the failover (exit 0), or failed cleanly: a message, no traceback

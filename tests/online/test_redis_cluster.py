@@ -60,6 +60,14 @@ def read_async(store: RedisClusterStore, users: list[str], budget: float = 2.0) 
     return asyncio.run(run())
 
 
+def slot_of(user: str, namespace: str) -> int:
+    return key_slot(redis_key("user", (user,), namespace))
+
+
+def slots_of(users: list[str], namespace: str) -> set[int]:
+    return {slot_of(u, namespace) for u in users}
+
+
 def slot_count(ranges: str) -> int:
     """Slots in a CLUSTER NODES slot list ("0-5460 7000 ...")."""
     total = 0
@@ -119,9 +127,7 @@ def test_keys_spread_over_every_master_and_a_read_is_one_write_per_node(
     store = open_cluster(cluster)
     try:
         store.write([record(u, 1) for u in USERS], now=NOW)
-        owners = {
-            cluster.owner_of(key_slot(redis_key("user", (u,), store.namespace))) for u in USERS
-        }
+        owners = {port for port in cluster.slot_owners(slots_of(USERS, store.namespace)).values()}
         assert owners == set(cluster.masters()) and len(owners) == 3
         users = USERS[:100]
         assert [value(found) for found in read_async(store, users)] == [1] * 100
@@ -213,6 +219,8 @@ def test_a_master_killed_during_writes_loses_no_acknowledged_write(
         store.write([record(u, round_) for u in USERS], now=NOW)
         durations.append(time.monotonic() - began)
         if round_ == 3:
+            own_cluster.wait_replicas_in_sync()
+            victim = own_cluster.owner_of(key_slot(redis_key("user", (USERS[0],), store.namespace)))
             own_cluster.node(victim).kill()
             killed_at = round_
     assert killed_at == 3
@@ -229,12 +237,10 @@ def test_a_master_killed_during_reads_degrades_only_its_keys_until_the_promotion
 ) -> None:
     store = open_cluster(own_cluster)
     store.write([record(u, 1) for u in USERS], now=NOW)
+    own_cluster.wait_replicas_in_sync()
     victim = own_cluster.owner_of(key_slot(redis_key("user", (USERS[0],), store.namespace)))
-    on_victim = {
-        u
-        for u in USERS
-        if own_cluster.owner_of(key_slot(redis_key("user", (u,), store.namespace))) == victim
-    }
+    owners = own_cluster.slot_owners(slots_of(USERS, store.namespace))
+    on_victim = {u for u in USERS if owners[slot_of(u, store.namespace)] == victim}
     users = USERS[:300]
     assert [value(f) for f in read_async(store, users)] == [1] * len(users)
     own_cluster.node(victim).kill()
