@@ -2,8 +2,8 @@
 ``featurestore load`` process: the load either rides out the failover and finishes, or fails
 cleanly (an error message, no traceback, the watermark not moved); a re-run then leaves the
 store equal, key for key and field for field, to a clean load of the same data into a fresh
-namespace. The data: the crash suite's generated online table of
-``merchant_chargeback_features`` (tests/loader/test_crash.py, v2: 60,000 merchants)."""
+namespace. The data: an online table of ``merchant_chargeback_features`` of 15,000 merchants,
+generated in DuckDB as the crash suite's (tests/loader/test_crash.py)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,40 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 import redis as redis_py
 
 from featurestore.online.urls import open_store
 from featurestore.registry import load_registry
 from loader import load, plan_views
-from tests.loader.test_crash import NOW, VIEW, N, run_cli, write_table
+from tests.loader.test_crash import NOW, VIEW, run_cli
 from tests.servers import RedisClusterServers, redis_cluster
 from tests.warehouse import Warehouse
 
 pytestmark = pytest.mark.xdist_group("cluster-failover")
 
-TOTAL = N * 5 // 4
+TOTAL = 15_000
+
+
+def write_table(path: Path) -> None:
+    """``online_merchant_chargeback_features``: TOTAL merchants, feature times in April 2026
+    (within the view's TTL at NOW), every 11th rate null."""
+    with duckdb.connect(str(path)) as con:
+        con.sql("create schema main_online")
+        con.sql(
+            f"""
+            create table main_online.online_{VIEW} as
+            select 'mer_' || lpad(cast(i as varchar), 7, '0') as merchant_id,
+                   timestamp '2026-05-01' as as_of_at,
+                   case when i % 11 = 0 then null else cast(i % 97 as double) / 128 end
+                       as merchant_chargeback_rate_30d,
+                   timestamp '2026-04-15' + to_seconds(i) as {VIEW}__feature_at,
+                   timestamp '2026-04-15' + to_seconds(i + 60) as {VIEW}__as_of_at,
+                   timestamp '2026-04-15' + to_seconds(i + 60) as {VIEW}__changed_at
+            from range({TOTAL}) as r(i) order by i
+            """
+        )
 
 
 def keys_on_masters(cluster: RedisClusterServers) -> int:
@@ -60,7 +81,7 @@ def test_a_master_killed_mid_load_then_a_rerun_equals_a_clean_load(
     demo_warehouse: Warehouse, tmp_path: Path
 ) -> None:
     table = tmp_path / "warehouse.duckdb"
-    write_table(table, 2)
+    write_table(table)
     with redis_cluster(tmp_path / "cluster") as cluster:
         crashed = f"{cluster.url}?namespace=crashed"
         env = {
