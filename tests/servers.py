@@ -251,6 +251,18 @@ class RedisClusterServers:
                 raise RuntimeError(f"replicas {lagging} not in sync after {timeout} s")
             time.sleep(0.1)
 
+    def wait_failed_over(self, port: int, timeout: float = 60) -> None:
+        """Until the master on ``port`` (killed) is no longer a master: its replica promoted."""
+        deadline = time.monotonic() + timeout
+        while any(  # it holds its slots (flagged failed or not) until its replica takes them
+            int(row["port"]) == port and "master" in row["flags"] and row["slots"]
+            for row in self.cluster_nodes()
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{port} was not failed over within {timeout} s")
+            time.sleep(0.05)
+        self.wait_ok()
+
     def wait_ok(self, timeout: float = 30) -> None:
         """Until every live node reports ``cluster_state:ok`` and agrees on the masters."""
         deadline = time.monotonic() + timeout
@@ -272,8 +284,11 @@ class RedisClusterServers:
 
 @contextmanager
 def redis_cluster(
-    workdir: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
+    workdir: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 3000
 ) -> Iterator[RedisClusterServers]:
+    """A fresh local cluster. The node timeout (3 s; Redis' default is 15 s) is the time
+    to detect a failed master; shorter ones fail masters over spuriously on a starved
+    2-core host running the whole suite."""
     options = (
         "--cluster-enabled", "yes",
         "--cluster-config-file", "nodes.conf",
