@@ -52,6 +52,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 import random
 import shutil
@@ -145,21 +146,52 @@ def user_features(manifest: Path) -> list[str]:
 # --- processes -----------------------------------------------------------------------------
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants, in MiB (0 if it is gone)."""
-    total_kib, stack = 0, [pid]
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants."""
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
-        proc = Path(f"/proc/{current}")
+        found.append(current)
         try:
-            for line in (proc / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kib += int(line.split()[1])
-            for task in (proc / "task").iterdir():
+            for task in Path(f"/proc/{current}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
+    return found
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, in MiB (0 if it is gone)."""
+    total_kib = 0
+    for current in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
     return total_kib / 1024
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid``, its live descendants and the children they
+    waited for (the ``cutime``/``cstime`` of ``/proc/<pid>/stat``)."""
+    ticks = 0
+    for current in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        ticks += sum(int(x) for x in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def host_busy_s() -> float:
+    """CPU seconds the whole host has spent busy since boot (all CPUs; ``/proc/stat``:
+    user, nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -410,7 +442,7 @@ def client_main(config_json: str) -> None:
         if tasks:
             await asyncio.wait(tasks)
         ticker.cancel()
-        flush(int((clock() - t0) // interval))
+        flush(min(int((clock() - t0) // interval), max(0, math.ceil(seconds / interval) - 1)))
         print(json.dumps({"done": True, "requests": total}), flush=True)
 
     import uvloop
@@ -434,6 +466,12 @@ class Sample:
     dead_letters: float
     stream_store_errors: float
     redis_used_memory_mib: list[float]
+    #: CPU seconds, cumulative: the host's busy time and this soak's processes' (this one and
+    #: every descendant: cluster, sidecar, worker, client, loads)
+    host_cpu_s: float
+    soak_cpu_s: float
+    sidecar_degraded: float
+    sidecar_store_errors: dict[str, float]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -465,6 +503,8 @@ def soak(args: argparse.Namespace) -> int:
         events.touch()
         sidecar_args = [FEATURESTORE, "serve", "--online", online, "--port", str(sidecar_port),
                         "--workers", "1", "--manifest", str(manifest)]  # fmt: skip
+        if args.store_timeout_ms is not None:
+            sidecar_args += ["--store-timeout-ms", str(args.store_timeout_ms)]
         worker_args = [FEATURESTORE, "stream", "--source", f"file://{events}", "--online",
                        online, "--land", str(work / "land"), "--manifest", str(manifest),
                        "--metrics-port", str(metrics_port), "--log-format", "json"]  # fmt: skip
@@ -500,6 +540,8 @@ def soak(args: argparse.Namespace) -> int:
 
             def sample() -> Sample:
                 metrics = prometheus(http_get(f"{worker_base}/metrics")[1])
+                served = prometheus(http_get(f"{base}/metrics")[1])
+                store_errors = "featurestore_sidecar_store_errors_total"
                 view_events = "featurestore_stream_view_events_total"
                 return Sample(
                     t=round(time.monotonic() - began, 1),
@@ -515,8 +557,19 @@ def soak(args: argparse.Namespace) -> int:
                     redis_used_memory_mib=[
                         round(int(m.info("memory")["used_memory"]) / MIB, 1) for m in masters
                     ],
+                    host_cpu_s=host_busy_s(),
+                    soak_cpu_s=tree_cpu_s(os.getpid()),
+                    sidecar_degraded=summed(
+                        served, "featurestore_sidecar_degraded_responses_total"
+                    ),
+                    sidecar_store_errors={
+                        k.partition("{")[2].rstrip("}"): v
+                        for k, v in served.items()
+                        if k.partition("{")[0] == store_errors
+                    },
                 )
 
+            samples.append(sample())  # t = 0: the start of the CPU and event counts
             k = 1
             while time.monotonic() < began + duration:
                 time.sleep(max(0.0, min(began + k * args.sample_every, began + duration)
@@ -525,7 +578,8 @@ def soak(args: argparse.Namespace) -> int:
                 last = samples[-1]
                 print(f"{last.t:6.0f} s  sidecar {last.sidecar_rss_mib:.0f} MiB  worker "
                       f"{last.worker_rss_mib:.0f} MiB  applied {last.events_applied:,.0f}  "
-                      f"load avg {last.load_avg:.2f}", flush=True)  # fmt: skip
+                      f"degraded {last.sidecar_degraded:,.0f}  load avg {last.load_avg:.2f}",
+                      flush=True)  # fmt: skip
                 k += 1
             producer.stop.set()
             producer.join()
@@ -551,6 +605,7 @@ def soak(args: argparse.Namespace) -> int:
     results["sidecar"] = {
         "exit_code": sidecar_exit,
         "alive_at_end": sidecar_alive,
+        "store_errors_by_kind": end.sidecar_store_errors,
         "degraded_responses_total": summed(
             sidecar_metrics, "featurestore_sidecar_degraded_responses_total"
         ),
@@ -573,7 +628,13 @@ def read_lines(
     assert client.stdout is not None
     for line in client.stdout:
         data = json.loads(line)
-        if "interval" in data:
+        if "interval" in data and intervals and intervals[-1]["interval"] == data["interval"]:
+            merged = intervals[-1]  # stragglers of the last interval, answered after it
+            merged["lat"] += data["lat"]
+            merged["degraded"] += data["degraded"]
+            for kind, n in data["errors"].items():
+                merged["errors"][kind] = merged["errors"].get(kind, 0) + n
+        elif "interval" in data:
             intervals.append(data)
         elif "t0_wall" in data:
             t0.append(data["t0_wall"])
@@ -613,7 +674,10 @@ def summarize(
         lat = latencies(low, high)
         inside = [s for s in samples if low < s.t <= high + 1] or samples[-1:]
         last = inside[-1]
-        first_applied = next((s.events_applied for s in reversed(samples) if s.t <= low), 0.0)
+        before = next((s for s in reversed(samples) if s.t <= low), samples[0])
+        seconds = max(last.t - before.t, 1e-9)
+        soak_cores = (last.soak_cpu_s - before.soak_cpu_s) / seconds
+        host_cores = (last.host_cpu_s - before.host_cpu_s) / seconds
         minutes.append({
             "minute": m + 1,
             "requests": count(low, high, "requests") + count(low, high, "errors"),
@@ -624,7 +688,9 @@ def summarize(
             "degraded": count(low, high, "degraded"),
             "sidecar_rss_mib": last.sidecar_rss_mib,
             "worker_rss_mib": last.worker_rss_mib,
-            "events_applied": last.events_applied - first_applied,
+            "events_applied": last.events_applied - before.events_applied,
+            "soak_cpu_cores": round(soak_cores, 2),
+            "other_cpu_cores": round(host_cores - soak_cores, 2),
             "redis_used_memory_mib": sum(last.redis_used_memory_mib),
             "load_avg": max(s.load_avg for s in inside),
             "loads": [round(r.seconds, 1) for r in loads if low <= r.started_s < high],
@@ -707,13 +773,14 @@ def print_report(results: dict[str, Any]) -> None:
     print()
     print("| minute | requests | p50 ms | p99 ms | max ms | errors | degraded | sidecar RSS MiB "
           "| worker RSS MiB | view updates applied | Redis used_memory MiB (3 masters) "
-          "| load avg (max) | loads (s) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU cores: soak / other processes | load avg (max) | loads (s) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m in results["minutes"]:
         print(f"| {m['minute']} | {m['requests']:,} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} "
               f"| {m['max_ms']:.1f} | {m['errors']} | {m['degraded']} "
               f"| {m['sidecar_rss_mib']:.1f} | {m['worker_rss_mib']:.1f} "
               f"| {m['events_applied']:,.0f} | {m['redis_used_memory_mib']:.1f} "
+              f"| {m['soak_cpu_cores']:.2f} / {m['other_cpu_cores']:.2f} "
               f"| {m['load_avg']:.2f} | {', '.join(map(str, m['loads'])) or '-'} |")  # fmt: skip
     v = results["verdicts"]
     sidecar, worker = v["sidecar_rss_growth"], v["worker_rss_growth"]
@@ -759,6 +826,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--transactions", type=int, default=100_000)
     parser.add_argument("--max-degraded", type=int, default=0)
+    parser.add_argument(
+        "--store-timeout-ms", type=float, default=None, help="the sidecar's (default: its own)"
+    )
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / ".work" / "soak")
     return soak(parser.parse_args(argv))
 
