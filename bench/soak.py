@@ -674,7 +674,7 @@ def summarize(
         lat = latencies(low, high)
         inside = [s for s in samples if low < s.t <= high + 1] or samples[-1:]
         last = inside[-1]
-        before = next((s for s in reversed(samples) if s.t <= low), samples[0])
+        before = next((s for s in reversed(samples) if s.t <= low + 1), samples[0])
         seconds = max(last.t - before.t, 1e-9)
         soak_cores = (last.soak_cpu_s - before.soak_cpu_s) / seconds
         host_cores = (last.host_cpu_s - before.host_cpu_s) / seconds
