@@ -37,10 +37,14 @@ Then, for ``--minutes``, with the real clock everywhere:
 
 Every ``--sample-every`` seconds: the resident memory (RSS) of the sidecar and of the worker
 (each process with its children), the worker's ``/metrics`` (events in, applied,
-duplicates, dead letters, store errors), each master's ``used_memory``, the load average;
-the client reports each interval's latencies, errors and degraded answers. Printed: a table
-per minute and the verdicts (p99 of the last third of the run against the first third; RSS
-growth of the sidecar and the worker from minute 2 to the end; errors). Results:
+duplicates, dead letters, store errors), the sidecar's degraded answers and store errors by
+kind, each master's ``used_memory``, the CPU seconds of this script with every descendant
+and of the whole host (the difference: other people's jobs), the load average; the client
+reports each interval's latencies, errors and degraded answers. Printed: a table per minute
+and the verdicts (p99 of the last third of the run against the first third, and of the
+intervals during which a load ran against the others; RSS growth of the sidecar and the
+worker from minute 2, or for runs under 4 minutes from a quarter of the run, to the end;
+errors). Results:
 ``<workdir>/results.json``. Exit code 1 on any read error, more degraded answers than
 ``--max-degraded``, a failed load, a dead letter or store error of the worker, a process that
 died, or a worker that had not applied every event 30 s after the last was written.
