@@ -61,7 +61,7 @@ from featurestore.online.layout import Record, TileSet, encode_tile_set, redis_k
 from featurestore.online.redis_store import RedisStore  # noqa: E402
 from featurestore.online.store import ViewRead  # noqa: E402
 from featurestore.registry import ValueType  # noqa: E402
-from tests.servers import moto_server, redis_server  # noqa: E402
+from tests.servers import free_cluster_port, moto_server, redis_server  # noqa: E402
 
 WORK: Final = REPO / "bench" / ".work" / "capacity"
 DOC: Final = REPO / "bench" / "CAPACITY.md"
@@ -397,7 +397,8 @@ def measure(entities: int, workdir: Path, out: Path, moto: bool) -> dict[str, An
             if mode == "cluster"
             else ()
         )
-        with redis_server(folder, extra_args=extra) as server:
+        port = free_cluster_port() if mode == "cluster" else None  # bus port: + 10000
+        with redis_server(folder, extra_args=extra, port=port) as server:
             assert server.proc is not None
             client = redis.Redis(port=server.port)
             if mode == "cluster":

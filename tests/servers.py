@@ -119,9 +119,16 @@ def redis_server(
     password: str | None = None,
     tls: tuple[Path, Path] | None = None,
     extra_args: tuple[str, ...] = (),
+    port: int | None = None,
 ) -> Iterator[RedisServer]:
+    """A redis-server on ``port`` (default: a free one; a cluster-enabled server needs
+    :func:`free_cluster_port`, its bus port being the port + 10000)."""
     server = RedisServer(
-        port=free_port(), workdir=workdir, password=password, tls=tls, extra_args=extra_args
+        port=port or free_port(),
+        workdir=workdir,
+        password=password,
+        tls=tls,
+        extra_args=extra_args,
     )
     server.start()
     try:

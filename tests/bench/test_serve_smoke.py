@@ -64,8 +64,8 @@ def test_serve_bench_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_bench_worker_scaling_smoke(tmp_path: Path) -> None:
-    """``--workers 1,2 --concurrency 2,4``: every (concurrency, keys, workers) measured on
-    both sides, the responses of both sidecars checked, the ratios printed."""
+    """``--workers 1,2 --concurrency 4``: every (keys, workers) measured on both sides, the
+    responses of both sidecars checked, the ratios printed (one concurrency: CI time)."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (./run setup installs it)")
     client = "wrk" if shutil.which("wrk") else "python"
@@ -74,7 +74,7 @@ def test_serve_bench_worker_scaling_smoke(tmp_path: Path) -> None:
         [
             sys.executable, str(REPO / "bench" / "serve.py"), "--entities", "2000",
             "--runs", "1", "--duration", "1", "--warmup", "0", "--store-reads", "5",
-            "--workers", "1,2", "--concurrency", "2,4", "--client", client,
+            "--workers", "1,2", "--concurrency", "4", "--client", client,
             "--workdir", str(workdir), "--sidecar-env", "FEATURESTORE_STORE_TIMEOUT_MS=1000",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -90,7 +90,7 @@ def test_serve_bench_worker_scaling_smoke(tmp_path: Path) -> None:
     assert results["checked"] == 2 * 2 * (31 + 300) * 10
     names = {
         f"{side} {n}w {keys}k c{c}"
-        for side in ("ours", "bare") for n in (1, 2) for keys in (1, 100) for c in (2, 4)
+        for side in ("ours", "bare") for n in (1, 2) for keys in (1, 100) for c in (4,)
     }  # fmt: skip
     assert set(results["runs_by_scenario"]) == names
     for name in names:
@@ -98,7 +98,7 @@ def test_serve_bench_worker_scaling_smoke(tmp_path: Path) -> None:
         assert report["requests"] > 0, name
         assert report["status_errors"] == report["connect_errors"] == report["timeouts"] == 0
         assert report["server_cpu_us_per_request"] > 0, name
-    assert len(results["summary"]) == 8
+    assert len(results["summary"]) == 4
     for row in results["summary"]:
         assert row["ours_over_bare"] > 0
         assert row["degraded"] == 0
