@@ -8,6 +8,7 @@ so every figure covers one variant only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -168,3 +169,26 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def prometheus_samples(text: str) -> dict[str, float]:
+    """Prometheus' text format as sample (name with labels) -> value."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+async def read_http_response(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 response off ``reader``: its head returned, its body (Content-Length)
+    read and dropped."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return head

@@ -82,6 +82,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/servers.py: redis-server on a free port
 
+from bench.measure import read_http_response  # noqa: E402
 from bench.serve_tiled import (  # noqa: E402
     TILED_FEATURES,
     TILED_VIEW,
@@ -406,13 +407,7 @@ def client_process(argv: Sequence[str]) -> None:
             request = f"{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload
             started = time.perf_counter()
             writer.write(request)
-            response_head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in response_head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            response_head = await read_http_response(reader)
             latencies.append(time.perf_counter() - started)
             if response_head[9:12] != b"200":
                 status_errors += 1

@@ -77,7 +77,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
-from bench.measure import BIN, dbt_env, machine_facts  # noqa: E402
+from bench.measure import (  # noqa: E402
+    BIN,
+    dbt_env,
+    machine_facts,
+    prometheus_samples,
+    read_http_response,
+)
 from tests.servers import free_port, redis_cluster  # noqa: E402
 
 FEATURESTORE = str(BIN / "featurestore")
@@ -239,15 +245,6 @@ def service(
                 proc.wait(timeout=10)
 
 
-def prometheus(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 def summed(metrics: dict[str, float], name: str, label: str = "") -> float:
     """The sum of a counter's samples (``name``, e.g. ``..._total``) whose labels hold
     ``label``."""
@@ -381,14 +378,7 @@ def client_main(config_json: str) -> None:
             conn = await asyncio.open_connection(host, port)
         reader, writer = conn
         writer.write(payload)
-        response_head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in response_head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        await reader.readexactly(length)
-        return conn, response_head
+        return conn, await read_http_response(reader)
 
     async def one(due: float, pool: asyncio.Queue[Connection]) -> None:
         conn = await pool.get()
@@ -543,8 +533,8 @@ def soak(args: argparse.Namespace) -> int:
             samples: list[Sample] = []
 
             def sample() -> Sample:
-                metrics = prometheus(http_get(f"{worker_base}/metrics")[1])
-                served = prometheus(http_get(f"{base}/metrics")[1])
+                metrics = prometheus_samples(http_get(f"{worker_base}/metrics")[1])
+                served = prometheus_samples(http_get(f"{base}/metrics")[1])
                 store_errors = "featurestore_sidecar_store_errors_total"
                 view_events = "featurestore_stream_view_events_total"
                 return Sample(
@@ -596,7 +586,7 @@ def soak(args: argparse.Namespace) -> int:
                 end = sample()
                 caught_up = end.events_in >= producer.written
                 time.sleep(0.5)
-            sidecar_metrics = prometheus(http_get(f"{base}/metrics")[1])
+            sidecar_metrics = prometheus_samples(http_get(f"{base}/metrics")[1])
             sidecar_alive, worker_alive = sidecar.poll() is None, worker.poll() is None
         worker_exit, sidecar_exit = worker.returncode, sidecar.returncode
         for m in masters:

@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
 
-from bench.measure import parse_project  # noqa: E402
+from bench.measure import parse_project, prometheus_samples  # noqa: E402
 from featurestore.online.urls import open_store  # noqa: E402
 from featurestore.registry import load_registry  # noqa: E402
 from featurestore.timestamps import iso_micros  # noqa: E402
@@ -73,12 +73,7 @@ SOURCES = ("kafka", "redis-streams", "file")
 
 def _metrics(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    return prometheus_samples(text)
 
 
 def _cpu_seconds(pid: int) -> float:

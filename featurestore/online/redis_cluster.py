@@ -209,6 +209,23 @@ class NodeOptions:
     connect_timeout: float = 2.0
     timeout: float = 5.0
 
+    def redis_kwargs(self) -> dict[str, Any]:
+        """The redis-py client options every node is connected with."""
+        return {
+            "username": self.username,
+            "password": self.password,
+            "ssl": self.ssl,
+            "ssl_ca_certs": self.ssl_ca_certs,
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_timeout": self.timeout,
+        }
+
+    def node_client(self, address: Address, **overrides: Any) -> redis.Redis:
+        """A redis-py client of one node that does not retry by itself (the callers retry,
+        with a topology refresh, or try the next node)."""
+        options = self.redis_kwargs() | {"retry": Retry(NoBackoff(), 0)} | overrides
+        return redis.Redis(host=address[0], port=address[1], **options)
+
 
 class _TopologyKeeper:
     """The current :class:`Topology` and how to read it again (thread-safe)."""
@@ -258,16 +275,10 @@ class _TopologyKeeper:
 
     def _ask(self, address: Address) -> Any:
         options = self.options
-        client = redis.Redis(
-            host=address[0],
-            port=address[1],
-            username=options.username,
-            password=options.password,
-            ssl=options.ssl,
-            ssl_ca_certs=options.ssl_ca_certs,
+        client = options.node_client(
+            address,
             socket_connect_timeout=min(options.connect_timeout, 1.0),
             socket_timeout=min(options.timeout, 2.0),
-            retry=Retry(NoBackoff(), 0),  # the caller tries the next node
         )
         try:
             return client.execute_command(*_CLUSTER_SLOTS)  # type: ignore[no-untyped-call]
@@ -303,19 +314,7 @@ class ClusterPipeline:
         with self._lock:
             client = self._nodes.get(address)
             if client is None:
-                options = self.options
-                client = self._nodes[address] = redis.Redis(
-                    host=address[0],
-                    port=address[1],
-                    username=options.username,
-                    password=options.password,
-                    ssl=options.ssl,
-                    ssl_ca_certs=options.ssl_ca_certs,
-                    socket_connect_timeout=options.connect_timeout,
-                    socket_timeout=options.timeout,
-                    decode_responses=False,
-                    retry=Retry(NoBackoff(), 0),  # execute() retries, with a refresh
-                )
+                client = self._nodes[address] = self.options.node_client(address)
             return client
 
     def masters(self) -> list[Address]:

@@ -34,6 +34,7 @@ import json
 import random
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import hiredis
 import redis
@@ -121,7 +122,7 @@ class RedisClusterStore(RedisStore):
         self._replicas = hot_keys.redis_keys(namespace) if hot_keys else {}
         self._random = random.Random()
         scheme = "rediss+cluster" if ssl else "redis+cluster"
-        user = self.description.split("//", 1)[1].split("@", 1)[0] + "@" if username else ""
+        user = f"{quote(username, safe='')}@" if username else ""
         nodes = ",".join(f"{h}:{p}" for h, p in self.seeds)
         self.description = f"{scheme}://{user}{nodes}?namespace={namespace}"
 
@@ -141,12 +142,7 @@ class RedisClusterStore(RedisStore):
                     redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
                     for h, p in self.seeds
                 ],
-                username=options.username,
-                password=options.password,
-                ssl=options.ssl,
-                ssl_ca_certs=options.ssl_ca_certs,
-                socket_connect_timeout=options.connect_timeout,
-                socket_timeout=options.timeout,
+                **options.redis_kwargs(),
             )
         return self._cluster_client
 
