@@ -185,8 +185,8 @@ def _services_table(reg: Registry) -> Table:
     "allowed",
     multiple=True,
     metavar="NAME",
-    help="Accept the refused changes of this entity, view or feature (a deliberate "
-    "removal); repeatable.",
+    help="Accept the refused changes of this entity, view, feature or feature service (a "
+    "deliberate removal); repeatable.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 @project_dir_option
@@ -215,6 +215,7 @@ def registry_check(
         "entities": sorted(set(new.entities) - set(old.entities)),
         "views": sorted(set(new.views) - set(old.views)),
         "features": sorted(set(new.features) - set(old.features)),
+        "feature_services": sorted(set(new.feature_services) - set(old.feature_services)),
     }
     if as_json:
         report = {

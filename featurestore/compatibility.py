@@ -15,12 +15,18 @@ Refused, each named:
 * ``view_keys_changed``: a view's key columns, their order or their types changed;
 * ``view_taken_offline``: an online view is no longer online;
 * ``entity_removed``: an entity is gone;
-* ``entity_keys_changed``: an entity's key columns or their order changed.
+* ``entity_keys_changed``: an entity's key columns or their order changed;
+* ``service_removed``: a feature service is gone;
+* ``service_feature_removed``: a stored feature is no longer in a service;
+* ``request_field_changed``: a request field of a service is gone or its type changed;
+* ``request_feature_changed``: a request-time feature of a service is gone, or its
+  expression (spaces aside) or type changed.
 
-Everything else passes: new entities, views and features (a changed feature is added
-under a new name, e.g. ``..._v2``, and the old one removed later, in its own change);
+Everything else passes: new entities, views, features and services (a changed feature is
+added under a new name, e.g. ``..._v2``, and the old one removed later, in its own change);
 descriptions, owners, TTLs, SLAs, defaults, tests; a view put online; a hand-written feature
-moved to another view of the same entity.
+moved to another view of the same entity; features, request fields and request-time features
+added to a service.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from featurestore.registry import Feature, Registry
+from featurestore.registry import Feature, FeatureService, Registry
 
 __all__ = ["Incompatibility", "IncompatibilityKind", "incompatibilities"]
 
@@ -44,16 +50,21 @@ IncompatibilityKind = Literal[
     "feature_type_changed",
     "aggregation_changed",
     "feature_entity_changed",
+    "service_removed",
+    "service_feature_removed",
+    "request_field_changed",
+    "request_feature_changed",
 ]
 
 
 @dataclass(frozen=True)
 class Incompatibility:
-    """One refused change: its kind, the entity, view or feature, and what changed."""
+    """One refused change: its kind, the entity, view, feature or feature service, and what
+    changed."""
 
     kind: IncompatibilityKind
-    #: ``entity``, ``view`` or ``feature``
-    subject: Literal["entity", "view", "feature"]
+    #: ``entity``, ``view``, ``feature`` or ``feature service``
+    subject: Literal["entity", "view", "feature", "feature service"]
     name: str
     message: str
 
@@ -63,7 +74,7 @@ class Incompatibility:
 
 def incompatibilities(old: Registry, new: Registry) -> list[Incompatibility]:
     """Every change from ``old`` to ``new`` that the rule refuses (empty: compatible), in a
-    stable order: entities, views, features, each by name."""
+    stable order: entities, views, features, feature services, each by name."""
     found: list[Incompatibility] = []
     for name in sorted(old.entities):
         before = old.entities[name]
@@ -150,6 +161,52 @@ def incompatibilities(old: Registry, new: Registry) -> list[Incompatibility]:
                     f"moved from view {was_feature.view} (entity {was_entity}) to view "
                     f"{feature.view} (entity {entity})",
                 )
+            )
+    for name in sorted(old.feature_services):
+        service = new.feature_services.get(name)
+        if service is None:
+            found.append(Incompatibility("service_removed", "feature service", name, "removed"))
+        else:
+            found += _service_changes(old.feature_services[name], service)
+    return found
+
+
+def _service_changes(was: FeatureService, service: FeatureService) -> list[Incompatibility]:
+    """What a model calling the service ``was`` would miss or misread in ``service``."""
+    found: list[Incompatibility] = []
+
+    def refuse(kind: IncompatibilityKind, message: str) -> None:
+        found.append(Incompatibility(kind, "feature service", was.name, message))
+
+    dropped = [f for f in was.features if f not in service.features]
+    if dropped:
+        refuse("service_feature_removed", f"feature(s) {', '.join(dropped)} no longer served")
+    fields = service.request_types()
+    for name, value_type in was.request_types().items():
+        if name not in fields:
+            refuse("request_field_changed", f"request field {name} removed")
+        elif fields[name] != value_type:
+            refuse(
+                "request_field_changed",
+                f"request field {name} type changed from {value_type} to {fields[name]}",
+            )
+    computed = {f.name: f.expression for f in service.request_features}
+    for feature in was.request_features:
+        before = feature.expression
+        after = computed.get(feature.name)
+        if after is None:
+            refuse("request_feature_changed", f"request feature {feature.name} removed")
+        elif " ".join(after.text.split()) != " ".join(before.text.split()):
+            refuse(
+                "request_feature_changed",
+                f"request feature {feature.name} expression changed from {before.text!r} to "
+                f"{after.text!r}",
+            )
+        elif after.value_type != before.value_type:
+            refuse(
+                "request_feature_changed",
+                f"request feature {feature.name} type changed from {before.value_type} to "
+                f"{after.value_type}",
             )
     return found
 

@@ -26,12 +26,16 @@ def manifest(demo_warehouse: Warehouse) -> Manifest:
 
 @pytest.fixture(scope="module")
 def base(manifest: Manifest) -> Registry:
-    return registry_from_manifest(manifest)
+    """The demo's registry without its feature services (their changes: the last tests)."""
+    return changed(manifest)
 
 
-def changed(manifest: Manifest, *changes: Change) -> Registry:
+def changed(manifest: Manifest, *changes: Change, services: bool = False) -> Registry:
+    """The registry of a copy of ``manifest`` with ``changes``; without the feature services
+    unless ``services`` (the demo's service would refuse removed features)."""
     copied = copy.deepcopy(manifest)
-    copied.pop("exposures", None)  # the demo's feature service would refuse removed features
+    if not services:
+        copied.pop("exposures", None)
     for change in changes:
         change(copied)
     return registry_from_manifest(copied)
@@ -270,4 +274,83 @@ def test_new_features_views_and_metadata_changes_pass(base: Registry, manifest: 
         ("view_removed", "user_device_features_v2"),
         ("feature_removed", "device_seen_before_v2"),
         ("feature_removed", "merchant_chargeback_rate_30d_v2"),
+    ]
+
+
+# --- feature services -------------------------------------------------------------------------
+
+SERVICE = "fraud_model_v1"
+
+
+def service_meta(manifest: Manifest) -> dict[str, Any]:
+    (exposure,) = [e for e in manifest["exposures"].values() if e["name"] == SERVICE]
+    meta: dict[str, Any] = exposure["meta"]["featurestore"]
+    return meta
+
+
+def edit_service(edit: Callable[[dict[str, Any]], None]) -> Change:
+    def change(manifest: Manifest) -> None:
+        edit(service_meta(manifest))
+
+    return change
+
+
+def test_service_changes_are_named(manifest: Manifest) -> None:
+    old = changed(manifest, services=True)
+    assert SERVICE in old.feature_services
+    assert found(old, changed(manifest, services=True)) == []
+    assert found(old, changed(manifest)) == [("service_removed", SERVICE)]
+
+    def fewer_features(meta: dict[str, Any]) -> None:
+        meta["features"] = [f for f in meta["features"] if f != "device_seen_before"]
+
+    def int_amount(meta: dict[str, Any]) -> None:
+        meta["request_fields"] = {"amount": "int"}
+
+    def other_expression(meta: dict[str, Any]) -> None:
+        meta["request_features"][0]["expression"] = "avg_order_value_90d / request.amount"
+
+    def no_request_features(meta: dict[str, Any]) -> None:
+        meta["request_features"] = []
+
+    cases = [
+        (fewer_features, "service_feature_removed",
+         "feature(s) device_seen_before no longer served"),
+        (int_amount, "request_field_changed",
+         "request field amount type changed from float to int"),
+        (other_expression, "request_feature_changed",
+         "request feature amount_over_avg_90d expression changed from "
+         "'request.amount / avg_order_value_90d' to 'avg_order_value_90d / request.amount'"),
+        (no_request_features, "request_feature_changed",
+         "request feature amount_over_avg_90d removed"),
+    ]  # fmt: skip
+    for edit, kind, message in cases:
+        (problem,) = incompatibilities(old, changed(manifest, edit_service(edit), services=True))
+        assert (problem.kind, problem.subject, problem.name) == (kind, "feature service", SERVICE)
+        assert problem.message == message
+
+
+def test_service_additions_and_respelled_expressions_pass(manifest: Manifest) -> None:
+    old = changed(manifest, services=True)
+
+    def grown(meta: dict[str, Any]) -> None:
+        meta["features"].append("merchant_1h_transaction_count")
+        meta["request_fields"]["channel"] = "string"
+        meta["request_features"][0]["expression"] = "request.amount  /\n avg_order_value_90d"
+        meta["request_features"].append(
+            {"name": "is_web", "expression": "request.channel = 'web'", "description": "Web."}
+        )
+
+    def depends_on_merchant_transactions(manifest: Manifest) -> None:
+        (exposure,) = [e for e in manifest["exposures"].values() if e["name"] == SERVICE]
+        exposure["depends_on"]["nodes"].append("model.featurestore.merchant_transaction_features")
+
+    new = changed(manifest, edit_service(grown), depends_on_merchant_transactions, services=True)
+    assert "is_web" in {f.name for f in new.feature_service(SERVICE).request_features}
+    assert found(old, new) == []
+    # the other way round: the service lost a feature, a request field and a request feature
+    assert found(new, old) == [
+        ("service_feature_removed", SERVICE),
+        ("request_field_changed", SERVICE),
+        ("request_feature_changed", SERVICE),
     ]
