@@ -1,25 +1,9 @@
 """The expression language's syntax: tokens, the syntax tree and a recursive-descent parser
 (:func:`parse_syntax`). Names are not resolved here (see :mod:`.checking`).
 
-Grammar (keywords case-insensitive; names case-sensitive, ASCII letters, digits and ``_``)::
-
-    expression := or
-    or         := and ("or" and)*
-    and        := not ("and" not)*
-    not        := "not" not | comparison
-    comparison := additive [("=" | "!=" | "<>" | "<" | "<=" | ">" | ">=") additive]
-    additive   := term (("+" | "-") term)*
-    term       := unary (("*" | "/") unary)*
-    unary      := "-" unary | primary
-    primary    := INTEGER | DECIMAL | STRING | "true" | "false" | "null"
-                | NAME                                   (a stored feature)
-                | "request" "." NAME                     (a request field)
-                | "(" expression ")"
-                | "coalesce" "(" expression ("," expression)+ ")"
-                | "case" ("when" expression "then" expression)+ ["else" expression] "end"
-
-``INTEGER`` is ``123`` (at most 64 bits), ``DECIMAL`` is ``1.5`` (digits on both sides of
-the point, no exponent), ``STRING`` is ``'it''s'`` (a quote doubled inside).
+The grammar is documented once, in README.md ("Request-time features: the expression
+language"); the binding levels of the binary operators are :data:`BINARY_LEVELS`, and one
+method of the parser reads each rule (``binary``, ``negation``, ``unary``, ``primary``).
 """
 
 from __future__ import annotations
