@@ -149,6 +149,11 @@ ERRORS: list[tuple[str, str, int]] = [
     ("$1", "unexpected character '$'", 1),
     ("case when true then 1 else 2 end end", "unexpected 'end' after a complete", 34),
     ("'\x00'", "a NUL character in a string", 2),
+    ("(" * 200 + "1" + ")" * 200, "the expression nests more than 64 levels deep", 65),
+    ("- " * 200 + "1", "the expression nests more than 64 levels deep", 127),
+    ("not " * 200 + "true", "the expression nests more than 64 levels deep", 253),
+    (" + ".join(["1"] * 2000), "the expression nests more than 64 levels deep", 1),
+    ("coalesce(" * 100 + "1" + ", 2)" * 100, "the expression nests more than 64 levels", 577),
 ]
 
 
@@ -160,7 +165,23 @@ def test_a_bad_expression_is_refused_naming_the_problem_and_its_position(
         parse(text)
     assert problem in caught.value.problem
     assert caught.value.position == position - 1
-    assert str(caught.value) == f"{caught.value.problem} at position {position} of {text!r}"
+    shown = text if len(text) <= 80 else caught.value.excerpt
+    assert str(caught.value) == f"{caught.value.problem} at position {position} of {shown!r}"
+    assert len(str(caught.value)) < 200
+
+
+def test_types_may_be_spelled_as_in_contract_a_and_an_unknown_type_is_refused() -> None:
+    spelled = {"n": "integer", "x": "number", "b": "boolean"}
+    expression = parse_expression("case when b then n else x end", feature_types=spelled,
+                                  request_types={})  # fmt: skip
+    assert expression.value_type == "float"
+    assert parse_expression("n", feature_types=spelled, request_types={}).value_type == "int"
+    with pytest.raises(
+        ExpressionError,
+        match="request field 'amount' has the unknown value "
+        "type 'decimal' \\(one of int, float, bool, string, timestamp\\)",
+    ):
+        parse_expression("1", feature_types={}, request_types={"amount": "decimal"})
 
 
 def test_keywords_are_case_insensitive_and_names_case_sensitive() -> None:
