@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Final, get_args
 
 from featurestore.data_types import ValueType
 from featurestore.expressions.checking import (
@@ -19,6 +20,14 @@ from featurestore.expressions.errors import ExpressionError
 from featurestore.expressions.syntax import parse_syntax
 
 __all__ = ["Expression", "parse_expression"]
+
+#: the registry's value types, and contract A's first spellings of three of them
+_VALUE_TYPES: Final[dict[str, ValueType]] = {
+    **{name: name for name in get_args(ValueType)},
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+}
 
 
 @dataclass(frozen=True)
@@ -45,11 +54,14 @@ def parse_expression(
     fields' types (registry value types). Raises :class:`ExpressionError` naming the
     position and the problem: a syntax error, an unknown function, feature (with a
     did-you-mean) or request field, a type error such as ``'a' + 1``, or an expression
-    whose value is always null."""
+    whose value is always null. Types are the registry's (``int``, ``float``, ``bool``,
+    ``string``, ``timestamp``; ``integer``, ``number`` and ``boolean`` are read as ``int``,
+    ``float`` and ``bool``); another type is an :class:`ExpressionError` too."""
     if not isinstance(text, str):
         raise ExpressionError(f"an expression is text, not {type(text).__name__}")
-    tree = check(parse_syntax(text), text=text, feature_types=feature_types,
-                 request_types=request_types)  # fmt: skip
+    tree = check(parse_syntax(text), text=text,
+                 feature_types=_value_types(feature_types, "feature"),
+                 request_types=_value_types(request_types, "request field"))  # fmt: skip
     if tree.value_type == "null":
         raise ExpressionError("the expression is always null", text=text, position=0)
     features: dict[str, None] = {}
@@ -57,6 +69,18 @@ def parse_expression(
     for column in _columns(tree):
         (features if column.source == "feature" else request_fields)[column.name] = None
     return Expression(text, tree.value_type, tuple(features), tuple(request_fields), tree)
+
+
+def _value_types(types: Mapping[str, str], what: str) -> dict[str, ValueType]:
+    known = {}
+    for name, value_type in types.items():
+        if value_type not in _VALUE_TYPES:
+            raise ExpressionError(
+                f"{what} {name!r} has the unknown value type {value_type!r} (one of "
+                f"{', '.join(get_args(ValueType))})"
+            )
+        known[name] = _VALUE_TYPES[value_type]
+    return known
 
 
 def _columns(node: Typed) -> Iterator[TypedColumn]:

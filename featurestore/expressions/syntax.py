@@ -1,25 +1,9 @@
 """The expression language's syntax: tokens, the syntax tree and a recursive-descent parser
 (:func:`parse_syntax`). Names are not resolved here (see :mod:`.checking`).
 
-Grammar (keywords case-insensitive; names case-sensitive, ASCII letters, digits and ``_``)::
-
-    expression := or
-    or         := and ("or" and)*
-    and        := not ("and" not)*
-    not        := "not" not | comparison
-    comparison := additive [("=" | "!=" | "<>" | "<" | "<=" | ">" | ">=") additive]
-    additive   := term (("+" | "-") term)*
-    term       := unary (("*" | "/") unary)*
-    unary      := "-" unary | primary
-    primary    := INTEGER | DECIMAL | STRING | "true" | "false" | "null"
-                | NAME                                   (a stored feature)
-                | "request" "." NAME                     (a request field)
-                | "(" expression ")"
-                | "coalesce" "(" expression ("," expression)+ ")"
-                | "case" ("when" expression "then" expression)+ ["else" expression] "end"
-
-``INTEGER`` is ``123`` (at most 64 bits), ``DECIMAL`` is ``1.5`` (digits on both sides of
-the point, no exponent), ``STRING`` is ``'it''s'`` (a quote doubled inside).
+The grammar is documented once, in README.md ("Request-time features: the expression
+language"); the binding levels of the binary operators are :data:`BINARY_LEVELS`, and one
+method of the parser reads each rule (``binary``, ``negation``, ``unary``, ``primary``).
 """
 
 from __future__ import annotations
@@ -34,6 +18,7 @@ __all__ = [
     "BINARY_LEVELS",
     "COMPARISONS",
     "KEYWORDS",
+    "MAX_DEPTH",
     "Binary",
     "Case",
     "Coalesce",
@@ -42,6 +27,7 @@ __all__ = [
     "RequestField",
     "SyntaxLiteral",
     "Unary",
+    "children",
     "parse_syntax",
 ]
 
@@ -64,6 +50,10 @@ _HINTS: Final = {
     "from": "queries are not in the language",
 }
 _QUERY_WORDS: Final = frozenset({"select", "with", "from", "union", "insert", "delete", "drop"})
+
+#: the deepest syntax tree accepted (nested parentheses, a long chain of ``+``): deeper
+#: texts are refused rather than exhausting Python's recursion in the parser or compilers
+MAX_DEPTH: Final = 64
 
 LiteralKind = Literal["int", "float", "string", "bool", "null"]
 _INT64: Final = 2**63
@@ -228,7 +218,34 @@ def parse_syntax(text: str) -> Node:
             hint = "unbalanced ')'"
         problem = hint or f"unexpected {token.describe()} after a complete expression"
         raise ExpressionError(problem, text=text, position=token.position)
+    if _depth(node) > MAX_DEPTH:
+        raise ExpressionError(f"the expression nests more than {MAX_DEPTH} levels deep",
+                              text=text, position=0)  # fmt: skip
     return node
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    """The direct sub-expressions of ``node``, in source order."""
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    if isinstance(node, Coalesce):
+        return node.args
+    if isinstance(node, Case):
+        parts = [part for when in node.whens for part in when]
+        return (*parts, node.otherwise) if node.otherwise is not None else tuple(parts)
+    return ()
+
+
+def _depth(root: Node) -> int:
+    """The depth of the tree (a leaf: 1), without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children(node))
+    return deepest
 
 
 class _Parser:
@@ -236,6 +253,12 @@ class _Parser:
         self.text = text
         self.tokens = tokens
         self.at = 0
+        self.nesting = 0  # open parentheses, coalesce, case, not and unary minus
+
+    def enter(self, token: Token) -> None:
+        self.nesting += 1
+        if self.nesting > MAX_DEPTH:
+            raise self.fail(f"the expression nests more than {MAX_DEPTH} levels deep", token)
 
     def peek(self) -> Token:
         return self.tokens[self.at]
@@ -269,7 +292,10 @@ class _Parser:
         raise self.fail(f"expected '{keyword}' {context}, found {token.describe()}", token)
 
     def expression(self) -> Node:
-        return self.binary(0)
+        self.enter(self.peek())
+        node = self.binary(0)
+        self.nesting -= 1
+        return node
 
     def binary(self, level: int) -> Node:
         if level == 2:
@@ -288,7 +314,10 @@ class _Parser:
         token = self.peek()
         if token.keyword == "not":
             self.advance()
-            return Unary(token.position, "not", self.negation())
+            self.enter(token)
+            node = Unary(token.position, "not", self.negation())
+            self.nesting -= 1
+            return node
         left = self.binary(3)
         op = self.operator(BINARY_LEVELS[2])
         if op is None:
@@ -303,7 +332,10 @@ class _Parser:
         token = self.peek()
         if token.kind == "symbol" and token.text == "-":
             self.advance()
-            return Unary(token.position, "-", self.unary())
+            self.enter(token)
+            node = Unary(token.position, "-", self.unary())
+            self.nesting -= 1
+            return node
         return self.primary()
 
     def primary(self) -> Node:
