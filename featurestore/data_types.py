@@ -9,10 +9,12 @@ import re
 from typing import Final, Literal
 
 __all__ = [
+    "VALUE_TYPE_NAMES",
     "AggregatedKind",
     "NotAggregatable",
     "ValueType",
     "aggregated_kind_of",
+    "value_type_named",
     "value_type_of",
 ]
 
@@ -36,6 +38,19 @@ _INTEGER_NAMES: Final = frozenset(
 )
 _FIXED_POINT: Final = re.compile(r"^(decimal|numeric|number)\((\d+)(?:,(\d+))?\)$")
 _FIXED_POINT_NAMES: Final = ("decimal", "numeric", "number")
+
+
+#: how a yml declaration may name a registry value type (a feature service's request fields):
+#: the type itself, or the first spellings of contract A (README "Feature services")
+VALUE_TYPE_NAMES: Final[dict[str, ValueType]] = {
+    "int": "int", "float": "float", "bool": "bool", "string": "string", "timestamp": "timestamp",
+    "integer": "int", "number": "float", "boolean": "bool",
+}  # fmt: skip
+
+
+def value_type_named(name: object) -> ValueType | None:
+    """The registry value type a declaration names (:data:`VALUE_TYPE_NAMES`; ``None``: none)."""
+    return VALUE_TYPE_NAMES.get(name) if isinstance(name, str) else None
 
 
 class NotAggregatable(ValueError):

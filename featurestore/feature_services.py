@@ -19,7 +19,8 @@ together as one ``RegistryError``):
 * service names are unique (also across dbt packages), the owner has an email or a name;
 * ``features`` is a non-empty list of distinct names of stored features of the project;
 * ``request_fields`` maps identifiers to registry value types (``int``, ``float``, ``bool``,
-  ``string``, ``timestamp``);
+  ``string``, ``timestamp``; contract A's ``integer``, ``number`` and ``boolean`` are read as
+  ``int``, ``float`` and ``bool``);
 * each request feature has an identifier ``name``, an ``expression`` and a ``description``;
   its name is no stored feature's name (of any view: the online API addresses features by
   bare name), no request field's and no other request feature's of the service;
@@ -42,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, get_args
 
-from featurestore.data_types import ValueType
+from featurestore.data_types import ValueType, value_type_named
 from featurestore.expressions import Expression, ExpressionError, parse_expression
 from featurestore.suggestions import did_you_mean
 
@@ -275,16 +276,18 @@ def _read_request_fields(where: str, declared: object, problems: list[str]) -> l
         )
         return []
     fields: list[RequestField] = []
-    for name, value_type in declared.items():
+    for name, declared_type in declared.items():
+        value_type = value_type_named(declared_type)
         if not isinstance(name, str) or not _IDENTIFIER.match(name):
             problems.append(
                 f"{where}: request_fields: {name!r} is not a valid name (letters, digits and "
                 "underscores, not starting with a digit)"
             )
-        elif value_type not in _VALUE_TYPES:
+        elif value_type is None:
             problems.append(
-                f"{where}: request_fields: {name}: type {value_type!r} is not a registry value "
-                f"type ({', '.join(_VALUE_TYPES)})"
+                f"{where}: request_fields: {name}: type {declared_type!r} is not a registry "
+                f"value type ({', '.join(_VALUE_TYPES)}; integer, number and boolean are read "
+                "as int, float and bool)"
             )
         else:
             fields.append(RequestField(name, value_type))

@@ -180,6 +180,19 @@ def test_a_service_is_read_with_its_features_request_fields_and_request_features
     assert flag.expression.features == ("order_count_7d", "refund_rate_30d")
 
 
+def test_contract_a_spellings_of_request_field_types() -> None:
+    spelled = {"amount": "number", "count": "integer", "flag": "boolean", "at": "timestamp"}
+    registry = registry_from_manifest(
+        _manifest(_exposure("scorer_v1", _service(request_fields=spelled)))
+    )
+    assert registry.feature_service("scorer_v1").request_types() == {
+        "amount": "float",
+        "count": "int",
+        "flag": "bool",
+        "at": "timestamp",
+    }
+
+
 def test_a_service_without_request_fields_or_request_features() -> None:
     minimal = {"features": ["refund_rate_30d", "shop_category"]}
     registry = registry_from_manifest(_manifest(_exposure("shop_scorer", minimal)))
@@ -340,10 +353,16 @@ INVALID: list[tuple[str, Edit, str]] = [
         "request_fields: 'a.b' is not a valid name",
     ),
     (
-        "request-field-type-number",
-        _meta_edit(request_fields={**AMOUNT, "amount": "number"}),
-        "request_fields: amount: type 'number' is not a registry value type "
-        "(int, float, bool, string, timestamp)",
+        "request-field-type-decimal",
+        _meta_edit(request_fields={**AMOUNT, "amount": "decimal"}),
+        "request_fields: amount: type 'decimal' is not a registry value type "
+        "(int, float, bool, string, timestamp; integer, number and boolean are read as int, "
+        "float and bool)",
+    ),
+    (
+        "request-field-type-case",
+        _meta_edit(request_fields={**AMOUNT, "amount": "Float"}),
+        "request_fields: amount: type 'Float' is not a registry value type",
     ),
     (
         "request-field-type-missing",
