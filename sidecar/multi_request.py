@@ -235,7 +235,11 @@ class MultiParser:
             raise ApiError(422, "NOT_ONLINE", str(service.problem), "feature_service")
         self._check_values(len(items), len(service.shape.wanted) + len(service.request_features))
         request = self._keys(service.shape, items)
-        data = self._request_data(service, document.get("request_data"), len(items))
+        data = (
+            self._request_data(service, document["request_data"], len(items))
+            if "request_data" in document
+            else [{}] * len(items)
+        )
         return MultiRequest(
             shape=request.shape,
             raw=request.raw,
@@ -248,8 +252,6 @@ class MultiParser:
     @staticmethod
     def _request_data(service: ServicePlan, data: object, items: int) -> list[dict[str, Any]]:
         """The request values per item, checked against the service's request fields."""
-        if data is None:
-            return [{}] * items
         if not isinstance(data, list):
             raise type_error("request_data", "a list", data)
         if len(data) != items:
