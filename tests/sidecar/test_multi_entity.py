@@ -528,3 +528,57 @@ def test_service_scopes(service_server: SidecarServer) -> None:
         assert users_only.get("/api/v1/registry").json()["feature_services"] == {}
     with service_server.client() as unscoped:
         assert set(unscoped.get("/api/v1/registry").json()["feature_services"]) == {SERVICE, EDGE}
+
+
+def test_request_time_values_equal_the_warehouses_training_values(
+    client: httpx.Client, demo_warehouse: Warehouse, reference: Reference
+) -> None:
+    """Parity: the same declaration evaluated by the sidecar (compile_python over the served
+    values) and by the warehouse (get_historical_features(feature_service=...): to_sql over
+    the as-of joined values), for one spine row per entities item at the serving time.
+    Compared where both sides joined the same average (the stored values' own online/offline
+    agreement is the skew check's business); those rows must be most of them and include a
+    null amount, an amount of 0 and a null average."""
+    import pandas as pd
+
+    from featurestore.historical import get_historical_features
+    from tests.warehouse import REPO
+
+    rows = rows_of(reference)[:-1]
+    data = service_data(len(rows))
+    response = client.post(
+        RETRIEVE, json={"feature_service": SERVICE, "entities": rows, "request_data": data}
+    )
+    assert response.status_code == 200
+    served = response.json()["results"]
+    spine = pd.DataFrame(
+        [
+            {**row, "event_timestamp": NOW.replace(tzinfo=None), "amount": request.get("amount")}
+            for row, request in zip(rows, data, strict=True)
+        ]
+    )
+    spine["amount"] = spine["amount"].astype("float64")
+    with pytest.MonkeyPatch.context() as patch:
+        demo_warehouse.use(patch)
+        training = get_historical_features(spine, feature_service=SERVICE, project_dir=REPO)
+    compared = []
+    for result, (_, row) in zip(served, training.iterrows(), strict=True):
+        average = result["features"]["avg_order_value_90d"]["value"]
+        offline = row["avg_order_value_90d"]
+        offline = None if pd.isna(offline) else float(offline)
+        if (average is None) != (offline is None) or (
+            average is not None and offline is not None and abs(average - offline) > 1e-9
+        ):
+            continue  # the stored value differs online and offline: not this comparison's
+        online_value = result["features"]["amount_over_avg_90d"]["value"]
+        warehouse_value = row["amount_over_avg_90d"]
+        warehouse_value = None if pd.isna(warehouse_value) else float(warehouse_value)
+        if online_value is None:
+            assert warehouse_value is None, (result, row.to_dict())
+        else:
+            assert warehouse_value == pytest.approx(online_value, rel=1e-12), (result, row)
+        amount = row["amount"]
+        compared.append((None if pd.isna(amount) else amount, average is None))
+    assert len(compared) >= len(rows) * 3 // 4, (len(compared), len(rows))
+    amounts = {amount for amount, _ in compared}
+    assert None in amounts and 0 in amounts and any(no_avg for _, no_avg in compared), compared
