@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from typing import Any, Final, get_args
 
 from featurestore.data_types import ValueType
+from featurestore.registry import FeatureService
 from featurestore.windows import AGGREGATIONS
 from sidecar.breaker import State
 from sidecar.endpoints import ENDPOINTS, RETRIEVE, Endpoint
@@ -69,6 +70,14 @@ FIXED_SCHEMAS: Final = (
     "RegistryFeature",
     "RegistryLimits",
     "Aggregation",
+    "RetrieveBody",
+    "MultiEntityRequest",
+    "MultiEntityItem",
+    "RetrieveAnswer",
+    "MultiEntityResponse",
+    "MultiEntityResult",
+    "RegistryFeatureService",
+    "RegistryRequestFeature",
 )
 _SUFFIXES: Final = ("Request", "Key", "KeyString", "KeyObject", "Feature")
 _VALUE_TYPES: Final = list(get_args(ValueType))
@@ -107,10 +116,14 @@ def entity_schema_names(entities: list[str]) -> dict[str, str]:
 
 
 def build_openapi(
-    plans: Mapping[str, EntityPlan], settings: Settings, visible: Visibility | None = None
+    plans: Mapping[str, EntityPlan],
+    settings: Settings,
+    visible: Visibility | None = None,
+    services: Mapping[str, FeatureService] | None = None,
 ) -> dict[str, Any]:
     """The document for these entity plans, limits and open endpoints, naming only the
-    entities and features in ``visible`` (None: every one)."""
+    entities and features in ``visible`` (None: every one), and the feature services in
+    ``services`` that ``visible`` lists (None: every one)."""
     open_endpoints = settings.open_endpoints
     shown = _visible_features(plans, visible)
     stems = entity_schema_names(list(plans))
@@ -119,6 +132,15 @@ def build_openapi(
         schemas.update(_entity_schemas(plans[entity], stems[entity], shown[entity], settings))
     schemas.update(_fixed_schemas(settings))
     schemas["RetrieveRequest"] = _retrieve_request(plans, shown, stems)
+    schemas["MultiEntityRequest"] = _multi_request(plans, shown, settings)
+    schemas["MultiEntityItem"] = _multi_item(plans, shown, settings)
+    callable_services = [
+        service
+        for name, service in (services or {}).items()
+        if visible is None or name in visible.feature_services
+    ]
+    service_requests = _service_schemas(plans, callable_services, settings, schemas)
+    schemas["RetrieveBody"]["oneOf"] += [_ref(name) for name in service_requests]
     if shown:
         del schemas["AnyEntityRequest"]
     degraded_header = {
@@ -142,7 +164,7 @@ def build_openapi(
         }
 
     retrieve_responses: dict[str, Any] = {
-        "200": {**_json(_ref("RetrieveResponse"), "Feature values."), "headers": degraded_header},
+        "200": {**_json(_ref("RetrieveAnswer"), "Feature values."), "headers": degraded_header},
         "400": _error("The body is not JSON."),
         **auth_errors(RETRIEVE),
         "413": _error(f"The body is over {settings.max_body_bytes} bytes."),
@@ -153,7 +175,7 @@ def build_openapi(
         "retrieve": {
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("RetrieveRequest")}},
+                "content": {"application/json": {"schema": _ref("RetrieveBody")}},
             }
         },
         "registry": {},
@@ -328,6 +350,187 @@ def _retrieve_request(
     }
 
 
+def _multi_request(
+    plans: Mapping[str, EntityPlan], shown: Mapping[str, list[str]], settings: Settings
+) -> dict[str, Any]:
+    """The multi-entity form (contract C): any visible online features of any entities,
+    each ``entities`` item naming exactly the key columns of the entities those features
+    belong to (said with ``if``/``then`` per entity and per key column, so that the schema
+    accepts what the server accepts and nothing else)."""
+    names = sorted(f for features in shown.values() for f in features)
+    feature: dict[str, Any] = {"type": "string", "minLength": 1}
+    if names:
+        feature = {"type": "string", "enum": names}
+    rules: list[dict[str, Any]] = []
+    owners: dict[str, list[str]] = {}  # key column -> the visible features needing it
+    for entity in sorted(shown):
+        features = shown[entity]
+        for column in plans[entity].key_columns:
+            owners.setdefault(column, []).extend(features)
+        rules.append(
+            {  # a feature of the entity asked for: every item names its key columns
+                "if": _asks(features),
+                "then": _each_item({"required": list(plans[entity].key_columns)}),
+            }
+        )
+    for column, features in owners.items():
+        rules.append(
+            {  # no feature asked for needs the column: no item names it
+                "if": {"not": _asks(sorted(set(features)))},
+                "then": _each_item({"not": {"required": [column]}}),
+            }
+        )
+    schema: dict[str, Any] = {
+        "title": "multi-entity request",
+        "type": "object",
+        "description": "Features of any entities for each entities item (one object naming "
+        "every key column those features' entities need, and no other); one result per "
+        "item, in order, with the features in the order asked.",
+        "additionalProperties": False,
+        "required": ["features", "entities"],
+        "properties": {
+            "features": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": settings.max_features,
+                "items": feature,
+                "description": "Online features of any entities; a repeated name is answered once.",
+            },
+            "entities": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": settings.max_keys,
+                "items": _ref("MultiEntityItem"),
+            },
+        },
+    }
+    if rules:
+        schema["allOf"] = rules
+    return schema
+
+
+def _service_schemas(
+    plans: Mapping[str, EntityPlan],
+    services: list[FeatureService],
+    settings: Settings,
+    schemas: dict[str, Any],
+) -> list[str]:
+    """Add each feature service's request schemas to ``schemas`` (``Service<Name>Request``,
+    its ``...Item`` and ``...RequestData``, numbered on a clash); their request names."""
+    max_part = settings.max_key_part_chars
+    names = []
+    for service in services:
+        words = re.findall(r"[A-Za-z0-9]+", service.name)
+        base = "Service" + "".join(w[:1].upper() + w[1:] for w in words)
+        stem, number = base, 1
+        while any(stem + suffix in schemas for suffix in ("Request", "Item", "RequestData")):
+            number += 1
+            stem = f"{base}{number}"
+        columns: dict[str, Any] = {}
+        for entity in service.entities:
+            plan = plans[entity]
+            for column, value_type in zip(plan.key_columns, plan.key_types, strict=True):
+                columns.setdefault(
+                    column,
+                    {"type": ["string", "integer"] if value_type == "int" else "string",
+                     "minLength": 1, "maxLength": max_part},
+                )  # fmt: skip
+        fields: dict[str, Any] = {}
+        for field in service.request_fields:
+            fields[field.name] = {"type": [_JSON_TYPES[field.value_type], "null"]}
+            if field.value_type == "timestamp":
+                fields[field.name]["format"] = "date-time"
+        schemas[f"{stem}Item"] = {
+            "type": "object",
+            "description": f"The keys of one {service.name} request: every key column of "
+            f"its entities ({', '.join(service.entities)}).",
+            "additionalProperties": False,
+            "required": list(columns),
+            "properties": columns,
+        }
+        schemas[f"{stem}RequestData"] = {
+            "type": "object",
+            "description": f"The request fields of {service.name} for one entities item "
+            "(null, or left out: null).",
+            "additionalProperties": False,
+            "properties": fields,
+        }
+        schemas[f"{stem}Request"] = {
+            "title": f"{service.name} request",
+            "type": "object",
+            "description": service.description or f"Feature service {service.name}.",
+            "additionalProperties": False,
+            "required": ["feature_service", "entities"],
+            "properties": {
+                "feature_service": {"type": "string", "const": service.name},
+                "entities": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": settings.max_keys,
+                    "items": _ref(f"{stem}Item"),
+                },
+                "request_data": {
+                    "type": "array",
+                    "maxItems": settings.max_keys,
+                    "description": "One object per entities item, in the same order (the "
+                    "lengths must be equal).",
+                    "items": _ref(f"{stem}RequestData"),
+                },
+            },
+        }
+        names.append(f"{stem}Request")
+    return names
+
+
+#: the JSON type of each registry value type (timestamps: ISO 8601 strings)
+_JSON_TYPES: Final[dict[ValueType, str]] = {
+    "int": "integer", "float": "number", "bool": "boolean", "string": "string",
+    "timestamp": "string",
+}  # fmt: skip
+
+
+def _asks(features: list[str]) -> dict[str, Any]:
+    """A request whose ``features`` contain one of ``features``."""
+    return {
+        "required": ["features"],
+        "properties": {"features": {"contains": {"enum": features}}},
+    }
+
+
+def _each_item(rule: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": {"entities": {"items": rule}}}
+
+
+def _multi_item(
+    plans: Mapping[str, EntityPlan], shown: Mapping[str, list[str]], settings: Settings
+) -> dict[str, Any]:
+    """An ``entities`` item: the key columns of the visible entities, each as the server
+    takes it (a non-empty string of at most the key part limit; an integer too for an
+    integer column)."""
+    max_part = settings.max_key_part_chars
+    properties: dict[str, Any] = {}
+    for entity in sorted(shown):
+        plan = plans[entity]
+        for column, value_type in zip(plan.key_columns, plan.key_types, strict=True):
+            properties.setdefault(
+                column,
+                {"type": ["string", "integer"] if value_type == "int" else "string",
+                 "minLength": 1, "maxLength": max_part},
+            )  # fmt: skip
+    item: dict[str, Any] = {
+        "type": "object",
+        "description": "key column -> value: every key column of every entity the "
+        "features asked for belong to (e.g. user_id, merchant_id, device_id), and no other.",
+        "minProperties": 1,
+    }
+    if properties:
+        item["properties"] = properties
+        item["additionalProperties"] = False
+    else:
+        item["additionalProperties"] = _ref("KeyValue")
+    return item
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "type": [schema["type"], "null"]}
 
@@ -354,6 +557,42 @@ def _fixed_schemas(settings: Settings) -> dict[str, Any]:
                     "minItems": 1,
                     "maxItems": settings.max_features,
                     "items": {"type": "string", "minLength": 1},
+                },
+            },
+        },
+        "RetrieveBody": {
+            "description": "The single-entity request (entity_name, entity_keys, features) "
+            "or the multi-entity one (features, entities: no entity_name).",
+            "oneOf": [_ref("RetrieveRequest"), _ref("MultiEntityRequest")],
+        },
+        "RetrieveAnswer": {
+            "description": "The answer of the form sent.",
+            "oneOf": [_ref("RetrieveResponse"), _ref("MultiEntityResponse")],
+        },
+        "MultiEntityResult": {
+            "type": "object",
+            "required": ["entities", "features"],
+            "properties": {
+                "entities": _ref("MultiEntityItem"),
+                "features": {
+                    "type": "object",
+                    "description": "feature name -> its answer, in the order asked",
+                    "additionalProperties": _ref("FeatureValue"),
+                },
+            },
+        },
+        "MultiEntityResponse": {
+            "type": "object",
+            "required": ["feature_service", "results"],
+            "properties": {
+                "feature_service": {
+                    "type": ["string", "null"],
+                    "description": "The feature service answered (null for a features list).",
+                },
+                "results": {
+                    "type": "array",
+                    "description": "One result per entities item, in the request's order.",
+                    "items": _ref("MultiEntityResult"),
                 },
             },
         },
@@ -537,7 +776,53 @@ def _fixed_schemas(settings: Settings) -> dict[str, Any]:
                     "additionalProperties": _ref("RegistryFeatureView"),
                 },
                 "features": {"type": "object", "additionalProperties": _ref("RegistryFeature")},
+                "feature_services": {
+                    "type": "object",
+                    "description": "The feature services the key may call.",
+                    "additionalProperties": _ref("RegistryFeatureService"),
+                },
                 "limits": _ref("RegistryLimits"),
+            },
+        },
+        "RegistryFeatureService": {
+            "type": "object",
+            "required": [
+                "owner",
+                "description",
+                "entities",
+                "keys",
+                "features",
+                "request_fields",
+                "request_features",
+            ],
+            "properties": {
+                "owner": text,
+                "description": text,
+                "entities": {"type": "array", "items": text},
+                "keys": {
+                    "type": "array",
+                    "items": text,
+                    "description": "The key columns each entities item names.",
+                },
+                "features": {"type": "array", "items": text},
+                "request_fields": {
+                    "type": "object",
+                    "description": "request field -> its value type",
+                    "additionalProperties": {"type": "string", "enum": _VALUE_TYPES},
+                },
+                "request_features": {
+                    "type": "object",
+                    "additionalProperties": _ref("RegistryRequestFeature"),
+                },
+            },
+        },
+        "RegistryRequestFeature": {
+            "type": "object",
+            "required": ["expression", "type", "description"],
+            "properties": {
+                "expression": text,
+                "type": {"type": "string", "enum": _VALUE_TYPES},
+                "description": text,
             },
         },
     }

@@ -21,6 +21,7 @@ from sidecar.cache import LFUCache
 from sidecar.documents import Documents
 from sidecar.fragments import CachedRecord
 from sidecar.metrics import Metrics
+from sidecar.multi_retrieval import MultiRetriever
 from sidecar.plans import plan_entities
 from sidecar.request_body import RequestParser
 from sidecar.retrieval import CacheKey, Retriever, StoreReader
@@ -59,7 +60,10 @@ class Sidecar:
         self.registry = registry
         self.plans = plan_entities(registry)
         self.requests = RequestParser(
-            self.plans, Selector(registry, self.plans, settings.max_values), settings
+            self.plans,
+            Selector(registry, self.plans, settings.max_values),
+            settings,
+            registry.feature_services,
         )
         self.documents = Documents(registry, self.plans, settings)
         self.auth = Authenticator(settings.api_keys, settings.open_endpoints)
@@ -107,6 +111,8 @@ class Sidecar:
             self.metrics,
             clock.now,
         )
+
+        self.multi = MultiRetriever(self.retriever)
 
     def _circuit(self, state: State) -> None:
         self.metrics.circuit(state)
