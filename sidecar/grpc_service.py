@@ -77,7 +77,7 @@ GRPC_CODES: Final[dict[int, grpc.StatusCode]] = {
 }
 
 Request = TypeVar("Request", bound=Message)
-Response = TypeVar("Response", bound=Message)
+Response = TypeVar("Response", bound=Message | bytes)
 Context = grpc.aio.ServicerContext[Message, Message]
 
 
@@ -95,8 +95,9 @@ class FeatureServing:
 
     async def retrieve_features(
         self, request: pb.RetrieveFeaturesRequest, context: Context
-    ) -> pb.RetrieveFeaturesResponse:
-        """``RetrieveFeatures``: the design document's single-entity request."""
+    ) -> bytes:
+        """``RetrieveFeatures``: the design document's single-entity request (the response
+        serialized already: :func:`~sidecar.grpc_messages.features_response`)."""
         sidecar = self.sidecar
         principal = self._principal(context)
         parsed = sidecar.requests.validate(features_document(request), principal)
@@ -210,8 +211,9 @@ class FeatureServing:
         return call
 
 
-def _serialize_message(message: Message) -> bytes:
-    return message.SerializeToString()
+def _serialize_message(message: Message | bytes) -> bytes:
+    """A response message's bytes (a response written as bytes already, as is)."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
 
 
 async def start_grpc_server(
