@@ -23,13 +23,14 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
 from featurestore.data_types import ValueType
 from featurestore.grpc_api import serving_pb2 as pb
-from featurestore.timestamps import micros
+from featurestore.registry import Registry
+from featurestore.timestamps import iso_micros, micros
 from sidecar.plans import FeaturePlan
 
 __all__ = [
@@ -39,7 +40,11 @@ __all__ = [
     "features_document",
     "features_response",
     "key_document",
+    "service_document",
+    "service_response",
     "timestamp_fields",
+    "value_document",
+    "value_kinds",
 ]
 
 #: registry value type -> the field of ``Value`` that carries it
@@ -177,28 +182,21 @@ def _value(kind: str, value: Any) -> bytes:
     return _field(tag, _timestamp(value))
 
 
-def features_response(
-    body: bytes,
-    keys: Sequence[pb.EntityKey],
-    features: Iterable[FeaturePlan],
-    degraded: bool,
-) -> bytes:
-    """The serialized ``RetrieveFeaturesResponse`` of a REST response ``body`` (the
-    retriever's JSON) to the request whose ``entity_keys`` were ``keys`` (echoed as sent)
-    and whose selection's features are ``features`` (their value types). A null value
-    leaves ``FeatureValue.value`` unset; an answer without a timestamp leaves
-    ``timestamp`` unset."""
-    document = orjson.loads(body)
-    kinds = {plan.name: VALUE_KINDS[plan.value_type] for plan in features}
+def _results(
+    out: list[bytes],
+    results: Iterable[tuple[bytes, Mapping[str, Any]]],
+    kinds: Mapping[str, str],
+) -> None:
+    """Append the ``results`` (field 2) of a response: per result its key's field 1 (the
+    bytes given) and its ``features`` map (field 2) from the REST answers."""
     # per (timestamp, status, reason): FeatureValue's fields 2-4, shared by a record's
     # features; per feature: the map entry's key field and the value's tag
     tails: dict[tuple[str | None, str, str | None], bytes] = {}
     heads: dict[str, bytes] = {}
     varint = _varint
-    out = [_field(b"\x0a", document["entity_name"].encode())]
-    for key, result in zip(keys, document["results"], strict=True):
-        parts = [_field(b"\x0a", key.SerializeToString())]
-        for name, answer in result["features"].items():
+    for key_field, answers in results:
+        parts = [key_field]
+        for name, answer in answers.items():
             value = answer["value"]
             stamp = answer["timestamp"]
             status = answer["status"]
@@ -213,7 +211,8 @@ def features_response(
             if value is None:
                 answer_bytes = tail
             else:
-                typed = _value(kinds[name], value)
+                kind = kinds.get(name)
+                typed = _value(_json_kind(value) if kind is None else kind, value)
                 answer_bytes = b"\x0a" + varint(len(typed)) + typed + tail
             head = heads.get(name)
             if head is None:
@@ -222,6 +221,119 @@ def features_response(
             parts.append(b"\x12" + varint(len(entry)) + entry)
         result_bytes = b"".join(parts)
         out.append(b"\x12" + varint(len(result_bytes)) + result_bytes)
+
+
+def _json_kind(value: object) -> str:
+    """The kind of a value whose feature has no registry type (never expected)."""
+    if isinstance(value, bool):
+        return "bool_value"
+    if isinstance(value, int):
+        return "int64_value"
+    if isinstance(value, float):
+        return "double_value"
+    return "string_value"
+
+
+def features_response(
+    body: bytes,
+    keys: Sequence[pb.EntityKey],
+    features: Iterable[FeaturePlan],
+    degraded: bool,
+) -> bytes:
+    """The serialized ``RetrieveFeaturesResponse`` of a REST response ``body`` (the
+    retriever's JSON) to the request whose ``entity_keys`` were ``keys`` (echoed as sent)
+    and whose selection's features are ``features`` (their value types). A null value
+    leaves ``FeatureValue.value`` unset; an answer without a timestamp leaves
+    ``timestamp`` unset."""
+    document = orjson.loads(body)
+    kinds = {plan.name: VALUE_KINDS[plan.value_type] for plan in features}
+    out = [_field(b"\x0a", document["entity_name"].encode())]
+    _results(
+        out,
+        (
+            (_field(b"\x0a", key.SerializeToString()), result["features"])
+            for key, result in zip(keys, document["results"], strict=True)
+        ),
+        kinds,
+    )
     if degraded:
         out.append(b"\x18\x01")
     return b"".join(out)
+
+
+# --- the multi-entity form (RetrieveFeatureService, contract C) ----------------------------------
+
+
+def value_document(value: pb.Value) -> object:
+    """A typed value as JSON: its number, boolean or string, a timestamp as ISO 8601 UTC,
+    None when no kind is set."""
+    kind = value.WhichOneof("kind")
+    if kind is None:
+        return None
+    if kind == "timestamp_value":
+        stamp = value.timestamp_value
+        return iso_micros(stamp.seconds * 1_000_000 + stamp.nanos // 1000)
+    typed: object = getattr(value, kind)
+    return typed
+
+
+def service_document(request: pb.RetrieveFeatureServiceRequest) -> dict[str, object]:
+    """The REST body of the same multi-entity request: ``feature_service`` when set,
+    ``features`` when given (or when no service is named), ``entities``, and
+    ``request_data`` when it has rows."""
+    document: dict[str, object] = {}
+    if request.HasField("feature_service"):
+        document["feature_service"] = request.feature_service
+    if request.features or not request.HasField("feature_service"):
+        document["features"] = list(request.features)
+    document["entities"] = [columns_document(row) for row in request.entities]
+    if request.request_data:
+        document["request_data"] = [
+            {name: value_document(value) for name, value in row.fields.items()}
+            for row in request.request_data
+        ]
+    return document
+
+
+def _key_columns(columns: Mapping[str, object]) -> bytes:
+    """A ``KeyColumns`` message of a JSON object of strings and integers (as sent)."""
+    entries = []
+    for name, value in columns.items():
+        part = (
+            _field(b"\x0a", value.encode())
+            if isinstance(value, str)
+            else b"\x10" + _varint(int(cast(int, value)))
+        )
+        entry = _field(b"\x0a", name.encode()) + _field(b"\x12", part)
+        entries.append(_field(b"\x0a", entry))
+    return b"".join(entries)
+
+
+def service_response(body: bytes, kinds: Mapping[str, str], degraded: bool) -> bytes:
+    """The serialized ``RetrieveFeatureServiceResponse`` of a REST multi-entity response
+    ``body``; ``kinds``: each feature's ``Value`` kind (:func:`value_kinds`)."""
+    document = orjson.loads(body)
+    out = []
+    if document.get("feature_service") is not None:
+        out.append(_field(b"\x0a", document["feature_service"].encode()))
+    _results(
+        out,
+        (
+            (_field(b"\x0a", _key_columns(result["entities"])), result["features"])
+            for result in document["results"]
+        ),
+        kinds,
+    )
+    if degraded:
+        out.append(b"\x18\x01")
+    return b"".join(out)
+
+
+def value_kinds(registry: Registry) -> dict[str, str]:
+    """Every feature's ``Value`` kind by name: the registry's features, and the
+    request-time features of its feature services (their expression's type)."""
+    kinds = {name: VALUE_KINDS[feature.value_type] for name, feature in registry.features.items()}
+    for service in registry.feature_services.values():
+        for feature in service.request_features:
+            kinds[feature.name] = VALUE_KINDS[feature.expression.value_type]
+    return kinds

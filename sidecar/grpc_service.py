@@ -41,7 +41,15 @@ from google.protobuf.message import DecodeError, Message
 from featurestore.grpc_api import serving_pb2 as pb
 from sidecar.auth import ApiKey
 from sidecar.errors import ApiError
-from sidecar.grpc_messages import features_document, features_response
+from sidecar.grpc_messages import (
+    features_document,
+    features_response,
+    service_document,
+    service_response,
+    value_kinds,
+)
+from sidecar.multi_request import MultiRequest
+from sidecar.request_body import RetrieveRequest
 from sidecar.state import Sidecar
 
 __all__ = [
@@ -92,6 +100,8 @@ class FeatureServing:
 
     def __init__(self, sidecar: Sidecar) -> None:
         self.sidecar = sidecar
+        #: every feature's Value kind (the multi-entity answers name features of any entity)
+        self.kinds = value_kinds(sidecar.registry)
 
     async def retrieve_features(
         self, request: pb.RetrieveFeaturesRequest, context: Context
@@ -101,6 +111,8 @@ class FeatureServing:
         sidecar = self.sidecar
         principal = self._principal(context)
         parsed = sidecar.requests.validate(features_document(request), principal)
+        if not isinstance(parsed, RetrieveRequest):  # (a body with entity_name never is)
+            raise AssertionError("a single-entity body parsed as a multi-entity one")
         served_log = sidecar.served_log
         at = sidecar.clock.now() if served_log is not None else None
         payload, degraded = await sidecar.retriever.retrieve(parsed, at)
@@ -116,16 +128,19 @@ class FeatureServing:
 
     async def retrieve_feature_service(
         self, request: pb.RetrieveFeatureServiceRequest, context: Context
-    ) -> pb.RetrieveFeatureServiceResponse:
-        """``RetrieveFeatureService``: the multi-entity request (contract C), not served
-        yet: the sidecar's REST API does not have it on this branch."""
-        self._principal(context)
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "RetrieveFeatureService (feature services and multi-entity requests) is not "
-            "served by this sidecar yet; use RetrieveFeatures, one entity per call",
-        )
-        raise AssertionError("abort raises")  # pragma: no cover
+    ) -> bytes:
+        """``RetrieveFeatureService``: the multi-entity request (contract C), validated and
+        answered as REST's multi-entity form (:mod:`sidecar.multi_request`,
+        :mod:`sidecar.multi_retrieval`)."""
+        sidecar = self.sidecar
+        principal = self._principal(context)
+        parsed = sidecar.requests.validate(service_document(request), principal)
+        if not isinstance(parsed, MultiRequest):  # (a body without entity_name never is)
+            raise AssertionError("a multi-entity body parsed as a single-entity one")
+        payload, degraded = await sidecar.multi.retrieve(parsed)
+        if degraded:
+            context.set_trailing_metadata((DEGRADED_METADATA,))
+        return service_response(payload, self.kinds, degraded)
 
     def _principal(self, context: Context) -> ApiKey:
         presented = [
@@ -197,9 +212,7 @@ class FeatureServing:
                 code = GRPC_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
                 await context.abort(code, exc.message, trailing_metadata=tuple(trailing))
                 raise  # (abort raises)
-            except grpc.aio.AbortError:
-                if status == 500:  # aborted by the method itself (UNIMPLEMENTED)
-                    status = 501
+            except grpc.aio.AbortError:  # a method's own abort: answered as it says
                 raise
             except Exception:
                 log.exception("gRPC %s failed", route)

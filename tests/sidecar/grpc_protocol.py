@@ -178,3 +178,83 @@ class Grpc:
         degraded = trailing.get("x-featurestore-degraded") == "1"
         assert degraded == response.degraded, (trailing, response.degraded)
         return Answer(response_json(response, body["features"]), degraded)
+
+
+# --- the multi-entity form (RetrieveFeatureService) ---------------------------------------------
+
+
+def columns_message(columns: dict[str, Any]) -> pb.KeyColumns:
+    return pb.KeyColumns(
+        columns={
+            name: pb.KeyPart(int64_value=value)
+            if isinstance(value, int)
+            else pb.KeyPart(string_value=value)
+            for name, value in columns.items()
+        }
+    )
+
+
+def value_message(value: Any) -> pb.Value:
+    if value is None:
+        return pb.Value()
+    if isinstance(value, bool):
+        return pb.Value(bool_value=value)
+    if isinstance(value, int):
+        return pb.Value(int64_value=value)
+    if isinstance(value, float):
+        return pb.Value(double_value=value)
+    return pb.Value(string_value=value)
+
+
+def service_request_message(body: dict[str, Any]) -> pb.RetrieveFeatureServiceRequest:
+    request = pb.RetrieveFeatureServiceRequest(
+        features=body.get("features", []),
+        entities=[columns_message(row) for row in body["entities"]],
+        request_data=[
+            pb.RequestRow(fields={k: value_message(v) for k, v in row.items()})
+            for row in body.get("request_data", [])
+        ],
+    )
+    if "feature_service" in body:
+        request.feature_service = body["feature_service"]
+    return request
+
+
+def service_response_json(response: pb.RetrieveFeatureServiceResponse) -> dict[str, Any]:
+    return {
+        "feature_service": response.feature_service
+        if response.HasField("feature_service")
+        else None,
+        "results": [
+            {
+                "entities": {
+                    name: part.int64_value if part.HasField("int64_value") else part.string_value
+                    for name, part in result.entities.columns.items()
+                },
+                "features": {name: answer_json(answer) for name, answer in result.features.items()},
+            }
+            for result in response.results
+        ],
+    }
+
+
+def retrieve_service(client: Grpc, body: dict[str, Any], key: str | None = API_KEY) -> Answer:
+    """``RetrieveFeatureService`` of a REST multi-entity body, answered as a REST document."""
+    metadata = [("x-api-key", key)] if key else []
+    try:
+        response, call = client.stub.RetrieveFeatureService.with_call(
+            service_request_message(body), metadata=metadata, timeout=30
+        )
+    except grpc.RpcError as error:
+        trailing = dict(error.trailing_metadata() or ())
+        return Answer(
+            None,
+            False,
+            error.code(),
+            trailing.get("x-featurestore-error-code"),
+            trailing.get("x-featurestore-error-field"),
+            error.details(),
+        )
+    degraded = dict(call.trailing_metadata() or ()).get("x-featurestore-degraded") == "1"
+    assert degraded == response.degraded
+    return Answer(service_response_json(response), degraded)

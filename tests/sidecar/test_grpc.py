@@ -9,6 +9,7 @@ asked the same requests over both protocols (:mod:`tests.sidecar.grpc_protocol`)
   RESOURCE_EXHAUSTED, never INTERNAL;
 * one cache, one set of metrics: a REST request warms the cache a gRPC request hits;
 * a Redis killed under gRPC calls: defaults, degraded (field and trailer), no error;
+* RetrieveFeatureService answers as REST's multi-entity form (contract C);
 * ``--workers 2``: both workers serve the gRPC port (SO_REUSEPORT).
 """
 
@@ -37,6 +38,7 @@ from tests.sidecar.grpc_protocol import (
     Grpc,
     Rest,
     request_message,
+    retrieve_service,
 )
 from tests.sidecar.harness import (
     API_KEY,
@@ -314,19 +316,65 @@ def test_api_keys_and_scopes(
         assert secret not in output
 
 
-def test_feature_service_rpc_is_unimplemented_for_now(grpc_client: Grpc) -> None:
-    """RetrieveFeatureService waits for the REST multi-entity form: UNIMPLEMENTED, saying
-    so, after the key is checked."""
-    request = pb.RetrieveFeatureServiceRequest(feature_service="fraud_model_v1")
-    with pytest.raises(grpc.RpcError) as error:
-        grpc_client.stub.RetrieveFeatureService(request, timeout=10)
-    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    with pytest.raises(grpc.RpcError) as error:
-        grpc_client.stub.RetrieveFeatureService(
-            request, metadata=[("x-api-key", API_KEY)], timeout=10
-        )
-    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "RetrieveFeatureService" in (error.value.details() or "")
+def test_feature_service_rpc_answers_as_rest_multi_entity(
+    rest_client: Rest, grpc_client: Grpc, registry: Registry, reference: Reference
+) -> None:
+    """RetrieveFeatureService (contract C): random rows of user, merchant and device keys
+    with features of the three entities (known and unknown keys, repeated rows): the answer,
+    turned back into JSON, is REST's multi-entity answer; its errors are REST's."""
+    rng = random.Random(9)
+    features_by_entity = {
+        entity: list(registry.views[view].feature_names()) for entity, view in ENTITY_VIEWS.items()
+    }
+    pairs = sorted(reference[ENTITY_VIEWS["user_device"]])
+    merchants = sorted(reference[ENTITY_VIEWS["merchant"]])
+    for _ in range(15):
+        features = [
+            name
+            for entity in rng.sample(sorted(features_by_entity), rng.randint(1, 3))
+            for name in rng.sample(
+                features_by_entity[entity], min(2, len(features_by_entity[entity]))
+            )
+        ]
+        rows = []
+        for _ in range(rng.randint(1, 20)):
+            user, device = rng.choice(pairs)
+            rows.append({"user_id": user, "merchant_id": rng.choice(merchants)[0],
+                         "device_id": device if rng.random() < 0.8 else "dev_unknown"})  # fmt: skip
+        rows += rows[:1]
+        body = {"features": features, "entities": rows}
+        needed = {c for name in features for c in registry.views[registry.features[name].view].keys}
+        body["entities"] = [{c: row[c] for c in row if c in needed} for row in rows]
+        rest = rest_client.retrieve(body)
+        over_grpc = retrieve_service(grpc_client, body)
+        assert rest.document is not None, rest
+        assert over_grpc.document == rest.document, body
+        assert over_grpc.degraded == rest.degraded is False
+    bad = [
+        {"features": ["user_7d_transaction_count", "merchant_chargeback_rate_30d"],
+         "entities": [{"user_id": "usr_00000001"}]},  # lacks merchant_id
+        {"features": ["user_7d_transaction_count"], "entities": []},
+        {"features": ["nope"], "entities": [{"user_id": "u"}]},
+        {"features": ["user_7d_transaction_count"], "entities": [{"user_id": "u", "x": "y"}]},
+        {"feature_service": "fraud_model_v1", "entities": [{"user_id": "u"}]},
+        {"feature_service": "no_such_service", "entities": [{"user_id": "u"}]},
+    ]  # fmt: skip
+    for body in bad:
+        rest = rest_client.retrieve(body)
+        over_grpc = retrieve_service(grpc_client, body)
+        if rest.document is not None:  # (a service form REST answers)
+            assert over_grpc.document == rest.document
+            continue
+        assert over_grpc.status == GRPC_CODE_OF[rest.status], (body, rest, over_grpc)
+        assert (over_grpc.code, over_grpc.field, over_grpc.message) == (
+            rest.code, rest.field, rest.message
+        ), body  # fmt: skip
+    # the key: required, and its scope as REST's
+    body = {"features": ["merchant_chargeback_rate_30d"], "entities": [{"merchant_id": "m"}]}
+    assert retrieve_service(grpc_client, body, None).status == grpc.StatusCode.UNAUTHENTICATED
+    denied = retrieve_service(grpc_client, body, USERS_ONLY_KEY)
+    assert denied.status == grpc.StatusCode.PERMISSION_DENIED
+    assert denied.message == rest_client.retrieve(body, USERS_ONLY_KEY).message
 
 
 # --- one cache, one set of metrics -------------------------------------------------------------

@@ -12,7 +12,13 @@ import orjson
 import pytest
 
 from featurestore.grpc_api import serving_pb2 as pb
-from sidecar.grpc_messages import features_document, features_response
+from sidecar.grpc_messages import (
+    VALUE_KINDS,
+    features_document,
+    features_response,
+    service_document,
+    service_response,
+)
 from sidecar.plans import FeaturePlan
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -64,7 +70,7 @@ def reference(
     return response
 
 
-TYPES = {"n": "int", "x": "float", "b": "bool", "s": "string", "t": "timestamp"}
+TYPES: dict[str, Any] = {"n": "int", "x": "float", "b": "bool", "s": "string", "t": "timestamp"}
 STAMPS = [
     "2026-05-01T00:00:00Z", "2026-04-30T17:40:19.123456Z", "1969-12-31T23:59:59.5Z",
     "1970-01-01T00:00:00Z", "1970-01-01T00:00:00.000001Z",
@@ -167,4 +173,69 @@ def test_request_document() -> None:
     }
     assert features_document(pb.RetrieveFeaturesRequest()) == {
         "entity_name": "", "entity_keys": [], "features": [],
+    }  # fmt: skip
+
+
+def test_written_service_response_equals_the_library_built_one() -> None:
+    """The multi-entity response: key columns of strings and integers echoed, the service
+    named or not, typed values of features of several entities, degraded."""
+    results = cases()
+    rows = [{"user_id": key, "merchant_id": f"m{n}", "n": n - 5} for n, (key, _) in
+            enumerate(results)]  # fmt: skip
+    for service in ("fraud_model_v1", None):
+        document = {
+            "feature_service": service,
+            "results": [
+                {"entities": row, "features": result["features"]}
+                for row, (_, result) in zip(rows, results, strict=True)
+            ],
+        }
+        kinds = {name: VALUE_KINDS[value_type] for name, value_type in TYPES.items()}
+        written = service_response(orjson.dumps(document), kinds, service is None)
+        parsed = pb.RetrieveFeatureServiceResponse.FromString(written)
+        single = reference(
+            {"entity_name": "x", "results": document["results"]},
+            [pb.EntityKey() for _ in rows], TYPES, service is None,
+        )  # fmt: skip
+        want = pb.RetrieveFeatureServiceResponse(degraded=service is None)
+        if service is not None:
+            want.feature_service = service
+        for row, result in zip(rows, single.results, strict=True):
+            out = want.results.add()
+            for name, value in row.items():
+                part = out.entities.columns[name]
+                if isinstance(value, int):
+                    part.int64_value = value
+                else:
+                    part.string_value = value
+            for name, answer in result.features.items():
+                out.features[name].CopyFrom(answer)
+        assert parsed == want
+        assert parsed.HasField("feature_service") == (service is not None)
+
+
+def test_service_document() -> None:
+    """A RetrieveFeatureServiceRequest as the REST multi-entity body."""
+    stamp = pb.Value()
+    stamp.timestamp_value.FromDatetime(dt.datetime(2026, 5, 1, 12, 0, 0, 250))
+    request = pb.RetrieveFeatureServiceRequest(
+        feature_service="fraud_model_v1",
+        entities=[pb.KeyColumns(columns={"user_id": pb.KeyPart(string_value="u"),
+                                         "n": pb.KeyPart(int64_value=3)})],
+        request_data=[pb.RequestRow(fields={
+            "amount": pb.Value(double_value=120.5), "count": pb.Value(int64_value=-2),
+            "flag": pb.Value(bool_value=False), "note": pb.Value(string_value=""),
+            "at": stamp, "none": pb.Value()})],
+    )  # fmt: skip
+    assert service_document(request) == {
+        "feature_service": "fraud_model_v1",
+        "entities": [{"user_id": "u", "n": 3}],
+        "request_data": [{"amount": 120.5, "count": -2, "flag": False, "note": "",
+                          "at": "2026-05-01T12:00:00.000250Z", "none": None}],
+    }  # fmt: skip
+    features_form = pb.RetrieveFeatureServiceRequest(features=["a"], entities=[pb.KeyColumns()])
+    assert service_document(features_form) == {"features": ["a"], "entities": [{}]}
+    # neither a service nor features: REST is sent an empty list, and refuses it
+    assert service_document(pb.RetrieveFeatureServiceRequest()) == {
+        "features": [], "entities": [],
     }  # fmt: skip
