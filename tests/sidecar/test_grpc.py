@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -479,8 +480,9 @@ def test_redis_killed_under_grpc_calls(
 def test_every_worker_serves_the_grpc_port(
     served: tuple[SidecarServer, int], tmp_path: Path, manifest: Path, redis: RedisServer
 ) -> None:
-    """``--workers 2 --grpc-port P``: both worker processes bind P (SO_REUSEPORT) and
-    answer; a second single-worker server on a port already bound fails to start."""
+    """``--workers 2 --grpc-port P``: both worker processes bind P (SO_REUSEPORT), calls on
+    new connections are answered; a second single-worker server on the bound port fails to
+    start (without SO_REUSEPORT it does not share the port silently)."""
     port = free_port()
     env = sidecar_env(f"{redis.url}?namespace=grw{uuid.uuid4().hex[:6]}", manifest)
     with running_sidecar(
@@ -493,6 +495,9 @@ def test_every_worker_serves_the_grpc_port(
                 assert answer.document is not None, answer
             finally:
                 client.close()
+        deadline = time.monotonic() + 60  # /health answered once the first was up
+        while server.output().count("gRPC serving on") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         output = server.output()
         assert output.count("gRPC serving on") == 2, output  # one per worker
         with pytest.raises(RuntimeError, match="exited"):
