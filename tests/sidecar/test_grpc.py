@@ -351,6 +351,32 @@ def test_feature_service_rpc_answers_as_rest_multi_entity(
         assert rest.document is not None, rest
         assert over_grpc.document == rest.document, body
         assert over_grpc.degraded == rest.degraded is False
+    # the feature-service form with request data: request-time features typed by their
+    # expression (amount_over_avg_90d: a double; null where the amount or average is)
+    service = registry.feature_service("fraud_model_v1")
+    columns = [c for name in service.features
+               for c in registry.views[registry.features[name].view].keys]  # fmt: skip
+    rows = []
+    for _ in range(12):
+        user, device = rng.choice(pairs)
+        row = {"user_id": user, "merchant_id": rng.choice(merchants)[0], "device_id": device}
+        rows.append({c: row[c] for c in dict.fromkeys(columns)})
+    amounts = [120.5, 0.0, None, 3, -7.25, 1e6, 0.5, None, 10.0, 2.0, 99.99, 42]
+    body = {"feature_service": "fraud_model_v1", "entities": rows,
+            "request_data": [{"amount": a} for a in amounts]}  # fmt: skip
+    rest = rest_client.retrieve(body)
+    over_grpc = retrieve_service(grpc_client, body)
+    assert rest.document is not None, rest
+    assert rest.document["feature_service"] == "fraud_model_v1"
+    assert over_grpc.document == rest.document
+    for result_rest, result_grpc in zip(
+        rest.document["results"], over_grpc.document["results"], strict=True
+    ):
+        for name in service.request_features:
+            got, want = result_grpc["features"][name.name], result_rest["features"][name.name]
+            assert same_answer(got, want), (got, want)
+    assert {r["features"]["amount_over_avg_90d"]["status"] for r in rest.document["results"]} \
+        == {"PRESENT", "MISSING"}  # fmt: skip
     bad = [
         {"features": ["user_7d_transaction_count", "merchant_chargeback_rate_30d"],
          "entities": [{"user_id": "usr_00000001"}]},  # lacks merchant_id
