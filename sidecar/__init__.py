@@ -1,7 +1,10 @@
-"""The sidecar: online feature retrieval over HTTP.
+"""The sidecar: online feature retrieval over HTTP (and gRPC).
 
 Run it with ``featurestore serve --online URL [--host --port --workers]`` (uvicorn with
 uvloop and httptools; configuration in :mod:`sidecar.settings`, keys in :mod:`sidecar.auth`).
+``--grpc-port PORT`` also serves the same retrieval over gRPC from the same process
+(``featurestore.v1.FeatureServing``, ``proto/featurestore/v1/serving.proto``:
+:mod:`sidecar.grpc_service`).
 
 Endpoints (the route table: :mod:`sidecar.endpoints`)
     ``POST /api/v1/features/retrieve``  feature values (key required)

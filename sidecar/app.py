@@ -51,6 +51,9 @@ __all__ = [
 
 log = logging.getLogger("sidecar")
 
+#: seconds in-flight gRPC calls get to finish at shutdown (REST's: uvicorn's graceful timeout)
+GRPC_GRACE_S: Final = 5.0
+
 
 class SidecarApp(Starlette):
     """The Starlette app, with ``POST /api/v1/features/retrieve`` answered before Starlette's
@@ -109,9 +112,23 @@ def create_app(
         freshness = asyncio.create_task(
             refresh_periodically(sidecar, settings.freshness_interval_s)
         )
+        grpc_server = None
         try:
+            if settings.grpc_port is not None:  # gRPC beside REST, on this event loop
+                from sidecar.grpc_service import start_grpc_server
+
+                grpc_server, port = await start_grpc_server(
+                    sidecar,
+                    settings.grpc_host,
+                    settings.grpc_port,
+                    reuse_port=settings.grpc_reuse_port,
+                )
+                app.state.grpc_port = port
+                log.info("gRPC serving on %s:%d", settings.grpc_host, port)
             yield
         finally:
+            if grpc_server is not None:  # in-flight calls get the grace period
+                await grpc_server.stop(GRPC_GRACE_S)
             if collector is not None:
                 collector.cancel()
             freshness.cancel()

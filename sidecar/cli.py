@@ -15,6 +15,9 @@ line. With one worker that app is the one served; with several, each worker proc
 its own from the environment (:func:`sidecar.app.app_from_env`, which checks it again in
 that process), receiving the API keys' digests only.
 
+``--grpc-port PORT`` also serves gRPC (:mod:`sidecar.grpc_service`) from each worker, on the
+same event loop as REST; with several workers each binds the port with ``SO_REUSEPORT``.
+
 Metrics with several workers (prometheus_client's multiprocess mode, :mod:`sidecar.metrics`):
 the workers write their values to files in ``$PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``
 adds them up. Unset, the CLI makes a fresh directory (``tempfile.mkdtemp``) and removes it
@@ -42,6 +45,15 @@ __all__ = ["serve_command"]
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="FEATURESTORE_GRPC_PORT",
+    show_envvar=True,
+    help="Also serve gRPC (featurestore.v1.FeatureServing, proto/featurestore/v1/"
+    "serving.proto) on this port of --host, from the same process [default: off].",
+)
 @click.option(
     "--manifest",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -126,6 +138,7 @@ def serve_command(
     host: str,
     port: int,
     workers: int,
+    grpc_port: int | None,
     manifest: Path | None,
     auth_config: Path | None,
     now_text: str | None,
@@ -139,7 +152,8 @@ def serve_command(
     access_log: bool,
     graceful_timeout: int,
 ) -> None:
-    """Serve online features over HTTP (POST /api/v1/features/retrieve; see sidecar/)."""
+    """Serve online features over HTTP (POST /api/v1/features/retrieve; see sidecar/), and
+    over gRPC with --grpc-port."""
     import uvicorn
     from starlette.applications import Starlette
 
@@ -164,6 +178,10 @@ def serve_command(
         "FEATURESTORE_HEADER_TIMEOUT": header_timeout,
         "FEATURESTORE_BODY_TIMEOUT": body_timeout,
         "FEATURESTORE_MAX_CONNECTIONS": None if max_connections is None else str(max_connections),
+        "FEATURESTORE_GRPC_PORT": None if grpc_port is None else str(grpc_port),
+        "FEATURESTORE_GRPC_HOST": host,
+        # every worker binds the gRPC port (uvicorn's workers share the REST socket instead)
+        "FEATURESTORE_GRPC_REUSE_PORT": "1" if workers > 1 else "0",
     }
     for name, value in overrides.items():
         if value is not None:

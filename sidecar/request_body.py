@@ -71,6 +71,12 @@ class RequestParser:
         except orjson.JSONDecodeError as exc:
             message = f"the body is not valid JSON: {exc}"
             raise ApiError(400, "INVALID_JSON", message, "body") from None
+        return self.validate(document, principal)
+
+    def validate(self, document: object, principal: ApiKey) -> RetrieveRequest | MultiRequest:
+        """Validate a decoded retrieve request (what :meth:`parse` does after decoding the
+        JSON; the gRPC service, :mod:`sidecar.grpc_service`, builds the same document from
+        its message); raises ApiError."""
         if not isinstance(document, dict):
             raise ApiError(
                 422,

@@ -58,6 +58,12 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
                                     10000; beyond, a request's vectors are dropped, counted)
 ``FEATURESTORE_SERVED_LOG_ROTATE_BYTES`` a log file is completed at this size (default 64 MiB)
 ``FEATURESTORE_SERVED_LOG_ROTATE_AFTER`` or this long after it was opened (default ``60s``)
+``FEATURESTORE_GRPC_PORT``          serve gRPC on this port too (unset: REST only;
+                                    :mod:`sidecar.grpc_service`)
+``FEATURESTORE_GRPC_HOST``          the address gRPC binds (default ``127.0.0.1``; the CLI
+                                    sets it to ``--host``)
+``FEATURESTORE_GRPC_REUSE_PORT``    ``1``: bind the gRPC port with ``SO_REUSEPORT`` (set by
+                                    the CLI with ``--workers`` over 1: every worker binds it)
 ``FEATURESTORE_FRESHNESS_INTERVAL`` how often the freshness gauges are read from the store's
                                     load log and stream watermarks (default ``15s``)
 ==================================  =========================================================
@@ -151,6 +157,11 @@ class Settings:
     header_timeout_s: float = 5.0
     body_timeout_s: float = 10.0
     max_connections: int = 1024
+    #: gRPC beside REST (sidecar/grpc_service.py): its port (None: off), address, and
+    #: whether several worker processes share the port (SO_REUSEPORT)
+    grpc_port: int | None = None
+    grpc_host: str = "127.0.0.1"
+    grpc_reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not self.online_url:
@@ -190,6 +201,10 @@ class Settings:
         for name, value in positive.items():
             if value <= 0:
                 raise SettingsError(f"{name} must be positive, got {value!r}")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise SettingsError(
+                f"FEATURESTORE_GRPC_PORT must be a port number (0-65535), got {self.grpc_port}"
+            )
         if self.cache_size < 0 or self.cache_ttl_s < 0:
             raise SettingsError("cache size and TTL must not be negative")
         unknown = self.open_endpoints - OPENABLE_ENDPOINTS
@@ -281,6 +296,11 @@ class Settings:
                 env.get("FEATURESTORE_BODY_TIMEOUT", "10s"), "FEATURESTORE_BODY_TIMEOUT"
             ),
             max_connections=int(number("FEATURESTORE_MAX_CONNECTIONS", 1024, integer=True)),
+            grpc_port=int(number("FEATURESTORE_GRPC_PORT", -1, integer=True))
+            if env.get("FEATURESTORE_GRPC_PORT", "").strip()
+            else None,
+            grpc_host=env.get("FEATURESTORE_GRPC_HOST", "").strip() or "127.0.0.1",
+            grpc_reuse_port=env.get("FEATURESTORE_GRPC_REUSE_PORT", "").strip() == "1",
             served_log_dir=Path(env["FEATURESTORE_SERVED_LOG_DIR"].strip())
             if env.get("FEATURESTORE_SERVED_LOG_DIR", "").strip()
             else None,

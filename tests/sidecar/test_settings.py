@@ -93,6 +93,23 @@ def test_bad_values_name_their_variable() -> None:
     assert parse_cache_ttl("2s,v=500ms,1m") == (60.0, {"v": 0.5})
 
 
+def test_grpc_settings() -> None:
+    """gRPC is off unless FEATURESTORE_GRPC_PORT is set; a port out of range or not a number
+    is refused naming the variable."""
+    base = {"FEATURESTORE_ONLINE_URL": "sqlite:///x.db", "FEATURESTORE_API_KEYS": "k"}
+    off = Settings.from_env(base)
+    assert (off.grpc_port, off.grpc_host, off.grpc_reuse_port) == (None, "127.0.0.1", False)
+    on = Settings.from_env(
+        {**base, "FEATURESTORE_GRPC_PORT": "50051", "FEATURESTORE_GRPC_HOST": "0.0.0.0",
+         "FEATURESTORE_GRPC_REUSE_PORT": "1"}
+    )  # fmt: skip
+    assert (on.grpc_port, on.grpc_host, on.grpc_reuse_port) == (50051, "0.0.0.0", True)
+    assert Settings.from_env({**base, "FEATURESTORE_GRPC_PORT": "0"}).grpc_port == 0
+    for value in ("70000", "-1", "grpc"):
+        with pytest.raises(SettingsError, match="FEATURESTORE_GRPC_PORT"):
+            Settings.from_env({**base, "FEATURESTORE_GRPC_PORT": value})
+
+
 def test_durations_need_a_unit() -> None:
     """The one duration grammar (README: Durations): a bare number other than 0 is refused,
     with the variable named, since it could mean seconds or milliseconds."""
