@@ -1,0 +1,133 @@
+"""The catalog document: every entity, feature view and feature of the registry with what a
+data scientist looks for (type, description, owner, TTL, freshness SLA and the freshness
+measured at build time, default, online or not, the feature services using it, lineage
+from the raw sources), as one JSON-ready mapping. ``featurestore catalog`` writes it as
+``catalog.json`` and embeds it in the page (:mod:`featurestore.catalog.page`).
+The layout is the README's "Catalog" section (``catalog_version`` 1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, Final
+
+from featurestore.freshness import ViewFreshness
+from featurestore.lineage import LineageNode
+from featurestore.registry import Feature, FeatureView, Registry
+from featurestore.timestamps import iso_micros, micros
+
+__all__ = ["CATALOG_VERSION", "build_catalog"]
+
+#: the document's layout version (a change that breaks a reader bumps it)
+CATALOG_VERSION: Final = 1
+
+
+def build_catalog(
+    registry: Registry,
+    now: dt.datetime,
+    freshness: Sequence[ViewFreshness] | None = None,
+    store: str | None = None,
+) -> dict[str, Any]:
+    """The catalog of ``registry`` built at ``now`` (UTC; naive is UTC).
+
+    ``freshness`` is every online view's freshness at ``now``
+    (:func:`featurestore.freshness.freshness`), read from the store described by ``store``
+    (its redacted description); ``None`` when no store was read: the document then says
+    freshness was not checked, rather than showing views as never loaded.
+    """
+    measured = {item.view: item for item in freshness or ()}
+    services = _services_by_feature(registry)
+    return {
+        "catalog_version": CATALOG_VERSION,
+        "generated_at": _iso(now),
+        "freshness_checked": freshness is not None,
+        "store": store,
+        "entities": [
+            {"name": e.name, "keys": list(e.keys), "description": e.description}
+            for e in sorted(registry.entities.values(), key=lambda e: e.name)
+        ],
+        "views": [
+            _view(view, registry.lineage.get(view.name, ()), measured.get(view.name))
+            for view in sorted(registry.views.values(), key=lambda v: v.name)
+        ],
+        "features": [
+            _feature(feature, registry.views[feature.view], services.get(feature.name, []))
+            for feature in sorted(registry.features.values(), key=lambda f: f.name)
+        ],
+        "services": _services(registry),
+    }
+
+
+def _view(
+    view: FeatureView, lineage: Sequence[LineageNode], freshness: ViewFreshness | None
+) -> dict[str, Any]:
+    return {
+        "name": view.name,
+        "entity": view.entity.name,
+        "keys": list(view.keys),
+        "owner": view.owner,
+        "description": view.description,
+        "relation": view.relation,
+        "ttl": view.ttl,
+        "ttl_seconds": view.ttl_seconds,
+        "freshness_sla": view.freshness_sla,
+        "freshness_sla_seconds": view.freshness_sla_seconds,
+        "online": view.online,
+        "streamed": view.streamed,
+        "windowed": view.windowed is not None,
+        "freshness": None if freshness is None else freshness.to_dict(),
+        "features": list(view.feature_names()),
+        "lineage": [
+            {
+                "id": node.unique_id,
+                "kind": node.kind,
+                "name": node.name,
+                "relation": node.relation,
+                "description": node.description,
+                "parents": list(node.parents),
+                "depth": node.depth,
+            }
+            for node in lineage
+        ],
+    }
+
+
+def _feature(feature: Feature, view: FeatureView, services: list[str]) -> dict[str, Any]:
+    aggregation = feature.aggregation
+    return {
+        "name": feature.name,
+        "view": view.name,
+        "entity": view.entity.name,
+        "owner": view.owner,
+        "type": feature.value_type,
+        "data_type": feature.data_type,
+        "description": feature.description,
+        "default": feature.default,
+        "online": view.online,
+        "ttl": view.ttl,
+        "freshness_sla": view.freshness_sla,
+        "aggregation": None
+        if aggregation is None
+        else (
+            f"{aggregation.function}({aggregation.column or '*'}) over {aggregation.window}, "
+            f"hop {aggregation.hop}"
+        ),
+        "services": services,
+    }
+
+
+def _services_by_feature(registry: Registry) -> dict[str, list[str]]:
+    """The feature services using each stored feature, by feature name (none declared yet:
+    the registry has no feature services)."""
+    return {}
+
+
+def _services(registry: Registry) -> list[dict[str, Any]]:
+    """Every feature service of the registry (none yet)."""
+    return []
+
+
+def _iso(moment: dt.datetime) -> str:
+    """ISO 8601 UTC with ``Z`` (naive is UTC)."""
+    return iso_micros(micros(moment))

@@ -1,0 +1,193 @@
+"use strict";
+// The catalog page's script (featurestore/catalog/page.py embeds it). Every value from the
+// catalog document becomes a DOM text node or an attribute set through the DOM, never markup.
+(function () {
+  const doc = JSON.parse(document.getElementById("catalog-data").textContent);
+  const views = new Map(doc.views.map((v) => [v.name, v]));
+  const features = new Map(doc.features.map((f) => [f.name, f]));
+  const $ = (id) => document.getElementById(id);
+
+  // el("td", {className: "name"}, "text", childNode...): strings become text nodes
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (key === "dataset") Object.assign(node.dataset, value);
+      else node[key] = value;
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+
+  function show(value) {
+    return value === null || value === undefined ? "null" : JSON.stringify(value);
+  }
+
+  function age(seconds) {
+    if (seconds === null || seconds === undefined) return "-";
+    const units = [["d", 86400], ["h", 3600], ["m", 60]];
+    for (const [unit, size] of units) if (seconds >= size) return (seconds / size).toFixed(1) + " " + unit;
+    return Math.round(seconds) + " s";
+  }
+
+  // a view's freshness at build time: [css class, short label, sentence]
+  function freshness(view) {
+    if (!view.online) return ["offline", "offline", "Offline only (not loaded into the online store)."];
+    if (!doc.freshness_checked) return ["unknown", "not checked", "Not checked: the catalog was built without --online."];
+    const f = view.freshness;
+    if (!f || f.data_as_of === null) return ["stale", "never loaded", "Never loaded into the online store (over its SLA of " + view.freshness_sla + ")."];
+    const sentence = "Data as of " + f.data_as_of + " (" + f.source + "), " + age(f.age_seconds) +
+      " old when the catalog was built; SLA " + view.freshness_sla + ".";
+    return f.breached ? ["stale", "over SLA", sentence] : ["fresh", "fresh", sentence];
+  }
+
+  function fillSelect(select, values) {
+    for (const value of [...new Set(values)].sort()) select.append(el("option", {value: value}, value));
+  }
+
+  const built = new Date(doc.generated_at);
+  const minutes = Math.max(0, Math.round((Date.now() - built.getTime()) / 60000));
+  $("built").append(
+    doc.features.length + " features in " + doc.views.length + " views. Built " + doc.generated_at +
+      " (" + minutes + " min ago)" +
+      (doc.freshness_checked ? "; freshness read then from " + doc.store + "." : "; freshness not checked (no --online store given)."),
+  );
+  fillSelect($("owner"), doc.features.map((f) => f.owner));
+  fillSelect($("entity"), doc.features.map((f) => f.entity));
+  fillSelect($("service"), doc.services.map((s) => s.name));
+
+  const rows = new Map();
+  for (const f of doc.features) {
+    const [cls, label] = freshness(views.get(f.view));
+    const row = el("tr", {dataset: {feature: f.name}},
+      el("td", {className: "name"}, f.name), el("td", {}, f.type), el("td", {}, f.entity),
+      el("td", {}, f.view), el("td", {}, f.owner), el("td", {}, f.online ? "yes" : "no"),
+      el("td", {}, el("span", {className: "badge " + cls}, label)));
+    row.addEventListener("click", () => select(f.name));
+    rows.set(f.name, row);
+    $("features").tBodies[0].append(row);
+  }
+
+  // the search rule (README "Catalog"): every word of the box is a case-insensitive
+  // substring of the feature's name, description, view, owner or entity; the selects match exactly
+  function matches(f, words, owner, entity, service, onlineOnly) {
+    const text = [f.name, f.description, f.view, f.owner, f.entity].join("\n").toLowerCase();
+    return words.every((w) => text.includes(w)) &&
+      (!owner || f.owner === owner) && (!entity || f.entity === entity) &&
+      (!service || f.services.includes(service)) && (!onlineOnly || f.online);
+  }
+
+  function filter() {
+    const words = $("q").value.toLowerCase().split(/\s+/).filter((w) => w);
+    const [owner, entity, service] = [$("owner").value, $("entity").value, $("service").value];
+    let shown = 0;
+    for (const f of doc.features) {
+      const visible = matches(f, words, owner, entity, service, $("online-only").checked);
+      rows.get(f.name).hidden = !visible;
+      if (visible) shown += 1;
+    }
+    $("count").textContent = shown + " of " + doc.features.length + " features";
+    $("empty").hidden = shown > 0;
+    saveState();
+  }
+
+  function definition(list, term, ...values) {
+    list.append(el("dt", {}, term), el("dd", {}, ...values));
+  }
+
+  function featureLink(name) {
+    const a = el("a", {href: "#"}, name);
+    a.addEventListener("click", (event) => { event.preventDefault(); select(name); });
+    return a;
+  }
+
+  function lineage(view) {
+    const box = el("div", {className: "lineage"});
+    const names = new Map(view.lineage.map((n) => [n.id, n.name]));
+    const depth = Math.max(-1, ...view.lineage.map((n) => n.depth));
+    for (let d = 0; d <= depth; d += 1) {
+      const title = d === 0 ? "raw" : d === depth ? "feature view" : "step " + d;
+      const layer = el("div", {className: "layer"}, el("div", {className: "layer-title"}, title));
+      for (const n of view.lineage.filter((x) => x.depth === d)) {
+        const node = el("div", {className: "node " + n.kind + (d === depth ? " self" : ""), title: n.relation || ""},
+          el("div", {className: "kind"}, n.kind), el("div", {className: "mono"}, n.name));
+        if (n.parents.length) node.append(el("div", {className: "reads"}, "reads " + n.parents.map((p) => names.get(p) || p).join(", ")));
+        if (n.description) node.append(el("div", {className: "reads"}, n.description));
+        layer.append(node);
+      }
+      box.append(layer);
+    }
+    return box;
+  }
+
+  let selected = "";
+  function select(name) {
+    const f = features.get(name);
+    const panel = $("details");
+    panel.replaceChildren();
+    if (rows.has(selected)) rows.get(selected).classList.remove("selected");
+    selected = f ? name : "";
+    panel.hidden = !f;
+    if (!f) { saveState(); return; }
+    rows.get(name).classList.add("selected");
+    const view = views.get(f.view);
+    const [cls, label, sentence] = freshness(view);
+    const list = el("dl", {});
+    definition(list, "Type", f.type + " (" + f.data_type + ")");
+    definition(list, "Description", el("span", {className: "description"}, f.description));
+    definition(list, "Entity", f.entity + " (keys " + view.keys.join(", ") + ")");
+    definition(list, "View", el("span", {className: "mono"}, f.view), " " + view.relation);
+    definition(list, "Owner", f.owner);
+    definition(list, "TTL", f.ttl);
+    definition(list, "Freshness SLA", f.freshness_sla);
+    definition(list, "Current freshness", el("span", {className: "badge " + cls}, label), " " + sentence);
+    definition(list, "Default", el("code", {}, show(f.default)));
+    definition(list, "Online", f.online ? "yes" + (view.streamed ? " (kept fresh by the stream worker)" : "") : "no");
+    if (f.aggregation) definition(list, "Aggregation", el("code", {}, f.aggregation));
+    const used = f.services.length ? f.services.join(", ") : "none";
+    definition(list, "Feature services", el("span", {className: "services"}, used));
+    panel.append(el("h2", {}, f.name), list, el("h3", {}, "Lineage (raw sources to the view)"), lineage(view));
+    panel.scrollIntoView({block: "nearest"});
+    saveState();
+  }
+
+  function serviceList() {
+    const box = $("service-list");
+    if (!doc.services.length) { box.append(el("p", {}, "No feature service is declared in the registry.")); return; }
+    for (const s of doc.services) {
+      const card = el("div", {className: "service", dataset: {service: s.name}},
+        el("h3", {className: "mono"}, s.name), el("div", {}, "Owner: " + s.owner),
+        el("p", {className: "description"}, s.description));
+      const used = el("div", {}, "Features: ");
+      s.features.forEach((name, i) => used.append(i ? ", " : "", features.has(name) ? featureLink(name) : name));
+      card.append(used, el("div", {}, "Entities: " + s.entities.join(", ")));
+      if (s.request_fields.length) card.append(el("div", {}, "Request fields: " + s.request_fields.map((r) => r.name + " (" + r.type + ")").join(", ")));
+      for (const r of s.request_features) card.append(el("div", {}, "Request feature ", el("code", {}, r.name + " = " + r.expression), " (" + r.type + "): " + r.description));
+      box.append(card);
+    }
+  }
+
+  // the search and the open feature live in the URL's fragment: a link shares them
+  const fields = {q: "q", owner: "owner", entity: "entity", service: "service"};
+  function saveState() {
+    const params = new URLSearchParams();
+    for (const [key, id] of Object.entries(fields)) if ($(id).value) params.set(key, $(id).value);
+    if ($("online-only").checked) params.set("online", "1");
+    if (selected) params.set("feature", selected);
+    history.replaceState(null, "", "#" + params.toString());
+  }
+  function loadState() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    for (const [key, id] of Object.entries(fields)) $(id).value = params.get(key) || "";
+    $("online-only").checked = params.get("online") === "1";
+    filter();
+    select(params.get("feature") || "");
+  }
+
+  for (const id of ["q", "owner", "entity", "service", "online-only"]) $(id).addEventListener("input", filter);
+  serviceList();
+  loadState();
+  document.body.dataset.ready = "1";
+})();
