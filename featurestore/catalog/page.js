@@ -21,8 +21,11 @@
     return node;
   }
 
-  function show(value) {
-    return value === null || value === undefined ? "null" : JSON.stringify(value);
+  // a default as JSON, a float with its decimal point (0.0, not 0)
+  function show(value, type) {
+    if (value === null || value === undefined) return "null";
+    if (type === "float" && Number.isInteger(value)) return value.toFixed(1);
+    return JSON.stringify(value);
   }
 
   function age(seconds) {
@@ -143,7 +146,7 @@
     definition(list, "TTL", f.ttl);
     definition(list, "Freshness SLA", f.freshness_sla);
     definition(list, "Current freshness", el("span", {className: "badge " + cls}, label), " " + sentence);
-    definition(list, "Default", el("code", {}, show(f.default)));
+    definition(list, "Default", el("code", {}, show(f.default, f.type)));
     definition(list, "Online", f.online ? "yes" + (view.streamed ? " (kept fresh by the stream worker)" : "") : "no");
     if (f.aggregation) definition(list, "Aggregation", el("code", {}, f.aggregation));
     const used = f.services.length ? f.services.join(", ") : "none";
@@ -186,7 +189,9 @@
     select(params.get("feature") || "");
   }
 
-  for (const id of ["q", "owner", "entity", "service", "online-only"]) $(id).addEventListener("input", filter);
+  for (const id of ["q", "owner", "entity", "service", "online-only"]) {
+    for (const type of ["input", "change"]) $(id).addEventListener(type, filter);
+  }
   serviceList();
   loadState();
   document.body.dataset.ready = "1";

@@ -1,0 +1,289 @@
+"""`featurestore catalog` (README "Catalog") end to end: the command writes the page from
+the demo registry with freshness read from a real store's load log, and a real headless
+Chromium (one for the module) renders it: every feature, search by name / owner / entity
+against an independent filter of the registry, each feature's details and lineage, a
+description carrying markup shown as text (nothing runs), and a screenshot."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from featurestore.catalog import build_catalog, write_catalog
+from featurestore.online.store import LoadRecord
+from featurestore.online.urls import open_store
+from featurestore.registry import Registry, load_registry, registry_from_manifest
+from tests.browser import chromium, read_png
+from tests.loader.test_load import run_cli
+from tests.warehouse import Warehouse
+
+NOW = dt.datetime(2026, 5, 2, 12, 0, 0)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.isoformat() + "Z"
+
+
+class Built:
+    """The catalog the command wrote, what the test put in the load log, the manifest."""
+
+    def __init__(self, registry: Registry, manifest: dict[str, Any], page: Path) -> None:
+        self.registry = registry
+        self.manifest = manifest
+        self.page = page
+        #: the freshness label each view must show (an independent rule: offline views,
+        #: never loaded, loaded within the SLA or past it)
+        self.labels: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def built(demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    manifest_path = demo_warehouse.target_path / "manifest.json"
+    registry = load_registry(manifest_path)
+    work = tmp_path_factory.mktemp("catalog")
+    url = f"sqlite:///{work / 'store.db'}"
+    env = demo_warehouse.env
+    assert run_cli("init-store", "--online", url, env=env).returncode == 0
+    built = Built(registry, json.loads(manifest_path.read_text()), work / "site" / "index.html")
+    online = sorted(name for name, view in registry.views.items() if view.online)
+    assert len(online) >= 3, "the test needs a fresh, a stale and a never-loaded view"
+    with open_store(url) as store:
+        for i, name in enumerate(online[:2]):
+            sla = dt.timedelta(seconds=registry.views[name].freshness_sla_seconds)
+            as_of = NOW - dt.timedelta(hours=1) if i == 0 else NOW - sla - dt.timedelta(hours=1)
+            store.record_load(
+                LoadRecord("l", name, store.description, "success", iso(NOW), iso(NOW), None,
+                           None, extra={"data_as_of": iso(as_of)})
+            )  # fmt: skip
+            built.labels[name] = "fresh" if i == 0 else "over SLA"
+    for name, view in registry.views.items():
+        built.labels.setdefault(name, "never loaded" if view.online else "offline")
+    proc = run_cli(
+        "catalog", "--out", str(built.page.parent), "--online", url, "--now", iso(NOW), env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = [str(built.page), str(built.page.parent / "catalog.json")]
+    assert proc.stdout.splitlines() == [f"wrote {path}" for path in written]
+    return built
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    with chromium() as driver:
+        yield driver
+
+
+def open_page(browser: WebDriver, page: Path, fragment: str = "") -> None:
+    """A fresh load of the page (a query string makes a new document even when only the
+    fragment would differ)."""
+    open_page.loads += 1  # type: ignore[attr-defined]
+    browser.get(f"{page.as_uri()}?load={open_page.loads}#{fragment}")  # type: ignore[attr-defined]
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1"
+
+
+open_page.loads = 0  # type: ignore[attr-defined]
+
+
+def visible_features(browser: WebDriver) -> list[str]:
+    rows = browser.find_elements(By.CSS_SELECTOR, "#features tbody tr")
+    return [str(r.get_attribute("data-feature")) for r in rows if r.is_displayed()]
+
+
+def errors(browser: WebDriver) -> list[str]:
+    """The console's errors (a CSP violation, a script error) since the last call."""
+    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_every_feature_is_listed_with_its_freshness(built: Built, browser: WebDriver) -> None:
+    open_page(browser, built.page)
+    assert visible_features(browser) == sorted(built.registry.features)
+    total = len(built.registry.features)
+    assert browser.find_element(By.ID, "count").text == f"{total} of {total} features"
+    for row in browser.find_elements(By.CSS_SELECTOR, "#features tbody tr"):
+        feature = built.registry.feature(str(row.get_attribute("data-feature")))
+        view = built.registry.views[feature.view]
+        cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+        assert cells == [
+            feature.name,
+            feature.value_type,
+            view.entity.name,
+            view.name,
+            view.owner,
+            "yes" if view.online else "no",
+            built.labels[view.name],
+        ]
+    assert set(built.labels.values()) >= {"fresh", "over SLA", "never loaded"}
+    assert errors(browser) == []
+
+
+def reference(registry: Registry, text: str = "", owner: str = "", entity: str = "") -> list[str]:
+    """The README's search rule, from the registry: every word of the box in the feature's
+    name, description, view, owner or entity (any case); owner and entity exactly."""
+    out = []
+    for feature in registry.features.values():
+        view = registry.views[feature.view]
+        haystack = " ".join(
+            [feature.name, feature.description, view.name, view.owner, view.entity.name]
+        ).lower()
+        if (
+            all(word in haystack for word in text.lower().split())
+            and (not owner or view.owner == owner)
+            and (not entity or view.entity.name == entity)
+        ):
+            out.append(feature.name)
+    return sorted(out)
+
+
+def test_search_by_name_owner_and_entity(built: Built, browser: WebDriver) -> None:
+    registry = built.registry
+    owners = sorted({v.owner for v in registry.views.values()})
+    entities = sorted({v.entity.name for v in registry.views.values()})
+    assert len(owners) > 1 and len(entities) > 1
+    first = sorted(registry.features)[0]
+    cases = [
+        {"text": first},  # a whole name
+        {"text": "CHARGEBACK"},  # part of names and descriptions, any case
+        {"text": "count 7d"},  # every word must match
+        {"text": owners[0].split("@")[0]},  # an owner, typed
+        {"text": "zzz-no-such-feature"},
+        *({"owner": owner} for owner in owners),
+        *({"entity": entity} for entity in entities),
+        {"owner": owners[0], "entity": entities[0], "text": "transaction"},
+    ]
+    for case in cases:
+        open_page(browser, built.page)
+        if "text" in case:
+            browser.find_element(By.ID, "q").send_keys(case["text"])
+        if "owner" in case:
+            Select(browser.find_element(By.ID, "owner")).select_by_value(case["owner"])
+        if "entity" in case:
+            Select(browser.find_element(By.ID, "entity")).select_by_value(case["entity"])
+        expected = reference(registry, **case)
+        assert visible_features(browser) == expected, case
+        count = browser.find_element(By.ID, "count").text
+        assert count == f"{len(expected)} of {len(registry.features)} features", case
+        assert browser.find_element(By.ID, "empty").is_displayed() == (not expected), case
+    # the search lives in the fragment: reloading the link shows the same list
+    state = browser.current_url.split("#", 1)[1]
+    open_page(browser, built.page, state)
+    assert visible_features(browser) == expected
+    assert errors(browser) == []
+
+
+def raw_sources(manifest: dict[str, Any], view: str) -> set[str]:
+    """The dbt sources upstream of a view, walking the manifest's parent_map."""
+    start = next(k for k, v in manifest["nodes"].items() if v.get("name") == view)
+    seen, todo = set(), [start]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(manifest["parent_map"].get(current, []))
+    sources = manifest["sources"]
+    return {f"{sources[s]['source_name']}.{sources[s]['name']}" for s in seen if s in sources}
+
+
+def details(browser: WebDriver) -> dict[str, str]:
+    panel = browser.find_element(By.ID, "details")
+    terms = [e.text for e in panel.find_elements(By.TAG_NAME, "dt")]
+    values = [e.text for e in panel.find_elements(By.TAG_NAME, "dd")]
+    return dict(zip(terms, values, strict=True))
+
+
+def test_a_features_details_and_lineage(built: Built, browser: WebDriver) -> None:
+    open_page(browser, built.page)
+    assert not browser.find_element(By.ID, "details").is_displayed()
+    for name in sorted(built.registry.features):
+        feature = built.registry.feature(name)
+        view = built.registry.views[feature.view]
+        browser.find_element(By.CSS_SELECTOR, f'tr[data-feature="{name}"]').click()
+        shown = details(browser)
+        assert shown["Type"] == f"{feature.value_type} ({feature.data_type})"
+        assert shown["Description"] == " ".join(feature.description.split())
+        assert shown["View"].startswith(view.name)
+        assert shown["Owner"] == view.owner
+        assert shown["TTL"] == view.ttl
+        assert shown["Freshness SLA"] == view.freshness_sla
+        assert shown["Current freshness"].startswith(built.labels[view.name])
+        assert shown["Default"] == json.dumps(feature.default)
+        assert shown["Online"].startswith("yes" if view.online else "no")
+        assert shown["Feature services"] == "none"  # the registry declares none
+        lineage = browser.find_element(By.CSS_SELECTOR, "#details .lineage")
+        drawn = [e.text for e in lineage.find_elements(By.CSS_SELECTOR, ".node.source .mono")]
+        assert set(drawn) == raw_sources(built.manifest, view.name)
+        assert lineage.find_element(By.CSS_SELECTOR, ".node.self .mono").text == view.name
+        assert browser.current_url.endswith(f"feature={name}")
+    # a link to a feature opens it
+    open_page(browser, built.page, f"feature={name}")
+    assert browser.find_element(By.CSS_SELECTOR, "#details h2").text == name
+    assert errors(browser) == []
+
+
+PAYLOAD = '</script><script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
+
+
+def test_markup_in_the_manifest_is_shown_as_text(
+    built: Built, browser: WebDriver, tmp_path: Path
+) -> None:
+    manifest = copy.deepcopy(built.manifest)
+    name = sorted(built.registry.features)[0]
+    view = built.registry.feature(name).view
+    node = next(n for n in manifest["nodes"].values() if n.get("name") == view)
+    node["columns"][name]["description"] = "risky " + PAYLOAD
+    node["description"] = PAYLOAD
+    node["config"]["meta"]["featurestore"]["owner"] = "<b>" + PAYLOAD
+    source = next(iter(manifest["sources"].values()))
+    source["description"] = PAYLOAD
+    registry = registry_from_manifest(manifest)
+    page, _ = write_catalog(build_catalog(registry, NOW), tmp_path / "site")
+    assert PAYLOAD not in page.read_text()  # escaped in the embedded JSON
+    open_page(browser, page, f"feature={name}")
+    assert browser.execute_script("return window.pwned === undefined") is True
+    shown = details(browser)
+    assert shown["Description"] == "risky " + PAYLOAD
+    assert shown["Owner"] == "<b>" + PAYLOAD
+    assert PAYLOAD in browser.find_element(By.CSS_SELECTOR, "#details .lineage").text
+    assert browser.find_elements(By.CSS_SELECTOR, "main img, main b, main script") == []
+    # an owner is also a select option, as text
+    owner = Select(browser.find_element(By.ID, "owner"))
+    assert "<b>" + PAYLOAD in [o.text for o in owner.options]
+    assert errors(browser) == []
+
+
+def test_a_screenshot(built: Built, browser: WebDriver, tmp_path: Path) -> None:
+    feature = sorted(built.registry.features)[0]
+    open_page(browser, built.page, f"feature={feature}")
+    shot = tmp_path / "catalog.png"
+    assert browser.save_screenshot(str(shot))
+    data = shot.read_bytes()
+    image = read_png(data)
+    size = browser.get_window_size()
+    width = browser.execute_script("return window.innerWidth")
+    height = browser.execute_script("return window.innerHeight")
+    assert (image.width, image.height) == (width, height), size
+    assert 20_000 < len(data) < 5_000_000
+    assert image.distinct_bytes > 50  # text, badges and boxes: not a blank page
+
+
+def test_command_errors(demo_warehouse: Warehouse, tmp_path: Path) -> None:
+    env = demo_warehouse.env
+    proc = run_cli("catalog", "--out", str(tmp_path), "--online", "nosuch://x", env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Error: ") and len(proc.stderr.splitlines()) == 1
+    proc = run_cli("catalog", "--out", str(tmp_path), "--now", "yesterday", env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: invalid --now") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "index.html").exists()
+    missing = {**env, "DBT_TARGET_PATH": str(tmp_path / "none")}
+    proc = run_cli("catalog", "--out", str(tmp_path / "site"), env=missing)
+    assert proc.returncode == 1
+    assert "dbt parse" in proc.stderr and "Traceback" not in proc.stderr
