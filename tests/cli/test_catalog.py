@@ -274,11 +274,43 @@ def test_a_screenshot(built: Built, browser: WebDriver, tmp_path: Path) -> None:
     assert image.distinct_bytes > 50  # text, badges and boxes: not a blank page
 
 
+def test_the_json_document(built: Built, demo_warehouse: Warehouse) -> None:
+    document = json.loads((built.page.parent / "catalog.json").read_text())
+    registry = built.registry
+    assert document["catalog_version"] == 1
+    assert document["generated_at"] == iso(NOW)
+    assert document["freshness_checked"] is True and document["store"].startswith("sqlite:///")
+    assert [f["name"] for f in document["features"]] == sorted(registry.features)
+    for item in document["features"]:
+        feature = registry.feature(item["name"])
+        view = registry.views[feature.view]
+        assert (item["view"], item["entity"], item["owner"], item["type"], item["default"]) == (
+            view.name, view.entity.name, view.owner, feature.value_type, feature.default
+        )  # fmt: skip
+    # each online view's freshness is what `featurestore freshness` says at the same time
+    url = "sqlite:///" + document["store"].removeprefix("sqlite:///")
+    proc = run_cli(
+        "freshness", "--online", url, "--now", iso(NOW), "--json", env=demo_warehouse.env
+    )
+    assert proc.returncode == 6, proc.stderr  # one view is over its SLA, one never loaded
+    expected = {item["view"]: item for item in json.loads(proc.stdout)}
+    assert {v["name"]: v["freshness"] for v in document["views"] if v["online"]} == expected
+    assert all(v["freshness"] is None for v in document["views"] if not v["online"])
+    lineage = {v["name"]: {n["name"] for n in v["lineage"] if n["kind"] == "source"}
+               for v in document["views"]}  # fmt: skip
+    assert lineage == {name: raw_sources(built.manifest, name) for name in registry.views}
+
+
 def test_command_errors(demo_warehouse: Warehouse, tmp_path: Path) -> None:
     env = demo_warehouse.env
     proc = run_cli("catalog", "--out", str(tmp_path), "--online", "nosuch://x", env=env)
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error: ") and len(proc.stderr.splitlines()) == 1
+    proc = run_cli("catalog", "--out", str(tmp_path), "--online", "redis://127.0.0.1:1/0", env=env)
+    assert proc.returncode == 4 and "cannot reach Redis" in proc.stderr, proc.stderr
+    uninitialized = f"sqlite:///{tmp_path / 'empty.db'}"
+    proc = run_cli("catalog", "--out", str(tmp_path), "--online", uninitialized, env=env)
+    assert proc.returncode == 5 and "init-store" in proc.stderr, proc.stderr
     proc = run_cli("catalog", "--out", str(tmp_path), "--now", "yesterday", env=env)
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: invalid --now") and "Traceback" not in proc.stderr
