@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,9 +19,12 @@ from featurestore.exit_codes import ExitCode
 from featurestore.historical import HistoricalFeaturesError
 from featurestore.previous_registry import AgainstError
 from featurestore.project import DbtError
-from featurestore.registry import RegistryError
+from featurestore.registry import Registry, RegistryError
 from featurestore.training_files import TrainingFileError
 from featurestore.windows import Aggregation
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["generate", "offline_errors", "registry", "training_set"]
 
@@ -128,7 +131,45 @@ def registry(ctx: click.Context, as_json: bool, project_dir: Path | None) -> Non
             json.dumps(feature.default),
             _aggregation_cell(feature.aggregation),
         )
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    if reg.feature_services:
+        console.print(_services_table(reg))
+
+
+def _services_table(reg: Registry) -> Table:
+    """The feature services of ``featurestore registry``: one row per feature (stored, then
+    request-time) of each service."""
+    from rich.table import Table
+
+    table = Table(title="Feature services")
+    for column in ("service", "owner", "feature", "type", "entity", "computed from"):
+        table.add_column(column)
+    for service in reg.feature_services.values():
+        for name in service.features:
+            feature = reg.feature(name)
+            entity = reg.views[feature.view].entity.name
+            table.add_row(service.name, service.owner, name, feature.value_type, entity, "stored")
+        for request_feature in service.request_features:
+            expression = request_feature.expression
+            table.add_row(
+                service.name,
+                service.owner,
+                request_feature.name,
+                expression.value_type,
+                "request",
+                expression.text,
+            )
+        for request_field in service.request_fields:
+            table.add_row(
+                service.name,
+                service.owner,
+                f"request.{request_field.name}",
+                request_field.value_type,
+                "request",
+                "request field",
+            )
+    return table
 
 
 @registry.command("check")

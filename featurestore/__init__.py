@@ -7,6 +7,7 @@ from featurestore.historical import HistoricalFeaturesError, get_historical_feat
 from featurestore.registry import (
     Entity,
     Feature,
+    FeatureService,
     FeatureView,
     Registry,
     RegistryError,
@@ -16,6 +17,7 @@ from featurestore.registry import (
 __all__ = [
     "Entity",
     "Feature",
+    "FeatureService",
     "FeatureView",
     "HistoricalFeaturesError",
     "Registry",

@@ -118,14 +118,39 @@ def _feature(feature: Feature, view: FeatureView, services: list[str]) -> dict[s
 
 
 def _services_by_feature(registry: Registry) -> dict[str, list[str]]:
-    """The feature services using each stored feature, by feature name (none declared yet:
-    the registry has no feature services)."""
-    return {}
+    """The feature services using each stored feature (in service order), by feature name;
+    a request-time feature is listed under its service, not here."""
+    out: dict[str, list[str]] = {}
+    for service in registry.feature_services.values():
+        for name in service.features:
+            out.setdefault(name, []).append(service.name)
+    return out
 
 
 def _services(registry: Registry) -> list[dict[str, Any]]:
-    """Every feature service of the registry (none yet)."""
-    return []
+    """Every feature service of the registry, in the registry's order."""
+    return [
+        {
+            "name": service.name,
+            "owner": service.owner,
+            "description": service.description,
+            "features": list(service.features),
+            "entities": list(service.entities),
+            "request_fields": [
+                {"name": f.name, "type": f.value_type} for f in service.request_fields
+            ],
+            "request_features": [
+                {
+                    "name": f.name,
+                    "expression": f.expression.text,
+                    "type": f.expression.value_type,
+                    "description": f.description,
+                }
+                for f in service.request_features
+            ],
+        }
+        for service in registry.feature_services.values()
+    ]
 
 
 def _iso(moment: dt.datetime) -> str:

@@ -125,9 +125,29 @@ def test_every_feature_is_listed_with_its_freshness(built: Built, browser: WebDr
     assert errors(browser) == []
 
 
-def reference(registry: Registry, text: str = "", owner: str = "", entity: str = "") -> list[str]:
+def services_ref(manifest: dict[str, Any]) -> dict[str, list[str]]:
+    """Feature name -> the feature services listing it, read from the manifest's ``ml``
+    exposures."""
+    out: dict[str, list[str]] = {}
+    for exposure in manifest["exposures"].values():
+        declared = (exposure.get("meta") or {}).get("featurestore")
+        if exposure.get("type") == "ml" and declared:
+            for name in declared["features"]:
+                out.setdefault(name, []).append(exposure["name"])
+    return out
+
+
+def reference(
+    registry: Registry,
+    text: str = "",
+    owner: str = "",
+    entity: str = "",
+    service: str = "",
+    using: dict[str, list[str]] | None = None,
+) -> list[str]:
     """The README's search rule, from the registry: every word of the box in the feature's
-    name, description, view, owner or entity (any case); owner and entity exactly."""
+    name, description, view, owner or entity (any case); owner, entity and service (from
+    ``using``: feature -> services) exactly."""
     out = []
     for feature in registry.features.values():
         view = registry.views[feature.view]
@@ -138,6 +158,7 @@ def reference(registry: Registry, text: str = "", owner: str = "", entity: str =
             all(word in haystack for word in text.lower().split())
             and (not owner or view.owner == owner)
             and (not entity or view.entity.name == entity)
+            and (not service or service in (using or {}).get(feature.name, []))
         ):
             out.append(feature.name)
     return sorted(out)
@@ -147,7 +168,9 @@ def test_search_by_name_owner_and_entity(built: Built, browser: WebDriver) -> No
     registry = built.registry
     owners = sorted({v.owner for v in registry.views.values()})
     entities = sorted({v.entity.name for v in registry.views.values()})
-    assert len(owners) > 1 and len(entities) > 1
+    using = services_ref(built.manifest)
+    services = sorted({name for names in using.values() for name in names})
+    assert len(owners) > 1 and len(entities) > 1 and services
     first = sorted(registry.features)[0]
     cases = [
         {"text": first},  # a whole name
@@ -157,17 +180,18 @@ def test_search_by_name_owner_and_entity(built: Built, browser: WebDriver) -> No
         {"text": "zzz-no-such-feature"},
         *({"owner": owner} for owner in owners),
         *({"entity": entity} for entity in entities),
+        *({"service": service} for service in services),
         {"owner": owners[0], "entity": entities[0], "text": "transaction"},
+        {"service": services[0], "entity": entities[-1]},
     ]
     for case in cases:
         open_page(browser, built.page)
         if "text" in case:
             browser.find_element(By.ID, "q").send_keys(case["text"])
-        if "owner" in case:
-            Select(browser.find_element(By.ID, "owner")).select_by_value(case["owner"])
-        if "entity" in case:
-            Select(browser.find_element(By.ID, "entity")).select_by_value(case["entity"])
-        expected = reference(registry, **case)
+        for select in ("owner", "entity", "service"):
+            if select in case:
+                Select(browser.find_element(By.ID, select)).select_by_value(case[select])
+        expected = reference(registry, **case, using=using)
         assert visible_features(browser) == expected, case
         count = browser.find_element(By.ID, "count").text
         assert count == f"{len(expected)} of {len(registry.features)} features", case
@@ -200,6 +224,8 @@ def details(browser: WebDriver) -> dict[str, str]:
 
 
 def test_a_features_details_and_lineage(built: Built, browser: WebDriver) -> None:
+    using = services_ref(built.manifest)
+    assert any(using.values()) and set(built.registry.features) - set(using)  # used and not
     open_page(browser, built.page)
     assert not browser.find_element(By.ID, "details").is_displayed()
     for name in sorted(built.registry.features):
@@ -216,7 +242,7 @@ def test_a_features_details_and_lineage(built: Built, browser: WebDriver) -> Non
         assert shown["Current freshness"].startswith(built.labels[view.name])
         assert shown["Default"] == json.dumps(feature.default)
         assert shown["Online"].startswith("yes" if view.online else "no")
-        assert shown["Feature services"] == "none"  # the registry declares none
+        assert shown["Feature services"] == ", ".join(using.get(name, [])) or "none"
         lineage = browser.find_element(By.CSS_SELECTOR, "#details .lineage")
         drawn = [e.text for e in lineage.find_elements(By.CSS_SELECTOR, ".node.source .mono")]
         assert set(drawn) == raw_sources(built.manifest, view.name)
@@ -225,6 +251,19 @@ def test_a_features_details_and_lineage(built: Built, browser: WebDriver) -> Non
     # a link to a feature opens it
     open_page(browser, built.page, f"feature={name}")
     assert browser.find_element(By.CSS_SELECTOR, "#details h2").text == name
+    # the service list: each service's features, each a link opening the feature
+    cards = browser.find_elements(By.CSS_SELECTOR, "#service-list .service")
+    services = built.registry.feature_services
+    assert [c.get_attribute("data-service") for c in cards] == list(services)
+    for card in cards:
+        service = services[str(card.get_attribute("data-service"))]
+        assert service.owner in card.text and service.description.strip() in card.text
+        for request_feature in service.request_features:
+            assert request_feature.expression.text in card.text
+        links = card.find_elements(By.TAG_NAME, "a")
+        assert [a.text for a in links] == list(service.features)
+        links[-1].click()
+        assert browser.find_element(By.CSS_SELECTOR, "#details h2").text == service.features[-1]
     assert errors(browser) == []
 
 
@@ -243,6 +282,8 @@ def test_markup_in_the_manifest_is_shown_as_text(
     node["config"]["meta"]["featurestore"]["owner"] = "<b>" + PAYLOAD
     source = next(iter(manifest["sources"].values()))
     source["description"] = PAYLOAD
+    exposure = next(e for e in manifest["exposures"].values() if e.get("type") == "ml")
+    exposure["description"] = PAYLOAD
     registry = registry_from_manifest(manifest)
     page, _ = write_catalog(build_catalog(registry, NOW), tmp_path / "site")
     assert PAYLOAD not in page.read_text()  # escaped in the embedded JSON
@@ -252,6 +293,7 @@ def test_markup_in_the_manifest_is_shown_as_text(
     assert shown["Description"] == "risky " + PAYLOAD
     assert shown["Owner"] == "<b>" + PAYLOAD
     assert PAYLOAD in browser.find_element(By.CSS_SELECTOR, "#details .lineage").text
+    assert PAYLOAD in browser.find_element(By.ID, "service-list").text
     assert browser.find_elements(By.CSS_SELECTOR, "main img, main b, main script") == []
     # an owner is also a select option, as text
     owner = Select(browser.find_element(By.ID, "owner"))
@@ -296,6 +338,12 @@ def test_the_json_document(built: Built, demo_warehouse: Warehouse) -> None:
     expected = {item["view"]: item for item in json.loads(proc.stdout)}
     assert {v["name"]: v["freshness"] for v in document["views"] if v["online"]} == expected
     assert all(v["freshness"] is None for v in document["views"] if not v["online"])
+    using = services_ref(built.manifest)
+    assert {f["name"]: f["services"] for f in document["features"]} == {
+        name: using.get(name, []) for name in registry.features
+    }
+    exposures = [e for e in built.manifest["exposures"].values() if e.get("type") == "ml"]
+    assert sorted(s["name"] for s in document["services"]) == sorted(e["name"] for e in exposures)
     lineage = {v["name"]: {n["name"] for n in v["lineage"] if n["kind"] == "source"}
                for v in document["views"]}  # fmt: skip
     assert lineage == {name: raw_sources(built.manifest, name) for name in registry.views}
