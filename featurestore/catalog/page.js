@@ -106,6 +106,17 @@
     return a;
   }
 
+  // a service's name: shows its card
+  function serviceLink(name) {
+    const a = el("a", {href: "#"}, name);
+    a.addEventListener("click", (event) => {
+      event.preventDefault();
+      const card = [...document.querySelectorAll("#service-list .service")].find((c) => c.dataset.service === name);
+      if (card) card.scrollIntoView({block: "start"});
+    });
+    return a;
+  }
+
   function lineage(view) {
     const box = el("div", {className: "lineage"});
     const names = new Map(view.lineage.map((n) => [n.id, n.name]));
@@ -149,8 +160,9 @@
     definition(list, "Default", el("code", {}, show(f.default, f.type)));
     definition(list, "Online", f.online ? "yes" + (view.streamed ? " (kept fresh by the stream worker)" : "") : "no");
     if (f.aggregation) definition(list, "Aggregation", el("code", {}, f.aggregation));
-    const used = f.services.length ? f.services.join(", ") : "none";
-    definition(list, "Feature services", el("span", {className: "services"}, used));
+    const used = el("span", {className: "services"}, f.services.length ? null : "none");
+    f.services.forEach((name, i) => used.append(i ? ", " : "", serviceLink(name)));
+    definition(list, "Feature services", used);
     panel.append(el("h2", {}, f.name), list, el("h3", {}, "Lineage (raw sources to the view)"), lineage(view));
     panel.scrollIntoView({block: "nearest"});
     saveState();
