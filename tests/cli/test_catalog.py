@@ -28,6 +28,9 @@ from tests.warehouse import Warehouse
 
 NOW = dt.datetime(2026, 5, 2, 12, 0, 0)
 
+# one worker runs the module: one browser and one build of the catalog
+pytestmark = pytest.mark.xdist_group("catalog")
+
 
 def iso(moment: dt.datetime) -> str:
     return moment.isoformat() + "Z"
@@ -298,6 +301,30 @@ def test_markup_in_the_manifest_is_shown_as_text(
     # an owner is also a select option, as text
     owner = Select(browser.find_element(By.ID, "owner"))
     assert "<b>" + PAYLOAD in [o.text for o in owner.options]
+    assert errors(browser) == []
+
+
+def test_offline_views_and_no_store(built: Built, browser: WebDriver, tmp_path: Path) -> None:
+    manifest = copy.deepcopy(built.manifest)
+    offline = sorted(built.registry.views)[0]
+    node = next(n for n in manifest["nodes"].values() if n.get("name") == offline)
+    node["config"]["meta"]["featurestore"]["online"] = False
+    registry = registry_from_manifest(manifest)
+    page, _ = write_catalog(build_catalog(registry, NOW), tmp_path / "site")
+    open_page(browser, page)
+    assert "freshness not checked" in browser.find_element(By.ID, "built").text
+    badges = {
+        str(row.get_attribute("data-feature")): row.find_element(By.CSS_SELECTOR, ".badge").text
+        for row in browser.find_elements(By.CSS_SELECTOR, "#features tbody tr")
+    }
+    assert badges == {
+        name: "offline" if f.view == offline else "not checked"
+        for name, f in registry.features.items()
+    }
+    browser.find_element(By.ID, "online-only").click()
+    online = sorted(name for name, f in registry.features.items() if f.view != offline)
+    assert visible_features(browser) == online and len(online) < len(registry.features)
+    assert browser.find_element(By.ID, "count").text.startswith(f"{len(online)} of ")
     assert errors(browser) == []
 
 
