@@ -68,7 +68,11 @@
       el("td", {className: "name"}, f.name), el("td", {}, f.type), el("td", {}, f.entity),
       el("td", {}, f.view), el("td", {}, f.owner), el("td", {}, f.online ? "yes" : "no"),
       el("td", {}, el("span", {className: "badge " + cls}, label)));
+    row.tabIndex = 0;  // reachable with Tab; Enter or Space opens it
     row.addEventListener("click", () => select(f.name));
+    row.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); select(f.name); }
+    });
     rows.set(f.name, row);
     $("features").tBodies[0].append(row);
   }
@@ -206,5 +210,6 @@
   }
   serviceList();
   loadState();
+  window.addEventListener("hashchange", loadState);  // an edited link, back and forward
   document.body.dataset.ready = "1";
 })();

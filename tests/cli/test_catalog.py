@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from featurestore.catalog import build_catalog, write_catalog
 from featurestore.online.store import LoadRecord
@@ -251,8 +253,15 @@ def test_a_features_details_and_lineage(built: Built, browser: WebDriver) -> Non
         assert set(drawn) == raw_sources(built.manifest, view.name)
         assert lineage.find_element(By.CSS_SELECTOR, ".node.self .mono").text == view.name
         assert browser.current_url.endswith(f"feature={name}")
-    # a link to a feature opens it
+    # a link to a feature opens it, and so does a changed fragment, and the keyboard
     open_page(browser, built.page, f"feature={name}")
+    assert browser.find_element(By.CSS_SELECTOR, "#details h2").text == name
+    first = sorted(built.registry.features)[0]
+    browser.execute_script("location.hash = arguments[0]", f"feature={first}")
+    heading = (By.CSS_SELECTOR, "#details h2")  # hashchange is dispatched as a task: wait
+    wait = WebDriverWait(browser, 5, ignored_exceptions=[StaleElementReferenceException])
+    wait.until(lambda b: b.find_element(*heading).text == first)
+    browser.find_element(By.CSS_SELECTOR, f'tr[data-feature="{name}"]').send_keys(Keys.ENTER)
     assert browser.find_element(By.CSS_SELECTOR, "#details h2").text == name
     # the service list: each service's features, each a link opening the feature
     cards = browser.find_elements(By.CSS_SELECTOR, "#service-list .service")
