@@ -261,8 +261,15 @@ def registry_check(
 @click.option(
     "--features",
     "feature_list",
-    required=True,
+    default=None,
     help="Comma-separated feature names, e.g. user_7d_transaction_count,avg_order_value_90d",
+)
+@click.option(
+    "--feature-service",
+    default=None,
+    metavar="NAME",
+    help="A feature service instead of --features: its stored and request-time features (the "
+    "labels carry its request fields as columns).",
 )
 @click.option(
     "--out",
@@ -281,23 +288,32 @@ def registry_check(
 @offline_errors
 def training_set(
     labels_path: Path,
-    feature_list: str,
+    feature_list: str | None,
+    feature_service: str | None,
     out_path: Path,
     timestamp_column: str,
     include_feature_timestamps: bool,
     project_dir: Path | None,
 ) -> None:
-    """Join a label file to features as of each row's timestamp; write Parquet or CSV."""
+    """Join a label file to features (--features or --feature-service) as of each row's
+    timestamp; write Parquet or CSV."""
     from featurestore.historical import get_historical_features
     from featurestore.training_files import file_kind, read_spine, write_frame
 
-    features = [name.strip() for name in feature_list.split(",") if name.strip()]
+    if (feature_list is None) == (feature_service is None):
+        raise click.UsageError("name the features: either --features or --feature-service")
+    features = (
+        [name.strip() for name in feature_list.split(",") if name.strip()]
+        if feature_list is not None
+        else None
+    )
     started = time.perf_counter()
     file_kind(out_path)  # refuse an unsupported output type before the join, not after
     spine = read_spine(labels_path, timestamp_column)
     result = get_historical_features(
         spine,
         features,
+        feature_service=feature_service,
         timestamp_column=timestamp_column,
         project_dir=project_dir,
         include_feature_timestamps=include_feature_timestamps,
