@@ -51,10 +51,16 @@ def build_catalog(
             _view(view, registry.lineage.get(view.name, ()), measured.get(view.name))
             for view in sorted(registry.views.values(), key=lambda v: v.name)
         ],
-        "features": [
-            _feature(feature, registry.views[feature.view], services.get(feature.name, []))
-            for feature in sorted(registry.features.values(), key=lambda f: f.name)
-        ],
+        "features": sorted(
+            [
+                *(
+                    _feature(feature, registry.views[feature.view], services.get(feature.name, []))
+                    for feature in registry.features.values()
+                ),
+                *_request_features(registry),
+            ],
+            key=lambda f: (f["name"], f["id"]),
+        ),
         "services": _services(registry),
     }
 
@@ -96,9 +102,12 @@ def _view(
 def _feature(feature: Feature, view: FeatureView, services: list[str]) -> dict[str, Any]:
     aggregation = feature.aggregation
     return {
+        "id": feature.name,
+        "kind": "stored",
         "name": feature.name,
         "view": view.name,
         "entity": view.entity.name,
+        "entities": [view.entity.name],
         "owner": view.owner,
         "type": feature.value_type,
         "data_type": feature.data_type,
@@ -115,6 +124,43 @@ def _feature(feature: Feature, view: FeatureView, services: list[str]) -> dict[s
         ),
         "services": services,
     }
+
+
+def _request_features(registry: Registry) -> list[dict[str, Any]]:
+    """Every service's request-time features, in the stored features' layout: no view, TTL,
+    SLA or default (a null value is answered ``MISSING``), always computed, the owner the
+    service's, the entities those of the stored features the expression reads."""
+    out = []
+    for service in registry.feature_services.values():
+        for feature in service.request_features:
+            expression = feature.expression
+            entities = list(
+                dict.fromkeys(registry.view_of(name).entity.name for name in expression.features)
+            )
+            out.append(
+                {
+                    "id": f"{service.name}.{feature.name}",
+                    "kind": "request",
+                    "name": feature.name,
+                    "view": None,
+                    "entity": None,
+                    "entities": entities,
+                    "owner": service.owner,
+                    "type": expression.value_type,
+                    "data_type": None,
+                    "description": feature.description,
+                    "default": None,
+                    "online": True,
+                    "ttl": None,
+                    "freshness_sla": None,
+                    "aggregation": None,
+                    "services": [service.name],
+                    "expression": expression.text,
+                    "reads": list(expression.features),
+                    "request_fields": list(expression.request_fields),
+                }
+            )
+    return out
 
 
 def _services_by_feature(registry: Registry) -> dict[str, list[str]]:

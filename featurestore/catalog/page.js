@@ -4,7 +4,8 @@
 (function () {
   const doc = JSON.parse(document.getElementById("catalog-data").textContent);
   const views = new Map(doc.views.map((v) => [v.name, v]));
-  const features = new Map(doc.features.map((f) => [f.name, f]));
+  // by id: a stored feature's name, "<service>.<name>" for a request-time feature
+  const features = new Map(doc.features.map((f) => [f.id, f]));
   const $ = (id) => document.getElementById(id);
 
   // el("td", {className: "name"}, "text", childNode...): strings become text nodes
@@ -50,39 +51,43 @@
     for (const value of [...new Set(values)].sort()) select.append(el("option", {value: value}, value));
   }
 
+  const count = (n, noun) => n + " " + noun + (n === 1 ? "" : "s");
   const built = new Date(doc.generated_at);
   const minutes = Math.max(0, Math.round((Date.now() - built.getTime()) / 60000));
   $("built").append(
-    doc.features.length + " features in " + doc.views.length + " views. Built " + doc.generated_at +
+    count(doc.features.length, "feature") + " in " + count(doc.views.length, "view") + " and " +
+      count(doc.services.length, "feature service") + ". Built " + doc.generated_at +
       " (" + minutes + " min ago)" +
       (doc.freshness_checked ? "; freshness read then from " + doc.store + "." : "; freshness not checked (no --online store given)."),
   );
   fillSelect($("owner"), doc.features.map((f) => f.owner));
-  fillSelect($("entity"), doc.features.map((f) => f.entity));
+  fillSelect($("entity"), doc.features.flatMap((f) => f.entities));
   fillSelect($("service"), doc.services.map((s) => s.name));
 
   const rows = new Map();
   for (const f of doc.features) {
-    const [cls, label] = freshness(views.get(f.view));
-    const row = el("tr", {dataset: {feature: f.name}},
-      el("td", {className: "name"}, f.name), el("td", {}, f.type), el("td", {}, f.entity),
-      el("td", {}, f.view), el("td", {}, f.owner), el("td", {}, f.online ? "yes" : "no"),
+    const stored = f.kind === "stored";
+    const [cls, label] = stored ? freshness(views.get(f.view)) : ["offline", "at request"];
+    const row = el("tr", {dataset: {feature: f.id}},
+      el("td", {className: "name"}, f.name), el("td", {}, f.type), el("td", {}, f.entities.join(", ")),
+      el("td", {}, stored ? f.view : "request time: " + f.services.join(", ")), el("td", {}, f.owner),
+      el("td", {}, stored ? (f.online ? "yes" : "no") : "computed"),
       el("td", {}, el("span", {className: "badge " + cls}, label)));
     row.tabIndex = 0;  // reachable with Tab; Enter or Space opens it
-    row.addEventListener("click", () => select(f.name));
+    row.addEventListener("click", () => select(f.id));
     row.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); select(f.name); }
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); select(f.id); }
     });
-    rows.set(f.name, row);
+    rows.set(f.id, row);
     $("features").tBodies[0].append(row);
   }
 
   // the search rule (README "Catalog"): every word of the box is a case-insensitive
   // substring of the feature's name, description, view, owner or entity; the selects match exactly
   function matches(f, words, owner, entity, service, onlineOnly) {
-    const text = [f.name, f.description, f.view, f.owner, f.entity].join("\n").toLowerCase();
+    const text = [f.name, f.description, f.view || "", f.owner, ...f.entities].join("\n").toLowerCase();
     return words.every((w) => text.includes(w)) &&
-      (!owner || f.owner === owner) && (!entity || f.entity === entity) &&
+      (!owner || f.owner === owner) && (!entity || f.entities.includes(entity)) &&
       (!service || f.services.includes(service)) && (!onlineOnly || f.online);
   }
 
@@ -92,7 +97,7 @@
     let shown = 0;
     for (const f of doc.features) {
       const visible = matches(f, words, owner, entity, service, $("online-only").checked);
-      rows.get(f.name).hidden = !visible;
+      rows.get(f.id).hidden = !visible;
       if (visible) shown += 1;
     }
     $("count").textContent = shown + " of " + doc.features.length + " features";
@@ -104,9 +109,9 @@
     list.append(el("dt", {}, term), el("dd", {}, ...values));
   }
 
-  function featureLink(name) {
-    const a = el("a", {href: "#"}, name);
-    a.addEventListener("click", (event) => { event.preventDefault(); select(name); });
+  function featureLink(id) {
+    const a = el("a", {href: "#"}, features.get(id).name);
+    a.addEventListener("click", (event) => { event.preventDefault(); select(id); });
     return a;
   }
 
@@ -141,15 +146,46 @@
   }
 
   let selected = "";
-  function select(name) {
-    const f = features.get(name);
+  function select(id) {
+    const f = features.get(id);
     const panel = $("details");
     panel.replaceChildren();
     if (rows.has(selected)) rows.get(selected).classList.remove("selected");
-    selected = f ? name : "";
+    selected = f ? id : "";
     panel.hidden = !f;
     if (!f) { saveState(); return; }
-    rows.get(name).classList.add("selected");
+    rows.get(id).classList.add("selected");
+    if (f.kind === "request") requestDetails(f, panel); else storedDetails(f, panel);
+    panel.scrollIntoView({block: "nearest"});
+    saveState();
+  }
+
+  function servicesUsing(f) {
+    const used = el("span", {className: "services"}, f.services.length ? null : "none");
+    f.services.forEach((name, i) => used.append(i ? ", " : "", serviceLink(name)));
+    return used;
+  }
+
+  // a request-time feature: its expression, what it reads, and the lineage of those views
+  function requestDetails(f, panel) {
+    const list = el("dl", {});
+    definition(list, "Type", f.type + " (computed at request time)");
+    definition(list, "Description", el("span", {className: "description"}, f.description));
+    definition(list, "Expression", el("code", {}, f.expression));
+    const reads = el("span", {});
+    f.reads.forEach((name, i) => reads.append(i ? ", " : "", features.has(name) ? featureLink(name) : name));
+    f.request_fields.forEach((name, i) => reads.append(i || f.reads.length ? ", " : "", el("code", {}, "request." + name)));
+    definition(list, "Reads", reads);
+    definition(list, "Entities", f.entities.join(", "));
+    definition(list, "Owner", f.owner);
+    definition(list, "Default", "none: a null value is answered MISSING (reason NULL)");
+    definition(list, "Feature services", servicesUsing(f));
+    panel.append(el("h2", {}, f.name), list);
+    const read = [...new Set(f.reads.map((name) => features.get(name)).filter((s) => s).map((s) => s.view))];
+    for (const name of read) panel.append(el("h3", {}, "Lineage of " + name), lineage(views.get(name)));
+  }
+
+  function storedDetails(f, panel) {
     const view = views.get(f.view);
     const [cls, label, sentence] = freshness(view);
     const list = el("dl", {});
@@ -164,12 +200,8 @@
     definition(list, "Default", el("code", {}, show(f.default, f.type)));
     definition(list, "Online", f.online ? "yes" + (view.streamed ? " (kept fresh by the stream worker)" : "") : "no");
     if (f.aggregation) definition(list, "Aggregation", el("code", {}, f.aggregation));
-    const used = el("span", {className: "services"}, f.services.length ? null : "none");
-    f.services.forEach((name, i) => used.append(i ? ", " : "", serviceLink(name)));
-    definition(list, "Feature services", used);
+    definition(list, "Feature services", servicesUsing(f));
     panel.append(el("h2", {}, f.name), list, el("h3", {}, "Lineage (raw sources to the view)"), lineage(view));
-    panel.scrollIntoView({block: "nearest"});
-    saveState();
   }
 
   function serviceList() {
@@ -183,7 +215,11 @@
       s.features.forEach((name, i) => used.append(i ? ", " : "", features.has(name) ? featureLink(name) : name));
       card.append(used, el("div", {}, "Entities: " + s.entities.join(", ")));
       if (s.request_fields.length) card.append(el("div", {}, "Request fields: " + s.request_fields.map((r) => r.name + " (" + r.type + ")").join(", ")));
-      for (const r of s.request_features) card.append(el("div", {}, "Request feature ", el("code", {}, r.name + " = " + r.expression), " (" + r.type + "): " + r.description));
+      for (const r of s.request_features) {
+        const id = s.name + "." + r.name;
+        card.append(el("div", {}, "Request feature ", features.has(id) ? featureLink(id) : r.name,
+          " = ", el("code", {}, r.expression), " (" + r.type + "): " + r.description));
+      }
       box.append(card);
     }
   }

@@ -10,6 +10,7 @@ import copy
 import datetime as dt
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,42 @@ def open_page(browser: WebDriver, page: Path, fragment: str = "") -> None:
 open_page.loads = 0  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class Row:
+    """What the page must list for one feature, from the registry: a stored feature (its
+    id is its name) or a service's request-time feature (id ``<service>.<name>``)."""
+
+    id: str
+    name: str
+    type: str
+    description: str
+    view: str | None
+    owner: str
+    entities: tuple[str, ...]
+    services: tuple[str, ...]
+
+
+def rows_ref(registry: Registry) -> list[Row]:
+    """Every row in page order (name, then id)."""
+    used: dict[str, list[str]] = {}
+    for service in registry.feature_services.values():
+        for name in service.features:
+            used.setdefault(name, []).append(service.name)
+    rows = [
+        Row(f.name, f.name, f.value_type, f.description, f.view, registry.views[f.view].owner,
+            (registry.views[f.view].entity.name,), tuple(used.get(f.name, ())))
+        for f in registry.features.values()
+    ]  # fmt: skip
+    for service in registry.feature_services.values():
+        for r in service.request_features:
+            entities = [registry.view_of(n).entity.name for n in r.expression.features]
+            rows.append(
+                Row(f"{service.name}.{r.name}", r.name, r.expression.value_type, r.description,
+                    None, service.owner, tuple(dict.fromkeys(entities)), (service.name,))
+            )  # fmt: skip
+    return sorted(rows, key=lambda row: (row.name, row.id))
+
+
 def visible_features(browser: WebDriver) -> list[str]:
     rows = browser.find_elements(By.CSS_SELECTOR, "#features tbody tr")
     return [str(r.get_attribute("data-feature")) for r in rows if r.is_displayed()]
@@ -110,22 +147,21 @@ def errors(browser: WebDriver) -> list[str]:
 
 def test_every_feature_is_listed_with_its_freshness(built: Built, browser: WebDriver) -> None:
     open_page(browser, built.page)
-    assert visible_features(browser) == sorted(built.registry.features)
-    total = len(built.registry.features)
+    expected = {row.id: row for row in rows_ref(built.registry)}
+    assert any(row.view is None for row in expected.values())  # a request-time feature
+    assert visible_features(browser) == list(expected)
+    total = len(expected)
     assert browser.find_element(By.ID, "count").text == f"{total} of {total} features"
-    for row in browser.find_elements(By.CSS_SELECTOR, "#features tbody tr"):
-        feature = built.registry.feature(str(row.get_attribute("data-feature")))
-        view = built.registry.views[feature.view]
-        cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
-        assert cells == [
-            feature.name,
-            feature.value_type,
-            view.entity.name,
-            view.name,
-            view.owner,
-            "yes" if view.online else "no",
-            built.labels[view.name],
-        ]
+    for tr in browser.find_elements(By.CSS_SELECTOR, "#features tbody tr"):
+        row = expected[str(tr.get_attribute("data-feature"))]
+        cells = [c.text for c in tr.find_elements(By.TAG_NAME, "td")]
+        if row.view is None:
+            where, online, badge = f"request time: {row.services[0]}", "computed", "at request"
+        else:
+            where, badge = row.view, built.labels[row.view]
+            online = "yes" if built.registry.views[row.view].online else "no"
+        assert cells == [row.name, row.type, ", ".join(row.entities), where, row.owner, online,
+                         badge]  # fmt: skip
     assert set(built.labels.values()) >= {"fresh", "over SLA", "never loaded"}
     assert errors(browser) == []
 
@@ -151,22 +187,20 @@ def reference(
     using: dict[str, list[str]] | None = None,
 ) -> list[str]:
     """The README's search rule, from the registry: every word of the box in the feature's
-    name, description, view, owner or entity (any case); owner, entity and service (from
-    ``using``: feature -> services) exactly."""
+    name, description, view, owner or entities (any case); owner, entity and service (for a
+    stored feature from ``using``: feature -> services, read from the manifest) exactly."""
     out = []
-    for feature in registry.features.values():
-        view = registry.views[feature.view]
-        haystack = " ".join(
-            [feature.name, feature.description, view.name, view.owner, view.entity.name]
-        ).lower()
+    for row in rows_ref(registry):
+        haystack = " ".join([row.name, row.description, row.view or "", row.owner, *row.entities])
+        services = row.services if row.view is None else (using or {}).get(row.name, [])
         if (
-            all(word in haystack for word in text.lower().split())
-            and (not owner or view.owner == owner)
-            and (not entity or view.entity.name == entity)
-            and (not service or service in (using or {}).get(feature.name, []))
+            all(word in haystack.lower() for word in text.lower().split())
+            and (not owner or row.owner == owner)
+            and (not entity or entity in row.entities)
+            and (not service or service in services)
         ):
-            out.append(feature.name)
-    return sorted(out)
+            out.append(row.id)
+    return out
 
 
 def test_search_by_name_owner_and_entity(built: Built, browser: WebDriver) -> None:
@@ -181,6 +215,7 @@ def test_search_by_name_owner_and_entity(built: Built, browser: WebDriver) -> No
         {"text": first},  # a whole name
         {"text": "CHARGEBACK"},  # part of names and descriptions, any case
         {"text": "count 7d"},  # every word must match
+        {"text": "payment amount"},  # a request-time feature's description
         {"text": owners[0].split("@")[0]},  # an owner, typed
         {"text": "zzz-no-such-feature"},
         *({"owner": owner} for owner in owners),
@@ -199,7 +234,7 @@ def test_search_by_name_owner_and_entity(built: Built, browser: WebDriver) -> No
         expected = reference(registry, **case, using=using)
         assert visible_features(browser) == expected, case
         count = browser.find_element(By.ID, "count").text
-        assert count == f"{len(expected)} of {len(registry.features)} features", case
+        assert count == f"{len(expected)} of {len(rows_ref(registry))} features", case
         assert browser.find_element(By.ID, "empty").is_displayed() == (not expected), case
     # the search lives in the fragment: reloading the link shows the same list
     state = browser.current_url.split("#", 1)[1]
@@ -273,9 +308,34 @@ def test_a_features_details_and_lineage(built: Built, browser: WebDriver) -> Non
         for request_feature in service.request_features:
             assert request_feature.expression.text in card.text
         links = card.find_elements(By.TAG_NAME, "a")
-        assert [a.text for a in links] == list(service.features)
-        links[-1].click()
-        assert browser.find_element(By.CSS_SELECTOR, "#details h2").text == service.features[-1]
+        names = [*service.features, *(r.name for r in service.request_features)]
+        assert [a.text for a in links] == names
+        for i in (len(service.features) - 1, -1):
+            links[i].click()
+            assert browser.find_element(By.CSS_SELECTOR, "#details h2").text == names[i]
+    # a request-time feature: its expression, what it reads, the lineage of those views
+    for row in rows_ref(built.registry):
+        if row.view is not None:
+            continue
+        declared = next(
+            r for r in built.registry.feature_service(row.services[0]).request_features
+            if r.name == row.name
+        )  # fmt: skip
+        browser.find_element(By.CSS_SELECTOR, f'tr[data-feature="{row.id}"]').click()
+        shown = details(browser)
+        assert shown["Type"] == f"{row.type} (computed at request time)"
+        assert shown["Expression"] == declared.expression.text
+        assert shown["Reads"] == ", ".join(
+            [
+                *declared.expression.features,
+                *(f"request.{f}" for f in declared.expression.request_fields),
+            ]
+        )
+        assert shown["Feature services"] == row.services[0]
+        read = {built.registry.view_of(f).name for f in declared.expression.features}
+        drawn = browser.find_elements(By.CSS_SELECTOR, "#details .lineage .node.self .mono")
+        assert sorted(e.text for e in drawn) == sorted(read)
+        assert browser.current_url.endswith(f"feature={row.id}")
     assert errors(browser) == []
 
 
@@ -326,13 +386,15 @@ def test_offline_views_and_no_store(built: Built, browser: WebDriver, tmp_path: 
         str(row.get_attribute("data-feature")): row.find_element(By.CSS_SELECTOR, ".badge").text
         for row in browser.find_elements(By.CSS_SELECTOR, "#features tbody tr")
     }
+    rows = rows_ref(registry)
     assert badges == {
-        name: "offline" if f.view == offline else "not checked"
-        for name, f in registry.features.items()
-    }
+        row.id: "at request" if row.view is None else "offline" if row.view == offline
+        else "not checked"
+        for row in rows
+    }  # fmt: skip
     browser.find_element(By.ID, "online-only").click()
-    online = sorted(name for name, f in registry.features.items() if f.view != offline)
-    assert visible_features(browser) == online and len(online) < len(registry.features)
+    online = [row.id for row in rows if row.view != offline]
+    assert visible_features(browser) == online and len(online) < len(rows)
     assert browser.find_element(By.ID, "count").text.startswith(f"{len(online)} of ")
     assert errors(browser) == []
 
@@ -358,8 +420,10 @@ def test_the_json_document(built: Built, demo_warehouse: Warehouse) -> None:
     assert document["catalog_version"] == 1
     assert document["generated_at"] == iso(NOW)
     assert document["freshness_checked"] is True and document["store"].startswith("sqlite:///")
-    assert [f["name"] for f in document["features"]] == sorted(registry.features)
-    for item in document["features"]:
+    assert [f["id"] for f in document["features"]] == [r.id for r in rows_ref(registry)]
+    stored = [f for f in document["features"] if f["kind"] == "stored"]
+    assert sorted(f["name"] for f in stored) == sorted(registry.features)
+    for item in stored:
         feature = registry.feature(item["name"])
         view = registry.views[feature.view]
         assert (item["view"], item["entity"], item["owner"], item["type"], item["default"]) == (
@@ -375,7 +439,7 @@ def test_the_json_document(built: Built, demo_warehouse: Warehouse) -> None:
     assert {v["name"]: v["freshness"] for v in document["views"] if v["online"]} == expected
     assert all(v["freshness"] is None for v in document["views"] if not v["online"])
     using = services_ref(built.manifest)
-    assert {f["name"]: f["services"] for f in document["features"]} == {
+    assert {f["name"]: f["services"] for f in stored} == {
         name: using.get(name, []) for name in registry.features
     }
     exposures = [e for e in built.manifest["exposures"].values() if e.get("type") == "ml"]
