@@ -356,6 +356,8 @@ def test_markup_in_the_manifest_is_shown_as_text(
     source["description"] = PAYLOAD
     exposure = next(e for e in manifest["exposures"].values() if e.get("type") == "ml")
     exposure["description"] = PAYLOAD
+    request_feature = exposure["meta"]["featurestore"]["request_features"][0]
+    request_feature["description"] = PAYLOAD
     registry = registry_from_manifest(manifest)
     page, _ = write_catalog(build_catalog(registry, NOW), tmp_path / "site")
     assert PAYLOAD not in page.read_text()  # escaped in the embedded JSON
@@ -367,6 +369,8 @@ def test_markup_in_the_manifest_is_shown_as_text(
     assert PAYLOAD in browser.find_element(By.CSS_SELECTOR, "#details .lineage").text
     assert PAYLOAD in browser.find_element(By.ID, "service-list").text
     assert browser.find_elements(By.CSS_SELECTOR, "main img, main b, main script") == []
+    open_page(browser, page, f"feature={exposure['name']}.{request_feature['name']}")
+    assert details(browser)["Description"] == PAYLOAD
     # an owner is also a select option, as text
     owner = Select(browser.find_element(By.ID, "owner"))
     assert "<b>" + PAYLOAD in [o.text for o in owner.options]
