@@ -1,7 +1,8 @@
-"""The catalog document: every entity, feature view and feature of the registry with what a
-data scientist looks for (type, description, owner, TTL, freshness SLA and the freshness
-measured at build time, default, online or not, the feature services using it, lineage
-from the raw sources), as one JSON-ready mapping. ``featurestore catalog`` writes it as
+"""The catalog document: every entity, feature view, feature and feature service of the
+registry with what a data scientist looks for (type, description, owner, TTL, freshness SLA
+and the freshness measured at build time, default, online or not, the feature services
+using it, lineage from the raw sources; a service's request-time features listed beside
+the stored ones), as one JSON-ready mapping. ``featurestore catalog`` writes it as
 ``catalog.json`` and embeds it in the page (:mod:`featurestore.catalog.page`).
 The layout is the README's "Catalog" section (``catalog_version`` 1).
 """
