@@ -1,6 +1,7 @@
 """The ``featurestore`` command: one click group holding the commands of every layer.
 
 * offline (:mod:`cli.offline`): ``generate``, ``registry``, ``training-set``;
+* ``catalog`` (:mod:`cli.catalog`): the feature catalog page;
 * ``skew`` (:mod:`cli.skew`): the training-serving skew report;
 * ``demo`` (:mod:`cli.demo`);
 * the loader's (:mod:`loader.cli`): ``init-store``, ``load``, ``loads``, ``freshness``;
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import click
 
+from cli.catalog import catalog
 from cli.demo import demo
 from cli.offline import generate, registry, training_set
 from cli.skew import skew
@@ -33,6 +35,7 @@ for command in (
     generate,
     registry,
     training_set,
+    catalog,
     skew,
     demo,
     init_store,

@@ -5,8 +5,8 @@ This module owns the registry contract. Feature views are dbt models carrying a
 declared once under ``meta.featurestore_entities`` in ``dbt_project.yml``. The loader, the
 sidecar and the training-data SDK all read features through :func:`load_registry`; the
 loader also reads from it where each model is built (:attr:`Registry.relations`) and the
-data tests of a view's columns (:attr:`FeatureView.data_tests`), so nothing else parses the
-manifest.
+data tests of a view's columns (:attr:`FeatureView.data_tests`), and the catalog each
+view's lineage (:attr:`Registry.lineage`), so nothing else parses the manifest.
 
 Rules checked on load (each failure names the model and the field):
 
@@ -47,6 +47,7 @@ from featurestore.feature_services import (
     RequestField,
     read_feature_services,
 )
+from featurestore.lineage import LineageNode, model_lineage
 from featurestore.suggestions import did_you_mean
 from featurestore.windows import Aggregation, WindowedSource
 
@@ -185,6 +186,9 @@ class Registry:
     #: per event model of a declared view, the dbt source tables upstream of it
     #: (``(source name, table name)``): where the stream worker lands its events
     event_sources: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    #: per feature view, the dbt nodes it is built from (raw sources, seeds, staging and
+    #: intermediate models) and the view itself, parents first (:mod:`featurestore.lineage`)
+    lineage: Mapping[str, tuple[LineageNode, ...]] = field(default_factory=dict)
     #: the feature services (dbt ``ml`` exposures) by name, in manifest order
     feature_services: Mapping[str, FeatureService] = field(default_factory=dict)
 
@@ -382,6 +386,7 @@ def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
             for name in sorted(event_models)
             if name in by_name
         },
+        lineage={name: model_lineage(manifest, name) for name in views},
         feature_services=services,
     )
 
