@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,9 +19,12 @@ from featurestore.exit_codes import ExitCode
 from featurestore.historical import HistoricalFeaturesError
 from featurestore.previous_registry import AgainstError
 from featurestore.project import DbtError
-from featurestore.registry import RegistryError
+from featurestore.registry import Registry, RegistryError
 from featurestore.training_files import TrainingFileError
 from featurestore.windows import Aggregation
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["generate", "offline_errors", "registry", "training_set"]
 
@@ -128,7 +131,45 @@ def registry(ctx: click.Context, as_json: bool, project_dir: Path | None) -> Non
             json.dumps(feature.default),
             _aggregation_cell(feature.aggregation),
         )
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    if reg.feature_services:
+        console.print(_services_table(reg))
+
+
+def _services_table(reg: Registry) -> Table:
+    """The feature services of ``featurestore registry``: one row per feature (stored, then
+    request-time) of each service."""
+    from rich.table import Table
+
+    table = Table(title="Feature services")
+    for column in ("service", "owner", "feature", "type", "entity", "computed from"):
+        table.add_column(column)
+    for service in reg.feature_services.values():
+        for name in service.features:
+            feature = reg.feature(name)
+            entity = reg.views[feature.view].entity.name
+            table.add_row(service.name, service.owner, name, feature.value_type, entity, "stored")
+        for request_feature in service.request_features:
+            expression = request_feature.expression
+            table.add_row(
+                service.name,
+                service.owner,
+                request_feature.name,
+                expression.value_type,
+                "request",
+                expression.text,
+            )
+        for request_field in service.request_fields:
+            table.add_row(
+                service.name,
+                service.owner,
+                f"request.{request_field.name}",
+                request_field.value_type,
+                "request",
+                "request field",
+            )
+    return table
 
 
 @registry.command("check")
@@ -220,8 +261,15 @@ def registry_check(
 @click.option(
     "--features",
     "feature_list",
-    required=True,
+    default=None,
     help="Comma-separated feature names, e.g. user_7d_transaction_count,avg_order_value_90d",
+)
+@click.option(
+    "--feature-service",
+    default=None,
+    metavar="NAME",
+    help="A feature service instead of --features: its stored and request-time features (the "
+    "labels carry its request fields as columns).",
 )
 @click.option(
     "--out",
@@ -240,23 +288,32 @@ def registry_check(
 @offline_errors
 def training_set(
     labels_path: Path,
-    feature_list: str,
+    feature_list: str | None,
+    feature_service: str | None,
     out_path: Path,
     timestamp_column: str,
     include_feature_timestamps: bool,
     project_dir: Path | None,
 ) -> None:
-    """Join a label file to features as of each row's timestamp; write Parquet or CSV."""
+    """Join a label file to features (--features or --feature-service) as of each row's
+    timestamp; write Parquet or CSV."""
     from featurestore.historical import get_historical_features
     from featurestore.training_files import file_kind, read_spine, write_frame
 
-    features = [name.strip() for name in feature_list.split(",") if name.strip()]
+    if (feature_list is None) == (feature_service is None):
+        raise click.UsageError("name the features: either --features or --feature-service")
+    features = (
+        [name.strip() for name in feature_list.split(",") if name.strip()]
+        if feature_list is not None
+        else None
+    )
     started = time.perf_counter()
     file_kind(out_path)  # refuse an unsupported output type before the join, not after
     spine = read_spine(labels_path, timestamp_column)
     result = get_historical_features(
         spine,
         features,
+        feature_service=feature_service,
         timestamp_column=timestamp_column,
         project_dir=project_dir,
         include_feature_timestamps=include_feature_timestamps,

@@ -136,6 +136,7 @@ def get_command(
     from featurestore.suggestions import did_you_mean
     from sidecar.auth import unscoped_key
     from sidecar.errors import ApiError
+    from sidecar.request_body import RetrieveRequest
     from sidecar.state import Sidecar
 
     raw_key = secrets.token_hex(16)
@@ -185,6 +186,7 @@ def get_command(
         except ApiError as exc:
             # the request's field names, in the command line's terms
             raise BadRequest(exc.message.replace("entity_keys[0]", "KEY")) from None
+        assert isinstance(request, RetrieveRequest)  # the body names entity_name
         payload, degraded = asyncio.run(sidecar.retriever.retrieve(request))
     finally:
         sidecar.close()

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from featurestore.registry import (
         Entity,
         Feature,
+        FeatureService,
         FeatureView,
         Registry,
         RegistryError,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Entity",
     "Feature",
+    "FeatureService",
     "FeatureView",
     "HistoricalFeaturesError",
     "Registry",
@@ -36,6 +38,7 @@ __all__ = [
 _HOMES: dict[str, str] = {
     "Entity": "featurestore.registry",
     "Feature": "featurestore.registry",
+    "FeatureService": "featurestore.registry",
     "FeatureView": "featurestore.registry",
     "HistoricalFeaturesError": "featurestore.historical",
     "Registry": "featurestore.registry",

@@ -18,6 +18,14 @@ UTC; a time-zone-aware one is converted to UTC for the join. A column mixing nai
 values, or holding non-timestamps, is refused. The returned frame keeps the caller's own
 columns exactly as given (same values, dtypes, order, index reset) and appends one column per
 requested feature, named as the feature.
+
+Feature services (``feature_service=``, README "Feature services"): the service's stored
+features are joined as above, then its request-time features are computed in the same
+warehouse query from the joined values and the spine's request-field columns (one column per
+request field of the service, named as the field), with the SQL of
+:func:`featurestore.expressions.to_sql` for the target's dialect
+(:mod:`featurestore.historical_request_features`). They follow the stored features in the
+result.
 """
 
 from __future__ import annotations
@@ -35,9 +43,18 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from featurestore.arrow_types import ARROW_TYPES
+from featurestore.historical_request_features import request_column, with_request_features
 from featurestore.historical_snowflake import SnowflakeJoinError, run_join
 from featurestore.project import DbtError, Project, compile_inline, configured_target
-from featurestore.registry import FeatureView, Registry, RegistryError, ValueType, load_registry
+from featurestore.registry import (
+    FeatureService,
+    FeatureView,
+    Registry,
+    RegistryError,
+    ValueType,
+    load_registry,
+)
 from featurestore.snowflake_connection import (
     REQUIRED_ENV,
     SnowflakeConnectionError,
@@ -67,8 +84,9 @@ class HistoricalFeaturesError(ValueError):
 
 def get_historical_features(
     entity_df: pd.DataFrame | pa.Table,
-    features: Sequence[str],
+    features: Sequence[str] | None = None,
     *,
+    feature_service: str | None = None,
     timestamp_column: str = "event_timestamp",
     project_dir: Path | str | None = None,
     target: str | None = None,
@@ -76,12 +94,16 @@ def get_historical_features(
 ) -> pd.DataFrame:
     """Join each spine row to the requested features as of its timestamp.
 
-    ``entity_df`` holds the entity key columns of every requested feature's view and
-    ``timestamp_column`` (UTC). Returns ``entity_df`` (as pandas, index reset) with one column
-    per feature; with ``include_feature_timestamps`` also ``<view>__feature_at`` and
-    ``<view>__as_of_at`` per view. Runs in the current dbt target's warehouse (``target``, else
-    ``$FEATURESTORE_TARGET``): the project's DuckDB file, or Snowflake (the spine uploaded
-    to a temporary table; connection from the ``SNOWFLAKE_*`` variables).
+    Name either ``features`` or a ``feature_service`` (exactly one). ``entity_df`` holds the
+    entity key columns of every requested feature's view and ``timestamp_column`` (UTC); for
+    a service also one column per request field of the service, named as the field (the
+    values the model was scored with: a label spine carries them). Returns ``entity_df`` (as
+    pandas, index reset) with one column per feature (a service's stored features, then its
+    request-time features computed by the warehouse); with ``include_feature_timestamps``
+    also ``<view>__feature_at`` and ``<view>__as_of_at`` per view. Runs in the current dbt
+    target's warehouse (``target``, else ``$FEATURESTORE_TARGET``): the project's DuckDB file,
+    or Snowflake (the spine uploaded to a temporary table; connection from the
+    ``SNOWFLAKE_*`` variables).
     """
     project = Project.at(project_dir, target)
     try:
@@ -89,21 +111,25 @@ def get_historical_features(
     except RegistryError as exc:
         raise HistoricalFeaturesError(str(exc)) from None
     frame = _to_pandas(entity_df)
-    names = _check_features(registry, features)
+    service = _check_request(registry, features, feature_service)
+    names = _check_features(registry, service.features if service else features)
     views = [
         (registry.view(view), chosen) for view, chosen in registry.group_by_view(names).items()
     ]
-    spine = _spine_table(frame, views, timestamp_column, names, include_feature_timestamps)
-    outputs = _outputs(registry, names, views, include_feature_timestamps)
+    outputs = _outputs(registry, names, views, include_feature_timestamps, service)
+    spine = _spine_table(frame, views, timestamp_column, list(outputs), service)
 
     # the Snowflake target's variables first: all missing ones named, before dbt fails on one
     settings = _snowflake_settings() if configured_target(project) == "snowflake" else None
-    compiled = compiled_join(project, views, include_feature_timestamps)
+    requests = [request_column(f.name) for f in service.request_fields] if service else []
+    compiled = compiled_join(project, views, include_feature_timestamps, requests)
     if compiled.target_type == "duckdb":
-        joined = _run_duckdb(compiled.duckdb_path, compiled.sql, spine, list(outputs))
+        sql = with_request_features(compiled.sql, service, dialect="duckdb")
+        joined = _run_duckdb(compiled.duckdb_path, sql, spine, list(outputs))
     elif compiled.target_type == "snowflake":
+        sql = with_request_features(compiled.sql, service, dialect="snowflake")
         joined = _run_snowflake(
-            settings or _snowflake_settings(), compiled.sql, spine, views, outputs
+            settings or _snowflake_settings(), sql, spine, views, outputs, service
         )
     else:
         raise HistoricalFeaturesError(
@@ -129,9 +155,13 @@ def _outputs(
     names: list[str],
     views: list[tuple[FeatureView, list[str]]],
     include_timestamps: bool,
+    service: FeatureService | None,
 ) -> dict[str, ValueType]:
-    """The columns the join adds, in order, with their registry types."""
+    """The columns the join adds, in order, with their registry types: the features, a
+    service's request-time features, the audit timestamps."""
     outputs: dict[str, ValueType] = {name: registry.feature(name).value_type for name in names}
+    for request_feature in service.request_features if service else ():
+        outputs[request_feature.name] = request_feature.expression.value_type
     if include_timestamps:
         for view, _ in views:
             outputs[f"{view.name}__feature_at"] = "timestamp"
@@ -150,7 +180,31 @@ def _to_pandas(entity_df: pd.DataFrame | pa.Table) -> pd.DataFrame:
     )
 
 
-def _check_features(registry: Registry, features: Sequence[str]) -> list[str]:
+def _check_request(
+    registry: Registry, features: Sequence[str] | None, feature_service: str | None
+) -> FeatureService | None:
+    """The requested feature service (None: a feature list), exactly one of the two named."""
+    if feature_service is None:
+        if features is None:
+            raise HistoricalFeaturesError(
+                "name the features to join: features=[...] or feature_service='...'"
+            )
+        return None
+    if features is not None:
+        raise HistoricalFeaturesError(
+            "pass either features or feature_service, not both (a service names its features)"
+        )
+    if not isinstance(feature_service, str):
+        raise HistoricalFeaturesError(
+            f"feature_service must be a feature service name, got {feature_service!r}"
+        )
+    try:
+        return registry.feature_service(feature_service)
+    except RegistryError as exc:
+        raise HistoricalFeaturesError(str(exc)) from None
+
+
+def _check_features(registry: Registry, features: Sequence[str] | None) -> list[str]:
     if isinstance(features, str) or not isinstance(features, Sequence):
         raise HistoricalFeaturesError("features must be a list of feature names")
     if not features:
@@ -182,10 +236,11 @@ def _spine_table(
     frame: pd.DataFrame,
     views: list[tuple[FeatureView, list[str]]],
     timestamp_column: str,
-    names: list[str],
-    include_timestamps: bool,
+    outputs: list[str],
+    service: FeatureService | None,
 ) -> pa.Table:
-    """The minimal spine handed to the warehouse: keys, UTC timestamp, row number."""
+    """The minimal spine handed to the warehouse: keys, a service's request fields (under
+    :func:`request_column` names), UTC timestamp, row number."""
     columns = [str(c) for c in frame.columns]
     if len(set(columns)) != len(columns):
         raise HistoricalFeaturesError("entity_df has duplicate column names")
@@ -194,10 +249,6 @@ def _spine_table(
             f"entity_df has no timestamp column {timestamp_column!r} "
             f"(columns: {', '.join(columns)}); pass timestamp_column="
         )
-    outputs = list(names)
-    if include_timestamps:
-        for view, _ in views:
-            outputs += [f"{view.name}__feature_at", f"{view.name}__as_of_at"]
     clash = sorted(set(outputs) & set(columns))
     if clash:
         raise HistoricalFeaturesError(
@@ -224,9 +275,57 @@ def _spine_table(
                     f"{view.key_types[key]}), got {array.type}"
                 )
             arrays[key] = array
+    for request_field in service.request_fields if service else ():
+        arrays[request_column(request_field.name)] = _request_array(
+            frame, request_field.name, request_field.value_type, service
+        )
     arrays[_TS] = _utc_timestamps(frame[timestamp_column], timestamp_column)
     arrays[_ROW] = pa.array(range(len(frame)), type=pa.int64())
     return pa.table(arrays)
+
+
+#: the Arrow types a request field column may hold, by the field's type (cast to its type)
+_REQUEST_TYPES: dict[ValueType, tuple[str, Any]] = {
+    "string": _KEY_TYPES["string"],
+    "int": _KEY_TYPES["int"],
+    "float": (
+        "numeric",
+        lambda t: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t),
+    ),
+    "bool": _KEY_TYPES["bool"],
+}
+
+
+def _request_array(
+    frame: pd.DataFrame, name: str, value_type: ValueType, service: FeatureService | None
+) -> pa.Array:
+    """The spine's column of request field ``name`` in its registry type's Arrow type (a
+    missing value, NaN included, is null; a decimal becomes the double nearest to it;
+    timestamps as for the spine's timestamp)."""
+    if name not in frame.columns:
+        assert service is not None
+        raise HistoricalFeaturesError(
+            f"entity_df lacks column {name!r}, a request field of feature service "
+            f"{service.name!r} (the spine carries each row's request data: "
+            f"{', '.join(f.name + ' ' + f.value_type for f in service.request_fields)})"
+        )
+    if value_type == "timestamp":
+        return _utc_timestamps(frame[name], name)
+    try:
+        array = pa.array(frame[name], from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise HistoricalFeaturesError(f"request field column {name!r}: {exc}") from None
+    label, accepts = _REQUEST_TYPES[value_type]
+    if not (accepts(array.type) or pa.types.is_null(array.type)):
+        raise HistoricalFeaturesError(
+            f"request field column {name!r} must hold {label} values (request field type "
+            f"{value_type}), got {array.type}"
+        )
+    if pa.types.is_decimal(array.type):
+        # through text: Arrow's decimal-to-double cast is not correctly rounded (25.74 would
+        # become 25.740000000000002, not the double a request's JSON 25.74 parses to)
+        array = array.cast(pa.string())
+    return array.cast(ARROW_TYPES[value_type])
 
 
 def _utc_timestamps(series: pd.Series, name: str) -> pa.Array:
@@ -260,7 +359,11 @@ def _utc_timestamps(series: pd.Series, name: str) -> pa.Array:
     return pa.array(series, from_pandas=True).cast(pa.timestamp("us"))
 
 
-def _macro_call(views: list[tuple[FeatureView, list[str]]], include_timestamps: bool) -> str:
+def _macro_call(
+    views: list[tuple[FeatureView, list[str]]],
+    include_timestamps: bool,
+    request_columns: Sequence[str] = (),
+) -> str:
     specs = []
     columns: list[str] = []
     for view, chosen in views:
@@ -276,7 +379,7 @@ def _macro_call(views: list[tuple[FeatureView, list[str]]], include_timestamps: 
         + "{{ featurestore.as_of_join("
         + f"{_jinja(SPINE_RELATION)}, {_jinja(_TS)}, [{', '.join(specs)}], "
         + f"include_timestamps={'true' if include_timestamps else 'false'}, "
-        + f"spine_columns={_jinja([*columns, _TS, _ROW])}) }}}}"
+        + f"spine_columns={_jinja([*columns, *request_columns, _TS, _ROW])}) }}}}"
     )
 
 
@@ -297,11 +400,16 @@ class CompiledJoin:
 
 
 def compiled_join(
-    project: Project, views: list[tuple[FeatureView, list[str]]], include_timestamps: bool
+    project: Project,
+    views: list[tuple[FeatureView, list[str]]],
+    include_timestamps: bool,
+    request_columns: Sequence[str] = (),
 ) -> CompiledJoin:
     """The compiled ``as_of_join`` of ``views`` (each with its requested features), from
-    the cache under ``target/featurestore/`` or a dbt compile (no warehouse connection)."""
-    call = _macro_call(views, include_timestamps)
+    the cache under ``target/featurestore/`` or a dbt compile (no warehouse connection);
+    ``request_columns``: further spine columns the result carries (a service's request
+    fields)."""
+    call = _macro_call(views, include_timestamps, request_columns)
     env = sorted(
         (k, v)
         for k, v in os.environ.items()
@@ -361,11 +469,14 @@ def _run_snowflake(
     spine: pa.Table,
     views: list[tuple[FeatureView, list[str]]],
     outputs: dict[str, ValueType],
+    service: FeatureService | None,
 ) -> pa.Table:
     spine_types: dict[str, ValueType] = {}
     for view, _ in views:
         for key in view.keys:
             spine_types.setdefault(key, view.key_types[key])
+    for request_field in service.request_fields if service else ():
+        spine_types[request_column(request_field.name)] = request_field.value_type
     spine_types[_TS] = "timestamp"
     spine_types[_ROW] = "int"
     try:

@@ -24,6 +24,8 @@ Rules checked on load (each failure names the model and the field):
   ``meta.featurestore.aggregation`` follow the rules of :mod:`featurestore.windowed_declaration`
   (every feature of a windowed view has an aggregation, no feature of a hand-written view has
   one).
+* feature services (dbt exposures of type ``ml``) follow the rules of
+  :mod:`featurestore.feature_services`; they are read once every view is valid.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ from typing import Any, TypeGuard
 from featurestore import windowed_declaration
 from featurestore.data_types import ValueType, value_type_of
 from featurestore.durations import DurationError, parse_duration
+from featurestore.feature_services import (
+    FeatureService,
+    RequestFeature,
+    RequestField,
+    read_feature_services,
+)
 from featurestore.suggestions import did_you_mean
 from featurestore.windows import Aggregation, WindowedSource
 
@@ -47,10 +55,13 @@ __all__ = [
     "DataTest",
     "Entity",
     "Feature",
+    "FeatureService",
     "FeatureView",
     "Registry",
     "RegistryError",
     "Relation",
+    "RequestFeature",
+    "RequestField",
     "ValueType",
     "load_registry",
     "value_type_of",
@@ -174,6 +185,8 @@ class Registry:
     #: per event model of a declared view, the dbt source tables upstream of it
     #: (``(source name, table name)``): where the stream worker lands its events
     event_sources: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    #: the feature services (dbt ``ml`` exposures) by name, in manifest order
+    feature_services: Mapping[str, FeatureService] = field(default_factory=dict)
 
     def feature(self, name: str) -> Feature:
         try:
@@ -182,6 +195,15 @@ class Registry:
             raise RegistryError(
                 f"unknown feature {name!r}{did_you_mean(name, self.features)}"
             ) from None
+
+    def feature_service(self, name: str) -> FeatureService:
+        try:
+            return self.feature_services[name]
+        except KeyError:
+            known = did_you_mean(name, self.feature_services)
+            if not known:
+                known = f" (declared: {', '.join(self.feature_services) or 'none'})"
+            raise RegistryError(f"unknown feature service {name!r}{known}") from None
 
     def view(self, name: str) -> FeatureView:
         try:
@@ -238,7 +260,32 @@ class Registry:
                 }
                 for f in self.features.values()
             },
+            "feature_services": {
+                s.name: _service_dict(s, self) for s in self.feature_services.values()
+            },
         }
+
+
+def _service_dict(service: FeatureService, registry: Registry) -> dict[str, Any]:
+    """A feature service for :meth:`Registry.to_dict`."""
+    return {
+        "owner": service.owner,
+        "description": service.description,
+        "entities": list(service.entities),
+        "features": list(service.features),
+        "request_fields": {f.name: f.value_type for f in service.request_fields},
+        "request_features": {
+            f.name: {
+                "expression": f.expression.text,
+                "type": f.expression.value_type,
+                "features": list(f.expression.features),
+                "request_fields": list(f.expression.request_fields),
+                "description": f.description,
+            }
+            for f in service.request_features
+        },
+        "keys": list(dict.fromkeys(k for e in service.entities for k in registry.entities[e].keys)),
+    }
 
 
 def _windowed_dict(source: WindowedSource | None) -> dict[str, Any] | None:
@@ -315,6 +362,13 @@ def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
                 )
             else:
                 features[feature.name] = feature
+    services = (
+        read_feature_services(
+            manifest, features, {v.name: v.entity.name for v in views.values()}, problems
+        )
+        if not problems
+        else {}
+    )
     if problems:
         raise RegistryError("invalid feature registry:\n  - " + "\n  - ".join(problems))
     event_models = {v.windowed.events for v in views.values() if v.windowed is not None}
@@ -328,6 +382,7 @@ def registry_from_manifest(manifest: Mapping[str, Any]) -> Registry:
             for name in sorted(event_models)
             if name in by_name
         },
+        feature_services=services,
     )
 
 

@@ -23,7 +23,7 @@ from featurestore.registry import ValueType
 from sidecar.errors import ApiError, json_type
 from sidecar.plans import EntityPlan
 
-__all__ = ["KeyParser", "key_parser"]
+__all__ = ["KeyParser", "key_parser", "key_value"]
 
 #: ``parse(raw, index)``: the key tuple of the ``index``-th ``entity_keys`` item ``raw``
 #: (raises ApiError)
@@ -40,16 +40,7 @@ def key_parser(plan: EntityPlan, max_part_chars: int) -> KeyParser:
     spelled = ":".join(columns)
 
     def part(value: object, value_type: ValueType, where: str) -> str:
-        if isinstance(value, str):
-            if not value:
-                raise _key_error(where, "must not be empty")
-            if len(value) > max_part:
-                raise _key_error(where, f"is longer than {max_part} characters")
-            return value
-        if value_type == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        expected = "a string or an integer" if value_type == "int" else "a string"
-        raise _key_error(where, f"must be {expected}, got {json_type(value)}")
+        return key_value(value, value_type, where, max_part)
 
     def parse(raw: object, index: int) -> tuple[str, ...]:
         if not composite and type(raw) is str and 0 < len(raw) <= max_part:
@@ -84,6 +75,22 @@ def key_parser(plan: EntityPlan, max_part_chars: int) -> KeyParser:
         )
 
     return parse
+
+
+def key_value(value: object, value_type: ValueType, where: str, max_part: int) -> str:
+    """One key column's value as sent (``where``: its place in the request, for the 422):
+    a non-empty string of at most ``max_part`` characters, or an integer for an integer
+    key column (as its decimal text)."""
+    if isinstance(value, str):
+        if not value:
+            raise _key_error(where, "must not be empty")
+        if len(value) > max_part:
+            raise _key_error(where, f"is longer than {max_part} characters")
+        return value
+    if value_type == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    expected = "a string or an integer" if value_type == "int" else "a string"
+    raise _key_error(where, f"must be {expected}, got {json_type(value)}")
 
 
 def _key_error(where: str, problem: str) -> ApiError:

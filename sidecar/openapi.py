@@ -69,6 +69,12 @@ FIXED_SCHEMAS: Final = (
     "RegistryFeature",
     "RegistryLimits",
     "Aggregation",
+    "RetrieveBody",
+    "MultiEntityRequest",
+    "MultiEntityItem",
+    "RetrieveAnswer",
+    "MultiEntityResponse",
+    "MultiEntityResult",
 )
 _SUFFIXES: Final = ("Request", "Key", "KeyString", "KeyObject", "Feature")
 _VALUE_TYPES: Final = list(get_args(ValueType))
@@ -119,6 +125,8 @@ def build_openapi(
         schemas.update(_entity_schemas(plans[entity], stems[entity], shown[entity], settings))
     schemas.update(_fixed_schemas(settings))
     schemas["RetrieveRequest"] = _retrieve_request(plans, shown, stems)
+    schemas["MultiEntityRequest"] = _multi_request(plans, shown, settings)
+    schemas["MultiEntityItem"] = _multi_item(plans, shown, settings)
     if shown:
         del schemas["AnyEntityRequest"]
     degraded_header = {
@@ -142,7 +150,7 @@ def build_openapi(
         }
 
     retrieve_responses: dict[str, Any] = {
-        "200": {**_json(_ref("RetrieveResponse"), "Feature values."), "headers": degraded_header},
+        "200": {**_json(_ref("RetrieveAnswer"), "Feature values."), "headers": degraded_header},
         "400": _error("The body is not JSON."),
         **auth_errors(RETRIEVE),
         "413": _error(f"The body is over {settings.max_body_bytes} bytes."),
@@ -153,7 +161,7 @@ def build_openapi(
         "retrieve": {
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("RetrieveRequest")}},
+                "content": {"application/json": {"schema": _ref("RetrieveBody")}},
             }
         },
         "registry": {},
@@ -328,6 +336,107 @@ def _retrieve_request(
     }
 
 
+def _multi_request(
+    plans: Mapping[str, EntityPlan], shown: Mapping[str, list[str]], settings: Settings
+) -> dict[str, Any]:
+    """The multi-entity form (contract C): any visible online features of any entities,
+    each ``entities`` item naming exactly the key columns of the entities those features
+    belong to (said with ``if``/``then`` per entity and per key column, so that the schema
+    accepts what the server accepts and nothing else)."""
+    names = sorted(f for features in shown.values() for f in features)
+    feature: dict[str, Any] = {"type": "string", "minLength": 1}
+    if names:
+        feature = {"type": "string", "enum": names}
+    rules: list[dict[str, Any]] = []
+    owners: dict[str, list[str]] = {}  # key column -> the visible features needing it
+    for entity in sorted(shown):
+        features = shown[entity]
+        for column in plans[entity].key_columns:
+            owners.setdefault(column, []).extend(features)
+        rules.append(
+            {  # a feature of the entity asked for: every item names its key columns
+                "if": _asks(features),
+                "then": _each_item({"required": list(plans[entity].key_columns)}),
+            }
+        )
+    for column, features in owners.items():
+        rules.append(
+            {  # no feature asked for needs the column: no item names it
+                "if": {"not": _asks(sorted(set(features)))},
+                "then": _each_item({"not": {"required": [column]}}),
+            }
+        )
+    schema: dict[str, Any] = {
+        "title": "multi-entity request",
+        "type": "object",
+        "description": "Features of any entities for each entities item (one object naming "
+        "every key column those features' entities need, and no other); one result per "
+        "item, in order, with the features in the order asked.",
+        "additionalProperties": False,
+        "required": ["features", "entities"],
+        "properties": {
+            "features": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": settings.max_features,
+                "items": feature,
+                "description": "Online features of any entities; a repeated name is answered once.",
+            },
+            "entities": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": settings.max_keys,
+                "items": _ref("MultiEntityItem"),
+            },
+        },
+    }
+    if rules:
+        schema["allOf"] = rules
+    return schema
+
+
+def _asks(features: list[str]) -> dict[str, Any]:
+    """A request whose ``features`` contain one of ``features``."""
+    return {
+        "required": ["features"],
+        "properties": {"features": {"contains": {"enum": features}}},
+    }
+
+
+def _each_item(rule: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": {"entities": {"items": rule}}}
+
+
+def _multi_item(
+    plans: Mapping[str, EntityPlan], shown: Mapping[str, list[str]], settings: Settings
+) -> dict[str, Any]:
+    """An ``entities`` item: the key columns of the visible entities, each as the server
+    takes it (a non-empty string of at most the key part limit; an integer too for an
+    integer column)."""
+    max_part = settings.max_key_part_chars
+    properties: dict[str, Any] = {}
+    for entity in sorted(shown):
+        plan = plans[entity]
+        for column, value_type in zip(plan.key_columns, plan.key_types, strict=True):
+            properties.setdefault(
+                column,
+                {"type": ["string", "integer"] if value_type == "int" else "string",
+                 "minLength": 1, "maxLength": max_part},
+            )  # fmt: skip
+    item: dict[str, Any] = {
+        "type": "object",
+        "description": "key column -> value: every key column of every entity the "
+        "features asked for belong to (e.g. user_id, merchant_id, device_id), and no other.",
+        "minProperties": 1,
+    }
+    if properties:
+        item["properties"] = properties
+        item["additionalProperties"] = False
+    else:
+        item["additionalProperties"] = _ref("KeyValue")
+    return item
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "type": [schema["type"], "null"]}
 
@@ -354,6 +463,42 @@ def _fixed_schemas(settings: Settings) -> dict[str, Any]:
                     "minItems": 1,
                     "maxItems": settings.max_features,
                     "items": {"type": "string", "minLength": 1},
+                },
+            },
+        },
+        "RetrieveBody": {
+            "description": "The single-entity request (entity_name, entity_keys, features) "
+            "or the multi-entity one (features, entities: no entity_name).",
+            "oneOf": [_ref("RetrieveRequest"), _ref("MultiEntityRequest")],
+        },
+        "RetrieveAnswer": {
+            "description": "The answer of the form sent.",
+            "oneOf": [_ref("RetrieveResponse"), _ref("MultiEntityResponse")],
+        },
+        "MultiEntityResult": {
+            "type": "object",
+            "required": ["entities", "features"],
+            "properties": {
+                "entities": _ref("MultiEntityItem"),
+                "features": {
+                    "type": "object",
+                    "description": "feature name -> its answer, in the order asked",
+                    "additionalProperties": _ref("FeatureValue"),
+                },
+            },
+        },
+        "MultiEntityResponse": {
+            "type": "object",
+            "required": ["feature_service", "results"],
+            "properties": {
+                "feature_service": {
+                    "type": ["string", "null"],
+                    "description": "The feature service answered (null for a features list).",
+                },
+                "results": {
+                    "type": "array",
+                    "description": "One result per entities item, in the request's order.",
+                    "items": _ref("MultiEntityResult"),
                 },
             },
         },

@@ -1,5 +1,6 @@
 """The retrieve request body: ``{"entity_name", "entity_keys", "features"}`` validated into
-a :class:`RetrieveRequest` (the contract is in :mod:`sidecar`'s docstring).
+a :class:`RetrieveRequest` (the contract is in :mod:`sidecar`'s docstring); a body without
+``entity_name`` and with ``entities`` is the multi-entity form (:mod:`sidecar.multi_request`).
 
 Checked in this order, the first problem answered: the body is JSON (400), an object with
 exactly the three fields (422), each of its JSON type, the lists neither empty nor over
@@ -20,6 +21,7 @@ import orjson
 from sidecar.auth import ApiKey
 from sidecar.errors import ApiError, type_error
 from sidecar.keys import KeyParser, key_parser
+from sidecar.multi_request import MultiParser, MultiRequest
 from sidecar.plans import EntityPlan, FeaturePlan
 from sidecar.selection import Selection, Selector
 from sidecar.settings import Settings
@@ -50,12 +52,15 @@ class RequestParser:
         self.max_keys = settings.max_keys
         self.max_features = settings.max_features
         self.selector = selector
+        self.multi = MultiParser(plans, selector, settings)
         self._key_parsers: dict[str, KeyParser] = {
             name: key_parser(plan, settings.max_key_part_chars) for name, plan in plans.items()
         }
 
-    def parse(self, body: bytes, principal: ApiKey) -> RetrieveRequest:
-        """Validate a retrieve request body (see the module docstring); raises ApiError."""
+    def parse(self, body: bytes, principal: ApiKey) -> RetrieveRequest | MultiRequest:
+        """Validate a retrieve request body (see the module docstring; a body without
+        ``entity_name`` and with ``entities`` is the multi-entity form,
+        :mod:`sidecar.multi_request`); raises ApiError."""
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -70,6 +75,8 @@ class RequestParser:
             )
         for name in document:
             if name not in _FIELDS:
+                if "entities" in document and "entity_name" not in document:
+                    return self.multi.parse(document, principal)  # the multi-entity form
                 raise ApiError(422, "UNKNOWN_FIELD", f"unknown field {name!r}", name)
         for name in ("entity_name", "entity_keys", "features"):
             if name not in document:

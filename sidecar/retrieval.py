@@ -70,6 +70,7 @@ from featurestore.online.store import (
     EncodedRecord,
     InvalidRecord,
     OnlineStore,
+    ReadGroup,
     StoredRecord,
     StoreError,
     Unreachable,
@@ -167,23 +168,61 @@ class StoreReader:
                     self.metrics.store_read("saturated")
                     return None
                 rows = cast(Rows, read)
-        except TimeoutError:
-            self.breaker.failure()
-            self.metrics.store_read("timeout")
-            return None
-        except StoreError as exc:
-            self.breaker.failure()
-            self.metrics.store_read("unavailable")
-            log.warning("store read failed: %s", exc)
-            return None
-        except Exception:
-            self.breaker.failure()
-            self.metrics.store_read("error")
-            log.exception("store read raised an unexpected error")
+        except Exception as exc:
+            self._failed(exc)
             return None
         self.breaker.success()
         self.metrics.store_read("ok", time.perf_counter() - started)
         return rows
+
+    async def read_groups(
+        self, groups: Sequence[ReadGroup], now: dt.datetime
+    ) -> list[Rows] | list[EncodedRows] | None:
+        """:meth:`read` of several entities' groups in one store call (one round trip:
+        :meth:`OnlineStore.read_groups`), the answer per group in order; the budget is the
+        same as for one read of all their (key, view) pairs, and the circuit breaker counts
+        it as one read. None if the store gave no answer in time (the reason is counted)."""
+        if not self.breaker.allow():
+            self.metrics.store_read("circuit_open")
+            return None
+        started = time.perf_counter()
+        pairs = sum(len(group.keys) * len(group.views) for group in groups)
+        budget = self.timeout_s + self.per_key_s * pairs
+        answer: list[Rows] | list[EncodedRows]
+        try:
+            if self._async:
+                deadline = asyncio.get_running_loop().time() + budget
+                answer = await self.store.read_groups_encoded_async(
+                    groups, now=now, deadline=deadline
+                )
+            else:
+                store = self.store
+                read = await self._in_thread(
+                    lambda: store.read_groups(groups, now=now, deadline_s=budget), budget
+                )
+                if read is _SATURATED:
+                    self.breaker.failure()
+                    self.metrics.store_read("saturated")
+                    return None
+                answer = cast(list[Rows], read)
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        self.breaker.success()
+        self.metrics.store_read("ok", time.perf_counter() - started)
+        return answer
+
+    def _failed(self, exc: Exception) -> None:
+        """Count a read that raised ``exc`` (as a failure for the circuit breaker)."""
+        self.breaker.failure()
+        if isinstance(exc, TimeoutError):
+            self.metrics.store_read("timeout")
+        elif isinstance(exc, StoreError):
+            self.metrics.store_read("unavailable")
+            log.warning("store read failed: %s", exc)
+        else:
+            self.metrics.store_read("error")
+            log.error("store read raised an unexpected error", exc_info=exc)
 
     async def _in_thread(self, fn: Callable[[], Any], budget: float) -> Any:
         """``fn()`` on a store thread within ``budget`` seconds, or :data:`_SATURATED` if

@@ -21,6 +21,7 @@ from featurestore.timestamps import micros
 from sidecar.auth import API_KEY_HEADER
 from sidecar.endpoints import ENDPOINTS, HEALTH, METRICS, OPENAPI, READY, REGISTRY, RETRIEVE
 from sidecar.errors import ApiError, error_response
+from sidecar.multi_request import MultiRequest
 from sidecar.state import Sidecar
 
 __all__ = ["HANDLERS", "ROUTES", "RetrieveEndpoint", "http_error", "server_error"]
@@ -62,6 +63,14 @@ _RESPONSE_HEADERS: Final = [(b"content-type", b"application/json")]
 _DEGRADED: Final = (b"x-featurestore-degraded", b"1")
 
 
+async def _send(send: Send, payload: bytes, degraded: bool) -> None:
+    headers = [*_RESPONSE_HEADERS, (b"content-length", str(len(payload)).encode())]
+    if degraded:
+        headers.append(_DEGRADED)
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
 class RetrieveEndpoint:
     """``POST /api/v1/features/retrieve``: a plain ASGI app, called by
     :class:`sidecar.app.SidecarApp` directly (the hot path skips Starlette's middleware,
@@ -101,6 +110,10 @@ class RetrieveEndpoint:
             await exc.response()(scope, receive, send)
             return exc.status
         served_log = sidecar.served_log
+        if isinstance(parsed, MultiRequest):  # the multi-entity form (not in the served log)
+            payload, degraded = await sidecar.multi.retrieve(parsed)
+            await _send(send, payload, degraded)
+            return 200
         if served_log is None:
             payload, degraded = await sidecar.retriever.retrieve(parsed)
         else:

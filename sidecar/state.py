@@ -21,6 +21,7 @@ from sidecar.cache import LFUCache
 from sidecar.documents import Documents
 from sidecar.fragments import CachedRecord
 from sidecar.metrics import Metrics
+from sidecar.multi_retrieval import MultiRetriever
 from sidecar.plans import plan_entities
 from sidecar.request_body import RequestParser
 from sidecar.retrieval import CacheKey, Retriever, StoreReader
@@ -107,6 +108,8 @@ class Sidecar:
             self.metrics,
             clock.now,
         )
+
+        self.multi = MultiRetriever(self.retriever)
 
     def _circuit(self, state: State) -> None:
         self.metrics.circuit(state)

@@ -150,6 +150,7 @@ from featurestore.online.store import (
     InvalidRecord,
     LoadRecord,
     OnlineStore,
+    ReadGroup,
     RecordRefused,
     StoredRecord,
     StoreError,
@@ -878,31 +879,52 @@ class DynamoDBStore(OnlineStore):
         ``deadline_s`` (seconds from the call, on the monotonic clock; default
         ``read_deadline_s``) is the time budget within which unprocessed keys are retried;
         past it StoreUnavailable is raised (:meth:`OnlineStore.read`)."""
+        return self.read_groups([ReadGroup(entity, keys, views)], now=now, deadline_s=deadline_s)[0]
+
+    def read_groups(
+        self,
+        groups: Sequence[ReadGroup],
+        *,
+        now: dt.datetime | None = None,
+        deadline_s: float | None = None,
+    ) -> list[list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]]:
+        """:meth:`OnlineStore.read_groups`: the (pk, view) pairs of every group in the same
+        BatchGetItem chunks (one call for up to 100 pairs, whatever their entities), within
+        one ``deadline_s`` (as for :meth:`read`)."""
         now_s = _now_seconds(now)
         budget = self.read_deadline_s if deadline_s is None else deadline_s
         deadline = time.monotonic() + budget
-        results: list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]] = [
-            {view.view: None for view in views} for _ in keys
+        results: list[list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]] = [
+            [{view.view: None for view in group.views} for _ in group.keys] for group in groups
         ]
-        if not keys or not views:
+        wanted = [{view.view: view for view in group.views} for group in groups]
+        pks = [[dynamodb_pk(group.entity, key) for key in group.keys] for group in groups]
+        pairs = list(
+            dict.fromkeys(
+                (pk, view)
+                for group_pks, views in zip(pks, wanted, strict=True)
+                for pk in group_pks
+                for view in views
+            )
+        )
+        if not pairs:
             return results
-        wanted = {view.view: view for view in views}
-        pks = [dynamodb_pk(entity, key) for key in keys]
-        pairs = list(dict.fromkeys((pk, view) for pk in pks for view in wanted))
         chunks = [pairs[i : i + MAX_READ_KEYS] for i in range(0, len(pairs), MAX_READ_KEYS)]
         items: list[dict[str, Any]] = []
         for chunk_items in self._run_all(lambda c: self._get_chunk(c, deadline, budget), chunks):
             items.extend(chunk_items)
+        specs = {name: spec for views in wanted for name, spec in views.items()}
         found: dict[tuple[str, str], StoredRecord | InvalidRecord] = {}
         for item in items:
-            spec = wanted.get(item["sk"]["S"])
+            spec = specs.get(item["sk"]["S"])
             if spec is not None:
                 record = _decode_item(spec, item, now_s)
                 if record is not None:
                     found[(item["pk"]["S"], spec.view)] = record
-        for index, pk in enumerate(pks):
-            for view_name in wanted:
-                results[index][view_name] = found.get((pk, view_name))
+        for rows, group_pks, views in zip(results, pks, wanted, strict=True):
+            for index, pk in enumerate(group_pks):
+                for view_name in views:
+                    rows[index][view_name] = found.get((pk, view_name))
         return results
 
     def _get_chunk(

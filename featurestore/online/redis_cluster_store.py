@@ -52,7 +52,13 @@ from featurestore.online.redis_cluster import (
     RoutedCommand,
     key_slot,
 )
-from featurestore.online.redis_store import MAX_LOADS, WRITE_SCRIPT, RedisStore, _ReadPlan
+from featurestore.online.redis_store import (
+    MAX_LOADS,
+    WRITE_SCRIPT,
+    RedisStore,
+    _GroupsPlan,
+    _ReadPlan,
+)
 from featurestore.online.redis_stream_tiles import APPLY_SCRIPT
 from featurestore.online.store import (
     LoadRecord,
@@ -191,7 +197,7 @@ class RedisClusterStore(RedisStore):
     def _pipeline_packed(self, payload: bytes, count: int) -> list[object]:
         raise NotImplementedError("a cluster pipeline is routed per command (_pipeline)")
 
-    def _read_replies(self, plan: _ReadPlan) -> list[object]:
+    def _read_replies(self, plan: _ReadPlan | _GroupsPlan) -> list[object]:
         return self._router.execute(plan.routed(self.namespace))
 
     def _write_slot(self, write: StreamWrite) -> int:
@@ -213,19 +219,21 @@ class RedisClusterStore(RedisStore):
             self._arouter = AsyncClusterPipeline(self.seeds, self._options)
         return self._arouter
 
-    async def _read_replies_async(self, plan: _ReadPlan, deadline: float | None) -> list[object]:
+    async def _read_replies_async(
+        self, plan: _ReadPlan | _GroupsPlan, deadline: float | None
+    ) -> list[object]:
         """Every node's part concurrently; a node that failed answers its commands as
         :class:`NodeUnavailable` (the plan reads them as UNREACHABLE). If no node
         answered, StoreUnavailable (TimeoutError if the deadline passed first)."""
         routed = plan.routed(self.namespace)
         on_replica: list[int] = []
         if self._replicas:  # a hot key: one of its copies, picked at random
-            for i, key in enumerate(plan.unique):
+            for i, key, part in plan.hot_candidates():
                 copies = self._replicas.get(key)
                 if copies:
                     pick = self._random.randrange(len(copies) + 1)
                     if pick:
-                        routed[i] = plan.hmget(copies[pick - 1])
+                        routed[i] = part.hmget(copies[pick - 1])
                         on_replica.append(i)
         router = self._async_router()
         try:

@@ -47,7 +47,10 @@ Reads
     One HMGET per distinct key (the requested features plus ``_ts/_ver/_exp/_tl`` of each
     requested view), all packed into one write on one connection and the replies read
     back in order (the same :meth:`RedisStore._pipeline` as the writes, no MULTI): one
-    round trip. A dropped connection retries the whole read (``retries`` times). A view
+    round trip. A read of several entities (:meth:`RedisStore.read_groups`,
+    :meth:`RedisStore.read_groups_encoded_async`) packs every group's HMGETs into that one
+    write too (:class:`_GroupsPlan`). A dropped connection retries the whole read
+    (``retries`` times). A view
     whose ``_ts`` is absent or whose ``_exp`` <= now is ``None``; values are decoded as the
     registry type (the values of :func:`~featurestore.online.layout.decode_value`); the
     timeline is returned as the stored bytes (None if the field is absent), undecoded.
@@ -121,6 +124,7 @@ from featurestore.online.store import (
     InvalidRecord,
     LoadRecord,
     OnlineStore,
+    ReadGroup,
     RecordRefused,
     StoredRecord,
     StoreError,
@@ -591,11 +595,44 @@ class RedisStore(OnlineStore):
             replies = self._read_replies(plan)
         return plan.decode(replies, _clock(now)[0])
 
-    def _read_replies(self, plan: _ReadPlan) -> list[object]:
+    def read_groups(
+        self,
+        groups: Sequence[ReadGroup],
+        *,
+        now: dt.datetime | None = None,
+        deadline_s: float | None = None,
+    ) -> list[list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]]:
+        """:meth:`OnlineStore.read_groups`: every group's HMGETs in one pipeline."""
+        plan = _GroupsPlan(groups, self.namespace)
+        with self._errors():
+            replies = self._read_replies(plan) if plan.count else []
+        now_s = _clock(now)[0]
+        return plan.split(replies, lambda part, got: part.decode(got, now_s))
+
+    async def read_groups_encoded_async(
+        self,
+        groups: Sequence[ReadGroup],
+        *,
+        now: dt.datetime | None = None,
+        deadline: float | None = None,
+    ) -> list[list[dict[str, EncodedRecord | InvalidRecord | Unreachable | None]]]:
+        """:meth:`read_encoded_async` of several groups: their HMGETs in one write, one
+        round trip (:class:`_GroupsPlan`)."""
+        plan = _GroupsPlan(groups, self.namespace)
+        replies = await self._read_replies_async(plan, deadline) if plan.count else []
+        now_s = _clock(now)[0]
+        try:
+            return plan.split(replies, lambda part, got: part.encoded(got, now_s))
+        except hiredis.ReplyError as exc:
+            raise StoreError(f"{self.description}: {self._redact(str(exc))}") from None
+
+    def _read_replies(self, plan: _ReadPlan | _GroupsPlan) -> list[object]:
         """The replies of a read plan's commands (one round trip)."""
         return self._pipeline_packed(plan.payload, plan.count)
 
-    async def _read_replies_async(self, plan: _ReadPlan, deadline: float | None) -> list[object]:
+    async def _read_replies_async(
+        self, plan: _ReadPlan | _GroupsPlan, deadline: float | None
+    ) -> list[object]:
         """The replies of a read plan's commands on the asyncio path."""
         return await self._execute_async(plan.payload, plan.count, deadline)
 
@@ -798,6 +835,11 @@ class _ReadPlan:
                 )
         return out
 
+    def hot_candidates(self, offset: int = 0) -> Iterator[tuple[int, str, _ReadPlan]]:
+        """(index in :meth:`routed` plus ``offset``, redis key, this plan) of each HMGET: the
+        commands a hot key's replica may answer instead (:meth:`hmget`)."""
+        return ((offset + i, key, self) for i, key in enumerate(self.unique))
+
     def hmget(self, key: str) -> RoutedCommand:
         """The plan's HMGET of another hash (a hot key's replica), with its slot."""
         head, packed_fields, _ = _hmget_layout(self.layout)
@@ -912,6 +954,51 @@ class _ReadPlan:
                 per_view[view] = found
             decoded[key] = per_view
         return self._in_key_order(decoded)
+
+
+class _GroupsPlan:
+    """The read plans of several (entity, keys, views) groups as one: their commands packed
+    one after the other into one payload (one write, one round trip), the replies split
+    back per group. A group without keys or views has no plan (its rows are all None)."""
+
+    __slots__ = ("count", "groups", "parts", "payload")
+
+    def __init__(self, groups: Sequence[ReadGroup], namespace: str) -> None:
+        self.groups = groups
+        self.parts: list[_ReadPlan | None] = [
+            _ReadPlan(g.entity, g.keys, g.views, namespace) if g.keys and g.views else None
+            for g in groups
+        ]
+        planned = [part for part in self.parts if part is not None]
+        self.payload = b"".join(part.payload for part in planned)
+        self.count = sum(part.count for part in planned)
+
+    def routed(self, namespace: str) -> list[RoutedCommand]:
+        return [
+            command for part in self.parts if part is not None for command in part.routed(namespace)
+        ]
+
+    def hot_candidates(self, offset: int = 0) -> Iterator[tuple[int, str, _ReadPlan]]:
+        for part in self.parts:
+            if part is not None:
+                yield from part.hot_candidates(offset)
+                offset += part.count
+
+    def split(
+        self,
+        replies: Sequence[Any],
+        rows_of: Callable[[_ReadPlan, Sequence[Any]], list[dict[str, Any]]],
+    ) -> list[list[dict[str, Any]]]:
+        """Per group (in order), ``rows_of(its plan, its replies)``."""
+        out: list[list[dict[str, Any]]] = []
+        at = 0
+        for group, part in zip(self.groups, self.parts, strict=True):
+            if part is None:
+                out.append([{view.view: None for view in group.views} for _ in group.keys])
+                continue
+            out.append(rows_of(part, replies[at : at + part.count]))
+            at += part.count
+        return out
 
 
 def _pairs(reply: Any) -> tuple[tuple[bytes, bytes], ...]:

@@ -26,6 +26,11 @@ Every implementation (Redis, DynamoDB, SQLite) keeps the layout of
   record, a record with ``ver`` = :data:`NO_BATCH`, ``ts`` 0, ``exp`` = the largest
   representable (the reader computes when its tiles leave their windows), no values or
   timeline.
+* :meth:`OnlineStore.read_groups` reads several such (entity, keys, views) groups at once,
+  for a request that needs features of several entities: one round trip on Redis (the
+  groups' HMGETs in one pipeline; on a cluster one write per master), one BatchGetItem
+  sequence on DynamoDB (the items of every group in the same chunks), one query per group on
+  SQLite (a local file: no round trip to save).
 * Decoding is per record: a stored record that cannot be decoded (a ``ts``/``ver``/``exp``
   that is not an integer, a value that is not valid for its registry type, a malformed
   payload or attribute) is read as an :class:`InvalidRecord` in its place, never raised:
@@ -63,6 +68,7 @@ __all__ = [
     "InvalidRecord",
     "LoadRecord",
     "OnlineStore",
+    "ReadGroup",
     "RecordRefused",
     "StoreError",
     "StoreNotInitialized",
@@ -141,6 +147,16 @@ class ViewRead:
     view: str
     features: Mapping[str, ValueType]
     streamed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGroup:
+    """One entity's part of a read of several entities (:meth:`OnlineStore.read_groups`):
+    its keys and the views to read for each of them."""
+
+    entity: str
+    keys: Sequence[tuple[str, ...]]
+    views: Sequence[ViewRead]
 
 
 #: the ``ver`` of a record read for a streamed view that has stream partials but no batch
@@ -276,6 +292,22 @@ class OnlineStore(abc.ABC):
         bounded by their connections' own timeouts instead. None: the store's default
         (DynamoDB: its ``read_deadline_s``)."""
 
+    def read_groups(
+        self,
+        groups: Sequence[ReadGroup],
+        *,
+        now: dt.datetime | None = None,
+        deadline_s: float | None = None,
+    ) -> list[list[dict[str, StoredRecord | InvalidRecord | Unreachable | None]]]:
+        """:meth:`read` of each group (in order), in one round trip where the store has
+        round trips (see the module docstring); ``now`` and ``deadline_s`` as for
+        :meth:`read`, the budget covering every group. This default reads the groups one
+        after the other (the embedded SQLite store: a local file)."""
+        return [
+            self.read(group.entity, group.keys, group.views, now=now, deadline_s=deadline_s)
+            for group in groups
+        ]
+
     #: whether :meth:`read_encoded_async` / :meth:`check_async` run on the event loop; the
     #: sidecar calls :meth:`read` on a thread pool for stores without them
     async_reads: bool = False
@@ -294,6 +326,17 @@ class OnlineStore(abc.ABC):
         :class:`InvalidRecord`); whether each value is valid for its type is for the
         caller to check when it converts them. ``deadline`` (event loop time): raise
         TimeoutError if the store has not answered by then."""
+        raise NotImplementedError(f"{type(self).__name__} has no asynchronous reads")
+
+    async def read_groups_encoded_async(
+        self,
+        groups: Sequence[ReadGroup],
+        *,
+        now: dt.datetime | None = None,
+        deadline: float | None = None,
+    ) -> list[list[dict[str, EncodedRecord | InvalidRecord | Unreachable | None]]]:
+        """:meth:`read_groups` on the event loop, values left encoded, in one round trip
+        (only if :attr:`async_reads`; ``deadline`` as for :meth:`read_encoded_async`)."""
         raise NotImplementedError(f"{type(self).__name__} has no asynchronous reads")
 
     async def check_async(self) -> None:

@@ -100,7 +100,8 @@ def _aggregation_cell(declared: dict[str, Any] | None) -> str:
 def test_registry_table_lists_every_feature(warehouse: Warehouse, declared: dict[str, Any]) -> None:
     proc = run_cli("registry", env=warehouse.env)
     assert proc.returncode == 0, proc.stderr
-    columns, rows = _table_rows(proc.stdout)
+    features_table = proc.stdout.split("Feature services")[0]  # its second table follows
+    columns, rows = _table_rows(features_table)
     assert columns[:9] == [
         "feature", "type", "entity", "keys", "view", "owner", "ttl", "sla", "online",
     ]  # fmt: skip
@@ -348,3 +349,66 @@ def test_generate_writes_the_six_raw_tables(tmp_path: Path) -> None:
     assert rows["transactions"] >= 500  # plus redelivered duplicates
     assert rows["fraud_labels"] > 0
     assert proc.stdout.strip().endswith(f"written to {out}")
+
+
+# -- training-set --feature-service --------------------------------------------------------------
+
+
+def test_training_set_of_a_feature_service(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The labels carry the service's request field (amount); the file equals the library's
+    answer for the same spine."""
+    labels = tmp_path / "labels.parquet"
+    _warehouse_spine(warehouse, 200).to_parquet(labels, index=False)
+    out = tmp_path / "training.parquet"
+    proc = run_cli(
+        "training-set", "--labels", str(labels), "--feature-service", "fraud_model_v1",
+        "--out", str(out), "--timestamp-column", "transacted_at", env=warehouse.env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = pq.read_table(out).to_pandas()
+    warehouse.use(monkeypatch)
+    expected = get_historical_features(
+        pq.read_table(labels).to_pandas(),
+        feature_service="fraud_model_v1",
+        timestamp_column="transacted_at",
+    )
+    pd.testing.assert_frame_equal(result, expected)
+    assert result["amount_over_avg_90d"].notna().sum() > 50
+    service = load_registry(warehouse.target_path / "manifest.json").feature_service(
+        "fraud_model_v1"
+    )
+    assert list(result.columns)[-len(service.feature_names()) :] == list(service.feature_names())
+
+
+def test_training_set_of_a_feature_service_without_its_request_field(
+    warehouse: Warehouse, small_parquet_spine: Path, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pq.read_table(small_parquet_spine).drop_columns(["amount"]), labels)
+    proc = run_cli(
+        "training-set", "--labels", str(labels), "--feature-service", "fraud_model_v1",
+        "--out", str(tmp_path / "out.parquet"), "--timestamp-column", "transacted_at",
+        env=warehouse.env,
+    )  # fmt: skip
+    assert_clean_error(proc, "entity_df lacks column 'amount', a request field of feature service")
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("given", ["both", "neither"])
+def test_training_set_needs_features_or_a_service(
+    warehouse: Warehouse, small_parquet_spine: Path, tmp_path: Path, given: str
+) -> None:
+    names = (
+        ["--features", FEATURES[0], "--feature-service", "fraud_model_v1"]
+        if given == "both"
+        else []
+    )
+    proc = run_cli(
+        "training-set", "--labels", str(small_parquet_spine), *names,
+        "--out", str(tmp_path / "out.parquet"), env=warehouse.env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "either --features or --feature-service" in proc.stderr
+    assert "Traceback" not in proc.stderr

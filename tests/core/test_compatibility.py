@@ -31,6 +31,7 @@ def base(manifest: Manifest) -> Registry:
 
 def changed(manifest: Manifest, *changes: Change) -> Registry:
     copied = copy.deepcopy(manifest)
+    copied.pop("exposures", None)  # the demo's feature service would refuse removed features
     for change in changes:
         change(copied)
     return registry_from_manifest(copied)

@@ -48,6 +48,7 @@ RATE = "merchant_chargeback_rate_30d"
 SEEN = "device_seen_before"
 FEATURES = [COUNT, AVG, RATE, SEEN]
 TS = "event_timestamp"
+SERVICE = "fraud_model_v1"
 UNIT_TESTS_YML = REPO / "models" / "training" / "_training__unit_tests.yml"
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0)
@@ -745,6 +746,25 @@ ERRORS: list[tuple[str, Callable[[], Any], Any, dict[str, Any], str]] = [
      r"entity_df must be a pandas DataFrame or a pyarrow Table, got dict"),
     ("a list of rows", lambda: [{"user_id": "u1", TS: T0}], [COUNT], {},
      r"entity_df must be a pandas DataFrame or a pyarrow Table, got list"),
+    # feature services (tests/core/test_historical_services.py)
+    ("neither features nor a feature service", _spine, None, {},
+     r"name the features to join: features=\[\.\.\.\] or feature_service='\.\.\.'"),
+    ("features and a feature service", _spine, [COUNT], {"feature_service": SERVICE},
+     r"pass either features or feature_service, not both"),
+    ("unknown feature service", _spine, None, {"feature_service": "fraud_model_v2"},
+     r"unknown feature service 'fraud_model_v2' \(did you mean 'fraud_model_v1'\?\)"),
+    ("feature service not a name", _spine, None, {"feature_service": [SERVICE]},
+     r"feature_service must be a feature service name, got \['fraud_model_v1'\]"),
+    ("spine without a request field", _spine, None, {"feature_service": SERVICE},
+     r"entity_df lacks column 'amount', a request field of feature service 'fraud_model_v1' "
+     r"\(the spine carries each row's request data: amount float\)"),
+    ("request field of strings", lambda: _spine(amount=["1.5", "2"]), None,
+     {"feature_service": SERVICE}, r"request field column 'amount' must hold numeric values "
+     r"\(request field type float\), got (large_)?string"),
+    ("spine column named as a request feature",
+     lambda: _spine(amount=[1.0, 2.0], amount_over_avg_90d=[0.5, 0.5]), None,
+     {"feature_service": SERVICE},
+     r"entity_df already has column\(s\) amount_over_avg_90d, which the result would add"),
 ]  # fmt: skip
 
 

@@ -182,7 +182,7 @@ def test_lookups(registry: Registry) -> None:
 
 def test_to_dict_is_json_and_complete(registry: Registry, declared: dict[str, Any]) -> None:
     data = json.loads(json.dumps(registry.to_dict()))
-    assert set(data) == {"entities", "feature_views", "features"}
+    assert set(data) == {"entities", "feature_views", "features", "feature_services"}
     assert set(data["feature_views"]) == set(declared)
     for name, model in declared.items():
         meta = model["config"]["meta"]["featurestore"]
@@ -470,6 +470,7 @@ def test_skew_threshold(broken: dict[str, Any]) -> None:
 def test_models_without_featurestore_meta_are_not_views(broken: dict[str, Any]) -> None:
     views = set(registry_from_manifest(broken).views)
     del _node(broken, UDF)["config"]["meta"]["featurestore"]
+    broken["exposures"] = {}  # the demo's feature service uses the view's feature
     registry = registry_from_manifest(broken)
     assert set(registry.views) == views - {UDF}
     assert "device_seen_before" not in registry.features

@@ -26,6 +26,7 @@ from featurestore.online.layout import OnlineLayoutError, Record, encode_python_
 from featurestore.online.redis_store import MAX_LOADS, RedisStore, _encode
 from featurestore.online.store import (
     LoadRecord,
+    ReadGroup,
     RecordRefused,
     StoreUnavailable,
     ViewRead,
@@ -117,6 +118,56 @@ def test_a_read_of_many_keys_and_views_is_one_round_trip(
         if profile is not None:
             assert profile.values == {"age": i, "name": None}
     assert rows[60] == rows[61] == rows[3]
+
+
+def test_a_read_of_several_entities_is_one_round_trip(
+    store: RedisStore, admin: redis_py.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The multi-entity read (read_groups, blocking and asyncio): every group's HMGETs in
+    one write, one HMGET per distinct key of each group, each group answered as alone."""
+    import asyncio
+
+    exp = NOW_S + DAY
+    records = [rec("user", (f"u{i}",), "user_profile", NOW_US, exp, age=i) for i in range(5)]
+    records += [
+        rec("user", (f"u{i}",), "user_activity", NOW_US, exp, txn_count_7d=i) for i in range(3)
+    ]
+    records += [
+        rec("user_device", (f"u{i}", "d"), "user_device_stats", NOW_US, exp, sessions=i)
+        for i in range(4)
+    ]
+    store.write(records, now=NOW)
+    groups = [
+        ReadGroup("user", [("u0",), ("u4",), ("u9",), ("u0",)], [PROFILE, ACTIVITY]),
+        ReadGroup("user_device", [("u1", "d"), ("u7", "d")], [DEVICE]),
+        ReadGroup("user", [("u2",)], [ACTIVITY]),
+    ]
+    alone = [store.read(g.entity, g.keys, g.views, now=NOW) for g in groups]
+    hmget_before = command_calls(admin, "hmget")
+    spy = SendSpy(monkeypatch)
+    together = store.read_groups(groups, now=NOW)
+    sends = spy.sends
+    monkeypatch.undo()
+    assert sends == 1
+    assert command_calls(admin, "hmget") - hmget_before == 3 + 2 + 1  # distinct keys
+    assert together == alone
+    assert together[0][0]["user_profile"].values == {"age": 0, "name": None}  # type: ignore[union-attr]
+
+    async def read_async() -> tuple[list[Any], int]:
+        client = store._async_client()
+        await client.execute([("PING",)])  # connected first: count the read's writes alone
+        assert client._connection is not None
+        before = client._connection.writes
+        rows = await store.read_groups_encoded_async(groups, now=NOW)
+        return rows, client._connection.writes - before
+
+    hmget_before = command_calls(admin, "hmget")
+    encoded, writes = asyncio.run(read_async())
+    assert writes == 1
+    assert command_calls(admin, "hmget") - hmget_before == 6
+    assert [
+        [{v: r and (r.ts, r.exp) for v, r in row.items()} for row in rows] for rows in encoded
+    ] == [[{v: r and (r.ts, r.exp) for v, r in row.items()} for row in rows] for rows in alone]
 
 
 def test_writes_go_in_pipelines_of_batch_size(

@@ -23,6 +23,7 @@ from featurestore.online.layout import Record, TileSet, encode_steps, encode_til
 from featurestore.online.store import (
     LoadRecord,
     OnlineStore,
+    ReadGroup,
     RecordRefused,
     StoredRecord,
     ViewRead,
@@ -879,3 +880,43 @@ def test_a_timeline_that_is_not_bytes_is_refused_before_anything_is_written(
         with pytest.raises(RecordRefused, match=r"user \('u:2',\) view 'user_activity'"):
             store.write([good, expired], now=NOW, replace=replace_mode)
     assert read(store, "user", [("u1",)], NOW) == [{"user_profile": None, "user_activity": None}]
+
+
+# --- reads of several entities at once (the multi-entity retrieve) -------------------------
+
+
+def test_a_read_of_several_groups_answers_each_as_its_own_read(store: OnlineStore) -> None:
+    """``read_groups`` (and, on Redis, ``read_groups_encoded_async``) answers every group as
+    the reference answers it alone: several entities, a repeated key, a group of some views
+    only, an empty group, a group without views, unknown keys."""
+    import asyncio
+
+    rng = random.Random(21)
+    reference = Reference()
+    write_both(store, reference, random_records(rng, 60), NOW)
+    groups = [
+        ReadGroup("user", [*USER_KEYS, ("u1",), ("nobody",)], VIEWS["user"]),
+        ReadGroup("user_device", DEVICE_KEYS, VIEWS["user_device"]),
+        ReadGroup("user", [], VIEWS["user"]),
+        ReadGroup("user", USER_KEYS[:2], [ACTIVITY]),
+        ReadGroup("user_device", DEVICE_KEYS[:1], []),
+    ]
+    want = [reference.read(g.entity, g.keys, g.views, NOW) for g in groups]
+    assert sum(len(rows) for rows in want) > 6 and any(
+        found is not None for rows in want for row in rows for found in row.values()
+    )
+    got = store.read_groups(groups, now=NOW)
+    assert [observed(rows) for rows in got] == want  # type: ignore[arg-type]
+    if store.async_reads:  # the encoded rows: the same records (ts, ver, exp, timeline)
+        encoded = asyncio.run(store.read_groups_encoded_async(groups, now=NOW))
+
+        def times(rows: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+            return [
+                {
+                    view: None if r is None else (r.ts, r.ver, r.exp, r.timeline)  # type: ignore[attr-defined]
+                    for view, r in row.items()
+                }
+                for row in rows
+            ]
+
+        assert [times(rows) for rows in encoded] == [times(rows) for rows in got]

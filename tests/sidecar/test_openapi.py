@@ -303,3 +303,28 @@ def test_every_document_generates_without_a_warning(
     output = generate(generator, documents(registry)[which], tmp_path)
     assert "Warning" not in output and "Unable" not in output, output
     assert (tmp_path / "featurestore_client" / "api" / "default" / "retrieve_features.py").exists()
+
+
+def test_the_multi_entity_schema_asks_for_exactly_the_key_columns_needed(
+    registry: Registry,
+) -> None:
+    """The multi-entity request's schema (if/then per entity and key column) accepts an item
+    naming the key columns of the entities asked for, and refuses one missing or adding one,
+    as the server does (the schemathesis run in test_serving.py checks the server)."""
+    import jsonschema
+
+    document = documents(registry)["unscoped"]
+    schema = {"$ref": "#/components/schemas/RetrieveBody", **document}
+    validator = jsonschema.Draft202012Validator(schema)
+    features = ["avg_order_value_90d", "merchant_chargeback_rate_30d", "device_seen_before"]
+    row = {"user_id": "u", "merchant_id": "m", "device_id": "d"}
+    assert validator.is_valid({"features": features, "entities": [row]})
+    assert validator.is_valid({"features": features[:1], "entities": [{"user_id": "u"}]})
+    for body in [
+        {"features": features, "entities": [{"user_id": "u", "merchant_id": "m"}]},
+        {"features": features[:2], "entities": [row]},  # device_id: needed by no feature
+        {"features": features, "entities": [{**row, "shop_id": "s"}]},
+        {"features": features, "entities": [{**row, "user_id": ""}]},
+        {"features": ["no_such_feature"], "entities": [row]},
+    ]:
+        assert not validator.is_valid(body), body
