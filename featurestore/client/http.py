@@ -52,6 +52,7 @@ __all__ = [
     "FeatureClient",
     "feature_service_body",
     "features_body",
+    "multi_entity_body",
 ]
 
 #: the environment variable the API key is read from when none is given
@@ -83,6 +84,17 @@ def features_body(entity: str, keys: Sequence[Key], features: Sequence[str]) -> 
         "entity_keys": [k if isinstance(k, str) else dict(k) for k in keys],
         "features": list(features),
     }
+
+
+def multi_entity_body(
+    entities: Sequence[Mapping[str, Any]], features: Sequence[str]
+) -> dict[str, Any]:
+    """The multi-entity retrieve body of a feature list: any online ``features`` of any
+    entities, for each ``entities`` row (an object naming every key column those features'
+    entities need, a column shared by two entities once)."""
+    _not_text(entities, "entities")
+    _not_text(features, "features")
+    return {"features": list(features), "entities": [dict(e) for e in entities]}
 
 
 def feature_service_body(
@@ -271,6 +283,17 @@ class FeatureClient(_Client):
         """``entity``'s ``features`` for each of ``keys`` (request order, repeats kept)."""
         return self._send(_retrieve(features_body(entity, keys, features)), timeout_s)
 
+    def get_multi_entity_features(
+        self,
+        entities: Sequence[Mapping[str, Any]],
+        features: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+    ) -> OnlineFeatures:
+        """``features`` of any entities for each ``entities`` row (its key columns), in one
+        request and one store round trip; each row's key is its ``entities`` object."""
+        return self._send(_retrieve(multi_entity_body(entities, features)), timeout_s)
+
     def get_feature_service(
         self,
         name: str,
@@ -335,6 +358,16 @@ class AsyncFeatureClient(_Client):
     ) -> OnlineFeatures:
         """See :meth:`FeatureClient.get_features`."""
         return await self._send(_retrieve(features_body(entity, keys, features)), timeout_s)
+
+    async def get_multi_entity_features(
+        self,
+        entities: Sequence[Mapping[str, Any]],
+        features: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+    ) -> OnlineFeatures:
+        """See :meth:`FeatureClient.get_multi_entity_features`."""
+        return await self._send(_retrieve(multi_entity_body(entities, features)), timeout_s)
 
     async def get_feature_service(
         self,

@@ -79,7 +79,8 @@ def as_sent(answer: OnlineFeatures) -> list[dict[str, Any]]:
             if got.reason is not None:
                 wire["reason"] = got.reason
             features[name] = wire
-        out.append({"entity_key": row.key, "features": features})
+        key_field = "entity_key" if answer.entity is not None else "entities"
+        out.append({key_field: row.key, "features": features})
     return out
 
 
@@ -162,6 +163,52 @@ def test_null_values_are_missing_with_reason_null(
     assert answer.statuses() == [
         {"avg_order_value_90d": "MISSING", "user_7d_transaction_count": "PRESENT"}
     ] * len(answer.rows)
+
+
+def test_multi_entity_features_equal_the_raw_and_the_single_entity_answers(
+    sidecar: SidecarServer, client_registry: Registry, reference: Reference
+) -> None:
+    """Contract C's features form: features of user, merchant and user_device per row of
+    key columns (known and unknown values, a repeated row): the raw HTTP answer, and per
+    feature the single-entity answer of its entity's key; one row per entities object."""
+    rng = random.Random(21)
+    pairs = rng.sample(sorted(reference["user_device_features"]), 12)
+    merchants = sorted(reference["merchant_chargeback_features"])
+    rows = [
+        {"user_id": user, "merchant_id": rng.choice(merchants)[0], "device_id": device}
+        for user, device in pairs
+    ]
+    rows += [{"user_id": "usr_nope", "merchant_id": "mer_nope", "device_id": "dev_nope"}, rows[0]]
+    features = [
+        "merchant_chargeback_rate_30d",
+        "user_7d_transaction_count",
+        "device_seen_before",
+        "avg_order_value_90d",
+    ]
+    with FeatureClient(sidecar.url, api_key=API_KEY) as client:
+        answer = client.get_multi_entity_features(rows, features)
+        raw = raw_retrieve(sidecar, {"features": features, "entities": rows})
+        assert raw.status_code == 200, raw.text
+        assert answer.entity is None and answer.feature_service is None
+        assert answer.features == tuple(features) and answer.keys == rows
+        assert as_sent(answer) == raw.json()["results"]
+        singles = {
+            "user": client.get_features("user", [r["user_id"] for r in rows], features[1:2]
+                                        + features[3:]),
+            "merchant": client.get_features("merchant", [r["merchant_id"] for r in rows],
+                                            features[:1]),
+            "user_device": client.get_features("user_device", [
+                {"user_id": r["user_id"], "device_id": r["device_id"]} for r in rows
+            ], features[2:3]),
+        }  # fmt: skip
+    for position, row in enumerate(answer.rows):
+        for name, got in row.features.items():
+            entity = client_registry.views[client_registry.features[name].view].entity.name
+            assert got == singles[entity].rows[position].features[name], (position, name)
+    frame = answer.to_pandas()
+    assert list(frame.index.names) == ["user_id", "merchant_id", "device_id"]
+    assert list(frame.index) == [tuple(r.values()) for r in rows]
+    assert list(frame.columns) == features
 
 
 # --- DataFrames ----------------------------------------------------------------------------------
