@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from featurestore.client import FeatureStoreError, OnlineFeatures
-from featurestore.client.http import feature_service_body, features_body
+from featurestore.client.http import feature_service_body, features_body, multi_entity_body
 from tests.warehouse import REPO
 
 #: contract C's sample response (COMMON.md), a second row added
@@ -52,6 +52,16 @@ def test_the_feature_service_body_is_contract_cs() -> None:
     assert "request_data" not in body and "entity_name" not in body
     with pytest.raises(ValueError, match="one object per entities item"):
         feature_service_body("s", entities, [{}, {}])
+
+
+def test_the_multi_entity_features_body_is_contract_cs() -> None:
+    entities = [{"user_id": "usr_00000001", "merchant_id": "mer_000001"}]
+    assert multi_entity_body(entities, ["user_7d_transaction_count"]) == {
+        "features": ["user_7d_transaction_count"],
+        "entities": entities,
+    }
+    with pytest.raises(TypeError, match="features must be a list"):
+        multi_entity_body(entities, "user_7d_transaction_count")
 
 
 def test_the_single_entity_body_is_the_design_documents() -> None:
