@@ -59,6 +59,44 @@ Retrieve request and response (the design document's contract, section 2)::
   ``"<user_id>:<device_id>"`` or by an object ``{"user_id": ..., "device_id": ...}``
   (:mod:`sidecar.keys`).
 
+Several entities in one request (contract C; :mod:`sidecar.multi_request`,
+:mod:`sidecar.multi_retrieval`): a body without ``entity_name`` and with ``entities``::
+
+    {"features": ["user_7d_transaction_count", "merchant_chargeback_rate_30d"],
+     "entities": [{"user_id": "usr_00000001", "merchant_id": "mer_000001"}]}
+
+    {"feature_service": "fraud_model_v1",
+     "entities": [{"user_id": "usr_00000001", "merchant_id": "mer_000001",
+                   "device_id": "dev_3f9a"}],
+     "request_data": [{"amount": 120.5}]}
+
+    {"feature_service": "fraud_model_v1",          (null for the features form)
+     "results": [
+       {"entities": {"user_id": "usr_00000001", "merchant_id": "mer_000001",
+                     "device_id": "dev_3f9a"},
+        "features": {
+          "user_7d_transaction_count":
+              {"value": 2, "timestamp": "2026-04-30T17:40:19Z", "status": "PRESENT"},
+          ...,
+          "amount_over_avg_90d": {"value": 3.25, "timestamp": null, "status": "PRESENT"}}}]}
+
+* ``features``: any online features of any entities, answered in request order; or
+  ``feature_service``: a feature service's stored features then its request-time features.
+* Each ``entities`` item names every key column of every entity needed, and no other
+  (422 ``INVALID_KEY`` naming ``entities[i].column``); one result per item, in order,
+  echoing the item.
+* ``request_data`` (feature services only, optional): one object per item of the
+  service's request fields, each of its declared type or null (a field left out: null);
+  422 naming ``request_data[i].field`` otherwise. A request-time feature is its expression
+  (compiled once at start-up) over the stored values as served (a ``DEFAULT``'s value, a
+  ``MISSING`` one as null) and the request values: ``PRESENT`` when not null, else
+  ``MISSING`` with reason ``NULL``; its ``timestamp`` is null.
+* Every entity's reads go to the store in one round trip (one read for the time budget,
+  the circuit breaker and the metrics); statuses, reasons, the cache, the degraded header,
+  limits and errors are the single-entity form's. An API key may call a feature service
+  listed in its ``feature_services`` scope, or one whose stored features its other scopes
+  allow (:mod:`sidecar.auth`); 403 naming ``feature_service`` otherwise.
+
 Errors are JSON ``{"error": {"code", "message", "field"}}``: 400 not JSON, 401 no key, an
 unknown key or more than one ``X-API-Key`` header, 403 outside the key's scope, 404/405,
 413 body too large, 422 a field is invalid (unknown entity or feature, a feature of another

@@ -10,6 +10,7 @@ dropped; ``featurestore serve`` passes only the digests to its workers) or a fil
         sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
         entities: [user, user_device]     # optional: only these entities
         features: [user_7d_transaction_count, device_seen_before]   # optional
+        feature_services: [fraud_model_v1]   # optional: these services, whole
     open_endpoints: [health, ready, metrics]   # optional, default [health, ready]
 
 Make a digest with ``printf %s "$KEY" | sha256sum``. Keys must be high-entropy random
@@ -21,7 +22,13 @@ A request's key is hashed and compared with *every* configured digest by
 ``X-API-Key`` headers (which one counts would depend on the proxies in between) are
 answered 401; a key whose scope does not cover the requested entity or a requested feature
 is answered 403. A scope of ``entities`` allows every feature of those entities, a scope of
-``features`` only those features; with both, a feature must pass both. The registry and
+``features`` only those features; with both, a feature must pass both. A scope of
+``feature_services`` lets the key call those feature services (the multi-entity form,
+:mod:`sidecar.multi_request`), every stored feature of each included, whatever its entity
+and feature scopes; a key with ``feature_services`` alone reads nothing else. Any key may
+also call a service whose stored features its entity and feature scopes all allow (the
+request-time features add nothing it could not compute itself); an unscoped key, every
+service. The registry and
 OpenAPI documents show a scoped key only what it may read (:mod:`sidecar.visibility`).
 ``health``, ``ready``, ``metrics`` and ``openapi`` can be opened (served without a key,
 :data:`~sidecar.endpoints.OPENABLE_ENDPOINTS`); the retrieve and registry endpoints never.
@@ -58,6 +65,7 @@ __all__ = [
     "AuthConfig",
     "AuthConfigError",
     "Authenticator",
+    "Scope",
     "hash_key",
     "load_auth_config",
     "parse_open_endpoints",
@@ -67,6 +75,8 @@ __all__ = [
 
 #: the header that carries the key, as ASGI spells header names (lower-case bytes)
 API_KEY_HEADER: Final = b"x-api-key"
+#: an API key's scope: its entities, features and feature services (None: not limited)
+Scope = tuple[frozenset[str] | None, frozenset[str] | None, frozenset[str] | None]
 _HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 
@@ -83,16 +93,30 @@ class ApiKey:
     digest: bytes
     entities: frozenset[str] | None = None
     features: frozenset[str] | None = None
+    #: feature services the key may call (None: as its entity and feature scopes allow)
+    feature_services: frozenset[str] | None = None
 
     @property
     def scoped(self) -> bool:
-        return self.entities is not None or self.features is not None
+        return (
+            self.entities is not None
+            or self.features is not None
+            or self.feature_services is not None
+        )
 
     @property
-    def scope(self) -> tuple[frozenset[str] | None, frozenset[str] | None]:
-        """What decides what the key may read and see: its ``entities`` and ``features``
-        (keys with the same scope share the documents built for it)."""
-        return self.entities, self.features
+    def scope(self) -> Scope:
+        """What decides what the key may read and see: its ``entities``, ``features`` and
+        ``feature_services`` (keys with the same scope share the documents built for it)."""
+        return self.entities, self.features, self.feature_services
+
+    def allows_service(self, name: str, features: Iterable[tuple[str, str]]) -> bool:
+        """Whether the key may call feature service ``name`` whose stored features are
+        ``features`` ((entity, feature) pairs): named in its ``feature_services``, or every
+        one of those features allowed (see the module docstring)."""
+        if self.feature_services is not None and name in self.feature_services:
+            return True
+        return all(self.allows_feature(entity, feature) for entity, feature in features)
 
     def allows_entity(self, entity: str) -> bool:
         return self.entities is None or entity in self.entities
@@ -182,7 +206,7 @@ def _read_key(path: Path, index: int, entry: Any) -> ApiKey:
         raise AuthConfigError(f"{where} must be a mapping")
     if "key" in entry:
         raise AuthConfigError(f"{where}: store the key's sha256, never the key itself")
-    unknown = set(entry) - {"name", "sha256", "entities", "features"}
+    unknown = set(entry) - {"name", "sha256", "entities", "features", "feature_services"}
     if unknown:
         raise AuthConfigError(f"{where}: unknown fields {sorted(unknown)}")
     name = entry.get("name")
@@ -192,7 +216,7 @@ def _read_key(path: Path, index: int, entry: Any) -> ApiKey:
     if not isinstance(digest, str) or not _HEX_DIGEST.match(digest):
         raise AuthConfigError(f"{where} ({name}): sha256 must be 64 hexadecimal digits")
     scopes: dict[str, frozenset[str] | None] = {}
-    for scope in ("entities", "features"):
+    for scope in ("entities", "features", "feature_services"):
         value = entry.get(scope)
         if value is None:
             scopes[scope] = None
@@ -200,11 +224,15 @@ def _read_key(path: Path, index: int, entry: Any) -> ApiKey:
             scopes[scope] = frozenset(value)
         else:
             raise AuthConfigError(f"{where} ({name}): {scope} must be a list of names")
+    entities = scopes["entities"]
+    if scopes["feature_services"] is not None and entities is None and scopes["features"] is None:
+        entities = frozenset()  # feature services alone: no entity to read otherwise
     return ApiKey(
         name=name.strip(),
         digest=bytes.fromhex(digest),
-        entities=scopes["entities"],
+        entities=entities,
         features=scopes["features"],
+        feature_services=scopes["feature_services"],
     )
 
 

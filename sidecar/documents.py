@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import orjson
 
 from featurestore.registry import Registry
-from sidecar.auth import ApiKey
+from sidecar.auth import ApiKey, Scope
 from sidecar.openapi import build_openapi
 from sidecar.plans import EntityPlan
 from sidecar.registry_document import describe
@@ -23,8 +23,6 @@ from sidecar.settings import Settings
 from sidecar.visibility import NOTHING, visibility
 
 __all__ = ["Documents"]
-
-Scope = tuple[frozenset[str] | None, frozenset[str] | None]
 
 
 class Documents:
@@ -37,7 +35,9 @@ class Documents:
         self._plans = plans
         self._settings = settings
         self._by_scope: dict[Scope, tuple[bytes, bytes]] = {}
-        self._anonymous_openapi = orjson.dumps(build_openapi(plans, settings, NOTHING))
+        self._anonymous_openapi = orjson.dumps(
+            build_openapi(plans, settings, NOTHING, registry.feature_services)
+        )
         for key in settings.api_keys:
             self._documents(key)
 
@@ -49,7 +49,11 @@ class Documents:
             visible = visibility(self._registry, key)
             found = self._by_scope[key.scope] = (
                 orjson.dumps(describe(self._registry, self._plans, self._settings, visible)),
-                orjson.dumps(build_openapi(self._plans, self._settings, visible)),
+                orjson.dumps(
+                    build_openapi(
+                        self._plans, self._settings, visible, self._registry.feature_services
+                    )
+                ),
             )
         return found
 

@@ -10,23 +10,44 @@ entity those features need, and nothing else (a column shared by two entities, s
 ``user_id`` of ``user`` and ``user_device``, is given once). The features form has no
 ``request_data``.
 
+The feature-service form names a service (:class:`featurestore.registry.FeatureService`)
+instead of ``features``, and may send ``request_data``: one object per ``entities`` item
+holding the service's request fields (each of its declared type or null; one left out is
+null)::
+
+    {"feature_service": "fraud_model_v1",
+     "entities": [{"user_id": "usr_00000001", "merchant_id": "mer_000001",
+                   "device_id": "dev_3f9a"}],
+     "request_data": [{"amount": 120.5}]}
+
+Its answer holds the service's stored features, then its request-time features, each
+computed by the service's expression compiled once at start-up (:class:`ServicePlan`).
+A key may call a service as :meth:`sidecar.auth.ApiKey.allows_service` says (403 naming
+``feature_service``; an unknown name is a 403 for a scoped key too, scope before existence,
+and a 422 ``UNKNOWN_FEATURE_SERVICE`` for others).
+
 Checked in this order, the first problem answered (422 unless said): the fields (exactly
-``features`` and ``entities``), their JSON types, the lists neither empty nor over their
+``features`` and ``entities``, or ``feature_service``, ``entities`` and optionally
+``request_data``), their JSON types, the lists neither empty nor over their
 limits (``FEATURESTORE_MAX_KEYS`` items, 1000 features); each feature name: its type, then
 the key's scope (403, before existence, as in :mod:`sidecar.selection`), then that it exists
 and is online; the key x feature values (at most ``FEATURESTORE_MAX_VALUES``); then each
-item's key columns (``INVALID_KEY`` naming ``entities[3]`` or ``entities[3].merchant_id``).
+item's key columns (``INVALID_KEY`` naming ``entities[3]`` or ``entities[3].merchant_id``);
+then ``request_data`` (``request_data[2].amount`` of a wrong type: ``INVALID_TYPE``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
-from featurestore.registry import ValueType
+from featurestore.expressions import Evaluator, compile_python
+from featurestore.registry import FeatureService, ValueType
 from featurestore.suggestions import did_you_mean
 from sidecar.auth import ApiKey
 from sidecar.errors import ApiError, json_type, type_error
@@ -35,9 +56,12 @@ from sidecar.plans import EntityPlan
 from sidecar.selection import SELECTION_MEMO_FEATURES, SELECTION_MEMO_SIZE, Selection, Selector
 from sidecar.settings import Settings
 
-__all__ = ["MultiParser", "MultiRequest", "MultiShape"]
+__all__ = ["MultiParser", "MultiRequest", "MultiShape", "ServicePlan"]
+
+log = logging.getLogger("sidecar")
 
 _FIELDS: Final = ("features", "entities")
+_SERVICE_FIELDS: Final = ("feature_service", "entities", "request_data")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +83,23 @@ class MultiShape:
 
 
 @dataclass(frozen=True, slots=True)
+class ServicePlan:
+    """A feature service as served, built once at start-up."""
+
+    name: str
+    #: its stored features (entity, feature), for the scope check
+    stored: tuple[tuple[str, str], ...]
+    #: the answer's shape for its stored features (None: one of them is not online)
+    shape: MultiShape | None
+    #: why it cannot be served online (a stored feature not online), else None
+    problem: str | None
+    #: request field -> (its type, the check of a value sent for it)
+    request_fields: Mapping[str, tuple[ValueType, Callable[[object], bool]]]
+    #: request-time features in answer order: (name, the expression compiled once)
+    request_features: tuple[tuple[str, Evaluator], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MultiRequest:
     shape: MultiShape
     #: the ``entities`` items as sent (echoed in the response)
@@ -67,13 +108,21 @@ class MultiRequest:
     #: ``entities`` item, the index of its key among them
     keys: tuple[list[tuple[str, ...]], ...]
     rows: tuple[list[int], ...]
+    #: the feature service asked for (None: the features form) and, per item, its
+    #: request values (request field -> value; a field not sent is absent: null)
+    service: ServicePlan | None = None
+    request_data: list[dict[str, Any]] | None = None
 
 
 class MultiParser:
     """Validates multi-entity request bodies (already decoded JSON objects)."""
 
     def __init__(
-        self, plans: Mapping[str, EntityPlan], selector: Selector, settings: Settings
+        self,
+        plans: Mapping[str, EntityPlan],
+        selector: Selector,
+        settings: Settings,
+        services: Mapping[str, FeatureService] | None = None,
     ) -> None:
         self.plans = plans
         self.selector = selector
@@ -81,12 +130,50 @@ class MultiParser:
         self.max_features = settings.max_features
         self.max_part = settings.max_key_part_chars
         self._memo: dict[tuple[bytes, tuple[object, ...]], MultiShape] = {}
+        #: every feature service, planned (its request-time features compiled) once
+        self.services = {
+            name: self._plan_service(service) for name, service in (services or {}).items()
+        }
+
+    def _plan_service(self, service: FeatureService) -> ServicePlan:
+        known = self.selector.all_features
+        stored = tuple((known[name][0], name) for name in service.features)
+        offline = [name for name in service.features if not known[name][2]]
+        shape = problem = None
+        if offline:
+            problem = (
+                f"feature service {service.name!r} is not served online: feature "
+                f"{offline[0]!r} (feature view {known[offline[0]][1]!r}) is not online"
+            )
+            log.warning("%s", problem)
+        else:
+            by_entity: dict[str, list[str]] = {}
+            for entity, name in stored:
+                by_entity.setdefault(entity, []).append(name)
+            shape = self.shape_of(list(service.features), by_entity, service.name)
+        return ServicePlan(
+            name=service.name,
+            stored=stored,
+            shape=shape,
+            problem=problem,
+            request_fields={
+                f.name: (f.value_type, _CHECKS[f.value_type]) for f in service.request_fields
+            },
+            request_features=tuple(
+                (f.name, compile_python(f.expression)) for f in service.request_features
+            ),
+        )
 
     def parse(self, document: dict[str, Any], principal: ApiKey) -> MultiRequest:
         """Validate a multi-entity body (see the module docstring); raises ApiError."""
+        if "feature_service" in document:
+            return self._parse_service(document, principal)
         for name in document:
             if name not in _FIELDS:
-                raise ApiError(422, "UNKNOWN_FIELD", f"unknown field {name!r}", name)
+                message = f"unknown field {name!r}"
+                if name == "request_data":
+                    message = "request_data is only sent with a feature_service"
+                raise ApiError(422, "UNKNOWN_FIELD", message, name)
         for name in _FIELDS:
             if name not in document:
                 raise ApiError(422, "MISSING_FIELD", f"{name} is required", name)
@@ -107,6 +194,99 @@ class MultiParser:
         shape = self.shape(names, principal)
         self._check_values(len(items), len(shape.wanted))
         return self._keys(shape, items)
+
+    def _parse_service(self, document: dict[str, Any], principal: ApiKey) -> MultiRequest:
+        if "features" in document:
+            raise ApiError(
+                422,
+                "INVALID_BODY",
+                "give either features or feature_service, not both",
+                "features",
+            )
+        for name in document:
+            if name not in _SERVICE_FIELDS:
+                raise ApiError(422, "UNKNOWN_FIELD", f"unknown field {name!r}", name)
+        if "entities" not in document:
+            raise ApiError(422, "MISSING_FIELD", "entities is required", "entities")
+        name = document["feature_service"]
+        items = document["entities"]
+        if not isinstance(name, str) or not name:
+            raise type_error("feature_service", "a non-empty string", name)
+        self._check_items(items)
+        service = self.services.get(name)
+        # scope before existence, so that a scoped key learns nothing outside its scope
+        if principal.scoped and (
+            service is None or not principal.allows_service(name, service.stored)
+        ):
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                f"this API key may not call feature service {name!r}",
+                "feature_service",
+            )
+        if service is None:
+            raise ApiError(
+                422,
+                "UNKNOWN_FEATURE_SERVICE",
+                f"unknown feature service {name!r}{did_you_mean(name, self.services)}",
+                "feature_service",
+            )
+        if service.shape is None:
+            raise ApiError(422, "NOT_ONLINE", str(service.problem), "feature_service")
+        self._check_values(len(items), len(service.shape.wanted) + len(service.request_features))
+        request = self._keys(service.shape, items)
+        data = (
+            self._request_data(service, document["request_data"], len(items))
+            if "request_data" in document
+            else [{}] * len(items)
+        )
+        return MultiRequest(
+            shape=request.shape,
+            raw=request.raw,
+            keys=request.keys,
+            rows=request.rows,
+            service=service,
+            request_data=data,
+        )
+
+    @staticmethod
+    def _request_data(service: ServicePlan, data: object, items: int) -> list[dict[str, Any]]:
+        """The request values per item, checked against the service's request fields."""
+        if not isinstance(data, list):
+            raise type_error("request_data", "a list", data)
+        if len(data) != items:
+            raise ApiError(
+                422,
+                "INVALID_LENGTH",
+                f"request_data has {len(data)} objects: one per entities item ({items}) "
+                "is required",
+                "request_data",
+            )
+        fields = service.request_fields
+        for i, values in enumerate(data):
+            where = f"request_data[{i}]"
+            if not isinstance(values, dict):
+                raise type_error(where, "an object", values)
+            for name, value in values.items():
+                spec = fields.get(name)
+                if spec is None:
+                    raise ApiError(
+                        422,
+                        "UNKNOWN_FIELD",
+                        f"{where}: {name!r} is not a request field of feature service "
+                        f"{service.name!r}{did_you_mean(name, fields) or f' ({list(fields)})'}",
+                        f"{where}.{name}",
+                    )
+                value_type, check = spec
+                if value is not None and not check(value):
+                    raise ApiError(
+                        422,
+                        "INVALID_TYPE",
+                        f"{where}.{name} must be {_EXPECTED[value_type]} or null, got "
+                        f"{json_type(value)}",
+                        f"{where}.{name}",
+                    )
+        return data
 
     def _check_items(self, items: object) -> None:
         if not isinstance(items, list):
@@ -274,3 +454,30 @@ class MultiParser:
             keys.append(list(index))
             rows.append(row)
         return MultiRequest(shape=shape, raw=items, keys=tuple(keys), rows=tuple(rows))
+
+
+def _is_timestamp(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+#: per request field type: whether a (non-null) JSON value sent is of that type
+_CHECKS: Final[dict[ValueType, Callable[[object], bool]]] = {
+    "int": lambda v: type(v) is int,
+    "float": lambda v: type(v) is int or type(v) is float,
+    "bool": lambda v: type(v) is bool,
+    "string": lambda v: type(v) is str,
+    "timestamp": _is_timestamp,
+}
+_EXPECTED: Final[dict[ValueType, str]] = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "string": "a string",
+    "timestamp": "an ISO 8601 timestamp string",
+}

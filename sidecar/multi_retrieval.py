@@ -20,8 +20,16 @@ import orjson
 
 from featurestore.online.store import ReadGroup
 from sidecar.cache import MISS
-from sidecar.fragments import EXP, KIND_LABELS, KINDS, CachedRecord, Fragment
-from sidecar.multi_request import MultiRequest
+from sidecar.fragments import (
+    EXP,
+    KIND_LABELS,
+    KINDS,
+    PRESENT,
+    REASON_KINDS,
+    CachedRecord,
+    Fragment,
+)
+from sidecar.multi_request import MultiRequest, ServicePlan
 from sidecar.plans import ABSENT
 from sidecar.retrieval import Retriever
 
@@ -30,6 +38,38 @@ __all__ = ["MultiRetriever"]
 log = logging.getLogger("sidecar")
 
 _RESULT: Final = b'{"entities":%b,"features":{%b}},'
+_NULL_KIND: Final = REASON_KINDS["NULL"] + 1  # MISSING, reason NULL
+
+
+def _request_time(
+    service: ServicePlan,
+    stored: list[Fragment],
+    request_values: dict[str, Any],
+    tally: list[int],
+) -> list[Fragment]:
+    """The service's request-time features of one item: each expression (compiled once)
+    over the stored features' values as served (a DEFAULT's value counts, a MISSING one is
+    null) and the item's request values (a field not sent is null). ``PRESENT`` when the
+    value is not null, else ``MISSING`` with reason ``NULL``; the timestamp is null."""
+    answers = orjson.loads(b"{" + b",".join(stored) + b"}")
+    values = {name: answer["value"] for name, answer in answers.items()}
+    out: list[Fragment] = []
+    for name, evaluate in service.request_features:
+        try:
+            value = evaluate(values, request_values)
+        except Exception:  # a bug: the inputs were checked against their declared types
+            log.exception("request-time feature %s of %s failed", name, service.name)
+            value = None
+        if value is None:
+            answer: dict[str, Any] = {
+                "value": None, "timestamp": None, "status": "MISSING", "reason": "NULL"
+            }  # fmt: skip
+            tally[_NULL_KIND] += 1
+        else:
+            answer = {"value": value, "timestamp": None, "status": "PRESENT"}
+            tally[PRESENT] += 1
+        out.append(orjson.dumps({name: answer})[1:-1])
+    return out
 
 
 class MultiRetriever:
@@ -131,8 +171,12 @@ class MultiRetriever:
         tally = [0] * len(KIND_LABELS)
         dumps = orjson.dumps
         out = [shape.head]
+        service = request.service
         for i, raw in enumerate(request.raw):
             fragments = self.fragments(request, answers, i, tally)
+            if service is not None and service.request_features:
+                assert request.request_data is not None
+                fragments += _request_time(service, fragments, request.request_data[i], tally)
             out.append(_RESULT % (dumps(raw), b",".join(fragments)))
         out[-1] = out[-1][:-1] + b"]}"
         self.retriever.metrics.feature_statuses(zip(KIND_LABELS, tally, strict=True))

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from typing import Any, Final, get_args
 
 from featurestore.data_types import ValueType
+from featurestore.registry import FeatureService
 from featurestore.windows import AGGREGATIONS
 from sidecar.breaker import State
 from sidecar.endpoints import ENDPOINTS, RETRIEVE, Endpoint
@@ -75,6 +76,8 @@ FIXED_SCHEMAS: Final = (
     "RetrieveAnswer",
     "MultiEntityResponse",
     "MultiEntityResult",
+    "RegistryFeatureService",
+    "RegistryRequestFeature",
 )
 _SUFFIXES: Final = ("Request", "Key", "KeyString", "KeyObject", "Feature")
 _VALUE_TYPES: Final = list(get_args(ValueType))
@@ -113,10 +116,14 @@ def entity_schema_names(entities: list[str]) -> dict[str, str]:
 
 
 def build_openapi(
-    plans: Mapping[str, EntityPlan], settings: Settings, visible: Visibility | None = None
+    plans: Mapping[str, EntityPlan],
+    settings: Settings,
+    visible: Visibility | None = None,
+    services: Mapping[str, FeatureService] | None = None,
 ) -> dict[str, Any]:
     """The document for these entity plans, limits and open endpoints, naming only the
-    entities and features in ``visible`` (None: every one)."""
+    entities and features in ``visible`` (None: every one), and the feature services in
+    ``services`` that ``visible`` lists (None: every one)."""
     open_endpoints = settings.open_endpoints
     shown = _visible_features(plans, visible)
     stems = entity_schema_names(list(plans))
@@ -127,6 +134,13 @@ def build_openapi(
     schemas["RetrieveRequest"] = _retrieve_request(plans, shown, stems)
     schemas["MultiEntityRequest"] = _multi_request(plans, shown, settings)
     schemas["MultiEntityItem"] = _multi_item(plans, shown, settings)
+    callable_services = [
+        service
+        for name, service in (services or {}).items()
+        if visible is None or name in visible.feature_services
+    ]
+    service_requests = _service_schemas(plans, callable_services, settings, schemas)
+    schemas["RetrieveBody"]["oneOf"] += [_ref(name) for name in service_requests]
     if shown:
         del schemas["AnyEntityRequest"]
     degraded_header = {
@@ -393,6 +407,86 @@ def _multi_request(
     if rules:
         schema["allOf"] = rules
     return schema
+
+
+def _service_schemas(
+    plans: Mapping[str, EntityPlan],
+    services: list[FeatureService],
+    settings: Settings,
+    schemas: dict[str, Any],
+) -> list[str]:
+    """Add each feature service's request schemas to ``schemas`` (``Service<Name>Request``,
+    its ``...Item`` and ``...RequestData``, numbered on a clash); their request names."""
+    max_part = settings.max_key_part_chars
+    names = []
+    for service in services:
+        words = re.findall(r"[A-Za-z0-9]+", service.name)
+        base = "Service" + "".join(w[:1].upper() + w[1:] for w in words)
+        stem, number = base, 1
+        while any(stem + suffix in schemas for suffix in ("Request", "Item", "RequestData")):
+            number += 1
+            stem = f"{base}{number}"
+        columns: dict[str, Any] = {}
+        for entity in service.entities:
+            plan = plans[entity]
+            for column, value_type in zip(plan.key_columns, plan.key_types, strict=True):
+                columns.setdefault(
+                    column,
+                    {"type": ["string", "integer"] if value_type == "int" else "string",
+                     "minLength": 1, "maxLength": max_part},
+                )  # fmt: skip
+        fields: dict[str, Any] = {}
+        for field in service.request_fields:
+            fields[field.name] = {"type": [_JSON_TYPES[field.value_type], "null"]}
+            if field.value_type == "timestamp":
+                fields[field.name]["format"] = "date-time"
+        schemas[f"{stem}Item"] = {
+            "type": "object",
+            "description": f"The keys of one {service.name} request: every key column of "
+            f"its entities ({', '.join(service.entities)}).",
+            "additionalProperties": False,
+            "required": list(columns),
+            "properties": columns,
+        }
+        schemas[f"{stem}RequestData"] = {
+            "type": "object",
+            "description": f"The request fields of {service.name} for one entities item "
+            "(null, or left out: null).",
+            "additionalProperties": False,
+            "properties": fields,
+        }
+        schemas[f"{stem}Request"] = {
+            "title": f"{service.name} request",
+            "type": "object",
+            "description": service.description or f"Feature service {service.name}.",
+            "additionalProperties": False,
+            "required": ["feature_service", "entities"],
+            "properties": {
+                "feature_service": {"type": "string", "const": service.name},
+                "entities": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": settings.max_keys,
+                    "items": _ref(f"{stem}Item"),
+                },
+                "request_data": {
+                    "type": "array",
+                    "maxItems": settings.max_keys,
+                    "description": "One object per entities item, in the same order (the "
+                    "lengths must be equal).",
+                    "items": _ref(f"{stem}RequestData"),
+                },
+            },
+        }
+        names.append(f"{stem}Request")
+    return names
+
+
+#: the JSON type of each registry value type (timestamps: ISO 8601 strings)
+_JSON_TYPES: Final[dict[ValueType, str]] = {
+    "int": "integer", "float": "number", "bool": "boolean", "string": "string",
+    "timestamp": "string",
+}  # fmt: skip
 
 
 def _asks(features: list[str]) -> dict[str, Any]:
@@ -682,7 +776,53 @@ def _fixed_schemas(settings: Settings) -> dict[str, Any]:
                     "additionalProperties": _ref("RegistryFeatureView"),
                 },
                 "features": {"type": "object", "additionalProperties": _ref("RegistryFeature")},
+                "feature_services": {
+                    "type": "object",
+                    "description": "The feature services the key may call.",
+                    "additionalProperties": _ref("RegistryFeatureService"),
+                },
                 "limits": _ref("RegistryLimits"),
+            },
+        },
+        "RegistryFeatureService": {
+            "type": "object",
+            "required": [
+                "owner",
+                "description",
+                "entities",
+                "keys",
+                "features",
+                "request_fields",
+                "request_features",
+            ],
+            "properties": {
+                "owner": text,
+                "description": text,
+                "entities": {"type": "array", "items": text},
+                "keys": {
+                    "type": "array",
+                    "items": text,
+                    "description": "The key columns each entities item names.",
+                },
+                "features": {"type": "array", "items": text},
+                "request_fields": {
+                    "type": "object",
+                    "description": "request field -> its value type",
+                    "additionalProperties": {"type": "string", "enum": _VALUE_TYPES},
+                },
+                "request_features": {
+                    "type": "object",
+                    "additionalProperties": _ref("RegistryRequestFeature"),
+                },
+            },
+        },
+        "RegistryRequestFeature": {
+            "type": "object",
+            "required": ["expression", "type", "description"],
+            "properties": {
+                "expression": text,
+                "type": {"type": "string", "enum": _VALUE_TYPES},
+                "description": text,
             },
         },
     }

@@ -2,9 +2,11 @@
 views (owner, TTL, freshness SLA, online, cache TTL, ``tiled``: whether the store holds
 tiles merged at the request's time) and features (type, default, view; for a declared
 windowed feature its ``aggregation``, ``column``, ``window`` and ``hop``, each with its
-seconds; null for a hand-written one),
-limited to what the caller's API key may see (:func:`sidecar.visibility.visibility`), and
-the request limits. Built once per scope (:class:`sidecar.documents.Documents`).
+seconds; null for a hand-written one) and the feature services the key may call (entities,
+the key columns a request names, stored features, request fields with their types,
+request-time features with their expressions), limited to what the caller's API key may
+see (:func:`sidecar.visibility.visibility`), and the request limits. Built once per scope
+(:class:`sidecar.documents.Documents`).
 """
 
 from __future__ import annotations
@@ -83,10 +85,33 @@ def describe(
                 "online": view.online,
                 **_windowed(feature.aggregation),
             }
+    services = {}
+    for service in registry.feature_services.values():
+        if service.name not in visible.feature_services:
+            continue
+        services[service.name] = {
+            "owner": service.owner,
+            "description": service.description,
+            "entities": list(service.entities),
+            "keys": list(
+                dict.fromkeys(k for e in service.entities for k in registry.entities[e].keys)
+            ),
+            "features": list(service.features),
+            "request_fields": {f.name: f.value_type for f in service.request_fields},
+            "request_features": {
+                f.name: {
+                    "expression": f.expression.text,
+                    "type": f.expression.value_type,
+                    "description": f.description,
+                }
+                for f in service.request_features
+            },
+        }
     return {
         "entities": entities,
         "feature_views": views,
         "features": features,
+        "feature_services": services,
         "limits": {
             "max_keys": settings.max_keys,
             "max_features": settings.max_features,

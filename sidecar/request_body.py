@@ -18,6 +18,7 @@ from typing import Final
 
 import orjson
 
+from featurestore.registry import FeatureService
 from sidecar.auth import ApiKey
 from sidecar.errors import ApiError, type_error
 from sidecar.keys import KeyParser, key_parser
@@ -47,12 +48,16 @@ class RequestParser:
     """Validates retrieve request bodies against the plans and the settings' limits."""
 
     def __init__(
-        self, plans: Mapping[str, EntityPlan], selector: Selector, settings: Settings
+        self,
+        plans: Mapping[str, EntityPlan],
+        selector: Selector,
+        settings: Settings,
+        services: Mapping[str, FeatureService] | None = None,
     ) -> None:
         self.max_keys = settings.max_keys
         self.max_features = settings.max_features
         self.selector = selector
-        self.multi = MultiParser(plans, selector, settings)
+        self.multi = MultiParser(plans, selector, settings, services)
         self._key_parsers: dict[str, KeyParser] = {
             name: key_parser(plan, settings.max_key_part_chars) for name, plan in plans.items()
         }

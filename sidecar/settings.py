@@ -347,7 +347,7 @@ def parse_gc_thresholds(text: str) -> tuple[int, int, int]:
 def check_settings(settings: Settings, registry: Registry) -> None:
     """Names in the configuration must exist in the registry (typos fail at startup): the
     views of ``FEATURESTORE_CACHE_TTL`` must be online views, the API keys' scopes name
-    known entities and features. Raises SettingsError."""
+    known entities, features and feature services. Raises SettingsError."""
     online = {name for name, view in registry.views.items() if view.online}
     for view in settings.cache_ttl_by_view:
         if view not in online:
@@ -362,3 +362,10 @@ def check_settings(settings: Settings, registry: Registry) -> None:
         for feature in sorted(key.features or ()):
             if feature not in registry.features:
                 raise SettingsError(f"API key {key.name}: unknown feature {feature!r} in scope")
+        for service in sorted(key.feature_services or ()):
+            if service not in registry.feature_services:
+                declared = ", ".join(registry.feature_services) or "none"
+                raise SettingsError(
+                    f"API key {key.name}: unknown feature service {service!r} in scope "
+                    f"(declared: {declared})"
+                )

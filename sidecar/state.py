@@ -60,7 +60,10 @@ class Sidecar:
         self.registry = registry
         self.plans = plan_entities(registry)
         self.requests = RequestParser(
-            self.plans, Selector(registry, self.plans, settings.max_values), settings
+            self.plans,
+            Selector(registry, self.plans, settings.max_values),
+            settings,
+            registry.feature_services,
         )
         self.documents = Documents(registry, self.plans, settings)
         self.auth = Authenticator(settings.api_keys, settings.open_endpoints)

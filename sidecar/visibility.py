@@ -7,7 +7,8 @@ the registry may name (``GET /api/v1/registry``, ``GET /openapi.json``).
   their views, and the entities it may read that have such a feature or that its
   ``entities`` scope names (a key scoped to features alone sees only those features'
   entities, not every entity);
-- no key (an open ``/openapi.json``) sees no entity, view or feature name at all.
+- no key (an open ``/openapi.json``) sees no entity, view or feature name at all;
+- feature services: those the key may call (:meth:`~sidecar.auth.ApiKey.allows_service`).
 
 The retrieve endpoint's own checks (403 outside the scope) are :mod:`sidecar.selection`'s;
 this module only decides what is *described*.
@@ -31,6 +32,8 @@ class Visibility:
     entities: frozenset[str]
     views: frozenset[str]
     features: frozenset[str]
+    #: the feature services the caller may call (:meth:`~sidecar.auth.ApiKey.allows_service`)
+    feature_services: frozenset[str] = frozenset()
 
 
 #: what a caller without a key sees
@@ -53,4 +56,14 @@ def visibility(registry: Registry, key: ApiKey | None) -> Visibility:
             features |= readable
             views.add(view.name)
             entities.add(entity)
-    return Visibility(frozenset(entities), frozenset(views), frozenset(features))
+    services = {
+        name
+        for name, service in registry.feature_services.items()
+        if key.allows_service(
+            name,
+            [(registry.views[registry.features[f].view].entity.name, f) for f in service.features],
+        )
+    }
+    return Visibility(
+        frozenset(entities), frozenset(views), frozenset(features), frozenset(services)
+    )

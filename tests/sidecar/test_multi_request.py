@@ -5,17 +5,18 @@ into each entity's distinct keys, and the limits, each naming its field."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from featurestore.registry import Registry
-from sidecar.auth import ApiKey
+from sidecar.auth import ApiKey, load_auth_config
 from sidecar.errors import ApiError
 from sidecar.multi_request import MultiRequest
 from sidecar.plans import plan_entities
 from sidecar.request_body import RequestParser
 from sidecar.selection import Selector
-from sidecar.settings import Settings
+from sidecar.settings import Settings, SettingsError, check_settings
 
 
 def parser_of(registry: Registry, key: ApiKey, **limits: int) -> RequestParser:
@@ -109,3 +110,21 @@ def test_the_single_entity_form_is_unchanged(
             unscoped_key,
         )
     assert (caught.value.code, caught.value.field) == ("UNKNOWN_FIELD", "entities")
+
+
+def test_feature_services_in_a_key_file(tmp_path: Path, small_registry: Registry) -> None:
+    """``feature_services`` in the key file: read; alone it reads no entity or feature
+    otherwise; an unknown service name is refused at start-up (check_settings)."""
+    path = tmp_path / "keys.yml"
+    path.write_text(
+        f"api_keys:\n  - name: svc\n    sha256: {'a' * 64}\n    feature_services: [fraud]\n"
+    )
+    (key,) = load_auth_config(path).keys
+    assert key.feature_services == frozenset({"fraud"}) and key.scoped
+    assert not key.allows_feature("user", "f_user") and not key.allows_entity("user")
+    assert key.allows_service("fraud", [("user", "f_user")])
+    assert not key.allows_service("other", [("user", "f_user")])
+    assert key.allows_service("empty", [])  # a service of no stored feature: nothing to refuse
+    settings = Settings(online_url="sqlite:///x.db", api_keys=(key,))
+    with pytest.raises(SettingsError, match="unknown feature service 'fraud'"):
+        check_settings(settings, small_registry)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import random
 import socket
 import subprocess
@@ -52,7 +53,7 @@ from tests.sidecar.harness import (
     variant_manifest,
     warehouse_latest,
 )
-from tests.warehouse import Warehouse
+from tests.warehouse import REPO, Warehouse
 
 KINDS = ["sqlite", "redis", "redis-cluster", "dynamodb"]
 ENTITY_VIEWS = {
@@ -765,6 +766,9 @@ def test_schemathesis_finds_no_server_error(sqlite_sidecar: SidecarServer, tmp_p
         capture_output=True,
         text=True,
         timeout=120,
+        # request_data's length (one object per entities item): tests/sidecar/schemathesis_hooks.py
+        env={**os.environ, "PYTHONPATH": str(REPO),
+             "SCHEMATHESIS_HOOKS": "tests.sidecar.schemathesis_hooks"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert "No issues found" in proc.stdout, proc.stdout[-3000:]
