@@ -1,8 +1,8 @@
 """Commands that look at the online side without a running server:
 
 * ``featurestore openapi``: the sidecar's OpenAPI document (:func:`sidecar.openapi.
-  build_openapi`), unscoped: every entity and online feature, as a caller with an
-  unscoped key sees it from ``GET /openapi.json``;
+  build_openapi`), unscoped: every entity, online feature and feature service, as a caller
+  with an unscoped key sees it from ``GET /openapi.json``;
 * ``featurestore get ENTITY KEY [FEATURES...]``: one entity key's features read from a store
   by the sidecar's own request parsing and retrieval path (:class:`sidecar.state.Sidecar`),
   so the answer (values, timestamps, statuses, reasons) is the one the sidecar would give.
@@ -64,7 +64,8 @@ def _settings(env: Mapping[str, str]) -> Any:  # sidecar.settings.Settings
 @manifest_option
 @clean_errors(RegistryError, SettingsProblem)
 def openapi_command(out: Path | None, manifest: Path | None) -> None:
-    """Write the sidecar's OpenAPI 3.1 document (every entity and online feature)."""
+    """Write the sidecar's OpenAPI 3.1 document (every entity, online feature and feature
+    service)."""
     from featurestore.registry import load_registry
     from sidecar.openapi import build_openapi
     from sidecar.plans import plan_entities
@@ -83,7 +84,7 @@ def openapi_command(out: Path | None, manifest: Path | None) -> None:
         env["FEATURESTORE_API_KEYS"] = secrets.token_hex(16)  # the document names no key
     settings = _settings(env)
     registry = load_registry(settings.manifest_path)
-    document = build_openapi(plan_entities(registry), settings, None)
+    document = build_openapi(plan_entities(registry), settings, None, registry.feature_services)
     text = json.dumps(document, indent=2) + "\n"
     if out is None:
         click.echo(text, nl=False)

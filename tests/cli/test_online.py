@@ -222,6 +222,7 @@ def test_openapi_is_the_sidecars_unscoped_document(
     assert {"UserRequest", "MerchantRequest", "UserDeviceRequest"} <= set(
         written["components"]["schemas"]
     )
+    assert "fraud_model_v1" in json.dumps(written)  # the feature service's request
     printed = run_cli("openapi", "--manifest", str(manifest))
     assert printed.returncode == 0 and json.loads(printed.stdout) == written
 

@@ -211,6 +211,90 @@ def test_multi_entity_features_equal_the_raw_and_the_single_entity_answers(
     assert list(frame.columns) == features
 
 
+SERVICE = "fraud_model_v1"
+
+
+def test_feature_service_answers(
+    sidecar: SidecarServer, client_registry: Registry, reference: Reference
+) -> None:
+    """Contract C's service form: the raw HTTP answer; the stored features equal the
+    features form's answer; the request-time feature equal to an independent division
+    (amount / the served 90-day average: null when either is null or the average is 0,
+    then MISSING with reason NULL; no timestamp); the sync and async forms agree."""
+    service = client_registry.feature_service(SERVICE)
+    stored = list(service.features)
+    assert [f.name for f in service.request_features] == ["amount_over_avg_90d"]
+    rng = random.Random(33)
+    pairs = rng.sample(sorted(reference["user_device_features"]), 10)
+    merchants = sorted(reference["merchant_chargeback_features"])
+    rows = [
+        {"user_id": user, "merchant_id": rng.choice(merchants)[0], "device_id": device}
+        for user, device in pairs
+    ]
+    zero_or_null = [  # users whose 90-day average is null (no default here: MISSING)
+        k[0]
+        for k, row in reference["user_transaction_features"].items()
+        if row.values["avg_order_value_90d"] in (None, 0)
+    ]
+    rows += [{"user_id": u, "merchant_id": "mer_nope", "device_id": "dev_nope"}
+             for u in zero_or_null[:2]]  # fmt: skip
+    rows.append({"user_id": "usr_nope", "merchant_id": "mer_nope", "device_id": "dev_nope"})
+    amounts: list[Any] = [120.5, 0.0, None, 3, 1e-9]
+    request_data = [{"amount": amounts[i % len(amounts)]} for i in range(len(rows))]
+    with FeatureClient(sidecar.url, api_key=API_KEY) as client:
+        answer = client.get_feature_service(SERVICE, rows, request_data)
+        plain = client.get_multi_entity_features(rows, stored)
+    raw = raw_retrieve(
+        sidecar, {"feature_service": SERVICE, "entities": rows, "request_data": request_data}
+    )
+    assert raw.status_code == 200, raw.text
+    assert as_sent(answer) == raw.json()["results"]
+    assert answer.feature_service == SERVICE and answer.entity is None
+    assert answer.features == (*stored, "amount_over_avg_90d")
+    assert answer.keys == rows
+    seen = set()
+    for row, stored_row, data in zip(answer.rows, plain.rows, request_data, strict=True):
+        assert {n: row.features[n] for n in stored} == dict(stored_row.features)
+        amount, average = data["amount"], row.features["avg_order_value_90d"].value
+        got = row.features["amount_over_avg_90d"]
+        assert got.timestamp is None
+        if amount is None or average is None or average == 0:
+            assert (got.value, got.status, got.reason) == (None, "MISSING", "NULL")
+        else:
+            assert (got.value, got.status, got.reason) == (amount / average, "PRESENT", None)
+        seen.add(got.status)
+    assert seen == {"PRESENT", "MISSING"}
+    frame = answer.to_pandas()
+    assert list(frame.columns) == [*stored, "amount_over_avg_90d"]
+    assert list(frame.index.names) == ["user_id", "merchant_id", "device_id"]
+    assert str(frame["amount_over_avg_90d"].dtype) == "Float64"
+
+    async def run() -> OnlineFeatures:
+        async with AsyncFeatureClient(sidecar.url, api_key=API_KEY) as client:
+            return await client.get_feature_service(SERVICE, rows, request_data)
+
+    assert asyncio.run(run()) == answer
+
+
+def test_feature_service_errors(sidecar: SidecarServer) -> None:
+    """An unknown service (did-you-mean), a wrongly typed request field, a key without the
+    service in its scope: the server's errors, raised."""
+    row = {"user_id": "usr_1", "merchant_id": "mer_1", "device_id": "dev_1"}
+    with FeatureClient(sidecar.url, api_key=API_KEY) as client:
+        with pytest.raises(InvalidRequestError) as unknown:
+            client.get_feature_service("fraud_model_v2", [row])
+        with pytest.raises(InvalidRequestError) as typed:
+            client.get_feature_service(SERVICE, [row], [{"amount": "12"}])
+    assert (unknown.value.code, unknown.value.field) == ("UNKNOWN_FEATURE_SERVICE",
+                                                         "feature_service")  # fmt: skip
+    assert SERVICE in unknown.value.message  # the suggestion
+    assert typed.value.status == 422 and typed.value.field == "request_data[0].amount"
+    client = FeatureClient(sidecar.url, api_key=USERS_ONLY_KEY)
+    with client, pytest.raises(PermissionDeniedError) as denied:
+        client.get_feature_service(SERVICE, [row])
+    assert denied.value.status == 403
+
+
 # --- DataFrames ----------------------------------------------------------------------------------
 
 
