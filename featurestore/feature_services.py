@@ -136,16 +136,19 @@ def read_feature_services(
     }
     services: dict[str, FeatureService] = {}
     seen: set[str] = set()
+    duplicated: set[str] = set()
     for exposure in exposures:
         meta = _meta(exposure)
         if meta is None:
             continue
         name = str(exposure.get("name"))
         if name in seen:
-            problems.append(
-                f"feature service {name}: the name is declared by more than one ml exposure "
-                "(feature service names must be unique)"
-            )
+            if name not in duplicated:
+                problems.append(
+                    f"feature service {name}: the name is declared by more than one ml "
+                    "exposure (feature service names must be unique)"
+                )
+                duplicated.add(name)
             services.pop(name, None)
             continue
         seen.add(name)

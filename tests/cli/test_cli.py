@@ -323,7 +323,7 @@ def test_training_set_bad_csv_timestamps(
 def test_training_set_usage_error_exits_2(tmp_path: Path) -> None:
     proc = run_cli("training-set", "--labels", str(tmp_path / "x.csv"))
     assert proc.returncode == 2
-    assert "Missing option '--features'" in proc.stderr
+    assert "Missing option '--out'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -509,7 +509,8 @@ def test_duplicate_service_names_are_refused() -> None:
     second = _exposure("scorer_v1", {"features": ["order_count_7d"]})
     second["unique_id"] = "exposure.other_package.scorer_v1"
     second["package_name"] = "other_package"
-    problems = _problems(_manifest(first, second))
+    third = {**second, "unique_id": "exposure.third_package.scorer_v1"}
+    problems = _problems(_manifest(first, second, third))  # reported once
     assert problems == [
         "feature service scorer_v1: the name is declared by more than one ml exposure "
         "(feature service names must be unique)"

@@ -40,6 +40,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -598,3 +599,108 @@ def test_missing_feature_table(
     assert message.startswith("the warehouse could not run the join: "), message
     assert "USER_TRANSACTION_FEATURES" in message.upper(), message
     assert "run `dbt build` with the snowflake target" in message
+
+
+# --- feature services: request-time features computed by Snowflake -------------------------
+
+SERVICE = "fraud_model_v1"
+RATIO = "amount_over_avg_90d"
+
+
+@pytest.fixture(scope="module")
+def service_labels(demo_warehouse: Warehouse, labels: pd.DataFrame) -> pd.DataFrame:
+    """``labels`` with each transaction's amount (the request field; decimals as the
+    warehouse holds them), null for the edge rows, plus a zero and a negative amount."""
+    amounts = dict(
+        demo_warehouse.query(
+            "select transaction_id, amount from main_training.fraud_training_spine "
+            "where transaction_id in (select transaction_id from main_training.fraud_training_set "
+            "order by transaction_id limit 400)"
+        )
+    )
+    spine = labels.copy()
+    spine["amount"] = [amounts.get(t) for t in spine["transaction_id"]]
+    extra = spine.iloc[[5, 6]].copy()
+    extra["transaction_id"] = ["edge_zero_amount", "edge_negative_amount"]
+    extra["amount"] = [Decimal("0.00"), Decimal("-7.25")]
+    return pd.concat([spine, extra], ignore_index=True)
+
+
+def test_feature_service_on_snowflake_equals_duckdb(
+    on_snowflake: list[dict[str, Any]],
+    overlay: SnowflakeProject,
+    service_labels: pd.DataFrame,
+    demo_warehouse: Warehouse,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request-time feature computed by the snowflake target's SQL (to_sql's snowflake
+    dialect, run by fakesnow) equals the DuckDB target's, nulls included."""
+    snowflake = get_historical_features(
+        service_labels, feature_service=SERVICE, project_dir=overlay.root
+    )
+    with monkeypatch.context() as patch:
+        demo_warehouse.use(patch)
+        patch.setenv("FEATURESTORE_TARGET", "duckdb")
+        duck = get_historical_features(service_labels, feature_service=SERVICE)
+    assert_same_result(snowflake, duck)
+    assert duck[RATIO].notna().sum() > 100 and duck[RATIO].isna().sum() >= 4
+    by_id = duck.set_index("transaction_id")[RATIO]
+    assert by_id["edge_zero_amount"] == 0.0 and by_id["edge_negative_amount"] < 0
+
+
+def test_feature_service_statement_parses_as_snowflake_sql(
+    sf_projects: dict[str, SnowflakeProject], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statement of a feature service on the snowflake target (this repository's
+    snowflake__as_of_join, the spine carrying the request column, the request-time feature
+    from to_sql's snowflake dialect) is Snowflake SQL: the ASOF JOINs of the plain request,
+    then the division of the upper-case request and feature columns, under its name."""
+    from featurestore.historical_request_features import request_column, with_request_features
+
+    repo = sf_projects["repo"]
+    repo.use(monkeypatch)
+    registry = repo.registry
+    service = registry.feature_service(SERVICE)
+    manifest = json.loads((repo.target_path / "manifest.json").read_text())
+    views = [
+        (registry.view(name), chosen)
+        for name, chosen in registry.group_by_view(service.features).items()
+    ]
+    requests = [request_column(f.name) for f in service.request_fields]
+    compiled = compiled_join(Project.at(REPO), views, False, requests)
+    assert compiled.target_type == "snowflake"
+    sql = with_request_features(compiled.sql, service, dialect="snowflake")
+    outputs = {name: registry.feature(name).value_type for name in service.features}
+    outputs |= {f.name: f.expression.value_type for f in service.request_features}
+    statement = join_statement(sql, _ROW, outputs)
+
+    expected = []
+    for view, chosen in views:
+        spec = expected_view(Compiled(manifest, ""), view.name)
+        expected.append(type(spec)(spec.join_keys, spec.ttl_seconds, tuple(chosen), spec.name))
+    check_asof_join(statement, _TS, expected, include_timestamps=False)
+
+    tree = sqlglot.parse_one(statement, read="snowflake")
+    assert [e.alias for e in tree.expressions] == [_ROW, *outputs]
+    wrapper = tree.args["from_"].this.this  # the select adding the request-time features
+    assert isinstance(wrapper, exp.Select)
+    (ratio,) = [e for e in wrapper.expressions if e.alias == RATIO]
+    divisions = list(ratio.find_all(exp.Div))  # to_sql repeats it in a finiteness check
+    assert divisions
+    for division in divisions:
+        columns = {(c.table, c.name) for c in division.find_all(exp.Column)}
+        assert columns == {
+            ("__fs_joined", "__FS_REQUEST__AMOUNT"),
+            ("__fs_joined", "AVG_ORDER_VALUE_90D"),
+        }
+        assert len(list(division.find_all(exp.Nullif))) == 1  # null, not an error, for 0
+
+    # the spine's temporary table declares the request column with its type
+    ddl_columns = spine_columns_ddl(
+        {"user_id": "string", requests[0]: "float", _TS: "timestamp", _ROW: "int"}
+    )
+    created = sqlglot.parse_one(
+        f"create temporary table {SPINE_RELATION} ({ddl_columns})", read="snowflake"
+    )
+    kinds = {c.name: c.args["kind"].this for c in created.find_all(exp.ColumnDef)}
+    assert kinds[requests[0]] in (exp.DataType.Type.FLOAT, exp.DataType.Type.DOUBLE), kinds

@@ -492,6 +492,8 @@ SERVICE_ROW = {"user_id": "usr_1", "merchant_id": "mer_1", "device_id": "dev_1"}
         ({"features": FEATURES, "entities": [SERVICE_ROW], "request_data": [{}]},
          "UNKNOWN_FIELD", "request_data"),
         ({"feature_service": 7, "entities": [SERVICE_ROW]}, "INVALID_TYPE", "feature_service"),
+        ({"feature_service": SERVICE, "entities": [SERVICE_ROW], "request_data": None},
+         "INVALID_TYPE", "request_data"),
     ],
 )  # fmt: skip
 def test_bad_service_requests_name_the_field(
