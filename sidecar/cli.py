@@ -113,7 +113,20 @@ __all__ = ["serve_command"]
     default="info",
     show_default=True,
 )
-@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Write every request to the JSON access log (the same as --access-log-sample 1).",
+)
+@click.option(
+    "--access-log-sample",
+    type=click.FloatRange(0, 1),
+    default=None,
+    envvar="FEATURESTORE_ACCESS_LOG_SAMPLE",
+    show_envvar=True,
+    help="The share of requests written to the JSON access log on stderr, 0 to 1 "
+    "[default: 0, off].",
+)
 @click.option(
     "--graceful-timeout",
     type=click.IntRange(min=1),
@@ -137,9 +150,13 @@ def serve_command(
     max_connections: int | None,
     log_level: str,
     access_log: bool,
+    access_log_sample: float | None,
     graceful_timeout: int,
 ) -> None:
-    """Serve online features over HTTP (POST /api/v1/features/retrieve; see sidecar/)."""
+    """Serve online features over HTTP (POST /api/v1/features/retrieve; see sidecar/).
+
+    Logs are JSON lines on stderr, each with the request id of the request being served
+    (sidecar/logs.py)."""
     import uvicorn
     from starlette.applications import Starlette
 
@@ -148,6 +165,7 @@ def serve_command(
     from featurestore.registry import RegistryError
     from sidecar.app import configure_logging, create_app, serving_worker
     from sidecar.auth import hash_key
+    from sidecar.logs import log_config
     from sidecar.server import SidecarProtocol
     from sidecar.settings import Settings, SettingsError
 
@@ -164,6 +182,9 @@ def serve_command(
         "FEATURESTORE_HEADER_TIMEOUT": header_timeout,
         "FEATURESTORE_BODY_TIMEOUT": body_timeout,
         "FEATURESTORE_MAX_CONNECTIONS": None if max_connections is None else str(max_connections),
+        "FEATURESTORE_ACCESS_LOG_SAMPLE": "1"
+        if access_log
+        else (None if access_log_sample is None else repr(access_log_sample)),
     }
     for name, value in overrides.items():
         if value is not None:
@@ -217,7 +238,8 @@ def serve_command(
             http=SidecarProtocol,  # httptools, bounded: sidecar/server.py
             lifespan="on",
             log_level=log_level,
-            access_log=access_log,
+            log_config=log_config(log_level),  # JSON lines (sidecar/logs.py), every worker
+            access_log=False,  # ours: sidecar/logs.py AccessLog
             timeout_graceful_shutdown=graceful_timeout,
             server_header=False,
         )

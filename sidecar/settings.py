@@ -58,6 +58,8 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
                                     10000; beyond, a request's vectors are dropped, counted)
 ``FEATURESTORE_SERVED_LOG_ROTATE_BYTES`` a log file is completed at this size (default 64 MiB)
 ``FEATURESTORE_SERVED_LOG_ROTATE_AFTER`` or this long after it was opened (default ``60s``)
+``FEATURESTORE_ACCESS_LOG_SAMPLE``  the share of requests written to the JSON access log,
+                                    0..1 (default 0: off; :mod:`sidecar.logs`)
 ``FEATURESTORE_FRESHNESS_INTERVAL`` how often the freshness gauges are read from the store's
                                     load log and stream watermarks (default ``15s``)
 ==================================  =========================================================
@@ -151,6 +153,8 @@ class Settings:
     header_timeout_s: float = 5.0
     body_timeout_s: float = 10.0
     max_connections: int = 1024
+    #: the share of requests written to the access log (sidecar/logs.py), 0 = off
+    access_log_sample: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.online_url:
@@ -174,6 +178,11 @@ class Settings:
         if not 0.0 <= self.served_log_rate <= 1.0:
             raise SettingsError(
                 f"FEATURESTORE_SERVED_LOG_RATE must be between 0 and 1, got {self.served_log_rate}"
+            )
+        if not 0.0 <= self.access_log_sample <= 1.0:
+            raise SettingsError(
+                "FEATURESTORE_ACCESS_LOG_SAMPLE must be between 0 and 1, got "
+                f"{self.access_log_sample}"
             )
         if self.served_log_rate > 0 and self.served_log_dir is None:
             raise SettingsError(
@@ -281,6 +290,7 @@ class Settings:
                 env.get("FEATURESTORE_BODY_TIMEOUT", "10s"), "FEATURESTORE_BODY_TIMEOUT"
             ),
             max_connections=int(number("FEATURESTORE_MAX_CONNECTIONS", 1024, integer=True)),
+            access_log_sample=number("FEATURESTORE_ACCESS_LOG_SAMPLE", 0.0),
             served_log_dir=Path(env["FEATURESTORE_SERVED_LOG_DIR"].strip())
             if env.get("FEATURESTORE_SERVED_LOG_DIR", "").strip()
             else None,
