@@ -1,9 +1,15 @@
 """A warehouse-native feature store: dbt feature views, a registry read from the dbt manifest,
-point-in-time training sets, and the contracts the loader and the sidecar share."""
+point-in-time training sets, and the contracts the loader and the sidecar share.
+
+The training-set API (:mod:`featurestore.historical`: pandas, pyarrow, DuckDB) is imported on
+first use, so the serving side (``featurestore[serve]``: the sidecar, the client) imports this
+package without the data side installed.
+"""
 
 from __future__ import annotations
 
-from featurestore.historical import HistoricalFeaturesError, get_historical_features
+from typing import TYPE_CHECKING, Any
+
 from featurestore.registry import (
     Entity,
     Feature,
@@ -12,6 +18,9 @@ from featurestore.registry import (
     RegistryError,
     load_registry,
 )
+
+if TYPE_CHECKING:
+    from featurestore.historical import HistoricalFeaturesError, get_historical_features
 
 __all__ = [
     "Entity",
@@ -23,3 +32,13 @@ __all__ = [
     "get_historical_features",
     "load_registry",
 ]
+
+_LAZY = frozenset({"HistoricalFeaturesError", "get_historical_features"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from featurestore import historical
+
+        return getattr(historical, name)
+    raise AttributeError(f"module 'featurestore' has no attribute {name!r}")
