@@ -1,26 +1,25 @@
 """A warehouse-native feature store: dbt feature views, a registry read from the dbt manifest,
 point-in-time training sets, and the contracts the loader and the sidecar share.
 
-The training-set API (:mod:`featurestore.historical`: pandas, pyarrow, DuckDB) is imported on
-first use, so the serving side (``featurestore[serve]``: the sidecar, the client) imports this
-package without the data side installed.
-"""
+The public names below are imported on first use (``__getattr__``), so that importing a
+light part of the package (``featurestore.client``: httpx only) loads neither dbt, DuckDB,
+pyarrow nor the online stores' drivers."""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from featurestore.registry import (
-    Entity,
-    Feature,
-    FeatureView,
-    Registry,
-    RegistryError,
-    load_registry,
-)
 
 if TYPE_CHECKING:
     from featurestore.historical import HistoricalFeaturesError, get_historical_features
+    from featurestore.registry import (
+        Entity,
+        Feature,
+        FeatureView,
+        Registry,
+        RegistryError,
+        load_registry,
+    )
 
 __all__ = [
     "Entity",
@@ -33,12 +32,21 @@ __all__ = [
     "load_registry",
 ]
 
-_LAZY = frozenset({"HistoricalFeaturesError", "get_historical_features"})
+#: public name -> the module holding it
+_HOMES: dict[str, str] = {
+    "Entity": "featurestore.registry",
+    "Feature": "featurestore.registry",
+    "FeatureView": "featurestore.registry",
+    "HistoricalFeaturesError": "featurestore.historical",
+    "Registry": "featurestore.registry",
+    "RegistryError": "featurestore.registry",
+    "get_historical_features": "featurestore.historical",
+    "load_registry": "featurestore.registry",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from featurestore import historical
-
-        return getattr(historical, name)
-    raise AttributeError(f"module 'featurestore' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'featurestore' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -34,7 +34,7 @@ import click
 
 from featurestore.commands import now_option, online_option
 
-__all__ = ["serve_command"]
+__all__ = ["main", "serve_command"]
 
 
 @click.command("serve")
@@ -246,3 +246,10 @@ def serve_command(
     finally:
         if made_dir is not None:
             shutil.rmtree(made_dir, ignore_errors=True)
+
+
+def main() -> None:
+    """The ``featurestore-serve`` console script: ``featurestore serve`` for an install of
+    the serving side only (``featurestore[serve]``, where the ``featurestore`` command, which
+    holds the data side's commands too, cannot load)."""
+    serve_command(prog_name="featurestore-serve")

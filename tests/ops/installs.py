@@ -108,11 +108,15 @@ def installed_closure(requirements: Iterable[Requirement]) -> set[str]:
 #: the modules the serving side must do without, whatever else the full extra brings
 DATA_SIDE = {"dbt", "great_expectations", "snowflake", "pandas", "pyarrow", "duckdb"}
 
+#: ``python -c BLOCKER BLOCKED_JSON MODULE:FUNCTION ARGS...``: calls the function (a console
+#: script's entry point) with ``ARGS`` as its command line, the modules of BLOCKED_JSON (top
+#: level names) unimportable
 BLOCKER = textwrap.dedent(
     """
-    import importlib.abc, json, runpy, sys
+    import importlib, importlib.abc, json, sys
 
     BLOCKED = frozenset(json.loads(sys.argv.pop(1)))
+    MODULE, _, FUNCTION = sys.argv.pop(1).partition(":")
 
     class Blocked(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -121,10 +125,18 @@ BLOCKER = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Blocked())
-    sys.argv[0] = "sidecar"
-    runpy.run_module("sidecar", run_name="__main__", alter_sys=True)
+    sys.argv[0] = MODULE
+    getattr(importlib.import_module(MODULE), FUNCTION)()
     """
 )
+
+
+def console_script(name: str) -> str:
+    """pyproject.toml's entry point of a console script (``module:function``)."""
+    scripts: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "scripts"
+    ]
+    return scripts[name]
 
 
 def data_side_modules() -> set[str]:

@@ -31,11 +31,8 @@ def test_the_serve_extra_leaves_out_the_data_side() -> None:
 def test_the_blocker_blocks(module: str) -> None:
     """The same finder makes each data-side module fail to import (the test above would
     otherwise prove nothing)."""
-    code = BLOCKER.replace(
-        'runpy.run_module("sidecar", run_name="__main__", alter_sys=True)', f"import {module}"
-    )
     proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(sorted(data_side_modules()))],
+        [sys.executable, "-c", BLOCKER, json.dumps(sorted(data_side_modules())), f"{module}:x"],
         capture_output=True,
         text=True,
         timeout=60,

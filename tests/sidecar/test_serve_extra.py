@@ -1,8 +1,8 @@
 """The sidecar serves with the data side unimportable: everything ``featurestore[serve]``
 does not lead to (the distributions of the full extra outside the serve extra's closure:
 dbt, great_expectations, the Snowflake connector, pandas, pyarrow, DuckDB...) is blocked by
-a meta path finder (tests/ops/installs.py), and the real sidecar, started in that process,
-answers a retrieve over HTTP."""
+a meta path finder (tests/ops/installs.py), and the real sidecar, started in that process
+by the serve-only console script (``featurestore-serve``), answers a retrieve over HTTP."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from featurestore.online.sqlite_store import SQLiteStore
-from tests.ops.installs import BLOCKER, data_side_modules
+from tests.ops.installs import BLOCKER, console_script, data_side_modules
 from tests.servers import free_port
 from tests.sidecar.harness import API_KEY, sidecar_env
 from tests.warehouse import REPO
@@ -29,7 +29,15 @@ def test_the_sidecar_serves_with_the_data_side_unimportable(tmp_path: Path, mani
     log = tmp_path / "sidecar.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-c", BLOCKER, json.dumps(blocked), "--port", str(port)],
+            [
+                sys.executable,
+                "-c",
+                BLOCKER,
+                json.dumps(blocked),
+                console_script("featurestore-serve"),
+                "--port",
+                str(port),
+            ],
             cwd=REPO,
             env=sidecar_env(f"sqlite:///{store}", manifest),
             stdout=sink,
