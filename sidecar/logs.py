@@ -15,10 +15,10 @@ while the request is served (a :class:`contextvars.ContextVar`: each request run
 asyncio task), the store's warnings included. Lines logged outside a request have none.
 
 The access log (``"logger": "sidecar.access"``, event ``request``; written by
-:class:`AccessLog`): one line per sampled request
-with its method, path, status, duration in milliseconds (from the first byte handled to the
-end of the response), whether it was degraded (answered partly without the store) and the
-NAME of the API key (never the key; null without one). ``FEATURESTORE_ACCESS_LOG_SAMPLE``
+:class:`AccessLog`): one line per sampled request with its method, path, status, duration
+in milliseconds (from the app receiving the request to the end of its response), whether it
+was degraded (answered partly without the store) and the NAME of the API key (never the
+key; null without one). ``FEATURESTORE_ACCESS_LOG_SAMPLE``
 (``featurestore serve --access-log`` / ``--access-log-sample``) is the share of requests
 written, 0 to 1; default 0 (off): the Prometheus metrics already count every request by
 route, status and latency, and even written directly a line adds about a tenth to a
