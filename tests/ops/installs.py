@@ -76,6 +76,25 @@ def lock_pins() -> list[Pin]:
     return pins
 
 
+def lock_entries(names: Iterable[str]) -> str:
+    """The entries of requirements.lock (pin, marker, hashes) of the distributions
+    ``names`` (canonical), as a requirements file pip installs with ``--require-hashes``."""
+    wanted = set(names)
+    blocks: list[str] = []
+    current: list[str] = []
+    for line in LOCK.read_text().splitlines():
+        if line and not line.startswith((" ", "#")):  # a new entry
+            current = []
+            if canonicalize_name(Requirement(line.split("\\")[0].strip()).name) in wanted:
+                blocks.append("")
+                current = [line]
+        elif current and line.lstrip().startswith("--hash"):
+            current.append(line)
+        if current:
+            blocks[-1] = "\n".join(current)
+    return "\n".join(blocks) + "\n"
+
+
 def applies(marker: Marker | None, environment: Mapping[str, str], extras: Iterable[str]) -> bool:
     if marker is None:
         return True
