@@ -263,6 +263,26 @@ def test_a_bad_sample_is_refused_with_one_line(
     assert "access-log-sample" in proc.stderr.lower() or "ACCESS_LOG_SAMPLE" in proc.stderr
 
 
+def test_every_worker_logs_json_with_request_ids(
+    tmp_path: Path, sqlite_url: str, manifest: Path
+) -> None:
+    """With ``--workers 2`` each worker process is configured by uvicorn from the same
+    log_config: its lines are JSON and carry the request ids."""
+    env = sidecar_env(sqlite_url, manifest)
+    with running_sidecar(tmp_path, env, ["--workers", "2", "--access-log"]) as server:
+        ids = [f"worker-{n}" for n in range(12)]
+        for request_id in ids:  # a connection each: the kernel spreads them over the workers
+            with server.client() as client:
+                response = client.post(RETRIEVE, json=BODY, headers={"X-Request-ID": request_id})
+                assert response.headers["x-request-id"] == request_id
+        for request_id in ids:
+            assert len(with_id(server, request_id)) == 1, request_id
+        lines = lines_of(server)  # every line JSON, the workers' startup lines included
+    workers = {line["message"] for line in lines if line["message"].startswith("Started server")}
+    assert len(workers) == 2, workers  # "Started server process [pid]", one per worker
+    assert any(line["message"].startswith("Started parent process") for line in lines)
+
+
 # --- the id rule, alone ---------------------------------------------------------------------
 
 
