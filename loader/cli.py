@@ -97,8 +97,9 @@ def init_store(online_url: str) -> None:
     envvar="FEATURESTORE_LOADER_METRICS_FILE",
     show_envvar=True,
     default=None,
-    help="After the load, write every online view's freshness gauges there in Prometheus' "
-    "text format (for node_exporter's textfile collector).",
+    help="After the load, write its outcome per view and every online view's freshness "
+    "gauges there in Prometheus' text format (for node_exporter's textfile collector; "
+    "loader/metrics_file.py).",
 )
 @project_dir_option
 def load(
@@ -142,9 +143,9 @@ def load(
                 store_factory=functools.partial(open_store, online_url),
             )
             if metrics_file is not None:
-                from loader.metrics_file import write_freshness_metrics
+                from loader.metrics_file import write_load_metrics
 
-                write_freshness_metrics(metrics_file, store, project_dir, now)
+                write_load_metrics(metrics_file, report, store, project_dir, now)
     except (StoreError, LoaderError) as exc:
         code = exit_code_of(exc)
         reporter.error(str(exc), code)

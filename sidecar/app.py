@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
@@ -33,6 +32,7 @@ from featurestore.online.urls import open_store
 from featurestore.registry import Registry, load_registry
 from sidecar.endpoints import RETRIEVE, route_path
 from sidecar.freshness import refresh_periodically
+from sidecar.logs import configure_logging, serve_logged
 from sidecar.metrics import MetricsMiddleware
 from sidecar.routes import ROUTES, RetrieveEndpoint, http_error, server_error
 from sidecar.server import ConnectionLimits, SidecarProtocol
@@ -71,6 +71,10 @@ class SidecarApp(Starlette):
         ):
             scope["app"] = self
             await self._retrieve(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            access = self.state.sidecar.access_log
+            await serve_logged(super().__call__, access, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -142,16 +146,6 @@ def create_app(
     )
     app.state.sidecar = sidecar
     return app
-
-
-def configure_logging() -> None:
-    """The ``sidecar`` logger to stderr at INFO (unless a handler is configured already)."""
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
 
 
 def serving_worker(app: Starlette) -> Starlette:

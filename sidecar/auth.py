@@ -57,6 +57,7 @@ from starlette.datastructures import Headers
 
 from sidecar.endpoints import OPENABLE_ENDPOINTS
 from sidecar.errors import ApiError
+from sidecar.logs import CURRENT
 
 __all__ = [
     "API_KEY_HEADER",
@@ -290,4 +291,8 @@ class Authenticator:
         presented = headers.getlist("x-api-key")
         if not presented and endpoint in self._open:
             return None
-        return self.require(presented[0] if presented else None, len(presented))
+        key = self.require(presented[0] if presented else None, len(presented))
+        context = CURRENT.get()
+        if context is not None:  # the access log names the key
+            context.key = key.name
+        return key

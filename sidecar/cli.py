@@ -37,7 +37,7 @@ import click
 
 from featurestore.commands import now_option, online_option
 
-__all__ = ["serve_command"]
+__all__ = ["main", "serve_command"]
 
 
 @click.command("serve")
@@ -125,7 +125,20 @@ __all__ = ["serve_command"]
     default="info",
     show_default=True,
 )
-@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Write every request to the JSON access log (the same as --access-log-sample 1).",
+)
+@click.option(
+    "--access-log-sample",
+    type=click.FloatRange(0, 1),
+    default=None,
+    envvar="FEATURESTORE_ACCESS_LOG_SAMPLE",
+    show_envvar=True,
+    help="The share of requests written to the JSON access log on stderr, 0 to 1 "
+    "[default: 0, off].",
+)
 @click.option(
     "--graceful-timeout",
     type=click.IntRange(min=1),
@@ -150,10 +163,14 @@ def serve_command(
     max_connections: int | None,
     log_level: str,
     access_log: bool,
+    access_log_sample: float | None,
     graceful_timeout: int,
 ) -> None:
     """Serve online features over HTTP (POST /api/v1/features/retrieve; see sidecar/), and
-    over gRPC with --grpc-port."""
+    over gRPC with --grpc-port.
+
+    Logs are JSON lines on stderr, each with the request id of the request being served
+    (sidecar/logs.py)."""
     import uvicorn
     from starlette.applications import Starlette
 
@@ -162,6 +179,7 @@ def serve_command(
     from featurestore.registry import RegistryError
     from sidecar.app import configure_logging, create_app, serving_worker
     from sidecar.auth import hash_key
+    from sidecar.logs import log_config
     from sidecar.server import SidecarProtocol
     from sidecar.settings import Settings, SettingsError
 
@@ -182,6 +200,9 @@ def serve_command(
         "FEATURESTORE_GRPC_HOST": host,
         # every worker binds the gRPC port (uvicorn's workers share the REST socket instead)
         "FEATURESTORE_GRPC_REUSE_PORT": "1" if workers > 1 else "0",
+        "FEATURESTORE_ACCESS_LOG_SAMPLE": "1"
+        if access_log
+        else (None if access_log_sample is None else repr(access_log_sample)),
     }
     for name, value in overrides.items():
         if value is not None:
@@ -235,10 +256,18 @@ def serve_command(
             http=SidecarProtocol,  # httptools, bounded: sidecar/server.py
             lifespan="on",
             log_level=log_level,
-            access_log=access_log,
+            log_config=log_config(log_level),  # JSON lines (sidecar/logs.py), every worker
+            access_log=False,  # ours: sidecar/logs.py AccessLog
             timeout_graceful_shutdown=graceful_timeout,
             server_header=False,
         )
     finally:
         if made_dir is not None:
             shutil.rmtree(made_dir, ignore_errors=True)
+
+
+def main() -> None:
+    """The ``featurestore-serve`` console script: ``featurestore serve`` for an install of
+    the serving side only (``featurestore[serve]``, where the ``featurestore`` command, which
+    holds the data side's commands too, cannot load)."""
+    serve_command(prog_name="featurestore-serve")

@@ -22,6 +22,7 @@ from sidecar.auth import API_KEY_HEADER
 from sidecar.endpoints import ENDPOINTS, HEALTH, METRICS, OPENAPI, READY, REGISTRY, RETRIEVE
 from sidecar.errors import ApiError, error_response
 from sidecar.multi_request import MultiRequest
+from sidecar.logs import CURRENT, REQUEST_ID_HEADER, RequestContext
 from sidecar.state import Sidecar
 
 __all__ = ["HANDLERS", "ROUTES", "RetrieveEndpoint", "http_error", "server_error"]
@@ -63,9 +64,15 @@ _RESPONSE_HEADERS: Final = [(b"content-type", b"application/json")]
 _DEGRADED: Final = (b"x-featurestore-degraded", b"1")
 
 
-async def _send(send: Send, payload: bytes, degraded: bool) -> None:
-    headers = [*_RESPONSE_HEADERS, (b"content-length", str(len(payload)).encode())]
+async def _send(send: Send, payload: bytes, degraded: bool, context: RequestContext) -> None:
+    """A 200 answer: the JSON body, its request id, and the degraded header if degraded."""
+    headers = [
+        *_RESPONSE_HEADERS,
+        (b"content-length", str(len(payload)).encode()),
+        (REQUEST_ID_HEADER, context.header),
+    ]
     if degraded:
+        context.degraded = True
         headers.append(_DEGRADED)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
@@ -75,7 +82,10 @@ class RetrieveEndpoint:
     """``POST /api/v1/features/retrieve``: a plain ASGI app, called by
     :class:`sidecar.app.SidecarApp` directly (the hot path skips Starlette's middleware,
     router, Request and Response objects). It records its own request metrics and answers
-    an unexpected exception with a JSON 500 (logged), as the middleware would."""
+    an unexpected exception with a JSON 500 (logged), as the middleware would. Like
+    :func:`sidecar.logs.serve_logged` for the other routes, it serves the request under a
+    :class:`~sidecar.logs.RequestContext`, answers its ``X-Request-ID`` and writes the access
+    log line when sampled."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -85,45 +95,56 @@ class RetrieveEndpoint:
             status = await self._respond(sidecar, scope, receive, send)
         except Exception:
             log.exception("retrieve request failed")
+            context = CURRENT.get()
+            headers = None if context is None else {"x-request-id": context.id}
             # (fails if the response had started, or the client is gone: nothing to add)
             with contextlib.suppress(Exception):
-                await error_response(500, "INTERNAL", "internal error", None)(scope, receive, send)
+                await error_response(500, "INTERNAL", "internal error", None, headers)(
+                    scope, receive, send
+                )
         finally:
-            sidecar.metrics.request(RETRIEVE.path, "POST", status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            sidecar.metrics.request(RETRIEVE.path, "POST", status, seconds)
+            access = sidecar.access_log
+            if access.sample and access.wanted():
+                access.write(CURRENT.get(), "POST", RETRIEVE.path, status, seconds)
 
     async def _respond(self, sidecar: Sidecar, scope: Scope, receive: Receive, send: Send) -> int:
         presented: bytes | None = None
         keys = 0
         declared: bytes | None = None
+        request_id: bytes | None = None
         key_header = API_KEY_HEADER
-        for name, value in scope["headers"]:  # one pass for the key and the body's length
+        # one pass for the key, the body's length and the request id
+        for name, value in scope["headers"]:
             if name == key_header:
                 presented = value
                 keys += 1
             elif name == b"content-length":
                 declared = value
+            elif name == REQUEST_ID_HEADER:
+                request_id = value
+        context = RequestContext(request_id)
+        CURRENT.set(context)
         try:
             principal = sidecar.auth.require(presented, keys)
+            context.key = principal.name
             body = await _read_body(receive, declared, sidecar.settings.max_body_bytes)
             parsed = sidecar.requests.parse(body, principal)
         except ApiError as exc:
-            await exc.response()(scope, receive, send)
+            await exc.response({"x-request-id": context.id})(scope, receive, send)
             return exc.status
         served_log = sidecar.served_log
         if isinstance(parsed, MultiRequest):  # the multi-entity form (not in the served log)
             payload, degraded = await sidecar.multi.retrieve(parsed)
-            await _send(send, payload, degraded)
+            await _send(send, payload, degraded, context)
             return 200
         if served_log is None:
             payload, degraded = await sidecar.retriever.retrieve(parsed)
         else:
             at = sidecar.clock.now()
             payload, degraded = await sidecar.retriever.retrieve(parsed, at)
-        headers = [*_RESPONSE_HEADERS, (b"content-length", str(len(payload)).encode())]
-        if degraded:
-            headers.append(_DEGRADED)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await _send(send, payload, degraded, context)
         if served_log is not None:  # after the response: never on its path
             entity = parsed.selection.entity
             served_log.offer(at, entity.name, entity.key_columns, parsed.keys, payload)

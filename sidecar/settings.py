@@ -64,6 +64,8 @@ workers (each worker builds its app from the environment, see :func:`sidecar.app
                                     sets it to ``--host``)
 ``FEATURESTORE_GRPC_REUSE_PORT``    ``1``: bind the gRPC port with ``SO_REUSEPORT`` (set by
                                     the CLI with ``--workers`` over 1: every worker binds it)
+``FEATURESTORE_ACCESS_LOG_SAMPLE``  the share of requests written to the JSON access log,
+                                    0..1 (default 0: off; :mod:`sidecar.logs`)
 ``FEATURESTORE_FRESHNESS_INTERVAL`` how often the freshness gauges are read from the store's
                                     load log and stream watermarks (default ``15s``)
 ==================================  =========================================================
@@ -162,6 +164,8 @@ class Settings:
     grpc_port: int | None = None
     grpc_host: str = "127.0.0.1"
     grpc_reuse_port: bool = False
+    #: the share of requests written to the access log (sidecar/logs.py), 0 = off
+    access_log_sample: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.online_url:
@@ -185,6 +189,11 @@ class Settings:
         if not 0.0 <= self.served_log_rate <= 1.0:
             raise SettingsError(
                 f"FEATURESTORE_SERVED_LOG_RATE must be between 0 and 1, got {self.served_log_rate}"
+            )
+        if not 0.0 <= self.access_log_sample <= 1.0:
+            raise SettingsError(
+                "FEATURESTORE_ACCESS_LOG_SAMPLE must be between 0 and 1, got "
+                f"{self.access_log_sample}"
             )
         if self.served_log_rate > 0 and self.served_log_dir is None:
             raise SettingsError(
@@ -301,6 +310,7 @@ class Settings:
             else None,
             grpc_host=env.get("FEATURESTORE_GRPC_HOST", "").strip() or "127.0.0.1",
             grpc_reuse_port=env.get("FEATURESTORE_GRPC_REUSE_PORT", "").strip() == "1",
+            access_log_sample=number("FEATURESTORE_ACCESS_LOG_SAMPLE", 0.0),
             served_log_dir=Path(env["FEATURESTORE_SERVED_LOG_DIR"].strip())
             if env.get("FEATURESTORE_SERVED_LOG_DIR", "").strip()
             else None,

@@ -20,6 +20,7 @@ from sidecar.breaker import CircuitBreaker, State
 from sidecar.cache import LFUCache
 from sidecar.documents import Documents
 from sidecar.fragments import CachedRecord
+from sidecar.logs import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.multi_retrieval import MultiRetriever
 from sidecar.plans import plan_entities
@@ -68,6 +69,7 @@ class Sidecar:
         self.documents = Documents(registry, self.plans, settings)
         self.auth = Authenticator(settings.api_keys, settings.open_endpoints)
         self.metrics = Metrics()
+        self.access_log = AccessLog(settings.access_log_sample)
         self.store = store
         self.breaker = CircuitBreaker(
             settings.breaker_failures,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,24 @@ def test_load_freshness_and_the_metrics_file(
     assert values[AS_OF_METRIC] == dict.fromkeys(online, micros(AS_OF) / 1e6)
     assert values[AGE_METRIC] == dict.fromkeys(online, 6 * 3600.0)
     assert values[SLA_METRIC] == {v: registry.views[v].freshness_sla_seconds for v in online}
+    # the load's outcome (ops/prometheus/loader.rules.yml), as the load log tells it
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.read_text())
+        for sample in family.samples
+    }
+    for record in loads:
+        view = record["view"]
+        for outcome in ("success", "rejected", "failed"):
+            key = ("featurestore_loader_view_outcome", (("outcome", outcome), ("view", view)))
+            assert samples[key] == (1 if outcome == record["outcome"] else 0)
+        for kind in ("read", "written", "skipped", "rejected"):
+            key = ("featurestore_loader_view_rows", (("kind", kind), ("view", view)))
+            assert samples[key] == record[f"rows_{kind}"]
+    assert {r["outcome"] for r in loads} == {"success"}
+    assert samples[("featurestore_loader_last_run_exit_code", ())] == 0
+    ran_at = samples[("featurestore_loader_last_run_timestamp_seconds", ())]
+    assert abs(ran_at - time.time()) < 600  # the wall clock, not --now
 
     # within every SLA, then past each one by a second
     fresh = run_cli("freshness", "--online", store_url, "--now", iso(now), "--json", env=env)

@@ -63,6 +63,7 @@ def test_a_bug_in_retrieve_is_a_json_500_and_counted(in_process_app: Any) -> Non
     assert response.json() == {
         "error": {"code": "INTERNAL", "message": "internal error", "field": None}
     }
+    assert len(response.headers["x-request-id"]) == 32  # generated: the logs name it
     assert 'route="/api/v1/features/retrieve",status="500"} 1.0' in text
 
 
