@@ -36,11 +36,12 @@ Retries: every task retries 3 times, 5 minutes apart with exponential backoff, a
 watermark, newer-wins writes: it converges to one clean load). The ``featurestore``
 commands' exit codes (README "Exit codes", ``featurestore/exit_codes.py``) that a retry
 cannot change fail the task at once, through Airflow's retry policy (``retry_policy``,
-AIP-105, Airflow 3.3): 2 (usage: a bad URL or option), 3 (the validation gate rejected
-the view, nothing of it written: someone must look at the rows named in the log) and 5 (the
-store is not initialized: ``featurestore init-store``). 4 (store unavailable) and any other
-failure take the retries. ``dbt build`` keeps plain retries (its exit 2 is also what a lost
-connection gives).
+AIP-105, Airflow 3.3; its example DAG: https://airflow.apache.org/docs/apache-airflow/
+3.3.2/_modules/airflow/example_dags/example_retry_policy.html): 2 (usage: a bad URL or
+option), 3 (the validation gate rejected the view, nothing of it written: someone must look
+at the rows named in the log) and 5 (the store is not initialized: ``featurestore
+init-store``). 4 (store unavailable) and any other failure take the retries. ``dbt build``
+keeps plain retries (its exit 2 is also what a lost connection gives).
 
 The stream worker is not a task of this DAG: it is a long-running service (``featurestore
 stream``, README "Streaming") that keeps the streamed views fresh between these runs; the

@@ -201,18 +201,9 @@ def _same(a: object, b: object) -> bool:
 
 
 def _dag_test(airflow: Airflow, logical_date: dt.datetime, env: dict[str, str]) -> None:
-    """``airflow dags test`` for one logical date; the run must have succeeded with a load
-    per online view."""
+    """``airflow dags test`` for one logical date (what it loaded is checked in the store)."""
     proc = airflow.run("airflow", "dags", "test", DAG_ID, logical_date.isoformat(), extra=env)
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
-    runs = airflow.run("airflow", "dags", "list-runs", DAG_ID, "-o", "json", extra=env)
-    assert runs.returncode == 0, runs.stderr[-3000:]
-    (run,) = [
-        r
-        for r in json.loads(runs.stdout.strip().splitlines()[-1])
-        if dt.datetime.fromisoformat(r["logical_date"]) == logical_date
-    ]
-    assert run["state"] == "success", proc.stdout[-8000:]
 
 
 def _served_and_offline(
