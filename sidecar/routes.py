@@ -21,8 +21,8 @@ from featurestore.timestamps import micros
 from sidecar.auth import API_KEY_HEADER
 from sidecar.endpoints import ENDPOINTS, HEALTH, METRICS, OPENAPI, READY, REGISTRY, RETRIEVE
 from sidecar.errors import ApiError, error_response
-from sidecar.multi_request import MultiRequest
 from sidecar.logs import CURRENT, REQUEST_ID_HEADER, RequestContext
+from sidecar.multi_request import MultiRequest
 from sidecar.state import Sidecar
 
 __all__ = ["HANDLERS", "ROUTES", "RetrieveEndpoint", "http_error", "server_error"]
