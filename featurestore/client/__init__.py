@@ -15,7 +15,9 @@ Needs only httpx (pandas for :meth:`OnlineFeatures.to_pandas`)::
 
 :class:`AsyncFeatureClient` has the same methods, awaitable. Errors are
 :class:`FeatureStoreError` subclasses (:mod:`featurestore.client.errors`); timeouts and
-retries: :mod:`featurestore.client.http`.
+retries: :mod:`featurestore.client.http`. A ``grpc://host:port`` URL calls the sidecar's gRPC
+service instead, with the same methods, results and errors (needs grpcio, imported only
+then: :mod:`featurestore.client.grpc_transport`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""The HTTP clients of the sidecar: :class:`FeatureClient` (blocking) and
-:class:`AsyncFeatureClient` (asyncio), over httpx with a pool of keep-alive connections.
+"""The clients of the sidecar: :class:`FeatureClient` (blocking) and
+:class:`AsyncFeatureClient` (asyncio), over httpx with a pool of keep-alive connections, or,
+for a ``grpc://host:port`` URL, over the sidecar's gRPC service
+(:mod:`featurestore.client.grpc_transport`: the same methods, results and errors).
 
 Both build their requests and read their answers with the same code (:class:`_Call`, the
-request bodies, :func:`_answer`); only the transport call and the wait between attempts
-differ. A call:
+request bodies, :meth:`_Settings.answer`, :meth:`~featurestore.client.results.
+OnlineFeatures.from_json`); only the transport call and the wait between attempts differ.
+A REST call:
 
 * sends ``X-API-Key`` (``api_key``, else ``$FEATURESTORE_API_KEY``);
 * waits at most ``timeout_s`` seconds (the client's, or the call's own) for each phase of
@@ -30,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from types import TracebackType
-from typing import Any, Final, Generic, Self, TypeVar
+from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
 
 import httpx
 
@@ -46,6 +49,7 @@ from featurestore.client.results import OnlineFeatures
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_TIMEOUT_S",
+    "GRPC_SCHEME",
     "MAX_BACKOFF_S",
     "RETRIEVE_PATH",
     "AsyncFeatureClient",
@@ -65,6 +69,8 @@ MAX_BACKOFF_S: Final = 0.5
 RETRIEVE_PATH: Final = "/api/v1/features/retrieve"
 REGISTRY_PATH: Final = "/api/v1/registry"
 _DEGRADED_HEADER: Final = "x-featurestore-degraded"
+#: the URL scheme of the sidecar's gRPC service
+GRPC_SCHEME: Final = "grpc://"
 
 T = TypeVar("T")
 
@@ -128,7 +134,8 @@ def _not_text(value: object, name: str) -> None:
 
 @dataclass(frozen=True)
 class _Call(Generic[T]):
-    """One API call: what to send and how to read a 2xx answer."""
+    """One API call: what to send and how to read a 2xx answer (REST: ``parse``; gRPC, which
+    answers retrieve calls only: ``from_document`` of the REST document and degraded flag)."""
 
     method: str
     path: str
@@ -136,6 +143,7 @@ class _Call(Generic[T]):
     #: it only reads: safe to send again if the connection broke before the answer
     idempotent: bool
     parse: Callable[[httpx.Response], T]
+    from_document: Callable[[Any, bool], T] | None = None
 
 
 def _retrieve(body: dict[str, Any]) -> _Call[OnlineFeatures]:
@@ -143,7 +151,10 @@ def _retrieve(body: dict[str, Any]) -> _Call[OnlineFeatures]:
         degraded = response.headers.get(_DEGRADED_HEADER) == "1"
         return OnlineFeatures.from_json(response.json(), degraded=degraded)
 
-    return _Call("POST", RETRIEVE_PATH, body, True, parse)
+    def from_document(document: Any, degraded: bool) -> OnlineFeatures:
+        return OnlineFeatures.from_json(document, degraded=degraded)
+
+    return _Call("POST", RETRIEVE_PATH, body, True, parse, from_document)
 
 
 def _registry() -> _Call[dict[str, Any]]:
@@ -163,6 +174,9 @@ def _version() -> str:
 
 class _Settings:
     """The configuration both clients share, and their retry decisions."""
+
+    #: appended to a 401's message when the client has no key
+    no_key_hint: Final = f" (no API key given: pass api_key= or set ${API_KEY_ENV})"
 
     def __init__(
         self,
@@ -195,6 +209,10 @@ class _Settings:
     def timeout(self, timeout_s: float | None) -> httpx.Timeout:
         return httpx.Timeout(self.timeout_s if timeout_s is None else timeout_s)
 
+    def backoff(self, attempt: int) -> float:
+        """The pause after failed attempt ``attempt`` (0 first): ``backoff_s`` doubling."""
+        return float(min(self.backoff_s * 2**attempt, MAX_BACKOFF_S))
+
     def pause(self, exc: httpx.TransportError, attempt: int, call: _Call[Any]) -> float:
         """Seconds to wait before attempt ``attempt + 1`` after ``exc``, or raises the
         error to give the caller when the call is not to be retried."""
@@ -207,14 +225,14 @@ class _Settings:
         if not retryable or attempt >= self.retries:
             tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
             raise ConnectionFailed(f"{call.method} {self.url}{call.path} failed ({tries}): {exc!r}")
-        return float(min(self.backoff_s * 2**attempt, MAX_BACKOFF_S))
+        return self.backoff(attempt)
 
     def answer(self, call: _Call[T], response: httpx.Response) -> T:
         """The parsed answer, or the server's error raised."""
         if response.status_code >= 400:
             error = error_for(response.status_code, response.content)
             if isinstance(error, AuthenticationError) and not self.has_key:
-                error.message += f" (no API key given: pass api_key= or set ${API_KEY_ENV})"
+                error.message += self.no_key_hint
             raise error
         try:
             return call.parse(response)
@@ -225,9 +243,94 @@ class _Settings:
                 code="BAD_RESPONSE",
             ) from None
 
+    def pool_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.url,
+            "headers": self.headers,
+            "timeout": self.timeout(None),
+            "limits": self.limits,
+        }
+
+
+def _request(call: _Call[Any]) -> dict[str, Any]:
+    return {"method": call.method, "url": call.path, "json": call.body}
+
+
+# --- the transports: REST here, gRPC in featurestore.client.grpc_transport --------------------
+
+
+class _Transport(Protocol):
+    def send(self, call: _Call[T], timeout_s: float | None) -> T: ...
+
+    def close(self) -> None: ...
+
+
+class _AsyncTransport(Protocol):
+    async def send(self, call: _Call[T], timeout_s: float | None) -> T: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Http:
+    """The blocking REST transport: an httpx pool."""
+
+    def __init__(self, settings: _Settings) -> None:
+        self._settings = settings
+        self._http = httpx.Client(**settings.pool_options())
+
+    def send(self, call: _Call[T], timeout_s: float | None) -> T:
+        settings = self._settings
+        timeout = settings.timeout(timeout_s)
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(**_request(call), timeout=timeout)
+            except httpx.TransportError as exc:
+                time.sleep(settings.pause(exc, attempt, call))
+                attempt += 1
+                continue
+            return settings.answer(call, response)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class _AsyncHttp:
+    """The asyncio REST transport: an httpx pool."""
+
+    def __init__(self, settings: _Settings) -> None:
+        self._settings = settings
+        self._http = httpx.AsyncClient(**settings.pool_options())
+
+    async def send(self, call: _Call[T], timeout_s: float | None) -> T:
+        settings = self._settings
+        timeout = settings.timeout(timeout_s)
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(**_request(call), timeout=timeout)
+            except httpx.TransportError as exc:
+                await asyncio.sleep(settings.pause(exc, attempt, call))
+                attempt += 1
+                continue
+            return settings.answer(call, response)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _grpc_address(url: str) -> str | None:
+    """The ``host:port`` of a ``grpc://`` URL (None: REST), without importing grpc."""
+    if not url.startswith(GRPC_SCHEME):
+        return None
+    address = url[len(GRPC_SCHEME) :].rstrip("/")
+    if not address or "/" in address:
+        raise ValueError(f"a gRPC URL is grpc://host:port, got {url!r}")
+    return address
+
 
 class _Client:
-    """The constructor and the calls both clients share (their ``_send`` differs)."""
+    """The constructor and the calls both clients share (their transports differ)."""
 
     def __init__(
         self,
@@ -240,37 +343,38 @@ class _Client:
         max_connections: int = 100,
     ) -> None:
         self._settings = _Settings(url, api_key, timeout_s, retries, backoff_s, max_connections)
+        self._grpc_address = _grpc_address(url)
         self._open()
 
     def _open(self) -> None:
         raise NotImplementedError
 
-    def _pool_options(self) -> dict[str, Any]:
-        settings = self._settings
-        return {
-            "base_url": settings.url,
-            "headers": settings.headers,
-            "timeout": settings.timeout(None),
-            "limits": settings.limits,
-        }
-
     @property
     def url(self) -> str:
         return self._settings.url
 
-    def _request(self, call: _Call[Any]) -> dict[str, Any]:
-        return {"method": call.method, "url": call.path, "json": call.body}
+    @property
+    def transport(self) -> Literal["rest", "grpc"]:
+        """``grpc`` for a ``grpc://`` URL, else ``rest``."""
+        return "rest" if self._grpc_address is None else "grpc"
 
 
 class FeatureClient(_Client):
-    """A blocking client of the sidecar at ``url`` (e.g. ``http://127.0.0.1:8000``); thread
-    safe, one connection pool (``max_connections``). Use it as a context manager or call
+    """A blocking client of the sidecar at ``url``: its REST API (``http://127.0.0.1:8000``)
+    or its gRPC service (``grpc://127.0.0.1:50051``: needs grpcio, see
+    :mod:`featurestore.client.grpc_transport`); thread safe, one connection pool
+    (``max_connections``; gRPC: one channel). Use it as a context manager or call
     :meth:`close`. See the module docstring for timeouts, retries and errors."""
 
-    _http: httpx.Client
+    _transport: _Transport
 
     def _open(self) -> None:
-        self._http = httpx.Client(**self._pool_options())
+        if self._grpc_address is None:
+            self._transport = _Http(self._settings)
+        else:
+            from featurestore.client.grpc_transport import GrpcTransport
+
+            self._transport = GrpcTransport(self._settings, self._grpc_address)
 
     def get_features(
         self,
@@ -281,7 +385,7 @@ class FeatureClient(_Client):
         timeout_s: float | None = None,
     ) -> OnlineFeatures:
         """``entity``'s ``features`` for each of ``keys`` (request order, repeats kept)."""
-        return self._send(_retrieve(features_body(entity, keys, features)), timeout_s)
+        return self._transport.send(_retrieve(features_body(entity, keys, features)), timeout_s)
 
     def get_multi_entity_features(
         self,
@@ -292,7 +396,8 @@ class FeatureClient(_Client):
     ) -> OnlineFeatures:
         """``features`` of any entities for each ``entities`` row (its key columns), in one
         request and one store round trip; each row's key is its ``entities`` object."""
-        return self._send(_retrieve(multi_entity_body(entities, features)), timeout_s)
+        body = multi_entity_body(entities, features)
+        return self._transport.send(_retrieve(body), timeout_s)
 
     def get_feature_service(
         self,
@@ -305,27 +410,16 @@ class FeatureClient(_Client):
         """Feature service ``name``'s features (stored, then request-time) for each
         ``entities`` row, with its ``request_data`` row."""
         body = feature_service_body(name, entities, request_data)
-        return self._send(_retrieve(body), timeout_s)
+        return self._transport.send(_retrieve(body), timeout_s)
 
     def registry(self, *, timeout_s: float | None = None) -> dict[str, Any]:
-        """``GET /api/v1/registry``: the entities, views and features the key may read."""
-        return self._send(_registry(), timeout_s)
-
-    def _send(self, call: _Call[T], timeout_s: float | None) -> T:
-        settings = self._settings
-        timeout = settings.timeout(timeout_s)
-        attempt = 0
-        while True:
-            try:
-                response = self._http.request(**self._request(call), timeout=timeout)
-            except httpx.TransportError as exc:
-                time.sleep(settings.pause(exc, attempt, call))
-                attempt += 1
-                continue
-            return settings.answer(call, response)
+        """``GET /api/v1/registry``: the entities, views and features the key may read.
+        REST only: a gRPC client raises :class:`~featurestore.client.errors.
+        FeatureStoreError` (code ``REST_ONLY``)."""
+        return self._transport.send(_registry(), timeout_s)
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
 
     def __enter__(self) -> Self:
         return self
@@ -343,10 +437,15 @@ class AsyncFeatureClient(_Client):
     """The asyncio form of :class:`FeatureClient`: the same methods, awaitable; close it
     with ``await client.aclose()`` or ``async with``."""
 
-    _http: httpx.AsyncClient
+    _transport: _AsyncTransport
 
     def _open(self) -> None:
-        self._http = httpx.AsyncClient(**self._pool_options())
+        if self._grpc_address is None:
+            self._transport = _AsyncHttp(self._settings)
+        else:
+            from featurestore.client.grpc_transport import AsyncGrpcTransport
+
+            self._transport = AsyncGrpcTransport(self._settings, self._grpc_address)
 
     async def get_features(
         self,
@@ -357,7 +456,8 @@ class AsyncFeatureClient(_Client):
         timeout_s: float | None = None,
     ) -> OnlineFeatures:
         """See :meth:`FeatureClient.get_features`."""
-        return await self._send(_retrieve(features_body(entity, keys, features)), timeout_s)
+        body = features_body(entity, keys, features)
+        return await self._transport.send(_retrieve(body), timeout_s)
 
     async def get_multi_entity_features(
         self,
@@ -367,7 +467,8 @@ class AsyncFeatureClient(_Client):
         timeout_s: float | None = None,
     ) -> OnlineFeatures:
         """See :meth:`FeatureClient.get_multi_entity_features`."""
-        return await self._send(_retrieve(multi_entity_body(entities, features)), timeout_s)
+        body = multi_entity_body(entities, features)
+        return await self._transport.send(_retrieve(body), timeout_s)
 
     async def get_feature_service(
         self,
@@ -379,27 +480,14 @@ class AsyncFeatureClient(_Client):
     ) -> OnlineFeatures:
         """See :meth:`FeatureClient.get_feature_service`."""
         body = feature_service_body(name, entities, request_data)
-        return await self._send(_retrieve(body), timeout_s)
+        return await self._transport.send(_retrieve(body), timeout_s)
 
     async def registry(self, *, timeout_s: float | None = None) -> dict[str, Any]:
         """See :meth:`FeatureClient.registry`."""
-        return await self._send(_registry(), timeout_s)
-
-    async def _send(self, call: _Call[T], timeout_s: float | None) -> T:
-        settings = self._settings
-        timeout = settings.timeout(timeout_s)
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.request(**self._request(call), timeout=timeout)
-            except httpx.TransportError as exc:
-                await asyncio.sleep(settings.pause(exc, attempt, call))
-                attempt += 1
-                continue
-            return settings.answer(call, response)
+        return await self._transport.send(_registry(), timeout_s)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> Self:
         return self

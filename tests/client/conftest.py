@@ -1,7 +1,9 @@
 """Fixtures of the client's suites: the real sidecar (``python -m sidecar``) over a real
 redis-server filled by the real loader from the demo warehouse built by real dbt, with the
 sidecar suites' registry variant (:func:`tests.sidecar.harness.variant_manifest`:
-``avg_order_value_90d`` without a default, so its nulls are MISSING) and a scoped key."""
+``avg_order_value_90d`` without a default, so its nulls are MISSING; the profile view of
+every value type, its records written as the serving suite writes them) and a scoped key;
+the same process serves gRPC (``--grpc-port``: :func:`grpc_url`)."""
 
 from __future__ import annotations
 
@@ -9,19 +11,24 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from featurestore.online.layout import Record
 from featurestore.online.urls import open_store
 from featurestore.registry import Registry, load_registry
-from tests.servers import RedisServer
+from tests.servers import RedisServer, free_port
 from tests.sidecar.harness import (
+    NOW,
     SidecarServer,
     load_demo,
     running_sidecar,
     sidecar_env,
     variant_manifest,
+    warehouse_latest,
 )
+from tests.sidecar.test_serving import profile_records
 from tests.warehouse import Warehouse
 
 #: a key that may read the user entity only
@@ -40,21 +47,53 @@ def client_registry(client_manifest: Path) -> Registry:
 
 
 @pytest.fixture(scope="session")
-def redis_loaded(redis: RedisServer, demo_warehouse: Warehouse) -> str:
-    """A namespace of the session's redis-server holding the demo's loaded values; its URL."""
+def client_profile(
+    demo_warehouse: Warehouse, client_registry: Registry
+) -> dict[str, tuple[Record, Any]]:
+    """user -> the profile view's record (every value type, nulls, one expired): the serving
+    suite's (:func:`tests.sidecar.test_serving.profile_records`), for 20 users and one
+    that only has a profile."""
+    latest = warehouse_latest(demo_warehouse, client_registry.views["user_transaction_features"])
+    users = [key[0] for key in sorted(latest)[:20]]
+    return profile_records([*users, "usr_profile_only"])
+
+
+@pytest.fixture(scope="session")
+def redis_loaded(
+    redis: RedisServer, demo_warehouse: Warehouse, client_profile: dict[str, tuple[Record, Any]]
+) -> str:
+    """A namespace of the session's redis-server holding the demo's loaded values and the
+    profile records; its URL."""
     url = f"{redis.url}?namespace=cl{uuid.uuid4().hex[:8]}"
     with open_store(url) as store:
         store.initialize()
         load_demo(store, demo_warehouse)
+        store.write([record for record, _ in client_profile.values()], now=NOW)
     return url
 
 
 @pytest.fixture(scope="session")
+def grpc_port() -> int:
+    """The port :func:`sidecar` serves gRPC on."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def grpc_url(sidecar: SidecarServer, grpc_port: int) -> str:
+    """The gRPC URL of :func:`sidecar` (``grpc://127.0.0.1:PORT``)."""
+    return f"grpc://127.0.0.1:{grpc_port}"
+
+
+@pytest.fixture(scope="session")
 def sidecar(
-    redis_loaded: str, client_manifest: Path, tmp_path_factory: pytest.TempPathFactory
+    redis_loaded: str,
+    client_manifest: Path,
+    grpc_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SidecarServer]:
     """The real sidecar over :func:`redis_loaded` (key :data:`tests.sidecar.harness.API_KEY`
-    unscoped, :data:`USERS_ONLY_KEY` scoped to the user entity)."""
+    unscoped, :data:`USERS_ONLY_KEY` scoped to the user entity), serving REST and, on
+    :func:`grpc_port`, gRPC."""
     workdir = tmp_path_factory.mktemp("client-sidecar")
     auth = workdir / "keys.yml"
     digest = hashlib.sha256(USERS_ONLY_KEY.encode()).hexdigest()
@@ -62,5 +101,5 @@ def sidecar(
         f"api_keys:\n  - name: users-only\n    sha256: {digest}\n    entities: [user]\n"
     )
     env = sidecar_env(redis_loaded, client_manifest, extra={"FEATURESTORE_AUTH_CONFIG": str(auth)})
-    with running_sidecar(workdir, env) as server:
+    with running_sidecar(workdir, env, ["--grpc-port", str(grpc_port)]) as server:
         yield server

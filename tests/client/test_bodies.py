@@ -111,12 +111,13 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 
 
 HEAVY = ["dbt", "duckdb", "great_expectations", "snowflake", "pyarrow", "redis", "boto3",
-         "pandas", "numpy", "starlette", "uvicorn"]  # fmt: skip
+         "pandas", "numpy", "starlette", "uvicorn", "grpc", "google.protobuf",
+         "featurestore.grpc_api", "featurestore.client.grpc_transport"]  # fmt: skip
 
 
 def test_importing_the_client_loads_no_heavy_dependency() -> None:
     """``import featurestore.client`` (and using it up to a request) in a fresh interpreter
-    loads none of the data side's packages, nor pandas."""
+    loads none of the data side's packages, nor pandas, nor grpc (a REST client)."""
     proc = _run(f"""
         import sys
         from featurestore.client import FeatureClient, ConnectionFailed
@@ -152,3 +153,41 @@ def test_to_pandas_without_pandas_is_a_clear_error() -> None:
     lines = proc.stdout.splitlines()
     assert lines[0] == "[{'f': 1}]"
     assert "to_pandas needs pandas" in lines[1] and "pip install pandas" in lines[1]
+
+
+def test_a_grpc_client_loads_grpc_and_without_it_says_what_to_install() -> None:
+    """A ``grpc://`` client imports grpc when it is created (and not before); with grpcio
+    unimportable, creating one raises an ImportError naming what to install."""
+    proc = _run("""
+        import sys
+        import featurestore.client as client
+        print("grpc" in sys.modules)
+        client.FeatureClient("grpc://127.0.0.1:1", api_key="k").close()
+        print("grpc" in sys.modules)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True"]
+    proc = _run("""
+        import sys
+        sys.modules["grpc"] = None  # import grpc now raises ImportError
+        from featurestore.client import AsyncFeatureClient, FeatureClient
+        FeatureClient("http://127.0.0.1:1").close()  # REST needs no grpc
+        for kind in (FeatureClient, AsyncFeatureClient):
+            try:
+                kind("grpc://127.0.0.1:1")
+            except ImportError as exc:
+                print(exc)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert "needs grpcio and protobuf" in line and "featurestore[serve]" in line, line
+
+
+@pytest.mark.parametrize("url", ["grpc://", "grpc://host:1/path"])
+def test_a_bad_grpc_url_is_refused(url: str) -> None:
+    from featurestore.client import FeatureClient
+
+    with pytest.raises(ValueError, match="grpc://host:port"):
+        FeatureClient(url)
