@@ -48,8 +48,9 @@ stream``, README "Streaming") that keeps the streamed views fresh between these 
 ownership rule above keeps the two from overwriting each other.
 
 Tested by a real Airflow (tests/airflow/test_dag.py, in its own virtualenv): loaded by
-``DagBag``, run end to end by ``airflow dags test`` on the demo for two logical dates, and
-a non-retryable and a retryable exit run through the retry policy.
+``DagBag``, run end to end by ``airflow dags test`` on the demo for a backfill date
+(checked against that date's values and a later night's), and a non-retryable and a
+retryable exit run through the retry policy.
 """
 
 from __future__ import annotations
