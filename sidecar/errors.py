@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from starlette.responses import Response
 
-__all__ = ["ApiError", "error_response", "json_type", "type_error"]
+__all__ = ["ApiError", "checked_list", "error_response", "json_type", "type_error"]
 
 
 class ApiError(Exception):
@@ -59,3 +60,16 @@ def type_error(field: str, expected: str, value: object) -> ApiError:
     return ApiError(
         422, "INVALID_TYPE", f"{field} must be {expected}, got {json_type(value)}", field
     )
+
+
+def checked_list(value: object, field: str, limit: int, code: str, counted: str) -> list[Any]:
+    """``value`` if it is a list of 1 to ``limit`` items, else the 422 naming ``field``:
+    ``INVALID_TYPE``, ``EMPTY_LIST``, or ``code`` (``TOO_MANY_FEATURES``) with the message
+    ``"<n> <counted>: at most <limit> per request"``."""
+    if not isinstance(value, list):
+        raise type_error(field, "a list", value)
+    if not value:
+        raise ApiError(422, "EMPTY_LIST", f"{field} must not be empty", field)
+    if len(value) > limit:
+        raise ApiError(422, code, f"{len(value)} {counted}: at most {limit} per request", field)
+    return value

@@ -50,7 +50,7 @@ from featurestore.expressions import Evaluator, compile_python
 from featurestore.registry import FeatureService, ValueType
 from featurestore.suggestions import did_you_mean
 from sidecar.auth import ApiKey
-from sidecar.errors import ApiError, json_type, type_error
+from sidecar.errors import ApiError, checked_list, json_type, type_error
 from sidecar.keys import key_value
 from sidecar.plans import EntityPlan
 from sidecar.selection import SELECTION_MEMO_FEATURES, SELECTION_MEMO_SIZE, Selection, Selector
@@ -179,17 +179,7 @@ class MultiParser:
                 raise ApiError(422, "MISSING_FIELD", f"{name} is required", name)
         names = document["features"]
         items = document["entities"]
-        if not isinstance(names, list):
-            raise type_error("features", "a list", names)
-        if not names:
-            raise ApiError(422, "EMPTY_LIST", "features must not be empty", "features")
-        if len(names) > self.max_features:
-            raise ApiError(
-                422,
-                "TOO_MANY_FEATURES",
-                f"{len(names)} features: at most {self.max_features} per request",
-                "features",
-            )
+        checked_list(names, "features", self.max_features, "TOO_MANY_FEATURES", "features")
         self._check_items(items)
         shape = self.shape(names, principal)
         self._check_values(len(items), len(shape.wanted))
@@ -289,17 +279,7 @@ class MultiParser:
         return data
 
     def _check_items(self, items: object) -> None:
-        if not isinstance(items, list):
-            raise type_error("entities", "a list", items)
-        if not items:
-            raise ApiError(422, "EMPTY_LIST", "entities must not be empty", "entities")
-        if len(items) > self.max_keys:
-            raise ApiError(
-                422,
-                "TOO_MANY_KEYS",
-                f"{len(items)} entities items: at most {self.max_keys} per request",
-                "entities",
-            )
+        checked_list(items, "entities", self.max_keys, "TOO_MANY_KEYS", "entities items")
 
     def _check_values(self, items: int, features: int) -> None:
         if items * features > self.selector.max_values:

@@ -20,7 +20,7 @@ import orjson
 
 from featurestore.registry import FeatureService
 from sidecar.auth import ApiKey
-from sidecar.errors import ApiError, type_error
+from sidecar.errors import ApiError, checked_list, type_error
 from sidecar.keys import KeyParser, key_parser
 from sidecar.multi_request import MultiParser, MultiRequest
 from sidecar.plans import EntityPlan, FeaturePlan
@@ -97,28 +97,8 @@ class RequestParser:
         names = document["features"]
         if not isinstance(entity_name, str) or not entity_name:
             raise type_error("entity_name", "a non-empty string", entity_name)
-        if not isinstance(raw_keys, list):
-            raise type_error("entity_keys", "a list", raw_keys)
-        if not raw_keys:
-            raise ApiError(422, "EMPTY_LIST", "entity_keys must not be empty", "entity_keys")
-        if len(raw_keys) > self.max_keys:
-            raise ApiError(
-                422,
-                "TOO_MANY_KEYS",
-                f"{len(raw_keys)} entity keys: at most {self.max_keys} per request",
-                "entity_keys",
-            )
-        if not isinstance(names, list):
-            raise type_error("features", "a list", names)
-        if not names:
-            raise ApiError(422, "EMPTY_LIST", "features must not be empty", "features")
-        if len(names) > self.max_features:
-            raise ApiError(
-                422,
-                "TOO_MANY_FEATURES",
-                f"{len(names)} features: at most {self.max_features} per request",
-                "features",
-            )
+        checked_list(raw_keys, "entity_keys", self.max_keys, "TOO_MANY_KEYS", "entity keys")
+        checked_list(names, "features", self.max_features, "TOO_MANY_FEATURES", "features")
         selection = self.selector.select(entity_name, names, len(raw_keys), principal)
         parse_key = self._key_parsers[entity_name]
         keys = [parse_key(raw, index) for index, raw in enumerate(raw_keys)]
