@@ -21,7 +21,6 @@ import orjson
 from featurestore.online.store import ReadGroup
 from sidecar.cache import MISS
 from sidecar.fragments import (
-    EXP,
     KIND_LABELS,
     KINDS,
     PRESENT,
@@ -30,7 +29,6 @@ from sidecar.fragments import (
     Fragment,
 )
 from sidecar.multi_request import MultiRequest, ServicePlan
-from sidecar.plans import ABSENT
 from sidecar.retrieval import Retriever
 
 __all__ = ["MultiRetriever"]
@@ -129,39 +127,20 @@ class MultiRetriever:
                 for g, rows in zip(read_of, cast(list[Any], answer), strict=True):
                     selection = shape.selections[g]
                     columns, missing, miss_at = lookups[g]
-                    try:
-                        degraded |= retriever._fill(
-                            selection.entity,
-                            columns,
-                            missing,
-                            miss_at,
-                            request.keys[g],
-                            selection.views,
-                            rows,
-                        )
-                    except Exception:  # a bug (a record that cannot be decoded never raises)
-                        log.exception("the store's answer cannot be served")
-                        metrics.store_read("error")
-                        degraded = True
-                        for column, indexes in zip(columns, missing, strict=True):
-                            for k in indexes:
-                                column[k] = MISS
+                    degraded |= retriever._fill_or_miss(
+                        selection.entity,
+                        columns,
+                        missing,
+                        miss_at,
+                        request.keys[g],
+                        selection.views,
+                        rows,
+                    )
 
-        answers: list[list[list[CachedRecord]]] = []
-        for selection, (columns, _, _) in zip(shape.selections, lookups, strict=True):
-            plan = selection.entity
-            per_view: list[list[CachedRecord]] = []
-            for column, absent, down in zip(
-                columns, selection.not_found, selection.unavailable, strict=True
-            ):
-                per_view.append([
-                    entry if type(entry) is tuple and entry[EXP] > now_s
-                    else down if entry is MISS
-                    else absent if entry is ABSENT or type(entry) is tuple
-                    else retriever._at(plan, entry, now, now_s, absent)
-                    for entry in column
-                ])  # fmt: skip
-            answers.append(per_view)
+        answers = [
+            retriever._answers(selection, columns, now, now_s)
+            for selection, (columns, _, _) in zip(shape.selections, lookups, strict=True)
+        ]
         return answers, degraded
 
     async def retrieve(self, request: MultiRequest) -> tuple[bytes, bool]:

@@ -85,6 +85,7 @@ from sidecar.invalid_records import InvalidRecordLog
 from sidecar.metrics import Metrics
 from sidecar.plans import ABSENT, EntityPlan
 from sidecar.request_body import RetrieveRequest
+from sidecar.selection import Selection
 
 __all__ = ["CacheKey", "Retriever", "StoreReader"]
 
@@ -353,30 +354,10 @@ class Retriever:
             if rows is None:
                 degraded = True  # the slots stay MISS: answered as unavailable below
             else:
-                try:
-                    # keys on a cluster node that did not answer stay MISS (unavailable)
-                    degraded = self._fill(plan, columns, missing, miss_at, unique, views, rows)
-                except Exception:  # a bug (a record that cannot be decoded never raises)
-                    log.exception("the store's answer cannot be served")
-                    self.metrics.store_read("error")
-                    degraded = True
-                    for column, indexes in zip(columns, missing, strict=True):
-                        for k in indexes:
-                            column[k] = MISS
+                # keys on a cluster node that did not answer stay MISS (unavailable)
+                degraded = self._fill_or_miss(plan, columns, missing, miss_at, unique, views, rows)
 
-        # per view and key, what to answer: a cached record whose TTL ran out since it was
-        # cached counts as absent; MISS (the store did not answer) as unavailable
-        answers: list[list[CachedRecord]] = []
-        for column, absent, down in zip(
-            columns, selection.not_found, selection.unavailable, strict=True
-        ):
-            answers.append([
-                entry if type(entry) is tuple and entry[EXP] > now_s
-                else down if entry is MISS
-                else absent if entry is ABSENT or type(entry) is tuple
-                else self._at(plan, entry, now, now_s, absent)
-                for entry in column
-            ])  # fmt: skip
+        answers = self._answers(selection, columns, now, now_s)
 
         tally = [0] * len(KIND_LABELS)
         dumps = orjson.dumps
@@ -448,6 +429,51 @@ class Retriever:
             self.invalid_log.report(plan.name, view, ("?",), InvalidRecord(str(exc)))
             return plan.invalid[view]
         return answer if answer[EXP] > now_s else absent
+
+    def _answers(
+        self,
+        selection: Selection,
+        columns: list[list[CachedRecord | object]],
+        now: dt.datetime,
+        now_s: int,
+    ) -> list[list[CachedRecord]]:
+        """Per view and key, what to answer: a cached record whose TTL ran out since it was
+        cached counts as absent; MISS (the store did not answer) as unavailable."""
+        plan = selection.entity
+        answers: list[list[CachedRecord]] = []
+        for column, absent, down in zip(
+            columns, selection.not_found, selection.unavailable, strict=True
+        ):
+            answers.append([
+                entry if type(entry) is tuple and entry[EXP] > now_s
+                else down if entry is MISS
+                else absent if entry is ABSENT or type(entry) is tuple
+                else self._at(plan, entry, now, now_s, absent)
+                for entry in column
+            ])  # fmt: skip
+        return answers
+
+    def _fill_or_miss(
+        self,
+        plan: EntityPlan,
+        columns: list[list[CachedRecord | object]],
+        missing: list[list[int]],
+        miss_at: list[int],
+        unique: list[tuple[str, ...]],
+        views: Sequence[str],
+        rows: Rows | EncodedRows,
+    ) -> bool:
+        """:meth:`_fill`, degraded (True) where it raises: a bug, since a record that
+        cannot be decoded never raises; logged, and the missing slots left MISS."""
+        try:
+            return self._fill(plan, columns, missing, miss_at, unique, views, rows)
+        except Exception:
+            log.exception("the store's answer cannot be served")
+            self.metrics.store_read("error")
+            for column, indexes in zip(columns, missing, strict=True):
+                for k in indexes:
+                    column[k] = MISS
+            return True
 
     def _fill(
         self,
