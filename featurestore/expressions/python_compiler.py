@@ -189,30 +189,21 @@ def _unary(node: TypedUnary) -> Evaluator:
 
 def _binary(node: TypedBinary) -> Evaluator:
     left, right = _as(node.left, node.operand_type), _as(node.right, node.operand_type)
-    if node.op == "and":
+    if node.op in ("and", "or"):
+        # three-valued: one operand equal to ``decides`` (and: false, or: true) decides,
+        # else null wins, else the other value
+        decides = node.op == "or"
 
-        def conjunction(features: Mapping[str, Any], request: Mapping[str, Any]) -> Any:
+        def logical(features: Mapping[str, Any], request: Mapping[str, Any]) -> Any:
             a = left(features, request)
-            if a is False:
-                return False
+            if a is decides:
+                return decides
             b = right(features, request)
-            if b is False:
-                return False
-            return None if a is None or b is None else True
+            if b is decides:
+                return decides
+            return None if a is None or b is None else not decides
 
-        return conjunction
-    if node.op == "or":
-
-        def disjunction(features: Mapping[str, Any], request: Mapping[str, Any]) -> Any:
-            a = left(features, request)
-            if a is True:
-                return True
-            b = right(features, request)
-            if b is True:
-                return True
-            return None if a is None or b is None else False
-
-        return disjunction
+        return logical
     if node.op == "/":
 
         def division(features: Mapping[str, Any], request: Mapping[str, Any]) -> Any:
