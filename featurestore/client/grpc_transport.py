@@ -366,6 +366,11 @@ class _Channel:
             raise ConnectionFailed(f"grpc://{self.address} failed ({tries}): {error.message}")
         return self.settings.backoff(attempt)
 
+    def retry_after(self, exc: grpc.RpcError, attempt: int) -> float:
+        """:meth:`pause` for the failed call ``exc`` (its error: :func:`error_of`)."""
+        code = exc.code()
+        return self.pause(code, error_of(code, exc.details(), exc.trailing_metadata()), attempt)
+
     def answer(self, call: _Call[T], path: str, data: bytes) -> T:
         """The parsed answer of a call whose serialized response is ``data``."""
         assert call.from_document is not None and call.body is not None  # (checked by rpc)
@@ -404,8 +409,7 @@ class GrpcTransport:
             try:
                 data: bytes = stub(request, timeout=timeout, metadata=shared.metadata)
             except grpc.RpcError as exc:
-                code, details, trailing = exc.code(), exc.details(), exc.trailing_metadata()
-                time.sleep(shared.pause(code, error_of(code, details, trailing), attempt))
+                time.sleep(shared.retry_after(exc, attempt))
                 attempt += 1
                 continue
             return shared.answer(call, path, data)
@@ -436,8 +440,7 @@ class AsyncGrpcTransport:
             try:
                 data: bytes = await stub(request, timeout=timeout, metadata=shared.metadata)
             except grpc.aio.AioRpcError as exc:
-                code, details, trailing = exc.code(), exc.details(), exc.trailing_metadata()
-                await asyncio.sleep(shared.pause(code, error_of(code, details, trailing), attempt))
+                await asyncio.sleep(shared.retry_after(exc, attempt))
                 attempt += 1
                 continue
             return shared.answer(call, path, data)
