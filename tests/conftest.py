@@ -1,5 +1,6 @@
-"""Shared fixtures: the demo warehouse built once per session, the real Redis and moto
-servers, and an initialized store of each kind."""
+"""Shared fixtures: the demo warehouse built once per session (and its manifest in the
+sidecar suites' variant), the real Redis and moto servers, and an initialized store of each
+kind."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from featurestore.online.store import OnlineStore
 from featurestore.online.urls import open_store
+from featurestore.registry import Registry, load_registry
 from tests.servers import (
     MotoServer,
     RedisClusterServers,
@@ -18,6 +20,7 @@ from tests.servers import (
     redis_cluster,
     redis_server,
 )
+from tests.sidecar.harness import variant_manifest
 from tests.stores import store_url
 from tests.warehouse import Warehouse
 
@@ -28,6 +31,22 @@ def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehou
     warehouse = Warehouse(tmp_path_factory.mktemp("demo-warehouse"))
     warehouse.build()
     yield warehouse
+
+
+@pytest.fixture(scope="session")
+def demo_variant_manifest(
+    demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The demo warehouse's manifest in the sidecar suites' variant
+    (:func:`tests.sidecar.harness.variant_manifest`), served by the sidecar and client suites."""
+    out = tmp_path_factory.mktemp("variant-manifest") / "manifest.json"
+    return variant_manifest(demo_warehouse.target_path / "manifest.json", out)
+
+
+@pytest.fixture(scope="session")
+def demo_variant_registry(demo_variant_manifest: Path) -> Registry:
+    """The registry of :func:`demo_variant_manifest`."""
+    return load_registry(demo_variant_manifest)
 
 
 # --- online stores: the same contract suite runs against SQLite, Redis (one node and a

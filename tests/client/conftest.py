@@ -8,7 +8,6 @@ the same process serves gRPC (``--grpc-port``: :func:`grpc_url`)."""
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,13 @@ from typing import Any
 import pytest
 
 from featurestore.online.layout import Record
-from featurestore.online.urls import open_store
-from featurestore.registry import Registry, load_registry
+from featurestore.registry import Registry
 from tests.servers import RedisServer, free_port
 from tests.sidecar.harness import (
-    NOW,
     SidecarServer,
-    load_demo,
+    redis_demo_store,
     running_sidecar,
     sidecar_env,
-    variant_manifest,
     warehouse_latest,
 )
 from tests.sidecar.test_serving import profile_records
@@ -36,24 +32,15 @@ USERS_ONLY_KEY = "client-users-only-5b1e"
 
 
 @pytest.fixture(scope="session")
-def client_manifest(demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("client-manifest") / "manifest.json"
-    return variant_manifest(demo_warehouse.target_path / "manifest.json", out)
-
-
-@pytest.fixture(scope="session")
-def client_registry(client_manifest: Path) -> Registry:
-    return load_registry(client_manifest)
-
-
-@pytest.fixture(scope="session")
 def client_profile(
-    demo_warehouse: Warehouse, client_registry: Registry
+    demo_warehouse: Warehouse, demo_variant_registry: Registry
 ) -> dict[str, tuple[Record, Any]]:
     """user -> the profile view's record (every value type, nulls, one expired): the serving
     suite's (:func:`tests.sidecar.test_serving.profile_records`), for 20 users and one
     that only has a profile."""
-    latest = warehouse_latest(demo_warehouse, client_registry.views["user_transaction_features"])
+    latest = warehouse_latest(
+        demo_warehouse, demo_variant_registry.views["user_transaction_features"]
+    )
     users = [key[0] for key in sorted(latest)[:20]]
     return profile_records([*users, "usr_profile_only"])
 
@@ -64,12 +51,8 @@ def redis_loaded(
 ) -> str:
     """A namespace of the session's redis-server holding the demo's loaded values and the
     profile records; its URL."""
-    url = f"{redis.url}?namespace=cl{uuid.uuid4().hex[:8]}"
-    with open_store(url) as store:
-        store.initialize()
-        load_demo(store, demo_warehouse)
-        store.write([record for record, _ in client_profile.values()], now=NOW)
-    return url
+    records = [record for record, _ in client_profile.values()]
+    return redis_demo_store(redis.url, "cl", demo_warehouse, records)
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +70,7 @@ def grpc_url(sidecar: SidecarServer, grpc_port: int) -> str:
 @pytest.fixture(scope="session")
 def sidecar(
     redis_loaded: str,
-    client_manifest: Path,
+    demo_variant_manifest: Path,
     grpc_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SidecarServer]:
@@ -100,6 +83,8 @@ def sidecar(
     auth.write_text(
         f"api_keys:\n  - name: users-only\n    sha256: {digest}\n    entities: [user]\n"
     )
-    env = sidecar_env(redis_loaded, client_manifest, extra={"FEATURESTORE_AUTH_CONFIG": str(auth)})
+    env = sidecar_env(
+        redis_loaded, demo_variant_manifest, extra={"FEATURESTORE_AUTH_CONFIG": str(auth)}
+    )
     with running_sidecar(workdir, env, ["--grpc-port", str(grpc_port)]) as server:
         yield server

@@ -53,9 +53,9 @@ Reference = dict[str, dict[tuple[str, ...], Latest]]
 
 
 @pytest.fixture(scope="module")
-def reference(demo_warehouse: Warehouse, client_registry: Registry) -> Reference:
+def reference(demo_warehouse: Warehouse, demo_variant_registry: Registry) -> Reference:
     return {
-        view: warehouse_latest(demo_warehouse, client_registry.views[view])
+        view: warehouse_latest(demo_warehouse, demo_variant_registry.views[view])
         for view in ENTITY_VIEWS.values()
     }
 
@@ -106,7 +106,7 @@ def sample_keys(
 
 
 def test_values_equal_the_raw_answer_and_the_warehouse(
-    sidecar: SidecarServer, client_registry: Registry, reference: Reference
+    sidecar: SidecarServer, demo_variant_registry: Registry, reference: Reference
 ) -> None:
     """Every entity (a composite one addressed by key objects), known, unknown and repeated
     keys: the client's rows are the raw HTTP answer's, and the warehouse's expected answer
@@ -114,7 +114,7 @@ def test_values_equal_the_raw_answer_and_the_warehouse(
     seen: set[tuple[str, str | None]] = set()
     with FeatureClient(sidecar.url, api_key=API_KEY) as client:
         for entity, view_name in ENTITY_VIEWS.items():
-            view = client_registry.views[view_name]
+            view = demo_variant_registry.views[view_name]
             features = list(view.feature_names())
             keys = sample_keys(reference[view_name], view.keys, 40, seed=len(entity))
             answer = client.get_features(entity, keys, features)
@@ -129,7 +129,7 @@ def test_values_equal_the_raw_answer_and_the_warehouse(
             for row in answer.rows:
                 key = (row.key,) if isinstance(row.key, str) else tuple(row.key.values())
                 for name in features:
-                    feature = client_registry.features[name]
+                    feature = demo_variant_registry.features[name]
                     want = expected_answer(
                         reference[view_name].get(key), name, feature.default,
                         view.ttl_seconds, NOW,
@@ -166,7 +166,7 @@ def test_null_values_are_missing_with_reason_null(
 
 
 def test_multi_entity_features_equal_the_raw_and_the_single_entity_answers(
-    sidecar: SidecarServer, client_registry: Registry, reference: Reference
+    sidecar: SidecarServer, demo_variant_registry: Registry, reference: Reference
 ) -> None:
     """Contract C's features form: features of user, merchant and user_device per row of
     key columns (known and unknown values, a repeated row): the raw HTTP answer, and per
@@ -203,7 +203,9 @@ def test_multi_entity_features_equal_the_raw_and_the_single_entity_answers(
         }  # fmt: skip
     for position, row in enumerate(answer.rows):
         for name, got in row.features.items():
-            entity = client_registry.views[client_registry.features[name].view].entity.name
+            entity = demo_variant_registry.views[
+                demo_variant_registry.features[name].view
+            ].entity.name
             assert got == singles[entity].rows[position].features[name], (position, name)
     frame = answer.to_pandas()
     assert list(frame.index.names) == ["user_id", "merchant_id", "device_id"]
@@ -215,13 +217,13 @@ SERVICE = "fraud_model_v1"
 
 
 def test_feature_service_answers(
-    sidecar: SidecarServer, client_registry: Registry, reference: Reference
+    sidecar: SidecarServer, demo_variant_registry: Registry, reference: Reference
 ) -> None:
     """Contract C's service form: the raw HTTP answer; the stored features equal the
     features form's answer; the request-time feature equal to an independent division
     (amount / the served 90-day average: null when either is null or the average is 0,
     then MISSING with reason NULL; no timestamp); the sync and async forms agree."""
-    service = client_registry.feature_service(SERVICE)
+    service = demo_variant_registry.feature_service(SERVICE)
     stored = list(service.features)
     assert [f.name for f in service.request_features] == ["amount_over_avg_90d"]
     rng = random.Random(33)
@@ -299,12 +301,12 @@ def test_feature_service_errors(sidecar: SidecarServer) -> None:
 
 
 def test_dataframe_rows_columns_and_dtypes(
-    sidecar: SidecarServer, client_registry: Registry, reference: Reference
+    sidecar: SidecarServer, demo_variant_registry: Registry, reference: Reference
 ) -> None:
     """One row per key in request order (repeats and unknown keys kept), one column per
     feature in request order, the nullable dtype of each feature's registry type, values
     and statuses equal to the plain rows."""
-    view = client_registry.views["user_transaction_features"]
+    view = demo_variant_registry.views["user_transaction_features"]
     features = list(reversed(view.feature_names()))
     keys = sample_keys(reference[view.name], view.keys, 25, seed=3)
     with FeatureClient(sidecar.url, api_key=API_KEY) as client:
@@ -314,7 +316,9 @@ def test_dataframe_rows_columns_and_dtypes(
     assert list(frame.index) == keys and frame.index.name == "entity_key"
     assert list(frame.columns) == features
     for name in features:
-        assert str(frame[name].dtype) == DTYPES[client_registry.features[name].value_type], name
+        assert str(frame[name].dtype) == DTYPES[demo_variant_registry.features[name].value_type], (
+            name
+        )
     for position, row in enumerate(answer.to_dicts()):
         for name, value in row.items():
             cell = frame.iloc[position][name]
@@ -338,9 +342,9 @@ def test_dataframe_rows_columns_and_dtypes(
 
 
 def test_dataframe_of_composite_keys_has_one_index_level_per_key_column(
-    sidecar: SidecarServer, client_registry: Registry, reference: Reference
+    sidecar: SidecarServer, demo_variant_registry: Registry, reference: Reference
 ) -> None:
-    view = client_registry.views["user_device_features"]
+    view = demo_variant_registry.views["user_device_features"]
     keys = sample_keys(reference[view.name], view.keys, 10, seed=9)
     with FeatureClient(sidecar.url, api_key=API_KEY) as client:
         frame = client.get_features("user_device", keys, list(view.feature_names())).to_pandas()
@@ -438,12 +442,12 @@ def test_registry_is_the_servers_document(sidecar: SidecarServer) -> None:
 
 
 def test_async_answers_equal_sync(
-    sidecar: SidecarServer, client_registry: Registry, reference: Reference
+    sidecar: SidecarServer, demo_variant_registry: Registry, reference: Reference
 ) -> None:
     """The same calls, concurrently on one AsyncFeatureClient: the same results and errors."""
     calls = []
     for seed, (entity, view_name) in enumerate(ENTITY_VIEWS.items()):
-        view = client_registry.views[view_name]
+        view = demo_variant_registry.views[view_name]
         keys = sample_keys(reference[view_name], view.keys, 20, seed=seed)
         calls.append((entity, keys, list(view.feature_names())))
     with FeatureClient(sidecar.url, api_key=API_KEY) as client:

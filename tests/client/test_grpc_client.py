@@ -136,11 +136,11 @@ def async_answers(url: str, todo: list[Call]) -> list[OnlineFeatures]:
 def test_grpc_answers_equal_rest_sync_and_async(
     sidecar: SidecarServer,
     grpc_url: str,
-    client_registry: Registry,
+    demo_variant_registry: Registry,
     reference: Reference,
     client_profile: dict[str, tuple[Record, Any]],
 ) -> None:
-    todo = calls(client_registry, reference, client_profile)
+    todo = calls(demo_variant_registry, reference, client_profile)
     rest = sync_answers(sidecar.url, todo)
     over_grpc = sync_answers(grpc_url, todo)
     over_grpc_async = async_answers(grpc_url, todo)
@@ -306,17 +306,17 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 def test_degraded_answers_when_redis_is_killed(
     own_redis: RedisServer,
     demo_warehouse: Warehouse,
-    client_manifest: Path,
-    client_registry: Registry,
+    demo_variant_manifest: Path,
+    demo_variant_registry: Registry,
     tmp_path: Path,
 ) -> None:
     """Redis killed (SIGKILL) under a sidecar serving both protocols: the gRPC client's
     answers (sync and async) are REST's: degraded, every feature STORE_UNAVAILABLE with its
     default; no error."""
-    view = client_registry.views[ENTITY_VIEWS["user"]]
+    view = demo_variant_registry.views[ENTITY_VIEWS["user"]]
     load_demo(open_store(own_redis.url), demo_warehouse, views=[view.name])
     env = sidecar_env(
-        own_redis.url, client_manifest,
+        own_redis.url, demo_variant_manifest,
         extra={"FEATURESTORE_STORE_TIMEOUT_MS": "200", "FEATURESTORE_CACHE_TTL": "0",
                "FEATURESTORE_BREAKER_FAILURES": "3"},
     )  # fmt: skip
@@ -337,7 +337,7 @@ def test_degraded_answers_when_redis_is_killed(
             assert typed(answer) == typed(rest)
         for row in rest.rows:
             for name, got in row.features.items():
-                default = client_registry.features[name].default
+                default = demo_variant_registry.features[name].default
                 assert (got.value, got.reason) == (default, "STORE_UNAVAILABLE"), name
                 assert got.status == ("DEFAULT" if default is not None else "MISSING")
         assert "Traceback" not in server.output()

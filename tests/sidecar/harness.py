@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import httpx
 import pytest
 
 from featurestore.clock import Clock
+from featurestore.online.layout import Record
 from featurestore.online.store import OnlineStore
 from featurestore.online.urls import open_store
 from featurestore.registry import FeatureView, Registry
@@ -265,10 +267,24 @@ def load_demo(store: OnlineStore, warehouse: Warehouse, views: Sequence[str] | N
 
 def sqlite_demo_store(warehouse: Warehouse, folder: Path) -> str:
     """A SQLite store in ``folder`` holding the demo warehouse's loaded values; its URL."""
-    url = f"sqlite:///{folder / 'online.db'}"
+    return _demo_store(f"sqlite:///{folder / 'online.db'}", warehouse)
+
+
+def redis_demo_store(
+    redis_url: str, prefix: str, warehouse: Warehouse, records: Sequence[Record] = ()
+) -> str:
+    """A new namespace (``prefix`` and 8 hex digits) of the redis-server at ``redis_url``
+    holding the demo warehouse's loaded values, then ``records`` (written at :data:`NOW`);
+    its URL."""
+    return _demo_store(f"{redis_url}?namespace={prefix}{uuid.uuid4().hex[:8]}", warehouse, records)
+
+
+def _demo_store(url: str, warehouse: Warehouse, records: Sequence[Record] = ()) -> str:
     with open_store(url) as store:
         store.initialize()
         load_demo(store, warehouse)
+        if records:
+            store.write(records, now=NOW)
     return url
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,10 @@ from tests.sidecar.harness import (
     expected_answer,
     load_demo,
     metric,
+    redis_demo_store,
     running_sidecar,
     same_answer,
     sidecar_env,
-    variant_manifest,
     warehouse_latest,
 )
 from tests.warehouse import Warehouse
@@ -60,14 +59,14 @@ Reference = dict[str, dict[tuple[str, ...], Latest]]
 
 
 @pytest.fixture(scope="module")
-def manifest(demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("multi-manifest") / "manifest.json"
-    return variant_manifest(demo_warehouse.target_path / "manifest.json", out)
+def manifest(demo_variant_manifest: Path) -> Path:
+    """The demo warehouse's (built, not only parsed) variant manifest."""
+    return demo_variant_manifest
 
 
 @pytest.fixture(scope="module")
-def registry(manifest: Path) -> Registry:
-    return load_registry(manifest)
+def registry(demo_variant_registry: Registry) -> Registry:
+    return demo_variant_registry
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +93,7 @@ def auth_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def store_url(redis: RedisServer, demo_warehouse: Warehouse) -> str:
     """A namespace of the session's redis-server holding the demo warehouse's load."""
-    url = f"{redis.url}?namespace=mu{uuid.uuid4().hex[:8]}"
-    with open_store(url) as store:
-        store.initialize()
-        load_demo(store, demo_warehouse)
-    return url
+    return redis_demo_store(redis.url, "mu", demo_warehouse)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ import pytest
 
 from featurestore.online.layout import Record, entity_token
 from featurestore.online.urls import open_store
-from featurestore.registry import Registry, load_registry
+from featurestore.registry import Registry
 from tests.sidecar.harness import (
     API_KEY,
     EPOCH,
@@ -50,7 +50,6 @@ from tests.sidecar.harness import (
     running_sidecar,
     same_answer,
     sidecar_env,
-    variant_manifest,
     warehouse_latest,
 )
 from tests.warehouse import REPO, Warehouse
@@ -108,14 +107,14 @@ def expected_profile(latest: Latest | None, feature: str, now: dt.datetime) -> d
 
 
 @pytest.fixture(scope="module")
-def manifest(demo_warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("sidecar-manifest") / "manifest.json"
-    return variant_manifest(demo_warehouse.target_path / "manifest.json", out)
+def manifest(demo_variant_manifest: Path) -> Path:
+    """The demo warehouse's (built, not only parsed) variant manifest."""
+    return demo_variant_manifest
 
 
 @pytest.fixture(scope="module")
-def registry(manifest: Path) -> Registry:
-    return load_registry(manifest)
+def registry(demo_variant_registry: Registry) -> Registry:
+    return demo_variant_registry
 
 
 Reference = dict[str, dict[tuple[str, ...], Latest]]
