@@ -80,6 +80,25 @@ def run_child(
     return ChildResult(json.loads(lines[-1]), wall)
 
 
+#: what starts a load generator's report line (bench/wrk/retrieve.lua's, bench/serve.py's and
+#: bench/serve_grpc.py's Python clients'): the prefix, then the report as JSON
+LOAD_REPORT = "WRK_JSON "
+
+
+def print_load_report(report: Mapping[str, Any]) -> None:
+    """Print a load generator's report line (:data:`LOAD_REPORT`)."""
+    print(LOAD_REPORT + json.dumps(report), flush=True)
+
+
+def load_report(stdout: str) -> dict[str, Any] | None:
+    """The report a load generator printed on ``stdout`` (:data:`LOAD_REPORT`), or None."""
+    for line in stdout.splitlines():
+        if line.startswith(LOAD_REPORT):
+            report: dict[str, Any] = json.loads(line[len(LOAD_REPORT) :])
+            return report
+    return None
+
+
 def run_command(args: Sequence[str], env: Mapping[str, str]) -> float:
     """Run a command in the repo (output captured, shown on failure); its wall time in s."""
     started = time.perf_counter()

@@ -82,7 +82,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/servers.py: redis-server on a free port
 
-from bench.measure import read_http_response  # noqa: E402
+from bench.measure import load_report, print_load_report, read_http_response  # noqa: E402
 from bench.serve_tiled import (  # noqa: E402
     TILED_FEATURES,
     TILED_VIEW,
@@ -352,11 +352,10 @@ def run_wrk(
         *script_args,
     ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
-    for line in proc.stdout.splitlines():
-        if line.startswith("WRK_JSON "):
-            report: dict[str, Any] = json.loads(line[len("WRK_JSON ") :])
-            return report
-    raise SystemExit(f"wrk gave no report ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    report = load_report(proc.stdout)
+    if report is None:
+        raise SystemExit(f"wrk gave no report ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return report
 
 
 def run_python_client(
@@ -365,11 +364,10 @@ def run_python_client(
     args = [*pinned(cpu), sys.executable, __file__, "--client-process", url, str(seconds)]
     args += [str(connections), *script_args]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
-    for line in proc.stdout.splitlines():
-        if line.startswith("WRK_JSON "):
-            report: dict[str, Any] = json.loads(line[len("WRK_JSON ") :])
-            return report
-    raise SystemExit(f"python client gave no report:\n{proc.stdout}\n{proc.stderr}")
+    report = load_report(proc.stdout)
+    if report is None:
+        raise SystemExit(f"python client gave no report:\n{proc.stdout}\n{proc.stderr}")
+    return report
 
 
 def client_process(argv: Sequence[str]) -> None:
@@ -447,7 +445,7 @@ def client_process(argv: Sequence[str]) -> None:
         "mean_us": round(statistics.fmean(latencies) * 1e6, 1),
         "cpu_s": cpu_s,
     }
-    print("WRK_JSON " + json.dumps(report), flush=True)
+    print_load_report(report)
 
 
 # --- checks and measurements -----------------------------------------------------------------

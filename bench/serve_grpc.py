@@ -59,6 +59,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.measure import load_report, print_load_report  # noqa: E402
 from bench.serve import (  # noqa: E402
     API_KEY,
     BARE,
@@ -71,6 +72,7 @@ from bench.serve import (  # noqa: E402
     entity_key,
     fill,
     load_averages,
+    median_of,
     process,
     run_python_client,
     values_of,
@@ -222,7 +224,7 @@ def grpc_client_process(argv: Sequence[str]) -> None:
         "max_us": round(latencies[-1] * 1e6),
         "cpu_s": cpu_s,
     }
-    print("WRK_JSON " + json.dumps(report), flush=True)
+    print_load_report(report)
 
 
 def run_grpc_client(
@@ -232,11 +234,10 @@ def run_grpc_client(
     args = [sys.executable, __file__, "--grpc-client", str(port), method, str(seconds)]
     args += [str(connections), str(entities), str(keys), features_json]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120)
-    for line in proc.stdout.splitlines():
-        if line.startswith("WRK_JSON "):
-            report: dict[str, Any] = json.loads(line[len("WRK_JSON ") :])
-            return report
-    raise SystemExit(f"gRPC client gave no report:\n{proc.stdout}\n{proc.stderr}")
+    report = load_report(proc.stdout)
+    if report is None:
+        raise SystemExit(f"gRPC client gave no report:\n{proc.stdout}\n{proc.stderr}")
+    return report
 
 
 # --- correctness --------------------------------------------------------------------------------
@@ -330,10 +331,6 @@ def conversion_cost(rest: httpx.Client, registry: Any, view: Any, entities: int)
 
 
 # --- the run ------------------------------------------------------------------------------------
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -498,17 +495,17 @@ def print_table(runs: dict[str, list[dict[str, Any]]], args: Any) -> None:
         name, protocol = label.split(" | ")
         rps = [r["rps"] for r in reports]
         print(
-            f"| {name} | {protocol} | {median(rps):,.0f} ({min(rps):,.0f}-{max(rps):,.0f}) "
-            f"| {median([r['p50_us'] for r in reports]) / 1000:.2f} "
-            f"| {median([r['p99_us'] for r in reports]) / 1000:.2f} "
-            f"| {median([r['server_cpu_us'] for r in reports]):.0f} "
-            f"| {median([r['client_cpu_us'] for r in reports]):.0f} "
+            f"| {name} | {protocol} | {median_of(rps):,.0f} ({min(rps):,.0f}-{max(rps):,.0f}) "
+            f"| {median_of([r['p50_us'] for r in reports]) / 1000:.2f} "
+            f"| {median_of([r['p99_us'] for r in reports]) / 1000:.2f} "
+            f"| {median_of([r['server_cpu_us'] for r in reports]):.0f} "
+            f"| {median_of([r['client_cpu_us'] for r in reports]):.0f} "
             f"| {sum(r['status_errors'] for r in reports)} |"
         )
     print()
     for name in dict.fromkeys(name for name, *_ in SCENARIOS):
-        rest = median([r["rps"] for r in runs[f"{name} | rest"]])
-        over = median([r["rps"] for r in runs[f"{name} | grpc"]])
+        rest = median_of([r["rps"] for r in runs[f"{name} | rest"]])
+        over = median_of([r["rps"] for r in runs[f"{name} | grpc"]])
         print(f"gRPC / REST req/s, {name}: {over / rest:.2f}")
 
 
