@@ -53,7 +53,13 @@ from sidecar.auth import ApiKey
 from sidecar.errors import ApiError, checked_list, json_type, type_error
 from sidecar.keys import key_value
 from sidecar.plans import EntityPlan
-from sidecar.selection import SELECTION_MEMO_FEATURES, SELECTION_MEMO_SIZE, Selection, Selector
+from sidecar.selection import (
+    SELECTION_MEMO_FEATURES,
+    SELECTION_MEMO_SIZE,
+    Selection,
+    Selector,
+    feature_positions,
+)
 from sidecar.settings import Settings
 
 __all__ = ["MultiParser", "MultiRequest", "MultiShape", "ServicePlan"]
@@ -310,12 +316,7 @@ class MultiParser:
         return shape
 
     def _shape(self, names: list[Any], principal: ApiKey) -> MultiShape:
-        for index, name in enumerate(names):
-            if not isinstance(name, str) or not name:
-                raise type_error(f"features[{index}]", "a non-empty string", name)
-        positions: dict[str, int] = {}
-        for index, name in enumerate(names):
-            positions.setdefault(name, index)
+        positions = feature_positions(names)
         known = self.selector.all_features
         # scope before existence, so that a scoped key learns nothing outside its scope
         for name, index in positions.items():

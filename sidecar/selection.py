@@ -26,7 +26,13 @@ from sidecar.errors import ApiError, type_error
 from sidecar.fragments import CachedRecord, ViewRenderer
 from sidecar.plans import EntityPlan, FeaturePlan
 
-__all__ = ["SELECTION_MEMO_FEATURES", "SELECTION_MEMO_SIZE", "Selection", "Selector"]
+__all__ = [
+    "SELECTION_MEMO_FEATURES",
+    "SELECTION_MEMO_SIZE",
+    "Selection",
+    "Selector",
+    "feature_positions",
+]
 
 #: distinct (API key, entity, feature list) selections remembered (past it the memo starts
 #: over), for feature lists of at most SELECTION_MEMO_FEATURES names (a bound on its memory)
@@ -132,12 +138,7 @@ class Selector:
         self, entity_name: str, names: list[Any], keys: int, principal: ApiKey
     ) -> Selection:
         """Validate the feature list of a request for ``entity_name`` (raises ApiError)."""
-        for index, name in enumerate(names):
-            if not isinstance(name, str) or not name:
-                raise type_error(f"features[{index}]", "a non-empty string", name)
-        positions: dict[str, int] = {}
-        for index, name in enumerate(names):
-            positions.setdefault(name, index)
+        positions = feature_positions(names)
         unique = list(positions)
         self.check_values(keys, len(unique))
         # scope before existence, so that a scoped key learns nothing outside its scope
@@ -194,3 +195,16 @@ class Selector:
                 where,
             )
         return Selection.of(plan, features)
+
+
+def feature_positions(names: list[Any]) -> dict[str, int]:
+    """Each feature name of a request's ``features`` list and the index of its first use,
+    in order; 422 ``INVALID_TYPE`` naming ``features[<i>]`` for an item that is not a
+    non-empty string."""
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise type_error(f"features[{index}]", "a non-empty string", name)
+    positions: dict[str, int] = {}
+    for index, name in enumerate(names):
+        positions.setdefault(name, index)
+    return positions
