@@ -26,7 +26,6 @@ from featurestore.registry import Registry, load_registry
 from tests.servers import RedisServer, redis_server
 from tests.sidecar.harness import (
     NOW,
-    Latest,
     SidecarServer,
     expected_answer,
     load_demo,
@@ -37,7 +36,10 @@ from tests.sidecar.harness import (
     sidecar_env,
     warehouse_latest,
 )
+from tests.sidecar.test_serving import Reference, manifest, registry
 from tests.warehouse import Warehouse
+
+__all__ = ["manifest", "registry"]  # the serving suite's fixtures, used here
 
 RETRIEVE = "/api/v1/features/retrieve"
 USERS_ONLY_KEY = "multi-users-only-5d1e07"
@@ -55,18 +57,6 @@ VIEWS = {
     ("merchant",): ["merchant_chargeback_features", "merchant_transaction_features"],
     ("user", "device"): ["user_device_features"],
 }
-Reference = dict[str, dict[tuple[str, ...], Latest]]
-
-
-@pytest.fixture(scope="module")
-def manifest(demo_variant_manifest: Path) -> Path:
-    """The demo warehouse's (built, not only parsed) variant manifest."""
-    return demo_variant_manifest
-
-
-@pytest.fixture(scope="module")
-def registry(demo_variant_registry: Registry) -> Registry:
-    return demo_variant_registry
 
 
 @pytest.fixture(scope="module")
