@@ -19,7 +19,6 @@ from typing import Any, Final, cast
 import orjson
 
 from featurestore.online.store import ReadGroup
-from sidecar.cache import MISS
 from sidecar.fragments import (
     KIND_LABELS,
     KINDS,
@@ -91,13 +90,7 @@ class MultiRetriever:
         hits = misses = 0
         for g, (selection, unique) in enumerate(zip(shape.selections, request.keys, strict=True)):
             views = selection.views
-            columns: list[list[Any]]
-            if use_cache:
-                get_many = retriever.cache.get_many
-                columns = [get_many([(view, key) for key in unique]) for view in views]
-            else:
-                columns = [[MISS] * len(unique) for _ in views]
-            missing = [[k for k, entry in enumerate(column) if entry is MISS] for column in columns]
+            columns, missing = retriever._cached(views, unique)
             missed = sum(map(len, missing))
             hits += len(unique) * len(views) - missed
             misses += missed
@@ -127,7 +120,7 @@ class MultiRetriever:
                 for g, rows in zip(read_of, cast(list[Any], answer), strict=True):
                     selection = shape.selections[g]
                     columns, missing, miss_at = lookups[g]
-                    degraded |= retriever._fill_or_miss(
+                    degraded |= retriever._fill(
                         selection.entity,
                         columns,
                         missing,

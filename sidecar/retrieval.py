@@ -324,15 +324,7 @@ class Retriever:
         nviews = len(views)
         keys = request.keys
         unique = keys if len(keys) == 1 else list(dict.fromkeys(keys))
-        # per view (selection order) one slot per unique key (in order of first use)
-        columns: list[list[CachedRecord | object]]
-        if self._use_cache:
-            get_many = self.cache.get_many
-            columns = [get_many([(view, key) for key in unique]) for view in views]
-        else:
-            columns = [[MISS] * len(unique) for _ in views]
-        # per view the key indexes that missed
-        missing = [[k for k, entry in enumerate(column) if entry is MISS] for column in columns]
+        columns, missing = self._cached(views, unique)
         misses = sum(map(len, missing))
         if self._use_cache:
             if misses < len(unique) * nviews:
@@ -355,7 +347,7 @@ class Retriever:
                 degraded = True  # the slots stay MISS: answered as unavailable below
             else:
                 # keys on a cluster node that did not answer stay MISS (unavailable)
-                degraded = self._fill_or_miss(plan, columns, missing, miss_at, unique, views, rows)
+                degraded = self._fill(plan, columns, missing, miss_at, unique, views, rows)
 
         answers = self._answers(selection, columns, now, now_s)
 
@@ -430,6 +422,20 @@ class Retriever:
             return plan.invalid[view]
         return answer if answer[EXP] > now_s else absent
 
+    def _cached(
+        self, views: Sequence[str], unique: list[tuple[str, ...]]
+    ) -> tuple[list[list[CachedRecord | object]], list[list[int]]]:
+        """Per view (in order) one slot per unique key (in order of first use): its cached
+        entry, else MISS; and per view the key indexes that missed."""
+        columns: list[list[CachedRecord | object]]
+        if self._use_cache:
+            get_many = self.cache.get_many
+            columns = [get_many([(view, key) for key in unique]) for view in views]
+        else:
+            columns = [[MISS] * len(unique) for _ in views]
+        missing = [[k for k, entry in enumerate(column) if entry is MISS] for column in columns]
+        return columns, missing
+
     def _answers(
         self,
         selection: Selection,
@@ -453,28 +459,6 @@ class Retriever:
             ])  # fmt: skip
         return answers
 
-    def _fill_or_miss(
-        self,
-        plan: EntityPlan,
-        columns: list[list[CachedRecord | object]],
-        missing: list[list[int]],
-        miss_at: list[int],
-        unique: list[tuple[str, ...]],
-        views: Sequence[str],
-        rows: Rows | EncodedRows,
-    ) -> bool:
-        """:meth:`_fill`, degraded (True) where it raises: a bug, since a record that
-        cannot be decoded never raises; logged, and the missing slots left MISS."""
-        try:
-            return self._fill(plan, columns, missing, miss_at, unique, views, rows)
-        except Exception:
-            log.exception("the store's answer cannot be served")
-            self.metrics.store_read("error")
-            for column, indexes in zip(columns, missing, strict=True):
-                for k in indexes:
-                    column[k] = MISS
-            return True
-
     def _fill(
         self,
         plan: EntityPlan,
@@ -489,23 +473,33 @@ class Retriever:
         missing slots, a view at a time; cache what is admitted (a record that cannot be
         decoded is answered as ``INVALID_RECORD`` on its own, see :meth:`_fill_view`).
         True if some record was :data:`~featurestore.online.store.UNREACHABLE` (a cluster
-        node down: its slots stay MISS, answered ``STORE_UNAVAILABLE``)."""
-        table = cast(list[dict[str, Any]], rows)
-        row_of: dict[int, dict[str, Any]] | None = None
-        unreachable = False
-        for view, column, indexes in zip(views, columns, missing, strict=True):
-            if not indexes:
-                continue
-            if indexes is miss_at or len(indexes) == len(miss_at):  # every key read
-                stored = [row.get(view) for row in table]
-            else:
-                if row_of is None:
-                    row_of = dict(zip(miss_at, table, strict=True))
-                stored = [row_of[k].get(view) for k in indexes]
-            unreachable |= self._fill_view(
-                plan, column, indexes, [unique[k] for k in indexes], view, stored
-            )
-        return unreachable
+        node down: its slots stay MISS, answered ``STORE_UNAVAILABLE``), and True where it
+        raises (a bug: a record that cannot be decoded never raises): logged, and the
+        missing slots left MISS."""
+        try:
+            table = cast(list[dict[str, Any]], rows)
+            row_of: dict[int, dict[str, Any]] | None = None
+            unreachable = False
+            for view, column, indexes in zip(views, columns, missing, strict=True):
+                if not indexes:
+                    continue
+                if indexes is miss_at or len(indexes) == len(miss_at):  # every key read
+                    stored = [row.get(view) for row in table]
+                else:
+                    if row_of is None:
+                        row_of = dict(zip(miss_at, table, strict=True))
+                    stored = [row_of[k].get(view) for k in indexes]
+                unreachable |= self._fill_view(
+                    plan, column, indexes, [unique[k] for k in indexes], view, stored
+                )
+            return unreachable
+        except Exception:
+            log.exception("the store's answer cannot be served")
+            self.metrics.store_read("error")
+            for column, indexes in zip(columns, missing, strict=True):
+                for k in indexes:
+                    column[k] = MISS
+            return True
 
     def _fill_view(
         self,
