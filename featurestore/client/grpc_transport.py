@@ -8,7 +8,7 @@ Imported only when a gRPC client is created (``import featurestore.client`` load
 it needs ``grpcio`` and ``protobuf`` (``pip install featurestore[serve]``, or ``pip install
 grpcio protobuf``) and the generated modules of ``featurestore/grpc_api/`` (``./run setup``).
 
-The request is the REST body the clients build (:mod:`featurestore.client.http`) turned into
+The request is the REST body the clients build (:mod:`featurestore.client.calls`) turned into
 its message (:func:`request_message`); the response is turned back into the JSON document
 REST answers (:func:`response_document`), which :meth:`~featurestore.client.results.
 OnlineFeatures.from_json` reads as it reads REST's: a value's kind maps to the JSON type REST
@@ -71,7 +71,7 @@ from featurestore.client.errors import (
 from featurestore.timestamps import iso_micros
 
 if TYPE_CHECKING:
-    from featurestore.client.http import _Call, _Settings
+    from featurestore.client.calls import Call, Settings
 
 __all__ = [
     "AsyncGrpcTransport",
@@ -322,7 +322,7 @@ class _Channel:
     """What both gRPC transports share: the target, the call options and the decisions on
     each failure."""
 
-    def __init__(self, settings: _Settings, address: str) -> None:
+    def __init__(self, settings: Settings, address: str) -> None:
         self.settings = settings
         self.address = address
         key = settings.headers.get("X-API-Key")
@@ -337,7 +337,7 @@ class _Channel:
             ("grpc.max_reconnect_backoff_ms", max(backoff_ms, 500)),
         ]
 
-    def rpc(self, call: _Call[Any]) -> tuple[str, Message]:
+    def rpc(self, call: Call[Any]) -> tuple[str, Message]:
         if call.from_document is None or call.body is None:
             raise FeatureStoreError(
                 f"{call.method} {call.path} is served over REST only, not gRPC: "
@@ -371,7 +371,7 @@ class _Channel:
         code = exc.code()
         return self.pause(code, error_of(code, exc.details(), exc.trailing_metadata()), attempt)
 
-    def answer(self, call: _Call[T], path: str, data: bytes) -> T:
+    def answer(self, call: Call[T], path: str, data: bytes) -> T:
         """The parsed answer of a call whose serialized response is ``data``."""
         assert call.from_document is not None and call.body is not None  # (checked by rpc)
         kind = (
@@ -393,11 +393,11 @@ def _raw(data: bytes) -> bytes:
 class GrpcTransport:
     """The blocking transport (``grpc.insecure_channel``); thread safe."""
 
-    def __init__(self, settings: _Settings, address: str) -> None:
+    def __init__(self, settings: Settings, address: str) -> None:
         self._shared = _Channel(settings, address)
         self._channel = grpc.insecure_channel(address, options=self._shared.options)
 
-    def send(self, call: _Call[T], timeout_s: float | None) -> T:
+    def send(self, call: Call[T], timeout_s: float | None) -> T:
         shared = self._shared
         path, request = shared.rpc(call)
         stub = self._channel.unary_unary(
@@ -422,11 +422,11 @@ class AsyncGrpcTransport:
     """The asyncio transport (``grpc.aio``); its channel is opened on the first call, in the
     event loop that makes it."""
 
-    def __init__(self, settings: _Settings, address: str) -> None:
+    def __init__(self, settings: Settings, address: str) -> None:
         self._shared = _Channel(settings, address)
         self._channel: grpc.aio.Channel | None = None
 
-    async def send(self, call: _Call[T], timeout_s: float | None) -> T:
+    async def send(self, call: Call[T], timeout_s: float | None) -> T:
         shared = self._shared
         path, request = shared.rpc(call)
         if self._channel is None:

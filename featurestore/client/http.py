@@ -3,8 +3,8 @@
 for a ``grpc://host:port`` URL, over the sidecar's gRPC service
 (:mod:`featurestore.client.grpc_transport`: the same methods, results and errors).
 
-Both build their requests and read their answers with the same code (:class:`_Call`, the
-request bodies, :meth:`_Settings.answer`, :meth:`~featurestore.client.results.
+Both build their requests and read their answers with the same code (:class:`Call`, the
+request bodies, :meth:`Settings.answer`, :meth:`~featurestore.client.results.
 OnlineFeatures.from_json`); only the transport call and the wait between attempts differ.
 A REST call:
 
@@ -27,22 +27,29 @@ A REST call:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from importlib import metadata
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 import httpx
 
-from featurestore.client.errors import (
-    AuthenticationError,
-    ConnectionFailed,
-    FeatureStoreError,
-    RequestTimedOut,
-    error_for,
+from featurestore.client.calls import (
+    API_KEY_ENV,
+    DEFAULT_BACKOFF_S,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    GRPC_SCHEME,
+    MAX_BACKOFF_S,
+    RETRIEVE_PATH,
+    Call,
+    Key,
+    Settings,
+    feature_service_body,
+    features_body,
+    multi_entity_body,
+    registry_call,
+    retrieve_call,
 )
 from featurestore.client.results import OnlineFeatures
 
@@ -59,200 +66,10 @@ __all__ = [
     "multi_entity_body",
 ]
 
-#: the environment variable the API key is read from when none is given
-API_KEY_ENV: Final = "FEATURESTORE_API_KEY"
-DEFAULT_TIMEOUT_S: Final = 2.0
-DEFAULT_RETRIES: Final = 2
-DEFAULT_BACKOFF_S: Final = 0.05
-#: the longest pause between two attempts
-MAX_BACKOFF_S: Final = 0.5
-RETRIEVE_PATH: Final = "/api/v1/features/retrieve"
-REGISTRY_PATH: Final = "/api/v1/registry"
-_DEGRADED_HEADER: Final = "x-featurestore-degraded"
-#: the URL scheme of the sidecar's gRPC service
-GRPC_SCHEME: Final = "grpc://"
-
 T = TypeVar("T")
 
-Key = str | Mapping[str, Any]
 
-
-# --- request bodies (the design document's form, and contract C's) ---------------------------
-
-
-def features_body(entity: str, keys: Sequence[Key], features: Sequence[str]) -> dict[str, Any]:
-    """The single-entity retrieve body: ``entity``'s ``features`` for ``keys`` (strings, or
-    key objects ``{"user_id": ..., "device_id": ...}`` for a composite entity)."""
-    _not_text(keys, "keys")
-    _not_text(features, "features")
-    return {
-        "entity_name": entity,
-        "entity_keys": [k if isinstance(k, str) else dict(k) for k in keys],
-        "features": list(features),
-    }
-
-
-def multi_entity_body(
-    entities: Sequence[Mapping[str, Any]], features: Sequence[str]
-) -> dict[str, Any]:
-    """The multi-entity retrieve body of a feature list: any online ``features`` of any
-    entities, for each ``entities`` row (an object naming every key column those features'
-    entities need, a column shared by two entities once)."""
-    _not_text(entities, "entities")
-    _not_text(features, "features")
-    return {"features": list(features), "entities": [dict(e) for e in entities]}
-
-
-def feature_service_body(
-    name: str,
-    entities: Sequence[Mapping[str, Any]],
-    request_data: Sequence[Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The multi-entity retrieve body of feature service ``name``: one ``entities`` object
-    per row naming every key column the service's features need, and optionally one
-    ``request_data`` object per row (the service's request fields)."""
-    _not_text(entities, "entities")
-    body: dict[str, Any] = {"feature_service": name, "entities": [dict(e) for e in entities]}
-    if request_data is not None:
-        _not_text(request_data, "request_data")
-        if len(request_data) != len(entities):
-            raise ValueError(
-                f"request_data has {len(request_data)} items for {len(entities)} entities: "
-                "one object per entities item"
-            )
-        body["request_data"] = [dict(r) for r in request_data]
-    return body
-
-
-def _not_text(value: object, name: str) -> None:
-    if isinstance(value, str | bytes):
-        raise TypeError(f"{name} must be a list, not a single {type(value).__name__}")
-
-
-# --- what both clients share ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Call(Generic[T]):
-    """One API call: what to send and how to read a 2xx answer (REST: ``parse``; gRPC, which
-    answers retrieve calls only: ``from_document`` of the REST document and degraded flag)."""
-
-    method: str
-    path: str
-    body: dict[str, Any] | None
-    #: it only reads: safe to send again if the connection broke before the answer
-    idempotent: bool
-    parse: Callable[[httpx.Response], T]
-    from_document: Callable[[Any, bool], T] | None = None
-
-
-def _retrieve(body: dict[str, Any]) -> _Call[OnlineFeatures]:
-    def parse(response: httpx.Response) -> OnlineFeatures:
-        degraded = response.headers.get(_DEGRADED_HEADER) == "1"
-        return OnlineFeatures.from_json(response.json(), degraded=degraded)
-
-    def from_document(document: Any, degraded: bool) -> OnlineFeatures:
-        return OnlineFeatures.from_json(document, degraded=degraded)
-
-    return _Call("POST", RETRIEVE_PATH, body, True, parse, from_document)
-
-
-def _registry() -> _Call[dict[str, Any]]:
-    def parse(response: httpx.Response) -> dict[str, Any]:
-        document: dict[str, Any] = response.json()
-        return document
-
-    return _Call("GET", REGISTRY_PATH, None, True, parse)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("featurestore")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-class _Settings:
-    """The configuration both clients share, and their retry decisions."""
-
-    #: appended to a 401's message when the client has no key
-    no_key_hint: Final = f" (no API key given: pass api_key= or set ${API_KEY_ENV})"
-
-    def __init__(
-        self,
-        url: str,
-        api_key: str | None,
-        timeout_s: float,
-        retries: int,
-        backoff_s: float,
-        max_connections: int,
-    ) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-        if retries < 0 or backoff_s < 0:
-            raise ValueError("retries and backoff_s must not be negative")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, got {max_connections!r}")
-        self.url = url.rstrip("/")
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-        self.has_key = bool(key)
-        self.headers = {"User-Agent": f"featurestore-client/{_version()}"}
-        if key:
-            self.headers["X-API-Key"] = key
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-
-    def timeout(self, timeout_s: float | None) -> httpx.Timeout:
-        return httpx.Timeout(self.timeout_s if timeout_s is None else timeout_s)
-
-    def backoff(self, attempt: int) -> float:
-        """The pause after failed attempt ``attempt`` (0 first): ``backoff_s`` doubling."""
-        return float(min(self.backoff_s * 2**attempt, MAX_BACKOFF_S))
-
-    def pause(self, exc: httpx.TransportError, attempt: int, call: _Call[Any]) -> float:
-        """Seconds to wait before attempt ``attempt + 1`` after ``exc``, or raises the
-        error to give the caller when the call is not to be retried."""
-        if isinstance(exc, httpx.TimeoutException):
-            raise RequestTimedOut(f"no answer from {self.url}{call.path} in time: {exc!r}")
-        retryable = isinstance(exc, httpx.ConnectError) or (
-            call.idempotent
-            and isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError)
-        )
-        if not retryable or attempt >= self.retries:
-            tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
-            raise ConnectionFailed(f"{call.method} {self.url}{call.path} failed ({tries}): {exc!r}")
-        return self.backoff(attempt)
-
-    def answer(self, call: _Call[T], response: httpx.Response) -> T:
-        """The parsed answer, or the server's error raised."""
-        if response.status_code >= 400:
-            error = error_for(response.status_code, response.content)
-            if isinstance(error, AuthenticationError) and not self.has_key:
-                error.message += self.no_key_hint
-            raise error
-        try:
-            return call.parse(response)
-        except ValueError as exc:  # not JSON
-            raise FeatureStoreError(
-                f"unexpected answer to {call.method} {call.path}: {exc}",
-                status=response.status_code,
-                code="BAD_RESPONSE",
-            ) from None
-
-    def pool_options(self) -> dict[str, Any]:
-        return {
-            "base_url": self.url,
-            "headers": self.headers,
-            "timeout": self.timeout(None),
-            "limits": self.limits,
-        }
-
-
-def _request(call: _Call[Any]) -> dict[str, Any]:
+def _request(call: Call[Any]) -> dict[str, Any]:
     return {"method": call.method, "url": call.path, "json": call.body}
 
 
@@ -260,13 +77,13 @@ def _request(call: _Call[Any]) -> dict[str, Any]:
 
 
 class _Transport(Protocol):
-    def send(self, call: _Call[T], timeout_s: float | None) -> T: ...
+    def send(self, call: Call[T], timeout_s: float | None) -> T: ...
 
     def close(self) -> None: ...
 
 
 class _AsyncTransport(Protocol):
-    async def send(self, call: _Call[T], timeout_s: float | None) -> T: ...
+    async def send(self, call: Call[T], timeout_s: float | None) -> T: ...
 
     async def aclose(self) -> None: ...
 
@@ -274,11 +91,11 @@ class _AsyncTransport(Protocol):
 class _Http:
     """The blocking REST transport: an httpx pool."""
 
-    def __init__(self, settings: _Settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._http = httpx.Client(**settings.pool_options())
 
-    def send(self, call: _Call[T], timeout_s: float | None) -> T:
+    def send(self, call: Call[T], timeout_s: float | None) -> T:
         settings = self._settings
         timeout = settings.timeout(timeout_s)
         attempt = 0
@@ -298,11 +115,11 @@ class _Http:
 class _AsyncHttp:
     """The asyncio REST transport: an httpx pool."""
 
-    def __init__(self, settings: _Settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._http = httpx.AsyncClient(**settings.pool_options())
 
-    async def send(self, call: _Call[T], timeout_s: float | None) -> T:
+    async def send(self, call: Call[T], timeout_s: float | None) -> T:
         settings = self._settings
         timeout = settings.timeout(timeout_s)
         attempt = 0
@@ -342,7 +159,7 @@ class _Client:
         backoff_s: float = DEFAULT_BACKOFF_S,
         max_connections: int = 100,
     ) -> None:
-        self._settings = _Settings(url, api_key, timeout_s, retries, backoff_s, max_connections)
+        self._settings = Settings(url, api_key, timeout_s, retries, backoff_s, max_connections)
         self._grpc_address = _grpc_address(url)
         self._open()
 
@@ -385,7 +202,7 @@ class FeatureClient(_Client):
         timeout_s: float | None = None,
     ) -> OnlineFeatures:
         """``entity``'s ``features`` for each of ``keys`` (request order, repeats kept)."""
-        return self._transport.send(_retrieve(features_body(entity, keys, features)), timeout_s)
+        return self._transport.send(retrieve_call(features_body(entity, keys, features)), timeout_s)
 
     def get_multi_entity_features(
         self,
@@ -397,7 +214,7 @@ class FeatureClient(_Client):
         """``features`` of any entities for each ``entities`` row (its key columns), in one
         request and one store round trip; each row's key is its ``entities`` object."""
         body = multi_entity_body(entities, features)
-        return self._transport.send(_retrieve(body), timeout_s)
+        return self._transport.send(retrieve_call(body), timeout_s)
 
     def get_feature_service(
         self,
@@ -410,13 +227,13 @@ class FeatureClient(_Client):
         """Feature service ``name``'s features (stored, then request-time) for each
         ``entities`` row, with its ``request_data`` row."""
         body = feature_service_body(name, entities, request_data)
-        return self._transport.send(_retrieve(body), timeout_s)
+        return self._transport.send(retrieve_call(body), timeout_s)
 
     def registry(self, *, timeout_s: float | None = None) -> dict[str, Any]:
         """``GET /api/v1/registry``: the entities, views and features the key may read.
         REST only: a gRPC client raises :class:`~featurestore.client.errors.
         FeatureStoreError` (code ``REST_ONLY``)."""
-        return self._transport.send(_registry(), timeout_s)
+        return self._transport.send(registry_call(), timeout_s)
 
     def close(self) -> None:
         self._transport.close()
@@ -457,7 +274,7 @@ class AsyncFeatureClient(_Client):
     ) -> OnlineFeatures:
         """See :meth:`FeatureClient.get_features`."""
         body = features_body(entity, keys, features)
-        return await self._transport.send(_retrieve(body), timeout_s)
+        return await self._transport.send(retrieve_call(body), timeout_s)
 
     async def get_multi_entity_features(
         self,
@@ -468,7 +285,7 @@ class AsyncFeatureClient(_Client):
     ) -> OnlineFeatures:
         """See :meth:`FeatureClient.get_multi_entity_features`."""
         body = multi_entity_body(entities, features)
-        return await self._transport.send(_retrieve(body), timeout_s)
+        return await self._transport.send(retrieve_call(body), timeout_s)
 
     async def get_feature_service(
         self,
@@ -480,11 +297,11 @@ class AsyncFeatureClient(_Client):
     ) -> OnlineFeatures:
         """See :meth:`FeatureClient.get_feature_service`."""
         body = feature_service_body(name, entities, request_data)
-        return await self._transport.send(_retrieve(body), timeout_s)
+        return await self._transport.send(retrieve_call(body), timeout_s)
 
     async def registry(self, *, timeout_s: float | None = None) -> dict[str, Any]:
         """See :meth:`FeatureClient.registry`."""
-        return await self._transport.send(_registry(), timeout_s)
+        return await self._transport.send(registry_call(), timeout_s)
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -25,7 +25,7 @@ from featurestore.client import (
     RequestTimedOut,
     ServerError,
 )
-from featurestore.client.http import MAX_BACKOFF_S, _Call, _Settings
+from featurestore.client.calls import MAX_BACKOFF_S, Call, Settings
 from tests.servers import free_port
 
 ANSWER = {
@@ -225,9 +225,9 @@ def test_a_connection_closed_before_the_answer_is_retried_for_a_read() -> None:
 def test_which_failures_are_retried() -> None:
     """The retry decision (pure logic): connect errors always, broken connections only for
     a read, never a timeout; pauses double and are bounded."""
-    settings = _Settings("http://h", "k", 1.0, 10, 0.05, 1)
-    read = _Call("POST", "/p", {}, True, lambda r: r)
-    write = _Call("POST", "/p", {}, False, lambda r: r)
+    settings = Settings("http://h", "k", 1.0, 10, 0.05, 1)
+    read = Call("POST", "/p", {}, True, lambda r: r)
+    write = Call("POST", "/p", {}, False, lambda r: r)
     refused = httpx.ConnectError("refused")
     broken = httpx.RemoteProtocolError("Server disconnected without sending a response.")
     assert [settings.pause(refused, n, write) for n in range(5)] == [0.05, 0.1, 0.2, 0.4, 0.5]

@@ -264,8 +264,10 @@ def test_redis_streams_with_a_dead_consumer_and_a_store_outage(
         time.sleep(2.5)
         dying.send_signal(signal.SIGKILL)
         dying.wait()
+        # idle for 8 s before stopping: on a busy host the test may append the rest late,
+        # and a survivor that stopped before then never sees the outage
         survivor = subprocess.Popen(
-            [*base, "--consumer", "survivor", "--stop-when-idle", "4s"],
+            [*base, "--consumer", "survivor", "--stop-when-idle", "8s"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(2)
