@@ -83,6 +83,7 @@ a bad configuration fails with one message).
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -377,7 +378,19 @@ def parse_gc_thresholds(text: str) -> tuple[int, int, int]:
 def check_settings(settings: Settings, registry: Registry) -> None:
     """Names in the configuration must exist in the registry (typos fail at startup): the
     views of ``FEATURESTORE_CACHE_TTL`` must be online views, the API keys' scopes name
-    known entities, features and feature services. Raises SettingsError."""
+    known entities, features and feature services; with a gRPC port, the gRPC modules
+    must import (grpcio, protobuf and the modules ``./run setup`` generates). Raises
+    SettingsError."""
+    if settings.grpc_port is not None:
+        try:
+            for module in ("grpc", "featurestore.grpc_api.serving_pb2"):
+                importlib.import_module(module)
+        except ImportError as exc:
+            raise SettingsError(
+                f"FEATURESTORE_GRPC_PORT (--grpc-port) needs grpcio, protobuf and the "
+                f"generated modules of featurestore/grpc_api ({exc}): install "
+                "featurestore[serve], and generate the modules from proto/ with ./run setup"
+            ) from None
     online = {name for name, view in registry.views.items() if view.online}
     for view in settings.cache_ttl_by_view:
         if view not in online:

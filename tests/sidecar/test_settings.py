@@ -4,6 +4,7 @@ registry."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,17 @@ def test_names_in_the_settings_must_exist_in_the_registry(small_registry: Regist
         with pytest.raises(SettingsError) as info:
             check_settings(settings, small_registry)
         assert str(info.value) == message
+
+
+def test_a_grpc_port_without_the_generated_modules_is_a_clear_error(
+    small_registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--grpc-port on an install where the gRPC modules were never generated (no ./run
+    setup) stops at startup with what to do, not an ImportError traceback."""
+    settings = Settings(
+        online_url="sqlite:///x.db", api_keys=(ApiKey("k", b"0" * 32),), grpc_port=50051
+    )
+    check_settings(settings, small_registry)  # generated here: accepted
+    monkeypatch.setitem(sys.modules, "featurestore.grpc_api.serving_pb2", None)
+    with pytest.raises(SettingsError, match=r"generated modules .*\./run setup"):
+        check_settings(settings, small_registry)
