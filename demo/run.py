@@ -26,6 +26,9 @@ from featurestore.historical import get_historical_features
 from featurestore.project import DbtError, Project, duckdb_path
 from featurestore.registry import load_registry
 
+#: a demo merchant (merchants are mer_000001 ... mer_000100) for the feature-service request
+DEMO_MERCHANT = "mer_000001"
+
 __all__ = ["run_demo", "run_online_demo"]
 
 
@@ -120,7 +123,8 @@ def _same_values(sdk: pd.DataFrame, model: pd.DataFrame, features: Sequence[str]
 
 def run_online_demo(project_dir: Path | None, *, as_of: str, echo: Callable[[str], object]) -> None:
     """Load the demo's online views into the embedded store (SQLite), start the sidecar,
-    send the design document's sample request (split by entity), print the responses, stop.
+    send the design document's sample request per entity and then in one request of the
+    ``fraud_model_v1`` feature service, print the responses, stop.
 
     The demo data ends on 2026-05-01, so the loader and the sidecar run with their clock
     pinned there (``--now``); against live data leave it out."""
@@ -131,13 +135,20 @@ def run_online_demo(project_dir: Path | None, *, as_of: str, echo: Callable[[str
     now = as_of.replace(" ", "T") + "Z"
     echo("")
     echo(f"==> featurestore load --online {online} --now {now}")
+    # the demo's own store, made afresh: a run before this one left its loads and the
+    # stream worker's partials there (an event it streamed would count twice)
+    for leftover in (
+        online_db,
+        *(online_db.with_name(online_db.name + s) for s in ("-wal", "-shm")),
+    ):
+        leftover.unlink(missing_ok=True)
     _run([cli, "init-store", "--online", online], project.root)
     _run([cli, "load", "--online", online, "--now", now, "--log-format", "json"], project.root)
 
     api_key = secrets.token_urlsafe(24)
     user, device = _demo_keys(project)
     later = _next_decay(project, user, as_of)
-    requests = [
+    requests: list[dict[str, Any]] = [
         {
             "entity_name": "user",
             "entity_keys": [user, "usr_01928374"],
@@ -151,6 +162,13 @@ def run_online_demo(project_dir: Path | None, *, as_of: str, echo: Callable[[str
             "entity_name": "user_device",
             "entity_keys": [f"{user}:{device}", "usr_01928374:dev_unknown"],
             "features": ["device_seen_before"],
+        },
+        # the design's sample request in one: the fraud model's feature service (user,
+        # merchant and user_device features, and a request-time feature of the amount)
+        {
+            "feature_service": "fraud_model_v1",
+            "entities": [{"user_id": user, "merchant_id": DEMO_MERCHANT, "device_id": device}],
+            "request_data": [{"amount": 120.5}],
         },
     ]
     with _sidecar(cli, online, now, api_key, project.root, echo) as base:
